@@ -1,0 +1,44 @@
+r"""Entry point: one training run, or the layer-wise study when the config declares one.
+
+  python -m unet_jax.main --config=configs/finetune.py:quick --workdir=runs/ft \
+      --config.finetune.train='enc0..enc1'
+  python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file (path[:args]).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder of the run: checkpoints, summaries, results.')
+flags.DEFINE_string('sweep_index', None,
+                    'Study only: one sweep point (an index), "pretrain" or "report"; '
+                    'default: the whole study in this process.')
+flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() (multi-process runs).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    import jax  # after flag parsing, so --help is instant
+
+    if FLAGS.multihost:
+        jax.distributed.initialize()
+    logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
+                 jax.process_count(), jax.devices())
+    config = FLAGS.config
+    if 'study' in config:
+        from unet_jax import study
+
+        study.main(config, FLAGS.workdir, sweep_index=FLAGS.sweep_index)
+    else:
+        from unet_jax import train
+
+        if FLAGS.sweep_index is not None:
+            raise app.UsageError('--sweep_index needs a study config (configs/layerwise.py).')
+        train.train_and_evaluate(config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+    app.run(main)
