@@ -1,0 +1,158 @@
+r"""The layer-wise study: which U-Net layers to fine-tune (Amiri, Brooks and Rivaz 2019/2020).
+
+Pre-train once on natural images, then fine-tune on each target set with every sweep point:
+  scratch      random init, everything trains
+  pretrained   pre-trained weights, no tuning (only evaluated)
+  full         pre-trained, everything trains
+  contracting  pre-trained, only the contracting path (encoder) trains
+  expanding    pre-trained, only the expanding path (decoder) trains
+  shallow_to_deep k=1..N   the first k blocks/units train (`first:k`)
+  deep_to_shallow k=1..N   the last k blocks/units train (`last:k`)
+in each depth order (`forward`, `level`) and granularity (`block`, `unit`) listed in
+`study.orders` / `study.granularities`, for every target, training-set size and seed.
+`unet_jax.study.enumerate_sweep` turns this config into the list of runs.
+
+The top level of this config is the base fine-tuning run that every point modifies (so
+`--config.optimizer.learning_rate=1e-4` changes every point); `study.pretrain` is the full
+config of the pre-training run. Model and image size are shared by both (field references):
+set them once, e.g. `--config.model.base_width=32`.
+
+Arguments (big_vision style, comma-separated):
+  quick                      CPU scale (the whole study in well under 30 min on 2 cores)
+  source=natural|ultrasound  pre-training set (synthetic natural scenes, or simulated ultrasound)
+  targets=us+xray            target sets, '+'-separated: us, xray (synthetic) or real sets
+                             busi, dataset_b, jsrt, montgomery, shenzhen (need data_root)
+  data_root=DIR              folder holding the real sets' release folders (their manual_dir)
+  sizes=10+all               training-set sizes ('all' = every training image)
+  seeds=3                    number of seeds (0..seeds-1)
+  orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow
+  granularities=block+unit   what k counts
+
+Examples:
+  python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study_quick
+  python -m unet_jax.main --config=configs/layerwise.py --workdir=runs/study
+  python -m unet_jax.main --config=configs/layerwise.py:targets=busi+jsrt,data_root=/data \
+      --workdir=runs/study_real
+  python launch/sweep.py --config=configs/layerwise.py --workdir=runs/study --executor=slurm \
+      --partition=gpu --gres=gpu:1
+"""
+
+import ml_collections
+
+from unet_jax import config_lib
+
+# Short names used in sweep-point names; the values are `data.name`.
+SYNTHETIC_TARGETS = {
+    'us': 'synthetic_ultrasound',
+    'xray': 'synthetic_xray',
+    'natural': 'synthetic_natural',
+}
+REAL_TARGETS = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen')
+SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
+FAMILIES = ('scratch', 'pretrained', 'full', 'contracting', 'expanding',
+            'shallow_to_deep', 'deep_to_shallow')
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+    args = config_lib.parse_args(arg)
+    quick = bool(args.pop('quick', False))
+    source = str(args.pop('source', 'natural'))
+    targets = _split(args.pop('targets', 'us+xray'))
+    data_root = str(args.pop('data_root', ''))
+    sizes = _split(args.pop('sizes', '16' if quick else '10+50+all'))
+    num_seeds = int(args.pop('seeds', 3))
+    orders = _split(args.pop('orders', 'forward+level'))
+    granularities = _split(args.pop('granularities', 'block' if quick else 'block+unit'))
+    if args:
+        raise ValueError(
+            f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, source, '
+            'targets, data_root, sizes, seeds, orders, granularities (see the docstring).')
+    if source not in SOURCES:
+        raise ValueError(f'configs/layerwise.py: source={source!r} is not one of {sorted(SOURCES)}.')
+
+    config = config_lib.default_config('quick' if quick else '')
+    _shared_model_and_size(config)
+    if quick:
+        config.model.base_width = 8
+        config.num_train_steps = 120
+        config.warmup_steps = 10
+        config.eval_every_steps = 40
+        config.checkpoint_every_steps = 40
+        config.log_every_steps = 40
+    else:
+        config.data.image_size = 128
+        config.num_train_steps = 1000
+        config.eval_every_steps = 100
+        config.checkpoint_every_steps = 100
+    config.optimizer.learning_rate = 1e-3 if quick else 3e-4
+    config.finetune.granularity = 'block'
+
+    study = ml_collections.ConfigDict()
+    study.pretrain = _pretrain_config(config, source=source, quick=quick)
+    # A finished pre-training workdir to reuse instead of pre-training inside this study's
+    # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
+    study.pretrained_workdir = ''
+    study.targets = ml_collections.ConfigDict(
+        {name: _target(name, data_root=data_root) for name in targets})
+    study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
+    study.seeds = tuple(range(num_seeds))
+    study.families = FAMILIES
+    study.orders = tuple(orders)
+    study.granularities = tuple(granularities)
+    # Defaults of launch/sweep.py's SLURM flags (the command line overrides them).
+    study.slurm = ml_collections.ConfigDict(dict(
+        partition='', time='02:00:00' if not quick else '00:30:00',
+        gres='' if quick else 'gpu:1', cpus_per_task=2 if quick else 8,
+        mem='4G' if quick else '32G', max_parallel=0))
+    config.study = study
+    return config
+
+
+def _shared_model_and_size(config: ml_collections.ConfigDict) -> None:
+    """Turns model fields and the image size into references the pre-training config shares."""
+    for key, value in config.model.items():
+        config.model[key] = ml_collections.FieldReference(value)
+    config.data.image_size = ml_collections.FieldReference(config.data.image_size)
+
+
+def _pretrain_config(config: ml_collections.ConfigDict, *, source: str,
+                     quick: bool) -> ml_collections.ConfigDict:
+    pretrain = config_lib.default_config('quick' if quick else '')
+    for key in config.model:
+        pretrain.model[key] = config.model.get_ref(key)
+    pretrain.data.image_size = config.data.get_ref('image_size')
+    pretrain.data.name = SOURCES[source]
+    pretrain.finetune.train = '@all'
+    pretrain.init_from = ''
+    if quick:
+        pretrain.data.num_examples = 300
+        pretrain.num_train_steps = 400
+        pretrain.eval_every_steps = 100
+        pretrain.checkpoint_every_steps = 100
+        pretrain.log_every_steps = 50
+    else:
+        pretrain.data.num_examples = 5000
+        pretrain.num_train_steps = 20000
+        pretrain.eval_every_steps = 1000
+        pretrain.checkpoint_every_steps = 1000
+    return pretrain
+
+
+def _target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
+    """`data.*` overrides of one target set (any field of `config.data` may be set here)."""
+    if name in SYNTHETIC_TARGETS:
+        return ml_collections.ConfigDict(dict(name=SYNTHETIC_TARGETS[name]))
+    if name in REAL_TARGETS:
+        if not data_root:
+            raise ValueError(
+                f'configs/layerwise.py: target {name!r} is a real set read from disk; pass '
+                f'data_root=DIR (the folder holding its release folder) in the config argument, '
+                f'e.g. --config=configs/layerwise.py:targets={name},data_root=/data.')
+        return ml_collections.ConfigDict(dict(name=name, manual_dir=data_root))
+    raise ValueError(
+        f'configs/layerwise.py: unknown target {name!r}; valid: '
+        f'{sorted(SYNTHETIC_TARGETS) + list(REAL_TARGETS)}.')
+
+
+def _split(value: object) -> list[str]:
+    return [v for v in str(value).split('+') if v]
