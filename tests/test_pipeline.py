@@ -99,8 +99,8 @@ def test_load_splits_jsrt_fixture_and_cache(tmp_path):
 
 def test_load_splits_busi_drop_normal_and_rgb_natural_to_grey(tmp_path):
   busi = make_layout('busi', tmp_path / 'busi')
-  common = dict(data_dir=str(tmp_path / 'tfds'), image_size=16, test_fraction=0.2,
-                val_fraction=0.2)
+  common = {'data_dir': str(tmp_path / 'tfds'), 'image_size': 16, 'test_fraction': 0.2,
+            'val_fraction': 0.2}
   all_ids = pipeline.load_splits(_config(name='busi', manual_dir=str(busi['root']), **common),
                                  in_channels=1)
   kept = pipeline.load_splits(_config(name='busi', manual_dir=str(busi['root']),

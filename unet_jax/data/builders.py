@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -101,7 +102,7 @@ class _SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
 
 class _SyntheticBuilder(_SegmentationBuilder, skip_registration=True):
   SIMULATE = ''
-  BUILDER_CONFIGS = [synthetic_config(image_size=128, num_examples=200, seed=0)]
+  BUILDER_CONFIGS: ClassVar[list] = [synthetic_config(image_size=128, num_examples=200, seed=0)]
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -177,7 +178,7 @@ def _missing_masks_error(name: str, images: list[str], where: Path) -> ValueErro
 class _RealBuilder(_SegmentationBuilder, skip_registration=True):
   """A real set in its official layout; subclasses list its cases with `cases(root)`."""
 
-  BUILDER_CONFIGS = [real_config()]
+  BUILDER_CONFIGS: ClassVar[list] = [real_config()]
   # The folder name of the official release: manual_dir may be it or the folder holding it.
   FOLDER = ''
   MASK_THRESHOLD = 0

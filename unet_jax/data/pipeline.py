@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import ml_collections
@@ -27,7 +26,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from unet_jax.data import builders, folder, imageio
+from unet_jax.data import builders, folder
 
 SPLITS = ('train', 'val', 'test')
 RESIZE_METHODS = {'bilinear': Image.BILINEAR, 'area': Image.BOX}
@@ -44,10 +43,6 @@ class Split:
 
   def __len__(self) -> int:
     return len(self.ids)
-
-  def take(self, indices: Iterable[int]) -> Split:
-    indices = list(indices)
-    return Split(self.image[indices], self.mask[indices], [self.ids[i] for i in indices])
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -157,7 +152,7 @@ def _load_tfds(data_config, in_channels: int) -> dict[str, dict]:
   sources = None
   label_names = tuple(getattr(builder, 'LABELS', ()))
   out = {}
-  for split in builder.info.splits.keys():
+  for split in builder.info.splits:
     path = _cache_path(builder, data_config, in_channels, split)
     if data_config.cache and path.exists():
       with np.load(path) as f:
@@ -190,7 +185,7 @@ def _permutation(ids: list[str], seed: int) -> list[str]:
 def _count(fraction: float, n: int, field: str) -> int:
   if not 0 < fraction < 1:
     raise ValueError(f'config.data.{field}={fraction} must be in (0, 1).')
-  return max(1, int(round(fraction * n)))
+  return max(1, round(fraction * n))
 
 
 def assign_splits(official: dict[str, list[str]], data_config) -> dict[str, list[str]]:
