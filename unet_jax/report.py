@@ -98,7 +98,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float]) -> Paired:
     if n < 2:
         return Paired(n, mean, math.nan, math.nan, math.nan, math.nan, math.nan)
     sd = float(d.std(ddof=1))
-    if sd == 0:
+    if sd <= 1e-12 * max(1.0, abs(mean)):  # equal differences up to rounding: t undefined
         return Paired(n, mean, 0.0, math.nan, math.nan, math.nan, math.nan)
     t = mean / (sd / math.sqrt(n))
     p = float(2 * stats.t.sf(abs(t), n - 1))
@@ -367,7 +367,7 @@ def conclusions(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[st
                                 f'k={k}: {"shallow->deep" if c.mean_diff > 0 else "deep->shallow"}'
                                 f' by {abs(c.mean_diff):.3f}' for k, c in wins)
                             lines.append(
-                                head + f'per k {label}: {len(wins)} of {tested} values of k '
+                                head + f'per k {label}: {len(wins)} of {tested} tested values of k '
                                 'differ after Holm correction' + (f' ({detail}).' if wins
                                                                   else '.'))
             if {'full', 'scratch'} <= families:
@@ -420,12 +420,16 @@ def plot_dice_vs_units(summary: Sequence[dict[str, Any]], plan: dict[str, Any], 
             ax.set_xlabel('number of tuned units')
             ax.set_ylabel('test Dice')
             ax.grid(alpha=0.3)
+    _save_with_legend(fig, axes, path)
+
+
+def _save_with_legend(fig, axes, path: str) -> None:
+    """One legend for all panels, right of them (any number of panels or lines fits)."""
+    fig.tight_layout()
     handles, labels = _unique_legend(axes)
     if handles:
-        fig.legend(handles, labels, loc='lower center', ncol=min(4, len(labels)), fontsize=8,
-                   bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(labels) / 4), 1, 1))
-    fig.savefig(path, dpi=110)
+        fig.legend(handles, labels, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
     plt.close(fig)
 
 
@@ -457,12 +461,7 @@ def plot_dice_vs_size(summary: Sequence[dict[str, Any]], plan: dict[str, Any], p
         ax.set_ylabel('test Dice')
         ax.set_title(target)
         ax.grid(alpha=0.3)
-    handles, labels = _unique_legend(axes)
-    if handles:
-        fig.legend(handles, labels, loc='lower center', ncol=len(labels), fontsize=8)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_with_legend(fig, axes, path)
 
 
 def _half_ci(cell: dict[str, Any] | None) -> float:

@@ -1,0 +1,209 @@
+"""The sweep enumerator and the in-process runner (skip, resume after a kill, failures)."""
+
+import collections
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import layerwise
+from unet_jax import study
+
+
+def tiny_study_config(*, seeds=2, orders='forward', granularities='block', targets='us',
+                      families=None) -> ml_collections.ConfigDict:
+    config = layerwise.get_config(
+        f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets}')
+    config.model.depth = 2
+    config.model.base_width = 4
+    config.data.image_size = 32
+    if families is not None:
+        config.study.families = tuple(families)
+    return config
+
+
+def fake_dice(config: ml_collections.ConfigDict) -> float:
+    """A made-up Dice that depends on what trains and the seed (the report tests know it)."""
+    spec, seed = config.finetune.train, config.seed
+    base = {'@none': 0.5, '@contracting': 0.8, '@expanding': 0.6, '@all': 0.7}.get(spec, 0.65)
+    slope = 0.01 if spec == '@contracting' else 0.02  # seeds differ, differences vary
+    if config.init_from == '':
+        base, slope = 0.4, 0.03
+    return base + slope * seed + (0.02 if spec.startswith('first:') else 0.0)
+
+
+class FakeTrainer:
+    """Stands in for train.train_and_evaluate: writes a results.json of the contract's schema
+    (atomically, last) and predictions.npz; records every call; can fail or be 'killed'."""
+
+    def __init__(self, fail_on=(), kill_on_call=None):
+        self.calls = []
+        self.fail_on = set(fail_on)
+        self.kill_on_call = kill_on_call
+
+    def __call__(self, config, workdir):
+        self.calls.append(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        if self.kill_on_call is not None and len(self.calls) == self.kill_on_call:
+            raise KeyboardInterrupt  # like SIGINT mid-run: no results.json
+        if any(workdir.endswith(name) for name in self.fail_on):
+            raise RuntimeError(f'made-up failure in {workdir}')
+        dice = fake_dice(config)
+        metrics = dict(loss=1 - dice, dice=dice, dice_pooled=dice, iou=dice / (2 - dice),
+                       precision=dice, recall=dice, hd95=10 * (1 - dice))
+        rng = np.random.default_rng(len(self.calls))
+        masks = (rng.random((3, 8, 8, 1)) > 0.5).astype(np.float32)
+        np.savez(os.path.join(workdir, 'predictions.npz'), image=rng.random((3, 8, 8, 1)),
+                 mask=masks, prob=np.clip(masks + 0.3 * rng.standard_normal(masks.shape), 0, 1),
+                 ids=np.array(['a', 'b', 'c']))
+        results = dict(
+            name=workdir, config=config.to_dict(), spec=config.finetune.train,
+            trained_units=[], best_step=1, num_train_examples=config.data.num_train,
+            val=metrics, test=metrics,
+            test_per_image=dict(ids=['a'], dice=[dice], iou=[dice], hd95=[1.0]),
+            params=dict(trained=1, frozen=1, total=2, trained_fraction=0.5),
+            step_time_s=0.01, wall_time_s=1.0)
+        study.write_text_atomically(os.path.join(workdir, study.RESULTS_FILE),
+                                    json.dumps(results))
+        return results
+
+
+# ----------------------------------------------------------------------------- enumeration
+
+
+def test_counts_per_family_and_duplicates_follow_the_registry():
+    config = tiny_study_config(seeds=2, orders='forward+level', granularities='block+unit')
+    registry = study.registry_for(config)
+    sweep = study.enumerate_sweep(config, registry=registry)
+    per_cell = collections.Counter(p.family for p in sweep.points if p.seed == 0)
+    steps = sum(len(registry.order(o, g)) for o in ('forward', 'level')
+                for g in ('block', 'unit'))
+    assert per_cell == {'scratch': 1, 'pretrained': 1, 'full': 1, 'contracting': 1,
+                        'expanding': 1, 'shallow_to_deep': steps, 'deep_to_shallow': steps}
+    assert len(sweep.points) == 2 * (5 + 2 * steps)
+    # k = N trains everything: an alias of `full` in both directions, orders and granularities.
+    for p in sweep.points:
+        if p.family in study.DIRECTIONS and p.k == len(registry.order(p.order, p.granularity)):
+            assert sweep.aliases[p.name] == p.name.rsplit('/', 1)[0] + '/full'
+    # Runs are unique per trained-unit set (and initialisation); aliases train what their run does.
+    runs = {p.name: p for p in sweep.runs}
+    keys = [(p.seed, p.family in ('scratch', 'pretrained') and p.family,
+             frozenset(p.trained_units)) for p in sweep.runs]
+    assert len(set(keys)) == len(keys)
+    for alias, run in sweep.aliases.items():
+        point = next(p for p in sweep.points if p.name == alias)
+        assert set(point.trained_units) == set(runs[run].trained_units)
+        assert point.index == runs[run].index
+    assert [p.index for p in sweep.runs] == list(range(len(sweep.runs)))
+    # The depth-2 forward block order is enc0, enc1, bottleneck, ...: first:2 is `contracting`.
+    assert sweep.aliases['us/n16/s0/shallow_to_deep-forward-block-k2'] == 'us/n16/s0/contracting'
+    scratch = next(p for p in sweep.runs if p.family == 'scratch')
+    assert set(scratch.trained_units) == set(registry.unit_names)
+
+
+def test_names_are_stable_and_do_not_depend_on_what_else_is_swept():
+    small = study.enumerate_sweep(tiny_study_config(seeds=1))
+    large = study.enumerate_sweep(tiny_study_config(seeds=3, targets='us+xray',
+                                                    orders='forward+level'))
+    assert [p.name for p in small.points] == [
+        p.name for p in study.enumerate_sweep(tiny_study_config(seeds=1)).points]
+    assert {p.name for p in small.points} <= {p.name for p in large.points}
+    assert 'xray/n16/s2/deep_to_shallow-level-block-k3' in {p.name for p in large.points}
+    assert large.runs[0].seed == 0 and large.runs[-1].seed == 2  # one replicate at a time
+
+
+def test_bad_study_fields_name_the_field_and_the_valid_values():
+    config = tiny_study_config()
+    config.study.orders = ('forward', 'depthwise')
+    with pytest.raises(ValueError, match=r"config\.study\.orders: 'depthwise'.*forward"):
+        study.enumerate_sweep(config)
+    with pytest.raises(ValueError, match='unknown target'):
+        layerwise.get_config('quick,targets=us+mri')
+    with pytest.raises(ValueError, match='data_root'):
+        layerwise.get_config('targets=busi')
+
+
+def test_point_config_modifies_the_base_config():
+    config = tiny_study_config()
+    config.optimizer.learning_rate = 0.123
+    sweep = study.enumerate_sweep(config)
+    point = next(p for p in sweep.points if p.name == 'us/n16/s1/deep_to_shallow-forward-block-k2')
+    run = study.point_config(config, point, '/w')
+    assert 'study' not in run
+    assert (run.finetune.train, run.finetune.order, run.seed) == ('last:2', 'forward', 1)
+    assert run.data.name == 'synthetic_ultrasound' and run.data.num_train == 16
+    assert run.optimizer.learning_rate == 0.123 and run.model.depth == 2
+    assert run.init_from == os.path.abspath('/w/pretrain')
+    pretrained = next(p for p in sweep.points if p.family == 'pretrained')
+    assert study.point_config(config, pretrained, '/w').num_train_steps == 0
+    scratch = next(p for p in sweep.points if p.family == 'scratch')
+    assert study.point_config(config, scratch, '/w').init_from == ''
+    # Model and image size are shared with pre-training through field references.
+    assert study.pretrain_config(config).model.depth == 2
+    assert study.pretrain_config(config).data.name == 'synthetic_natural'
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+def test_kill_and_rerun_finishes_with_nothing_run_twice(tmp_path):
+    config = tiny_study_config(seeds=1, families=('scratch', 'pretrained', 'full',
+                                                  'shallow_to_deep'))
+    sweep = study.enumerate_sweep(config)
+    killed = FakeTrainer(kill_on_call=4)  # pre-training, two runs, then killed in the third
+    with pytest.raises(KeyboardInterrupt):
+        study.main(config, str(tmp_path), run_fn=killed)
+    assert not os.path.exists(os.path.join(killed.calls[-1], study.RESULTS_FILE))
+
+    rerun = FakeTrainer()
+    outcome = study.main(config, str(tmp_path), run_fn=rerun)
+    run_dirs = [study.run_dir(str(tmp_path), p.run) for p in sweep.runs]
+    assert rerun.calls == run_dirs[2:]  # the killed run again, then the rest; no pre-training
+    assert all(study.is_finished(d) for d in run_dirs)
+    assert os.path.exists(outcome['report'])
+
+    again = FakeTrainer()
+    study.main(config, str(tmp_path), run_fn=again)
+    assert again.calls == []
+
+
+def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
+    config = tiny_study_config(seeds=1, families=('pretrained', 'full', 'contracting',
+                                                  'expanding'))
+    failing = FakeTrainer(fail_on=('us/n16/s0/contracting',))
+    outcome = study.main(config, str(tmp_path), run_fn=failing)
+    assert outcome['failed'] == ['us/n16/s0/contracting']
+    assert len(outcome['done']) == 3
+    error = (tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE).read_text()
+    assert 'Traceback' in error and 'made-up failure' in error
+    summary = (tmp_path / 'report/summary.md').read_text()
+    assert 'contracting: failed' in (tmp_path / 'report/report.html').read_text()
+    assert '| expanding | 1/1 |' in summary
+
+    retry = FakeTrainer()
+    outcome = study.main(config, str(tmp_path), run_fn=retry)
+    assert retry.calls == [str(tmp_path / 'points/us/n16/s0/contracting')]
+    assert outcome['failed'] == []
+    assert not (tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE).exists()
+
+
+def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
+    config = tiny_study_config(seeds=1, families=('scratch', 'full'))
+    workdir = str(tmp_path)
+    fake = FakeTrainer()
+    with pytest.raises(FileNotFoundError, match='--sweep_index=pretrain first'):
+        study.main(config, workdir, sweep_index='1', run_fn=fake)  # `full` needs pre-training
+    study.main(config, workdir, sweep_index='0', run_fn=fake)  # scratch does not
+    study.main(config, workdir, sweep_index='pretrain', run_fn=fake)
+    study.main(config, workdir, sweep_index=1, run_fn=fake)
+    study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
+    assert fake.calls == [study.run_dir(workdir, 'us/n16/s0/scratch'),
+                          study.pretrain_dir(config, workdir),
+                          study.run_dir(workdir, 'us/n16/s0/full')]
+    with pytest.raises(ValueError, match=r'out of range.*2 runs'):
+        study.main(config, workdir, sweep_index='7', run_fn=fake)
+    with pytest.raises(ValueError, match="'pretrain' or 'report'"):
+        study.main(config, workdir, sweep_index='all', run_fn=fake)
+    assert study.main(config, workdir, sweep_index='report')['report'].endswith('report.html')
