@@ -11,96 +11,96 @@ from unet_jax.models.unet import conv_transpose_2x2, max_pool_2x2, param_count
 
 
 def _param_shapes(model, size, channels=1):
-  x = jnp.zeros((1, size, size, channels))
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))['params']
+    x = jnp.zeros((1, size, size, channels))
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))['params']
 
 
 def test_fast_up_conv_equals_conv_transpose_with_the_same_params():
-  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
-  layer = nn.ConvTranspose(4, (2, 2), strides=(2, 2))
-  variables = layer.init(jax.random.key(1), x)
-  variables = jax.tree_util.tree_map(  # a non-zero bias, so the bias is checked too
-      lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
-  p = variables['params']
-  np.testing.assert_allclose(conv_transpose_2x2(x, p['kernel'], p['bias']),
-                             layer.apply(variables, x), atol=1e-5, rtol=1e-5)
+    x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+    layer = nn.ConvTranspose(4, (2, 2), strides=(2, 2))
+    variables = layer.init(jax.random.key(1), x)
+    variables = jax.tree_util.tree_map(  # a non-zero bias, so the bias is checked too
+        lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
+    p = variables['params']
+    np.testing.assert_allclose(conv_transpose_2x2(x, p['kernel'], p['bias']),
+                               layer.apply(variables, x), atol=1e-5, rtol=1e-5)
 
 
 def test_up_unit_params_have_conv_transpose_names_and_shapes():
-  params = _param_shapes(UNet(depth=2, base_width=4), 32)
-  reference = jax.eval_shape(nn.ConvTranspose(8, (2, 2), strides=(2, 2)).init,
-                             jax.random.key(0), jnp.zeros((1, 8, 8, 16)))['params']
-  got = jax.tree_util.tree_map(lambda a: a.shape, params['dec1']['up'])
-  assert got == jax.tree_util.tree_map(lambda a: a.shape, reference)
+    params = _param_shapes(UNet(depth=2, base_width=4), 32)
+    reference = jax.eval_shape(nn.ConvTranspose(8, (2, 2), strides=(2, 2)).init,
+                               jax.random.key(0), jnp.zeros((1, 8, 8, 16)))['params']
+    got = jax.tree_util.tree_map(lambda a: a.shape, params['dec1']['up'])
+    assert got == jax.tree_util.tree_map(lambda a: a.shape, reference)
 
 
 def test_fast_max_pool_equals_nn_max_pool():
-  x = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))
-  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    x = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
 
 
 @pytest.mark.parametrize('base_width,expected', [(64, 31_030_593), (32, 7_759_521)])
 def test_classic_param_count(base_width, expected):
-  assert param_count(_param_shapes(UNet(base_width=base_width), 64)) == expected
+    assert param_count(_param_shapes(UNet(base_width=base_width), 64)) == expected
 
 
 def test_param_count_is_the_same_at_two_image_sizes():
-  model = UNet(depth=2, base_width=4, norm='batch', upsample='bilinear')
-  assert param_count(_param_shapes(model, 32)) == param_count(_param_shapes(model, 64))
+    model = UNet(depth=2, base_width=4, norm='batch', upsample='bilinear')
+    assert param_count(_param_shapes(model, 32)) == param_count(_param_shapes(model, 64))
 
 
 def test_param_tree_is_block_unit_leaves():
-  params = _param_shapes(UNet(depth=2, base_width=4, norm='group'), 32)
-  assert set(params) == {'enc0', 'enc1', 'bottleneck', 'dec1', 'dec0', 'head'}
-  assert set(params['dec0']) == {'up', 'conv0', 'conv1'}
-  assert set(params['enc0']['conv0']) == {'conv', 'norm'}
-  assert params['head']['conv0']['conv']['kernel'].shape == (1, 1, 4, 1)
-  assert set(params['dec1']['up']) == {'kernel', 'bias'}
+    params = _param_shapes(UNet(depth=2, base_width=4, norm='group'), 32)
+    assert set(params) == {'enc0', 'enc1', 'bottleneck', 'dec1', 'dec0', 'head'}
+    assert set(params['dec0']) == {'up', 'conv0', 'conv1'}
+    assert set(params['enc0']['conv0']) == {'conv', 'norm'}
+    assert params['head']['conv0']['conv']['kernel'].shape == (1, 1, 4, 1)
+    assert set(params['dec1']['up']) == {'kernel', 'bias'}
 
 
 @pytest.mark.parametrize('norm', ['none', 'batch', 'group'])
 @pytest.mark.parametrize('upsample', ['transpose', 'bilinear'])
 def test_forward_shapes_and_finite(norm, upsample):
-  model = UNet(depth=2, base_width=4, out_channels=2, norm=norm, upsample=upsample, dropout=0.1)
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x, train=False)
-  y, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                     rngs={'dropout': jax.random.key(2)})
-  assert y.shape == (2, 32, 32, 2)
-  assert bool(jnp.isfinite(y).all())
+    model = UNet(depth=2, base_width=4, out_channels=2, norm=norm, upsample=upsample, dropout=0.1)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
+    y, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                       rngs={'dropout': jax.random.key(2)})
+    assert y.shape == (2, 32, 32, 2)
+    assert bool(jnp.isfinite(y).all())
 
 
 def test_dropout_is_deterministic_when_not_training():
-  model = UNet(depth=2, base_width=4, dropout=0.5)
-  x = jax.random.normal(jax.random.key(0), (1, 32, 32, 1))
-  variables = model.init(jax.random.key(1), x, train=False)
-  np.testing.assert_array_equal(model.apply(variables, x, train=False),
-                                model.apply(variables, x, train=False))
-  a = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(2)})
-  b = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(3)})
-  assert not np.allclose(a, b)
+    model = UNet(depth=2, base_width=4, dropout=0.5)
+    x = jax.random.normal(jax.random.key(0), (1, 32, 32, 1))
+    variables = model.init(jax.random.key(1), x, train=False)
+    np.testing.assert_array_equal(model.apply(variables, x, train=False),
+                                  model.apply(variables, x, train=False))
+    a = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(2)})
+    b = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(3)})
+    assert not np.allclose(a, b)
 
 
 def test_image_size_not_divisible_by_two_to_the_depth_says_what_and_how():
-  model = UNet(depth=3, base_width=4)
-  with pytest.raises(ValueError, match=r'36x36 is not divisible by 2\*\*depth = 8') as e:
-    model.init(jax.random.key(0), jnp.zeros((1, 36, 36, 1)), train=False)
-  assert 'data.image_size=32 or 40' in str(e.value) and 'model.depth' in str(e.value)
+    model = UNet(depth=3, base_width=4)
+    with pytest.raises(ValueError, match=r'36x36 is not divisible by 2\*\*depth = 8') as e:
+        model.init(jax.random.key(0), jnp.zeros((1, 36, 36, 1)), train=False)
+    assert 'data.image_size=32 or 40' in str(e.value) and 'model.depth' in str(e.value)
 
 
 def test_unknown_frozen_unit_lists_the_units():
-  model = UNet(depth=2, base_width=4)
-  x = jnp.zeros((1, 32, 32, 1))
-  variables = model.init(jax.random.key(0), x, train=False)
-  with pytest.raises(ValueError, match=r"\['enc0/conv7'\].*'dec0/up'"):
-    model.apply(variables, x, train=False, frozen_units=('enc0/conv7',))
+    model = UNet(depth=2, base_width=4)
+    x = jnp.zeros((1, 32, 32, 1))
+    variables = model.init(jax.random.key(0), x, train=False)
+    with pytest.raises(ValueError, match=r"\['enc0/conv7'\].*'dec0/up'"):
+        model.apply(variables, x, train=False, frozen_units=('enc0/conv7',))
 
 
 def test_create_model_from_config():
-  config = dict(depth=3, base_width=8, in_channels=3, out_channels=2, norm='batch',
-                dropout=0.1, upsample='bilinear')
-  model = create_model(config)
-  assert (model.depth, model.base_width, model.out_channels, model.norm, model.dropout,
-          model.upsample) == (3, 8, 2, 'batch', 0.1, 'bilinear')
-  with pytest.raises(ValueError, match=r"model.norm='layer' is not one of"):
-    create_model(dict(config, norm='layer'))
+    config = dict(depth=3, base_width=8, in_channels=3, out_channels=2, norm='batch',
+                  dropout=0.1, upsample='bilinear')
+    model = create_model(config)
+    assert (model.depth, model.base_width, model.out_channels, model.norm, model.dropout,
+            model.upsample) == (3, 8, 2, 'batch', 0.1, 'bilinear')
+    with pytest.raises(ValueError, match=r"model.norm='layer' is not one of"):
+        create_model(dict(config, norm='layer'))

@@ -47,249 +47,249 @@ NONE = '@none'
 
 
 class FreezeSpecError(ValueError):
-  """A freeze spec that names something the model does not have, or trains nothing."""
+    """A freeze spec that names something the model does not have, or trains nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
 class FreezePlan:
-  """A compiled spec: the units that train (forward order) and the canonical name."""
-  spec: str
-  canonical: str
-  trained_units: tuple[str, ...]
-  frozen_units: tuple[str, ...]
-  registry: LayerRegistry = dataclasses.field(repr=False, compare=False)
+    """A compiled spec: the units that train (forward order) and the canonical name."""
+    spec: str
+    canonical: str
+    trained_units: tuple[str, ...]
+    frozen_units: tuple[str, ...]
+    registry: LayerRegistry = dataclasses.field(repr=False, compare=False)
 
-  @property
-  def trains_nothing(self) -> bool:
-    return not self.trained_units
+    @property
+    def trains_nothing(self) -> bool:
+        return not self.trained_units
 
-  def labels(self, params: Any) -> Any:
-    """'train' / 'freeze' for every leaf of ``params``, in the same container types."""
-    trained = set(self.trained_units)
-    known = set(self.registry.unit_names)
+    def labels(self, params: Any) -> Any:
+        """'train' / 'freeze' for every leaf of ``params``, in the same container types."""
+        trained = set(self.trained_units)
+        known = set(self.registry.unit_names)
 
-    def label(path, _):
-      keys = [str(getattr(k, 'key', k)) for k in path]
-      unit = '/'.join(keys[:2])
-      if unit not in known:
-        raise ValueError(
-            f"Parameter {'/'.join(keys)} belongs to no unit of the layer registry "
-            f'({", ".join(self.registry.unit_names)}): the params come from another model than the registry. Build '
-            'both from the same config.model.')
-      return TRAIN if unit in trained else FREEZE
+        def label(path, _):
+            keys = [str(getattr(k, 'key', k)) for k in path]
+            unit = '/'.join(keys[:2])
+            if unit not in known:
+                raise ValueError(
+                    f"Parameter {'/'.join(keys)} belongs to no unit of the layer registry "
+                    f'({", ".join(self.registry.unit_names)}): the params come from another '
+                    'model than the registry. Build both from the same config.model.')
+            return TRAIN if unit in trained else FREEZE
 
-    return jax.tree_util.tree_map_with_path(label, params)
+        return jax.tree_util.tree_map_with_path(label, params)
 
-  def parameter_table(self, params: Any) -> str:
-    """The per-block table of trained / frozen parameter counts, blocks in forward order."""
-    return parameter_table(params, self.labels(params), block_order=self.registry.block_names)
+    def parameter_table(self, params: Any) -> str:
+        """The per-block table of trained / frozen parameter counts, blocks in forward order."""
+        return parameter_table(params, self.labels(params), block_order=self.registry.block_names)
 
 
 def compile_spec(spec: str, registry: LayerRegistry, *, order: str = 'forward',
                  granularity: str = 'unit') -> FreezePlan:
-  """Resolves ``spec`` (config.finetune.train) against the registry; see the module doc."""
-  if order not in ORDERS:
-    raise FreezeSpecError(f'config.finetune.order={order!r} is not one of {ORDERS}.')
-  if granularity not in GRANULARITIES:
-    raise FreezeSpecError(
-        f'config.finetune.granularity={granularity!r} is not one of {GRANULARITIES}.')
-  tokens = [t.strip() for t in spec.split(',')]
-  if tokens == [NONE]:
-    trained = set()
-  else:
-    if any(not t for t in tokens):
-      raise FreezeSpecError(
-          f'Freeze spec {spec!r} (config.finetune.train) has an empty selector. Write '
-          "comma-separated selectors such as 'enc0..enc2,-enc1/conv0', '@all', or '@none' to "
-          'train nothing.')
-    if NONE in tokens:
-      raise FreezeSpecError(f'Freeze spec {spec!r}: {NONE} trains nothing and must be the '
-                            'whole spec; remove it or the other selectors.')
-    added, removed = set(), set()
-    subtracts_only = all(t.startswith('-') for t in tokens)
-    for token in tokens:
-      if token.startswith('-'):
-        removed.update(_select(token[1:].strip(), spec, registry, order, granularity))
-      else:
-        added.update(_select(token, spec, registry, order, granularity))
-    trained = (set(registry.unit_names) if subtracts_only else added) - removed
-    if not trained:
-      raise FreezeSpecError(
-          f'Freeze spec {spec!r} (config.finetune.train) trains nothing. If that is meant '
-          f"(evaluate a pre-trained model), write exactly '{NONE}'.")
-  trained_units = tuple(n for n in registry.unit_names if n in trained)
-  return FreezePlan(
-      spec=spec, canonical=canonical_spec(trained_units, registry),
-      trained_units=trained_units,
-      frozen_units=tuple(n for n in registry.unit_names if n not in trained),
-      registry=registry)
+    """Resolves ``spec`` (config.finetune.train) against the registry; see the module doc."""
+    if order not in ORDERS:
+        raise FreezeSpecError(f'config.finetune.order={order!r} is not one of {ORDERS}.')
+    if granularity not in GRANULARITIES:
+        raise FreezeSpecError(
+            f'config.finetune.granularity={granularity!r} is not one of {GRANULARITIES}.')
+    tokens = [t.strip() for t in spec.split(',')]
+    if tokens == [NONE]:
+        trained = set()
+    else:
+        if any(not t for t in tokens):
+            raise FreezeSpecError(
+                f'Freeze spec {spec!r} (config.finetune.train) has an empty selector. Write '
+                "comma-separated selectors such as 'enc0..enc2,-enc1/conv0', '@all', or '@none' to "
+                'train nothing.')
+        if NONE in tokens:
+            raise FreezeSpecError(f'Freeze spec {spec!r}: {NONE} trains nothing and must be the '
+                                  'whole spec; remove it or the other selectors.')
+        added, removed = set(), set()
+        subtracts_only = all(t.startswith('-') for t in tokens)
+        for token in tokens:
+            if token.startswith('-'):
+                removed.update(_select(token[1:].strip(), spec, registry, order, granularity))
+            else:
+                added.update(_select(token, spec, registry, order, granularity))
+        trained = (set(registry.unit_names) if subtracts_only else added) - removed
+        if not trained:
+            raise FreezeSpecError(
+                f'Freeze spec {spec!r} (config.finetune.train) trains nothing. If that is meant '
+                f"(evaluate a pre-trained model), write exactly '{NONE}'.")
+    trained_units = tuple(n for n in registry.unit_names if n in trained)
+    return FreezePlan(
+        spec=spec, canonical=canonical_spec(trained_units, registry),
+        trained_units=trained_units,
+        frozen_units=tuple(n for n in registry.unit_names if n not in trained),
+        registry=registry)
 
 
 def _valid_names(registry: LayerRegistry) -> str:
-  groups = ', '.join('@' + g for g in (*registry.groups, 'all', 'none'))
-  return (f'blocks: {", ".join(registry.block_names)}; units: {", ".join(registry.unit_names)}'
-          f'; groups: {groups}; also first:N, last:N, a..b, re:PATTERN, -SELECTOR')
+    groups = ', '.join('@' + g for g in (*registry.groups, 'all', 'none'))
+    return (f'blocks: {", ".join(registry.block_names)}; units: {", ".join(registry.unit_names)}'
+            f'; groups: {groups}; also first:N, last:N, a..b, re:PATTERN, -SELECTOR')
 
 
 def _select(selector: str, spec: str, registry: LayerRegistry, order: str,
             granularity: str) -> tuple[str, ...]:
-  """The units one selector (without its '-') stands for."""
-  where = f'in freeze spec {spec!r} (config.finetune.train)'
-  if selector.startswith('@'):
-    group = selector[1:]
-    if group == 'all':
-      return registry.unit_names
-    if group not in registry.groups:
-      raise FreezeSpecError(f'Unknown group {selector!r} {where}. Valid names: '
-                            f'{_valid_names(registry)}.')
-    return registry.groups[group]
-  if selector.startswith('re:'):
-    try:
-      pattern = re.compile(selector[3:])
-    except re.error as e:
-      raise FreezeSpecError(f'Bad regex {selector!r} {where}: {e}.') from e
-    units = tuple(n for n in registry.unit_names if pattern.fullmatch(n))
-    if not units:
-      raise FreezeSpecError(f'{selector!r} {where} matches no unit (full match); units: '
-                            f'{", ".join(registry.unit_names)}.')
-    return units
-  if match := re.fullmatch(r'(first|last):(.*)', selector):
-    names = registry.order(order, granularity)
-    count = match.group(2).strip()
-    if not count.isdigit() or not 1 <= int(count) <= len(names):
-      raise FreezeSpecError(
-          f'{selector!r} {where}: N must be an integer from 1 to {len(names)} (the number of '
-          f'{granularity}s; config.finetune.granularity={granularity!r}).')
-    n = int(count)
-    return registry.expand(names[:n] if match.group(1) == 'first' else names[-n:])
-  if '..' in selector:
-    left, right = (s.strip() for s in selector.split('..', 1))
-    start = registry.expand([_name(left, where, registry)])[0]
-    end = registry.expand([_name(right, where, registry)])[-1]
-    units = registry.unit_names
-    if units.index(start) > units.index(end):
-      raise FreezeSpecError(
-          f'Range {selector!r} {where} runs backwards: ranges follow the forward (data-path) '
-          f"order {', '.join(registry.block_names)}; write '{right}..{left}'.")
-    return units[units.index(start):units.index(end) + 1]
-  return registry.expand([_name(selector, where, registry)])
+    """The units one selector (without its '-') stands for."""
+    where = f'in freeze spec {spec!r} (config.finetune.train)'
+    if selector.startswith('@'):
+        group = selector[1:]
+        if group == 'all':
+            return registry.unit_names
+        if group not in registry.groups:
+            raise FreezeSpecError(f'Unknown group {selector!r} {where}. Valid names: '
+                                  f'{_valid_names(registry)}.')
+        return registry.groups[group]
+    if selector.startswith('re:'):
+        try:
+            pattern = re.compile(selector[3:])
+        except re.error as e:
+            raise FreezeSpecError(f'Bad regex {selector!r} {where}: {e}.') from e
+        units = tuple(n for n in registry.unit_names if pattern.fullmatch(n))
+        if not units:
+            raise FreezeSpecError(f'{selector!r} {where} matches no unit (full match); units: '
+                                  f'{", ".join(registry.unit_names)}.')
+        return units
+    if match := re.fullmatch(r'(first|last):(.*)', selector):
+        names = registry.order(order, granularity)
+        count = match.group(2).strip()
+        if not count.isdigit() or not 1 <= int(count) <= len(names):
+            raise FreezeSpecError(
+                f'{selector!r} {where}: N must be an integer from 1 to {len(names)} (the number of '
+                f'{granularity}s; config.finetune.granularity={granularity!r}).')
+        n = int(count)
+        return registry.expand(names[:n] if match.group(1) == 'first' else names[-n:])
+    if '..' in selector:
+        left, right = (s.strip() for s in selector.split('..', 1))
+        start = registry.expand([_name(left, where, registry)])[0]
+        end = registry.expand([_name(right, where, registry)])[-1]
+        units = registry.unit_names
+        if units.index(start) > units.index(end):
+            raise FreezeSpecError(
+                f'Range {selector!r} {where} runs backwards: ranges follow the forward (data-path) '
+                f"order {', '.join(registry.block_names)}; write '{right}..{left}'.")
+        return units[units.index(start):units.index(end) + 1]
+    return registry.expand([_name(selector, where, registry)])
 
 
 def _name(name: str, where: str, registry: LayerRegistry) -> str:
-  if name not in registry.block_names and name not in registry.unit_names:
-    raise FreezeSpecError(f'Unknown layer {name!r} {where}. Valid names: '
-                          f'{_valid_names(registry)}.')
-  return name
+    if name not in registry.block_names and name not in registry.unit_names:
+        raise FreezeSpecError(f'Unknown layer {name!r} {where}. Valid names: '
+                              f'{_valid_names(registry)}.')
+    return name
 
 
 def canonical_spec(trained_units: Iterable[str], registry: LayerRegistry) -> str:
-  """The stable name of a trained set (rule in the module docstring)."""
-  trained = set(trained_units)
-  units = registry.unit_names
-  if trained == set(units):
-    return ALL
-  if not trained:
-    return NONE
-  for group, members in registry.groups.items():
-    if trained == set(members) and len({registry.unit(u).block for u in members}) > 1:
-      return '@' + group
-  runs, run = [], []
-  for name in units:
-    if name in trained:
-      run.append(name)
-    elif run:
-      runs.append(run)
-      run = []
-  if run:
-    runs.append(run)
-  return ','.join(_run_name(run, registry) for run in runs)
+    """The stable name of a trained set (rule in the module docstring)."""
+    trained = set(trained_units)
+    units = registry.unit_names
+    if trained == set(units):
+        return ALL
+    if not trained:
+        return NONE
+    for group, members in registry.groups.items():
+        if trained == set(members) and len({registry.unit(u).block for u in members}) > 1:
+            return '@' + group
+    runs, run = [], []
+    for name in units:
+        if name in trained:
+            run.append(name)
+        elif run:
+            runs.append(run)
+            run = []
+    if run:
+        runs.append(run)
+    return ','.join(_run_name(run, registry) for run in runs)
 
 
 def _run_name(run: Sequence[str], registry: LayerRegistry) -> str:
-  first, last = registry.unit(run[0]), registry.unit(run[-1])
-  left = first.block if registry.block(first.block).units[0] == first.name else first.name
-  right = last.block if registry.block(last.block).units[-1] == last.name else last.name
-  if first.block == last.block and left == right == first.block:
-    return first.block
-  if len(run) == 1:
-    return first.name
-  return f'{left}..{right}'
+    first, last = registry.unit(run[0]), registry.unit(run[-1])
+    left = first.block if registry.block(first.block).units[0] == first.name else first.name
+    right = last.block if registry.block(last.block).units[-1] == last.name else last.name
+    if first.block == last.block and left == right == first.block:
+        return first.block
+    if len(run) == 1:
+        return first.name
+    return f'{left}..{right}'
 
 
 def make_optimizer(train_tx: optax.GradientTransformation,
                    labels: Any) -> optax.GradientTransformation:
-  """``train_tx`` on the 'train' leaves; frozen leaves get zero updates and no state.
+    """``train_tx`` on the 'train' leaves; frozen leaves get zero updates and no state.
 
-  Put weight decay inside ``train_tx`` (e.g. optax.adamw): a decay outside the
-  multi_transform would move frozen weights.
-  """
-  return optax.multi_transform({TRAIN: train_tx, FREEZE: optax.set_to_zero()}, labels)
+    Put weight decay inside ``train_tx`` (e.g. optax.adamw): a decay outside the
+    multi_transform would move frozen weights.
+    """
+    return optax.multi_transform({TRAIN: train_tx, FREEZE: optax.set_to_zero()}, labels)
 
 
 def split_trainable(params: Any, labels: Any) -> tuple[dict, dict]:
-  """(trainable, frozen) nested dicts holding the 'train' and 'freeze' leaves.
+    """(trainable, frozen) nested dicts holding the 'train' and 'freeze' leaves.
 
-  Differentiating a loss with respect to ``trainable`` only (and closing over ``frozen``)
-  lets XLA skip the gradient work of frozen layers.
-  """
-  flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-  flat_labels = flax.traverse_util.flatten_dict(flax.core.unfreeze(labels))
-  if flat_params.keys() != flat_labels.keys():
-    missing = sorted('/'.join(k) for k in flat_params.keys() - flat_labels.keys())
-    extra = sorted('/'.join(k) for k in flat_labels.keys() - flat_params.keys())
-    raise ValueError(f'Labels do not fit the params: unlabelled params {missing}, labels '
-                     f'without params {extra}. Make the labels with plan.labels(params).')
-  parts = {TRAIN: {}, FREEZE: {}}
-  for path, value in flat_params.items():
-    if flat_labels[path] not in parts:
-      raise ValueError(f"Label {flat_labels[path]!r} of {'/'.join(path)} is neither "
-                       f"'{TRAIN}' nor '{FREEZE}'.")
-    parts[flat_labels[path]][path] = value
-  return (flax.traverse_util.unflatten_dict(parts[TRAIN]),
-          flax.traverse_util.unflatten_dict(parts[FREEZE]))
+    Differentiating a loss with respect to ``trainable`` only (and closing over ``frozen``)
+    lets XLA skip the gradient work of frozen layers.
+    """
+    flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+    flat_labels = flax.traverse_util.flatten_dict(flax.core.unfreeze(labels))
+    if flat_params.keys() != flat_labels.keys():
+        missing = sorted('/'.join(k) for k in flat_params.keys() - flat_labels.keys())
+        extra = sorted('/'.join(k) for k in flat_labels.keys() - flat_params.keys())
+        raise ValueError(f'Labels do not fit the params: unlabelled params {missing}, labels '
+                         f'without params {extra}. Make the labels with plan.labels(params).')
+    parts = {TRAIN: {}, FREEZE: {}}
+    for path, value in flat_params.items():
+        if flat_labels[path] not in parts:
+            raise ValueError(f"Label {flat_labels[path]!r} of {'/'.join(path)} is neither "
+                             f"'{TRAIN}' nor '{FREEZE}'.")
+        parts[flat_labels[path]][path] = value
+    return (flax.traverse_util.unflatten_dict(parts[TRAIN]),
+            flax.traverse_util.unflatten_dict(parts[FREEZE]))
 
 
 def merge(trainable: dict, frozen: dict) -> dict:
-  """The full parameter tree (nested dicts) from the two halves of split_trainable."""
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(frozen))
-  flat.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(trainable)))
-  return flax.traverse_util.unflatten_dict(flat)
+    """The full parameter tree (nested dicts) from the two halves of split_trainable."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(frozen))
+    flat.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(trainable)))
+    return flax.traverse_util.unflatten_dict(flat)
 
 
 def parameter_table(params: Any, labels: Any, *,
                     block_order: Sequence[str] | None = None) -> str:
-  """A per-block table of trained and frozen parameter counts, for the start-of-run log.
+    """A per-block table of trained and frozen parameter counts, for the start-of-run log.
 
-  Blocks are listed in ``block_order`` (pass ``registry.block_names`` for the data-path
-  order; a params tree that went through jax.tree.map has its keys sorted).
-  """
-  flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-  flat_labels = flax.traverse_util.flatten_dict(flax.core.unfreeze(labels))
-  rows = {}
-  for path, value in flat_params.items():
-    row = rows.setdefault(path[0], {TRAIN: 0, FREEZE: 0, 'units': {}})
-    size = math.prod(value.shape)
-    row[flat_labels[path]] += size
-    row['units'].setdefault(path[1], set()).add(flat_labels[path])
-  blocks = [b for b in (block_order or rows) if b in rows]
-  blocks += [b for b in rows if b not in blocks]
-  header = ('block', 'trained', 'frozen', 'total', 'trained units')
-  lines = []
-  for block in blocks:
-    row = rows[block]
-    trained = [u for u, ls in row['units'].items() if TRAIN in ls]
-    units = ('all' if len(trained) == len(row['units']) else ', '.join(trained) or '-')
-    lines.append((block, row[TRAIN], row[FREEZE], row[TRAIN] + row[FREEZE], units))
-  total_trained = sum(r[1] for r in lines)
-  total = sum(r[3] for r in lines)
-  lines.append(('total', total_trained, total - total_trained, total,
-                f'{100 * total_trained / max(total, 1):.1f}% of params trained'))
-  cells = [header] + [(b, f'{t:,}', f'{f:,}', f'{n:,}', u) for b, t, f, n, u in lines]
-  widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    Blocks are listed in ``block_order`` (pass ``registry.block_names`` for the data-path
+    order; a params tree that went through jax.tree.map has its keys sorted).
+    """
+    flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+    flat_labels = flax.traverse_util.flatten_dict(flax.core.unfreeze(labels))
+    rows = {}
+    for path, value in flat_params.items():
+        row = rows.setdefault(path[0], {TRAIN: 0, FREEZE: 0, 'units': {}})
+        size = math.prod(value.shape)
+        row[flat_labels[path]] += size
+        row['units'].setdefault(path[1], set()).add(flat_labels[path])
+    blocks = [b for b in (block_order or rows) if b in rows]
+    blocks += [b for b in rows if b not in blocks]
+    header = ('block', 'trained', 'frozen', 'total', 'trained units')
+    lines = []
+    for block in blocks:
+        row = rows[block]
+        trained = [u for u, ls in row['units'].items() if TRAIN in ls]
+        units = ('all' if len(trained) == len(row['units']) else ', '.join(trained) or '-')
+        lines.append((block, row[TRAIN], row[FREEZE], row[TRAIN] + row[FREEZE], units))
+    total_trained = sum(r[1] for r in lines)
+    total = sum(r[3] for r in lines)
+    lines.append(('total', total_trained, total - total_trained, total,
+                  f'{100 * total_trained / max(total, 1):.1f}% of params trained'))
+    cells = [header] + [(b, f'{t:,}', f'{f:,}', f'{n:,}', u) for b, t, f, n, u in lines]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
 
-  def fmt(c):
-    return '  '.join([c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in (1, 2, 3)]
-                     + [c[4]])
+    def fmt(c):
+        return '  '.join([c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in (1, 2, 3)]
+                         + [c[4]])
 
-  return '\n'.join([fmt(cells[0]), '-' * (sum(widths) + 6 + len(header[4]))]
-                   + [fmt(c) for c in cells[1:]])
+    return '\n'.join([fmt(cells[0]), '-' * (sum(widths) + 6 + len(header[4]))]
+                     + [fmt(c) for c in cells[1:]])
