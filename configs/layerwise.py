@@ -25,8 +25,9 @@ Arguments (big_vision style, comma-separated):
   data_root=DIR              folder holding the real sets' release folders (their manual_dir)
   sizes=10+all               training-set sizes ('all' = every training image)
   seeds=3                    number of seeds (0..seeds-1)
-  orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow
-  granularities=block+unit   what k counts
+  orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
+  granularities=block+unit   what k counts (quick: block)
+  families=scratch+full      a subset of the families (default: all seven)
 
 Examples:
   python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study_quick
@@ -61,12 +62,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     data_root = str(args.pop('data_root', ''))
     sizes = _split(args.pop('sizes', '16' if quick else '10+50+all'))
     num_seeds = int(args.pop('seeds', 3))
-    orders = _split(args.pop('orders', 'forward+level'))
+    orders = _split(args.pop('orders', 'forward' if quick else 'forward+level'))
     granularities = _split(args.pop('granularities', 'block' if quick else 'block+unit'))
+    families = _split(args.pop('families', '+'.join(FAMILIES)))
     if args:
         raise ValueError(
             f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, source, '
-            'targets, data_root, sizes, seeds, orders, granularities (see the docstring).')
+            'targets, data_root, sizes, seeds, orders, granularities, families (see the '
+            'docstring).')
     if source not in SOURCES:
         raise ValueError(f'configs/layerwise.py: source={source!r} is not one of {sorted(SOURCES)}.')
 
@@ -96,7 +99,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         {name: _target(name, data_root=data_root) for name in targets})
     study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
     study.seeds = tuple(range(num_seeds))
-    study.families = FAMILIES
+    study.families = tuple(families)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
     # Defaults of launch/sweep.py's SLURM flags (the command line overrides them).
