@@ -1,0 +1,204 @@
+"""predict: a tiny trained run segments images of other sizes and formats, with scores."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import tiny
+from unet_jax import predict, train
+from unet_jax.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (height, width, rgb, suffix): sizes unlike the model's 32x32, grey and colour.
+IMAGES = {
+    'wide': (40, 72, False, '.png'),
+    'tall': (90, 50, True, '.png'),
+    'square': (32, 32, False, '.bmp'),
+    'photo': (64, 48, True, '.tif'),
+}
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A finished tiny run. It evaluates its initial weights instead of training (a train step
+    compiles for tens of seconds on a busy CPU): predict only needs a run folder, and the tests
+    below compare it with the model applied directly, so learned weights add nothing."""
+    workdir = tmp_path_factory.mktemp('run')
+    config = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0,
+                                 'warmup_steps': 0, 'optimizer.schedule': 'constant'})
+    train.train_and_evaluate(config, str(workdir), splits=tiny.disk_splits())
+    return str(workdir)
+
+
+def disk_image(height: int, width: int, rgb: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disk on noise (the task the tiny run learned), uint8 image and {0,1} mask."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:height, :width]
+    radius = 0.25 * min(height, width)
+    mask = ((rows - height / 2) ** 2 + (cols - width / 2) ** 2 < radius**2).astype(np.uint8)
+    image = np.clip(60 + 120 * mask + 20 * rng.standard_normal((height, width)), 0, 255)
+    image = image.astype(np.uint8)
+    if rgb:
+        image = np.stack([image, image // 2, 255 - image], axis=-1)
+    return image, mask
+
+
+@pytest.fixture
+def folders(tmp_path):
+    images, masks = tmp_path / 'images', tmp_path / 'masks'
+    images.mkdir()
+    masks.mkdir()
+    truth = {}
+    for seed, (name, (h, w, rgb, suffix)) in enumerate(IMAGES.items()):
+        image, mask = disk_image(h, w, rgb, seed)
+        Image.fromarray(image).save(images / f'{name}{suffix}')
+        Image.fromarray(mask * 255).save(masks / f'{name}_mask.png')
+        truth[name] = mask
+    return images, masks, truth
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * (a & b).sum() / total
+
+
+def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
+    images, masks, truth = folders
+    out = tmp_path / 'out'
+    # The median probability as threshold makes every mask part foreground, part background.
+    predictor = predict.load_predictor(run)
+    names = sorted(IMAGES)
+    probs = predictor.probabilities(
+        [predict._read_image(images / f'{n}{IMAGES[n][3]}') for n in names])
+    threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
+    result = predict.predict_images(run, str(images), str(out), masks=str(masks),
+                                    mask_suffix='_mask', probabilities=True, batch_size=3,
+                                    threshold=threshold)
+    for name, prob in zip(names, probs):
+        h, w = IMAGES[name][:2]
+        mask = np.asarray(Image.open(out / f'{name}_mask.png'))
+        assert mask.shape == (h, w) and set(np.unique(mask)) == {0, 255}, name
+        np.testing.assert_array_equal(mask, np.where(prob > threshold, 255, 0))
+        prob_png = Image.open(out / f'{name}_prob.png')
+        assert prob_png.mode == 'L' and prob_png.size == (w, h)
+        np.testing.assert_array_equal(np.asarray(prob_png), np.round(prob * 255))
+        overlay = Image.open(out / f'{name}_overlay.png')
+        assert overlay.mode == 'RGB' and overlay.size == (w, h)
+        colours = np.asarray(overlay).reshape(-1, 3)
+        for colour in (predict.TRUTH_COLOUR, predict.PREDICTION_COLOUR):
+            assert (colours == colour).all(axis=1).any(), f'{name}: no contour in {colour}'
+        text_box = np.asarray(overlay)[:8, :8].reshape(-1, 3)  # The Dice, white on black.
+        grey = (text_box == text_box[:, :1]).all(axis=1)
+        assert (text_box[grey, 0] == 0).any() and (text_box[grey, 0] > 150).any(), name
+
+    with open(out / predict.SCORES_FILE) as f:
+        rows = list(csv.DictReader(f))
+    assert [os.path.basename(r['image']).split('.')[0] for r in rows[:-1]] == sorted(IMAGES)
+    assert rows[-1]['image'] == 'mean' and len(rows) == len(IMAGES) + 1
+    for row in rows[:-1]:
+        name = os.path.basename(row['image']).split('.')[0]
+        written = np.asarray(Image.open(out / f'{name}_mask.png')) > 0
+        assert float(row['dice']) == pytest.approx(dice(written, truth[name]), abs=1e-5)
+        assert (int(row['height']), int(row['width'])) == truth[name].shape
+    for key in ('dice', 'iou', 'hd95'):
+        per_image = [float(r[key]) for r in rows[:-1]]
+        assert float(rows[-1][key]) == pytest.approx(np.mean(per_image), abs=1e-4)
+    assert result['mean']['dice'] == pytest.approx(float(rows[-1]['dice']), abs=1e-5)
+
+
+def test_model_sees_exactly_the_training_preprocessing(run):
+    predictor = predict.load_predictor(run)
+    image, _ = disk_image(32, 32, False, 7)
+    x, _ = pipeline.preprocess(image[..., None], np.zeros((32, 32), np.uint8), image_size=32,
+                               in_channels=1)
+    direct = np.asarray(predictor.apply(predictor.variables, x[None]))[0, ..., 0]
+    # An RGB copy of a grey image is converted back to the same grey for a 1-channel model.
+    via_predict = predictor.probabilities([np.repeat(image[..., None], 3, axis=-1)])[0]
+    np.testing.assert_allclose(via_predict, direct, atol=1e-6)
+
+
+@pytest.mark.parametrize('height,width', [(40, 100), (90, 30), (33, 33)])
+def test_content_box_is_where_pipeline_puts_the_padded_image(height, width):
+    image = np.full((height, width), 200, np.uint8)
+    _, mask = pipeline.preprocess(image, np.ones((height, width), np.uint8), image_size=32,
+                                  in_channels=1, pad=True)
+    top, left, h, w = predict._content_box(height, width, 32, pad=True)
+    expected = np.zeros((32, 32), bool)
+    expected[top:top + h, left:left + w] = True
+    assert np.array_equal(mask[..., 0] > 0, expected)
+
+
+def test_padded_run_maps_probabilities_back_to_the_content(run):
+    predictor = dataclasses.replace(predict.load_predictor(run), pad=True)
+    wide, _ = disk_image(30, 90, False, 3)  # 32x11 content in a 32x32 input.
+    prob = predictor.probabilities([wide])[0]
+    assert prob.shape == (30, 90)
+    x, _ = pipeline.preprocess(wide, np.zeros((30, 90), np.uint8), image_size=32, in_channels=1,
+                               pad=True)
+    model_prob = np.asarray(predictor.apply(predictor.variables, x[None]))[0, ..., 0]
+    top, left, h, w = predict._content_box(30, 90, 32, pad=True)
+    content = Image.fromarray(model_prob[top:top + h, left:left + w]).resize((90, 30),
+                                                                              Image.BILINEAR)
+    np.testing.assert_allclose(prob, np.clip(np.asarray(content), 0, 1), atol=1e-6)
+
+
+def test_errors_name_what_is_wrong(run, folders, tmp_path):
+    images, masks, _ = folders
+    out = str(tmp_path / 'out')
+
+    unfinished = tmp_path / 'unfinished'
+    unfinished.mkdir()
+    (unfinished / 'config.json').write_text(json.dumps({'model': {}, 'data': {}}))
+    with pytest.raises(predict.PredictError, match='has not finished.*results.json'):
+        predict.predict_images(str(unfinished), str(images), out)
+    with pytest.raises(predict.PredictError, match='holds no run'):
+        predict.predict_images(str(images), str(images), out)
+
+    missing = tmp_path / 'nowhere'
+    with pytest.raises(predict.PredictError, match=f'--input: {str(missing)!r} does not exist'):
+        predict.predict_images(run, str(missing), out)
+    notes = tmp_path / 'notes'
+    notes.mkdir()
+    (notes / 'readme.txt').write_text('not an image')
+    with pytest.raises(predict.PredictError, match=r"no images in .*notes.*readme\.txt.*\.png"):
+        predict.predict_images(run, str(notes), out)
+
+    (images / 'broken.png').write_bytes(b'not a png at all')
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / 'broken_mask.png')
+    with pytest.raises(predict.PredictError, match=r'broken\.png: cannot be read as an image'):
+        predict.predict_images(run, str(images), out)
+    os.remove(images / 'broken.png')
+
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(images / 'orphan.png')
+    with pytest.raises(predict.PredictError, match=r'1 image\(s\) have no mask named '
+                                                   r'<stem>_mask.*orphan\.png'):
+        predict.predict_images(run, str(images), out, masks=str(masks), mask_suffix='_mask')
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / 'orphan_mask.png')
+    with pytest.raises(predict.PredictError, match=r'orphan_mask\.png: mask is 10x10 .* but its '
+                                                   r'image .*orphan\.png is 20x20'):
+        predict.predict_images(run, str(images), out, masks=str(masks), mask_suffix='_mask')
+
+
+def test_command_line_prints_the_mean(run, folders, tmp_path):
+    images, masks, _ = folders
+    out = tmp_path / 'cli'
+    done = subprocess.run(
+        [sys.executable, '-m', 'unet_jax.predict', f'--checkpoint={run}',
+         f'--input={images / "wide.png"},{images / "photo.tif"}', f'--output={out}',
+         f'--masks={masks}', '--mask_suffix=_mask'],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'Mean over 2 images: Dice' in done.stdout
+    assert sorted(os.listdir(out)) == ['photo_mask.png', 'photo_overlay.png', 'scores.csv',
+                                       'wide_mask.png', 'wide_overlay.png']
