@@ -13,6 +13,7 @@ silent partial load is the classic transfer-learning bug.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -25,6 +26,16 @@ from flax import traverse_util
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'best'
+
+
+class _QuietOrbax(logging.Filter):
+    """Orbax logs several INFO lines per save and restore; keep its warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+logging.getLogger('absl').addFilter(_QuietOrbax())
 
 
 class CheckpointMismatchError(ValueError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
+from absl import logging
 import math
 import os
 import time
@@ -72,7 +72,7 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
     """Linear warm-up, then cosine decay to zero or a constant rate."""
     opt = config.optimizer
     total = max(config.num_train_steps, 1)
-    warmup = min(config.warmup_steps, total)
+    warmup = min(config.warmup_steps, total - 1)
     if opt.schedule == 'cosine':
         return optax.warmup_cosine_decay_schedule(
             0.0, opt.learning_rate, warmup_steps=warmup, decay_steps=total, end_value=0.0
@@ -103,10 +103,17 @@ def create_train_tx(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     return tx
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model):
+    # Jitted once per model: un-jitted, every initialiser op compiles on its own (seconds on
+    # CPU), and a study initialises the same model for every sweep point.
+    return jax.jit(functools.partial(model.init, train=False))
+
+
 def initial_variables(model, config: ml_collections.ConfigDict) -> dict[str, Any]:
     size = config.data.image_size
     dummy = jnp.zeros((1, size, size, config.model.in_channels), jnp.float32)
-    variables = model.init(jax.random.key(config.seed), dummy, train=False)
+    variables = _jitted_init(model)(jax.random.key(config.seed), dummy)
     return jax.tree.map(np.asarray, flax.core.unfreeze(variables))
 
 

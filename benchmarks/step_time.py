@@ -1,0 +1,95 @@
+r"""Step time of frozen training vs full training, measured side by side in one process.
+
+For the classic U-Net (depth 4, base 64) at 128x128, batch 8, one train step (Adam, BCE + Dice,
+augmentation) for several freeze specs: the median step time, its ratio to the full step, and
+the ideal ratio from the layer registry's FLOP model (forward of everything + backward only as
+deep as the shallowest trained unit + weight gradients of trained units).
+
+  python benchmarks/step_time.py                      # classic U-Net, about 5 minutes on 2 cores
+  python benchmarks/step_time.py --base_width=16 --steps=3   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unet_jax import config_lib, freeze, layers, models, train
+
+SPECS = {
+    'full': '@all',
+    'contracting only': '@contracting',
+    'expanding only': '@expanding',
+    'first block only (enc0)': 'first:1',
+    'last block only (head)': 'last:1',
+    'last decoder block + head': 'dec0,head',
+}
+
+
+def step_times(config, spec: str, steps: int) -> tuple[list[float], float]:
+    """Times of `steps` train steps after one compile step, and the spec's FLOP ratio."""
+    model = models.create_model(config.model)
+    registry = layers.build_registry(model, image_size=config.data.image_size,
+                                     in_channels=config.model.in_channels)
+    plan = freeze.compile_spec(spec, registry, order='forward', granularity='block')
+    variables = train.initial_variables(model, config)
+    labels = plan.labels(variables['params'])
+    tx = freeze.make_optimizer(train.create_train_tx(config), labels)
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                             batch_stats=variables.get('batch_stats', {}),
+                             opt_state=tx.init(variables['params']))
+    step_fn = jax.jit(functools.partial(
+        train.train_step, model=model, tx=tx, labels=labels, frozen_units=plan.frozen_units,
+        rng=jax.random.key(0), config=config), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    size, batch = config.data.image_size, config.batch_size
+    data = {'image': rng.standard_normal((batch, size, size, 1)).astype(np.float32),
+            'mask': (rng.random((batch, size, size, 1)) > 0.7).astype(np.float32)}
+    state, _ = step_fn(state, data)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, _ = step_fn(state, data)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - start)
+    ideal = registry.train_step_flops(plan.trained_units) / registry.train_step_flops(
+        registry.unit_names)
+    return times, ideal
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--base_width', type=int, default=64)
+    parser.add_argument('--depth', type=int, default=4)
+    parser.add_argument('--image_size', type=int, default=128)
+    parser.add_argument('--batch_size', type=int, default=8)
+    parser.add_argument('--steps', type=int, default=5)
+    args = parser.parse_args()
+
+    config = config_lib.default_config()
+    config.model.base_width, config.model.depth = args.base_width, args.depth
+    config.data.image_size, config.batch_size = args.image_size, args.batch_size
+    print(f'JAX {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device), '
+          f'U-Net depth {args.depth} base {args.base_width}, {args.image_size}x{args.image_size},'
+          f' batch {args.batch_size}, median of {args.steps} steps\n')
+    rows, full = [], None
+    for name, spec in SPECS.items():
+        times, ideal = step_times(config, spec, args.steps)
+        median = statistics.median(times)
+        full = median if full is None else full
+        rows.append((name, spec, median, median / full, ideal))
+    print(f'| {"tuned":<28} | {"spec":<12} | step ms | ratio to full | ideal (FLOPs) |')
+    print(f'|{"-" * 30}|{"-" * 14}|---------|---------------|---------------|')
+    for name, spec, median, ratio, ideal in rows:
+        print(f'| {name:<28} | {spec:<12} | {median * 1e3:7.0f} | {ratio:13.2f} | {ideal:13.2f} |')
+
+
+if __name__ == '__main__':
+    main()

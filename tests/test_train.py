@@ -1,0 +1,201 @@
+"""End-to-end tests of train_and_evaluate on a tiny U-Net and tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tests import tiny
+from unet_jax import checkpoint, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def final_params(workdir: str) -> dict:
+    manager = checkpoint.create_manager(os.path.join(workdir, checkpoint.LATEST_DIR))
+    tree, _ = checkpoint.restore_numpy(manager)
+    manager.close()
+    return traverse_util.flatten_dict(tree['params'], sep='/')
+
+
+def initial_params(config) -> dict:
+    model = train.models.create_model(config.model)
+    return traverse_util.flatten_dict(train.initial_variables(model, config)['params'], sep='/')
+
+
+def test_run_writes_results_and_freezes_exactly(tmp_path):
+    config = tiny.tiny_config(**{'finetune.train': 'enc0,dec0'})
+    results = train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+
+    on_disk = json.loads((tmp_path / 'results.json').read_text())
+    assert on_disk['spec'] == results['spec']
+    for split in ('val', 'test'):
+        assert set(on_disk[split]) >= {'loss', 'dice', 'dice_pooled', 'iou', 'precision',
+                                       'recall', 'hd95'}
+    assert len(on_disk['test_per_image']['dice']) == 5
+    assert on_disk['best_step'] in (3, 6)
+    assert 0 < on_disk['params']['trained_fraction'] < 1
+    assert on_disk['params']['trained'] + on_disk['params']['frozen'] == on_disk['params']['total']
+    assert (tmp_path / 'metrics.jsonl').exists() and (tmp_path / 'predictions.npz').exists()
+    assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))
+    assert np.load(tmp_path / 'predictions.npz')['prob'].shape == (2, 32, 32, 1)
+
+    before, after = initial_params(config), final_params(str(tmp_path))
+    trained_blocks = {'enc0', 'dec0'}
+    for path, value in before.items():
+        if path.split('/')[0] in trained_blocks:
+            assert not np.array_equal(value, after[path]), f'{path} should have trained'
+        else:
+            assert np.array_equal(value, after[path]), f'{path} should be bit-identical'
+
+
+def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
+    config = tiny.tiny_config(**{'finetune.train': '@head', 'optimizer.name': 'adamw',
+                                 'optimizer.weight_decay': 0.5})
+    train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    before, after = initial_params(config), final_params(str(tmp_path))
+    for path, value in before.items():
+        assert np.array_equal(value, after[path]) == (not path.startswith('head/')), path
+
+
+def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
+    config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'model.norm': 'batch'})
+    train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    manager = checkpoint.create_manager(os.path.join(str(tmp_path), checkpoint.LATEST_DIR))
+    tree, _ = checkpoint.restore_numpy(manager)
+    stats = traverse_util.flatten_dict(tree['batch_stats'], sep='/')
+    model = train.models.create_model(config.model)
+    initial = traverse_util.flatten_dict(
+        train.initial_variables(model, config)['batch_stats'], sep='/')
+    for path, value in initial.items():
+        moved = not np.array_equal(value, stats[path])
+        assert moved == path.startswith('dec0/'), path
+
+
+def test_pretrained_only_point_evaluates_without_training(tmp_path):
+    config = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0})
+    results = train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    assert results['best_step'] == 0 and results['params']['trained'] == 0
+    assert results['spec'] == '@none'
+
+
+def test_nan_loss_stops_with_step_and_advice(tmp_path):
+    splits = tiny.disk_splits()
+    splits['train'].image[:] = np.nan
+    with pytest.raises(train.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
+        train.train_and_evaluate(tiny.tiny_config(), str(tmp_path), splits=splits)
+    assert not (tmp_path / 'results.json').exists()
+
+
+def test_batch_not_divisible_by_devices_is_explained():
+    two_devices = types.SimpleNamespace(size=2)
+    train.check_batch_size(4, two_devices)
+    with pytest.raises(ValueError, match=r'batch_size=5 is not divisible by the 2 devices'):
+        train.check_batch_size(5, two_devices)
+
+
+def test_batch_order_is_keyed_by_step():
+    a = [train.batch_indices(s, 4, 10, seed=1) for s in range(6)]
+    b = [train.batch_indices(s, 4, 10, seed=1) for s in reversed(range(6))][::-1]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    seen = np.concatenate(a[:5])  # 20 positions = two epochs, each a permutation of 0..9
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+
+
+def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
+    pre = tmp_path / 'pre'
+    train.train_and_evaluate(tiny.tiny_config(), str(pre), splits=tiny.disk_splits())
+
+    ft = tiny.tiny_config(**{'init_from': str(pre), 'finetune.train': '@head',
+                             'num_train_steps': 2})
+    train.train_and_evaluate(ft, str(tmp_path / 'ft'), splits=tiny.disk_splits())
+    best, _ = checkpoint.load_variables(str(pre))
+    loaded = traverse_util.flatten_dict(best['params'], sep='/')
+    after = final_params(str(tmp_path / 'ft'))
+    assert all(np.array_equal(loaded[p], after[p]) for p in loaded if not p.startswith('head/'))
+
+    wider = tiny.tiny_config(**{'init_from': str(pre), 'model.base_width': 8})
+    with pytest.raises(checkpoint.CheckpointMismatchError, match='Shape mismatch'):
+        train.train_and_evaluate(wider, str(tmp_path / 'wider'), splits=tiny.disk_splits())
+
+    deeper = tiny.tiny_config(**{'init_from': str(pre), 'model.depth': 3})
+    with pytest.raises(checkpoint.CheckpointMismatchError) as error:
+        train.train_and_evaluate(deeper, str(tmp_path / 'deeper'), splits=tiny.disk_splits())
+    assert 'Missing from the checkpoint' in str(error.value) and 'enc2/conv0' in str(error.value)
+    assert 'config.dont_load' in str(error.value)
+
+    two_classes = tiny.tiny_config(**{'init_from': str(pre), 'model.out_channels': 2,
+                                      'dont_load': ('params/head/.*',), 'num_train_steps': 0,
+                                      'finetune.train': '@none'})
+    model = train.models.create_model(two_classes.model)
+    init = train.load_init_from(train.initial_variables(model, two_classes), two_classes)
+    assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
+
+
+RUN_SCRIPT = textwrap.dedent('''
+    import sys
+    from tests import tiny
+    from unet_jax import train
+    workdir, steps = sys.argv[1], int(sys.argv[2])
+    config = tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
+                                  'eval_every_steps': {every}, 'log_every_steps': {every},
+                                  'finetune.train': 'enc0..bottleneck,head'}})
+    train.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
+''')
+
+
+def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    command = [sys.executable, '-c', RUN_SCRIPT.format(every=every), str(workdir), str(steps)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    if wait:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    return process
+
+
+def test_two_devices_give_the_same_params_as_one(tmp_path):
+    run_tiny(tmp_path / 'one', 6, devices=1)
+    run_tiny(tmp_path / 'two', 6, devices=2)
+    one, two = final_params(str(tmp_path / 'one')), final_params(str(tmp_path / 'two'))
+    assert one.keys() == two.keys()
+    for path in one:
+        np.testing.assert_allclose(one[path], two[path], atol=1e-5, err_msg=path)
+
+
+def test_resume_after_sigkill_gives_identical_params(tmp_path):
+    steps = 150
+    run_tiny(tmp_path / 'straight', steps, every=10)
+
+    process = run_tiny(tmp_path / 'killed', steps, every=10, wait=False)
+    latest = tmp_path / 'killed' / checkpoint.LATEST_DIR
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        done = [int(d) for d in os.listdir(latest) if d.isdigit()] if latest.exists() else []
+        if any(10 <= s <= steps - 60 for s in done):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / 'killed' / 'results.json').exists(), 'run ended before the kill'
+
+    run_tiny(tmp_path / 'killed', steps, every=10)
+    straight, resumed = final_params(str(tmp_path / 'straight')), final_params(
+        str(tmp_path / 'killed'))
+    for path in straight:
+        assert np.array_equal(straight[path], resumed[path]), path
+    results = [json.loads((tmp_path / run / 'results.json').read_text())
+               for run in ('straight', 'killed')]
+    assert results[0]['test'] == results[1]['test']
