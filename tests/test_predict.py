@@ -117,6 +117,23 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
     assert result['mean']['dice'] == pytest.approx(float(rows[-1]['dice']), abs=1e-5)
 
 
+def test_masks_next_to_their_images_with_several_files_ored(run, tmp_path):
+    image, mask = disk_image(40, 40, False, 5)
+    Image.fromarray(image).save(tmp_path / 'case 1.png')
+    top, bottom = mask.copy(), mask.copy()
+    top[20:], bottom[:20] = 0, 0
+    Image.fromarray(top * 255).save(tmp_path / 'case 1_mask.png')  # BUSI: one file per lesion.
+    Image.fromarray(bottom * 255).save(tmp_path / 'case 1_mask_1.png')
+    out = tmp_path / 'out'
+    result = predict.predict_images(run, str(tmp_path / '*.png'), str(out),
+                                    masks=str(tmp_path / '*.png'), mask_suffix='_mask',
+                                    threshold=0.0)  # All foreground: Dice tells the OR.
+    (row,) = result['rows']
+    assert row['image'].endswith('case 1.png') and len(row['mask']) == 2
+    written = np.asarray(Image.open(out / 'case 1_mask.png')) > 0
+    assert row['dice'] == pytest.approx(dice(written, mask), abs=1e-5)
+
+
 def test_model_sees_exactly_the_training_preprocessing(run):
     predictor = predict.load_predictor(run)
     image, _ = disk_image(32, 32, False, 7)

@@ -216,7 +216,12 @@ def pair_masks(images: Sequence[Path], masks: str, mask_suffix: str = ''
         raise PredictError(f'--masks={masks!r} matches the input images themselves. Give the '
                            'mask folder, or --mask_suffix when masks sit next to their images '
                            '(e.g. --mask_suffix=_mask for a_mask.png).')
-    images = [p for p in images if p not in mask_set] if mask_suffix else list(images)
+    # Masks next to their images: files that are masks by name are not images to segment.
+    is_mask = lambda p: p in mask_set and mask_suffix and pattern.fullmatch(p.stem)  # noqa: E731
+    images = [p for p in images if not is_mask(p)]
+    if not images:
+        raise PredictError(f'Every --input file is a mask by its name (<stem>{mask_suffix}); '
+                           'point --input at the images.')
     by_key: dict[str, list[Path]] = {}
     for f in mask_files:
         if (match := pattern.fullmatch(f.stem)):
@@ -283,7 +288,7 @@ def overlay(image: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None =
     picture = Image.fromarray(canvas, 'RGB')
     if dice is not None:
         draw = ImageDraw.Draw(picture)
-        font = _font(int(np.clip(width / 12, 8, 48)))
+        font = _font(int(np.clip(width / 16, 8, 48)))
         text = f'Dice {dice:.3f}'
         box = draw.textbbox((2, 2), text, font=font)
         draw.rectangle((0, 0, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
