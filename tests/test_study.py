@@ -207,3 +207,30 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     with pytest.raises(ValueError, match="'pretrain' or 'report'"):
         study.main(config, workdir, sweep_index='all', run_fn=fake)
     assert study.main(config, workdir, sweep_index='report')['report'].endswith('report.html')
+
+
+def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
+    """Real pre-training, runs and report (train.train_and_evaluate), at toy size."""
+    monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
+    config = layerwise.get_config('quick,seeds=1,targets=us,sizes=8,'
+                                  'families=scratch+pretrained+contracting+expanding')
+    config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
+    for run in (config, config.study.pretrain):
+        run.data.num_examples, run.batch_size = 40, 4
+        run.num_train_steps = run.eval_every_steps = run.checkpoint_every_steps = 3
+        run.log_every_steps, run.warmup_steps = 3, 1
+    workdir = str(tmp_path / 'study')
+    outcome = study.main(config, workdir)
+    assert outcome['failed'] == [] and len(outcome['done']) == 4
+    results = {}
+    for name in ('scratch', 'pretrained', 'contracting', 'expanding'):
+        with open(os.path.join(study.run_dir(workdir, f'us/n8/s0/{name}'), 'results.json')) as f:
+            results[name] = json.load(f)
+    assert results['pretrained']['params']['trained'] == 0
+    assert results['scratch']['params']['trained_fraction'] == 1.0
+    assert results['contracting']['num_train_examples'] == 8
+    assert 0 < results['contracting']['params']['trained'] < results['scratch']['params']['trained']
+    page = open(outcome['report']).read()
+    assert page.count('data:image/png;base64,') == 4  # 3 plots + the qualitative figure
+    assert outcome['trained'] == outcome['done']
+    assert study.main(config, workdir)['trained'] == []  # a re-run trains nothing
