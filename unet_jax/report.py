@@ -416,6 +416,8 @@ def plot_dice_vs_units(summary: Sequence[dict[str, Any]], plan: dict[str, Any], 
                 ref = [s for s in cells if s['configuration'] == family]
                 if ref and np.isfinite(ref[0]['dice_mean']):
                     ax.axhline(ref[0]['dice_mean'], label=family, linewidth=1, **style)
+            if not cells or all(not np.isfinite(s['dice_mean']) for s in cells):
+                ax.text(0.5, 0.5, 'no finished runs yet', ha='center', transform=ax.transAxes)
             ax.set_title(f'{target}, n = {_size_label(num_train)}')
             ax.set_xlabel('number of tuned units')
             ax.set_ylabel('test Dice')
@@ -524,7 +526,8 @@ def _draw_qualitative(found: dict[str, dict[str, np.ndarray]], title: str, path:
                       max_images: int) -> None:
     reference = found[QUALITATIVE_COLUMNS[0]]
     count = min(max_images, len(reference['image']))
-    columns = ('image', 'ground truth') + QUALITATIVE_COLUMNS
+    columns = ('image', 'ground truth', 'pre-trained only', 'tuned expanding',
+               'tuned contracting')
     fig, axes = plt.subplots(count, len(columns), figsize=(2.1 * len(columns), 2.1 * count),
                              squeeze=False)
     for i in range(count):
