@@ -81,7 +81,9 @@ class ConvUnit(nn.Module):
     """One 'conv' unit: conv -> optional norm -> optional ReLU -> optional dropout.
 
     ``frozen`` makes BatchNorm use (and never update) its running statistics, so a frozen
-    unit computes the same function it was pre-trained to compute.
+    unit computes the same function it was pre-trained to compute. Dropout has no state and
+    stays on in frozen units while training. Before a norm the conv has no bias (the norm's
+    shift replaces it).
     """
     features: int
     kernel_size: int = 3
