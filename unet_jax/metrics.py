@@ -7,17 +7,13 @@ has Dice 1 (the smoothing term below), which matters for the normal BUSI class.
 """
 
 # No `from __future__ import annotations`: CLU reads the Collection annotations at runtime.
-import json
-import os
 from collections.abc import Mapping
-from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
-from clu import metric_writers
 from clu import metrics as clu_metrics
 
 # Smoothing of per-image Dice/IoU: 1.0 when prediction and mask are both empty.
@@ -153,53 +149,3 @@ def per_image_scores(predictions: np.ndarray, masks: np.ndarray) -> dict[str, np
         'iou': iou_from_counts(**counts),
         'hd95': np.array([hd95(p, m) for p, m in zip(predictions, masks)]),
     }
-
-
-class JsonlWriter(metric_writers.MetricWriter):
-    """One JSON line per write (big_vision style): trivially aggregated with pandas or jq."""
-
-    def __init__(self, path: str):
-        self._path = path
-
-    def _append(self, record: dict[str, Any]) -> None:
-        with open(self._path, 'a') as f:
-            f.write(json.dumps(record, default=float) + '\n')
-
-    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-        self._append({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
-
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        self._append({'hparams': dict(hparams)})
-
-    def write_summaries(self, step, values, metadata=None):
-        pass
-
-    def write_images(self, step, images):
-        pass
-
-    def write_videos(self, step, videos):
-        pass
-
-    def write_audios(self, step, audios, *, sample_rate):
-        pass
-
-    def write_texts(self, step, texts):
-        pass
-
-    def write_histograms(self, step, arrays, num_buckets=None):
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-    """TensorBoard events + the log (CLU's default writer) + `metrics.jsonl`."""
-    is_chief = jax.process_index() == 0
-    default = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-    if not is_chief:
-        return default
-    return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))])

@@ -30,7 +30,7 @@ import optax
 from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from unet_jax import checkpoint, freeze, layers, metrics, models
+from unet_jax import checkpoint, freeze, layers, metrics, models, writers
 from unet_jax.data import augment, pipeline
 
 DATA_AXIS = 'data'
@@ -315,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     labels = plan.labels(variables['params'])
     tx = freeze.make_optimizer(create_train_tx(config), labels)
     logging.info('Freeze spec %r -> %s\n%s', config.finetune.train, plan.canonical,
-                 freeze.parameter_table(variables['params'], labels))
+                 plan.parameter_table(variables['params']))
 
     latest = checkpoint.create_manager(os.path.join(workdir, checkpoint.LATEST_DIR))
     best = checkpoint.create_manager(os.path.join(workdir, checkpoint.BEST_DIR))
@@ -336,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         )
         logging.info('Initialised from %s.', config.init_from)
 
-    writer = metrics.create_writer(workdir)
+    writer = writers.create_writer(workdir)
     if int(state.step) == 0:
         writer.write_hparams(_flat_hparams(config))
 
