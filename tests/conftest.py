@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# XLA:CPU compiles slowly and many tests compile the same tiny programs: share a persistent
+# compilation cache between tests, xdist workers and the subprocesses they start.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'unet_jax_test_xla_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # Layout name -> number of cases its fixture holds, per official split.
 LAYOUT_SPLITS = {

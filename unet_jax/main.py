@@ -5,6 +5,8 @@ r"""Entry point: one training run, or the layer-wise study when the config decla
   python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study
 """
 
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -15,6 +17,9 @@ flags.DEFINE_string('sweep_index', None,
                     'Study only: one sweep point (an index), "pretrain" or "report"; '
                     'default: the whole study in this process.')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() (multi-process runs).')
+flags.DEFINE_string('compilation_cache', '~/.cache/unet_jax/xla',
+                    'Persistent XLA compilation cache ("" = off): re-runs, resumed runs and the '
+                    'sweep points of a study skip compiling programs seen before.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -25,6 +30,9 @@ def main(argv):
 
     if FLAGS.multihost:
         jax.distributed.initialize()
+    if FLAGS.compilation_cache:
+        jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
     logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
                  jax.process_count(), jax.devices())
     config = FLAGS.config
