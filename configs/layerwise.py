@@ -71,7 +71,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
             'targets, data_root, sizes, seeds, orders, granularities, families (see the '
             'docstring).')
     if source not in SOURCES:
-        raise ValueError(f'configs/layerwise.py: source={source!r} is not one of {sorted(SOURCES)}.')
+        raise ValueError(f'configs/layerwise.py: source={source!r} is not one of '
+                         f'{sorted(SOURCES)}.')
 
     config = config_lib.default_config('quick' if quick else '')
     _shared_model_and_size(config)

@@ -8,8 +8,10 @@ r"""Runs a study's sweep points as separate processes: on this host, or as a SLU
 
 Every process is the same command, `python -m unet_jax.main --config=... --workdir=W
 --sweep_index=I` (I = 'pretrain', a run index, or 'report'), with the --config arguments given
-here passed on verbatim. Pre-training runs first (local) or is a dependency of the array
-(slurm, afterok); the report comes last (slurm: a job that runs after the array, afterany).
+here passed on verbatim. The 'pretrain' step (pre-training unless finished, then building
+every target set once, so that parallel runs never race to build one) runs first (local) or is
+a dependency of the array (slurm, afterok); the report comes last (slurm: a job that runs after
+the array, afterany).
 Finished points (their results.json exists) are skipped, so re-launching after a failure or a
 pre-emption only runs what is missing.
 
@@ -105,7 +107,7 @@ def detect_devices() -> list[str]:
     return listing.stdout.split()
 
 
-def run_local(*, args, workdir, runs, needs_pretrain, dry_run) -> int:
+def run_local(*, args, workdir, runs, dry_run) -> int:
     devices = detect_devices()
     parallel = FLAGS.parallel or max(1, len(devices))
     logs = os.path.join(workdir, 'logs')
@@ -113,19 +115,17 @@ def run_local(*, args, workdir, runs, needs_pretrain, dry_run) -> int:
     if dry_run:
         print(f'# local: {len(jobs)} runs, {parallel} at once, accelerators: '
               f'{devices or "none (CPU)"}; logs in {logs}/')
-        if needs_pretrain:
-            print(shell(main_command(args, workdir, 'pretrain')))
+        print(shell(main_command(args, workdir, 'pretrain')))
         for index, _ in jobs:
             print(shell(main_command(args, workdir, index)))
         print(shell(main_command(args, workdir, 'report')))
         return 0
     os.makedirs(logs, exist_ok=True)
-    if needs_pretrain:
-        logging.info('sweep: pre-training (log: %s/pretrain.log)', logs)
-        if _start(args, workdir, 'pretrain', logs, None).wait() != 0:
-            logging.error('sweep: pre-training failed; see %s/pretrain.log. Nothing else ran.',
-                          logs)
-            return 1
+    logging.info('sweep: pre-training and data preparation (log: %s/pretrain.log)', logs)
+    if _start(args, workdir, 'pretrain', logs, None).wait() != 0:
+        logging.error('sweep: pre-training or data preparation failed; see %s/pretrain.log. '
+                      'Nothing else ran.', logs)
+        return 1
     failed = _run_pool(args, workdir, jobs, logs, parallel, devices)
     path = report.write_report(workdir)
     logging.info('sweep: report in %s', path)
@@ -221,20 +221,18 @@ def array_spec(count: int, max_parallel: int) -> str:
     return f'0-{count - 1}' + (f'%{max_parallel}' if max_parallel else '')
 
 
-def slurm_scripts(*, config, args, workdir, runs, needs_pretrain) -> list[dict[str, object]]:
+def slurm_scripts(*, config, args, workdir, runs) -> list[dict[str, object]]:
     """The jobs to submit, in order; 'after' names the jobs each one depends on."""
     folder = os.path.join(workdir, 'slurm')
     logs = os.path.join(folder, 'logs')
     resources = slurm_resources(config)
     lines = sbatch_lines(resources, FLAGS.sbatch_args)
     name = os.path.basename(os.path.normpath(workdir))
-    jobs = []
-    if needs_pretrain:
-        jobs.append(dict(key='pretrain', path=os.path.join(folder, 'pretrain.sbatch'),
-                         after=(), dependency='', script=render(
-                             description='pre-training of the study', job_name=f'{name}-pre',
-                             log=os.path.join(logs, 'pretrain-%j.out'), lines=lines,
-                             command=shell(main_command(args, workdir, 'pretrain')))))
+    jobs = [dict(key='pretrain', path=os.path.join(folder, 'pretrain.sbatch'), after=(),
+                 dependency='', script=render(
+                     description='pre-training (unless finished) and data preparation',
+                     job_name=f'{name}-pre', log=os.path.join(logs, 'pretrain-%j.out'),
+                     lines=lines, command=shell(main_command(args, workdir, 'pretrain'))))]
     max_parallel = FLAGS.parallel or config.study.slurm.max_parallel
     size = FLAGS.max_array_size
     chunks = [runs[i:i + size] for i in range(0, len(runs), size)]
@@ -245,7 +243,7 @@ def slurm_scripts(*, config, args, workdir, runs, needs_pretrain) -> list[dict[s
         jobs.append(dict(
             key=f'array-{c}', path=os.path.join(folder, f'array-{c}.sbatch'),
             indices=(indices, [p.index for p in chunk]),
-            after=('pretrain',) if needs_pretrain else (), dependency='afterok',
+            after=('pretrain',), dependency='afterok',
             array=array_spec(len(chunk), max_parallel),
             script=render(description=f'{len(chunk)} sweep runs; task i runs the index on line '
                           f'i+1 of {indices}', job_name=f'{name}-run',
@@ -275,9 +273,8 @@ def sbatch_command(job, ids: dict[str, str]) -> list[str]:
     return command + [job['path']]
 
 
-def run_slurm(*, config, args, workdir, runs, needs_pretrain, dry_run) -> int:
-    jobs = slurm_scripts(config=config, args=args, workdir=workdir, runs=runs,
-                         needs_pretrain=needs_pretrain)
+def run_slurm(*, config, args, workdir, runs, dry_run) -> int:
+    jobs = slurm_scripts(config=config, args=args, workdir=workdir, runs=runs)
     if dry_run:
         for job in jobs:
             print(f'# ---- {job["path"]}')
@@ -344,11 +341,8 @@ def main(argv):
     workdir = os.path.abspath(FLAGS.workdir)
     sweep = study.enumerate_sweep(config)
     runs = [p for p in sweep.runs if not study.is_finished(study.run_dir(workdir, p.run))]
-    needs_pretrain = (any(p.family != 'scratch' for p in runs)
-                      and not study.is_finished(study.pretrain_dir(config, workdir)))
-    logging.info('sweep: %d runs (%d named points), %d finished, %d to run%s.',
-                 len(sweep.runs), len(sweep.points), len(sweep.runs) - len(runs), len(runs),
-                 ', pre-training first' if needs_pretrain else '')
+    logging.info('sweep: %d runs (%d named points), %d finished, %d to run.',
+                 len(sweep.runs), len(sweep.points), len(sweep.runs) - len(runs), len(runs))
     if not FLAGS['dry-run'].value:
         study.write_plan(config, workdir, sweep)
     if not runs and not FLAGS['dry-run'].value:
@@ -357,7 +351,7 @@ def main(argv):
         return 0
     execute = run_local if FLAGS.executor == 'local' else run_slurm
     kwargs = dict(args=config_args(sys.argv), workdir=workdir, runs=runs,
-                  needs_pretrain=needs_pretrain, dry_run=FLAGS['dry-run'].value)
+                  dry_run=FLAGS['dry-run'].value)
     if FLAGS.executor == 'slurm':
         kwargs['config'] = config
     return execute(**kwargs)

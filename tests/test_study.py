@@ -196,7 +196,10 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     with pytest.raises(FileNotFoundError, match='--sweep_index=pretrain first'):
         study.main(config, workdir, sweep_index='1', run_fn=fake)  # `full` needs pre-training
     study.main(config, workdir, sweep_index='0', run_fn=fake)  # scratch does not
-    study.main(config, workdir, sweep_index='pretrain', run_fn=fake)
+    prepared = []
+    study.main(config, workdir, sweep_index='pretrain', run_fn=fake,
+               prepare_fn=lambda data: prepared.append(data.name))
+    assert prepared == ['synthetic_ultrasound']  # every target built before any fan-out
     study.main(config, workdir, sweep_index=1, run_fn=fake)
     study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
     assert fake.calls == [study.run_dir(workdir, 'us/n16/s0/scratch'),

@@ -18,7 +18,6 @@ import base64
 import csv
 import dataclasses
 import html
-import io
 import json
 import math
 import os

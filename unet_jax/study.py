@@ -17,6 +17,7 @@ every name.
 
 from collections.abc import Callable, Iterator
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -50,6 +51,7 @@ DIRECTIONS = {'shallow_to_deep': 'first', 'deep_to_shallow': 'last'}
 FAMILIES = tuple(FIXED_SPECS) + tuple(DIRECTIONS)
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
+PrepareFn = Callable[[ml_collections.ConfigDict], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +307,21 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
     run_fn(pretrain_config(config), directory)
 
 
+def prepare_data(data_config: ml_collections.ConfigDict, *, in_channels: int) -> None:
+    """Builds a set (TFDS build + cache) once, before parallel runs would race to build it."""
+    from unet_jax.data import pipeline
+
+    pipeline.load_splits(data_config, in_channels=in_channels)
+
+
+def prepare_targets(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep,
+                    prepare_fn: PrepareFn) -> None:
+    for target in config.study.targets:
+        point = next(p for p in sweep.runs if p.target == target)
+        logging.info('study: preparing the data of %s', target)
+        prepare_fn(point_config(config, point, workdir).data)
+
+
 def run_point(config: ml_collections.ConfigDict, workdir: str, point: SweepPoint,
               run_fn: RunFn) -> bool:
     """Trains one run unless finished; on failure writes error.txt there and re-raises."""
@@ -365,9 +382,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep,
 
 
 def main(config: ml_collections.ConfigDict, workdir: str, sweep_index: int | str | None = None,
-         *, run_fn: RunFn | None = None) -> dict[str, Any]:
-    """The study from `unet_jax.main`: `sweep_index` None = everything, 'pretrain' = only
-    pre-training, 'report' = only the report, an int = that run (what launchers call)."""
+         *, run_fn: RunFn | None = None,
+         prepare_fn: PrepareFn | None = None) -> dict[str, Any]:
+    """The study from `unet_jax.main`: `sweep_index` None = everything, an int = that run,
+    'report' = only the report, 'pretrain' = pre-training (if not finished) and building every
+    target set: what launchers run before fanning out, so that parallel runs never race to
+    build the same data set."""
     from unet_jax import report  # matplotlib; only needed where a report is written
 
     os.makedirs(workdir, exist_ok=True)
@@ -377,7 +397,10 @@ def main(config: ml_collections.ConfigDict, workdir: str, sweep_index: int | str
         return {'report': report.write_report(workdir)}
     run_fn = run_fn or default_run_fn()
     if sweep_index == 'pretrain':
-        run_pretrain(config, workdir, run_fn)
+        if any(p.family != 'scratch' for p in sweep.runs):
+            run_pretrain(config, workdir, run_fn)
+        prepare_targets(config, workdir, sweep, prepare_fn or functools.partial(
+            prepare_data, in_channels=config.model.in_channels))
         return {}
     if sweep_index is not None:
         index = _parse_index(sweep_index, len(sweep.runs))
