@@ -586,7 +586,7 @@ def write_html(path: str, *, workdir: str, status: str, findings: Sequence[str],
     body = [f'<h1>Layer-wise fine-tuning study</h1><p>{html.escape(workdir)}: '
             f'{html.escape(status)}</p>']
     if problems:
-        body.append('<h2>Failed and pending points</h2><ul>'
+        body.append('<h2>Failed runs</h2><ul>'
                     + ''.join(f'<li>{html.escape(p)}</li>' for p in problems) + '</ul>')
     body.append('<h2>Conclusions</h2><ul>'
                 + ''.join(f'<li>{_markdown_bold_to_html(f)}</li>' for f in findings) + '</ul>')
@@ -625,9 +625,8 @@ def write_report(workdir: str) -> str:
     counts = {s: sum(v == s for v in runs.values()) for s in ('done', 'failed', 'pending')}
     status = (f'{counts["done"]} of {len(runs)} runs finished, {counts["failed"]} failed, '
               f'{counts["pending"]} pending ({len(rows)} named points, duplicates included).')
-    problems = [f'{r["name"]}: {r["status"]}' + (f' (see {r["dir"]}/error.txt)'
-                                                 if r['status'] == 'failed' else '')
-                for r in rows if r['status'] != 'done' and not _is_alias(r)]
+    problems = [f'{r["name"]}: failed (see {os.path.join(r["dir"], ERROR_FILE)})'
+                for r in rows if r['status'] == 'failed' and not _is_alias(r)]
 
     figures = [('dice_vs_units.png', 'Test Dice against the number of tuned units: '
                 'shallow->deep (blue) and deep->shallow (red), forward order solid, level order '
@@ -646,7 +645,10 @@ def write_report(workdir: str) -> str:
                             'of the pre-trained-only, tuned-expanding and tuned-contracting '
                             'networks (threshold 0.5; Dice per image).'))
 
-    markdown = ['# Layer-wise fine-tuning study', '', status, '', '## Conclusions', '']
+    markdown = ['# Layer-wise fine-tuning study', '', status, '']
+    if problems:
+        markdown += ['## Failed runs', ''] + [f'- {p}' for p in problems] + ['']
+    markdown += ['## Conclusions', '']
     markdown += [f'- {f}' for f in findings]
     markdown += ['', '## Test Dice (mean ± std over seeds, 95% CI)', '', markdown_tables(summary)]
     markdown += ['## Figures', ''] + [f'![{c}]({f})' for f, c in figures]
