@@ -297,15 +297,15 @@ def _describe(label_a: str, label_b: str, c: Paired) -> str:
     if c.sd_diff == 0:
         return (f'{label_a} vs {label_b}: identical difference {diff} on all {c.n} seeds; '
                 'the t-test is undefined (no variation).')
-    p = c.p
-    p_text = f'p = {p:.3g}'
+    p_text = f'paired t-test p = {c.p:.3g}'
     if np.isfinite(c.p_wilcoxon):
         p_text += f', Wilcoxon p = {c.p_wilcoxon:.3g}'
-    stats_text = f'mean paired difference {diff}, d_z = {c.d_z:.2f}, {p_text}, {c.n} seeds'
-    if p < ALPHA:
+    if c.p < ALPHA:
         better, worse = (label_a, label_b) if c.mean_diff > 0 else (label_b, label_a)
-        return f'{better} beat {worse} ({stats_text}).'
-    return f'{label_a} vs {label_b}: no evidence of a difference ({stats_text}).'
+        return (f'{better} beat {worse} by {abs(c.mean_diff):.3f} Dice (mean paired '
+                f'difference; d_z = {abs(c.d_z):.2f}, {p_text}, {c.n} seeds).')
+    return (f'{label_a} vs {label_b}: no evidence of a difference (mean paired difference '
+            f'{diff}, d_z = {c.d_z:.2f}, {p_text}, {c.n} seeds).')
 
 
 def compare(rows, a: dict[str, Any], b: dict[str, Any], metric: str = 'test_dice') -> Paired:
