@@ -160,32 +160,27 @@ def enumerate_sweep(config: ml_collections.ConfigDict, *,
     study = config.study
     _check_study(study)
     registry = registry or registry_for(config)
-    configurations = list(_configurations(study, registry))
-    trained = {}
-    for c in configurations:
+    configurations = []
+    for c in _configurations(study, registry):
         plan = freeze.compile_spec(c['spec'], registry, order=c.get('order') or 'forward',
                                    granularity=c.get('granularity') or 'unit')
-        trained[(c['spec'], c.get('order'), c.get('granularity'))] = plan.trained_units
+        name = configuration_name(c['family'], order=c.get('order', ''),
+                                  granularity=c.get('granularity', ''), k=c.get('k', 0))
+        configurations.append((name, dict(c, trained_units=plan.trained_units)))
 
     points, runs, first_of = [], [], {}
     for seed in study.seeds:
         for target in study.targets:
             for num_train in study.num_train:
-                for c in configurations:
-                    units = trained[(c['spec'], c.get('order'), c.get('granularity'))]
-                    name = '/'.join((target, f'n{size_name(num_train)}', f's{seed}',
-                                     configuration_name(**{k: v for k, v in c.items()
-                                                           if k != 'spec'})))
+                for configuration, c in configurations:
+                    name = f'{target}/n{size_name(num_train)}/s{seed}/{configuration}'
                     key = (target, num_train, seed, c['family'] == 'scratch',
-                           c['family'] == 'pretrained', frozenset(units))
-                    if key in first_of:
-                        run = first_of[key]
-                        index, run_name = run.index, run.name
-                    else:
-                        index, run_name = len(runs), name
-                    point = SweepPoint(name=name, index=index, run=run_name, target=target,
-                                       num_train=num_train, seed=seed, trained_units=units, **c)
-                    if key not in first_of:
+                           c['family'] == 'pretrained', frozenset(c['trained_units']))
+                    run = first_of.get(key)
+                    point = SweepPoint(name=name, index=run.index if run else len(runs),
+                                       run=run.name if run else name, target=target,
+                                       num_train=num_train, seed=seed, **c)
+                    if run is None:
                         first_of[key] = point
                         runs.append(point)
                     points.append(point)
