@@ -149,7 +149,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, lab
     """
     step_rng = jax.random.fold_in(rng, state.step)
     augment_rng, dropout_rng = jax.random.split(step_rng)
-    images, masks = augment.augment_batch(augment_rng, batch['image'], batch['mask'], config.augment)
+    # The barrier keeps XLA from fusing the warp's gathers into the first convolution and its
+    # gradient: without it a base-32 step on CPU took 2.1x as long (3.1 s vs 1.5 s).
+    images, masks = jax.lax.optimization_barrier(
+        augment.augment_batch(augment_rng, batch['image'], batch['mask'], config.augment))
     trainable, frozen = freeze.split_trainable(state.params, labels)
     has_batch_stats = bool(state.batch_stats)
 
