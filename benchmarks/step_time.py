@@ -35,22 +35,37 @@ SPECS = {
 def step_times(config, spec: str, steps: int) -> tuple[list[float], float]:
     """Times of `steps` train steps after one compile step, and the spec's FLOP ratio."""
     model = models.create_model(config.model)
-    registry = layers.build_registry(model, image_size=config.data.image_size,
-                                     in_channels=config.model.in_channels)
+    registry = layers.build_registry(
+        model, image_size=config.data.image_size, in_channels=config.model.in_channels
+    )
     plan = freeze.compile_spec(spec, registry, order='forward', granularity='block')
     variables = train.initial_variables(model, config)
     labels = plan.labels(variables['params'])
     tx = freeze.make_optimizer(train.create_train_tx(config), labels)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                             batch_stats=variables.get('batch_stats', {}),
-                             opt_state=tx.init(variables['params']))
-    step_fn = jax.jit(functools.partial(
-        train.train_step, model=model, tx=tx, labels=labels, frozen_units=plan.frozen_units,
-        rng=jax.random.key(0), config=config), donate_argnums=0)
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(variables['params']),
+    )
+    step_fn = jax.jit(
+        functools.partial(
+            train.train_step,
+            model=model,
+            tx=tx,
+            labels=labels,
+            frozen_units=plan.frozen_units,
+            rng=jax.random.key(0),
+            config=config,
+        ),
+        donate_argnums=0,
+    )
     rng = np.random.default_rng(0)
     size, batch = config.data.image_size, config.batch_size
-    data = {'image': rng.standard_normal((batch, size, size, 1)).astype(np.float32),
-            'mask': (rng.random((batch, size, size, 1)) > 0.7).astype(np.float32)}
+    data = {
+        'image': rng.standard_normal((batch, size, size, 1)).astype(np.float32),
+        'mask': (rng.random((batch, size, size, 1)) > 0.7).astype(np.float32),
+    }
     state, _ = step_fn(state, data)
     jax.block_until_ready(state)
     times = []
@@ -60,7 +75,8 @@ def step_times(config, spec: str, steps: int) -> tuple[list[float], float]:
         jax.block_until_ready(state)
         times.append(time.perf_counter() - start)
     ideal = registry.train_step_flops(plan.trained_units) / registry.train_step_flops(
-        registry.unit_names)
+        registry.unit_names
+    )
     return times, ideal
 
 
@@ -76,9 +92,11 @@ def main() -> None:
     config = config_lib.default_config()
     config.model.base_width, config.model.depth = args.base_width, args.depth
     config.data.image_size, config.batch_size = args.image_size, args.batch_size
-    print(f'JAX {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device), '
-          f'U-Net depth {args.depth} base {args.base_width}, {args.image_size}x{args.image_size},'
-          f' batch {args.batch_size}, median of {args.steps} steps\n')
+    print(
+        f'JAX {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device), '
+        f'U-Net depth {args.depth} base {args.base_width}, {args.image_size}x{args.image_size},'
+        f' batch {args.batch_size}, median of {args.steps} steps\n'
+    )
     rows, full = [], None
     for name, spec in SPECS.items():
         times, ideal = step_times(config, spec, args.steps)

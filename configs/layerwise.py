@@ -50,8 +50,15 @@ SYNTHETIC_TARGETS = {
 }
 REAL_TARGETS = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen')
 SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
-FAMILIES = ('scratch', 'pretrained', 'full', 'contracting', 'expanding',
-            'shallow_to_deep', 'deep_to_shallow')
+FAMILIES = (
+    'scratch',
+    'pretrained',
+    'full',
+    'contracting',
+    'expanding',
+    'shallow_to_deep',
+    'deep_to_shallow',
+)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -69,10 +76,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         raise ValueError(
             f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, source, '
             'targets, data_root, sizes, seeds, orders, granularities, families (see the '
-            'docstring).')
+            'docstring).'
+        )
     if source not in SOURCES:
-        raise ValueError(f'configs/layerwise.py: source={source!r} is not one of '
-                         f'{sorted(SOURCES)}.')
+        raise ValueError(
+            f'configs/layerwise.py: source={source!r} is not one of {sorted(SOURCES)}.'
+        )
 
     config = config_lib.default_config('quick' if quick else '')
     _shared_model_and_size(config)
@@ -97,17 +106,24 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
     study.targets = ml_collections.ConfigDict(
-        {name: _target(name, data_root=data_root) for name in targets})
+        {name: _target(name, data_root=data_root) for name in targets}
+    )
     study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(families)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
     # Defaults of launch/sweep.py's SLURM flags (the command line overrides them).
-    study.slurm = ml_collections.ConfigDict(dict(
-        partition='', time='02:00:00' if not quick else '00:30:00',
-        gres='' if quick else 'gpu:1', cpus_per_task=2 if quick else 8,
-        mem='4G' if quick else '32G', max_parallel=0))
+    study.slurm = ml_collections.ConfigDict(
+        dict(
+            partition='',
+            time='02:00:00' if not quick else '00:30:00',
+            gres='' if quick else 'gpu:1',
+            cpus_per_task=2 if quick else 8,
+            mem='4G' if quick else '32G',
+            max_parallel=0,
+        )
+    )
     config.study = study
     return config
 
@@ -119,8 +135,9 @@ def _shared_model_and_size(config: ml_collections.ConfigDict) -> None:
     config.data.image_size = ml_collections.FieldReference(config.data.image_size)
 
 
-def _pretrain_config(config: ml_collections.ConfigDict, *, source: str,
-                     quick: bool) -> ml_collections.ConfigDict:
+def _pretrain_config(
+    config: ml_collections.ConfigDict, *, source: str, quick: bool
+) -> ml_collections.ConfigDict:
     pretrain = config_lib.default_config('quick' if quick else '')
     for key in config.model:
         pretrain.model[key] = config.model.get_ref(key)
@@ -151,11 +168,13 @@ def _target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
             raise ValueError(
                 f'configs/layerwise.py: target {name!r} is a real set read from disk; pass '
                 f'data_root=DIR (the folder holding its release folder) in the config argument, '
-                f'e.g. --config=configs/layerwise.py:targets={name},data_root=/data.')
+                f'e.g. --config=configs/layerwise.py:targets={name},data_root=/data.'
+            )
         return ml_collections.ConfigDict(dict(name=name, manual_dir=data_root))
     raise ValueError(
         f'configs/layerwise.py: unknown target {name!r}; valid: '
-        f'{sorted(SYNTHETIC_TARGETS) + list(REAL_TARGETS)}.')
+        f'{sorted(SYNTHETIC_TARGETS) + list(REAL_TARGETS)}.'
+    )
 
 
 def _split(value: object) -> list[str]:

@@ -39,24 +39,37 @@ from ml_collections import config_flags  # noqa: E402
 from unet_jax import report, study  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Study config (configs/layerwise.py[:args]).',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Study config (configs/layerwise.py[:args]).', lock_config=True
+)
 flags.DEFINE_string('workdir', None, 'The study workdir (shared by every process).')
 flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where the points run.')
-flags.DEFINE_integer('parallel', 0, 'local: processes at once (0 = number of accelerators, '
-                     'or 1 without any); slurm: array tasks at once (0 = '
-                     'config.study.slurm.max_parallel; 0 there = no limit).')
+flags.DEFINE_integer(
+    'parallel',
+    0,
+    'local: processes at once (0 = number of accelerators, '
+    'or 1 without any); slurm: array tasks at once (0 = '
+    'config.study.slurm.max_parallel; 0 there = no limit).',
+)
 flags.DEFINE_bool('dry-run', False, 'Print the plan (commands or sbatch scripts); run nothing.')
-flags.DEFINE_list('devices', None, 'local: accelerator ids to spread the processes over '
-                  '(default: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists).')
+flags.DEFINE_list(
+    'devices',
+    None,
+    'local: accelerator ids to spread the processes over '
+    '(default: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists).',
+)
 flags.DEFINE_string('partition', None, 'slurm: --partition (default config.study.slurm).')
 flags.DEFINE_string('time', None, 'slurm: --time per task, e.g. 02:00:00.')
 flags.DEFINE_string('gres', None, 'slurm: --gres, e.g. gpu:1 ("" = none).')
 flags.DEFINE_integer('cpus_per_task', None, 'slurm: --cpus-per-task.')
 flags.DEFINE_string('mem', None, 'slurm: --mem per task, e.g. 16G.')
 flags.DEFINE_list('sbatch_args', [], 'slurm: extra sbatch options, e.g. --account=x,--qos=y.')
-flags.DEFINE_integer('max_array_size', 1000, 'slurm: tasks per array (the cluster\'s '
-                     'MaxArraySize - 1 at most); more runs are split into several arrays.')
+flags.DEFINE_integer(
+    'max_array_size',
+    1000,
+    "slurm: tasks per array (the cluster's "
+    'MaxArraySize - 1 at most); more runs are split into several arrays.',
+)
 flags.DEFINE_bool('wait', False, 'slurm: wait until the report job has finished.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -100,8 +113,13 @@ def detect_devices() -> list[str]:
     if visible is not None:
         return [d for d in visible.split(',') if d]
     try:
-        listing = subprocess.run(['nvidia-smi', '--query-gpu=index', '--format=csv,noheader'],
-                                 capture_output=True, text=True, timeout=30, check=True)
+        listing = subprocess.run(
+            ['nvidia-smi', '--query-gpu=index', '--format=csv,noheader'],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return listing.stdout.split()
@@ -113,8 +131,10 @@ def run_local(*, args, workdir, runs, dry_run) -> int:
     logs = os.path.join(workdir, 'logs')
     jobs = [(str(p.index), p.name) for p in runs]
     if dry_run:
-        print(f'# local: {len(jobs)} runs, {parallel} at once, accelerators: '
-              f'{devices or "none (CPU)"}; logs in {logs}/')
+        print(
+            f'# local: {len(jobs)} runs, {parallel} at once, accelerators: '
+            f'{devices or "none (CPU)"}; logs in {logs}/'
+        )
         print(shell(main_command(args, workdir, 'pretrain')))
         for index, _ in jobs:
             print(shell(main_command(args, workdir, index)))
@@ -123,16 +143,23 @@ def run_local(*, args, workdir, runs, dry_run) -> int:
     os.makedirs(logs, exist_ok=True)
     logging.info('sweep: pre-training and data preparation (log: %s/pretrain.log)', logs)
     if _start(args, workdir, 'pretrain', logs, None).wait() != 0:
-        logging.error('sweep: pre-training or data preparation failed; see %s/pretrain.log. '
-                      'Nothing else ran.', logs)
+        logging.error(
+            'sweep: pre-training or data preparation failed; see %s/pretrain.log. '
+            'Nothing else ran.',
+            logs,
+        )
         return 1
     failed = _run_pool(args, workdir, jobs, logs, parallel, devices)
     path = report.write_report(workdir)
     logging.info('sweep: report in %s', path)
     if failed:
-        logging.error('sweep: %d run(s) failed: %s. Their error.txt and %s/<index>.log say why; '
-                      'run the same command again to retry only those.', len(failed),
-                      ', '.join(failed), logs)
+        logging.error(
+            'sweep: %d run(s) failed: %s. Their error.txt and %s/<index>.log say why; '
+            'run the same command again to retry only those.',
+            len(failed),
+            ', '.join(failed),
+            logs,
+        )
     return 1 if failed else 0
 
 
@@ -142,8 +169,9 @@ def _start(args, workdir, sweep_index, logs, device) -> subprocess.Popen:
         env['CUDA_VISIBLE_DEVICES'] = device
     log = open(os.path.join(logs, f'{sweep_index}.log'), 'a')
     try:
-        return subprocess.Popen(main_command(args, workdir, sweep_index), env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            main_command(args, workdir, sweep_index), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     finally:
         log.close()  # the child holds its own descriptor
 
@@ -160,7 +188,7 @@ def _run_pool(args, workdir, jobs, logs, parallel, devices) -> list[str]:
                 device = devices[slot % len(devices)] if devices else None
                 running[slot] = (index, name, _start(args, workdir, index, logs, device))
             time.sleep(0.2)
-            for slot, (index, name, process) in list(running.items()):
+            for slot, (_, name, process) in list(running.items()):
                 if process.poll() is None:
                     continue
                 del running[slot]
@@ -169,10 +197,15 @@ def _run_pool(args, workdir, jobs, logs, parallel, devices) -> list[str]:
                 if process.returncode:
                     failed.append(name)
                 elapsed = time.time() - start
-                logging.info('sweep: %d/%d runs done (%d failed), %s %s; ETA %.0f s', done,
-                             len(jobs), len(failed), name,
-                             'failed' if process.returncode else 'finished',
-                             elapsed / done * (len(jobs) - done))
+                logging.info(
+                    'sweep: %d/%d runs done (%d failed), %s %s; ETA %.0f s',
+                    done,
+                    len(jobs),
+                    len(failed),
+                    name,
+                    'failed' if process.returncode else 'finished',
+                    elapsed / done * (len(jobs) - done),
+                )
     finally:
         for _, _, process in running.values():
             process.terminate()
@@ -185,24 +218,35 @@ def _run_pool(args, workdir, jobs, logs, parallel, devices) -> list[str]:
 def slurm_resources(config) -> dict[str, object]:
     defaults = config.study.slurm
     pick = lambda flag, key: defaults[key] if flag is None else flag  # noqa: E731
-    return dict(partition=pick(FLAGS.partition, 'partition'), time=pick(FLAGS.time, 'time'),
-                gres=pick(FLAGS.gres, 'gres'),
-                cpus_per_task=pick(FLAGS.cpus_per_task, 'cpus_per_task'),
-                mem=pick(FLAGS.mem, 'mem'))
+    return dict(
+        partition=pick(FLAGS.partition, 'partition'),
+        time=pick(FLAGS.time, 'time'),
+        gres=pick(FLAGS.gres, 'gres'),
+        cpus_per_task=pick(FLAGS.cpus_per_task, 'cpus_per_task'),
+        mem=pick(FLAGS.mem, 'mem'),
+    )
 
 
 def sbatch_lines(resources: dict[str, object], extra: list[str]) -> list[str]:
-    lines = [f'#SBATCH --{key.replace("_", "-")}={value}'
-             for key, value in resources.items() if value not in ('', None, 0)]
+    lines = [
+        f'#SBATCH --{key.replace("_", "-")}={value}'
+        for key, value in resources.items()
+        if value not in ('', None, 0)
+    ]
     return lines + [f'#SBATCH {arg}' for arg in extra]
 
 
 def render(*, description, job_name, log, lines, command) -> str:
     with open(TEMPLATE) as f:
         template = string.Template(f.read())
-    return template.substitute(description=description, job_name=job_name, log=log,
-                               chdir=os.getcwd(), sbatch_lines='\n'.join(lines),
-                               command=command)
+    return template.substitute(
+        description=description,
+        job_name=job_name,
+        log=log,
+        chdir=os.getcwd(),
+        sbatch_lines='\n'.join(lines),
+        command=command,
+    )
 
 
 def index_ranges(indices: list[int]) -> str:
@@ -228,36 +272,66 @@ def slurm_scripts(*, config, args, workdir, runs) -> list[dict[str, object]]:
     resources = slurm_resources(config)
     lines = sbatch_lines(resources, FLAGS.sbatch_args)
     name = os.path.basename(os.path.normpath(workdir))
-    jobs = [dict(key='pretrain', path=os.path.join(folder, 'pretrain.sbatch'), after=(),
-                 dependency='', script=render(
-                     description='pre-training (unless finished) and data preparation',
-                     job_name=f'{name}-pre', log=os.path.join(logs, 'pretrain-%j.out'),
-                     lines=lines, command=shell(main_command(args, workdir, 'pretrain'))))]
+    jobs = [
+        dict(
+            key='pretrain',
+            path=os.path.join(folder, 'pretrain.sbatch'),
+            after=(),
+            dependency='',
+            script=render(
+                description='pre-training (unless finished) and data preparation',
+                job_name=f'{name}-pre',
+                log=os.path.join(logs, 'pretrain-%j.out'),
+                lines=lines,
+                command=shell(main_command(args, workdir, 'pretrain')),
+            ),
+        )
+    ]
     max_parallel = FLAGS.parallel or config.study.slurm.max_parallel
     size = FLAGS.max_array_size
-    chunks = [runs[i:i + size] for i in range(0, len(runs), size)]
+    chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
     for c, chunk in enumerate(chunks):
         indices = os.path.join(folder, f'indices-{c}.txt')
-        command = (f'INDEX=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(indices)})\n'
-                   'exec ' + shell(base_command(args, workdir)) + ' --sweep_index="$INDEX"')
-        jobs.append(dict(
-            key=f'array-{c}', path=os.path.join(folder, f'array-{c}.sbatch'),
-            indices=(indices, [p.index for p in chunk]),
-            after=('pretrain',), dependency='afterok',
-            array=array_spec(len(chunk), max_parallel),
-            script=render(description=f'{len(chunk)} sweep runs; task i runs the index on line '
-                          f'i+1 of {indices}', job_name=f'{name}-run',
-                          log=os.path.join(logs, 'run-%A_%a.out'), lines=lines,
-                          command=command)))
-    report_lines = [line for line in lines if not line.startswith(('#SBATCH --gres',
-                                                                    '#SBATCH --cpus-per-task'))]
-    jobs.append(dict(key='report', path=os.path.join(folder, 'report.sbatch'),
-                     after=tuple(j['key'] for j in jobs if j['key'].startswith('array')),
-                     dependency='afterany', script=render(
-                         description='the report, after every run (finished or not)',
-                         job_name=f'{name}-report', log=os.path.join(logs, 'report-%j.out'),
-                         lines=report_lines,
-                         command=shell([sys.executable, '-m', 'unet_jax.report', workdir]))))
+        command = (
+            f'INDEX=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(indices)})\n'
+            'exec ' + shell(base_command(args, workdir)) + ' --sweep_index="$INDEX"'
+        )
+        jobs.append(
+            dict(
+                key=f'array-{c}',
+                path=os.path.join(folder, f'array-{c}.sbatch'),
+                indices=(indices, [p.index for p in chunk]),
+                after=('pretrain',),
+                dependency='afterok',
+                array=array_spec(len(chunk), max_parallel),
+                script=render(
+                    description=f'{len(chunk)} sweep runs; task i runs the index on line '
+                    f'i+1 of {indices}',
+                    job_name=f'{name}-run',
+                    log=os.path.join(logs, 'run-%A_%a.out'),
+                    lines=lines,
+                    command=command,
+                ),
+            )
+        )
+    report_lines = [
+        line for line in lines if not line.startswith(('#SBATCH --gres', '#SBATCH --cpus-per-task'))
+    ]
+    jobs.append(
+        dict(
+            key='report',
+            path=os.path.join(folder, 'report.sbatch'),
+            after=tuple(j['key'] for j in jobs if j['key'].startswith('array')),
+            dependency='afterany',
+            script=render(
+                description='the report, after every run (finished or not)',
+                job_name=f'{name}-report',
+                log=os.path.join(logs, 'report-%j.out'),
+                lines=report_lines,
+                command=shell([sys.executable, '-m', 'unet_jax.report', workdir]),
+            ),
+        )
+    )
     return jobs
 
 
@@ -294,13 +368,15 @@ def run_slurm(*, config, args, workdir, runs, dry_run) -> int:
         if 'indices' in job:
             path, indices = job['indices']
             study.write_text_atomically(path, ''.join(f'{i}\n' for i in indices))
-        result = subprocess.run(sbatch_command(job, ids), capture_output=True, text=True,
-                                env=CHILD_ENV)
+        result = subprocess.run(
+            sbatch_command(job, ids), capture_output=True, text=True, env=CHILD_ENV
+        )
         if result.returncode:
-            sys.exit(f'sweep: sbatch {job["path"]} failed: {result.stderr.strip()}\n'
-                     'Check the resource flags (--partition, --gres, --time, ...) against '
-                     '`sinfo`; jobs submitted before this one: ' + (', '.join(ids.values())
-                                                                    or 'none'))
+            sys.exit(
+                f'sweep: sbatch {job["path"]} failed: {result.stderr.strip()}\n'
+                'Check the resource flags (--partition, --gres, --time, ...) against '
+                '`sinfo`; jobs submitted before this one: ' + (', '.join(ids.values()) or 'none')
+            )
         ids[job['key']] = result.stdout.strip().split(';')[0]
         logging.info('sweep: submitted %s as job %s', job['key'], ids[job['key']])
     print(' '.join(f'{key}={value}' for key, value in ids.items()))
@@ -312,8 +388,9 @@ def run_slurm(*, config, args, workdir, runs, dry_run) -> int:
 def wait_for(job_id: str, workdir: str) -> int:
     """Polls squeue until the job has left the queue (no accounting database needed)."""
     while True:
-        queued = subprocess.run(['squeue', '-h', '-j', job_id], capture_output=True, text=True,
-                                env=CHILD_ENV)
+        queued = subprocess.run(
+            ['squeue', '-h', '-j', job_id], capture_output=True, text=True, env=CHILD_ENV
+        )
         if queued.returncode == 0 and not queued.stdout.strip():
             break
         if 'Invalid job id' in queued.stderr:  # finished and already purged by slurmctld
@@ -321,8 +398,12 @@ def wait_for(job_id: str, workdir: str) -> int:
         time.sleep(1)
     page = os.path.join(workdir, study.REPORT_DIR, 'report.html')
     if not os.path.exists(page):
-        logging.error('sweep: the report job %s ended without writing %s; see %s', job_id, page,
-                      os.path.join(workdir, 'slurm', 'logs'))
+        logging.error(
+            'sweep: the report job %s ended without writing %s; see %s',
+            job_id,
+            page,
+            os.path.join(workdir, 'slurm', 'logs'),
+        )
         return 1
     logging.info('sweep: report in %s', page)
     return 0
@@ -336,13 +417,20 @@ def main(argv):
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     config = FLAGS.config
     if 'study' not in config:
-        raise app.UsageError('--config has no `study` field: launch/sweep.py runs studies '
-                             '(configs/layerwise.py); run single configs with unet_jax.main.')
+        raise app.UsageError(
+            '--config has no `study` field: launch/sweep.py runs studies '
+            '(configs/layerwise.py); run single configs with unet_jax.main.'
+        )
     workdir = os.path.abspath(FLAGS.workdir)
     sweep = study.enumerate_sweep(config)
     runs = [p for p in sweep.runs if not study.is_finished(study.run_dir(workdir, p.run))]
-    logging.info('sweep: %d runs (%d named points), %d finished, %d to run.',
-                 len(sweep.runs), len(sweep.points), len(sweep.runs) - len(runs), len(runs))
+    logging.info(
+        'sweep: %d runs (%d named points), %d finished, %d to run.',
+        len(sweep.runs),
+        len(sweep.points),
+        len(sweep.runs) - len(runs),
+        len(runs),
+    )
     if not FLAGS['dry-run'].value:
         study.write_plan(config, workdir, sweep)
     if not runs and not FLAGS['dry-run'].value:
@@ -350,8 +438,9 @@ def main(argv):
         print(report.write_report(workdir))
         return 0
     execute = run_local if FLAGS.executor == 'local' else run_slurm
-    kwargs = dict(args=config_args(sys.argv), workdir=workdir, runs=runs,
-                  dry_run=FLAGS['dry-run'].value)
+    kwargs = dict(
+        args=config_args(sys.argv), workdir=workdir, runs=runs, dry_run=FLAGS['dry-run'].value
+    )
     if FLAGS.executor == 'slurm':
         kwargs['config'] = config
     return execute(**kwargs)

@@ -13,102 +13,111 @@ from unet_jax.data import builders
 
 
 def _records(builder) -> dict[str, dict[str, dict]]:
-  out = {}
-  for split, source in builder.as_data_source().items():
-    out[split] = {}
-    for i in range(len(source)):
-      r = source[i]
-      out[split][r['id'].decode()] = r
-  return out
+    out = {}
+    for split, source in builder.as_data_source().items():
+        out[split] = {}
+        for i in range(len(source)):
+            r = source[i]
+            out[split][r['id'].decode()] = r
+    return out
 
 
 def _build(name, root, data_dir, **kwargs):
-  builder = builders.make_builder(name, data_dir=str(data_dir), **kwargs)
-  builders.build(builder, manual_dir=str(root))
-  return builder
+    builder = builders.make_builder(name, data_dir=str(data_dir), **kwargs)
+    builders.build(builder, manual_dir=str(root))
+    return builder
 
 
 @pytest.mark.parametrize('name', sorted(LAYOUT_SPLITS))
 def test_real_layout_builds_with_masks_ored_and_official_splits(name, tmp_path):
-  fixture = make_layout(name, tmp_path / 'src')
-  records = _records(_build(name, fixture['root'], tmp_path / 'tfds'))
-  assert {s: len(r) for s, r in records.items()} == LAYOUT_SPLITS[name]
-  channels = builders.BUILDERS[name].CHANNELS
-  for split_records in records.values():
-    for id_, r in split_records.items():
-      assert r['image'].shape == (24, 32, channels) and r['image'].dtype == np.uint8
-      np.testing.assert_array_equal(r['mask'][..., 0], fixture['masks'][id_], err_msg=id_)
+    fixture = make_layout(name, tmp_path / 'src')
+    records = _records(_build(name, fixture['root'], tmp_path / 'tfds'))
+    assert {s: len(r) for s, r in records.items()} == LAYOUT_SPLITS[name]
+    channels = builders.BUILDERS[name].CHANNELS
+    for split_records in records.values():
+        for id_, r in split_records.items():
+            assert r['image'].shape == (24, 32, channels) and r['image'].dtype == np.uint8
+            np.testing.assert_array_equal(r['mask'][..., 0], fixture['masks'][id_], err_msg=id_)
 
 
 def test_busi_class_label_and_two_lesion_case(tmp_path):
-  fixture = make_layout('busi', tmp_path / 'src')
-  records = _records(_build('busi', fixture['root'], tmp_path / 'tfds'))['train']
-  names = builders.Busi.LABELS
-  assert {i: names[r['label']] for i, r in records.items()} == {
-      'benign (1)': 'benign', 'benign (2)': 'benign', 'benign (3)': 'benign',
-      'malignant (1)': 'malignant', 'malignant (2)': 'malignant', 'normal (1)': 'normal'}
+    fixture = make_layout('busi', tmp_path / 'src')
+    records = _records(_build('busi', fixture['root'], tmp_path / 'tfds'))['train']
+    names = builders.Busi.LABELS
+    assert {i: names[r['label']] for i, r in records.items()} == {
+        'benign (1)': 'benign',
+        'benign (2)': 'benign',
+        'benign (3)': 'benign',
+        'malignant (1)': 'malignant',
+        'malignant (2)': 'malignant',
+        'normal (1)': 'normal',
+    }
 
 
 def test_jsrt_keeps_official_split(tmp_path):
-  fixture = make_layout('jsrt', tmp_path / 'src')
-  records = _records(_build('jsrt', fixture['root'], tmp_path / 'tfds'))
-  assert sorted(records['test']) == ['JPCLN007', 'JPCLN008', 'JPCLN009']
-  assert sorted(records['val']) == ['JPCLN005', 'JPCLN006']
+    fixture = make_layout('jsrt', tmp_path / 'src')
+    records = _records(_build('jsrt', fixture['root'], tmp_path / 'tfds'))
+    assert sorted(records['test']) == ['JPCLN007', 'JPCLN008', 'JPCLN009']
+    assert sorted(records['val']) == ['JPCLN005', 'JPCLN006']
 
 
 def test_max_size_caps_the_longest_side(tmp_path):
-  fixture = make_layout('ecssd', tmp_path / 'src')
-  builder = _build('ecssd', fixture['root'], tmp_path / 'tfds', max_size=16)
-  assert builder.builder_config.name == 'max16'
-  r = builder.as_data_source()['train'][0]
-  assert r['image'].shape == (12, 16, 3) and set(np.unique(r['mask'])) <= {0, 1}
+    fixture = make_layout('ecssd', tmp_path / 'src')
+    builder = _build('ecssd', fixture['root'], tmp_path / 'tfds', max_size=16)
+    assert builder.builder_config.name == 'max16'
+    r = builder.as_data_source()['train'][0]
+    assert r['image'].shape == (12, 16, 3) and set(np.unique(r['mask'])) <= {0, 1}
 
 
 def test_image_without_mask_is_an_error_naming_it(tmp_path):
-  fixture = make_layout('busi', tmp_path / 'src')
-  (fixture['root'] / 'Dataset_BUSI_with_GT' / 'malignant' / 'malignant (2)_mask.png').unlink()
-  with pytest.raises(ValueError, match=r'busi: 1 image\(s\) have no mask .*malignant \(2\)'):
-    _build('busi', fixture['root'], tmp_path / 'tfds')
+    fixture = make_layout('busi', tmp_path / 'src')
+    (fixture['root'] / 'Dataset_BUSI_with_GT' / 'malignant' / 'malignant (2)_mask.png').unlink()
+    with pytest.raises(ValueError, match=r'busi: 1 image\(s\) have no mask .*malignant \(2\)'):
+        _build('busi', fixture['root'], tmp_path / 'tfds')
 
 
 def test_missing_manual_dir_explains_where_to_get_the_data(tmp_path):
-  builder = builders.make_builder('montgomery', data_dir=str(tmp_path))
-  with pytest.raises(ValueError, match=r'(?s)manual_dir is empty.*MontgomerySet.*leftMask'):
-    builders.build(builder, manual_dir='')
-  with pytest.raises(FileNotFoundError, match='not a folder'):
-    builders.build(builder, manual_dir=str(tmp_path / 'nowhere'))
+    builder = builders.make_builder('montgomery', data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r'(?s)manual_dir is empty.*MontgomerySet.*leftMask'):
+        builders.build(builder, manual_dir='')
+    with pytest.raises(FileNotFoundError, match='not a folder'):
+        builders.build(builder, manual_dir=str(tmp_path / 'nowhere'))
 
 
 def test_wrong_layout_names_the_expected_folder(tmp_path):
-  (tmp_path / 'src' / 'something').mkdir(parents=True)
-  with pytest.raises(FileNotFoundError, match=r'CXR_png'):
-    _build('montgomery', tmp_path / 'src', tmp_path / 'tfds')
+    (tmp_path / 'src' / 'something').mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r'CXR_png'):
+        _build('montgomery', tmp_path / 'src', tmp_path / 'tfds')
 
 
 def test_unknown_set_lists_known_ones():
-  with pytest.raises(ValueError, match=r"Unknown data set 'busy'.*busi.*'folder'"):
-    builders.make_builder('busy')
+    with pytest.raises(ValueError, match=r"Unknown data set 'busy'.*busi.*'folder'"):
+        builders.make_builder('busy')
 
 
 def test_synthetic_config_name_and_determinism(tmp_path):
-  a = builders.make_builder('synthetic_xray', data_dir=str(tmp_path / 'a'), image_size=32,
-                            num_examples=6, seed=3)
-  assert a.builder_config.name == 'size32_n6_seed3'
-  builders.build(a)
-  b = builders.make_builder('synthetic_xray', data_dir=str(tmp_path / 'b'), image_size=32,
-                            num_examples=6, seed=3)
-  builders.build(b)
-  ra, rb = _records(a)['train'], _records(b)['train']
-  assert sorted(ra) == [f'synthetic_xray_{i:06d}' for i in range(6)]
-  for id_ in ra:
-    np.testing.assert_array_equal(ra[id_]['image'], rb[id_]['image'])
-    np.testing.assert_array_equal(ra[id_]['mask'], rb[id_]['mask'])
-  c = builders.make_builder('synthetic_xray', data_dir=str(tmp_path / 'a'), image_size=32,
-                            num_examples=6, seed=4)
-  builders.build(c)
-  rc = _records(c)['train']
-  assert not np.array_equal(rc['synthetic_xray_000000']['image'],
-                            ra['synthetic_xray_000000']['image'])
+    a = builders.make_builder(
+        'synthetic_xray', data_dir=str(tmp_path / 'a'), image_size=32, num_examples=6, seed=3
+    )
+    assert a.builder_config.name == 'size32_n6_seed3'
+    builders.build(a)
+    b = builders.make_builder(
+        'synthetic_xray', data_dir=str(tmp_path / 'b'), image_size=32, num_examples=6, seed=3
+    )
+    builders.build(b)
+    ra, rb = _records(a)['train'], _records(b)['train']
+    assert sorted(ra) == [f'synthetic_xray_{i:06d}' for i in range(6)]
+    for id_ in ra:
+        np.testing.assert_array_equal(ra[id_]['image'], rb[id_]['image'])
+        np.testing.assert_array_equal(ra[id_]['mask'], rb[id_]['mask'])
+    c = builders.make_builder(
+        'synthetic_xray', data_dir=str(tmp_path / 'a'), image_size=32, num_examples=6, seed=4
+    )
+    builders.build(c)
+    rc = _records(c)['train']
+    assert not np.array_equal(
+        rc['synthetic_xray_000000']['image'], ra['synthetic_xray_000000']['image']
+    )
 
 
 _NO_TF = textwrap.dedent('''
@@ -141,10 +150,15 @@ _NO_TF = textwrap.dedent('''
 
 
 def test_build_and_read_without_tensorflow(tmp_path):
-  result = subprocess.run([sys.executable, '-c', _NO_TF, str(tmp_path)], capture_output=True, check=False,
-                          text=True, timeout=120, cwd=str(__import__('pathlib').Path(
-                              __file__).parents[1]))
-  assert result.returncode == 0, result.stderr[-3000:]
-  sizes = json.loads(result.stdout.strip().splitlines()[-1])
-  assert sizes['busi'] == {'train': 4, 'val': 1, 'test': 1}
-  assert sizes['synthetic_ultrasound'] == {'train': 6, 'val': 2, 'test': 2}
+    result = subprocess.run(
+        [sys.executable, '-c', _NO_TF, str(tmp_path)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+        cwd=str(__import__('pathlib').Path(__file__).parents[1]),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sizes['busi'] == {'train': 4, 'val': 1, 'test': 1}
+    assert sizes['synthetic_ultrasound'] == {'train': 6, 'val': 2, 'test': 2}

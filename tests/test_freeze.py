@@ -30,12 +30,17 @@ def _units(spec, registry, **kwargs):
 def test_block_unit_and_group_selectors(registry):
     assert _units('enc1', registry) == ('enc1/conv0', 'enc1/conv1')
     assert _units('dec0/up', registry) == ('dec0/up',)
-    assert _units('@contracting', registry) == ('enc0/conv0', 'enc0/conv1', 'enc1/conv0',
-                                                'enc1/conv1')
+    assert _units('@contracting', registry) == (
+        'enc0/conv0',
+        'enc0/conv1',
+        'enc1/conv0',
+        'enc1/conv1',
+    )
     assert _units('@bottleneck', registry) == ('bottleneck/conv0', 'bottleneck/conv1')
     assert _units('@head', registry) == ('head/conv0',)
     assert _units('@expanding', registry) == tuple(
-        f'dec{i}/{u}' for i in (1, 0) for u in ('up', 'conv0', 'conv1'))
+        f'dec{i}/{u}' for i in (1, 0) for u in ('up', 'conv0', 'conv1')
+    )
     assert _units('@all', registry) == registry.unit_names
     plan = compile_spec('@none', registry)
     assert plan.trains_nothing and plan.frozen_units == registry.unit_names
@@ -45,11 +50,21 @@ def test_block_unit_and_group_selectors(registry):
 
 def test_ranges_follow_forward_order(registry):
     assert _units('enc1..dec1', registry) == (
-        'enc1/conv0', 'enc1/conv1', 'bottleneck/conv0', 'bottleneck/conv1', 'dec1/up',
-        'dec1/conv0', 'dec1/conv1')
+        'enc1/conv0',
+        'enc1/conv1',
+        'bottleneck/conv0',
+        'bottleneck/conv1',
+        'dec1/up',
+        'dec1/conv0',
+        'dec1/conv1',
+    )
     assert _units('enc0/conv1..enc1/conv0', registry) == ('enc0/conv1', 'enc1/conv0')
     assert _units('bottleneck/conv1..dec1', registry) == (
-        'bottleneck/conv1', 'dec1/up', 'dec1/conv0', 'dec1/conv1')
+        'bottleneck/conv1',
+        'dec1/up',
+        'dec1/conv0',
+        'dec1/conv1',
+    )
     with pytest.raises(FreezeSpecError, match=r"runs backwards.*write 'enc0..dec1'"):
         compile_spec('dec1..enc0', registry)
 
@@ -63,8 +78,11 @@ def test_subtraction_applies_after_additions(registry):
 
 def test_regex_matches_full_unit_names(registry):
     assert _units(r're:dec\d/up', registry) == ('dec1/up', 'dec0/up')
-    assert _units('re:enc1/.*,re:head/conv0', registry) == ('enc1/conv0', 'enc1/conv1',
-                                                              'head/conv0')
+    assert _units('re:enc1/.*,re:head/conv0', registry) == (
+        'enc1/conv0',
+        'enc1/conv1',
+        'head/conv0',
+    )
     with pytest.raises(FreezeSpecError, match="'re:up' .* matches no unit"):
         compile_spec('re:up', registry)  # 'up' alone is no full unit name
     with pytest.raises(FreezeSpecError, match='Bad regex'):
@@ -75,36 +93,63 @@ def test_first_last_forward_order(registry):
     assert _units('first:3', registry) == ('enc0/conv0', 'enc0/conv1', 'enc1/conv0')
     assert _units('last:2', registry) == ('dec0/conv1', 'head/conv0')
     assert _units('first:2', registry, granularity='block') == _units('@contracting', registry)
-    assert _units('last:2', registry, granularity='block') == ('dec0/up', 'dec0/conv0',
-                                                               'dec0/conv1', 'head/conv0')
+    assert _units('last:2', registry, granularity='block') == (
+        'dec0/up',
+        'dec0/conv0',
+        'dec0/conv1',
+        'head/conv0',
+    )
 
 
 def test_first_last_level_order(registry):
     # Level order: enc0, dec0, head (level 0) ... bottleneck (deepest).
     assert _units('first:3', registry, order='level', granularity='block') == (
-        'enc0/conv0', 'enc0/conv1', 'dec0/up', 'dec0/conv0', 'dec0/conv1', 'head/conv0')
+        'enc0/conv0',
+        'enc0/conv1',
+        'dec0/up',
+        'dec0/conv0',
+        'dec0/conv1',
+        'head/conv0',
+    )
     assert _units('last:1', registry, order='level', granularity='block') == (
-        'bottleneck/conv0', 'bottleneck/conv1')
+        'bottleneck/conv0',
+        'bottleneck/conv1',
+    )
     assert _units('first:3', registry, order='level', granularity='unit') == (
-        'enc0/conv0', 'enc0/conv1', 'dec0/up')
+        'enc0/conv0',
+        'enc0/conv1',
+        'dec0/up',
+    )
     assert _units('last:3', registry, order='level', granularity='unit') == (
-        'bottleneck/conv0', 'bottleneck/conv1', 'dec1/conv1')
+        'bottleneck/conv0',
+        'bottleneck/conv1',
+        'dec1/conv1',
+    )
 
 
-@pytest.mark.parametrize('spec,message', [
-    ('enc7', r"Unknown layer 'enc7' in freeze spec 'enc7' \(config.finetune.train\)\. "
-             r'Valid names: blocks: enc0, enc1, bottleneck, dec1, dec0, head; units: '
-             r'enc0/conv0, .*head/conv0; groups: @contracting'),
-    ('enc0..dec9', r"Unknown layer 'dec9'.*blocks: enc0"),
-    ('@decoder', r"Unknown group '@decoder'.*groups: @contracting, @bottleneck, @expanding, "
-                 r'@head, @all, @none'),
-    ('first:0', r'N must be an integer from 1 to 13 \(the number of units'),
-    ('last:x', r'N must be an integer from 1 to 13'),
-    ('enc0,,enc1', r'empty selector'),
-    ('', r'empty selector'),
-    ('enc0,-enc0', r"trains nothing\. If that is meant .* write exactly '@none'"),
-    ('@none,enc0', r'@none trains nothing and must be the whole spec'),
-])
+@pytest.mark.parametrize(
+    'spec,message',
+    [
+        (
+            'enc7',
+            r"Unknown layer 'enc7' in freeze spec 'enc7' \(config.finetune.train\)\. "
+            r'Valid names: blocks: enc0, enc1, bottleneck, dec1, dec0, head; units: '
+            r'enc0/conv0, .*head/conv0; groups: @contracting',
+        ),
+        ('enc0..dec9', r"Unknown layer 'dec9'.*blocks: enc0"),
+        (
+            '@decoder',
+            r"Unknown group '@decoder'.*groups: @contracting, @bottleneck, @expanding, "
+            r'@head, @all, @none',
+        ),
+        ('first:0', r'N must be an integer from 1 to 13 \(the number of units'),
+        ('last:x', r'N must be an integer from 1 to 13'),
+        ('enc0,,enc1', r'empty selector'),
+        ('', r'empty selector'),
+        ('enc0,-enc0', r"trains nothing\. If that is meant .* write exactly '@none'"),
+        ('@none,enc0', r'@none trains nothing and must be the whole spec'),
+    ],
+)
 def test_spec_errors_say_what_and_list_valid_names(registry, spec, message):
     with pytest.raises(FreezeSpecError, match=message):
         compile_spec(spec, registry)
@@ -117,17 +162,27 @@ def test_bad_order_or_granularity(registry):
         compile_spec('first:1', registry, granularity='layer')
 
 
-@pytest.mark.parametrize('spec,canonical', [
-    ('@all', '@all'), ('enc0..head', '@all'), ('@none', '@none'),
-    ('enc0..enc1', '@contracting'), ('dec1,dec0', '@expanding'),
-    ('enc1,enc0', '@contracting'), ('enc0', 'enc0'), ('enc1/conv0', 'enc1/conv0'),
-    ('@head', 'head'), ('bottleneck', 'bottleneck'), ('enc0..enc1,-@contracting,dec0', 'dec0'),
-    ('enc1,enc0,-enc0/conv0', 'enc0/conv1..enc1'),
-    ('bottleneck/conv1..dec1/conv0', 'bottleneck/conv1..dec1/conv0'),
-    ('head, enc0, bottleneck', 'enc0,bottleneck,head'),
-    (r're:dec\d/up', 'dec1/up,dec0/up'),
-    ('-enc0', 'enc1..head'),
-])
+@pytest.mark.parametrize(
+    'spec,canonical',
+    [
+        ('@all', '@all'),
+        ('enc0..head', '@all'),
+        ('@none', '@none'),
+        ('enc0..enc1', '@contracting'),
+        ('dec1,dec0', '@expanding'),
+        ('enc1,enc0', '@contracting'),
+        ('enc0', 'enc0'),
+        ('enc1/conv0', 'enc1/conv0'),
+        ('@head', 'head'),
+        ('bottleneck', 'bottleneck'),
+        ('enc0..enc1,-@contracting,dec0', 'dec0'),
+        ('enc1,enc0,-enc0/conv0', 'enc0/conv1..enc1'),
+        ('bottleneck/conv1..dec1/conv0', 'bottleneck/conv1..dec1/conv0'),
+        ('head, enc0, bottleneck', 'enc0,bottleneck,head'),
+        (r're:dec\d/up', 'dec1/up,dec0/up'),
+        ('-enc0', 'enc1..head'),
+    ],
+)
 def test_canonical_form_is_stable_and_round_trips(registry, spec, canonical):
     plan = compile_spec(spec, registry)
     assert plan.canonical == canonical
@@ -177,8 +232,11 @@ def test_labels_cover_every_param_once_in_the_same_container(registry):
 
 def test_labels_of_params_from_another_model_fail(registry):
     params = _shapes(UNet(depth=3, base_width=4))
-    with pytest.raises(ValueError, match=r'Parameter (enc|dec)2/conv0/conv/\w+ belongs to no '
-                                         r'unit.*Build both from the same'):
+    with pytest.raises(
+        ValueError,
+        match=r'Parameter (enc|dec)2/conv0/conv/\w+ belongs to no '
+        r'unit.*Build both from the same',
+    ):
         compile_spec('enc0', registry).labels(params)
 
 
@@ -230,9 +288,11 @@ def _run(model, params, labels, train_tx, steps, zero_grads=False):
 
 
 def _changed(before, after, labels):
-    b, a, l = (flax.traverse_util.flatten_dict(t) for t in (before, after, labels))
-    return ({k for k in b if l[k] == 'freeze' and not np.array_equal(b[k], a[k])},
-            {k for k in b if l[k] == 'train' and np.array_equal(b[k], a[k])})
+    b, a, lab = (flax.traverse_util.flatten_dict(t) for t in (before, after, labels))
+    return (
+        {k for k in b if lab[k] == 'freeze' and not np.array_equal(b[k], a[k])},
+        {k for k in b if lab[k] == 'train' and np.array_equal(b[k], a[k])},
+    )
 
 
 def test_adam_moves_every_trained_leaf_and_no_frozen_leaf(registry):
@@ -243,9 +303,12 @@ def test_adam_moves_every_trained_leaf_and_no_frozen_leaf(registry):
     moved_frozen, still_trained = _changed(params, new_params, labels)
     assert not moved_frozen and not still_trained
     # No optimiser state for frozen leaves: Adam's moments exist for trained leaves only.
-    trained = sum(l.size for l, lab in zip(jax.tree_util.tree_leaves(params),
-                                           jax.tree_util.tree_leaves(labels)) if lab == 'train')
-    state_size = sum(np.size(l) for l in jax.tree_util.tree_leaves(opt_state))
+    trained = sum(
+        leaf.size
+        for leaf, lab in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(labels))
+        if lab == 'train'
+    )
+    state_size = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(opt_state))
     assert 2 * trained <= state_size <= 2 * trained + 4  # mu, nu + step counts
     adam_state = opt_state.inner_states['freeze'].inner_state
     mu = flax.traverse_util.flatten_dict(opt_state.inner_states['train'].inner_state[0].mu)
@@ -258,8 +321,9 @@ def test_weight_decay_never_moves_a_frozen_leaf(registry):
     model = UNet(depth=2, base_width=4)
     params = _init(model)['params']
     labels = compile_spec('@expanding', registry).labels(params)
-    new_params, _ = _run(model, params, labels, optax.adamw(1e-1, weight_decay=0.5), steps=2,
-                         zero_grads=True)
+    new_params, _ = _run(
+        model, params, labels, optax.adamw(1e-1, weight_decay=0.5), steps=2, zero_grads=True
+    )
     moved_frozen, _ = _changed(params, new_params, labels)
     assert not moved_frozen
     # With zero gradients only the decay moves trained kernels (biases start at zero).
@@ -289,8 +353,9 @@ def test_batch_norm_statistics_of_frozen_units_do_not_change():
     plan = compile_spec('enc1..bottleneck', registry)
     variables = _init(model)
     x = 3.0 + 2.0 * jax.random.normal(jax.random.key(1), (4, SIZE, SIZE, 1))
-    _, updates = model.apply(variables, x, train=True, frozen_units=plan.frozen_units,
-                             mutable=['batch_stats'])
+    _, updates = model.apply(
+        variables, x, train=True, frozen_units=plan.frozen_units, mutable=['batch_stats']
+    )
     before = flax.traverse_util.flatten_dict(variables['batch_stats'])
     after = flax.traverse_util.flatten_dict(updates['batch_stats'])
     assert before.keys() == after.keys()
@@ -300,6 +365,7 @@ def test_batch_norm_statistics_of_frozen_units_do_not_change():
         assert same == (unit in plan.frozen_units), path
     # Frozen units use the running statistics in training mode, i.e. behave as at eval.
     frozen_all = compile_spec('@none', registry).frozen_units
-    train_out, _ = model.apply(variables, x, train=True, frozen_units=frozen_all,
-                               mutable=['batch_stats'])
+    train_out, _ = model.apply(
+        variables, x, train=True, frozen_units=frozen_all, mutable=['batch_stats']
+    )
     np.testing.assert_allclose(train_out, model.apply(variables, x, train=False), rtol=1e-6)

@@ -19,23 +19,40 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     '--config=configs/layerwise.py:quick,seeds=1,targets=us,sizes=8,'
     'families=scratch+pretrained+contracting+expanding',
-    '--config.model.depth=2', '--config.model.base_width=4', '--config.data.image_size=32',
-    '--config.data.num_examples=40', '--config.study.pretrain.data.num_examples=40',
-    '--config.batch_size=4', '--config.study.pretrain.batch_size=4',
-    '--config.num_train_steps=3', '--config.study.pretrain.num_train_steps=3',
-    '--config.warmup_steps=1', '--config.study.pretrain.warmup_steps=1',
-    '--config.eval_every_steps=3', '--config.study.pretrain.eval_every_steps=3',
-    '--config.checkpoint_every_steps=3', '--config.study.pretrain.checkpoint_every_steps=3',
-    '--config.log_every_steps=3', '--config.study.pretrain.log_every_steps=3',
+    '--config.model.depth=2',
+    '--config.model.base_width=4',
+    '--config.data.image_size=32',
+    '--config.data.num_examples=40',
+    '--config.study.pretrain.data.num_examples=40',
+    '--config.batch_size=4',
+    '--config.study.pretrain.batch_size=4',
+    '--config.num_train_steps=3',
+    '--config.study.pretrain.num_train_steps=3',
+    '--config.warmup_steps=1',
+    '--config.study.pretrain.warmup_steps=1',
+    '--config.eval_every_steps=3',
+    '--config.study.pretrain.eval_every_steps=3',
+    '--config.checkpoint_every_steps=3',
+    '--config.study.pretrain.checkpoint_every_steps=3',
+    '--config.log_every_steps=3',
+    '--config.study.pretrain.log_every_steps=3',
 ]
-RUN_NAMES = ['us/n8/s0/scratch', 'us/n8/s0/pretrained', 'us/n8/s0/contracting',
-             'us/n8/s0/expanding']
+RUN_NAMES = [
+    'us/n8/s0/scratch',
+    'us/n8/s0/pretrained',
+    'us/n8/s0/contracting',
+    'us/n8/s0/expanding',
+]
 
 
 def sweep(workdir, *args, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, 'launch/sweep.py', *TINY, f'--workdir={workdir}', *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def finish(workdir, run_name):
@@ -70,13 +87,28 @@ def test_slurm_dry_run_array_of_unfinished_runs_between_pretraining_and_report(t
     workdir = str(tmp_path / 'study')
     os.makedirs(workdir)
     finish(workdir, RUN_NAMES[0])
-    out = sweep(workdir, '--executor=slurm', '--dry-run', '--partition=gpu', '--gres=gpu:2',
-                '--time=01:00:00', '--cpus_per_task=6', '--mem=20G', '--parallel=2',
-                '--sbatch_args=--account=lab')
+    out = sweep(
+        workdir,
+        '--executor=slurm',
+        '--dry-run',
+        '--partition=gpu',
+        '--gres=gpu:2',
+        '--time=01:00:00',
+        '--cpus_per_task=6',
+        '--mem=20G',
+        '--parallel=2',
+        '--sbatch_args=--account=lab',
+    )
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for line in ('#SBATCH --partition=gpu', '#SBATCH --gres=gpu:2', '#SBATCH --time=01:00:00',
-                 '#SBATCH --cpus-per-task=6', '#SBATCH --mem=20G', '#SBATCH --account=lab'):
+    for line in (
+        '#SBATCH --partition=gpu',
+        '#SBATCH --gres=gpu:2',
+        '#SBATCH --time=01:00:00',
+        '#SBATCH --cpus-per-task=6',
+        '#SBATCH --mem=20G',
+        '#SBATCH --account=lab',
+    ):
         assert line in text
     submissions = text.split('# ---- submission')[1].strip().splitlines()
     assert len(submissions) == 3
@@ -105,15 +137,30 @@ def _slurm_running() -> str:
 def test_sweep_on_a_real_slurm_cluster(tmp_path):
     why = _slurm_running()
     if why:
-        pytest.skip(f'!!! SLURM TEST SKIPPED: {why}. Start a single-node SLURM with '
-                    '`eval "$(launch/slurm_local.sh start)"` to run it. !!!')
+        pytest.skip(
+            f'!!! SLURM TEST SKIPPED: {why}. Start a single-node SLURM with '
+            '`eval "$(launch/slurm_local.sh start)"` to run it. !!!'
+        )
     workdir = str(tmp_path / 'study')
     start = time.time()
-    out = sweep(workdir, '--executor=slurm', '--wait', '--cpus_per_task=1', '--mem=1G',
-                '--time=00:10:00', timeout=600)
+    out = sweep(
+        workdir,
+        '--executor=slurm',
+        '--wait',
+        '--cpus_per_task=1',
+        '--mem=1G',
+        '--time=00:10:00',
+        timeout=600,
+    )
     logs = os.path.join(workdir, 'slurm', 'logs')
-    listing = '\n'.join(f'--- {name}\n' + open(os.path.join(logs, name)).read()[-2000:]
-                        for name in sorted(os.listdir(logs))) if os.path.isdir(logs) else ''
+    listing = (
+        '\n'.join(
+            f'--- {name}\n' + open(os.path.join(logs, name)).read()[-2000:]
+            for name in sorted(os.listdir(logs))
+        )
+        if os.path.isdir(logs)
+        else ''
+    )
     assert out.returncode == 0, out.stderr[-3000:] + listing
     print(f'slurm sweep: {time.time() - start:.1f} s')
     assert re.search(r'pretrain=\d+ array-0=\d+ report=\d+', out.stdout)

@@ -20,8 +20,18 @@ def classic():
 
 
 def test_classic_has_10_blocks_23_conv_units_and_all_params(classic):
-    assert classic.block_names == ('enc0', 'enc1', 'enc2', 'enc3', 'bottleneck', 'dec3', 'dec2',
-                                   'dec1', 'dec0', 'head')
+    assert classic.block_names == (
+        'enc0',
+        'enc1',
+        'enc2',
+        'enc3',
+        'bottleneck',
+        'dec3',
+        'dec2',
+        'dec1',
+        'dec0',
+        'head',
+    )
     assert len(classic.units) == 23
     assert classic.param_count == 31_030_593
     assert sum(b.param_count for b in classic.blocks) == 31_030_593
@@ -44,15 +54,18 @@ def test_units_know_block_group_level_and_index(registry):
     assert registry.unit('head/conv0').level == 0
     assert [u.forward_index for u in registry.units] == list(range(len(registry.units)))
     assert registry.unit('dec0/conv0').input_shape == (32, 32, 8)  # up (4) + skip of enc0 (4)
-    assert registry.unit('dec1/up').param_paths == (('dec1', 'up', 'bias'),
-                                                    ('dec1', 'up', 'kernel'))
+    assert registry.unit('dec1/up').param_paths == (
+        ('dec1', 'up', 'bias'),
+        ('dec1', 'up', 'kernel'),
+    )
     assert registry.groups['head'] == ('head/conv0',)
 
 
 def test_unit_param_counts_cover_the_tree_exactly(registry):
     model = UNet(depth=2, base_width=4)
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)),
-                                               train=False))['params']
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)
+    )['params']
     assert registry.param_count == param_count(params)
     paths = [p for u in registry.units for p in u.param_paths]
     assert len(paths) == len(set(paths)) == len(jax.tree_util.tree_leaves(params))
@@ -60,16 +73,39 @@ def test_unit_param_counts_cover_the_tree_exactly(registry):
 
 
 def test_orders(registry):
-    assert registry.order('forward', 'block') == ('enc0', 'enc1', 'bottleneck', 'dec1', 'dec0',
-                                                  'head')
-    assert registry.order('level', 'block') == ('enc0', 'dec0', 'head', 'enc1', 'dec1',
-                                                'bottleneck')
+    assert registry.order('forward', 'block') == (
+        'enc0',
+        'enc1',
+        'bottleneck',
+        'dec1',
+        'dec0',
+        'head',
+    )
+    assert registry.order('level', 'block') == (
+        'enc0',
+        'dec0',
+        'head',
+        'enc1',
+        'dec1',
+        'bottleneck',
+    )
     assert registry.order('forward', 'unit')[:3] == ('enc0/conv0', 'enc0/conv1', 'enc1/conv0')
     assert registry.order('forward', 'unit')[-1] == 'head/conv0'
     assert registry.order('level', 'unit') == (
-        'enc0/conv0', 'enc0/conv1', 'dec0/up', 'dec0/conv0', 'dec0/conv1', 'head/conv0',
-        'enc1/conv0', 'enc1/conv1', 'dec1/up', 'dec1/conv0', 'dec1/conv1',
-        'bottleneck/conv0', 'bottleneck/conv1')
+        'enc0/conv0',
+        'enc0/conv1',
+        'dec0/up',
+        'dec0/conv0',
+        'dec0/conv1',
+        'head/conv0',
+        'enc1/conv0',
+        'enc1/conv1',
+        'dec1/up',
+        'dec1/conv0',
+        'dec1/conv1',
+        'bottleneck/conv0',
+        'bottleneck/conv1',
+    )
     with pytest.raises(ValueError, match="order='depth' is not one of"):
         registry.order('depth', 'unit')
 

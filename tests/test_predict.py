@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from tests import tiny
 from unet_jax import predict, train
@@ -34,8 +34,14 @@ def run(tmp_path_factory):
     compiles for tens of seconds on a busy CPU): predict only needs a run folder, and the tests
     below compare it with the model applied directly, so learned weights add nothing."""
     workdir = tmp_path_factory.mktemp('run')
-    config = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0,
-                                 'warmup_steps': 0, 'optimizer.schedule': 'constant'})
+    config = tiny.tiny_config(
+        **{
+            'finetune.train': '@none',
+            'num_train_steps': 0,
+            'warmup_steps': 0,
+            'optimizer.schedule': 'constant',
+        }
+    )
     train.train_and_evaluate(config, str(workdir), splits=tiny.disk_splits())
     return str(workdir)
 
@@ -80,11 +86,19 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
     predictor = predict.load_predictor(run)
     names = sorted(IMAGES)
     probs = predictor.probabilities(
-        [predict._read_image(images / f'{n}{IMAGES[n][3]}') for n in names])
+        [predict._read_image(images / f'{n}{IMAGES[n][3]}') for n in names]
+    )
     threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
-    result = predict.predict_images(run, str(images), str(out), masks=str(masks),
-                                    mask_suffix='_mask', probabilities=True, batch_size=3,
-                                    threshold=threshold)
+    result = predict.predict_images(
+        run,
+        str(images),
+        str(out),
+        masks=str(masks),
+        mask_suffix='_mask',
+        probabilities=True,
+        batch_size=3,
+        threshold=threshold,
+    )
     for name, prob in zip(names, probs):
         h, w = IMAGES[name][:2]
         mask = np.asarray(Image.open(out / f'{name}_mask.png'))
@@ -125,9 +139,14 @@ def test_masks_next_to_their_images_with_several_files_ored(run, tmp_path):
     Image.fromarray(top * 255).save(tmp_path / 'case 1_mask.png')  # BUSI: one file per lesion.
     Image.fromarray(bottom * 255).save(tmp_path / 'case 1_mask_1.png')
     out = tmp_path / 'out'
-    result = predict.predict_images(run, str(tmp_path / '*.png'), str(out),
-                                    masks=str(tmp_path / '*.png'), mask_suffix='_mask',
-                                    threshold=0.0)  # All foreground: Dice tells the OR.
+    result = predict.predict_images(
+        run,
+        str(tmp_path / '*.png'),
+        str(out),
+        masks=str(tmp_path / '*.png'),
+        mask_suffix='_mask',
+        threshold=0.0,
+    )  # All foreground: Dice tells the OR.
     (row,) = result['rows']
     assert row['image'].endswith('case 1.png') and len(row['mask']) == 2
     written = np.asarray(Image.open(out / 'case 1_mask.png')) > 0
@@ -137,8 +156,9 @@ def test_masks_next_to_their_images_with_several_files_ored(run, tmp_path):
 def test_model_sees_exactly_the_training_preprocessing(run):
     predictor = predict.load_predictor(run)
     image, _ = disk_image(32, 32, False, 7)
-    x, _ = pipeline.preprocess(image[..., None], np.zeros((32, 32), np.uint8), image_size=32,
-                               in_channels=1)
+    x, _ = pipeline.preprocess(
+        image[..., None], np.zeros((32, 32), np.uint8), image_size=32, in_channels=1
+    )
     direct = np.asarray(predictor.apply(predictor.variables, x[None]))[0, ..., 0]
     # An RGB copy of a grey image is converted back to the same grey for a 1-channel model.
     via_predict = predictor.probabilities([np.repeat(image[..., None], 3, axis=-1)])[0]
@@ -148,11 +168,12 @@ def test_model_sees_exactly_the_training_preprocessing(run):
 @pytest.mark.parametrize('height,width', [(40, 100), (90, 30), (33, 33)])
 def test_content_box_is_where_pipeline_puts_the_padded_image(height, width):
     image = np.full((height, width), 200, np.uint8)
-    _, mask = pipeline.preprocess(image, np.ones((height, width), np.uint8), image_size=32,
-                                  in_channels=1, pad=True)
+    _, mask = pipeline.preprocess(
+        image, np.ones((height, width), np.uint8), image_size=32, in_channels=1, pad=True
+    )
     top, left, h, w = predict._content_box(height, width, 32, pad=True)
     expected = np.zeros((32, 32), bool)
-    expected[top:top + h, left:left + w] = True
+    expected[top : top + h, left : left + w] = True
     assert np.array_equal(mask[..., 0] > 0, expected)
 
 
@@ -161,12 +182,14 @@ def test_padded_run_maps_probabilities_back_to_the_content(run):
     wide, _ = disk_image(30, 90, False, 3)  # 32x11 content in a 32x32 input.
     prob = predictor.probabilities([wide])[0]
     assert prob.shape == (30, 90)
-    x, _ = pipeline.preprocess(wide, np.zeros((30, 90), np.uint8), image_size=32, in_channels=1,
-                               pad=True)
+    x, _ = pipeline.preprocess(
+        wide, np.zeros((30, 90), np.uint8), image_size=32, in_channels=1, pad=True
+    )
     model_prob = np.asarray(predictor.apply(predictor.variables, x[None]))[0, ..., 0]
     top, left, h, w = predict._content_box(30, 90, 32, pad=True)
-    content = Image.fromarray(model_prob[top:top + h, left:left + w]).resize((90, 30),
-                                                                              Image.BILINEAR)
+    content = Image.fromarray(model_prob[top : top + h, left : left + w]).resize(
+        (90, 30), Image.BILINEAR
+    )
     np.testing.assert_allclose(prob, np.clip(np.asarray(content), 0, 1), atol=1e-6)
 
 
@@ -188,7 +211,7 @@ def test_errors_name_what_is_wrong(run, folders, tmp_path):
     notes = tmp_path / 'notes'
     notes.mkdir()
     (notes / 'readme.txt').write_text('not an image')
-    with pytest.raises(predict.PredictError, match=r"no images in .*notes.*readme\.txt.*\.png"):
+    with pytest.raises(predict.PredictError, match=r'no images in .*notes.*readme\.txt.*\.png'):
         predict.predict_images(run, str(notes), out)
 
     (images / 'broken.png').write_bytes(b'not a png at all')
@@ -198,12 +221,18 @@ def test_errors_name_what_is_wrong(run, folders, tmp_path):
     os.remove(images / 'broken.png')
 
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(images / 'orphan.png')
-    with pytest.raises(predict.PredictError, match=r'1 image\(s\) have no mask named '
-                                                   r'<stem>_mask.*orphan\.png'):
+    with pytest.raises(
+        predict.PredictError,
+        match=r'1 image\(s\) have no mask named '
+        r'<stem>_mask.*orphan\.png',
+    ):
         predict.predict_images(run, str(images), out, masks=str(masks), mask_suffix='_mask')
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / 'orphan_mask.png')
-    with pytest.raises(predict.PredictError, match=r'orphan_mask\.png: mask is 10x10 .* but its '
-                                                   r'image .*orphan\.png is 20x20'):
+    with pytest.raises(
+        predict.PredictError,
+        match=r'orphan_mask\.png: mask is 10x10 .* but its '
+        r'image .*orphan\.png is 20x20',
+    ):
         predict.predict_images(run, str(images), out, masks=str(masks), mask_suffix='_mask')
 
 
@@ -211,11 +240,27 @@ def test_command_line_prints_the_mean(run, folders, tmp_path):
     images, masks, _ = folders
     out = tmp_path / 'cli'
     done = subprocess.run(
-        [sys.executable, '-m', 'unet_jax.predict', f'--checkpoint={run}',
-         f'--input={images / "wide.png"},{images / "photo.tif"}', f'--output={out}',
-         f'--masks={masks}', '--mask_suffix=_mask'],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            '-m',
+            'unet_jax.predict',
+            f'--checkpoint={run}',
+            f'--input={images / "wide.png"},{images / "photo.tif"}',
+            f'--output={out}',
+            f'--masks={masks}',
+            '--mask_suffix=_mask',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'Mean over 2 images: Dice' in done.stdout
-    assert sorted(os.listdir(out)) == ['photo_mask.png', 'photo_overlay.png', 'scores.csv',
-                                       'wide_mask.png', 'wide_overlay.png']
+    assert sorted(os.listdir(out)) == [
+        'photo_mask.png',
+        'photo_overlay.png',
+        'scores.csv',
+        'wide_mask.png',
+        'wide_overlay.png',
+    ]

@@ -41,7 +41,8 @@ def test_paired_t_test_effect_size_and_p():
 
 def test_holm_adjustment():
     assert report.holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx(
-        [0.03, 0.06, 0.06, math.nan], nan_ok=True)
+        [0.03, 0.06, 0.06, math.nan], nan_ok=True
+    )
 
 
 def test_conclusions_claim_only_what_the_seeds_support():
@@ -52,7 +53,8 @@ def test_conclusions_claim_only_what_the_seeds_support():
     noisy = report.paired_comparison([0.8, 0.6, 0.7], [0.7, 0.7, 0.7])
     assert 'no evidence of a difference' in report._describe('a', 'b', noisy)
     assert 'no test is possible' in report._describe(
-        'a', 'b', report.paired_comparison([0.8], [0.7]))
+        'a', 'b', report.paired_comparison([0.8], [0.7])
+    )
 
 
 def _study_with_fake_results(tmp_path, seeds):
@@ -79,8 +81,11 @@ def test_report_tables_match_the_results(tmp_path):
 
 
 def _config_of(config, workdir, configuration, seed):
-    point = next(p for p in study.enumerate_sweep(config).points
-                 if p.name == f'us/n16/s{seed}/{configuration}')
+    point = next(
+        p
+        for p in study.enumerate_sweep(config).points
+        if p.name == f'us/n16/s{seed}/{configuration}'
+    )
     return study.point_config(config, point, str(workdir))
 
 

@@ -11,108 +11,109 @@ from unet_jax.data import simulate
 
 @pytest.mark.parametrize('kind', simulate.KINDS)
 def test_same_seed_same_example_and_indices_differ(kind):
-  a = simulate.simulate_example(kind, 3, 5, 48)
-  b = simulate.simulate_example(kind, 3, 5, 48)
-  c = simulate.simulate_example(kind, 3, 6, 48)
-  np.testing.assert_array_equal(a['image'], b['image'])
-  np.testing.assert_array_equal(a['mask'], b['mask'])
-  assert not np.array_equal(a['image'], c['image'])
-  channels = (48, 48, 3) if kind == 'natural' else (48, 48)
-  assert a['image'].shape == channels and a['image'].dtype == np.uint8
-  assert a['mask'].shape == (48, 48) and a['mask'].dtype == np.uint8
-  assert set(np.unique(a['mask'])) <= {0, 1}
+    a = simulate.simulate_example(kind, 3, 5, 48)
+    b = simulate.simulate_example(kind, 3, 5, 48)
+    c = simulate.simulate_example(kind, 3, 6, 48)
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['mask'], b['mask'])
+    assert not np.array_equal(a['image'], c['image'])
+    channels = (48, 48, 3) if kind == 'natural' else (48, 48)
+    assert a['image'].shape == channels and a['image'].dtype == np.uint8
+    assert a['mask'].shape == (48, 48) and a['mask'].dtype == np.uint8
+    assert set(np.unique(a['mask'])) <= {0, 1}
 
 
 def test_unknown_kind_and_label_are_rejected_with_the_choices():
-  with pytest.raises(ValueError, match='ultrasound'):
-    simulate.simulate_example('mri', 0, 0, 32)
-  with pytest.raises(ValueError, match='benign'):
-    simulate.simulate_ultrasound(np.random.default_rng(0), 32, label='cyst')
+    with pytest.raises(ValueError, match='ultrasound'):
+        simulate.simulate_example('mri', 0, 0, 32)
+    with pytest.raises(ValueError, match='benign'):
+        simulate.simulate_ultrasound(np.random.default_rng(0), 32, label='cyst')
 
 
 def test_homogeneous_speckle_envelope_is_rayleigh():
-  # Fully developed speckle: envelope mean/std = sqrt(pi / (4 - pi)) = 1.913 (Wagner 1983).
-  psf, upsample = simulate.transducer(128)
-  echogenicity = np.ones((128 * upsample, 256), np.float32)
-  env = simulate.envelope(np.random.default_rng(0), echogenicity, psf)
-  ratio = env.mean() / env.std()
-  assert abs(ratio - math.sqrt(math.pi / (4 - math.pi))) < 0.1, ratio
-  # Unit echogenicity and a unit-energy PSF give unit mean intensity.
-  assert abs(np.mean(env ** 2) - 1) < 0.1
+    # Fully developed speckle: envelope mean/std = sqrt(pi / (4 - pi)) = 1.913 (Wagner 1983).
+    psf, upsample = simulate.transducer(128)
+    echogenicity = np.ones((128 * upsample, 256), np.float32)
+    env = simulate.envelope(np.random.default_rng(0), echogenicity, psf)
+    ratio = env.mean() / env.std()
+    assert abs(ratio - math.sqrt(math.pi / (4 - math.pi))) < 0.1, ratio
+    # Unit echogenicity and a unit-energy PSF give unit mean intensity.
+    assert abs(np.mean(env**2) - 1) < 0.1
 
 
 def test_attenuation_darkens_with_depth_without_gain_compensation():
-  psf, upsample = simulate.transducer(64)
-  echogenicity = np.ones((64 * upsample, 64), np.float32)
-  env = simulate.envelope(np.random.default_rng(1), echogenicity, psf,
-                          attenuation_db=np.full_like(echogenicity, 20.0))
-  rows = len(env)
-  top, bottom = env[: rows // 5].mean(), env[-rows // 5:].mean()
-  # 20 dB one way over 0.8 of the depth between the band centres: 32 dB round trip.
-  assert 20 * np.log10(top / bottom) == pytest.approx(32, abs=3)
+    psf, upsample = simulate.transducer(64)
+    echogenicity = np.ones((64 * upsample, 64), np.float32)
+    env = simulate.envelope(
+        np.random.default_rng(1), echogenicity, psf, attenuation_db=np.full_like(echogenicity, 20.0)
+    )
+    rows = len(env)
+    top, bottom = env[: rows // 5].mean(), env[-rows // 5 :].mean()
+    # 20 dB one way over 0.8 of the depth between the band centres: 32 dB round trip.
+    assert 20 * np.log10(top / bottom) == pytest.approx(32, abs=3)
 
 
 def _ultrasound(label, index, size=64):
-  return simulate.simulate_ultrasound(np.random.default_rng([11, index]), size, label=label)
+    return simulate.simulate_ultrasound(np.random.default_rng([11, index]), size, label=label)
 
 
 def test_normal_images_have_no_lesion_and_labels_follow_busi_frequencies():
-  assert not _ultrasound('normal', 0)['mask'].any()
-  labels = [simulate.simulate_example('ultrasound', 0, i, 16)['label'] for i in range(60)]
-  assert 3 <= labels.count('normal') <= 18  # ~15% of 60
-  assert labels.count('benign') > labels.count('malignant') > 0
+    assert not _ultrasound('normal', 0)['mask'].any()
+    labels = [simulate.simulate_example('ultrasound', 0, i, 16)['label'] for i in range(60)]
+    assert 3 <= labels.count('normal') <= 18  # ~15% of 60
+    assert labels.count('benign') > labels.count('malignant') > 0
 
 
 @pytest.mark.parametrize('index', range(5))
 def test_benign_lesion_is_hypoechoic_and_wider_than_tall(index):
-  example = _ultrasound('benign', index)
-  mask = example['mask'].astype(bool)
-  rows, cols = np.nonzero(mask)
-  assert np.ptp(cols) > np.ptp(rows)
-  ring = scipy.ndimage.binary_dilation(mask, iterations=4) & ~mask
-  image = example['image'].astype(float)
-  assert image[mask].mean() < 0.8 * image[ring].mean()
+    example = _ultrasound('benign', index)
+    mask = example['mask'].astype(bool)
+    rows, cols = np.nonzero(mask)
+    assert np.ptp(cols) > np.ptp(rows)
+    ring = scipy.ndimage.binary_dilation(mask, iterations=4) & ~mask
+    image = example['image'].astype(float)
+    assert image[mask].mean() < 0.8 * image[ring].mean()
 
 
 @pytest.mark.parametrize('index', range(5))
 def test_malignant_lesion_casts_a_posterior_shadow(index):
-  example = _ultrasound('malignant', index)
-  mask, image = example['mask'].astype(bool), example['image'].astype(float)
-  rows, cols = np.nonzero(mask)
-  height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
-  below = slice(rows.max() + 2, min(rows.max() + 2 + height, 64))
-  centre = slice(cols.min() + width // 4, cols.max() + 1 - width // 4)
-  beside = np.ones(64, bool)
-  beside[max(cols.min() - 6, 0):cols.max() + 7] = False
-  assert image[below, centre].mean() < 0.8 * image[below][:, beside].mean()
+    example = _ultrasound('malignant', index)
+    mask, image = example['mask'].astype(bool), example['image'].astype(float)
+    rows, cols = np.nonzero(mask)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    below = slice(rows.max() + 2, min(rows.max() + 2 + height, 64))
+    centre = slice(cols.min() + width // 4, cols.max() + 1 - width // 4)
+    beside = np.ones(64, bool)
+    beside[max(cols.min() - 6, 0) : cols.max() + 7] = False
+    assert image[below, centre].mean() < 0.8 * image[below][:, beside].mean()
 
 
 @pytest.mark.parametrize('index', range(4))
 def test_xray_has_two_lungs_right_larger_and_darker_than_mediastinum(index):
-  example = simulate.simulate_example('xray', 2, index, 64)
-  mask, image = example['mask'].astype(bool), example['image'].astype(float)
-  assert 0.2 <= mask.mean() <= 0.4
-  components, count = scipy.ndimage.label(mask)
-  assert count == 2
-  sizes = np.bincount(components.ravel())[1:]
-  left_first = np.argsort([np.nonzero(components == i + 1)[1].mean() for i in range(2)])
-  # The patient's right lung (image left) is the larger: the heart covers part of the left.
-  assert sizes[left_first[0]] > sizes[left_first[1]]
-  mediastinum = image[20:45, 30:34]
-  assert image[mask].mean() < 0.75 * mediastinum.mean()
+    example = simulate.simulate_example('xray', 2, index, 64)
+    mask, image = example['mask'].astype(bool), example['image'].astype(float)
+    assert 0.2 <= mask.mean() <= 0.4
+    components, count = scipy.ndimage.label(mask)
+    assert count == 2
+    sizes = np.bincount(components.ravel())[1:]
+    left_first = np.argsort([np.nonzero(components == i + 1)[1].mean() for i in range(2)])
+    # The patient's right lung (image left) is the larger: the heart covers part of the left.
+    assert sizes[left_first[0]] > sizes[left_first[1]]
+    mediastinum = image[20:45, 30:34]
+    assert image[mask].mean() < 0.75 * mediastinum.mean()
 
 
 @pytest.mark.parametrize('index', range(4))
 def test_natural_object_is_the_mask_and_on_top(index):
-  size = 64
-  example = simulate.simulate_example('natural', 4, index, size)
-  mask = example['mask'].astype(bool)
-  assert 0.1 <= mask.mean() <= 0.4
-  # Replaying the generator: inside the mask is the object, outside the leaves.
-  rng = np.random.default_rng([4, index])
-  background = simulate.dead_leaves(rng, size)
-  rgb, object_mask = simulate.salient_object(rng, size, background)
-  np.testing.assert_array_equal(mask, object_mask)
-  np.testing.assert_array_equal(example['image'][mask], np.round(255 * rgb[mask]))
-  np.testing.assert_array_equal(example['image'][~mask], np.round(255 * background[~mask]))
-  assert not np.array_equal(np.round(255 * background[mask]), example['image'][mask])
+    size = 64
+    example = simulate.simulate_example('natural', 4, index, size)
+    mask = example['mask'].astype(bool)
+    assert 0.1 <= mask.mean() <= 0.4
+    # Replaying the generator: inside the mask is the object, outside the leaves.
+    rng = np.random.default_rng([4, index])
+    background = simulate.dead_leaves(rng, size)
+    rgb, object_mask = simulate.salient_object(rng, size, background)
+    np.testing.assert_array_equal(mask, object_mask)
+    np.testing.assert_array_equal(example['image'][mask], np.round(255 * rgb[mask]))
+    np.testing.assert_array_equal(example['image'][~mask], np.round(255 * background[~mask]))
+    assert not np.array_equal(np.round(255 * background[mask]), example['image'][mask])

@@ -12,10 +12,12 @@ from configs import layerwise
 from unet_jax import study
 
 
-def tiny_study_config(*, seeds=2, orders='forward', granularities='block', targets='us',
-                      families=None) -> ml_collections.ConfigDict:
+def tiny_study_config(
+    *, seeds=2, orders='forward', granularities='block', targets='us', families=None
+) -> ml_collections.ConfigDict:
     config = layerwise.get_config(
-        f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets}')
+        f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets}'
+    )
     config.model.depth = 2
     config.model.base_width = 4
     config.data.image_size = 32
@@ -51,22 +53,39 @@ class FakeTrainer:
         if any(workdir.endswith(name) for name in self.fail_on):
             raise RuntimeError(f'made-up failure in {workdir}')
         dice = fake_dice(config)
-        metrics = dict(loss=1 - dice, dice=dice, dice_pooled=dice, iou=dice / (2 - dice),
-                       precision=dice, recall=dice, hd95=10 * (1 - dice))
+        metrics = dict(
+            loss=1 - dice,
+            dice=dice,
+            dice_pooled=dice,
+            iou=dice / (2 - dice),
+            precision=dice,
+            recall=dice,
+            hd95=10 * (1 - dice),
+        )
         rng = np.random.default_rng(len(self.calls))
         masks = (rng.random((3, 8, 8, 1)) > 0.5).astype(np.float32)
-        np.savez(os.path.join(workdir, 'predictions.npz'), image=rng.random((3, 8, 8, 1)),
-                 mask=masks, prob=np.clip(masks + 0.3 * rng.standard_normal(masks.shape), 0, 1),
-                 ids=np.array(['a', 'b', 'c']))
+        np.savez(
+            os.path.join(workdir, 'predictions.npz'),
+            image=rng.random((3, 8, 8, 1)),
+            mask=masks,
+            prob=np.clip(masks + 0.3 * rng.standard_normal(masks.shape), 0, 1),
+            ids=np.array(['a', 'b', 'c']),
+        )
         results = dict(
-            name=workdir, config=config.to_dict(), spec=config.finetune.train,
-            trained_units=[], best_step=1, num_train_examples=config.data.num_train,
-            val=metrics, test=metrics,
+            name=workdir,
+            config=config.to_dict(),
+            spec=config.finetune.train,
+            trained_units=[],
+            best_step=1,
+            num_train_examples=config.data.num_train,
+            val=metrics,
+            test=metrics,
             test_per_image=dict(ids=['a'], dice=[dice], iou=[dice], hd95=[1.0]),
             params=dict(trained=1, frozen=1, total=2, trained_fraction=0.5),
-            step_time_s=0.01, wall_time_s=1.0)
-        study.write_text_atomically(os.path.join(workdir, study.RESULTS_FILE),
-                                    json.dumps(results))
+            step_time_s=0.01,
+            wall_time_s=1.0,
+        )
+        study.write_text_atomically(os.path.join(workdir, study.RESULTS_FILE), json.dumps(results))
         return results
 
 
@@ -78,10 +97,16 @@ def test_counts_per_family_and_duplicates_follow_the_registry():
     registry = study.registry_for(config)
     sweep = study.enumerate_sweep(config, registry=registry)
     per_cell = collections.Counter(p.family for p in sweep.points if p.seed == 0)
-    steps = sum(len(registry.order(o, g)) for o in ('forward', 'level')
-                for g in ('block', 'unit'))
-    assert per_cell == {'scratch': 1, 'pretrained': 1, 'full': 1, 'contracting': 1,
-                        'expanding': 1, 'shallow_to_deep': steps, 'deep_to_shallow': steps}
+    steps = sum(len(registry.order(o, g)) for o in ('forward', 'level') for g in ('block', 'unit'))
+    assert per_cell == {
+        'scratch': 1,
+        'pretrained': 1,
+        'full': 1,
+        'contracting': 1,
+        'expanding': 1,
+        'shallow_to_deep': steps,
+        'deep_to_shallow': steps,
+    }
     assert len(sweep.points) == 2 * (5 + 2 * steps)
     # k = N trains everything: an alias of `full` in both directions, orders and granularities.
     for p in sweep.points:
@@ -89,8 +114,10 @@ def test_counts_per_family_and_duplicates_follow_the_registry():
             assert sweep.aliases[p.name] == p.name.rsplit('/', 1)[0] + '/full'
     # Runs are unique per trained-unit set (and initialisation); aliases train what their run does.
     runs = {p.name: p for p in sweep.runs}
-    keys = [(p.seed, p.family in ('scratch', 'pretrained') and p.family,
-             frozenset(p.trained_units)) for p in sweep.runs]
+    keys = [
+        (p.seed, p.family in ('scratch', 'pretrained') and p.family, frozenset(p.trained_units))
+        for p in sweep.runs
+    ]
     assert len(set(keys)) == len(keys)
     for alias, run in sweep.aliases.items():
         point = next(p for p in sweep.points if p.name == alias)
@@ -105,10 +132,12 @@ def test_counts_per_family_and_duplicates_follow_the_registry():
 
 def test_names_are_stable_and_do_not_depend_on_what_else_is_swept():
     small = study.enumerate_sweep(tiny_study_config(seeds=1))
-    large = study.enumerate_sweep(tiny_study_config(seeds=3, targets='us+xray',
-                                                    orders='forward+level'))
+    large = study.enumerate_sweep(
+        tiny_study_config(seeds=3, targets='us+xray', orders='forward+level')
+    )
     assert [p.name for p in small.points] == [
-        p.name for p in study.enumerate_sweep(tiny_study_config(seeds=1)).points]
+        p.name for p in study.enumerate_sweep(tiny_study_config(seeds=1)).points
+    ]
     assert {p.name for p in small.points} <= {p.name for p in large.points}
     assert 'xray/n16/s2/deep_to_shallow-level-block-k3' in {p.name for p in large.points}
     assert large.runs[0].seed == 0 and large.runs[-1].seed == 2  # one replicate at a time
@@ -149,8 +178,9 @@ def test_point_config_modifies_the_base_config():
 
 
 def test_kill_and_rerun_finishes_with_nothing_run_twice(tmp_path):
-    config = tiny_study_config(seeds=1, families=('scratch', 'pretrained', 'full',
-                                                  'shallow_to_deep'))
+    config = tiny_study_config(
+        seeds=1, families=('scratch', 'pretrained', 'full', 'shallow_to_deep')
+    )
     sweep = study.enumerate_sweep(config)
     killed = FakeTrainer(kill_on_call=4)  # pre-training, two runs, then killed in the third
     with pytest.raises(KeyboardInterrupt):
@@ -170,8 +200,7 @@ def test_kill_and_rerun_finishes_with_nothing_run_twice(tmp_path):
 
 
 def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
-    config = tiny_study_config(seeds=1, families=('pretrained', 'full', 'contracting',
-                                                  'expanding'))
+    config = tiny_study_config(seeds=1, families=('pretrained', 'full', 'contracting', 'expanding'))
     failing = FakeTrainer(fail_on=('us/n16/s0/contracting',))
     outcome = study.main(config, str(tmp_path), run_fn=failing)
     assert outcome['failed'] == ['us/n16/s0/contracting']
@@ -197,14 +226,21 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
         study.main(config, workdir, sweep_index='1', run_fn=fake)  # `full` needs pre-training
     study.main(config, workdir, sweep_index='0', run_fn=fake)  # scratch does not
     prepared = []
-    study.main(config, workdir, sweep_index='pretrain', run_fn=fake,
-               prepare_fn=lambda data: prepared.append(data.name))
+    study.main(
+        config,
+        workdir,
+        sweep_index='pretrain',
+        run_fn=fake,
+        prepare_fn=lambda data: prepared.append(data.name),
+    )
     assert prepared == ['synthetic_ultrasound']  # every target built before any fan-out
     study.main(config, workdir, sweep_index=1, run_fn=fake)
     study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
-    assert fake.calls == [study.run_dir(workdir, 'us/n16/s0/scratch'),
-                          study.pretrain_dir(config, workdir),
-                          study.run_dir(workdir, 'us/n16/s0/full')]
+    assert fake.calls == [
+        study.run_dir(workdir, 'us/n16/s0/scratch'),
+        study.pretrain_dir(config, workdir),
+        study.run_dir(workdir, 'us/n16/s0/full'),
+    ]
     with pytest.raises(ValueError, match=r'out of range.*2 runs'):
         study.main(config, workdir, sweep_index='7', run_fn=fake)
     with pytest.raises(ValueError, match="'pretrain' or 'report'"):
@@ -215,8 +251,9 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
 def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     """Real pre-training, runs and report (train.train_and_evaluate), at toy size."""
     monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
-    config = layerwise.get_config('quick,seeds=1,targets=us,sizes=8,'
-                                  'families=scratch+pretrained+contracting+expanding')
+    config = layerwise.get_config(
+        'quick,seeds=1,targets=us,sizes=8,families=scratch+pretrained+contracting+expanding'
+    )
     config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
     for run in (config, config.study.pretrain):
         run.data.num_examples, run.batch_size = 40, 4

@@ -11,9 +11,9 @@ import textwrap
 import time
 import types
 
+from flax import traverse_util
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from tests import tiny
 from unet_jax import checkpoint, train
@@ -40,8 +40,15 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
     on_disk = json.loads((tmp_path / 'results.json').read_text())
     assert on_disk['spec'] == results['spec']
     for split in ('val', 'test'):
-        assert set(on_disk[split]) >= {'loss', 'dice', 'dice_pooled', 'iou', 'precision',
-                                       'recall', 'hd95'}
+        assert set(on_disk[split]) >= {
+            'loss',
+            'dice',
+            'dice_pooled',
+            'iou',
+            'precision',
+            'recall',
+            'hd95',
+        }
     assert len(on_disk['test_per_image']['dice']) == 5
     assert on_disk['best_step'] in (3, 6)
     assert 0 < on_disk['params']['trained_fraction'] < 1
@@ -60,8 +67,9 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
 
 
 def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
-    config = tiny.tiny_config(**{'finetune.train': '@head', 'optimizer.name': 'adamw',
-                                 'optimizer.weight_decay': 0.5})
+    config = tiny.tiny_config(
+        **{'finetune.train': '@head', 'optimizer.name': 'adamw', 'optimizer.weight_decay': 0.5}
+    )
     train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     before, after = initial_params(config), final_params(str(tmp_path))
     for path, value in before.items():
@@ -76,7 +84,8 @@ def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     stats = traverse_util.flatten_dict(tree['batch_stats'], sep='/')
     model = train.models.create_model(config.model)
     initial = traverse_util.flatten_dict(
-        train.initial_variables(model, config)['batch_stats'], sep='/')
+        train.initial_variables(model, config)['batch_stats'], sep='/'
+    )
     for path, value in initial.items():
         moved = not np.array_equal(value, stats[path])
         assert moved == path.startswith('dec0/'), path
@@ -116,8 +125,9 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
     pre = tmp_path / 'pre'
     train.train_and_evaluate(tiny.tiny_config(), str(pre), splits=tiny.disk_splits())
 
-    ft = tiny.tiny_config(**{'init_from': str(pre), 'finetune.train': '@head',
-                             'num_train_steps': 2})
+    ft = tiny.tiny_config(
+        **{'init_from': str(pre), 'finetune.train': '@head', 'num_train_steps': 2}
+    )
     train.train_and_evaluate(ft, str(tmp_path / 'ft'), splits=tiny.disk_splits())
     best, _ = checkpoint.load_variables(str(pre))
     loaded = traverse_util.flatten_dict(best['params'], sep='/')
@@ -134,15 +144,21 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
     assert 'Missing from the checkpoint' in str(error.value) and 'enc2/conv0' in str(error.value)
     assert 'config.dont_load' in str(error.value)
 
-    two_classes = tiny.tiny_config(**{'init_from': str(pre), 'model.out_channels': 2,
-                                      'dont_load': ('params/head/.*',), 'num_train_steps': 0,
-                                      'finetune.train': '@none'})
+    two_classes = tiny.tiny_config(
+        **{
+            'init_from': str(pre),
+            'model.out_channels': 2,
+            'dont_load': ('params/head/.*',),
+            'num_train_steps': 0,
+            'finetune.train': '@none',
+        }
+    )
     model = train.models.create_model(two_classes.model)
     init = train.load_init_from(train.initial_variables(model, two_classes), two_classes)
     assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
 
 
-RUN_SCRIPT = textwrap.dedent('''
+RUN_SCRIPT = textwrap.dedent("""
     import sys
     from tests import tiny
     from unet_jax import train
@@ -151,15 +167,20 @@ RUN_SCRIPT = textwrap.dedent('''
                                   'eval_every_steps': {every}, 'log_every_steps': {every},
                                   'finetune.train': 'enc0..bottleneck,head'}})
     train.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
-''')
+""")
 
 
 def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    env = dict(
+        os.environ,
+        PYTHONPATH=REPO,
+        JAX_PLATFORMS='cpu',
+        XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    )
     command = [sys.executable, '-c', RUN_SCRIPT.format(every=every), str(workdir), str(steps)]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if wait:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
@@ -192,10 +213,13 @@ def test_resume_after_sigkill_gives_identical_params(tmp_path):
     assert not (tmp_path / 'killed' / 'results.json').exists(), 'run ended before the kill'
 
     run_tiny(tmp_path / 'killed', steps, every=10)
-    straight, resumed = final_params(str(tmp_path / 'straight')), final_params(
-        str(tmp_path / 'killed'))
+    straight, resumed = (
+        final_params(str(tmp_path / 'straight')),
+        final_params(str(tmp_path / 'killed')),
+    )
     for path in straight:
         assert np.array_equal(straight[path], resumed[path]), path
-    results = [json.loads((tmp_path / run / 'results.json').read_text())
-               for run in ('straight', 'killed')]
+    results = [
+        json.loads((tmp_path / run / 'results.json').read_text()) for run in ('straight', 'killed')
+    ]
     assert results[0]['test'] == results[1]['test']

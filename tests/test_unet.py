@@ -20,7 +20,8 @@ def test_fast_up_conv_equals_conv_transpose_with_the_same_params():
     layer = nn.ConvTranspose(4, (2, 2), strides=(2, 2))
     variables = layer.init(jax.random.key(1), x)
     variables = jax.tree_util.tree_map(  # a non-zero bias, so the bias is checked too
-        lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
+        lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables
+    )
     p = variables['params']
     with jax.default_matmul_precision('highest'):  # no TF32 on accelerators
         fast = conv_transpose_2x2(x, p['kernel'], p['bias'])
@@ -30,8 +31,11 @@ def test_fast_up_conv_equals_conv_transpose_with_the_same_params():
 
 def test_up_unit_params_have_conv_transpose_names_and_shapes():
     params = _param_shapes(UNet(depth=2, base_width=4), 32)
-    reference = jax.eval_shape(nn.ConvTranspose(8, (2, 2), strides=(2, 2)).init,
-                               jax.random.key(0), jnp.zeros((1, 8, 8, 16)))['params']
+    reference = jax.eval_shape(
+        nn.ConvTranspose(8, (2, 2), strides=(2, 2)).init,
+        jax.random.key(0),
+        jnp.zeros((1, 8, 8, 16)),
+    )['params']
     got = jax.tree_util.tree_map(lambda a: a.shape, params['dec1']['up'])
     assert got == jax.tree_util.tree_map(lambda a: a.shape, reference)
 
@@ -60,14 +64,16 @@ def test_param_tree_is_block_unit_leaves():
     assert set(params['dec1']['up']) == {'kernel', 'bias'}
 
 
-@pytest.mark.parametrize('norm,upsample', [('none', 'bilinear'), ('batch', 'transpose'),
-                                           ('group', 'bilinear')])
+@pytest.mark.parametrize(
+    'norm,upsample', [('none', 'bilinear'), ('batch', 'transpose'), ('group', 'bilinear')]
+)
 def test_forward_shapes_and_finite(norm, upsample):
     model = UNet(depth=2, base_width=4, out_channels=2, norm=norm, upsample=upsample, dropout=0.1)
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
     variables = model.init(jax.random.key(1), x, train=False)
-    y, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                       rngs={'dropout': jax.random.key(2)})
+    y, _ = model.apply(
+        variables, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)}
+    )
     assert y.shape == (2, 32, 32, 2)
     assert bool(jnp.isfinite(y).all())
 
@@ -76,8 +82,9 @@ def test_dropout_is_deterministic_when_not_training():
     model = UNet(depth=2, base_width=4, dropout=0.5)
     x = jax.random.normal(jax.random.key(0), (1, 32, 32, 1))
     variables = model.init(jax.random.key(1), x, train=False)
-    np.testing.assert_array_equal(model.apply(variables, x, train=False),
-                                  model.apply(variables, x, train=False))
+    np.testing.assert_array_equal(
+        model.apply(variables, x, train=False), model.apply(variables, x, train=False)
+    )
     a = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(2)})
     b = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(3)})
     assert not np.allclose(a, b)
@@ -95,15 +102,29 @@ def test_unknown_frozen_unit_lists_the_units():
     x = jnp.zeros((1, 32, 32, 1))
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
     with pytest.raises(ValueError, match=r"\['enc0/conv7'\].*'dec0/up'"):
-        jax.eval_shape(lambda v: model.apply(v, x, train=False, frozen_units=('enc0/conv7',)),
-                       variables)
+        jax.eval_shape(
+            lambda v: model.apply(v, x, train=False, frozen_units=('enc0/conv7',)), variables
+        )
 
 
 def test_create_model_from_config():
-    config = dict(depth=3, base_width=8, in_channels=3, out_channels=2, norm='batch',
-                  dropout=0.1, upsample='bilinear')
+    config = dict(
+        depth=3,
+        base_width=8,
+        in_channels=3,
+        out_channels=2,
+        norm='batch',
+        dropout=0.1,
+        upsample='bilinear',
+    )
     model = create_model(config)
-    assert (model.depth, model.base_width, model.out_channels, model.norm, model.dropout,
-            model.upsample) == (3, 8, 2, 'batch', 0.1, 'bilinear')
+    assert (
+        model.depth,
+        model.base_width,
+        model.out_channels,
+        model.norm,
+        model.dropout,
+        model.upsample,
+    ) == (3, 8, 2, 'batch', 0.1, 'bilinear')
     with pytest.raises(ValueError, match=r"model.norm='layer' is not one of"):
         create_model(dict(config, norm='layer'))

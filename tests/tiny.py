@@ -44,7 +44,8 @@ def disk_split(num: int, size: int = 32, seed: int = 0, channels: int = 1) -> pi
         images.append(np.repeat(image[..., None], channels, -1))
         masks.append(mask[..., None])
     return pipeline.Split(
-        image=np.asarray(images, np.float32), mask=np.asarray(masks, np.float32),
+        image=np.asarray(images, np.float32),
+        mask=np.asarray(masks, np.float32),
         ids=[f'disk{i}' for i in range(num)],
     )
 

@@ -12,17 +12,17 @@ silent partial load is the classic transfer-learning bug.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import logging
 import os
 import re
-from collections.abc import Sequence
 from typing import Any
 
+from flax import traverse_util
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import traverse_util
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'best'

@@ -15,40 +15,54 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    config.model = ml_collections.ConfigDict(dict(
-        depth=4,              # poolings; blocks enc0..enc{depth-1}, bottleneck, dec{depth-1}..dec0, head
-        base_width=64,        # channels of enc0; doubles at each level (classic U-Net: 64 -> 1024)
-        in_channels=1,        # grey images; RGB natural images are converted on load
-        out_channels=1,       # one foreground logit per pixel
-        norm='none',          # none | batch | group
-        dropout=0.0,
-        upsample='transpose',  # transpose (2x2 stride-2 up-conv) | bilinear (resize + conv)
-    ))
+    config.model = ml_collections.ConfigDict(
+        dict(
+            depth=4,  # poolings; blocks enc0..enc{depth-1}, bottleneck, dec{depth-1}..dec0, head
+            base_width=64,  # channels of enc0; doubles at each level (classic U-Net: 64 -> 1024)
+            in_channels=1,  # grey images; RGB natural images are converted on load
+            out_channels=1,  # one foreground logit per pixel
+            norm='none',  # none | batch | group
+            dropout=0.0,
+            upsample='transpose',  # transpose (2x2 stride-2 up-conv) | bilinear (resize + conv)
+        )
+    )
     config.data = pipeline.default_data_config()
 
-    config.finetune = ml_collections.ConfigDict(dict(
-        train='@all',         # freeze spec: what trains; the rest is frozen
-        order='forward',      # forward | level: the depth order of first:N / last:N
-        granularity='unit',   # unit | block: what first:N / last:N count
-    ))
-    config.init_from = ''     # workdir (or best/ folder) of a pre-training run; '' = scratch
-    config.dont_load = ()     # regexes of variable paths left at their initialisation
+    config.finetune = ml_collections.ConfigDict(
+        dict(
+            train='@all',  # freeze spec: what trains; the rest is frozen
+            order='forward',  # forward | level: the depth order of first:N / last:N
+            granularity='unit',  # unit | block: what first:N / last:N count
+        )
+    )
+    config.init_from = ''  # workdir (or best/ folder) of a pre-training run; '' = scratch
+    config.dont_load = ()  # regexes of variable paths left at their initialisation
 
     config.loss = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0))
-    config.optimizer = ml_collections.ConfigDict(dict(
-        name='adam',          # adam | adamw (decoupled weight decay, trained params only)
-        learning_rate=1e-3,
-        weight_decay=0.0,
-        schedule='cosine',    # cosine | constant, both after a linear warm-up
-        grad_clip_norm=0.0,   # 0 = no clipping
-    ))
-    config.augment = ml_collections.ConfigDict(dict(
-        flip=True,            # left-right
-        affine=True, max_rotation_deg=10.0, max_scale=0.1, max_shift=0.05,
-        intensity=True, max_log_gamma=0.3, max_contrast=0.1, max_brightness=0.1,
-    ))
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            name='adam',  # adam | adamw (decoupled weight decay, trained params only)
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            schedule='cosine',  # cosine | constant, both after a linear warm-up
+            grad_clip_norm=0.0,  # 0 = no clipping
+        )
+    )
+    config.augment = ml_collections.ConfigDict(
+        dict(
+            flip=True,  # left-right
+            affine=True,
+            max_rotation_deg=10.0,
+            max_scale=0.1,
+            max_shift=0.05,
+            intensity=True,
+            max_log_gamma=0.3,
+            max_contrast=0.1,
+            max_brightness=0.1,
+        )
+    )
 
-    config.batch_size = 8     # global; split over all devices
+    config.batch_size = 8  # global; split over all devices
     config.num_train_steps = 2000
     config.warmup_steps = 100
     config.log_every_steps = 50

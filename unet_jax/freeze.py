@@ -53,6 +53,7 @@ class FreezeSpecError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class FreezePlan:
     """A compiled spec: the units that train (forward order) and the canonical name."""
+
     spec: str
     canonical: str
     trained_units: tuple[str, ...]
@@ -73,9 +74,10 @@ class FreezePlan:
             unit = '/'.join(keys[:2])
             if unit not in known:
                 raise ValueError(
-                    f"Parameter {'/'.join(keys)} belongs to no unit of the layer registry "
+                    f'Parameter {"/".join(keys)} belongs to no unit of the layer registry '
                     f'({", ".join(self.registry.unit_names)}): the params come from another '
-                    'model than the registry. Build both from the same config.model.')
+                    'model than the registry. Build both from the same config.model.'
+                )
             return TRAIN if unit in trained else FREEZE
 
         return jax.tree_util.tree_map_with_path(label, params)
@@ -85,14 +87,16 @@ class FreezePlan:
         return parameter_table(params, self.labels(params), block_order=self.registry.block_names)
 
 
-def compile_spec(spec: str, registry: LayerRegistry, *, order: str = 'forward',
-                 granularity: str = 'unit') -> FreezePlan:
+def compile_spec(
+    spec: str, registry: LayerRegistry, *, order: str = 'forward', granularity: str = 'unit'
+) -> FreezePlan:
     """Resolves ``spec`` (config.finetune.train) against the registry; see the module doc."""
     if order not in ORDERS:
         raise FreezeSpecError(f'config.finetune.order={order!r} is not one of {ORDERS}.')
     if granularity not in GRANULARITIES:
         raise FreezeSpecError(
-            f'config.finetune.granularity={granularity!r} is not one of {GRANULARITIES}.')
+            f'config.finetune.granularity={granularity!r} is not one of {GRANULARITIES}.'
+        )
     tokens = [t.strip() for t in spec.split(',')]
     if tokens == [NONE]:
         trained = set()
@@ -101,10 +105,13 @@ def compile_spec(spec: str, registry: LayerRegistry, *, order: str = 'forward',
             raise FreezeSpecError(
                 f'Freeze spec {spec!r} (config.finetune.train) has an empty selector. Write '
                 "comma-separated selectors such as 'enc0..enc2,-enc1/conv0', '@all', or '@none' to "
-                'train nothing.')
+                'train nothing.'
+            )
         if NONE in tokens:
-            raise FreezeSpecError(f'Freeze spec {spec!r}: {NONE} trains nothing and must be the '
-                                  'whole spec; remove it or the other selectors.')
+            raise FreezeSpecError(
+                f'Freeze spec {spec!r}: {NONE} trains nothing and must be the '
+                'whole spec; remove it or the other selectors.'
+            )
         added, removed = set(), set()
         subtracts_only = all(t.startswith('-') for t in tokens)
         for token in tokens:
@@ -116,23 +123,29 @@ def compile_spec(spec: str, registry: LayerRegistry, *, order: str = 'forward',
         if not trained:
             raise FreezeSpecError(
                 f'Freeze spec {spec!r} (config.finetune.train) trains nothing. If that is meant '
-                f"(evaluate a pre-trained model), write exactly '{NONE}'.")
+                f"(evaluate a pre-trained model), write exactly '{NONE}'."
+            )
     trained_units = tuple(n for n in registry.unit_names if n in trained)
     return FreezePlan(
-        spec=spec, canonical=canonical_spec(trained_units, registry),
+        spec=spec,
+        canonical=canonical_spec(trained_units, registry),
         trained_units=trained_units,
         frozen_units=tuple(n for n in registry.unit_names if n not in trained),
-        registry=registry)
+        registry=registry,
+    )
 
 
 def _valid_names(registry: LayerRegistry) -> str:
     groups = ', '.join('@' + g for g in (*registry.groups, 'all', 'none'))
-    return (f'blocks: {", ".join(registry.block_names)}; units: {", ".join(registry.unit_names)}'
-            f'; groups: {groups}; also first:N, last:N, a..b, re:PATTERN, -SELECTOR')
+    return (
+        f'blocks: {", ".join(registry.block_names)}; units: {", ".join(registry.unit_names)}'
+        f'; groups: {groups}; also first:N, last:N, a..b, re:PATTERN, -SELECTOR'
+    )
 
 
-def _select(selector: str, spec: str, registry: LayerRegistry, order: str,
-            granularity: str) -> tuple[str, ...]:
+def _select(
+    selector: str, spec: str, registry: LayerRegistry, order: str, granularity: str
+) -> tuple[str, ...]:
     """The units one selector (without its '-') stands for."""
     where = f'in freeze spec {spec!r} (config.finetune.train)'
     if selector.startswith('@'):
@@ -140,8 +153,9 @@ def _select(selector: str, spec: str, registry: LayerRegistry, order: str,
         if group == 'all':
             return registry.unit_names
         if group not in registry.groups:
-            raise FreezeSpecError(f'Unknown group {selector!r} {where}. Valid names: '
-                                  f'{_valid_names(registry)}.')
+            raise FreezeSpecError(
+                f'Unknown group {selector!r} {where}. Valid names: {_valid_names(registry)}.'
+            )
         return registry.groups[group]
     if selector.startswith('re:'):
         try:
@@ -150,8 +164,10 @@ def _select(selector: str, spec: str, registry: LayerRegistry, order: str,
             raise FreezeSpecError(f'Bad regex {selector!r} {where}: {e}.') from e
         units = tuple(n for n in registry.unit_names if pattern.fullmatch(n))
         if not units:
-            raise FreezeSpecError(f'{selector!r} {where} matches no unit (full match); units: '
-                                  f'{", ".join(registry.unit_names)}.')
+            raise FreezeSpecError(
+                f'{selector!r} {where} matches no unit (full match); units: '
+                f'{", ".join(registry.unit_names)}.'
+            )
         return units
     if match := re.fullmatch(r'(first|last):(.*)', selector):
         names = registry.order(order, granularity)
@@ -159,7 +175,8 @@ def _select(selector: str, spec: str, registry: LayerRegistry, order: str,
         if not count.isdigit() or not 1 <= int(count) <= len(names):
             raise FreezeSpecError(
                 f'{selector!r} {where}: N must be an integer from 1 to {len(names)} (the number of '
-                f'{granularity}s; config.finetune.granularity={granularity!r}).')
+                f'{granularity}s; config.finetune.granularity={granularity!r}).'
+            )
         n = int(count)
         return registry.expand(names[:n] if match.group(1) == 'first' else names[-n:])
     if '..' in selector:
@@ -170,15 +187,17 @@ def _select(selector: str, spec: str, registry: LayerRegistry, order: str,
         if units.index(start) > units.index(end):
             raise FreezeSpecError(
                 f'Range {selector!r} {where} runs backwards: ranges follow the forward (data-path) '
-                f"order {', '.join(registry.block_names)}; write '{right}..{left}'.")
-        return units[units.index(start):units.index(end) + 1]
+                f"order {', '.join(registry.block_names)}; write '{right}..{left}'."
+            )
+        return units[units.index(start) : units.index(end) + 1]
     return registry.expand([_name(selector, where, registry)])
 
 
 def _name(name: str, where: str, registry: LayerRegistry) -> str:
     if name not in registry.block_names and name not in registry.unit_names:
-        raise FreezeSpecError(f'Unknown layer {name!r} {where}. Valid names: '
-                              f'{_valid_names(registry)}.')
+        raise FreezeSpecError(
+            f'Unknown layer {name!r} {where}. Valid names: {_valid_names(registry)}.'
+        )
     return name
 
 
@@ -216,8 +235,9 @@ def _run_name(run: Sequence[str], registry: LayerRegistry) -> str:
     return f'{left}..{right}'
 
 
-def make_optimizer(train_tx: optax.GradientTransformation,
-                   labels: Any) -> optax.GradientTransformation:
+def make_optimizer(
+    train_tx: optax.GradientTransformation, labels: Any
+) -> optax.GradientTransformation:
     """``train_tx`` on the 'train' leaves; frozen leaves get zero updates and no state.
 
     Put weight decay inside ``train_tx`` (e.g. optax.adamw): a decay outside the
@@ -237,16 +257,22 @@ def split_trainable(params: Any, labels: Any) -> tuple[dict, dict]:
     if flat_params.keys() != flat_labels.keys():
         missing = sorted('/'.join(k) for k in flat_params.keys() - flat_labels.keys())
         extra = sorted('/'.join(k) for k in flat_labels.keys() - flat_params.keys())
-        raise ValueError(f'Labels do not fit the params: unlabelled params {missing}, labels '
-                         f'without params {extra}. Make the labels with plan.labels(params).')
+        raise ValueError(
+            f'Labels do not fit the params: unlabelled params {missing}, labels '
+            f'without params {extra}. Make the labels with plan.labels(params).'
+        )
     parts = {TRAIN: {}, FREEZE: {}}
     for path, value in flat_params.items():
         if flat_labels[path] not in parts:
-            raise ValueError(f"Label {flat_labels[path]!r} of {'/'.join(path)} is neither "
-                             f"'{TRAIN}' nor '{FREEZE}'.")
+            raise ValueError(
+                f'Label {flat_labels[path]!r} of {"/".join(path)} is neither '
+                f"'{TRAIN}' nor '{FREEZE}'."
+            )
         parts[flat_labels[path]][path] = value
-    return (flax.traverse_util.unflatten_dict(parts[TRAIN]),
-            flax.traverse_util.unflatten_dict(parts[FREEZE]))
+    return (
+        flax.traverse_util.unflatten_dict(parts[TRAIN]),
+        flax.traverse_util.unflatten_dict(parts[FREEZE]),
+    )
 
 
 def merge(trainable: dict, frozen: dict) -> dict:
@@ -256,8 +282,7 @@ def merge(trainable: dict, frozen: dict) -> dict:
     return flax.traverse_util.unflatten_dict(flat)
 
 
-def parameter_table(params: Any, labels: Any, *,
-                    block_order: Sequence[str] | None = None) -> str:
+def parameter_table(params: Any, labels: Any, *, block_order: Sequence[str] | None = None) -> str:
     """A per-block table of trained and frozen parameter counts, for the start-of-run log.
 
     Blocks are listed in ``block_order`` (pass ``registry.block_names`` for the data-path
@@ -278,18 +303,27 @@ def parameter_table(params: Any, labels: Any, *,
     for block in blocks:
         row = rows[block]
         trained = [u for u, ls in row['units'].items() if TRAIN in ls]
-        units = ('all' if len(trained) == len(row['units']) else ', '.join(trained) or '-')
+        units = 'all' if len(trained) == len(row['units']) else ', '.join(trained) or '-'
         lines.append((block, row[TRAIN], row[FREEZE], row[TRAIN] + row[FREEZE], units))
     total_trained = sum(r[1] for r in lines)
     total = sum(r[3] for r in lines)
-    lines.append(('total', total_trained, total - total_trained, total,
-                  f'{100 * total_trained / max(total, 1):.1f}% of params trained'))
+    lines.append(
+        (
+            'total',
+            total_trained,
+            total - total_trained,
+            total,
+            f'{100 * total_trained / max(total, 1):.1f}% of params trained',
+        )
+    )
     cells = [header] + [(b, f'{t:,}', f'{f:,}', f'{n:,}', u) for b, t, f, n, u in lines]
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
 
     def fmt(c):
-        return '  '.join([c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in (1, 2, 3)]
-                         + [c[4]])
+        return '  '.join(
+            [c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in (1, 2, 3)] + [c[4]]
+        )
 
-    return '\n'.join([fmt(cells[0]), '-' * (sum(widths) + 6 + len(header[4]))]
-                     + [fmt(c) for c in cells[1:]])
+    return '\n'.join(
+        [fmt(cells[0]), '-' * (sum(widths) + 6 + len(header[4]))] + [fmt(c) for c in cells[1:]]
+    )

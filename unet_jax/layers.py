@@ -40,6 +40,7 @@ class Unit:
     ``flops`` is the forward cost of the unit on one image of the registry's size (a
     multiply-add counts 2). ``input_shape``/``output_shape`` are [H, W, C] for one image.
     """
+
     name: str
     block: str
     unit: str
@@ -56,6 +57,7 @@ class Unit:
 @dataclasses.dataclass(frozen=True)
 class Block:
     """A named block (enc<i>, bottleneck, dec<i>, head): the units it holds, aggregated."""
+
     name: str
     group: str
     level: int
@@ -79,11 +81,18 @@ class LayerRegistry:
         for u in self.units:
             blocks.setdefault(u.block, []).append(u)
         self.blocks = tuple(
-            Block(name=name, group=us[0].group, level=us[-1].level, forward_index=i,
-                  units=tuple(u.name for u in us),
-                  param_paths=tuple(p for u in us for p in u.param_paths),
-                  param_count=sum(u.param_count for u in us), flops=sum(u.flops for u in us))
-            for i, (name, us) in enumerate(blocks.items()))
+            Block(
+                name=name,
+                group=us[0].group,
+                level=us[-1].level,
+                forward_index=i,
+                units=tuple(u.name for u in us),
+                param_paths=tuple(p for u in us for p in u.param_paths),
+                param_count=sum(u.param_count for u in us),
+                flops=sum(u.flops for u in us),
+            )
+            for i, (name, us) in enumerate(blocks.items())
+        )
         self._block = {b.name: b for b in self.blocks}
 
     @property
@@ -119,8 +128,10 @@ class LayerRegistry:
         if order not in ORDERS:
             raise ValueError(f'order={order!r} is not one of {ORDERS} (config.finetune.order).')
         if granularity not in GRANULARITIES:
-            raise ValueError(f'granularity={granularity!r} is not one of {GRANULARITIES} '
-                             '(config.finetune.granularity).')
+            raise ValueError(
+                f'granularity={granularity!r} is not one of {GRANULARITIES} '
+                '(config.finetune.granularity).'
+            )
         items = self.units if granularity == 'unit' else self.blocks
         if order == 'level':
             items = sorted(items, key=lambda item: (item.level, item.forward_index))
@@ -135,8 +146,9 @@ class LayerRegistry:
             elif name in self._unit:
                 selected.add(name)
             else:
-                raise KeyError(f'{name!r} is neither a block {self.block_names} nor a unit '
-                               f'{self.unit_names}.')
+                raise KeyError(
+                    f'{name!r} is neither a block {self.block_names} nor a unit {self.unit_names}.'
+                )
         return tuple(n for n in self.unit_names if n in selected)
 
     def forward_flops(self) -> float:
@@ -179,8 +191,10 @@ class LayerRegistry:
         block = self._block[u.block]
         if u.group == 'expanding' and u.name == block.units[1]:
             skip = next(b for b in self.blocks if b.group == 'contracting' and b.level == u.level)
-            return [(previous.name, previous.output_shape[-1]),
-                    (skip.units[-1], self._unit[skip.units[-1]].output_shape[-1])]
+            return [
+                (previous.name, previous.output_shape[-1]),
+                (skip.units[-1], self._unit[skip.units[-1]].output_shape[-1]),
+            ]
         return [(previous.name, u.input_shape[-1])]
 
 
@@ -208,18 +222,28 @@ def build_registry(model: UNet, *, image_size: int, in_channels: int) -> LayerRe
     for index, ((block, unit), module, in_shape, out_shape) in enumerate(calls):
         paths = tuple(p for p in flat if p[:2] == (block, unit))
         kernel = next(flat[p].shape for p in paths if p[-1] == 'kernel')
-        units.append(Unit(
-            name=f'{block}/{unit}', block=block, unit=unit, group=block_group(block),
-            level=round(math.log2(image_size // out_shape[0])), forward_index=index,
-            param_paths=paths, param_count=sum(math.prod(flat[p].shape) for p in paths),
-            flops=float(_unit_flops(module, kernel, tuple(in_shape), tuple(out_shape))),
-            input_shape=tuple(in_shape), output_shape=tuple(out_shape)))
+        units.append(
+            Unit(
+                name=f'{block}/{unit}',
+                block=block,
+                unit=unit,
+                group=block_group(block),
+                level=round(math.log2(image_size // out_shape[0])),
+                forward_index=index,
+                param_paths=paths,
+                param_count=sum(math.prod(flat[p].shape) for p in paths),
+                flops=float(_unit_flops(module, kernel, tuple(in_shape), tuple(out_shape))),
+                input_shape=tuple(in_shape),
+                output_shape=tuple(out_shape),
+            )
+        )
     missing = set(p[:2] for p in flat) - set(c[0] for c in calls)
     if missing:
-        raise ValueError(f'Parameters of {sorted(missing)} belong to no unit called on the data '
-                         'path: the registry expects the layout block -> unit -> leaves.')
-    return LayerRegistry(units, depth=model.depth, image_size=image_size,
-                         in_channels=in_channels)
+        raise ValueError(
+            f'Parameters of {sorted(missing)} belong to no unit called on the data '
+            'path: the registry expects the layout block -> unit -> leaves.'
+        )
+    return LayerRegistry(units, depth=model.depth, image_size=image_size, in_channels=in_channels)
 
 
 def _unit_flops(module: nn.Module, kernel: tuple[int, ...], in_shape, out_shape) -> int:

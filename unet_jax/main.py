@@ -13,13 +13,19 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:args]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder of the run: checkpoints, summaries, results.')
-flags.DEFINE_string('sweep_index', None,
-                    'Study only: one sweep point (an index), "pretrain" or "report"; '
-                    'default: the whole study in this process.')
+flags.DEFINE_string(
+    'sweep_index',
+    None,
+    'Study only: one sweep point (an index), "pretrain" or "report"; '
+    'default: the whole study in this process.',
+)
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() (multi-process runs).')
-flags.DEFINE_string('compilation_cache', '~/.cache/unet_jax/xla',
-                    'Persistent XLA compilation cache ("" = off): re-runs, resumed runs and the '
-                    'sweep points of a study skip compiling programs seen before.')
+flags.DEFINE_string(
+    'compilation_cache',
+    '~/.cache/unet_jax/xla',
+    'Persistent XLA compilation cache ("" = off): re-runs, resumed runs and the '
+    'sweep points of a study skip compiling programs seen before.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -33,8 +39,13 @@ def main(argv):
     if FLAGS.compilation_cache:
         jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
         jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-    logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
-                 jax.process_count(), jax.devices())
+    logging.info(
+        'JAX %s, process %d/%d, devices: %s',
+        jax.__version__,
+        jax.process_index(),
+        jax.process_count(),
+        jax.devices(),
+    )
     config = FLAGS.config
     if 'study' in config:
         from unet_jax import study

@@ -9,12 +9,12 @@ has Dice 1 (the smoothing term below), which matters for the normal BUSI class.
 # No `from __future__ import annotations`: CLU reads the Collection annotations at runtime.
 from collections.abc import Mapping
 
+from clu import metrics as clu_metrics
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
-from clu import metrics as clu_metrics
 
 # Smoothing of per-image Dice/IoU: 1.0 when prediction and mask are both empty.
 _EPS = 1e-6
@@ -70,16 +70,16 @@ class PooledOverlap(clu_metrics.Metric):
     true: jnp.ndarray
 
     @classmethod
-    def empty(cls) -> "PooledOverlap":
+    def empty(cls) -> 'PooledOverlap':
         zero = jnp.array(0.0, jnp.float32)
         return cls(tp=zero, pred=zero, true=zero)
 
     @classmethod
-    def from_model_output(cls, tp, pred, true, valid=None, **_) -> "PooledOverlap":
+    def from_model_output(cls, tp, pred, true, valid=None, **_) -> 'PooledOverlap':
         valid = jnp.ones_like(tp) if valid is None else valid.astype(tp.dtype)
         return cls(tp=(tp * valid).sum(), pred=(pred * valid).sum(), true=(true * valid).sum())
 
-    def merge(self, other: "PooledOverlap") -> "PooledOverlap":
+    def merge(self, other: 'PooledOverlap') -> 'PooledOverlap':
         return type(self)(self.tp + other.tp, self.pred + other.pred, self.true + other.true)
 
     def compute(self) -> dict[str, jnp.ndarray]:

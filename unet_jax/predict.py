@@ -21,21 +21,21 @@ masks of one image, `<stem><suffix>_<k>`, are OR-ed (BUSI's `_mask_1`), as in th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import csv
 import dataclasses
 import functools
 import glob
 import os
-import re
-from collections.abc import Callable, Sequence
 from pathlib import Path
+import re
 from typing import Any
 
+from absl import app, flags, logging
 import jax
 import numpy as np
-import scipy.ndimage
-from absl import app, flags, logging
 from PIL import Image, ImageDraw, ImageFont
+import scipy.ndimage
 
 from unet_jax import checkpoint, metrics, models
 from unet_jax.data import imageio, pipeline
@@ -72,12 +72,13 @@ class Predictor:
     resize: str
     pad: bool
 
-    def probabilities(self, images: Sequence[np.ndarray], *, batch_size: int = 8
-                      ) -> list[np.ndarray]:
+    def probabilities(
+        self, images: Sequence[np.ndarray], *, batch_size: int = 8
+    ) -> list[np.ndarray]:
         """Foreground probability maps float32 [H, W] at each uint8 image's own size."""
         maps = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             batch = np.stack([self._model_input(image) for image in chunk])
             # Pad the last batch: one compiled shape for the whole run.
             batch = np.pad(batch, ((0, batch_size - len(chunk)), (0, 0), (0, 0), (0, 0)))
@@ -87,15 +88,21 @@ class Predictor:
 
     def _model_input(self, image: np.ndarray) -> np.ndarray:
         empty_mask = np.zeros(image.shape[:2], np.uint8)
-        x, _ = pipeline.preprocess(image, empty_mask, image_size=self.image_size,
-                                   in_channels=self.in_channels, resize=self.resize, pad=self.pad)
+        x, _ = pipeline.preprocess(
+            image,
+            empty_mask,
+            image_size=self.image_size,
+            in_channels=self.in_channels,
+            resize=self.resize,
+            pad=self.pad,
+        )
         return x
 
     def _to_original(self, prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Undoes the preprocessing geometry: crop the content (if padded), resize bilinearly."""
         height, width = shape
         top, left, content_h, content_w = _content_box(height, width, self.image_size, self.pad)
-        content = prob[top:top + content_h, left:left + content_w].astype(np.float32)
+        content = prob[top : top + content_h, left : left + content_w].astype(np.float32)
         resized = Image.fromarray(content).resize((width, height), Image.BILINEAR)
         return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
 
@@ -118,19 +125,24 @@ def run_folder(path: str) -> str:
     """The workdir of the finished run at or above `path` (a workdir, its best/ or a step)."""
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
-        raise PredictError(f'--checkpoint={path!r} does not exist. Pass the workdir of a '
-                           'finished run (the --workdir given to unet_jax.main).')
+        raise PredictError(
+            f'--checkpoint={path!r} does not exist. Pass the workdir of a '
+            'finished run (the --workdir given to unet_jax.main).'
+        )
     for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
         if os.path.isfile(os.path.join(folder, 'config.json')):
             if not os.path.isfile(os.path.join(folder, 'results.json')):
                 raise PredictError(
                     f'--checkpoint={path!r}: the run in {folder} has not finished (it has no '
                     'results.json). Let it finish, or re-run its unet_jax.main command to '
-                    'resume it, then predict.')
+                    'resume it, then predict.'
+                )
             return folder
-    raise PredictError(f'--checkpoint={path!r} holds no run: no config.json there or above. '
-                       'Pass the workdir of a finished run (the --workdir given to '
-                       'unet_jax.main).')
+    raise PredictError(
+        f'--checkpoint={path!r} holds no run: no config.json there or above. '
+        'Pass the workdir of a finished run (the --workdir given to '
+        'unet_jax.main).'
+    )
 
 
 def load_predictor(checkpoint_path: str) -> Predictor:
@@ -139,32 +151,44 @@ def load_predictor(checkpoint_path: str) -> Predictor:
     config = checkpoint.load_run_config(workdir)
     model_config, data_config = config['model'], config['data']
     if model_config.get('out_channels', 1) != 1:
-        raise PredictError(f'The run in {workdir} has model.out_channels='
-                           f'{model_config["out_channels"]}; predict segments one foreground '
-                           'class (out_channels=1).')
+        raise PredictError(
+            f'The run in {workdir} has model.out_channels='
+            f'{model_config["out_channels"]}; predict segments one foreground '
+            'class (out_channels=1).'
+        )
     model = models.create_model(model_config)
     image_size, in_channels = int(data_config['image_size']), int(model_config['in_channels'])
     loaded, _ = checkpoint.load_variables(workdir)
     shapes = jax.eval_shape(
-        functools.partial(model.init, train=False), jax.random.key(0),
-        jax.ShapeDtypeStruct((1, image_size, image_size, in_channels), np.float32))
+        functools.partial(model.init, train=False),
+        jax.random.key(0),
+        jax.ShapeDtypeStruct((1, image_size, image_size, in_channels), np.float32),
+    )
     # Strict: a config.json that does not describe the checkpoint fails here, listing the keys.
     variables = checkpoint.merge_pretrained(dict(shapes), loaded, source=workdir)
-    logging.info('Loaded %s: %dx%d input, %d channel(s).', workdir, image_size, image_size,
-                 in_channels)
+    logging.info(
+        'Loaded %s: %dx%d input, %d channel(s).', workdir, image_size, image_size, in_channels
+    )
     return Predictor(
-        workdir=workdir, variables=variables,
+        workdir=workdir,
+        variables=variables,
         apply=jax.jit(functools.partial(_sigmoid_probabilities, model=model)),
-        image_size=image_size, in_channels=in_channels,
-        resize=data_config.get('resize', 'bilinear'), pad=bool(data_config.get('pad', False)))
+        image_size=image_size,
+        in_channels=in_channels,
+        resize=data_config.get('resize', 'bilinear'),
+        pad=bool(data_config.get('pad', False)),
+    )
 
 
 # ----------------------------------------------------------------------------- finding files
 
 
 def _image_files(candidates: Sequence[Path]) -> list[Path]:
-    return sorted(p for p in candidates if p.is_file() and not p.name.startswith('.')
-                  and p.suffix.lower() in imageio.IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in candidates
+        if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in imageio.IMAGE_SUFFIXES
+    )
 
 
 def _expand(spec: str, flag: str) -> list[Path]:
@@ -179,8 +203,9 @@ def _expand(spec: str, flag: str) -> list[Path]:
     elif glob.has_magic(spec):
         candidates = [Path(p) for p in glob.glob(str(path), recursive=True)]
     else:
-        raise PredictError(f'--{flag}: {spec!r} does not exist (expected a folder, a glob or an '
-                           'image file).')
+        raise PredictError(
+            f'--{flag}: {spec!r} does not exist (expected a folder, a glob or an image file).'
+        )
     files = _image_files(candidates)
     if not files:
         others = sorted(p.name for p in candidates if p.is_file())
@@ -200,38 +225,46 @@ def find_inputs(inputs: str | Sequence[str]) -> list[Path]:
         by_stem.setdefault(f.stem, []).append(f)
     clashes = [' and '.join(map(str, v)) for v in by_stem.values() if len(v) > 1]
     if clashes:
-        raise PredictError(f'Several inputs share a file stem, so their outputs would collide: '
-                           f'{_show(clashes)}. Predict them into separate --output folders.')
+        raise PredictError(
+            f'Several inputs share a file stem, so their outputs would collide: '
+            f'{_show(clashes)}. Predict them into separate --output folders.'
+        )
     return files
 
 
-def pair_masks(images: Sequence[Path], masks: str, mask_suffix: str = ''
-               ) -> tuple[list[Path], dict[Path, list[Path]]]:
+def pair_masks(
+    images: Sequence[Path], masks: str, mask_suffix: str = ''
+) -> tuple[list[Path], dict[Path, list[Path]]]:
     """(images, their mask files): a mask is named <image stem><mask_suffix>[_<k>]; masks of
     other images are ignored, mask files that --input also matched are not segmented."""
     mask_files = _expand(masks, 'masks')
     mask_set = set(mask_files)
     pattern = re.compile(rf'(.+?){re.escape(mask_suffix)}(_\d+)?' if mask_suffix else r'(.+)')
     if not mask_suffix and mask_set.issuperset(images):
-        raise PredictError(f'--masks={masks!r} matches the input images themselves. Give the '
-                           'mask folder, or --mask_suffix when masks sit next to their images '
-                           '(e.g. --mask_suffix=_mask for a_mask.png).')
+        raise PredictError(
+            f'--masks={masks!r} matches the input images themselves. Give the '
+            'mask folder, or --mask_suffix when masks sit next to their images '
+            '(e.g. --mask_suffix=_mask for a_mask.png).'
+        )
     # Masks next to their images: files that are masks by name are not images to segment.
     is_mask = lambda p: p in mask_set and mask_suffix and pattern.fullmatch(p.stem)  # noqa: E731
     images = [p for p in images if not is_mask(p)]
     if not images:
-        raise PredictError(f'Every --input file is a mask by its name (<stem>{mask_suffix}); '
-                           'point --input at the images.')
+        raise PredictError(
+            f'Every --input file is a mask by its name (<stem>{mask_suffix}); '
+            'point --input at the images.'
+        )
     by_key: dict[str, list[Path]] = {}
     for f in mask_files:
-        if (match := pattern.fullmatch(f.stem)):
+        if match := pattern.fullmatch(f.stem):
             by_key.setdefault(match.group(1), []).append(f)
     lacking = [str(p) for p in images if p.stem not in by_key]
     if lacking:
         rule = f'<stem>{mask_suffix}' if mask_suffix else 'the same stem'
         raise PredictError(
             f'{len(lacking)} image(s) have no mask named {rule} in --masks={masks!r}: '
-            f'{_show(lacking)}. Add their masks, fix --mask_suffix, or leave them out of --input.')
+            f'{_show(lacking)}. Add their masks, fix --mask_suffix, or leave them out of --input.'
+        )
     return images, {p: sorted(by_key[p.stem]) for p in images}
 
 
@@ -243,23 +276,30 @@ def _read_image(path: Path) -> np.ndarray:
         return imageio.read_image(path, channels=3)
     except imageio.ImageReadError as e:
         cause = e.__cause__ or e
-        raise PredictError(f'{path}: cannot be read as an image ({cause}). Replace the file or '
-                           'leave it out of --input.') from e
+        raise PredictError(
+            f'{path}: cannot be read as an image ({cause}). Replace the file or '
+            'leave it out of --input.'
+        ) from e
 
 
-def _read_mask(paths: Sequence[Path], image_path: Path, shape: tuple[int, int],
-               threshold: float) -> np.ndarray:
+def _read_mask(
+    paths: Sequence[Path], image_path: Path, shape: tuple[int, int], threshold: float
+) -> np.ndarray:
     try:
         mask = imageio.read_mask(list(paths), threshold=threshold)
     except imageio.ImageReadError as e:
         if e.__cause__ is None:  # Values under the threshold: the message says what to change.
             raise PredictError(f'{e} (--mask_threshold)') from e
-        raise PredictError(f'Mask of {image_path} ({_show(paths)}) cannot be read as an image '
-                           f'({e.__cause__}). Replace the file.') from e
+        raise PredictError(
+            f'Mask of {image_path} ({_show(paths)}) cannot be read as an image '
+            f'({e.__cause__}). Replace the file.'
+        ) from e
     if mask.shape != tuple(shape):
-        raise PredictError(f'{paths[0]}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its '
-                           f'image {image_path} is {shape[1]}x{shape[0]}; a mask must have its '
-                           "image's size.")
+        raise PredictError(
+            f'{paths[0]}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its '
+            f'image {image_path} is {shape[1]}x{shape[0]}; a mask must have its '
+            "image's size."
+        )
     return mask
 
 
@@ -276,8 +316,12 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def overlay(image: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None = None,
-            dice: float | None = None) -> Image.Image:
+def overlay(
+    image: np.ndarray,
+    prediction: np.ndarray,
+    mask: np.ndarray | None = None,
+    dice: float | None = None,
+) -> Image.Image:
     """RGB image with the prediction's contour (red), the truth's (green) and the Dice."""
     height, width = image.shape[:2]
     line = max(1, round(max(height, width) / 200))
@@ -304,18 +348,36 @@ def _write_scores(path: str, rows: list[dict[str, Any]]) -> dict[str, float]:
         writer = csv.writer(f)
         writer.writerow(['image', 'mask', 'height', 'width', 'dice', 'iou', 'hd95'])
         for r in rows:
-            writer.writerow([r['image'], ';'.join(r['mask']), r['height'], r['width'],
-                             f'{r["dice"]:.6f}', f'{r["iou"]:.6f}', f'{r["hd95"]:.4f}'])
-        writer.writerow(['mean', '', '', '', f'{mean["dice"]:.6f}', f'{mean["iou"]:.6f}',
-                         f'{mean["hd95"]:.4f}'])
+            writer.writerow(
+                [
+                    r['image'],
+                    ';'.join(r['mask']),
+                    r['height'],
+                    r['width'],
+                    f'{r["dice"]:.6f}',
+                    f'{r["iou"]:.6f}',
+                    f'{r["hd95"]:.4f}',
+                ]
+            )
+        writer.writerow(
+            ['mean', '', '', '', f'{mean["dice"]:.6f}', f'{mean["iou"]:.6f}', f'{mean["hd95"]:.4f}']
+        )
     os.replace(tmp, path)
     return mean
 
 
-def predict_images(checkpoint_path: str, inputs: str | Sequence[str], output: str, *,
-                   masks: str = '', mask_suffix: str = '', mask_threshold: float = 0,
-                   probabilities: bool = False, threshold: float = 0.5,
-                   batch_size: int = 8) -> dict[str, Any]:
+def predict_images(
+    checkpoint_path: str,
+    inputs: str | Sequence[str],
+    output: str,
+    *,
+    masks: str = '',
+    mask_suffix: str = '',
+    mask_threshold: float = 0,
+    probabilities: bool = False,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """Segments `inputs` with the run at `checkpoint_path` and writes the outputs to `output`.
 
     Returns {'rows': one dict per image (image, height, width, foreground fraction and, with
@@ -335,20 +397,27 @@ def predict_images(checkpoint_path: str, inputs: str | Sequence[str], output: st
     rows = []
     # Read in chunks of a batch: originals of any size are never all held in memory at once.
     for start in range(0, len(images), batch_size):
-        paths = images[start:start + batch_size]
+        paths = images[start : start + batch_size]
         originals = [_read_image(p) for p in paths]
         maps = predictor.probabilities(originals, batch_size=batch_size)
         for path, original, prob in zip(paths, originals, maps):
             prediction = prob > threshold
-            row = {'image': str(path), 'height': original.shape[0], 'width': original.shape[1],
-                   'foreground': float(prediction.mean())}
+            row = {
+                'image': str(path),
+                'height': original.shape[0],
+                'width': original.shape[1],
+                'foreground': float(prediction.mean()),
+            }
             mask = None
             if masks:
                 mask = _read_mask(mask_files[path], path, original.shape[:2], mask_threshold)
-                scores = metrics.per_image_scores(prediction[None, ..., None],
-                                                  mask[None, ..., None])
-                row.update(mask=[str(m) for m in mask_files[path]],
-                           **{k: float(v[0]) for k, v in scores.items()})
+                scores = metrics.per_image_scores(
+                    prediction[None, ..., None], mask[None, ..., None]
+                )
+                row.update(
+                    mask=[str(m) for m in mask_files[path]],
+                    **{k: float(v[0]) for k, v in scores.items()},
+                )
             stem = os.path.join(output, path.stem)
             Image.fromarray(prediction.astype(np.uint8) * 255).save(f'{stem}_mask.png')
             if probabilities:
@@ -372,10 +441,17 @@ def define_flags() -> None:
     flags.DEFINE_list('input', None, 'Image folder(s), glob(s) or files, comma-separated.')
     flags.DEFINE_string('output', None, 'Folder for <stem>_mask.png, _prob.png, _overlay.png.')
     flags.DEFINE_string('masks', '', 'Ground-truth folder or glob: scores.csv and truth contours.')
-    flags.DEFINE_string('mask_suffix', '', 'Mask stem = image stem + this (e.g. _mask); '
-                        'masks <stem><suffix>_<k> of the same image are OR-ed.')
-    flags.DEFINE_float('mask_threshold', 0, 'A mask pixel > this is foreground (0: any non-zero; '
-                       '127 for JPEG masks).')
+    flags.DEFINE_string(
+        'mask_suffix',
+        '',
+        'Mask stem = image stem + this (e.g. _mask); '
+        'masks <stem><suffix>_<k> of the same image are OR-ed.',
+    )
+    flags.DEFINE_float(
+        'mask_threshold',
+        0,
+        'A mask pixel > this is foreground (0: any non-zero; 127 for JPEG masks).',
+    )
     flags.DEFINE_bool('probabilities', False, 'Also write probability maps (<stem>_prob.png).')
     flags.DEFINE_float('threshold', 0.5, 'Foreground where the probability exceeds this.')
     flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
@@ -387,18 +463,26 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     try:
         result = predict_images(
-            FLAGS.checkpoint, FLAGS.input, FLAGS.output, masks=FLAGS.masks,
-            mask_suffix=FLAGS.mask_suffix, mask_threshold=FLAGS.mask_threshold,
-            probabilities=FLAGS.probabilities, threshold=FLAGS.threshold,
-            batch_size=FLAGS.batch_size)
+            FLAGS.checkpoint,
+            FLAGS.input,
+            FLAGS.output,
+            masks=FLAGS.masks,
+            mask_suffix=FLAGS.mask_suffix,
+            mask_threshold=FLAGS.mask_threshold,
+            probabilities=FLAGS.probabilities,
+            threshold=FLAGS.threshold,
+            batch_size=FLAGS.batch_size,
+        )
     except (PredictError, checkpoint.CheckpointMismatchError) as e:
         raise SystemExit(f'predict: {e}') from None
     print(f'Wrote {len(result["rows"])} segmentations to {result["output"]}.')
     if result['mean'] is not None:
         mean = result['mean']
-        print(f'Mean over {len(result["rows"])} images: Dice {mean["dice"]:.4f}, '
-              f'IoU {mean["iou"]:.4f}, HD95 {mean["hd95"]:.2f} px '
-              f'({os.path.join(result["output"], SCORES_FILE)}).')
+        print(
+            f'Mean over {len(result["rows"])} images: Dice {mean["dice"]:.4f}, '
+            f'IoU {mean["iou"]:.4f}, HD95 {mean["hd95"]:.2f} px '
+            f'({os.path.join(result["output"], SCORES_FILE)}).'
+        )
 
 
 if __name__ == '__main__':

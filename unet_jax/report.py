@@ -13,8 +13,8 @@ is the mean paired difference and Cohen's d_z = mean(diff) / sd(diff); p is the 
 paired t-test (Wilcoxon signed-rank as well when there are at least 6 pairs).
 """
 
-from collections.abc import Sequence
 import base64
+from collections.abc import Sequence
 import csv
 import dataclasses
 import html
@@ -54,6 +54,7 @@ METRICS = ('dice', 'iou', 'hd95')
 @dataclasses.dataclass(frozen=True)
 class Summary:
     """Mean over seeds with sample std (ddof=1) and the t-based 95% CI; nan where n < 2."""
+
     n: int
     mean: float
     std: float
@@ -76,6 +77,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
 @dataclasses.dataclass(frozen=True)
 class Paired:
     """a - b paired by seed. t, p, d_z are nan when no test is possible (n < 2, or sd = 0)."""
+
     n: int
     mean_diff: float
     sd_diff: float
@@ -128,7 +130,8 @@ def load_plan(workdir: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f'{path} does not exist: {workdir} is not a study workdir (or the study never '
             'started). Run `python -m unet_jax.main --config=configs/layerwise.py '
-            f'--workdir={workdir}` (or with --sweep_index=report) first.')
+            f'--workdir={workdir}` (or with --sweep_index=report) first.'
+        )
     with open(path) as f:
         return json.load(f)
 
@@ -142,8 +145,21 @@ def load_rows(workdir: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
         if directory not in results:
             results[directory] = _read_results(directory)
         res = results[directory]
-        row = {key: point[key] for key in ('name', 'index', 'run', 'target', 'num_train', 'seed',
-                                            'family', 'order', 'granularity', 'k')}
+        row = {
+            key: point[key]
+            for key in (
+                'name',
+                'index',
+                'run',
+                'target',
+                'num_train',
+                'seed',
+                'family',
+                'order',
+                'granularity',
+                'k',
+            )
+        }
         row['configuration'] = point['name'].rsplit('/', 1)[1]
         row['run_configuration'] = point['run'].rsplit('/', 1)[1]
         row['num_units'] = len(point['trained_units'])
@@ -189,8 +205,11 @@ def group(rows, **where) -> list[dict[str, Any]]:
 
 def done_values(rows, metric: str, seeds: Sequence[int] | None = None) -> dict[int, float]:
     """seed -> value of the finished rows (the pairing key of comparisons)."""
-    return {r['seed']: r[metric] for r in rows if r['status'] == 'done'
-            and (seeds is None or r['seed'] in seeds)}
+    return {
+        r['seed']: r[metric]
+        for r in rows
+        if r['status'] == 'done' and (seeds is None or r['seed'] in seeds)
+    }
 
 
 def summary_rows(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -204,23 +223,33 @@ def summary_rows(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[d
                 done = [r for r in cell if r['status'] == 'done']
                 dice = summarize([r['test_dice'] for r in done])
                 runs = {r['run_configuration'] for r in cell}
-                out.append(dict(
-                    target=target, num_train=num_train, configuration=configuration,
-                    family=cell[0]['family'], order=cell[0]['order'],
-                    granularity=cell[0]['granularity'], k=cell[0]['k'],
-                    num_units=cell[0]['num_units'],
-                    same_run_as=(runs.pop() if len(runs) == 1 and configuration not in runs
-                                 else ''),
-                    seeds_done=len(done), seeds_failed=sum(r['status'] == 'failed' for r in cell),
-                    seeds_total=len(cell),
-                    dice_mean=dice.mean, dice_std=dice.std, dice_ci_low=dice.ci_low,
-                    dice_ci_high=dice.ci_high,
-                    iou_mean=_nanmean(r['test_iou'] for r in done),
-                    hd95_mean=_nanmean(r['test_hd95'] for r in done),
-                    trained_fraction=_nanmean(r['trained_fraction'] for r in done),
-                    step_time_ms=1000 * _nanmean(r['step_time_s'] for r in done),
-                    wall_time_s=_nanmean(r['wall_time_s'] for r in done),
-                ))
+                out.append(
+                    dict(
+                        target=target,
+                        num_train=num_train,
+                        configuration=configuration,
+                        family=cell[0]['family'],
+                        order=cell[0]['order'],
+                        granularity=cell[0]['granularity'],
+                        k=cell[0]['k'],
+                        num_units=cell[0]['num_units'],
+                        same_run_as=(
+                            runs.pop() if len(runs) == 1 and configuration not in runs else ''
+                        ),
+                        seeds_done=len(done),
+                        seeds_failed=sum(r['status'] == 'failed' for r in cell),
+                        seeds_total=len(cell),
+                        dice_mean=dice.mean,
+                        dice_std=dice.std,
+                        dice_ci_low=dice.ci_low,
+                        dice_ci_high=dice.ci_high,
+                        iou_mean=_nanmean(r['test_iou'] for r in done),
+                        hd95_mean=_nanmean(r['test_hd95'] for r in done),
+                        trained_fraction=_nanmean(r['trained_fraction'] for r in done),
+                        step_time_ms=1000 * _nanmean(r['step_time_s'] for r in done),
+                        wall_time_s=_nanmean(r['wall_time_s'] for r in done),
+                    )
+                )
     return out
 
 
@@ -242,8 +271,17 @@ def _fmt(value: float, digits: int = 3) -> str:
     return '-' if value is None or not np.isfinite(value) else f'{value:.{digits}f}'
 
 
-SUMMARY_COLUMNS = ('configuration', 'seeds', 'test Dice', '95% CI', 'IoU', 'HD95 (px)',
-                   'trained %', 'step ms', 'wall s')
+SUMMARY_COLUMNS = (
+    'configuration',
+    'seeds',
+    'test Dice',
+    '95% CI',
+    'IoU',
+    'HD95 (px)',
+    'trained %',
+    'step ms',
+    'wall s',
+)
 
 
 def _summary_cells(s: dict[str, Any]) -> list[str]:
@@ -254,18 +292,32 @@ def _summary_cells(s: dict[str, Any]) -> list[str]:
     dice = _fmt(s['dice_mean'])
     if np.isfinite(s['dice_std']):
         dice += f' ± {_fmt(s["dice_std"])}'
-    ci = (f'[{_fmt(s["dice_ci_low"])}, {_fmt(s["dice_ci_high"])}]'
-          if np.isfinite(s['dice_ci_low']) else '-')
-    return [name, seeds, dice, ci, _fmt(s['iou_mean']), _fmt(s['hd95_mean'], 1),
-            _fmt(100 * s['trained_fraction'], 1), _fmt(s['step_time_ms'], 1),
-            _fmt(s['wall_time_s'], 0)]
+    ci = (
+        f'[{_fmt(s["dice_ci_low"])}, {_fmt(s["dice_ci_high"])}]'
+        if np.isfinite(s['dice_ci_low'])
+        else '-'
+    )
+    return [
+        name,
+        seeds,
+        dice,
+        ci,
+        _fmt(s['iou_mean']),
+        _fmt(s['hd95_mean'], 1),
+        _fmt(100 * s['trained_fraction'], 1),
+        _fmt(s['step_time_ms'], 1),
+        _fmt(s['wall_time_s'], 0),
+    ]
 
 
 def _table_groups(summary: Sequence[dict[str, Any]]):
     keys = list(dict.fromkeys((s['target'], s['num_train']) for s in summary))
     for target, num_train in keys:
-        yield target, num_train, [s for s in summary
-                                  if s['target'] == target and s['num_train'] == num_train]
+        yield (
+            target,
+            num_train,
+            [s for s in summary if s['target'] == target and s['num_train'] == num_train],
+        )
 
 
 def _size_label(num_train: int) -> str:
@@ -292,20 +344,28 @@ def _describe(label_a: str, label_b: str, c: Paired) -> str:
         return f'{label_a} vs {label_b}: no seed has both results yet.'
     diff = f'{c.mean_diff:+.3f} Dice'
     if c.n < 2:
-        return (f'{label_a} vs {label_b}: only one seed, so no test is possible '
-                f'(observed difference {diff}).')
+        return (
+            f'{label_a} vs {label_b}: only one seed, so no test is possible '
+            f'(observed difference {diff}).'
+        )
     if c.sd_diff == 0:
-        return (f'{label_a} vs {label_b}: identical difference {diff} on all {c.n} seeds; '
-                'the t-test is undefined (no variation).')
+        return (
+            f'{label_a} vs {label_b}: identical difference {diff} on all {c.n} seeds; '
+            'the t-test is undefined (no variation).'
+        )
     p_text = f'paired t-test p = {c.p:.3g}'
     if np.isfinite(c.p_wilcoxon):
         p_text += f', Wilcoxon p = {c.p_wilcoxon:.3g}'
     if c.p < ALPHA:
         better, worse = (label_a, label_b) if c.mean_diff > 0 else (label_b, label_a)
-        return (f'{better} beat {worse} by {abs(c.mean_diff):.3f} Dice (mean paired '
-                f'difference; d_z = {abs(c.d_z):.2f}, {p_text}, {c.n} seeds).')
-    return (f'{label_a} vs {label_b}: no evidence of a difference (mean paired difference '
-            f'{diff}, d_z = {c.d_z:.2f}, {p_text}, {c.n} seeds).')
+        return (
+            f'{better} beat {worse} by {abs(c.mean_diff):.3f} Dice (mean paired '
+            f'difference; d_z = {abs(c.d_z):.2f}, {p_text}, {c.n} seeds).'
+        )
+    return (
+        f'{label_a} vs {label_b}: no evidence of a difference (mean paired difference '
+        f'{diff}, d_z = {c.d_z:.2f}, {p_text}, {c.n} seeds).'
+    )
 
 
 def compare(rows, a: dict[str, Any], b: dict[str, Any], metric: str = 'test_dice') -> Paired:
@@ -333,8 +393,9 @@ def direction_comparison(rows, order: str, granularity: str) -> tuple[Paired, li
             means_a.setdefault(s, []).append(va[s])
             means_b.setdefault(s, []).append(vb[s])
     complete = [s for s in means_a if len(means_a[s]) == len(ks)]
-    overall = paired_comparison([np.mean(means_a[s]) for s in complete],
-                                [np.mean(means_b[s]) for s in complete])
+    overall = paired_comparison(
+        [np.mean(means_a[s]) for s in complete], [np.mean(means_b[s]) for s in complete]
+    )
     adjusted = holm([c.p for _, c in per_k])
     return overall, per_k, adjusted
 
@@ -349,30 +410,43 @@ def conclusions(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[st
             head = f'**{target}, n = {_size_label(num_train)}**: '
             if {'contracting', 'expanding'} <= families:
                 c = compare(sub, dict(family='contracting'), dict(family='expanding'))
-                lines.append(head + _describe('tuning the contracting path',
-                                              'tuning the expanding path', c))
+                lines.append(
+                    head + _describe('tuning the contracting path', 'tuning the expanding path', c)
+                )
             if {'shallow_to_deep', 'deep_to_shallow'} <= families:
                 for order in plan['orders']:
                     for granularity in plan['granularities']:
                         overall, per_k, adjusted = direction_comparison(sub, order, granularity)
                         label = f'({order} order, by {granularity})'
-                        lines.append(head + 'averaged over k, ' + _describe(
-                            f'shallow->deep {label}', f'deep->shallow {label}', overall))
-                        wins = [(k, c) for (k, c), p in zip(per_k, adjusted)
-                                if np.isfinite(p) and p < ALPHA]
+                        lines.append(
+                            head
+                            + 'averaged over k, '
+                            + _describe(f'shallow->deep {label}', f'deep->shallow {label}', overall)
+                        )
+                        wins = [
+                            (k, c)
+                            for (k, c), p in zip(per_k, adjusted)
+                            if np.isfinite(p) and p < ALPHA
+                        ]
                         tested = sum(np.isfinite(p) for p in adjusted)
                         if tested:
                             detail = ', '.join(
                                 f'k={k}: {"shallow->deep" if c.mean_diff > 0 else "deep->shallow"}'
-                                f' by {abs(c.mean_diff):.3f}' for k, c in wins)
+                                f' by {abs(c.mean_diff):.3f}'
+                                for k, c in wins
+                            )
                             lines.append(
                                 head + f'per k {label}: {len(wins)} of {tested} tested values of k '
-                                'differ after Holm correction' + (f' ({detail}).' if wins
-                                                                  else '.'))
+                                'differ after Holm correction' + (f' ({detail}).' if wins else '.')
+                            )
             if {'full', 'scratch'} <= families:
                 c = compare(sub, dict(family='full'), dict(family='scratch'))
-                lines.append(head + _describe('fine-tuning everything from pre-training',
-                                              'training from scratch', c))
+                lines.append(
+                    head
+                    + _describe(
+                        'fine-tuning everything from pre-training', 'training from scratch', c
+                    )
+                )
     return lines
 
 
@@ -380,8 +454,9 @@ def conclusions(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[st
 
 
 def _panel_grid(num_rows: int, num_cols: int, *, width=4.2, height=3.2):
-    fig, axes = plt.subplots(num_rows, num_cols, figsize=(width * num_cols, height * num_rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        num_rows, num_cols, figsize=(width * num_cols, height * num_rows), squeeze=False
+    )
     return fig, axes
 
 
@@ -396,21 +471,37 @@ def plot_dice_vs_units(summary: Sequence[dict[str, Any]], plan: dict[str, Any], 
             for family, color in DIRECTION_COLOR.items():
                 for order in plan['orders']:
                     for granularity in plan['granularities']:
-                        line = sorted((s for s in cells if s['family'] == family
-                                       and s['order'] == order
-                                       and s['granularity'] == granularity
-                                       and np.isfinite(s['dice_mean'])),
-                                      key=lambda s: s['num_units'])
+                        line = sorted(
+                            (
+                                s
+                                for s in cells
+                                if s['family'] == family
+                                and s['order'] == order
+                                and s['granularity'] == granularity
+                                and np.isfinite(s['dice_mean'])
+                            ),
+                            key=lambda s: s['num_units'],
+                        )
                         if not line:
                             continue
                         x = [s['num_units'] for s in line]
-                        ax.plot(x, [s['dice_mean'] for s in line], color=color,
-                                linestyle=ORDER_LINESTYLE[order],
-                                marker=GRANULARITY_MARKER[granularity], markersize=4,
-                                label=f'{family.replace("_to_", "->")} ({order}, {granularity})')
-                        ax.fill_between(x, [s['dice_ci_low'] for s in line],
-                                        [s['dice_ci_high'] for s in line], color=color,
-                                        alpha=0.12, linewidth=0)
+                        ax.plot(
+                            x,
+                            [s['dice_mean'] for s in line],
+                            color=color,
+                            linestyle=ORDER_LINESTYLE[order],
+                            marker=GRANULARITY_MARKER[granularity],
+                            markersize=4,
+                            label=f'{family.replace("_to_", "->")} ({order}, {granularity})',
+                        )
+                        ax.fill_between(
+                            x,
+                            [s['dice_ci_low'] for s in line],
+                            [s['dice_ci_high'] for s in line],
+                            color=color,
+                            alpha=0.12,
+                            linewidth=0,
+                        )
             for family, style in REFERENCE_STYLE.items():
                 ref = [s for s in cells if s['configuration'] == family]
                 if ref and np.isfinite(ref[0]['dice_mean']):
@@ -449,14 +540,24 @@ def plot_dice_vs_size(summary: Sequence[dict[str, Any]], plan: dict[str, Any], p
     for j, target in enumerate(targets):
         ax = axes[0][j]
         for family, style in REFERENCE_STYLE.items():
-            cells = {s['num_train']: s for s in summary
-                     if s['target'] == target and s['configuration'] == family}
+            cells = {
+                s['num_train']: s
+                for s in summary
+                if s['target'] == target and s['configuration'] == family
+            }
             if not cells:
                 continue
             y = [cells[n]['dice_mean'] if n in cells else math.nan for n in sizes]
             err = [_half_ci(cells.get(n)) for n in sizes]
-            ax.errorbar(range(len(sizes)), y, yerr=err, marker='o', capsize=3, label=family,
-                        color=style['color'])
+            ax.errorbar(
+                range(len(sizes)),
+                y,
+                yerr=err,
+                marker='o',
+                capsize=3,
+                label=family,
+                color=style['color'],
+            )
         ax.set_xticks(range(len(sizes)), [_size_label(n) for n in sizes])
         ax.set_xlabel('training images')
         ax.set_ylabel('test Dice')
@@ -478,14 +579,29 @@ def plot_contracting_vs_expanding(summary: Sequence[dict[str, Any]], path: str) 
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(groups)), 3.6))
     width = 0.8 / len(configurations)
     for i, configuration in enumerate(configurations):
-        cells = [next((s for s in summary if (s['target'], s['num_train']) == g
-                       and s['configuration'] == configuration), None) for g in groups]
+        cells = [
+            next(
+                (
+                    s
+                    for s in summary
+                    if (s['target'], s['num_train']) == g and s['configuration'] == configuration
+                ),
+                None,
+            )
+            for g in groups
+        ]
         if all(c is None for c in cells):
             continue
         x = np.arange(len(groups)) + (i - (len(configurations) - 1) / 2) * width
-        ax.bar(x, [c['dice_mean'] if c else math.nan for c in cells], width,
-               yerr=[_half_ci(c) for c in cells], capsize=3, label=configuration,
-               color=REFERENCE_STYLE[configuration]['color'])
+        ax.bar(
+            x,
+            [c['dice_mean'] if c else math.nan for c in cells],
+            width,
+            yerr=[_half_ci(c) for c in cells],
+            capsize=3,
+            label=configuration,
+            color=REFERENCE_STYLE[configuration]['color'],
+        )
     ax.set_xticks(range(len(groups)), [f'{t}\nn = {_size_label(n)}' for t, n in groups])
     ax.set_ylabel('test Dice')
     ax.set_ylim(bottom=0)
@@ -499,36 +615,42 @@ def plot_contracting_vs_expanding(summary: Sequence[dict[str, Any]], path: str) 
 QUALITATIVE_COLUMNS = ('pretrained', 'expanding', 'contracting')
 
 
-def plot_qualitative(rows: Sequence[dict[str, Any]], target: str, path: str,
-                     *, max_images: int = 4) -> bool:
+def plot_qualitative(
+    rows: Sequence[dict[str, Any]], target: str, path: str, *, max_images: int = 4
+) -> bool:
     """Image, ground truth and the pre-trained / tuned-expanding / tuned-contracting predictions
     for a few test images (smallest size, first seed that has all three). False if none has."""
-    sizes = sorted({r['num_train'] for r in rows if r['target'] == target},
-                   key=lambda n: math.inf if n < 0 else n)
+    sizes = sorted(
+        {r['num_train'] for r in rows if r['target'] == target},
+        key=lambda n: math.inf if n < 0 else n,
+    )
     for num_train in sizes:
         for seed in sorted({r['seed'] for r in rows}):
             found = {}
             for configuration in QUALITATIVE_COLUMNS:
-                cell = group(rows, target=target, num_train=num_train, seed=seed,
-                             configuration=configuration)
+                cell = group(
+                    rows, target=target, num_train=num_train, seed=seed, configuration=configuration
+                )
                 npz = os.path.join(cell[0]['dir'], 'predictions.npz') if cell else ''
                 if cell and cell[0]['status'] == 'done' and os.path.exists(npz):
                     found[configuration] = dict(np.load(npz))
             if len(found) == len(QUALITATIVE_COLUMNS):
-                _draw_qualitative(found, f'{target}, n = {_size_label(num_train)}, seed {seed}',
-                                  path, max_images)
+                _draw_qualitative(
+                    found, f'{target}, n = {_size_label(num_train)}, seed {seed}', path, max_images
+                )
                 return True
     return False
 
 
-def _draw_qualitative(found: dict[str, dict[str, np.ndarray]], title: str, path: str,
-                      max_images: int) -> None:
+def _draw_qualitative(
+    found: dict[str, dict[str, np.ndarray]], title: str, path: str, max_images: int
+) -> None:
     reference = found[QUALITATIVE_COLUMNS[0]]
     count = min(max_images, len(reference['image']))
-    columns = ('image', 'ground truth', 'pre-trained only', 'tuned expanding',
-               'tuned contracting')
-    fig, axes = plt.subplots(count, len(columns), figsize=(2.1 * len(columns), 2.1 * count),
-                             squeeze=False)
+    columns = ('image', 'ground truth', 'pre-trained only', 'tuned expanding', 'tuned contracting')
+    fig, axes = plt.subplots(
+        count, len(columns), figsize=(2.1 * len(columns), 2.1 * count), squeeze=False
+    )
     for i in range(count):
         mask = reference['mask'][i, ..., 0] > 0.5
         axes[i][0].imshow(reference['image'][i, ..., 0], cmap='gray')
@@ -566,11 +688,13 @@ def _html_tables(summary: Sequence[dict[str, Any]]) -> str:
     parts = []
     for target, num_train, cells in _table_groups(summary):
         parts.append(f'<h3>{html.escape(target)}, n = {_size_label(num_train)}</h3><table>')
-        parts.append('<tr>' + ''.join(f'<th>{html.escape(c)}</th>' for c in SUMMARY_COLUMNS)
-                     + '</tr>')
+        parts.append(
+            '<tr>' + ''.join(f'<th>{html.escape(c)}</th>' for c in SUMMARY_COLUMNS) + '</tr>'
+        )
         for s in cells:
-            parts.append('<tr>' + ''.join(f'<td>{html.escape(c)}</td>'
-                                          for c in _summary_cells(s)) + '</tr>')
+            parts.append(
+                '<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in _summary_cells(s)) + '</tr>'
+            )
         parts.append('</table>')
     return '\n'.join(parts)
 
@@ -580,30 +704,52 @@ def _markdown_bold_to_html(text: str) -> str:
     return ''.join(f'<b>{p}</b>' if i % 2 else p for i, p in enumerate(pieces))
 
 
-def write_html(path: str, *, workdir: str, status: str, findings: Sequence[str],
-               summary: Sequence[dict[str, Any]], figures: Sequence[tuple[str, str]],
-               problems: Sequence[str]) -> None:
-    body = [f'<h1>Layer-wise fine-tuning study</h1><p>{html.escape(workdir)}: '
-            f'{html.escape(status)}</p>']
+def write_html(
+    path: str,
+    *,
+    workdir: str,
+    status: str,
+    findings: Sequence[str],
+    summary: Sequence[dict[str, Any]],
+    figures: Sequence[tuple[str, str]],
+    problems: Sequence[str],
+) -> None:
+    body = [
+        f'<h1>Layer-wise fine-tuning study</h1><p>{html.escape(workdir)}: {html.escape(status)}</p>'
+    ]
     if problems:
-        body.append('<h2>Failed runs</h2><ul>'
-                    + ''.join(f'<li>{html.escape(p)}</li>' for p in problems) + '</ul>')
-    body.append('<h2>Conclusions</h2><ul>'
-                + ''.join(f'<li>{_markdown_bold_to_html(f)}</li>' for f in findings) + '</ul>')
+        body.append(
+            '<h2>Failed runs</h2><ul>'
+            + ''.join(f'<li>{html.escape(p)}</li>' for p in problems)
+            + '</ul>'
+        )
+    body.append(
+        '<h2>Conclusions</h2><ul>'
+        + ''.join(f'<li>{_markdown_bold_to_html(f)}</li>' for f in findings)
+        + '</ul>'
+    )
     body.append('<h2>Figures</h2>')
     for file, caption in figures:
-        body.append(f'<figure>{_img_tag(os.path.join(os.path.dirname(path), file), caption)}'
-                    f'<figcaption>{html.escape(caption)}</figcaption></figure>')
-    body.append('<h2>Tables</h2><p>Test Dice: mean ± std over seeds, 95% CI (t distribution). '
-                'HD95 in pixels. "(= X)" marks a configuration that trains the same units as X '
-                'and shares its run.</p>')
+        body.append(
+            f'<figure>{_img_tag(os.path.join(os.path.dirname(path), file), caption)}'
+            f'<figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+    body.append(
+        '<h2>Tables</h2><p>Test Dice: mean ± std over seeds, 95% CI (t distribution). '
+        'HD95 in pixels. "(= X)" marks a configuration that trains the same units as X '
+        'and shares its run.</p>'
+    )
     body.append(_html_tables(summary))
-    style = ('body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}'
-             'table{border-collapse:collapse;font-size:13px;margin-bottom:1em}'
-             'td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}'
-             'td:first-child{text-align:left}img{max-width:100%}')
-    text = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>unet_jax study report'
-            f'</title><style>{style}</style></head><body>' + '\n'.join(body) + '</body></html>')
+    style = (
+        'body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}'
+        'table{border-collapse:collapse;font-size:13px;margin-bottom:1em}'
+        'td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}'
+        'td:first-child{text-align:left}img{max-width:100%}'
+    )
+    text = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>unet_jax study report'
+        f'</title><style>{style}</style></head><body>' + '\n'.join(body) + '</body></html>'
+    )
     with open(path, 'w') as f:
         f.write(text)
 
@@ -623,27 +769,45 @@ def write_report(workdir: str) -> str:
     findings = conclusions(rows, plan)
     runs = {r['run']: r['status'] for r in rows}
     counts = {s: sum(v == s for v in runs.values()) for s in ('done', 'failed', 'pending')}
-    status = (f'{counts["done"]} of {len(runs)} runs finished, {counts["failed"]} failed, '
-              f'{counts["pending"]} pending ({len(rows)} named points, duplicates included).')
-    problems = [f'{r["name"]}: failed (see {os.path.join(r["dir"], ERROR_FILE)})'
-                for r in rows if r['status'] == 'failed' and not _is_alias(r)]
+    status = (
+        f'{counts["done"]} of {len(runs)} runs finished, {counts["failed"]} failed, '
+        f'{counts["pending"]} pending ({len(rows)} named points, duplicates included).'
+    )
+    problems = [
+        f'{r["name"]}: failed (see {os.path.join(r["dir"], ERROR_FILE)})'
+        for r in rows
+        if r['status'] == 'failed' and not _is_alias(r)
+    ]
 
-    figures = [('dice_vs_units.png', 'Test Dice against the number of tuned units: '
-                'shallow->deep (blue) and deep->shallow (red), forward order solid, level order '
-                'dashed; bands are 95% CIs over seeds; horizontal lines are the reference '
-                'configurations.'),
-               ('dice_vs_size.png', 'Test Dice against the training-set size (95% CI).'),
-               ('contracting_vs_expanding.png', 'Tuning the contracting vs the expanding path, '
-                'with the pre-trained-only and fully tuned levels (95% CI).')]
+    figures = [
+        (
+            'dice_vs_units.png',
+            'Test Dice against the number of tuned units: '
+            'shallow->deep (blue) and deep->shallow (red), forward order solid, level order '
+            'dashed; bands are 95% CIs over seeds; horizontal lines are the reference '
+            'configurations.',
+        ),
+        ('dice_vs_size.png', 'Test Dice against the training-set size (95% CI).'),
+        (
+            'contracting_vs_expanding.png',
+            'Tuning the contracting vs the expanding path, '
+            'with the pre-trained-only and fully tuned levels (95% CI).',
+        ),
+    ]
     plot_dice_vs_units(summary, plan, os.path.join(out, figures[0][0]))
     plot_dice_vs_size(summary, plan, os.path.join(out, figures[1][0]))
     plot_contracting_vs_expanding(summary, os.path.join(out, figures[2][0]))
     for target in plan['targets']:
         file = f'qualitative_{target}.png'
         if plot_qualitative(rows, target, os.path.join(out, file)):
-            figures.append((file, f'{target}: test images, ground truth and the predictions '
-                            'of the pre-trained-only, tuned-expanding and tuned-contracting '
-                            'networks (threshold 0.5; Dice per image).'))
+            figures.append(
+                (
+                    file,
+                    f'{target}: test images, ground truth and the predictions '
+                    'of the pre-trained-only, tuned-expanding and tuned-contracting '
+                    'networks (threshold 0.5; Dice per image).',
+                )
+            )
 
     markdown = ['# Layer-wise fine-tuning study', '', status, '']
     if problems:
@@ -657,8 +821,15 @@ def write_report(workdir: str) -> str:
     with open(os.path.join(out, 'conclusions.md'), 'w') as f:
         f.write('\n'.join(f'- {x}' for x in findings) + '\n')
     path = os.path.join(out, 'report.html')
-    write_html(path, workdir=workdir, status=status, findings=findings, summary=summary,
-               figures=figures, problems=problems)
+    write_html(
+        path,
+        workdir=workdir,
+        status=status,
+        findings=findings,
+        summary=summary,
+        figures=figures,
+        problems=problems,
+    )
     return path
 
 

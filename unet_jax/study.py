@@ -28,9 +28,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import freeze
-from unet_jax import layers
-from unet_jax import models
+from unet_jax import freeze, layers, models
 
 PLAN_FILE = 'study.json'
 PRETRAIN_DIR = 'pretrain'
@@ -61,6 +59,7 @@ class SweepPoint:
     For a duplicate (same target, size, seed, initialisation and trained units as an earlier
     point) `run` is the earlier point's name and `index` its index.
     """
+
     name: str
     index: int
     run: str
@@ -87,7 +86,7 @@ class SweepPoint:
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     points: tuple[SweepPoint, ...]  # every named point, duplicates included
-    runs: tuple[SweepPoint, ...]    # one per index, runs[i].index == i
+    runs: tuple[SweepPoint, ...]  # one per index, runs[i].index == i
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -102,8 +101,7 @@ def size_name(num_train: int) -> str:
     return 'all' if num_train < 0 else str(num_train)
 
 
-def configuration_name(family: str, *, order: str = '', granularity: str = '',
-                       k: int = 0) -> str:
+def configuration_name(family: str, *, order: str = '', granularity: str = '', k: int = 0) -> str:
     """'full', or 'shallow_to_deep-level-block-k3' for the layer-by-layer families."""
     if family in DIRECTIONS:
         return f'{family}-{order}-{granularity}-k{k}'
@@ -113,14 +111,18 @@ def configuration_name(family: str, *, order: str = '', granularity: str = '',
 def registry_for(config: ml_collections.ConfigDict) -> layers.LayerRegistry:
     """The layer registry of the study's model (the source of N, the number of units)."""
     model = models.create_model(config.model)
-    return layers.build_registry(model, image_size=config.data.image_size,
-                                 in_channels=config.model.in_channels)
+    return layers.build_registry(
+        model, image_size=config.data.image_size, in_channels=config.model.in_channels
+    )
 
 
 def _check_study(study: ml_collections.ConfigDict) -> None:
     def fail(field, value, valid):
-        raise ValueError(f'config.study.{field}: {value!r} is not valid; choose from {valid} '
-                         f'(configs/layerwise.py, or --config.study.{field}=...).')
+        raise ValueError(
+            f'config.study.{field}: {value!r} is not valid; choose from {valid} '
+            f'(configs/layerwise.py, or --config.study.{field}=...).'
+        )
+
     for family in study.families:
         if family not in FAMILIES:
             fail('families', family, FAMILIES)
@@ -135,8 +137,9 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
             raise ValueError(f'config.study.{field} is empty: the study would have no points.')
 
 
-def _configurations(study: ml_collections.ConfigDict,
-                    registry: layers.LayerRegistry) -> Iterator[dict[str, Any]]:
+def _configurations(
+    study: ml_collections.ConfigDict, registry: layers.LayerRegistry
+) -> Iterator[dict[str, Any]]:
     for family in study.families:
         if family in FIXED_SPECS:
             yield dict(family=family, spec=FIXED_SPECS[family])
@@ -145,12 +148,18 @@ def _configurations(study: ml_collections.ConfigDict,
             for granularity in study.granularities:
                 n = len(registry.order(order, granularity))
                 for k in range(1, n + 1):
-                    yield dict(family=family, spec=f'{DIRECTIONS[family]}:{k}', order=order,
-                               granularity=granularity, k=k)
+                    yield dict(
+                        family=family,
+                        spec=f'{DIRECTIONS[family]}:{k}',
+                        order=order,
+                        granularity=granularity,
+                        k=k,
+                    )
 
 
-def enumerate_sweep(config: ml_collections.ConfigDict, *,
-                    registry: layers.LayerRegistry | None = None) -> Sweep:
+def enumerate_sweep(
+    config: ml_collections.ConfigDict, *, registry: layers.LayerRegistry | None = None
+) -> Sweep:
     """Every point of the study, in run order (seed, target, size, configuration).
 
     Seeds vary slowest, so the first part of a study is one complete replicate. Two points are
@@ -162,10 +171,18 @@ def enumerate_sweep(config: ml_collections.ConfigDict, *,
     registry = registry or registry_for(config)
     configurations = []
     for c in _configurations(study, registry):
-        plan = freeze.compile_spec(c['spec'], registry, order=c.get('order') or 'forward',
-                                   granularity=c.get('granularity') or 'unit')
-        name = configuration_name(c['family'], order=c.get('order', ''),
-                                  granularity=c.get('granularity', ''), k=c.get('k', 0))
+        plan = freeze.compile_spec(
+            c['spec'],
+            registry,
+            order=c.get('order') or 'forward',
+            granularity=c.get('granularity') or 'unit',
+        )
+        name = configuration_name(
+            c['family'],
+            order=c.get('order', ''),
+            granularity=c.get('granularity', ''),
+            k=c.get('k', 0),
+        )
         configurations.append((name, dict(c, trained_units=plan.trained_units)))
 
     points, runs, first_of = [], [], {}
@@ -174,20 +191,34 @@ def enumerate_sweep(config: ml_collections.ConfigDict, *,
             for num_train in study.num_train:
                 for configuration, c in configurations:
                     name = f'{target}/n{size_name(num_train)}/s{seed}/{configuration}'
-                    key = (target, num_train, seed, c['family'] == 'scratch',
-                           c['family'] == 'pretrained', frozenset(c['trained_units']))
+                    key = (
+                        target,
+                        num_train,
+                        seed,
+                        c['family'] == 'scratch',
+                        c['family'] == 'pretrained',
+                        frozenset(c['trained_units']),
+                    )
                     run = first_of.get(key)
-                    point = SweepPoint(name=name, index=run.index if run else len(runs),
-                                       run=run.name if run else name, target=target,
-                                       num_train=num_train, seed=seed, **c)
+                    point = SweepPoint(
+                        name=name,
+                        index=run.index if run else len(runs),
+                        run=run.name if run else name,
+                        target=target,
+                        num_train=num_train,
+                        seed=seed,
+                        **c,
+                    )
                     if run is None:
                         first_of[key] = point
                         runs.append(point)
                     points.append(point)
     names = [p.name for p in points]
     if len(set(names)) != len(names):
-        raise ValueError('config.study lists a target, size, seed or family twice; '
-                         'every sweep point name must be unique.')
+        raise ValueError(
+            'config.study lists a target, size, seed or family twice; '
+            'every sweep point name must be unique.'
+        )
     return Sweep(points=tuple(points), runs=tuple(runs))
 
 
@@ -196,8 +227,9 @@ def enumerate_sweep(config: ml_collections.ConfigDict, *,
 
 def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Where the pre-trained weights come from: `study.pretrained_workdir` or <workdir>/pretrain."""
-    return os.path.abspath(config.study.get('pretrained_workdir') or
-                           os.path.join(workdir, PRETRAIN_DIR))
+    return os.path.abspath(
+        config.study.get('pretrained_workdir') or os.path.join(workdir, PRETRAIN_DIR)
+    )
 
 
 def run_dir(workdir: str, run_name: str) -> str:
@@ -212,16 +244,19 @@ def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return config.study.pretrain.copy_and_resolve_references()
 
 
-def point_config(config: ml_collections.ConfigDict, point: SweepPoint,
-                 workdir: str) -> ml_collections.ConfigDict:
+def point_config(
+    config: ml_collections.ConfigDict, point: SweepPoint, workdir: str
+) -> ml_collections.ConfigDict:
     """The base fine-tuning config (top level) changed as the point says; no `study` field."""
     run = config.copy_and_resolve_references()
     with run.unlocked():
         del run['study']
         for key, value in config.study.targets[point.target].items():
             if key not in run.data:
-                raise ValueError(f'config.study.targets.{point.target}.{key}: no field {key!r} '
-                                 f'in config.data; valid: {sorted(run.data)}.')
+                raise ValueError(
+                    f'config.study.targets.{point.target}.{key}: no field {key!r} '
+                    f'in config.data; valid: {sorted(run.data)}.'
+                )
             run.data[key] = value
     run.seed = point.seed
     run.data.num_train = point.num_train
@@ -251,9 +286,10 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         'granularities': list(config.study.granularities),
         'pretrain_dir': pretrain_dir(config, workdir),
         'num_runs': len(sweep.runs),
-        'points': [dict(dataclasses.asdict(p), dir=os.path.relpath(run_dir(workdir, p.run),
-                                                                 workdir))
-                   for p in sweep.points],
+        'points': [
+            dict(dataclasses.asdict(p), dir=os.path.relpath(run_dir(workdir, p.run), workdir))
+            for p in sweep.points
+        ],
     }
     path = os.path.join(workdir, PLAN_FILE)
     write_text_atomically(path, json.dumps(plan, indent=1))
@@ -296,8 +332,9 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
     if config.study.get('pretrained_workdir'):
         raise FileNotFoundError(
             f'config.study.pretrained_workdir={directory} has no {RESULTS_FILE}: that '
-            'pre-training run did not finish. Finish it, or set the field to \'\' to pre-train '
-            'inside the study workdir.')
+            "pre-training run did not finish. Finish it, or set the field to '' to pre-train "
+            'inside the study workdir.'
+        )
     logging.info('study: pre-training on %s in %s', config.study.pretrain.data.name, directory)
     run_fn(pretrain_config(config), directory)
 
@@ -309,16 +346,18 @@ def prepare_data(data_config: ml_collections.ConfigDict, *, in_channels: int) ->
     pipeline.load_splits(data_config, in_channels=in_channels)
 
 
-def prepare_targets(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep,
-                    prepare_fn: PrepareFn) -> None:
+def prepare_targets(
+    config: ml_collections.ConfigDict, workdir: str, sweep: Sweep, prepare_fn: PrepareFn
+) -> None:
     for target in config.study.targets:
         point = next(p for p in sweep.runs if p.target == target)
         logging.info('study: preparing the data of %s', target)
         prepare_fn(point_config(config, point, workdir).data)
 
 
-def run_point(config: ml_collections.ConfigDict, workdir: str, point: SweepPoint,
-              run_fn: RunFn) -> bool:
+def run_point(
+    config: ml_collections.ConfigDict, workdir: str, point: SweepPoint, run_fn: RunFn
+) -> bool:
     """Trains one run unless finished; on failure writes error.txt there and re-raises."""
     directory = run_dir(workdir, point.run)
     if is_finished(directory):
@@ -327,7 +366,8 @@ def run_point(config: ml_collections.ConfigDict, workdir: str, point: SweepPoint
         raise FileNotFoundError(
             f'sweep point {point.index} ({point.name}) starts from the pre-trained weights, '
             f'but {pretrain_dir(config, workdir)} has no {RESULTS_FILE}. Run '
-            '--sweep_index=pretrain first (launch/sweep.py and the whole-study run do).')
+            '--sweep_index=pretrain first (launch/sweep.py and the whole-study run do).'
+        )
     os.makedirs(directory, exist_ok=True)
     error_path = os.path.join(directory, ERROR_FILE)
     if os.path.exists(error_path):
@@ -335,8 +375,9 @@ def run_point(config: ml_collections.ConfigDict, workdir: str, point: SweepPoint
     try:
         run_fn(point_config(config, point, workdir), directory)
     except Exception:
-        write_text_atomically(error_path, f'sweep point {point.index}: {point.name}\n\n'
-                              + traceback.format_exc())
+        write_text_atomically(
+            error_path, f'sweep point {point.index}: {point.name}\n\n' + traceback.format_exc()
+        )
         raise
     return True
 
@@ -346,14 +387,16 @@ def _format_eta(seconds: float) -> str:
     return f'{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s'
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep,
-              run_fn: RunFn) -> dict[str, list[str]]:
+def run_study(
+    config: ml_collections.ConfigDict, workdir: str, sweep: Sweep, run_fn: RunFn
+) -> dict[str, list[str]]:
     """Every unfinished run in index order; a failure is recorded and the study goes on."""
     total = len(sweep.runs)
     done = [p.run for p in sweep.runs if is_finished(run_dir(workdir, p.run))]
     failed, trained, durations = [], [], []
-    logging.info('study: %d runs (%d names), %d finished earlier.', total, len(sweep.points),
-                 len(done))
+    logging.info(
+        'study: %d runs (%d names), %d finished earlier.', total, len(sweep.points), len(done)
+    )
     for point in sweep.runs:
         if is_finished(run_dir(workdir, point.run)):
             continue
@@ -362,23 +405,39 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep,
             run_point(config, workdir, point, run_fn)
         except Exception as e:  # recorded in error.txt; the other points still run
             failed.append(point.run)
-            logging.error('study: point %d (%s) failed: %s (see %s)', point.index, point.name,
-                          e, os.path.join(run_dir(workdir, point.run), ERROR_FILE))
+            logging.error(
+                'study: point %d (%s) failed: %s (see %s)',
+                point.index,
+                point.name,
+                e,
+                os.path.join(run_dir(workdir, point.run), ERROR_FILE),
+            )
         else:
             done.append(point.run)
             trained.append(point.run)
         durations.append(time.time() - start)
         remaining = total - len(done) - len(failed)
         eta = sum(durations) / len(durations) * remaining
-        logging.info('study: %d/%d runs done, %d failed; last %s took %.0f s; ETA %s',
-                     len(done), total, len(failed), point.name, durations[-1],
-                     _format_eta(eta))
+        logging.info(
+            'study: %d/%d runs done, %d failed; last %s took %.0f s; ETA %s',
+            len(done),
+            total,
+            len(failed),
+            point.name,
+            durations[-1],
+            _format_eta(eta),
+        )
     return {'done': done, 'failed': failed, 'trained': trained}
 
 
-def main(config: ml_collections.ConfigDict, workdir: str, sweep_index: int | str | None = None,
-         *, run_fn: RunFn | None = None,
-         prepare_fn: PrepareFn | None = None) -> dict[str, Any]:
+def main(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    sweep_index: int | str | None = None,
+    *,
+    run_fn: RunFn | None = None,
+    prepare_fn: PrepareFn | None = None,
+) -> dict[str, Any]:
     """The study from `unet_jax.main`: `sweep_index` None = everything, an int = that run,
     'report' = only the report, 'pretrain' = pre-training (if not finished) and building every
     target set: what launchers run before fanning out, so that parallel runs never race to
@@ -394,8 +453,12 @@ def main(config: ml_collections.ConfigDict, workdir: str, sweep_index: int | str
     if sweep_index == 'pretrain':
         if any(p.family != 'scratch' for p in sweep.runs):
             run_pretrain(config, workdir, run_fn)
-        prepare_targets(config, workdir, sweep, prepare_fn or functools.partial(
-            prepare_data, in_channels=config.model.in_channels))
+        prepare_targets(
+            config,
+            workdir,
+            sweep,
+            prepare_fn or functools.partial(prepare_data, in_channels=config.model.in_channels),
+        )
         return {}
     if sweep_index is not None:
         index = _parse_index(sweep_index, len(sweep.runs))
@@ -411,9 +474,12 @@ def main(config: ml_collections.ConfigDict, workdir: str, sweep_index: int | str
     outcome['report'] = report.write_report(workdir)
     logging.info('study: report in %s', outcome['report'])
     if outcome['failed']:
-        logging.warning('study: %d run(s) failed: %s. Their error.txt says why; run the same '
-                        'command again to retry them.', len(outcome['failed']),
-                        ', '.join(outcome['failed']))
+        logging.warning(
+            'study: %d run(s) failed: %s. Their error.txt says why; run the same '
+            'command again to retry them.',
+            len(outcome['failed']),
+            ', '.join(outcome['failed']),
+        )
     return outcome
 
 
@@ -421,9 +487,12 @@ def _parse_index(sweep_index: int | str, num_runs: int) -> int:
     try:
         index = int(sweep_index)
     except ValueError:
-        raise ValueError(f'--sweep_index={sweep_index!r}: expected an integer run index, '
-                         '\'pretrain\' or \'report\'.') from None
+        raise ValueError(
+            f"--sweep_index={sweep_index!r}: expected an integer run index, 'pretrain' or 'report'."
+        ) from None
     if not 0 <= index < num_runs:
-        raise ValueError(f'--sweep_index={index} is out of range: this study has {num_runs} '
-                         f'runs (0..{num_runs - 1}); see study.json or launch/sweep.py --dry-run.')
+        raise ValueError(
+            f'--sweep_index={index} is out of range: this study has {num_runs} '
+            f'runs (0..{num_runs - 1}); see study.json or launch/sweep.py --dry-run.'
+        )
     return index

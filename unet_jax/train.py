@@ -12,23 +12,23 @@ global-batch statistics, so 1 and N devices compute the same step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import functools
 import json
-from absl import logging
 import math
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
+from absl import logging
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 import optax
-from flax import traverse_util
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unet_jax import checkpoint, freeze, layers, metrics, models, writers
 from unet_jax.data import augment, pipeline
@@ -79,8 +79,10 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
         )
     if opt.schedule == 'constant':
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
-             optax.constant_schedule(opt.learning_rate)],
+            [
+                optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
+                optax.constant_schedule(opt.learning_rate),
+            ],
             [warmup],
         )
     raise ValueError(
@@ -140,8 +142,17 @@ def batch_indices(step: int, batch_size: int, num_examples: int, seed: int) -> n
     return indices
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, labels,
-               frozen_units: tuple[str, ...], rng: jax.Array, config):
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    model,
+    tx,
+    labels,
+    frozen_units: tuple[str, ...],
+    rng: jax.Array,
+    config,
+):
     """One step that differentiates only the trained parameters.
 
     The frozen subtree is a constant of the loss, so XLA computes no weight gradients for it
@@ -152,7 +163,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, lab
     # The barrier keeps XLA from fusing the warp's gathers into the first convolution and its
     # gradient: without it a base-32 step on CPU took 2.1x as long (3.1 s vs 1.5 s).
     images, masks = jax.lax.optimization_barrier(
-        augment.augment_batch(augment_rng, batch['image'], batch['mask'], config.augment))
+        augment.augment_batch(augment_rng, batch['image'], batch['mask'], config.augment)
+    )
     trainable, frozen = freeze.split_trainable(state.params, labels)
     has_batch_stats = bool(state.batch_stats)
 
@@ -161,8 +173,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, lab
         if has_batch_stats:
             variables['batch_stats'] = state.batch_stats
         output = model.apply(
-            variables, images, train=True, frozen_units=frozen_units,
-            rngs={'dropout': dropout_rng}, mutable=['batch_stats'] if has_batch_stats else False,
+            variables,
+            images,
+            train=True,
+            frozen_units=frozen_units,
+            rngs={'dropout': dropout_rng},
+            mutable=['batch_stats'] if has_batch_stats else False,
         )
         logits, updates = output if has_batch_stats else (output, {})
         per_image = metrics.segmentation_loss(
@@ -204,8 +220,12 @@ def eval_step(variables, batch: dict[str, jax.Array], *, model, config):
     )
     counts = metrics.overlap_counts((logits > 0).astype(jnp.float32), masks)
     eval_metrics = metrics.EvalMetrics.single_from_model_output(
-        loss=loss, dice=metrics.dice_from_counts(**counts),
-        iou=metrics.iou_from_counts(**counts), valid=valid, mask=valid, **counts,
+        loss=loss,
+        dice=metrics.dice_from_counts(**counts),
+        iou=metrics.iou_from_counts(**counts),
+        valid=valid,
+        mask=valid,
+        **counts,
     )
     return jax.nn.sigmoid(logits), eval_metrics
 
@@ -213,15 +233,22 @@ def eval_step(variables, batch: dict[str, jax.Array], *, model, config):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(eval_fn, variables, split: pipeline.Split, *, batch_size: int, mesh: Mesh,
-             data_sharding: NamedSharding) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def evaluate(
+    eval_fn,
+    variables,
+    split: pipeline.Split,
+    *,
+    batch_size: int,
+    mesh: Mesh,
+    data_sharding: NamedSharding,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of a whole split (CLU, merged over batches) and per-image Dice/IoU/HD95."""
     num = len(split.image)
     batch_size = max(mesh.size, batch_size - batch_size % mesh.size)
     collection, probs = None, []
     for start in range(0, num, batch_size):
-        image = split.image[start:start + batch_size]
-        mask = split.mask[start:start + batch_size]
+        image = split.image[start : start + batch_size]
+        mask = split.mask[start : start + batch_size]
         pad = batch_size - len(image)
         batch = {
             'image': np.pad(image, ((0, pad), (0, 0), (0, 0), (0, 0))),
@@ -282,8 +309,12 @@ def check_finite(history: list[tuple[int, Any]]) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       splits: Mapping[str, pipeline.Split] | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    splits: Mapping[str, pipeline.Split] | None = None,
+) -> dict[str, Any]:
     """Trains one freeze configuration and writes its run folder (see the README).
 
     `splits` lets a caller that runs many configurations on one data set (the study) load the
@@ -303,28 +334,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if splits is None:
         splits = pipeline.load_splits(config.data, in_channels=config.model.in_channels)
     train_split = splits['train']
-    logging.info('Data %s: %s', config.data.name,
-                 ', '.join(f'{k} {len(v.image)}' for k, v in splits.items()))
+    logging.info(
+        'Data %s: %s', config.data.name, ', '.join(f'{k} {len(v.image)}' for k, v in splits.items())
+    )
 
     model = models.create_model(config.model)
     registry = layers.build_registry(
         model, image_size=config.data.image_size, in_channels=config.model.in_channels
     )
     plan = freeze.compile_spec(
-        config.finetune.train, registry,
-        order=config.finetune.order, granularity=config.finetune.granularity,
+        config.finetune.train,
+        registry,
+        order=config.finetune.order,
+        granularity=config.finetune.granularity,
     )
     variables = initial_variables(model, config)
     labels = plan.labels(variables['params'])
     tx = freeze.make_optimizer(create_train_tx(config), labels)
-    logging.info('Freeze spec %r -> %s\n%s', config.finetune.train, plan.canonical,
-                 plan.parameter_table(variables['params']))
+    logging.info(
+        'Freeze spec %r -> %s\n%s',
+        config.finetune.train,
+        plan.canonical,
+        plan.parameter_table(variables['params']),
+    )
 
     latest = checkpoint.create_manager(os.path.join(workdir, checkpoint.LATEST_DIR))
     best = checkpoint.create_manager(os.path.join(workdir, checkpoint.BEST_DIR))
     state = TrainState(
-        step=jnp.zeros((), jnp.int32), params=variables['params'],
-        batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(variables['params']),
+        step=jnp.zeros((), jnp.int32),
+        params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(variables['params']),
     )
     state = jax.device_put(state, replicated)
     meta = {'best_dice': -1.0, 'best_step': -1, 'interval_times': []}
@@ -344,15 +384,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         writer.write_hparams(_flat_hparams(config))
 
     step_fn = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, labels=labels,
-                          frozen_units=plan.frozen_units, rng=jax.random.key(config.seed),
-                          config=config),
-        in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
+        functools.partial(
+            train_step,
+            model=model,
+            tx=tx,
+            labels=labels,
+            frozen_units=plan.frozen_units,
+            rng=jax.random.key(config.seed),
+            config=config,
+        ),
+        in_shardings=(replicated, data_sharding),
+        out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
     eval_fn = jax.jit(functools.partial(eval_step, model=model, config=config))
-    run_eval = functools.partial(evaluate, eval_fn, batch_size=config.batch_size, mesh=mesh,
-                                 data_sharding=data_sharding)
+    run_eval = functools.partial(
+        evaluate, eval_fn, batch_size=config.batch_size, mesh=mesh, data_sharding=data_sharding
+    )
 
     def validate_and_keep_best(step: int) -> None:
         val_metrics, _ = run_eval(state.variables(), splits['val'])
@@ -374,8 +422,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             data_sharding,
         )
         state, step_metrics = step_fn(state, batch)
-        history.append((step, {'loss': step_metrics.loss.total,
-                               'grad_norm': step_metrics.grad_norm.total}))
+        history.append(
+            (step, {'loss': step_metrics.loss.total, 'grad_norm': step_metrics.grad_norm.total})
+        )
         train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
         done = step + 1
         is_last = done == num_steps
@@ -393,9 +442,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             summary['learning_rate'] = float(create_learning_rate_fn(config)(step))
             writer.write_scalars(done, {f'train/{k}': v for k, v in summary.items()})
             eta = (num_steps - done) * elapsed / steps
-            logging.info('step %d/%d | loss %.4f dice %.3f | %.2f steps/s | ETA %s', done,
-                         num_steps, summary['loss'], summary['dice'], summary['steps_per_sec'],
-                         _format_duration(eta))
+            logging.info(
+                'step %d/%d | loss %.4f dice %.3f | %.2f steps/s | ETA %s',
+                done,
+                num_steps,
+                summary['loss'],
+                summary['dice'],
+                summary['steps_per_sec'],
+                _format_duration(eta),
+            )
             train_metrics = None
             interval_start, interval_first = time.time(), done
         if done % config.eval_every_steps == 0 or is_last:
@@ -408,9 +463,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     best.wait_until_finished()
 
     results = score_best_on_test(
-        config, workdir, plan=plan, state=state, best=best, meta=meta, splits=splits,
-        run_eval=run_eval, registry_params=variables['params'], labels=labels,
-        start_time=start_time, writer=writer,
+        config,
+        workdir,
+        plan=plan,
+        state=state,
+        best=best,
+        meta=meta,
+        splits=splits,
+        run_eval=run_eval,
+        registry_params=variables['params'],
+        labels=labels,
+        start_time=start_time,
+        writer=writer,
     )
     writer.flush()
     latest.close()
@@ -418,8 +482,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return results
 
 
-def score_best_on_test(config, workdir, *, plan, state, best, meta, splits, run_eval,
-                       registry_params, labels, start_time, writer) -> dict[str, Any]:
+def score_best_on_test(
+    config,
+    workdir,
+    *,
+    plan,
+    state,
+    best,
+    meta,
+    splits,
+    run_eval,
+    registry_params,
+    labels,
+    start_time,
+    writer,
+) -> dict[str, Any]:
     """Restores the best-validation params, scores the test split once, writes results.json."""
     best_variables, best_meta = checkpoint.restore(
         best, {'variables': state.variables()}, step=meta['best_step']
@@ -447,14 +524,23 @@ def score_best_on_test(config, workdir, *, plan, state, best, meta, splits, run_
             'ids': list(test.ids),
             **{k: test_outputs[k].tolist() for k in ('dice', 'iou', 'hd95')},
         },
-        'params': {'trained': trained, 'frozen': total - trained, 'total': total,
-                   'trained_fraction': trained / total},
+        'params': {
+            'trained': trained,
+            'frozen': total - trained,
+            'total': total,
+            'trained_fraction': trained / total,
+        },
         'step_time_s': float(np.median(meta['interval_times'])) if meta['interval_times'] else None,
         'wall_time_s': time.time() - start_time,
     }
     _write_json_atomically(os.path.join(workdir, 'results.json'), results)
-    logging.info('Test (best step %d): dice %.4f iou %.4f hd95 %.2f', meta['best_step'],
-                 test_metrics['dice'], test_metrics['iou'], test_metrics['hd95'])
+    logging.info(
+        'Test (best step %d): dice %.4f iou %.4f hd95 %.2f',
+        meta['best_step'],
+        test_metrics['dice'],
+        test_metrics['iou'],
+        test_metrics['hd95'],
+    )
     return results
 
 
@@ -462,6 +548,11 @@ def _save_predictions(workdir: str, split: pipeline.Split, probs: np.ndarray, co
     count = min(count, len(split.image))
     path = os.path.join(workdir, 'predictions.npz')
     tmp = path + '.tmp.npz'
-    np.savez_compressed(tmp, image=split.image[:count], mask=split.mask[:count],
-                        prob=probs[:count], ids=np.asarray(list(split.ids)[:count]))
+    np.savez_compressed(
+        tmp,
+        image=split.image[:count],
+        mask=split.mask[:count],
+        prob=probs[:count],
+        ids=np.asarray(list(split.ids)[:count]),
+    )
     os.replace(tmp, path)

@@ -4,13 +4,13 @@ Kept apart from `metrics` because `clu.metric_writers` imports TensorFlow (secon
 nothing but a training run needs.
 """
 
+from collections.abc import Mapping
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
-import jax
 from clu import metric_writers
+import jax
 
 
 class JsonlWriter(metric_writers.MetricWriter):
@@ -60,4 +60,6 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
     default = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     if not is_chief:
         return default
-    return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))])
+    return metric_writers.MultiWriter(
+        [default, JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))]
+    )

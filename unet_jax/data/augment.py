@@ -42,7 +42,9 @@ def random_affine(key: jax.Array, image: jax.Array, mask: jax.Array, cfg: Mappin
     src_r, src_c = _affine_coordinates(key, height, width, cfg)
 
     def warp(channel, order):
-        return jax.scipy.ndimage.map_coordinates(channel, [src_r, src_c], order=order, mode='nearest')
+        return jax.scipy.ndimage.map_coordinates(
+            channel, [src_r, src_c], order=order, mode='nearest'
+        )
 
     image = jnp.stack([warp(image[..., c], 1) for c in range(image.shape[-1])], axis=-1)
     mask = warp(mask[..., 0], 0)[..., None]

@@ -37,13 +37,14 @@ def block_group(block: str) -> str:
     for prefix, group in _GROUP_OF_PREFIX:
         if block.startswith(prefix):
             return group
-    raise ValueError(f'Block {block!r} is not a U-Net block (expected enc<i>, bottleneck, '
-                     'dec<i> or head).')
+    raise ValueError(
+        f'Block {block!r} is not a U-Net block (expected enc<i>, bottleneck, dec<i> or head).'
+    )
 
 
 def check_image_size(height: int, width: int, depth: int) -> None:
     """Fails early, with the fix, when the pooling pyramid cannot halve the image depth times."""
-    factor = 2 ** depth
+    factor = 2**depth
     if height % factor or width % factor:
         bad = height if height % factor else width
         below, above = max(factor, bad // factor * factor), -(-bad // factor) * factor
@@ -51,7 +52,8 @@ def check_image_size(height: int, width: int, depth: int) -> None:
             f'Image size {height}x{width} is not divisible by 2**depth = {factor} (model.depth='
             f'{depth}): the U-Net halves the image {depth} times. Use an image size that is a '
             f'multiple of {factor} (e.g. data.image_size={below} or {above}) or a smaller '
-            'model.depth.')
+            'model.depth.'
+        )
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -85,6 +87,7 @@ class ConvUnit(nn.Module):
     stays on in frozen units while training. Before a norm the conv has no bias (the norm's
     shift replaces it).
     """
+
     features: int
     kernel_size: int = 3
     norm: str = 'none'
@@ -98,8 +101,12 @@ class ConvUnit(nn.Module):
         k = (self.kernel_size, self.kernel_size)
         x = nn.Conv(self.features, k, padding='SAME', use_bias=self.norm == 'none', name='conv')(x)
         if self.norm == 'batch':
-            x = nn.BatchNorm(use_running_average=not train or self.frozen, momentum=0.9,
-                             axis_name=self.bn_axis_name, name='norm')(x)
+            x = nn.BatchNorm(
+                use_running_average=not train or self.frozen,
+                momentum=0.9,
+                axis_name=self.bn_axis_name,
+                name='norm',
+            )(x)
         elif self.norm == 'group':
             x = nn.GroupNorm(num_groups=_num_groups(self.features), name='norm')(x)
         if self.activation:
@@ -115,6 +122,7 @@ class UpUnit(nn.Module):
     'transpose' is the classic 2x2 stride-2 up-conv; 'bilinear' resizes and then applies a
     3x3 conv. Both keep their parameters directly under the unit ('kernel', 'bias').
     """
+
     features: int
     upsample: str = 'transpose'
 
@@ -122,20 +130,23 @@ class UpUnit(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cin = x.shape[-1]
         size = 2 if self.upsample == 'transpose' else 3
-        kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                            (size, size, cin, self.features))
+        kernel = self.param(
+            'kernel', nn.initializers.lecun_normal(), (size, size, cin, self.features)
+        )
         bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
         if self.upsample == 'transpose':
             return conv_transpose_2x2(x, kernel, bias)
         n, h, w, _ = x.shape
         x = jax.image.resize(x, (n, 2 * h, 2 * w, cin), method='bilinear')
-        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+        )
         return y + bias
 
 
 class ConvBlock(nn.Module):
     """A contracting block or the bottleneck: two 3x3 conv units at one resolution."""
+
     features: int
     unit_kwargs: dict
     frozen_units: Sequence[str] = ()
@@ -144,13 +155,18 @@ class ConvBlock(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         for i in range(2):
             unit = f'conv{i}'
-            x = ConvUnit(self.features, frozen=f'{self.name}/{unit}' in self.frozen_units,
-                         name=unit, **self.unit_kwargs)(x, train=train)
+            x = ConvUnit(
+                self.features,
+                frozen=f'{self.name}/{unit}' in self.frozen_units,
+                name=unit,
+                **self.unit_kwargs,
+            )(x, train=train)
         return x
 
 
 class ExpandingBlock(nn.Module):
     """dec_i: up-sample, concatenate the skip of enc_i, two 3x3 conv units."""
+
     features: int
     upsample: str
     unit_kwargs: dict
@@ -162,13 +178,18 @@ class ExpandingBlock(nn.Module):
         x = jnp.concatenate([x, skip], axis=-1)
         for i in range(2):
             unit = f'conv{i}'
-            x = ConvUnit(self.features, frozen=f'{self.name}/{unit}' in self.frozen_units,
-                         name=unit, **self.unit_kwargs)(x, train=train)
+            x = ConvUnit(
+                self.features,
+                frozen=f'{self.name}/{unit}' in self.frozen_units,
+                name=unit,
+                **self.unit_kwargs,
+            )(x, train=train)
         return x
 
 
 class Head(nn.Module):
     """1x1 conv to the output channels: logits, no norm, no activation."""
+
     features: int
 
     @nn.compact
@@ -179,6 +200,7 @@ class Head(nn.Module):
 
 class UNet(nn.Module):
     """U-Net; the defaults are the classic one (depth 4, base 64, no norm: 31,030,593 params)."""
+
     depth: int = 4
     base_width: int = 64
     out_channels: int = 1
@@ -194,14 +216,17 @@ class UNet(nn.Module):
         if self.upsample not in UPSAMPLES:
             raise ValueError(f'model.upsample={self.upsample!r} is not one of {UPSAMPLES}.')
         if self.depth < 1 or self.base_width < 1 or self.out_channels < 1:
-            raise ValueError(f'model.depth={self.depth}, model.base_width={self.base_width} and '
-                             f'model.out_channels={self.out_channels} must all be >= 1.')
+            raise ValueError(
+                f'model.depth={self.depth}, model.base_width={self.base_width} and '
+                f'model.out_channels={self.out_channels} must all be >= 1.'
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f'model.dropout={self.dropout} must be in [0, 1).')
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool,
-                 frozen_units: tuple[str, ...] = ()) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, train: bool, frozen_units: tuple[str, ...] = ()
+    ) -> jax.Array:
         self.check()
         if x.ndim != 4:
             raise ValueError(f'UNet expects images [N, H, W, C], got shape {x.shape}.')
@@ -210,8 +235,9 @@ class UNet(nn.Module):
         unit_kwargs = dict(norm=self.norm, dropout=self.dropout, bn_axis_name=self.bn_axis_name)
 
         def block(cls, name, *args, **kwargs):
-            return cls(*args, unit_kwargs=unit_kwargs, frozen_units=frozen_units, name=name,
-                       **kwargs)
+            return cls(
+                *args, unit_kwargs=unit_kwargs, frozen_units=frozen_units, name=name, **kwargs
+            )
 
         skips = []
         for level in range(self.depth):
@@ -220,8 +246,9 @@ class UNet(nn.Module):
             x = max_pool_2x2(x)
         x = block(ConvBlock, 'bottleneck', self.base_width * 2**self.depth)(x, train=train)
         for level in reversed(range(self.depth)):
-            x = block(ExpandingBlock, f'dec{level}', self.base_width * 2**level,
-                      upsample=self.upsample)(x, skips[level], train=train)
+            x = block(
+                ExpandingBlock, f'dec{level}', self.base_width * 2**level, upsample=self.upsample
+            )(x, skips[level], train=train)
         x = Head(self.out_channels, name='head')(x, train=train)
         _check_frozen_units(frozen_units, self.variables['params'])
         return x
@@ -231,8 +258,9 @@ def _check_frozen_units(frozen_units: Sequence[str], params) -> None:
     units = [f'{block}/{unit}' for block in params for unit in params[block]]
     unknown = [u for u in frozen_units if u not in units]
     if unknown:
-        raise ValueError(f'frozen_units {unknown} name no unit of this U-Net; its units are '
-                         f'{units}.')
+        raise ValueError(
+            f'frozen_units {unknown} name no unit of this U-Net; its units are {units}.'
+        )
 
 
 def param_count(params) -> int:
