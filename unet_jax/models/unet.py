@@ -144,6 +144,14 @@ class UpUnit(nn.Module):
         return y + bias
 
 
+def _two_conv_units(block: nn.Module, x: jax.Array, *, train: bool) -> jax.Array:
+    """Units conv0 and conv1 of `block` (called from its compact method, so they are its own)."""
+    for unit in ('conv0', 'conv1'):
+        frozen = f'{block.name}/{unit}' in block.frozen_units
+        x = ConvUnit(block.features, frozen=frozen, name=unit, **block.unit_kwargs)(x, train=train)
+    return x
+
+
 class ConvBlock(nn.Module):
     """A contracting block or the bottleneck: two 3x3 conv units at one resolution."""
 
@@ -153,15 +161,7 @@ class ConvBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        for i in range(2):
-            unit = f'conv{i}'
-            x = ConvUnit(
-                self.features,
-                frozen=f'{self.name}/{unit}' in self.frozen_units,
-                name=unit,
-                **self.unit_kwargs,
-            )(x, train=train)
-        return x
+        return _two_conv_units(self, x, train=train)
 
 
 class ExpandingBlock(nn.Module):
@@ -176,15 +176,7 @@ class ExpandingBlock(nn.Module):
     def __call__(self, x: jax.Array, skip: jax.Array, *, train: bool) -> jax.Array:
         x = UpUnit(self.features, self.upsample, name='up')(x)
         x = jnp.concatenate([x, skip], axis=-1)
-        for i in range(2):
-            unit = f'conv{i}'
-            x = ConvUnit(
-                self.features,
-                frozen=f'{self.name}/{unit}' in self.frozen_units,
-                name=unit,
-                **self.unit_kwargs,
-            )(x, train=train)
-        return x
+        return _two_conv_units(self, x, train=train)
 
 
 class Head(nn.Module):
