@@ -36,7 +36,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from unet_jax import report, study  # noqa: E402
+from unet_jax import io_utils, report, study  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -367,7 +367,7 @@ def run_slurm(*, config, args, workdir, runs, dry_run) -> int:
             f.write(job['script'])
         if 'indices' in job:
             path, indices = job['indices']
-            study.write_text_atomically(path, ''.join(f'{i}\n' for i in indices))
+            io_utils.write_text_atomically(path, ''.join(f'{i}\n' for i in indices))
         result = subprocess.run(
             sbatch_command(job, ids), capture_output=True, text=True, env=CHILD_ENV
         )

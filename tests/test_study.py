@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import layerwise
-from unet_jax import study
+from unet_jax import io_utils, study
 
 
 def tiny_study_config(
@@ -85,7 +85,9 @@ class FakeTrainer:
             step_time_s=0.01,
             wall_time_s=1.0,
         )
-        study.write_text_atomically(os.path.join(workdir, study.RESULTS_FILE), json.dumps(results))
+        io_utils.write_text_atomically(
+            os.path.join(workdir, study.RESULTS_FILE), json.dumps(results)
+        )
         return results
 
 

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import time
 import traceback
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import freeze, layers, models
+from unet_jax import freeze, io_utils, layers, models
 
 PLAN_FILE = 'study.json'
 PRETRAIN_DIR = 'pretrain'
@@ -292,16 +291,8 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         ],
     }
     path = os.path.join(workdir, PLAN_FILE)
-    write_text_atomically(path, json.dumps(plan, indent=1))
+    io_utils.write_text_atomically(path, json.dumps(plan, indent=1))
     return path
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -375,16 +366,11 @@ def run_point(
     try:
         run_fn(point_config(config, point, workdir), directory)
     except Exception:
-        write_text_atomically(
+        io_utils.write_text_atomically(
             error_path, f'sweep point {point.index}: {point.name}\n\n' + traceback.format_exc()
         )
         raise
     return True
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f'{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s'
 
 
 def run_study(
@@ -425,7 +411,7 @@ def run_study(
             len(failed),
             point.name,
             durations[-1],
-            _format_eta(eta),
+            io_utils.format_duration(eta),
         )
     return {'done': done, 'failed': failed, 'trained': trained}
 

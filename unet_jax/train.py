@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from unet_jax import checkpoint, freeze, layers, metrics, models, writers
+from unet_jax import checkpoint, freeze, io_utils, layers, metrics, models, writers
 from unet_jax.data import augment, pipeline
 
 DATA_AXIS = 'data'
@@ -269,13 +269,6 @@ def evaluate(
 # ----------------------------------------------------------------------------- bookkeeping
 
 
-def _write_json_atomically(path: str, payload: Mapping[str, Any]) -> None:
-    tmp = f'{path}.tmp.{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(payload, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
 def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
@@ -285,13 +278,6 @@ def _json_default(value):
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
     flat = traverse_util.flatten_dict(config.to_dict(), sep='.')
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'
 
 
 def check_finite(history: list[tuple[int, Any]]) -> None:
@@ -449,7 +435,7 @@ def train_and_evaluate(
                 summary['loss'],
                 summary['dice'],
                 summary['steps_per_sec'],
-                _format_duration(eta),
+                io_utils.format_duration(eta),
             )
             train_metrics = None
             interval_start, interval_first = time.time(), done
@@ -533,7 +519,9 @@ def score_best_on_test(
         'step_time_s': float(np.median(meta['interval_times'])) if meta['interval_times'] else None,
         'wall_time_s': time.time() - start_time,
     }
-    _write_json_atomically(os.path.join(workdir, 'results.json'), results)
+    io_utils.write_text_atomically(
+        os.path.join(workdir, 'results.json'), json.dumps(results, indent=2, default=_json_default)
+    )
     logging.info(
         'Test (best step %d): dice %.4f iou %.4f hd95 %.2f',
         meta['best_step'],
