@@ -40,7 +40,7 @@ Examples:
 
 import ml_collections
 
-from unet_jax import config_lib
+from unet_jax import config_lib, families
 
 # Short names used in sweep-point names; the values are `data.name`.
 SYNTHETIC_TARGETS = {
@@ -50,15 +50,6 @@ SYNTHETIC_TARGETS = {
 }
 REAL_TARGETS = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen')
 SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
-FAMILIES = (
-    'scratch',
-    'pretrained',
-    'full',
-    'contracting',
-    'expanding',
-    'shallow_to_deep',
-    'deep_to_shallow',
-)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -71,7 +62,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     num_seeds = int(args.pop('seeds', 3))
     orders = _split(args.pop('orders', 'forward' if quick else 'forward+level'))
     granularities = _split(args.pop('granularities', 'block' if quick else 'block+unit'))
-    families = _split(args.pop('families', '+'.join(FAMILIES)))
+    family_names = _split(args.pop('families', '+'.join(families.NAMES)))
     if args:
         raise ValueError(
             f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, source, '
@@ -110,7 +101,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     )
     study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
     study.seeds = tuple(range(num_seeds))
-    study.families = tuple(families)
+    study.families = tuple(family_names)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
     # Defaults of launch/sweep.py's SLURM flags (the command line overrides them).

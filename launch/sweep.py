@@ -36,7 +36,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from unet_jax import io_utils, report, study  # noqa: E402
+from unet_jax import io_utils, layout, report, study  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -396,7 +396,7 @@ def wait_for(job_id: str, workdir: str) -> int:
         if 'Invalid job id' in queued.stderr:  # finished and already purged by slurmctld
             break
         time.sleep(1)
-    page = os.path.join(workdir, study.REPORT_DIR, 'report.html')
+    page = os.path.join(workdir, layout.REPORT_DIR, 'report.html')
     if not os.path.exists(page):
         logging.error(
             'sweep: the report job %s ended without writing %s; see %s',
@@ -423,7 +423,7 @@ def main(argv):
         )
     workdir = os.path.abspath(FLAGS.workdir)
     sweep = study.enumerate_sweep(config)
-    runs = [p for p in sweep.runs if not study.is_finished(study.run_dir(workdir, p.run))]
+    runs = [p for p in sweep.runs if not layout.is_finished(layout.run_dir(workdir, p.run))]
     logging.info(
         'sweep: %d runs (%d named points), %d finished, %d to run.',
         len(sweep.runs),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import layerwise
-from unet_jax import io_utils, study
+from unet_jax import families, io_utils, study
 
 
 def tiny_study_config(
@@ -112,7 +112,7 @@ def test_counts_per_family_and_duplicates_follow_the_registry():
     assert len(sweep.points) == 2 * (5 + 2 * steps)
     # k = N trains everything: an alias of `full` in both directions, orders and granularities.
     for p in sweep.points:
-        if p.family in study.DIRECTIONS and p.k == len(registry.order(p.order, p.granularity)):
+        if p.family in families.DIRECTIONS and p.k == len(registry.order(p.order, p.granularity)):
             assert sweep.aliases[p.name] == p.name.rsplit('/', 1)[0] + '/full'
     # Runs are unique per trained-unit set (and initialisation); aliases train what their run does.
     runs = {p.name: p for p in sweep.runs}

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import csv
 import dataclasses
 import html
-import json
 import math
 import os
 import sys
@@ -31,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from unet_jax.study import ERROR_FILE, PLAN_FILE, REPORT_DIR, RESULTS_FILE  # noqa: E402
+from unet_jax.layout import ERROR_FILE, REPORT_DIR, read_plan, read_results  # noqa: E402
 
 ALPHA = 0.05
 MAIN_CONFIGURATIONS = ('scratch', 'pretrained', 'full', 'contracting', 'expanding')
@@ -125,15 +124,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def load_plan(workdir: str) -> dict[str, Any]:
-    path = os.path.join(workdir, PLAN_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f'{path} does not exist: {workdir} is not a study workdir (or the study never '
-            'started). Run `python -m unet_jax.main --config=configs/layerwise.py '
-            f'--workdir={workdir}` (or with --sweep_index=report) first.'
-        )
-    with open(path) as f:
-        return json.load(f)
+    return read_plan(workdir)
 
 
 def load_rows(workdir: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -143,7 +134,7 @@ def load_rows(workdir: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     for point in plan['points']:
         directory = os.path.join(workdir, point['dir'])
         if directory not in results:
-            results[directory] = _read_results(directory)
+            results[directory] = read_results(directory)
         res = results[directory]
         row = {
             key: point[key]
@@ -178,14 +169,6 @@ def load_rows(workdir: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
             row['num_train_examples'] = res.get('num_train_examples')
         rows.append(row)
     return rows
-
-
-def _read_results(directory: str) -> dict[str, Any] | None:
-    path = os.path.join(directory, RESULTS_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _float(value: Any) -> float:

@@ -2,12 +2,7 @@
 
 `enumerate_sweep(config)` is the one place that turns `configs/layerwise.py` into runs; the
 in-process runner (`main`), `launch/sweep.py` (local processes, SLURM arrays) and the report all
-use it. A study's workdir:
-
-  study.json                 the plan: every named point, its run index, aliases (for report)
-  pretrain/                  the pre-training run (skipped if `study.pretrained_workdir` is set)
-  points/<run name>/         one run folder per unique run (results.json = finished)
-  report/                    tables, plots, report.html (unet_jax.report)
+use it; the workdir's layout is in unet_jax.layout.
 
 A point is finished iff its results.json exists (train writes it atomically, last), so a study
 killed at any moment and started again loses nothing and runs nothing twice. Duplicate points
@@ -27,25 +22,16 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import freeze, io_utils, layers, models
-
-PLAN_FILE = 'study.json'
-PRETRAIN_DIR = 'pretrain'
-POINTS_DIR = 'points'
-REPORT_DIR = 'report'
-RESULTS_FILE = 'results.json'
-ERROR_FILE = 'error.txt'
-
-# Families that start from the pre-trained weights, with the freeze spec each one trains.
-FIXED_SPECS = {
-    'scratch': '@all',
-    'pretrained': '@none',
-    'full': '@all',
-    'contracting': '@contracting',
-    'expanding': '@expanding',
-}
-DIRECTIONS = {'shallow_to_deep': 'first', 'deep_to_shallow': 'last'}
-FAMILIES = tuple(FIXED_SPECS) + tuple(DIRECTIONS)
+from unet_jax import families, freeze, io_utils, layers, models
+from unet_jax.layout import (
+    ERROR_FILE,
+    PLAN_FILE,
+    PRETRAIN_DIR,
+    RESULTS_FILE,
+    is_finished,
+    run_dir,
+    size_name,
+)
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 PrepareFn = Callable[[ml_collections.ConfigDict], None]
@@ -96,13 +82,9 @@ class Sweep:
 # ----------------------------------------------------------------------------- enumeration
 
 
-def size_name(num_train: int) -> str:
-    return 'all' if num_train < 0 else str(num_train)
-
-
 def configuration_name(family: str, *, order: str = '', granularity: str = '', k: int = 0) -> str:
     """'full', or 'shallow_to_deep-level-block-k3' for the layer-by-layer families."""
-    if family in DIRECTIONS:
+    if families.get(family).is_direction:
         return f'{family}-{order}-{granularity}-k{k}'
     return family
 
@@ -123,8 +105,8 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
         )
 
     for family in study.families:
-        if family not in FAMILIES:
-            fail('families', family, FAMILIES)
+        if family not in families.NAMES:
+            fail('families', family, families.NAMES)
     for order in study.orders:
         if order not in layers.ORDERS:
             fail('orders', order, layers.ORDERS)
@@ -139,17 +121,18 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
 def _configurations(
     study: ml_collections.ConfigDict, registry: layers.LayerRegistry
 ) -> Iterator[dict[str, Any]]:
-    for family in study.families:
-        if family in FIXED_SPECS:
-            yield dict(family=family, spec=FIXED_SPECS[family])
+    for name in study.families:
+        family = families.get(name)
+        if not family.is_direction:
+            yield dict(family=name, spec=family.spec)
             continue
         for order in study.orders:
             for granularity in study.granularities:
                 n = len(registry.order(order, granularity))
                 for k in range(1, n + 1):
                     yield dict(
-                        family=family,
-                        spec=f'{DIRECTIONS[family]}:{k}',
+                        family=name,
+                        spec=f'{family.selector}:{k}',
                         order=order,
                         granularity=granularity,
                         k=k,
@@ -229,14 +212,6 @@ def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
     return os.path.abspath(
         config.study.get('pretrained_workdir') or os.path.join(workdir, PRETRAIN_DIR)
     )
-
-
-def run_dir(workdir: str, run_name: str) -> str:
-    return os.path.join(workdir, POINTS_DIR, *run_name.split('/'))
-
-
-def is_finished(directory: str) -> bool:
-    return os.path.exists(os.path.join(directory, RESULTS_FILE))
 
 
 def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -1,0 +1,47 @@
+"""The study's families of configurations, declared once (standard library only).
+
+The enumerator (unet_jax.study) turns each family into sweep points; the report iterates over
+the same table, so a family or direction added here appears in every table and figure.
+
+A reference family trains one fixed freeze spec. A direction trains the first or last k
+units/blocks of a depth order (`first:k` / `last:k`), for k = 1..N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    label: str  # how figures and conclusions name it
+    init: str  # 'pretrained' (from the pre-training run) or 'scratch' (random init)
+    spec: str = ''  # reference families: the freeze spec they train
+    selector: str = ''  # directions: 'first' (shallow->deep) or 'last' (deep->shallow)
+    trains: bool = True  # False: evaluated as initialised (no training steps)
+
+    @property
+    def is_direction(self) -> bool:
+        return bool(self.selector)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family('scratch', 'from scratch', init='scratch', spec='@all'),
+    Family('pretrained', 'pre-trained only', init='pretrained', spec='@none', trains=False),
+    Family('full', 'full fine-tuning', init='pretrained', spec='@all'),
+    Family('contracting', 'contracting path', init='pretrained', spec='@contracting'),
+    Family('expanding', 'expanding path', init='pretrained', spec='@expanding'),
+    Family('shallow_to_deep', 'shallow->deep', init='pretrained', selector='first'),
+    Family('deep_to_shallow', 'deep->shallow', init='pretrained', selector='last'),
+)
+BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+REFERENCES: tuple[str, ...] = tuple(f.name for f in FAMILIES if not f.is_direction)
+DIRECTIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.is_direction)
+
+
+def get(name: str) -> Family:
+    if name not in BY_NAME:
+        raise ValueError(f'Unknown family {name!r}; valid: {", ".join(NAMES)}.')
+    return BY_NAME[name]

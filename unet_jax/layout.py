@@ -1,0 +1,64 @@
+"""Where a study keeps its files, and when a run counts as finished (standard library only).
+
+The study runner, the launchers and the report all read these names from here, so the report
+can be made from a workdir without importing JAX. A study's workdir:
+
+  study.json                 the plan: every named point, its run, aliases (unet_jax.study)
+  pretrain/                  the pre-training run (unless `study.pretrained_workdir` is set)
+  points/<run name>/         one run folder per unique run; results.json there = finished
+  report/                    tables, figures, report.html (unet_jax.report)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+PLAN_FILE = 'study.json'
+PRETRAIN_DIR = 'pretrain'
+POINTS_DIR = 'points'
+REPORT_DIR = 'report'
+RESULTS_FILE = 'results.json'
+ERROR_FILE = 'error.txt'
+
+
+def size_name(num_train: int) -> str:
+    """'all' for every training image (-1), else the number."""
+    return 'all' if num_train < 0 else str(num_train)
+
+
+def run_dir(workdir: str, run_name: str) -> str:
+    """The folder of run `run_name` ('us/n16/s0/full') in a study workdir."""
+    return os.path.join(workdir, POINTS_DIR, *run_name.split('/'))
+
+
+def is_finished(directory: str) -> bool:
+    """A run is finished iff its results.json exists (written atomically, last)."""
+    return os.path.exists(os.path.join(directory, RESULTS_FILE))
+
+
+def has_failed(directory: str) -> bool:
+    return os.path.exists(os.path.join(directory, ERROR_FILE))
+
+
+def read_results(directory: str) -> dict[str, Any] | None:
+    """The run's results.json, or None while it is not finished."""
+    path = os.path.join(directory, RESULTS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_plan(workdir: str) -> dict[str, Any]:
+    """study.json of a study workdir, with an error that says how to make one."""
+    path = os.path.join(workdir, PLAN_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f'{path} does not exist: {workdir} is not a study workdir (or the study never '
+            'started). Run `python -m unet_jax.main --config=configs/layerwise.py '
+            f'--workdir={workdir}` (or with --sweep_index=report) first.'
+        )
+    with open(path) as f:
+        return json.load(f)
