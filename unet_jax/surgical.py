@@ -108,7 +108,7 @@ def parse_auto(spec: str, num_names: int) -> AutoSpec:
         return AutoSpec(criterion, None)
     if not count.isdigit() or not 1 <= int(count) <= num_names:
         raise AutoSpecError(
-            f"{where}: K must be an integer from 1 to {num_names} (the number of blocks or units "
+            f'{where}: K must be an integer from 1 to {num_names} (the number of blocks or units '
             f"at config.finetune.granularity) or '{SOFT}'."
         )
     return AutoSpec(criterion, int(count))
@@ -205,9 +205,7 @@ def choose(
     loss_fn = _loss_fn(model, variables, loss_weights)
     start = time.perf_counter()
     if parsed.criterion == 'rgn':
-        raw, passes = rgn_scores(
-            loss_fn, variables['params'], batches, registry, granularity
-        )
+        raw, passes = rgn_scores(loss_fn, variables['params'], batches, registry, granularity)
     else:
         raw, passes = probe_scores(
             loss_fn,
