@@ -123,8 +123,9 @@ class Choice:
 
     `scores` (normalised, max 1) and `raw_scores` are keyed by block or unit name in forward
     order; `chosen` lists the trained names, highest score first (every name when soft).
-    `cost`: seconds (wall, compilation included), flops (registry model of the work done),
-    num_examples, image_passes (forward+backward passes over one image).
+    `cost`: seconds (wall, compilation included), compile_s, flops (registry model of the work
+    done, padding of the last batch included), num_examples (probe images), image_passes
+    (passes of one image through the network, forward only or forward and backward).
     """
 
     spec: str  # the concrete freeze spec: the chosen names, or '@all' when soft
@@ -201,13 +202,13 @@ def choose(
     auto = auto or default_auto_config()
     loss_weights = dict(loss_weights or {'bce_weight': 1.0, 'dice_weight': 1.0})
     probe_images, probe_masks = probe_set(images, masks, auto.num_examples, auto.seed)
-    batches = list(_batches(probe_images, probe_masks, auto.batch_size))
+    batches = probe_batches(probe_images, probe_masks, auto.batch_size)
     loss_fn = _loss_fn(model, variables, loss_weights)
     start = time.perf_counter()
     if parsed.criterion == 'rgn':
-        raw, passes = rgn_scores(loss_fn, variables['params'], batches, registry, granularity)
+        raw, work = rgn_scores(loss_fn, variables['params'], batches, registry, granularity)
     else:
-        raw, passes = probe_scores(
+        raw, work = probe_scores(
             loss_fn,
             variables['params'],
             batches,
@@ -231,10 +232,11 @@ def choose(
         chosen=chosen,
         cost={
             'seconds': seconds,
+            'compile_s': work['compile_s'],
             # A gradient pass costs a full training step; an evaluation pass a forward pass.
-            'flops': passes['gradient'] * full_step + passes['forward'] * registry.forward_flops(),
+            'flops': work['gradient'] * full_step + work['forward'] * registry.forward_flops(),
             'num_examples': len(probe_images),
-            'image_passes': passes['gradient'] + passes['forward'],
+            'image_passes': work['gradient'] + work['forward'],
         },
     )
 
@@ -272,23 +274,59 @@ def normalise(raw: Mapping[str, float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- criteria
 
 
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Probe images padded to one batch shape (one compilation); `valid` marks the real ones."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    valid: np.ndarray  # float32 [batch]: 1 for an image, 0 for padding
+
+    def weighted(self, total: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images, masks, weights) with weight 1/total per real image: a sum of losses with
+        these weights over batches whose real images number `total` is their mean loss."""
+        return self.images, self.masks, self.valid / np.float32(total)
+
+
+def probe_batches(images: np.ndarray, masks: np.ndarray, batch_size: int) -> list[Batch]:
+    """The probe images in batches of `batch_size` (or fewer images), the last one padded."""
+    batch_size = max(min(batch_size, len(images)), 1)
+    batches = []
+    for start in range(0, len(images), batch_size):
+        count = len(images[start : start + batch_size])
+        pad = ((0, batch_size - count),) + ((0, 0),) * (images.ndim - 1)
+        batches.append(
+            Batch(
+                images=np.pad(images[start : start + batch_size], pad),
+                masks=np.pad(masks[start : start + batch_size], pad),
+                valid=(np.arange(batch_size) < count).astype(np.float32),
+            )
+        )
+    return batches
+
+
 def _loss_fn(model: Any, variables: Mapping[str, Any], loss_weights: Mapping[str, float]):
-    """Mean training loss of a batch as a function of the params (inference-mode forward)."""
+    """Weighted sum of per-image training losses as a function of the params.
+
+    The forward pass is in inference mode (no dropout, BatchNorm running statistics).
+    """
     batch_stats = variables.get('batch_stats')
 
-    def loss(params, images, masks):
+    def loss(params, images, masks, weights):
         model_variables = {'params': params}
         if batch_stats:
             model_variables['batch_stats'] = batch_stats
         logits = model.apply(model_variables, images, train=False)
-        return metrics.segmentation_loss(logits, masks, **loss_weights).mean()
+        return jnp.sum(metrics.segmentation_loss(logits, masks, **loss_weights) * weights)
 
     return loss
 
 
-def _batches(images: np.ndarray, masks: np.ndarray, batch_size: int):
-    for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size], masks[start : start + batch_size]
+def _compile(fn, *args):
+    """`fn` jitted and compiled for `args`, and the seconds the compilation took."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
 
 
 def _names_of_leaves(registry: LayerRegistry, granularity: str) -> dict[tuple[str, ...], str]:
@@ -302,15 +340,18 @@ def _flat(tree: Any) -> dict[tuple[str, ...], Any]:
 
 
 def rgn_scores(
-    loss_fn, params, batches, registry: LayerRegistry, granularity: str
-) -> tuple[dict[str, float], dict[str, int]]:
-    """||g_S|| / ||theta_S|| per block or unit S, g the gradient of the mean probe loss."""
-    grad_fn = jax.jit(jax.grad(lambda p, i, m: loss_fn(p, i, m) * len(i)))
+    loss_fn, params, batches: list[Batch], registry: LayerRegistry, granularity: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """||g_S|| / ||theta_S|| per block or unit S, g the gradient of the mean probe loss.
+
+    Returns the raw scores (forward order) and the work done: image passes of a gradient
+    ('gradient') and of a forward pass only ('forward'), and the compilation seconds.
+    """
+    total = float(sum(b.valid.sum() for b in batches))
+    grad_fn, compile_s = _compile(jax.grad(loss_fn), params, *batches[0].weighted(total))
     grads = jax.tree.map(jnp.zeros_like, params)
-    for batch_images, batch_masks in batches:
-        grads = jax.tree.map(jnp.add, grads, grad_fn(params, batch_images, batch_masks))
-    count = sum(len(i) for i, _ in batches)
-    grads = jax.tree.map(lambda g: g / count, grads)
+    for batch in batches:
+        grads = jax.tree.map(jnp.add, grads, grad_fn(params, *batch.weighted(total)))
     owner = _names_of_leaves(registry, granularity)
     grad_sq, param_sq = {}, {}
     flat_params = _flat(params)
@@ -320,42 +361,43 @@ def rgn_scores(
         param_sq[name] = param_sq.get(name, 0.0) + float(np.sum(np.square(flat_params[path])))
     names = registry.order('forward', granularity)
     scores = {n: math.sqrt(grad_sq[n]) / max(math.sqrt(param_sq[n]), 1e-12) for n in names}
-    return scores, {'gradient': count, 'forward': 0}
+    work = {'gradient': sum(len(b.valid) for b in batches), 'forward': 0, 'compile_s': compile_s}
+    return scores, work
 
 
 def probe_scores(
     loss_fn,
     params,
-    batches,
+    batches: list[Batch],
     registry: LayerRegistry,
     granularity: str,
     *,
     steps: int,
     learning_rate: float,
-) -> tuple[dict[str, float], dict[str, int]]:
+) -> tuple[dict[str, float], dict[str, float]]:
     """Relative drop of the probe loss after `steps` Adam steps that train one name alone.
 
     One compiled step serves every name: the name's one-hot scales live in the state of
     `scale_by_score`, so only they change between the short runs. The step differentiates every
-    parameter (the cost counts full gradient passes).
+    parameter (the work counts full gradient passes). Steps cycle through the batches.
     """
     if steps < 1:
         raise AutoSpecError(f'config.finetune.auto.probe_steps={steps} must be >= 1.')
     names = registry.order('forward', granularity)
     tx = optax.chain(optax.adam(learning_rate), scale_by_score({n: 0.0 for n in names}))
 
-    @jax.jit
-    def step(params, opt_state, batch_images, batch_masks):
-        grads = jax.grad(loss_fn)(params, batch_images, batch_masks)
+    def train_step(params, opt_state, images, masks, weights):
+        grads = jax.grad(loss_fn)(params, images, masks, weights)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    eval_loss = jax.jit(loss_fn)
-
-    num_examples = sum(len(i) for i, _ in batches)
+    total = float(sum(b.valid.sum() for b in batches))
+    first = batches[0]
+    step, step_compile_s = _compile(train_step, params, tx.init(params), *first.weighted(1.0))
+    mean_loss, eval_compile_s = _compile(loss_fn, params, *first.weighted(total))
 
     def probe_loss(p):
-        return sum(float(eval_loss(p, i, m)) * len(i) for i, m in batches) / num_examples
+        return sum(float(mean_loss(p, *b.weighted(total))) for b in batches)
 
     before = probe_loss(params)
     scores, gradient_passes = {}, 0
@@ -363,11 +405,16 @@ def probe_scores(
         opt_state = set_scales(tx.init(params), {n: float(n == name) for n in names})
         tuned = params
         for s in range(steps):
-            batch_images, batch_masks = batches[s % len(batches)]
-            tuned, opt_state = step(tuned, opt_state, batch_images, batch_masks)
-            gradient_passes += len(batch_images)
+            batch = batches[s % len(batches)]
+            tuned, opt_state = step(tuned, opt_state, *batch.weighted(batch.valid.sum()))
+            gradient_passes += len(batch.valid)
         scores[name] = (before - probe_loss(tuned)) / max(before, 1e-12)
-    return scores, {'gradient': gradient_passes, 'forward': (len(names) + 1) * num_examples}
+    work = {
+        'gradient': gradient_passes,
+        'forward': (len(names) + 1) * sum(len(b.valid) for b in batches),
+        'compile_s': step_compile_s + eval_compile_s,
+    }
+    return scores, work
 
 
 # ----------------------------------------------------------------------------- soft variant
