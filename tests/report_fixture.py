@@ -143,14 +143,14 @@ def step_flops(units) -> float:
     return forward + sum(FLOPS[u] for u in NAMES[first:]) + sum(FLOPS[u] for u in units)
 
 
-def draw_images(rng, count: int, size: int = 48):
+def draw_images(rng, lesion: np.ndarray, size: int = 48):
     """Speckled images with one bright ellipse each (a lesion), or none (a normal case)."""
     rows, cols = np.mgrid[:size, :size]
     images, masks = [], []
-    for i in range(count):
+    for has_lesion in lesion:
         cy, cx = rng.uniform(0.35, 0.65, 2) * size
         ry, rx = rng.uniform(0.12, 0.25, 2) * size
-        mask = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 < 1
+        mask = (((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 < 1) & has_lesion
         images.append(0.4 + 0.5 * mask + 0.25 * rng.rayleigh(1.0, (size, size)))
         masks.append(mask.astype(np.float32))
     return np.asarray(images)[..., None], np.asarray(masks)[..., None]
@@ -174,7 +174,7 @@ def make_results(rng, point, target_setup, seed_effect) -> dict:
     dice = true_dice(point['target'], family, units) + seed_effect + 0.01 * rng.standard_normal()
     ids, lesion, difficulty, images, masks = target_setup
     per_image = np.clip(dice + difficulty + 0.05 * rng.standard_normal(len(ids)), 0.0, 1.0)
-    pred_pixels = np.where(lesion, 200, rng.poisson(40 * (1 - dice), len(ids)))
+    pred_pixels = np.where(lesion, 200, rng.poisson(30 * (1 - dice) ** 3, len(ids)))
     saved = 4
     probs = np.stack([predicted(rng, masks[i, ..., 0], per_image[i]) for i in range(saved)])
     for i in range(saved):  # the saved predictions' scores are those of the saved maps
@@ -184,10 +184,10 @@ def make_results(rng, point, target_setup, seed_effect) -> dict:
     scores_lesion = per_image[lesion]
     normal = ~lesion
     steps = SCRATCH_STEPS if family.init == 'scratch' else NUM_STEPS if family.trains else 0
-    tau = 0.9 * steps if family.init == 'scratch' and point['target'] == 'us' else 0.08 * steps
+    tau = 0.35 * steps if family.init == 'scratch' and point['target'] == 'us' else 0.08 * steps
     curve_steps = list(range(0, steps + 1, EVAL_EVERY)) if steps else []
     curve = [
-        float(dice * (1 - np.exp(-s / tau)) + 0.004 * rng.standard_normal()) for s in curve_steps
+        float(dice * (1 - np.exp(-s / tau)) + 0.002 * rng.standard_normal()) for s in curve_steps
     ]
     flops = step_flops(units)
     step_s = 0.02 * flops / sum(FLOPS.values())
@@ -279,8 +279,7 @@ def make_study(
         ids = [f'case{i:03d}' for i in range(num_test)]
         every = normal_every.get(target, 0)
         lesion = np.array([not every or i % every != 3 for i in range(num_test)])
-        images, masks = draw_images(rng, num_test)
-        masks[~lesion] = 0
+        images, masks = draw_images(rng, lesion)
         setups[target] = (ids, lesion, 0.08 * rng.standard_normal(num_test), images, masks)
     seed_effects = {s: 0.015 * rng.standard_normal() for s in seeds}
     for point in plan['points']:

@@ -36,7 +36,8 @@ def methods(settings: analysis.Settings) -> list[str]:
     return [
         'Test Dice is the mean per-image Dice over lesion test images (non-empty ground truth); '
         'normal images are scored apart (share with any predicted foreground).',
-        'Comparisons pair two configurations by seed and test image. The 95% CI is a '
+        'Comparisons pair two configurations by seed and test image. The 95% CI (per '
+        'comparison, not adjusted) is a '
         'hierarchical bootstrap: seeds and test images (shared by all seeds) are resampled '
         f'together, {settings.resamples} times with generator seed {settings.seed}; the '
         'pre-training is not resampled. p inverts the bootstrap interval; all headline '
@@ -71,9 +72,8 @@ def write_report(
     data = dict(
         status=conclusions.status_line(study),
         problems=_problems(study),
-        answers=[
-            (conclusions.cell_name(a.target, a.num_train), conclusions.answer_lines(a))
-            for a in result.answers
+        answer_tables=[
+            t for t in (tables.answer_table(result), tables.budget_table(result)) if t is not None
         ],
         findings=conclusions.findings(study, result),
         methods=methods(result.settings),
@@ -143,6 +143,6 @@ def _write_csvs(study: Study, result: analysis.Analysis, folder: str) -> None:
             row.update(dataclasses.asdict(d.interval))
             row.update(p=d.p, p_tost=d.p_tost, margin=d.margin, t=d.t_test.t, df=d.t_test.df)
             row['p_t'] = d.t_test.p
-        row['still_improving'] = ' '.join(c.flagged)
+        row['still_improving'] = ' '.join(f'{name}:{n}/{known}' for name, n, known in c.flagged)
         rows.append(row)
     pd.DataFrame(rows).to_csv(os.path.join(folder, 'comparisons.csv'), index=False)

@@ -51,7 +51,7 @@ class Comparison:
     a: str
     b: str
     difference: stats.Difference | None
-    flagged: tuple[str, ...] = ()  # configurations involved that were still improving
+    flagged: tuple[tuple[str, int, int], ...] = ()  # (configuration, runs still improving, of)
     pretrain_runs: int = 1
     order: str = ''
     granularity: str = ''
@@ -95,7 +95,10 @@ class Comparison:
 def cost_text(axis: str, value: float) -> str:
     if not np.isfinite(value):
         return '-'
-    return f'{100 * value:.3g}%' if axis == 'trained_fraction' else f'{value:.3g} FLOPs'
+    if axis == 'trained_fraction':
+        percent = 100 * value
+        return f'{percent:.0f}%' if percent >= 10 else f'{percent:.2g}%'
+    return f'{value:.2g} FLOPs'.replace('e+', 'e')
 
 
 @dataclasses.dataclass
@@ -268,9 +271,14 @@ def _terms(side) -> list[tuple[str, float]]:
     return [(side, 1.0)] if isinstance(side, str) else list(side)
 
 
-def _flagged(summary_cell: pd.DataFrame, names) -> tuple[str, ...]:
-    rows = summary_cell[summary_cell['configuration'].isin(names)]
-    return tuple(rows.loc[rows['still_improving'] > 0, 'configuration'])
+def _flagged(summary_cell: pd.DataFrame, names) -> tuple[tuple[str, int, int], ...]:
+    """The configurations among `names` with a run still improving: (name, flagged, known)."""
+    rows = summary_cell[summary_cell['configuration'].isin(list(names))]
+    rows = rows[rows['still_improving'] > 0]
+    return tuple(
+        (r.configuration, int(r.still_improving), int(r.convergence_known))
+        for r in rows.itertuples()
+    )
 
 
 def _direction_points(cell: pd.DataFrame, name: str, order: str, granularity: str):

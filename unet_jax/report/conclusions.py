@@ -9,21 +9,13 @@ stopped.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 
 from unet_jax import layout
 from unet_jax.report import stats
-from unet_jax.report.analysis import FULL, Analysis, Answer, Comparison
+from unet_jax.report.analysis import Analysis, Comparison
 from unet_jax.report.load import Study, family
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    subject: str  # 'us, n = 16' (emphasised when rendered)
-    text: str
 
 
 def cell_name(target: str, num_train: int) -> str:
@@ -36,6 +28,12 @@ def p_text(p: float) -> str:
     return '< 0.001' if p < 0.001 else f'{p:.2g}'
 
 
+def p_is(p: float) -> str:
+    """'= 0.03' or '< 0.001', to follow 'p '."""
+    text = p_text(p)
+    return text if text.startswith('<') else f'= {text}'
+
+
 def ci_text(low: float, high: float) -> str:
     return f'95% CI [{low:+.3f}, {high:+.3f}]'
 
@@ -45,65 +43,65 @@ def label(name: str) -> str:
 
 
 def evidence(c: Comparison) -> str:
-    """Seeds, images, the secondary t-test and the pre-training runs behind a comparison."""
+    """Seeds, images, pre-training runs and the secondary t-test behind a comparison."""
     interval, t = c.difference.interval, c.difference.t_test
     images = (
         f'{interval.num_images} lesion test images'
         if interval.num_images > 1
         else 'per-seed means (no per-image scores)'
     )
-    if interval.num_seeds > 1:
-        seeds = f'{interval.num_seeds} seeds x {images}'
-        secondary = (
-            f'paired t over seeds: t = {t.t:.2f}, df = {t.df}, p = {p_text(t.p)}'
-            if np.isfinite(t.t)
-            else 'paired t over seeds undefined (identical differences)'
-        )
-    else:
-        seeds = f'1 seed x {images}: the CI covers test-image sampling only'
-        secondary = 'no t-test with one seed'
-    runs = 'one pre-training run' if c.pretrain_runs <= 1 else f'{c.pretrain_runs} pre-training runs'
-    return f'{seeds}; {secondary}; {runs}'
-
-
-def flag_note(names: tuple[str, ...]) -> str:
-    if not names:
-        return ''
-    shown = ', '.join(names) if len(names) <= 3 else f'{len(names)} of the configurations involved'
-    return (
-        f' Caution: {shown} still improved in the last {stats.LATE_FRACTION:.0%} of training, '
-        'so their Dice may be under-estimated.'
+    runs = '1 pre-training run' if c.pretrain_runs <= 1 else f'{c.pretrain_runs} pre-training runs'
+    if interval.num_seeds < 2:
+        return f'1 seed x {images}, {runs}; the CI covers test-image sampling only, no t-test'
+    secondary = (
+        f'paired t over seeds t({t.df}) = {t.t:.2f}, p {p_is(t.p)}'
+        if np.isfinite(t.t)
+        else 'paired t over seeds undefined (equal differences)'
     )
+    return f'{interval.num_seeds} seeds x {images}, {runs}; {secondary}'
+
+
+def flag_note(flagged) -> str:
+    """The caution for a finding that involves runs still improving when training stopped."""
+    if not flagged:
+        return ''
+    if len(flagged) <= 3:
+        shown = ', '.join(f'{name} ({n} of {known} runs)' for name, n, known in flagged)
+    else:
+        shown = f'{sum(n for _, n, _ in flagged)} runs of {len(flagged)} configurations involved'
+    return f' Caution, still improving when training stopped: {shown}.'
 
 
 def describe(c: Comparison, a_label: str, b_label: str) -> str:
     """One sentence for a comparison: who wins (or that nothing is shown), with the numbers."""
     if c.difference is None:
         return f'{a_label} vs {b_label}: not tested (no seed has results of both).'
+    return f'{verdict_text(c, a_label, b_label)} ({evidence(c)}).{flag_note(c.flagged)}'
+
+
+def verdict_text(c: Comparison, a_label: str, b_label: str) -> str:
+    """The claim and its numbers, without the evidence base."""
     d = c.difference
     low, high = d.interval.low, d.interval.high
-    verdict = c.verdict
-    holm = f'Holm-adjusted p = {p_text(c.p_holm)}'
-    if verdict in ('a', 'b'):
-        better, worse = (a_label, b_label) if verdict == 'a' else (b_label, a_label)
-        sign = 1 if verdict == 'a' else -1
-        text = (
+    holm = f'Holm-adjusted p {p_is(c.p_holm)}'
+    if c.verdict in ('a', 'b'):
+        better, worse = (a_label, b_label) if c.verdict == 'a' else (b_label, a_label)
+        sign = 1 if c.verdict == 'a' else -1
+        return (
             f'{better} beats {worse} by {abs(d.estimate):.3f} Dice '
             f'({ci_text(*sorted((sign * low, sign * high)))}, {holm})'
         )
-    elif verdict == 'equivalent':
-        text = (
+    if c.verdict == 'equivalent':
+        return (
             f'{a_label} and {b_label} are equivalent within +-{d.margin:g} Dice (TOST, '
-            f'Holm-adjusted p = {p_text(c.p_tost_holm)}; difference {d.estimate:+.3f}, '
+            f'Holm-adjusted p {p_is(c.p_tost_holm)}; difference {d.estimate:+.3f}, '
             f'{ci_text(low, high)})'
         )
-    else:
-        text = (
-            f'no evidence of a difference between {a_label} and {b_label} (difference '
-            f'{d.estimate:+.3f}, {ci_text(low, high)}, {holm}; not shown equivalent within '
-            f'+-{d.margin:g} either)'
-        )
-    return f'{text}; {evidence(c)}.{flag_note(c.flagged)}'
+    return (
+        f'no evidence of a difference between {a_label} and {b_label} (difference '
+        f'{d.estimate:+.3f}, {ci_text(low, high)}, {holm}; not shown equivalent within '
+        f'+-{d.margin:g} either)'
+    )
 
 
 def comparison_sentence(c: Comparison) -> str:
@@ -131,7 +129,7 @@ def per_k_sentence(group: list[Comparison]) -> str:
         else '',
         f'not tested at k = {", ".join(ks["untested"])}' if 'untested' in ks else '',
     ]
-    flagged = tuple(dict.fromkeys(n for c in group for n in c.flagged))
+    flagged = tuple(dict.fromkeys(f for c in group for f in c.flagged))
     return (
         f'{first.where}, {label(first.a)} vs {label(first.b)} at each k: '
         f'{"; ".join(p for p in parts if p)} (a paired bootstrap per k, Holm-adjusted with '
@@ -139,35 +137,46 @@ def per_k_sentence(group: list[Comparison]) -> str:
     )
 
 
-def findings(study: Study, analysis: Analysis) -> list[Finding]:
-    """The conclusions, cell by cell: comparisons, per-k summaries, normal cases, convergence."""
+def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[str]]]:
+    """The conclusions per cell: comparisons, per-k summaries, normal cases, convergence."""
     out = []
     for target, num_train in study.cells:
-        subject = cell_name(target, num_train)
         cell = [c for c in analysis.comparisons if (c.target, c.num_train) == (target, num_train)]
-        per_k: dict[tuple[str, str, str], list[Comparison]] = {}
+        lines, per_k = [], {}
         for c in cell:
             if c.kind == 'direction_k':
                 per_k.setdefault((c.a, c.b, c.where), []).append(c)
-            elif c.kind != 'budget':
-                out.append(Finding(subject, comparison_sentence(c)))
-        out.extend(Finding(subject, per_k_sentence(group)) for group in per_k.values())
+            else:
+                lines.append(_capitalised(comparison_sentence(c)))
+        lines.extend(_capitalised(per_k_sentence(group)) for group in per_k.values())
         summary = analysis.summary
         summary = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
-        out.extend(Finding(subject, text) for text in (_normal_cases(summary), _convergence(summary)) if text)
+        lines.extend(text for text in (_normal_cases(summary), _convergence(summary)) if text)
+        if lines:
+            out.append((cell_name(target, num_train), lines))
     return out
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _normal_cases(summary: pd.DataFrame) -> str:
     normal = summary[(summary['num_normal'] > 0) & summary['normal_fp_rate'].notna()]
+    normal = normal[normal['same_run_as'] == '']
     if normal.empty:
         return ''
-    low, high = normal.loc[normal['normal_fp_rate'].idxmin()], normal.loc[normal['normal_fp_rate'].idxmax()]
+    rates = normal.set_index('configuration')['normal_fp_rate']
+    spread = (
+        f'is {rates.iloc[0]:.0%} for every configuration'
+        if rates.max() - rates.min() < 1e-9
+        else f'ranges from {rates.min():.0%} ({rates.idxmin()}) to {rates.max():.0%} '
+        f'({rates.idxmax()})'
+    )
     return (
         f'{int(normal["num_normal"].max())} normal test images (empty ground truth) are scored '
-        'apart from the Dice: the share of them with any predicted foreground ranges from '
-        f'{low["normal_fp_rate"]:.0%} ({low["configuration"]}) to {high["normal_fp_rate"]:.0%} '
-        f'({high["configuration"]}); see the "normal FP" column.'
+        f'apart from the Dice: the share of them with any predicted foreground {spread} (mean '
+        'over seeds; the "normal FP" column has every configuration).'
     )
 
 
@@ -184,63 +193,6 @@ def _convergence(summary: pd.DataFrame) -> str:
         f'Dice there above the best before by more than {stats.CONVERGENCE_TOLERANCE}): '
         f'{names}. Conclusions involving them may change with longer training.'
     )
-
-
-# ----------------------------------------------------------------------------- the answer
-
-
-def answer_lines(answer: Answer) -> list[str]:
-    """Which configuration wins in the cell, by how much and how sure; the cheapest
-    configuration near full; which direction wins at equal budget."""
-    if answer.best is None:
-        return ['No finished runs yet.']
-    lines = [_winner(answer)]
-    lines.append(_cheapest(answer))
-    lines.extend(
-        f'Matched budget, {c.scope}: {describe(c, label(c.a), label(c.b))}'
-        for c in answer.budget
-        if c.difference is not None
-    )
-    return [line for line in lines if line]
-
-
-def _winner(answer: Answer) -> str:
-    text = f'Highest mean test Dice: {answer.best} ({answer.best_dice:.3f}).'
-    if answer.runner_up is None or answer.margin is None:
-        return text
-    d = answer.margin
-    ahead = d.interval.low > 0
-    text += (
-        f' {"Ahead of" if ahead else "Not distinguishable from"} the next best, '
-        f'{answer.runner_up}: difference {d.estimate:+.3f} ({ci_text(d.interval.low, d.interval.high)}, '
-        f'{d.interval.num_seeds} seeds x {d.interval.num_images} lesion test images; not corrected '
-        'for picking the best).'
-    )
-    if np.isfinite(answer.share_best):
-        text += f' It ranks first in {answer.share_best:.0%} of the bootstrap resamples.'
-    return text
-
-
-def _cheapest(answer: Answer) -> str:
-    if answer.cheapest is None:
-        return f'{FULL} has not finished: no cost comparison with it.'
-    if answer.cheapest == FULL:
-        return (
-            'No configuration cheaper than full fine-tuning is within 1 Dice point of it '
-            '(and inside its 95% CI).'
-        )
-    cost = answer.cheapest_cost
-    parts = [f'{cost["trained_fraction"]:.1%} of its trained parameters']
-    if np.isfinite(cost['train_flops']):
-        parts.append(f'{cost["train_flops"]:.0%} of its training FLOPs')
-    text = (
-        f'Cheapest within 1 Dice point of full fine-tuning (and inside its 95% CI): '
-        f'{answer.cheapest} (Dice {cost["dice"]:.3f}; {" and ".join(parts)})'
-    )
-    d = answer.cheapest_vs_full
-    if d is not None:
-        text += f'; difference to full {d.estimate:+.3f} ({ci_text(d.interval.low, d.interval.high)})'
-    return text + '.'
 
 
 def status_line(study: Study) -> str:

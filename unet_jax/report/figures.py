@@ -29,44 +29,71 @@ LINE_STYLES = ('-', '--', ':', '-.')
 MARKERS = ('o', 's', '^', 'D', 'v', 'P')
 REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8')
 GT_COLOR, PREDICTION_COLOR = '#00d000', '#ff3030'
+DIRECTION_COLORS = ('tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink')
+REFERENCE_COLORS = ('0.55', 'k', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'gold')
 
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
     file: str
     caption: str
+    labels: tuple[str, ...] = ()  # what it draws (its legend): the page's alt text
 
 
 def family_color(name: str) -> str:
-    names = [f.name for f in families.FAMILIES]
-    if name not in names:
-        return '0.4'
-    return plt.get_cmap('tab10')(names.index(name) % 10)
+    """Directions in saturated colours, references in their own palette, by table position."""
+    if name in families.DIRECTIONS:
+        return DIRECTION_COLORS[families.DIRECTIONS.index(name) % len(DIRECTION_COLORS)]
+    if name in families.REFERENCES:
+        return REFERENCE_COLORS[families.REFERENCES.index(name) % len(REFERENCE_COLORS)]
+    return '0.4'
 
 
 def _size(num_train: int) -> str:
     return f'n = {layout.size_name(num_train)}'
 
 
-def _panels(study: Study, draw: Callable, path: str, *, width=4.4, height=3.3) -> list[str]:
+def _grid(study: Study) -> tuple[int, int]:
+    """Rows x columns of panels: targets by sizes, or the targets in a row for one size."""
+    if len(study.sizes) > 1:
+        return len(study.targets), len(study.sizes)
+    cols = min(len(study.cells), 3)
+    return math.ceil(len(study.cells) / cols), cols
+
+
+def _panels(
+    study: Study, draw: Callable, path: str, *, width=4.4, height=3.3
+) -> tuple[list[str], tuple[str, ...]]:
     """Calls draw(ax, target, num_train) -> number of points, for each cell; hides panels with
-    fewer than two; saves if any is left. Returns the titles of the hidden panels."""
-    rows, cols = len(study.targets), len(study.sizes)
+    fewer than two; saves if any is left. Returns the hidden panels' titles and the legend."""
+    rows, cols = _grid(study)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     hidden = []
+    for ax in axes.ravel()[len(study.cells) :]:
+        ax.set_visible(False)
     for (target, num_train), ax in zip(study.cells, axes.ravel()):
         ax.set_title(f'{target}, {_size(num_train)}', fontsize=10)
         if draw(ax, target, num_train) < 2:
             ax.set_visible(False)
             hidden.append(f'{target}, {_size(num_train)}')
         ax.grid(alpha=0.3)
-    if len(hidden) < len(study.cells):
-        _save(fig, axes, path)
+    labels = _save(fig, axes, path) if len(hidden) < len(study.cells) else ()
     plt.close(fig)
-    return hidden
+    return hidden, labels
 
 
-def _save(fig, axes, path: str) -> None:
+def _log_axis(ax, values: Sequence[float], fmt: Callable[[float], str]) -> None:
+    """Log x with labels at 1, 2, 5 x 10^n (at 10^n only over more than two decades)."""
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0])
+    ax.set_xscale('log')
+    decades = np.log10(values.max() / values.min()) if values.size else 0
+    subs = (1.0,) if decades > 2 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=subs))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _save(fig, axes, path: str) -> tuple[str, ...]:
     """One legend for all panels, right of them (any number of panels or lines fits)."""
     fig.tight_layout()
     seen = {}
@@ -80,6 +107,7 @@ def _save(fig, axes, path: str) -> None:
             fontsize=8,
         )  # fmt: skip
     fig.savefig(path, dpi=110, bbox_inches='tight')
+    return tuple(seen)
 
 
 def _cell(summary: pd.DataFrame, target: str, num_train: int) -> pd.DataFrame:
@@ -151,7 +179,7 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
         ax.set_ylabel('test Dice (lesion images)')
         return points
 
-    hidden = _panels(study, draw, path)
+    hidden, labels = _panels(study, draw, path)
     if len(hidden) == len(study.cells):
         return None
     return Figure(
@@ -160,6 +188,7 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
         '(line style) and granularity (marker); bands: 95% hierarchical-bootstrap CI. The '
         'reference configurations have one value per panel and are drawn as dotted horizontal '
         'lines.' + _hidden_note(hidden),
+        labels,
     )
 
 
@@ -198,14 +227,18 @@ def dice_vs_cost(study: Study, analysis: Analysis, folder: str, axis: str) -> Fi
                 front[axis] * scale, front['dice_mean'], where='post', color='k', alpha=0.35,
                 linewidth=4, zorder=1, label='Pareto front (best Dice for its cost)',
             )  # fmt: skip
-        ax.set_xscale('log')
+        _log_axis(
+            ax,
+            priced[axis] * scale,
+            (lambda v: f'{v:g}%') if scale == 100 else (lambda v: f'{v:.0e}'.replace('e+', 'e')),
+        )
         ax.set_xlabel(
-            'trained parameters (% of the network)' if scale == 100 else 'training FLOPs'
+            'trained parameters (% of the network)' if scale == 100 else 'training FLOPs (log)'
         )
         ax.set_ylabel('test Dice (lesion images)')
         return len(priced)
 
-    hidden = _panels(study, draw, path)
+    hidden, labels = _panels(study, draw, path)
     if len(hidden) == len(study.cells):
         return None
     return Figure(
@@ -214,6 +247,7 @@ def dice_vs_cost(study: Study, analysis: Analysis, folder: str, axis: str) -> Fi
         'order, marker: granularity), reference configurations as large markers (one run '
         'without training cost as a dotted line), and the Pareto front: the best Dice '
         'reached for at most that cost.' + _hidden_note(hidden),
+        labels,
     )
 
 
@@ -228,33 +262,37 @@ def references(study: Study, analysis: Analysis, folder: str) -> Figure | None:
         return None
     path = os.path.join(folder, 'references.png')
     cells = study.cells
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.9 * len(cells)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(names) * len(cells) + 1.5), 3.6))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         rows = [_row(summary, t, n, name) for t, n in cells]
         mean = np.array([r['dice_mean'].iloc[0] if len(r) else math.nan for r in rows])
         low = np.array([r['dice_ci_low'].iloc[0] if len(r) else math.nan for r in rows])
         high = np.array([r['dice_ci_high'].iloc[0] if len(r) else math.nan for r in rows])
-        single = np.isnan(low)
+        single = np.isnan(low) & np.isfinite(mean)
         x = np.arange(len(cells)) + (i - (len(names) - 1) / 2) * width
-        err = np.nan_to_num(np.stack([mean - low, high - mean]))
         ax.bar(
-            x, mean, width, yerr=err, capsize=3, color=family_color(name),
-            hatch=['//' if s else '' for s in single], edgecolor='white',
-            label=family(name).label,
+            x, mean, width, color=family_color(name), edgecolor='white',
+            hatch=['//' if s else '' for s in single], label=family(name).label,
+        )  # fmt: skip
+        ok = np.isfinite(low)
+        ax.errorbar(
+            x[ok], mean[ok], yerr=np.stack([mean - low, high - mean])[:, ok], fmt='none',
+            ecolor='k', capsize=3, linewidth=1,
         )  # fmt: skip
     ax.set_xticks(range(len(cells)), [f'{t}\n{_size(n)}' for t, n in cells])
     ax.set_ylabel('test Dice (lesion images)')
     ax.set_ylim(0, 1)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(names)), loc='lower center', bbox_to_anchor=(0.5, 1.0))
+    ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
     plt.close(fig)
     return Figure(
         os.path.basename(path),
         'The reference configurations per target and size: mean test Dice over seeds with its '
         '95% hierarchical-bootstrap CI; hatched bars are a single run (no CI).',
+        tuple(family(n).label for n in names),
     )
 
 
@@ -277,9 +315,13 @@ def dice_vs_size(study: Study, analysis: Analysis, folder: str) -> Figure | None
         ax.set_ylabel('test Dice (lesion images)')
         ax.set_title(target, fontsize=10)
         ax.grid(alpha=0.3)
-    _save(fig, axes, path)
+    labels = _save(fig, axes, path)
     plt.close(fig)
-    return Figure(os.path.basename(path), 'Test Dice of the reference configurations against the training-set size.')
+    return Figure(
+        os.path.basename(path),
+        'Test Dice of the reference configurations against the training-set size.',
+        labels,
+    )
 
 
 # ----------------------------------------------------------------------------- curves
@@ -296,31 +338,38 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
     path = os.path.join(folder, 'val_curves.png')
 
     def draw(ax, target, num_train):
-        points = 0
+        points, windows = 0, set()
         for name in names:
             rows = runs[
                 (runs['target'] == target) & (runs['num_train'] == num_train)
                 & (runs['configuration'] == name) & (runs['status'] == 'done')
             ]  # fmt: skip
-            for i, (_, run) in enumerate(rows.iterrows()):
+            for _, run in rows.iterrows():
                 curve = curves[curves['name'] == run['name']].sort_values('step')
                 if len(curve) < 2:
                     continue
-                flag = ' (still improving)' if run['still_improving'] is True else ''
+                color = family_color(name)
                 ax.plot(
-                    curve['step'], curve['dice'], color=family_color(name), linewidth=1,
-                    alpha=0.8, linestyle=LINE_STYLES[i % len(LINE_STYLES)],
-                    label=f'{family(name).label}, seed {run["seed"]}{flag}',
+                    curve['step'], curve['dice'], color=color, linewidth=1, alpha=0.8,
+                    label=family(name).label,
                 )  # fmt: skip
-                if np.isfinite(run['num_steps']):
-                    cut = (1 - stats.LATE_FRACTION) * run['num_steps']
-                    ax.axvspan(cut, run['num_steps'], color=family_color(name), alpha=0.04)
+                if run['still_improving'] is True:
+                    ax.plot(
+                        curve['step'].iloc[-1], curve['dice'].iloc[-1], marker='^', color=color,
+                        markersize=8, markeredgecolor='k', linestyle='none',
+                        label='run still improving at its end',
+                    )  # fmt: skip
+                windows.add(run['num_steps'])
                 points += len(curve)
+        for num_steps in windows - {math.nan}:
+            if np.isfinite(num_steps):
+                cut = (1 - stats.LATE_FRACTION) * num_steps
+                ax.axvspan(cut, num_steps, color='0.5', alpha=0.12, linewidth=0)
         ax.set_xlabel('training step')
         ax.set_ylabel('validation Dice (lesion images)')
         return points
 
-    hidden = _panels(study, draw, path, width=5.0)
+    hidden, labels = _panels(study, draw, path, width=5.0)
     if len(hidden) == len(study.cells):
         return None
     return Figure(
@@ -328,5 +377,6 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
         'Validation Dice during training, one line per seed. Shaded: the last '
         f'{stats.LATE_FRACTION:.0%} of each run\'s steps; a run whose best validation Dice '
         f'there beats its best before by more than {stats.CONVERGENCE_TOLERANCE} is flagged '
-        '"still improving".' + _hidden_note(hidden),
+        '"still improving" (triangle at its end).' + _hidden_note(hidden),
+        labels,
     )

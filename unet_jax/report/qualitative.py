@@ -59,6 +59,7 @@ def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> F
                         'configuration\'s prediction (red, probability > 0.5) outlined; '
                         'Dice per image as recorded by the run (results.json). Normal images '
                         '(empty ground truth) show how many pixels were predicted instead.',
+                        tuple(names),
                     )
     return None
 

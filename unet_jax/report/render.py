@@ -1,7 +1,7 @@
 """Markdown and HTML from one template (report.j2) and the same data.
 
 The template says what the page holds and in which order; a format turns each element
-(heading, paragraph, list, finding, table, figure) into its markup. The HTML page is
+(heading, paragraph, list, table, figure) into its markup. The HTML page is
 self-contained: figures are embedded as base64 PNGs, nothing is fetched.
 """
 
@@ -11,14 +11,15 @@ import base64
 from collections.abc import Sequence
 import html
 import os
+import re
 
 import jinja2
 
-from unet_jax.report.conclusions import Finding
 from unet_jax.report.figures import Figure
 from unet_jax.report.tables import Table
 
 TEMPLATE = 'report.j2'
+NUMBER = re.compile(r'[-+]?[\d.,]+(%|x| \+- [\d.]+)?|-|\[[-+\d., ]+\]')  # right-aligned
 STYLE = (
     'body{font-family:system-ui,sans-serif;max-width:1250px;margin:auto;padding:1em 2em;'
     'line-height:1.45;color:#222}'
@@ -26,8 +27,8 @@ STYLE = (
     'h3{margin-bottom:.3em}li{margin:.25em 0}'
     'table{border-collapse:collapse;font-size:12.5px;margin:.4em 0 .3em}'
     'caption{text-align:left;font-weight:600;padding:.3em 0}'
-    'td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;vertical-align:top}'
-    'th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}'
+    'td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}'
+    'th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap}'
     'p.note{font-size:12px;color:#555;margin-top:0}'
     'figure{margin:1em 0}figcaption{font-size:13px;color:#444;max-width:1000px}'
     'img{max-width:100%}'
@@ -43,9 +44,6 @@ class Markdown:
 
     def bullets(self, items: Sequence[str]) -> str:
         return ''.join(f'- {item}\n' for item in items)
-
-    def findings(self, items: Sequence[Finding]) -> str:
-        return ''.join(f'- **{item.subject}**: {item.text}\n' for item in items)
 
     def table(self, table: Table) -> str:
         cell = lambda text: str(text).replace('|', '\\|')
@@ -76,29 +74,21 @@ class Html:
     def bullets(self, items: Sequence[str]) -> str:
         return '<ul>' + ''.join(f'<li>{html.escape(i)}</li>' for i in items) + '</ul>'
 
-    def findings(self, items: Sequence[Finding]) -> str:
-        return (
-            '<ul>'
-            + ''.join(
-                f'<li><b>{html.escape(i.subject)}</b>: {html.escape(i.text)}</li>' for i in items
-            )
-            + '</ul>'
-        )
-
     def table(self, table: Table) -> str:
         head = ''.join(f'<th>{html.escape(c)}</th>' for c in table.columns)
-        body = ''.join(
-            '<tr>' + ''.join(f'<td>{html.escape(str(c))}</td>' for c in row) + '</tr>'
-            for row in table.rows
-        )
+        body = ''.join('<tr>' + ''.join(map(self._cell, row)) + '</tr>' for row in table.rows)
         note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ''
         caption = f'<caption>{html.escape(table.title)}</caption>'
         return f'<table>{caption}<tr>{head}</tr>{body}</table>{note}'
 
+    def _cell(self, text: str) -> str:
+        numeric = NUMBER.fullmatch(text) is not None
+        return f'<td class="num">{html.escape(text)}</td>' if numeric else f'<td>{html.escape(text)}</td>'
+
     def figure(self, figure: Figure) -> str:
         with open(os.path.join(self.folder, figure.file), 'rb') as f:
             data = base64.b64encode(f.read()).decode('ascii')
-        alt = html.escape(figure.file)
+        alt = html.escape(f'{figure.file}: {", ".join(figure.labels)}' if figure.labels else figure.file)
         return (
             f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
             f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>'

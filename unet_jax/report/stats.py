@@ -11,9 +11,10 @@ twice counts twice for every drawn seed). The 95% CI is the 2.5 and 97.5 percent
 a report is reproducible. With one seed only the images are resampled: the CI then covers
 test-set sampling only. Pre-training is not resampled (one pre-training run, or as many as
 the study made, each paired with its seeds): its variance is in the CI only when the study
-pre-trained several times. Resampling seeds ignores between-seed variance that 3 seeds cannot
-show, and resampling both factors counts the residual twice (slightly wide for large
-studies): read the CI together with the number of seeds.
+pre-trained several times. The percentile interval covers the true mean in about 95% of
+simulated studies with 10 seeds x 100 images, 93% with 10 x 30, and only about 88% with 3
+seeds x 100 images when most of the uncertainty comes from the seeds (3 seeds say little
+about their spread): read a CI together with its number of seeds and the t-test over seeds.
 
 p-values. The bootstrap p of "difference = 0" inverts the percentile interval: two-sided
 p = min(1, 2 * min(#{t <= 0} + 1, #{t >= 0} + 1) / (B + 1)) over the B resampled means t.

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from unet_jax.report.analysis import TIME_PARTS, Analysis, Comparison
+from unet_jax.report.analysis import COST_AXES, FULL, TIME_PARTS, Analysis, Answer, Comparison
 from unet_jax.report.conclusions import cell_name, label, p_text
 from unet_jax.report.load import Study
 
@@ -57,6 +57,98 @@ def _improving(row) -> str:
     if not row['still_improving']:
         return 'no'
     return f'yes, {row["still_improving"]} of {row["convergence_known"]}'
+
+
+# ----------------------------------------------------------------------------- the answer
+
+
+def _share(value: float) -> str:
+    return f'{value:.0%}' if np.isfinite(value) else '-'
+
+
+def _difference(d) -> str:
+    return f'{d.estimate:+.3f} [{d.interval.low:+.3f}, {d.interval.high:+.3f}]'
+
+
+def _answer_row(answer: Answer) -> tuple[str, ...]:
+    name = cell_name(answer.target, answer.num_train)
+    if answer.best is None:
+        return (name, 'no finished runs', '-', '-', '-', '-')
+    best = f'{answer.best} ({answer.best_dice:.3f})'
+    margin = (
+        f'{answer.runner_up}: {_difference(answer.margin)}'
+        if answer.margin is not None
+        else (answer.runner_up or '-')
+    )
+    if answer.cheapest is None:
+        cheapest, cost = f'- ({FULL} not finished)', '-'
+    elif answer.cheapest == FULL:
+        cheapest, cost = f'none cheaper than {FULL}', '-'
+    else:
+        c = answer.cheapest_cost
+        cheapest = f'{answer.cheapest} ({c["dice"]:.3f})'
+        cost = f'{_share(c["trained_fraction"])} / {_share(c["train_flops"])}'
+    return (name, best, margin, _share(answer.share_best), cheapest, cost)
+
+
+def answer_table(analysis: Analysis) -> Table:
+    rows = tuple(_answer_row(a) for a in analysis.answers)
+    return Table(
+        'Which configuration wins',
+        (
+            'target, size', 'best (test Dice)', 'next best: best - it [95% CI]',
+            'best in resamples', f'cheapest within 1 point of {FULL}', 'its params / FLOPs vs full',
+        ),
+        rows,
+        'Best: highest mean test Dice over seeds (lesion images); the difference to the next '
+        'best is a paired hierarchical bootstrap, not corrected for picking the best; "best in '
+        'resamples": share of bootstrap resamples in which it ranks first. Cheapest within 1 '
+        f'point: the lowest training cost (FLOPs, else trained parameters) whose Dice is at '
+        f'least {FULL}\'s minus 0.01 and inside {FULL}\'s 95% CI.',
+    )  # fmt: skip
+
+
+def _verdict_cell(c: Comparison) -> str:
+    if c.difference is None:
+        return 'not tested'
+    text = {
+        'a': f'{label(c.a)} better',
+        'b': f'{label(c.b)} better',
+        'equivalent': f'equivalent (+-{c.difference.margin:g})',
+        'no evidence': 'no evidence',
+        'untested': 'not tested',
+    }[c.verdict]
+    flag = ' (!)' if c.flagged else ''
+    return f'{text}: {_difference(c.difference)}{flag}'
+
+
+def budget_table(analysis: Analysis) -> Table | None:
+    """The directions at matched budget: one row per cell, depth order and pair."""
+    rows = {}
+    for answer in analysis.answers:
+        for c in answer.budget:
+            key = (cell_name(c.target, c.num_train), c.where, f'{label(c.a)} - {label(c.b)}')
+            rows.setdefault(key, {})[c.axis] = c
+    if not rows:
+        return None
+    table_rows = []
+    for key, by_axis in rows.items():
+        d = next((c.difference for c in by_axis.values() if c.difference), None)
+        base = f'{d.interval.num_seeds} x {d.interval.num_images}' if d else '-'
+        cells = [_verdict_cell(by_axis[a]) if a in by_axis else '-' for a in COST_AXES]
+        table_rows.append((*key, base, *cells))
+    return Table(
+        'Which direction wins at the same budget',
+        ('target, size', 'depth order', 'A - B', 'seeds x images', *(f'equal {v}' for v in COST_AXES.values())),
+        tuple(table_rows),
+        'Each direction\'s Dice interpolated linearly in log(cost) between its k points and '
+        'averaged over 16 costs both reach; A - B with its 95% CI; a winner is named only where '
+        'the Holm-adjusted bootstrap p < 0.05, "equivalent" only from the TOST. (!): some runs '
+        'involved were still improving when training stopped.',
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- per cell
 
 
 def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
