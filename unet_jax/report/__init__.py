@@ -49,7 +49,7 @@ def methods(settings: analysis.Settings) -> list[str]:
         f'A run counts as still improving when its best validation Dice in the last '
         f'{stats.LATE_FRACTION:.0%} of its steps exceeds its best before by more than '
         f'{stats.CONVERGENCE_TOLERANCE} Dice.',
-        'Matched budget: each direction\'s Dice is interpolated linearly in log(cost) between '
+        "Matched budget: each direction's Dice is interpolated linearly in log(cost) between "
         'its k points, at 16 costs evenly spaced in log over the range both directions cover; '
         'the difference averaged over those costs is bootstrapped like any comparison.',
     ]

@@ -291,51 +291,58 @@ def _direction_points(cell: pd.DataFrame, name: str, order: str, granularity: st
 def headline_comparisons(
     study: Study, scores: Scores, summary: pd.DataFrame, settings: Settings
 ) -> list[Comparison]:
+    """Every headline comparison of every cell, Holm-adjusted together."""
     out = []
-    present = set(study.plan['families'])
-    directions = [d for d in families.DIRECTIONS if d in present]
     for (target, num_train), cell in _cells(study):
         summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
-
-        def add(kind, a, b, a_side, b_side, involved, **fields):
-            difference = _compare(scores, target, num_train, a_side, b_side, settings)
-            flagged = _flagged(summary_cell, involved)
-            pretrain_runs = int(summary_cell['pretrain_runs'].max())
-            out.append(
-                Comparison(target, num_train, kind, a, b, difference, flagged, pretrain_runs, **fields)
-            )
-
-        if set(PATH_PAIR) <= present:
-            add('paths', *PATH_PAIR, *PATH_PAIR, PATH_PAIR)
-        for order, granularity in study.orders():
-            where = dict(order=order, granularity=granularity)
-            for a, b in itertools.combinations(directions, 2):
-                pa, pb = (_direction_points(cell, d, order, granularity) for d in (a, b))
-                pairs = _pairs_by_k(pa, pb)
-                if pairs:
-                    weight = 1 / len(pairs)
-                    add(
-                        'directions', a, b,
-                        [(ca, weight) for _, ca, _ in pairs], [(cb, weight) for _, _, cb in pairs],
-                        [n for _, ca, cb in pairs for n in (ca, cb)],
-                        ks=tuple(k for k, _, _ in pairs), **where,
-                    )  # fmt: skip
-                for k, ca, cb in pairs:
-                    add('direction_k', a, b, ca, cb, (ca, cb), ks=(k,), **where)
-                for axis in COST_AXES:
-                    sides, grid = _budget_sides(summary_cell, pa, pb, axis)
-                    if sides is None:
-                        continue
-                    add(
-                        'budget', a, b, *sides, [n for side in sides for n, _ in side],
-                        axis=axis, cost_range=(grid[0], grid[-1]), **where,
-                    )  # fmt: skip
-        if {FULL, SCRATCH} <= present:
-            add('pretraining', FULL, SCRATCH, FULL, SCRATCH, (FULL, SCRATCH))
+        out += _cell_comparisons(study, scores, cell, summary_cell, settings)
     p = stats.holm([c.difference.p if c.difference else math.nan for c in out])
     p_tost = stats.holm([c.difference.p_tost if c.difference else math.nan for c in out])
     for c, adjusted, adjusted_tost in zip(out, p, p_tost):
         c.p_holm, c.p_tost_holm = float(adjusted), float(adjusted_tost)
+    return out
+
+
+def _cell_comparisons(study, scores, cell, summary_cell, settings) -> list[Comparison]:
+    target, num_train = cell['target'].iloc[0], cell['num_train'].iloc[0]
+    present = set(study.plan['families'])
+    directions = [d for d in families.DIRECTIONS if d in present]
+    pretrain_runs = int(summary_cell['pretrain_runs'].max())
+    out = []
+
+    def add(kind, a, b, a_side, b_side, involved, **fields):
+        difference = _compare(scores, target, num_train, a_side, b_side, settings)
+        flagged = _flagged(summary_cell, involved)
+        out.append(
+            Comparison(target, num_train, kind, a, b, difference, flagged, pretrain_runs, **fields)
+        )
+
+    if set(PATH_PAIR) <= present:
+        add('paths', *PATH_PAIR, *PATH_PAIR, PATH_PAIR)
+    for order, granularity in study.orders():
+        where = dict(order=order, granularity=granularity)
+        for a, b in itertools.combinations(directions, 2):
+            pa, pb = (_direction_points(cell, d, order, granularity) for d in (a, b))
+            pairs = _pairs_by_k(pa, pb)
+            if pairs:
+                weight = 1 / len(pairs)
+                add(
+                    'directions', a, b,
+                    [(ca, weight) for _, ca, _ in pairs], [(cb, weight) for _, _, cb in pairs],
+                    [n for _, ca, cb in pairs for n in (ca, cb)],
+                    ks=tuple(k for k, _, _ in pairs), **where,
+                )  # fmt: skip
+            for k, ca, cb in pairs:
+                add('direction_k', a, b, ca, cb, (ca, cb), ks=(k,), **where)
+            for axis in COST_AXES:
+                sides, grid = _budget_sides(summary_cell, pa, pb, axis)
+                if sides is not None:
+                    add(
+                        'budget', a, b, *sides, [n for side in sides for n, _ in side],
+                        axis=axis, cost_range=(grid[0], grid[-1]), **where,
+                    )  # fmt: skip
+    if {FULL, SCRATCH} <= present:
+        add('pretraining', FULL, SCRATCH, FULL, SCRATCH, (FULL, SCRATCH))
     return out
 
 

@@ -197,7 +197,9 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
 
 def dice_vs_cost(study: Study, analysis: Analysis, folder: str, axis: str) -> Figure | None:
     """Dice against a cost (log x): direction lines, references as points, the Pareto front."""
-    path = os.path.join(folder, f'dice_vs_{"params" if axis == "trained_fraction" else "flops"}.png')
+    path = os.path.join(
+        folder, f'dice_vs_{"params" if axis == "trained_fraction" else "flops"}.png'
+    )
     scale = 100.0 if axis == 'trained_fraction' else 1.0
 
     def draw(ax, target, num_train):
@@ -309,7 +311,13 @@ def dice_vs_size(study: Study, analysis: Analysis, folder: str) -> Figure | None
         for name in names:
             rows = [_row(summary, target, n, name) for n in sizes]
             mean = [r['dice_mean'].iloc[0] if len(r) else math.nan for r in rows]
-            ax.plot(range(len(sizes)), mean, marker='o', color=family_color(name), label=family(name).label)
+            ax.plot(
+                range(len(sizes)),
+                mean,
+                marker='o',
+                color=family_color(name),
+                label=family(name).label,
+            )
         ax.set_xticks(range(len(sizes)), [layout.size_name(n) for n in sizes])
         ax.set_xlabel('training images')
         ax.set_ylabel('test Dice (lesion images)')
@@ -329,9 +337,7 @@ def dice_vs_size(study: Study, analysis: Analysis, folder: str) -> Figure | None
 
 def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure | None:
     """Validation Dice during training of the reference configurations that train."""
-    names = [
-        r for r in families.REFERENCES if r in study.plan['families'] and family(r).trains
-    ]
+    names = [r for r in families.REFERENCES if r in study.plan['families'] and family(r).trains]
     curves, runs = study.curves, study.runs
     if curves.empty or not names:
         return None
@@ -375,7 +381,7 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
     return Figure(
         os.path.basename(path),
         'Validation Dice during training, one line per seed. Shaded: the last '
-        f'{stats.LATE_FRACTION:.0%} of each run\'s steps; a run whose best validation Dice '
+        f"{stats.LATE_FRACTION:.0%} of each run's steps; a run whose best validation Dice "
         f'there beats its best before by more than {stats.CONVERGENCE_TOLERANCE} is flagged '
         '"still improving" (triangle at its end).' + _hidden_note(hidden),
         labels,

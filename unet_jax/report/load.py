@@ -51,7 +51,9 @@ class Study:
 
     def orders(self) -> list[tuple[str, str]]:
         """(order, granularity) pairs of the direction families."""
-        return [(o, g) for o in self.plan.get('orders', []) for g in self.plan.get('granularities', [])]
+        return [
+            (o, g) for o in self.plan.get('orders', []) for g in self.plan.get('granularities', [])
+        ]
 
 
 TEST_METRICS = ('dice', 'iou', 'hd95', 'precision', 'recall', 'dice_pooled')

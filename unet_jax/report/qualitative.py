@@ -56,7 +56,7 @@ def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> F
                     return Figure(
                         file,
                         f'{target}: test images with the ground truth (green) and each '
-                        'configuration\'s prediction (red, probability > 0.5) outlined; '
+                        "configuration's prediction (red, probability > 0.5) outlined; "
                         'Dice per image as recorded by the run (results.json). Normal images '
                         '(empty ground truth) show how many pixels were predicted instead.',
                         tuple(names),
@@ -111,7 +111,9 @@ def _outlined(ax, image: np.ndarray, mask: np.ndarray, prediction: np.ndarray | 
     if mask.any():
         ax.contour(mask.astype(float), levels=[0.5], colors=[GT_COLOR], linewidths=1.3)
     if prediction is not None and prediction.any():
-        ax.contour(prediction.astype(float), levels=[0.5], colors=[PREDICTION_COLOR], linewidths=1.1)
+        ax.contour(
+            prediction.astype(float), levels=[0.5], colors=[PREDICTION_COLOR], linewidths=1.1
+        )
     ax.set_xticks([])
     ax.set_yticks([])
 

@@ -83,12 +83,18 @@ class Html:
 
     def _cell(self, text: str) -> str:
         numeric = NUMBER.fullmatch(text) is not None
-        return f'<td class="num">{html.escape(text)}</td>' if numeric else f'<td>{html.escape(text)}</td>'
+        return (
+            f'<td class="num">{html.escape(text)}</td>'
+            if numeric
+            else f'<td>{html.escape(text)}</td>'
+        )
 
     def figure(self, figure: Figure) -> str:
         with open(os.path.join(self.folder, figure.file), 'rb') as f:
             data = base64.b64encode(f.read()).decode('ascii')
-        alt = html.escape(f'{figure.file}: {", ".join(figure.labels)}' if figure.labels else figure.file)
+        alt = html.escape(
+            f'{figure.file}: {", ".join(figure.labels)}' if figure.labels else figure.file
+        )
         return (
             f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
             f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>'

@@ -33,6 +33,11 @@ def fmt(value, digits: int = 3) -> str:
     return f'{value:.{digits}f}' if ok else '-'
 
 
+def _unit(value, unit: str, digits: int) -> str:
+    text = fmt(value, digits)
+    return text if text == '-' else text + unit
+
+
 def _cells(study: Study, frame: pd.DataFrame) -> Iterator[tuple[str, int, pd.DataFrame]]:
     for target, num_train in study.cells:
         rows = frame[(frame['target'] == target) & (frame['num_train'] == num_train)]
@@ -139,7 +144,8 @@ def budget_table(analysis: Analysis) -> Table | None:
         table_rows.append((*key, base, *cells))
     return Table(
         'Which direction wins at the same budget',
-        ('target, size', 'depth order', 'A - B', 'seeds x images', *(f'equal {v}' for v in COST_AXES.values())),
+        ('target, size', 'depth order', 'A - B', 'seeds x images')
+        + tuple(f'equal {v}' for v in COST_AXES.values()),
         tuple(table_rows),
         'Each direction\'s Dice interpolated linearly in log(cost) between its k points and '
         'averaged over 16 costs both reach; A - B with its 95% CI; a winner is named only where '
@@ -168,13 +174,12 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
                 if np.isfinite(row['dice_ci_low'])
                 else '-'
             )
-            cells = [_name(row), _seeds(row), dice, ci, fmt(row['test_iou']), fmt(row['test_hd95'], 1)]
+            cells = [_name(row), _seeds(row), dice, ci, fmt(row['test_iou'])]
+            cells.append(fmt(row['test_hd95'], 1))
             cells += [fmt(row['normal_fp_rate'], 2)] if normal else []
-            cells += [
-                fmt(100 * row['trained_fraction'], 2) + '%' if np.isfinite(row['trained_fraction']) else '-',
-                fmt(row['train_flops_vs_full'], 2) + 'x' if np.isfinite(row.get('train_flops_vs_full', np.nan)) else '-',
-                _improving(row),
-            ]
+            cells.append(_unit(100 * row['trained_fraction'], '%', 2))
+            cells.append(_unit(row['train_flops_vs_full'], 'x', 2))
+            cells.append(_improving(row))
             rows.append(tuple(cells))
         lesion = fmt(cell['num_lesion'].max(), 0)
         note = (
@@ -187,7 +192,9 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
                 f' Normal FP: share of the {fmt(cell["num_normal"].max(), 0)} normal test images '
                 '(empty ground truth) with any predicted foreground; they are not in the Dice.'
             )
-        out.append(Table(f'Test Dice: {cell_name(target, num_train)}', tuple(columns), tuple(rows), note))
+        out.append(
+            Table(f'Test Dice: {cell_name(target, num_train)}', tuple(columns), tuple(rows), note)
+        )
     return out
 
 
@@ -215,8 +222,10 @@ def time_tables(study: Study, analysis: Analysis) -> list[Table]:
             'summed over every process of a resumed run.'
         )
         if (cell['group_size'] > 1).any():
-            note += ' Some runs trained in groups of seeds: their times are the group\'s.'
-        out.append(Table(f'Cost and time: {cell_name(target, num_train)}', columns, tuple(rows), note))
+            note += " Some runs trained in groups of seeds: their times are the group's."
+        out.append(
+            Table(f'Cost and time: {cell_name(target, num_train)}', columns, tuple(rows), note)
+        )
     return out
 
 
@@ -232,7 +241,7 @@ def _comparison_row(c: Comparison) -> tuple[str, ...]:
     if c.flagged:
         verdict += ' (still improving runs)'
     if d is None:
-        return (f'{label(c.a)} - {label(c.b)}', c.scope or '-', '-', '-', '-', '-', '-', '-', verdict)
+        return (f'{label(c.a)} - {label(c.b)}', c.scope or '-', *['-'] * 6, verdict)
     t = d.t_test
     return (
         f'{label(c.a)} - {label(c.b)}',
