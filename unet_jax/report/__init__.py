@@ -31,7 +31,7 @@ from unet_jax.report.load import ReportError, Study, load
 __all__ = ['ReportError', 'write_report']
 
 
-def methods(settings: analysis.Settings) -> list[str]:
+def methods(settings: stats.Settings) -> list[str]:
     """How to read the numbers (the same words on every page)."""
     return [
         'Test Dice is the mean per-image Dice over lesion test images (non-empty ground truth); '
@@ -64,7 +64,7 @@ def write_report(
 ) -> str:
     """Writes WORKDIR/report/ from whatever has finished so far; returns report.html's path."""
     study = load(workdir)
-    result = analysis.analyse(study, analysis.Settings(margin, resamples, seed))
+    result = analysis.analyse(study, stats.Settings(margin, resamples, seed))
     folder = os.path.join(workdir, layout.REPORT_DIR)
     os.makedirs(folder, exist_ok=True)
     _write_csvs(study, result, folder)

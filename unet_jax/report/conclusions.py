@@ -14,7 +14,8 @@ import pandas as pd
 
 from unet_jax import layout
 from unet_jax.report import stats
-from unet_jax.report.analysis import Analysis, Comparison
+from unet_jax.report.analysis import Analysis
+from unet_jax.report.compare import Comparison
 from unet_jax.report.load import Study, family
 
 

@@ -22,7 +22,8 @@ import pandas as pd  # noqa: E402
 
 from unet_jax import families, layout  # noqa: E402
 from unet_jax.report import stats  # noqa: E402
-from unet_jax.report.analysis import COST_AXES, Analysis  # noqa: E402
+from unet_jax.report.analysis import Analysis
+from unet_jax.report.compare import COST_AXES  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 LINE_STYLES = ('-', '--', ':', '-.')

@@ -11,6 +11,7 @@ A key missing from an older results.json becomes nan (shown as '-').
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 import dataclasses
 import json
 import math
@@ -48,6 +49,14 @@ class Study:
     def cells(self) -> list[tuple[str, int]]:
         """(target, size) pairs: the unit of every table, panel and conclusion."""
         return [(t, n) for t in self.targets for n in self.sizes]
+
+    def cell_runs(self) -> Iterator[tuple[tuple[str, int], pd.DataFrame]]:
+        """((target, size), its rows of `runs`) for every cell with points."""
+        runs = self.runs
+        for target, num_train in self.cells:
+            rows = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
+            if len(rows):
+                yield (target, num_train), rows
 
     def orders(self) -> list[tuple[str, str]]:
         """(order, granularity) pairs of the direction families."""

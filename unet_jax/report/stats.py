@@ -47,6 +47,15 @@ DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the report bootstraps: the TOST margin, the resamples and their seed."""
+
+    margin: float = DEFAULT_MARGIN
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+
 def bootstrap_means(
     x: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
 ) -> np.ndarray:

@@ -12,7 +12,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from unet_jax.report.analysis import COST_AXES, FULL, TIME_PARTS, Analysis, Answer, Comparison
+from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer
+from unet_jax.report.compare import COST_AXES, FULL, Comparison
 from unet_jax.report.conclusions import cell_name, label, p_text
 from unet_jax.report.load import Study
 
