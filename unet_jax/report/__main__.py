@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 import sys
 
-from unet_jax.report import ReportError, stats, write_report
+from unet_jax import report
+from unet_jax.report import plan
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -22,17 +23,17 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         '--margin',
         type=float,
-        default=stats.DEFAULT_MARGIN,
+        default=report.DEFAULT_MARGIN,
         help='equivalence margin of the TOST, in Dice (default %(default)s)',
     )
     parser.add_argument(
         '--resamples',
         type=int,
-        default=stats.DEFAULT_RESAMPLES,
+        default=report.DEFAULT_RESAMPLES,
         help='bootstrap resamples (default %(default)s)',
     )
     parser.add_argument(
-        '--seed', type=int, default=stats.DEFAULT_SEED, help='bootstrap seed (default %(default)s)'
+        '--seed', type=int, default=report.DEFAULT_SEED, help='bootstrap seed (default %(default)s)'
     )
     args = parser.parse_args(argv)
     if not args.margin > 0:
@@ -45,10 +46,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        path = write_report(
+        plan.read_plan(args.workdir)  # a bad workdir is reported before the heavy imports
+        path = report.write_report(
             args.workdir, margin=args.margin, resamples=args.resamples, seed=args.seed
         )
-    except ReportError as e:
+    except plan.ReportError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(path)

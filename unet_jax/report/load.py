@@ -22,10 +22,7 @@ import pandas as pd
 
 from unet_jax import families, layout
 from unet_jax.report import stats
-
-
-class ReportError(Exception):
-    """Something about the workdir a user can fix; the CLI prints it without a traceback."""
+from unet_jax.report.plan import ReportError, read_plan
 
 
 @dataclasses.dataclass
@@ -141,27 +138,6 @@ def _read(directory: str, problems: list[str]) -> tuple[str, dict[str, Any] | No
     if layout.has_failed(directory):
         return 'failed', None
     return 'pending', None
-
-
-def read_plan(workdir: str) -> dict[str, Any]:
-    if not os.path.isdir(workdir):
-        raise ReportError(f'{workdir} is not a folder: give the workdir of a study.')
-    try:
-        plan = layout.read_plan(workdir)
-    except FileNotFoundError as e:
-        raise ReportError(str(e)) from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(
-            f'{os.path.join(workdir, layout.PLAN_FILE)} cannot be read ({e}); run the study '
-            'command again (or with --sweep_index=report) to write it anew.'
-        ) from None
-    missing = [k for k in ('targets', 'num_train', 'seeds', 'families', 'points') if k not in plan]
-    if missing:
-        raise ReportError(
-            f'{os.path.join(workdir, layout.PLAN_FILE)} has no {", ".join(missing)}: it was '
-            'written by another program or version; run the study command again to rewrite it.'
-        )
-    return plan
 
 
 POINT_KEYS = ('name', 'run', 'target', 'num_train', 'seed', 'family', 'order', 'granularity', 'k')

@@ -41,10 +41,9 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
+from unet_jax.report import DEFAULT_MARGIN, DEFAULT_RESAMPLES, DEFAULT_SEED
+
 ALPHA = 0.05
-DEFAULT_MARGIN = 0.02  # Dice: the equivalence margin of the TOST
-DEFAULT_RESAMPLES = 10_000
-DEFAULT_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
