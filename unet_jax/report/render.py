@@ -19,13 +19,14 @@ from unet_jax.report.figures import Figure
 from unet_jax.report.tables import Table
 
 TEMPLATE = 'report.j2'
-NUMBER = re.compile(r'[-+]?[\d.,]+(%|x| \+- [\d.]+)?|-|\[[-+\d., ]+\]')  # right-aligned
+# Cells that hold a number (0.81, < 0.001, 7e+11, 54%, 1.0x, 0.8 +- 0.1, [0.7, 0.9]): right-aligned.
+NUMBER = re.compile(r'([-+<]\s?)?[\d.,]+(e[-+]?\d+)?(%|x| \+- [\d.]+)?|-|\[[-+\d., ]+\]')
 STYLE = (
     'body{font-family:system-ui,sans-serif;max-width:1250px;margin:auto;padding:1em 2em;'
     'line-height:1.45;color:#222}'
     'h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}'
     'h3{margin-bottom:.3em}li{margin:.25em 0}'
-    'table{border-collapse:collapse;font-size:12.5px;margin:.4em 0 .3em}'
+    'table{border-collapse:collapse;font-size:13px;margin:.4em 0 .3em}'
     'caption{text-align:left;font-weight:600;padding:.3em 0}'
     'td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}'
     'th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap}'
