@@ -3,11 +3,12 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
-from unet_jax.report import stats
+from unet_jax.report import analysis, stats
 
 
 def test_paired_t_matches_scipy():
@@ -141,3 +142,22 @@ def test_still_improving_rule():
     assert stats.still_improving(steps, rising, 100)[0] is False
     flag, gain = stats.still_improving([0, 20], [0.1, 0.5], 100)  # no evaluation after 80
     assert flag is None and math.isnan(gain)
+
+
+def test_cheapest_within_one_point_of_full_on_a_fixed_table():
+    runs = pd.DataFrame(
+        [
+            ('full', 0.80, 0.795, 1.0, 1.0),
+            ('a', 0.797, 0.77, 0.4, 0.5),  # within 1 point and inside full's CI
+            ('b', 0.791, 0.76, 0.2, 0.3),  # within 1 point but below full's CI (0.795)
+            ('c', 0.70, 0.68, 0.01, 0.1),
+            ('pretrained', 0.30, math.nan, 0.0, 0.0),
+        ],
+        columns=['configuration', 'dice_mean', 'dice_ci_low', 'trained_fraction', 'train_flops'],
+    )
+    assert analysis.cheapest_near_full(runs)['configuration'] == 'a'
+    wide = runs.assign(dice_ci_low=runs['dice_ci_low'] - 0.1)  # full's CI reaches below 0.79
+    assert analysis.cheapest_near_full(wide)['configuration'] == 'b'
+    no_flops = runs.assign(train_flops=math.nan)  # older results: by trained parameters
+    assert analysis.cheapest_near_full(no_flops)['configuration'] == 'a'
+    assert analysis.cheapest_near_full(runs[runs['configuration'] != 'full']) is None

@@ -147,15 +147,17 @@ def answers(
                 answer.share_best = float(
                     stats.share_ranked_first(x, resamples=settings.resamples, seed=settings.seed)[0]
                 )
-        _cheapest_near_full(answer, runs, scores, settings)
+        _set_cheapest(answer, runs, scores, settings)
     return out
 
 
-def _cheapest_near_full(answer: Answer, runs: pd.DataFrame, scores: Scores, settings) -> None:
-    """The cheapest configuration within 1 Dice point of full (and inside full's 95% CI)."""
+def cheapest_near_full(runs: pd.DataFrame) -> pd.Series | None:
+    """The cheapest configuration of a cell (one row per run) within 1 Dice point of full and
+    inside full's 95% CI; cost: training FLOPs where every run has them, else the
+    trained-parameter fraction. None without a finished full."""
     full = runs[runs['configuration'] == FULL]
     if full.empty:
-        return
+        return None
     full = full.iloc[0]
     floor = full['dice_mean'] - WITHIN_FULL
     if np.isfinite(full['dice_ci_low']):
@@ -163,9 +165,13 @@ def _cheapest_near_full(answer: Answer, runs: pd.DataFrame, scores: Scores, sett
     cost = 'train_flops' if runs['train_flops'].notna().all() else 'trained_fraction'
     near = runs[(runs['dice_mean'] >= floor) & runs[cost].notna()]
     near = near.sort_values([cost, 'dice_mean'], ascending=[True, False])
-    if near.empty:
+    return near.iloc[0] if len(near) else None
+
+
+def _set_cheapest(answer: Answer, runs: pd.DataFrame, scores: Scores, settings) -> None:
+    best = cheapest_near_full(runs)
+    if best is None:
         return
-    best = near.iloc[0]
     answer.cheapest = best['configuration']
     answer.cheapest_cost = {
         'trained_fraction': best['trained_fraction_vs_full'],

@@ -91,8 +91,9 @@ def _answer_row(answer: Answer) -> tuple[str, ...]:
     elif answer.cheapest == FULL:
         cheapest, cost = f'none cheaper than {FULL}', '-'
     else:
-        c = answer.cheapest_cost
-        cheapest = f'{answer.cheapest} ({c["dice"]:.3f})'
+        c, d = answer.cheapest_cost, answer.cheapest_vs_full
+        versus = f'; {_difference(d)} vs {FULL}' if d is not None else ''
+        cheapest = f'{answer.cheapest} ({c["dice"]:.3f}{versus})'
         cost = f'{_share(c["trained_fraction"])} / {_share(c["train_flops"])}'
     return (name, best, margin, _share(answer.share_best), cheapest, cost)
 
@@ -110,7 +111,8 @@ def answer_table(analysis: Analysis) -> Table:
         'best is a paired hierarchical bootstrap, not corrected for picking the best; "best in '
         'resamples": share of bootstrap resamples in which it ranks first. Cheapest within 1 '
         f'point: the lowest training cost (FLOPs, else trained parameters) whose Dice is at '
-        f'least {FULL}\'s minus 0.01 and inside {FULL}\'s 95% CI.',
+        f'least {FULL}\'s minus 0.01 and inside {FULL}\'s 95% CI, with its paired difference to '
+        f'{FULL} [95% CI].',
     )  # fmt: skip
 
 
