@@ -1,107 +1,265 @@
-"""The report: statistics with known answers, tables and conclusions, a self-contained html."""
+"""The report end to end, on made-up study workdirs (tests/report_fixture.py)."""
 
 import base64
 import csv
+import html
 import io
-import math
+import json
+import os
 import re
+import subprocess
+import sys
 
 from PIL import Image
 import pytest
 
-from tests.test_study import FakeTrainer, fake_dice, tiny_study_config
-from unet_jax import report, study
+from tests import report_fixture
+from unet_jax import families, layout
+from unet_jax.report import write_report
 
-T_975_DF2 = 4.302652729749464  # two-sided 95% critical value of Student's t, 2 d.o.f.
-
-
-def test_summary_mean_std_and_t_interval():
-    s = report.summarize([0.7, 0.8, 0.9])
-    assert s.n == 3
-    assert s.mean == pytest.approx(0.8)
-    assert s.std == pytest.approx(0.1)
-    half = T_975_DF2 * 0.1 / math.sqrt(3)
-    assert (s.ci_low, s.ci_high) == (pytest.approx(0.8 - half), pytest.approx(0.8 + half))
-    one = report.summarize([0.5])
-    assert one.mean == 0.5 and math.isnan(one.std) and math.isnan(one.ci_low)
+RESAMPLES = 500  # enough for the tests' assertions; the report's default is 10000
+ENV = dict(os.environ, PYTHONPATH=os.getcwd())
 
 
-def test_paired_t_test_effect_size_and_p():
-    # Differences 1, 2, 3: mean 2, sd 1, t = 2 * sqrt(3) with 2 d.o.f., whose two-sided p has
-    # the closed form 1 - t / sqrt(t^2 + 2).
-    c = report.paired_comparison([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
-    t = 2 * math.sqrt(3)
-    assert (c.n, c.mean_diff, c.sd_diff, c.d_z) == (3, 2.0, 1.0, 2.0)
-    assert c.t == pytest.approx(t)
-    assert c.p == pytest.approx(1 - t / math.sqrt(t * t + 2))
-    assert math.isnan(c.p_wilcoxon)  # fewer than 6 pairs
-    single = report.paired_comparison([0.9], [0.5])
-    assert single.mean_diff == pytest.approx(0.4) and math.isnan(single.p)
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+    """Two targets ('us' with normal images), 3 seeds, both depth orders, one failed run and
+    one pending run; the report written once."""
+    workdir = str(tmp_path_factory.mktemp('study'))
+    plan = report_fixture.make_study(workdir, num_test=24)
+    write_report(workdir, resamples=RESAMPLES)
+    return workdir, plan
 
 
-def test_holm_adjustment():
-    assert report.holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx(
-        [0.03, 0.06, 0.06, math.nan], nan_ok=True
-    )
+def read(workdir, name):
+    with open(os.path.join(workdir, layout.REPORT_DIR, name)) as f:
+        return f.read()
 
 
-def test_conclusions_claim_only_what_the_seeds_support():
-    # Contracting beats expanding by 0.2 + 0.01 * seed: a large, consistent difference.
-    d = report.paired_comparison([0.80, 0.81, 0.82, 0.84], [0.60, 0.60, 0.61, 0.62])
-    text = report._describe('contracting', 'expanding', d)
-    assert text.startswith('contracting beat expanding') and 'd_z' in text
-    noisy = report.paired_comparison([0.8, 0.6, 0.7], [0.7, 0.7, 0.7])
-    assert 'no evidence of a difference' in report._describe('a', 'b', noisy)
-    assert 'no test is possible' in report._describe(
-        'a', 'b', report.paired_comparison([0.8], [0.7])
-    )
+def read_csv(workdir, name):
+    with open(os.path.join(workdir, layout.REPORT_DIR, name)) as f:
+        return list(csv.DictReader(f))
 
 
-def _study_with_fake_results(tmp_path, seeds):
-    config = tiny_study_config(seeds=seeds, orders='forward+level')
-    study.main(config, str(tmp_path), run_fn=FakeTrainer())
-    return config
+def results_of(workdir, plan, name):
+    point = next(p for p in plan['points'] if p['name'] == name)
+    return layout.read_results(os.path.join(workdir, point['dir']))
 
 
-def test_report_tables_match_the_results(tmp_path):
-    config = _study_with_fake_results(tmp_path, seeds=3)
-    with open(tmp_path / 'report/summary.csv') as f:
-        summary = {(r['target'], r['configuration']): r for r in csv.DictReader(f)}
-    contracting = summary[('us', 'contracting')]
-    assert contracting['seeds_done'] == '3'
-    expected = [fake_dice(_config_of(config, tmp_path, 'contracting', s)) for s in range(3)]
-    assert float(contracting['dice_mean']) == pytest.approx(sum(expected) / 3)
-    assert float(contracting['dice_std']) == pytest.approx(0.01)
-    # An alias reports its run's numbers and says so.
-    alias = summary[('us', 'shallow_to_deep-forward-block-k2')]
-    assert alias['same_run_as'] == 'contracting' and alias['dice_mean'] == contracting['dice_mean']
-    findings = (tmp_path / 'report/conclusions.md').read_text()
-    assert 'tuning the contracting path beat tuning the expanding path' in findings
-    assert 'fine-tuning everything from pre-training beat training from scratch' in findings
-
-
-def _config_of(config, workdir, configuration, seed):
-    point = next(
-        p
-        for p in study.enumerate_sweep(config).points
-        if p.name == f'us/n16/s{seed}/{configuration}'
-    )
-    return study.point_config(config, point, str(workdir))
-
-
-def test_html_is_self_contained_with_every_image_a_png(tmp_path):
-    _study_with_fake_results(tmp_path, seeds=1)
-    page = (tmp_path / 'report/report.html').read_text()
+def test_every_output_and_a_self_contained_page(study):
+    workdir, _ = study
+    for name in ('report.html', 'summary.md', 'conclusions.md', 'results.csv', 'images.csv'):
+        assert os.path.getsize(os.path.join(workdir, layout.REPORT_DIR, name)) > 0
+    page = read(workdir, 'report.html')
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
-    assert len(sources) == len(re.findall(r'<img', page)) == 4  # 3 plots + qualitative
+    pngs = [f for f in os.listdir(os.path.join(workdir, layout.REPORT_DIR)) if f.endswith('.png')]
+    assert len(sources) == len(pngs) >= 7  # units, params, flops, references, curves, 2 qual.
     for src in sources:
         assert src.startswith('data:image/png;base64,')
         image = Image.open(io.BytesIO(base64.b64decode(src.split(',', 1)[1])))
         assert image.format == 'PNG' and min(image.size) > 100
-    assert 'only one seed, so no test is possible' in page
     assert 'href=' not in page and 'src="http' not in page
+    assert 'One training size: no figure of Dice against the training-set size.' in page
 
 
-def test_report_without_a_study_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match='not a study workdir'):
-        report.write_report(str(tmp_path))
+def test_the_page_opens_with_the_answer(study):
+    workdir, _ = study
+    page = read(workdir, 'report.html')
+    headings = re.findall(r'<h2>(.*?)</h2>', page)
+    assert headings[:2] == ['Problems', 'The answer']
+    answer = page.split('<h2>The answer</h2>')[1].split('<h2>')[0]
+    for cell in ('us, n = 16', 'xray, n = 16'):
+        assert cell in answer
+    assert 'best (test Dice)' in answer and 'cheapest within 1 point of full' in answer
+    assert 'Which direction wins at the same budget' in answer
+
+
+def test_summary_matches_the_runs(study):
+    workdir, plan = study
+    summary = {(r['target'], r['configuration']): r for r in read_csv(workdir, 'summary.csv')}
+    full = summary[('us', 'full')]
+    dice = [results_of(workdir, plan, f'us/n16/s{s}/full')['test']['dice'] for s in range(3)]
+    assert float(full['dice_mean']) == pytest.approx(sum(dice) / 3)
+    assert float(full['dice_ci_low']) < float(full['dice_mean']) < float(full['dice_ci_high'])
+    alias = summary[('us', 'shallow_to_deep-forward-block-k8')]  # trains everything: = full
+    assert alias['same_run_as'] == 'full' and alias['dice_mean'] == full['dice_mean']
+    pretrained = summary[('us', 'pretrained')]  # one run for every seed: no spread, no CI
+    assert pretrained['runs_done'] == '1' and pretrained['seeds_done'] == '3'
+    assert pretrained['dice_std'] == pretrained['dice_ci_low'] == ''
+    assert '| pretrained | 1 run (all 3 seeds) |' in read(workdir, 'summary.md')
+    assert summary[('xray', 'contracting')]['seeds_failed'] == '1'
+
+
+def test_lesion_dice_is_the_headline_and_normal_cases_are_apart(study):
+    workdir, plan = study
+    results = results_of(workdir, plan, 'us/n16/s0/full')
+    scores = results['test_per_image']
+    lesion = [d for d, is_lesion in zip(scores['dice'], scores['lesion']) if is_lesion]
+    assert results['test']['num_normal'] > 0 and len(lesion) < len(scores['dice'])
+    rows = [
+        r
+        for r in read_csv(workdir, 'images.csv')
+        if r['name'] == 'us/n16/s0/full' and r['lesion'] == 'True'
+    ]
+    assert sorted(float(r['dice']) for r in rows) == pytest.approx(sorted(lesion))
+    comparisons = read_csv(workdir, 'comparisons.csv')
+    paths = next(c for c in comparisons if c['target'] == 'us' and c['kind'] == 'paths')
+    assert paths['num_images'] == str(len(lesion))  # bootstrapped over lesion images only
+    summary = read(workdir, 'summary.md')
+    us_table = summary.split('**Test Dice: us, n = 16**')[1].split('**')[0]
+    xray_table = summary.split('**Test Dice: xray, n = 16**')[1].split('**')[0]
+    assert 'normal FP' in us_table and 'normal FP' not in xray_table
+    assert 'normal test images (empty ground truth) are scored apart' in summary
+
+
+def test_conclusions_state_their_evidence_and_claim_no_more(study):
+    workdir, _ = study
+    text = read(workdir, 'conclusions.md')
+    assert 'as good as' not in text.lower()
+    lines = [line for line in text.splitlines() if line.startswith('- ')]
+    comparisons = [
+        line for line in lines if ' vs ' in line or 'beats' in line or 'evidence' in line
+    ]
+    assert comparisons
+    for line in comparisons:
+        if 'at each k' in line:
+            assert 'Holm-adjusted' in line
+            continue
+        assert re.search(r'\d seeds? x \d+ lesion test images, 1 pre-training run', line), line
+    for line in lines:
+        if 'are equivalent within' in line:
+            assert 'TOST' in line
+    scratch = next(line for line in lines if 'full fine-tuning' in line and 'from scratch' in line)
+    assert 'Caution, still improving when training stopped: scratch (3 of 3 runs)' in scratch
+    assert 'at equal trained-parameter fraction' in text and 'at equal training FLOPs' in text
+    assert text.count('Holm-adjusted') >= 10
+
+
+def test_flags_time_breakdown_and_failures_in_the_tables(study):
+    workdir, _ = study
+    summary = read(workdir, 'summary.md')
+    assert '| scratch | 3/3 |' in summary
+    assert re.search(r'\| scratch \| 3/3 \|[^\n]*\| yes, 3 of 3 \|', summary)
+    assert '**Cost and time: us, n = 16**' in summary
+    header = '| configuration | trained params | training FLOPs | step ms | compile s | steps s |'
+    assert header in summary
+    assert 'xray/n16/s2/contracting: failed' in summary
+    assert '174 of 176 runs finished, 1 failed, 1 pending' in summary
+
+
+def test_markdown_and_html_hold_the_same_tables(study):
+    workdir, _ = study
+    markdown, page = read(workdir, 'summary.md'), html.unescape(read(workdir, 'report.html'))
+    md_titles = re.findall(r'^\*\*(.+?)\*\*$', markdown, re.M)
+    html_titles = re.findall(r'<caption>(.*?)</caption>', page)
+    assert md_titles == html_titles and len(md_titles) == 2 + 3 * 2
+    md_rows = [r for r in markdown.splitlines() if r.startswith('| ') and '---' not in r]
+    assert len(md_rows) == page.count('<tr>')
+
+
+def test_a_new_family_and_direction_appear_everywhere(tmp_path, monkeypatch):
+    new = (
+        families.Family('decoder_head', 'decoder + head', init='pretrained', spec='@dec+head'),
+        families.Family('middle_out', 'middle-out', init='pretrained', selector='middle'),
+    )
+    table = families.FAMILIES + new
+    monkeypatch.setattr(families, 'FAMILIES', table)
+    monkeypatch.setattr(families, 'BY_NAME', {f.name: f for f in table})
+    monkeypatch.setattr(families, 'NAMES', tuple(f.name for f in table))
+    monkeypatch.setattr(families, 'REFERENCES', tuple(f.name for f in table if not f.is_direction))
+    monkeypatch.setattr(families, 'DIRECTIONS', tuple(f.name for f in table if f.is_direction))
+    workdir = str(tmp_path)
+    report_fixture.make_study(
+        workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12, failed=(),
+        pending=(),
+    )  # fmt: skip
+    write_report(workdir, resamples=200)
+    summary = {r['configuration'] for r in read_csv(workdir, 'summary.csv')}
+    assert {'decoder_head', 'middle_out-forward-block-k2'} <= summary
+    markdown = read(workdir, 'summary.md')
+    assert '| decoder_head |' in markdown and '| middle_out-forward-block-k2 |' in markdown
+    assert 'shallow->deep - middle-out' in markdown and 'deep->shallow - middle-out' in markdown
+    page = html.unescape(read(workdir, 'report.html'))
+    alts = dict(re.findall(r'<img alt="([^:"]+): ([^"]*)"', page))
+    for figure in ('dice_vs_units.png', 'dice_vs_params.png', 'dice_vs_flops.png'):
+        assert 'middle-out (forward, by block)' in alts[figure]
+        assert 'decoder + head (reference)' in alts[figure]
+    for figure in ('references.png', 'val_curves.png'):
+        assert 'decoder + head' in alts[figure]
+    assert 'decoder_head' in alts['qualitative_us.png']
+
+
+def test_one_seed_two_sizes_and_panels_of_one_point(tmp_path):
+    workdir = str(tmp_path)
+    plan = report_fixture.make_study(
+        workdir, targets=('us',), sizes=(8, 16), seeds=(0,), orders=('forward',),
+        names=('pretrained', 'scratch', 'full', 'shallow_to_deep'), num_test=12,
+        failed=(), pending=(),
+    )  # fmt: skip
+    for point in plan['points']:  # n = 8: full and every k > 1 are pending
+        pending = point['family'] == 'full' or point['k'] > 1
+        if point['num_train'] == 8 and pending and point['run'] == point['name']:
+            os.remove(os.path.join(workdir, point['dir'], layout.RESULTS_FILE))
+    write_report(workdir, resamples=200)
+    text = read(workdir, 'summary.md')
+    assert 'the CI covers test-image sampling only, no t-test' in text
+    assert 'dice_vs_size.png' in text
+    assert 'Not drawn (fewer than two points): us, n = 8.' in text
+    summary = read_csv(workdir, 'summary.csv')
+    assert all(r['dice_ci_low'] == '' for r in summary)  # every row is a single run
+
+
+def test_results_without_the_optional_keys(tmp_path):
+    workdir = str(tmp_path)
+    plan = report_fixture.make_study(
+        workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12, failed=(),
+        pending=(),
+    )  # fmt: skip
+    for directory in {p['dir'] for p in plan['points']}:
+        path = os.path.join(workdir, directory, layout.RESULTS_FILE)
+        with open(path) as f:
+            results = json.load(f)
+        for key in ('val_curve', 'cost', 'time', 'pretrain', 'group', 'test_per_image'):
+            del results[key]
+        with open(path, 'w') as f:
+            json.dump(results, f)
+    write_report(workdir, resamples=200)
+    text = read(workdir, 'summary.md')
+    assert 'per-seed means (no per-image scores)' in text
+    assert '| full | 2/2 |' in text
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, '-m', 'unet_jax.report', *args],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+
+
+def test_cli_help_and_bad_workdirs(tmp_path):
+    help_ = run_cli('--help')
+    assert help_.returncode == 0 and 'usage: python -m unet_jax.report' in help_.stdout
+    missing = run_cli(str(tmp_path / 'nowhere'))
+    assert missing.returncode != 0 and 'is not a folder' in missing.stderr
+    empty = run_cli(str(tmp_path))
+    assert empty.returncode != 0 and 'not a study workdir' in empty.stderr
+    (tmp_path / layout.PLAN_FILE).write_text('{"targets": ')
+    broken = run_cli(str(tmp_path))
+    assert broken.returncode != 0 and 'study.json cannot be read' in broken.stderr
+    for result in (missing, empty, broken):
+        assert 'Traceback' not in result.stderr and result.stderr.count('\n') == 1
+
+
+def test_the_report_imports_no_jax(study):
+    workdir, _ = study
+    code = (
+        'import sys\n'
+        'from unet_jax.report.__main__ import main\n'
+        f'assert main([{workdir!r}, "--resamples", "200"]) == 0\n'
+        'print(sorted(m for m in ("jax", "flax", "tensorflow") if m in sys.modules))\n'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith('[]')

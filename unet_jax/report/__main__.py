@@ -1,0 +1,61 @@
+"""python -m unet_jax.report WORKDIR: (re-)make a study's report from its workdir."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import sys
+
+from unet_jax import report
+from unet_jax.report import plan
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog='python -m unet_jax.report',
+        description=(
+            'Write WORKDIR/report/ (report.html, summary.md, conclusions.md, CSV tables, '
+            'figures) from a study workdir: its study.json and every finished results.json. '
+            'Runs that have not finished are shown as pending; run it again at any time.'
+        ),
+    )
+    parser.add_argument('workdir', help='the study workdir (the folder holding study.json)')
+    parser.add_argument(
+        '--margin',
+        type=float,
+        default=report.DEFAULT_MARGIN,
+        help='equivalence margin of the TOST, in Dice (default %(default)s)',
+    )
+    parser.add_argument(
+        '--resamples',
+        type=int,
+        default=report.DEFAULT_RESAMPLES,
+        help='bootstrap resamples (default %(default)s)',
+    )
+    parser.add_argument(
+        '--seed', type=int, default=report.DEFAULT_SEED, help='bootstrap seed (default %(default)s)'
+    )
+    args = parser.parse_args(argv)
+    if not args.margin > 0:
+        parser.error(f'--margin={args.margin}: the equivalence margin must be positive.')
+    if args.resamples < 100:
+        parser.error(f'--resamples={args.resamples}: use at least 100 (default 10000).')
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        plan.read_plan(args.workdir)  # a bad workdir is reported before the heavy imports
+        path = report.write_report(
+            args.workdir, margin=args.margin, resamples=args.resamples, seed=args.seed
+        )
+    except plan.ReportError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

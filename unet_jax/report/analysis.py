@@ -1,0 +1,196 @@
+"""What the report concludes from the tidy tables: a summary per configuration, the headline
+comparisons (unet_jax.report.compare) and the answer per target and size: the best
+configuration, its margin and rank stability, the cheapest configuration near full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from unet_jax.report import stats
+from unet_jax.report.compare import FULL, Comparison, Scores, compare, headline_comparisons
+from unet_jax.report.load import Study
+
+WITHIN_FULL = 0.01  # "within 1 Dice point of full"
+TIME_PARTS = ('compile_s', 'steps_s', 'eval_s', 'checkpoint_s', 'write_s', 'wall_s')
+
+
+@dataclasses.dataclass
+class Answer:
+    """Per cell: the best configuration, its margin and rank stability, the cheapest near full."""
+
+    target: str
+    num_train: int
+    best: str | None = None
+    best_dice: float = math.nan
+    runner_up: str | None = None
+    margin: stats.Difference | None = None
+    share_best: float = math.nan
+    cheapest: str | None = None
+    cheapest_vs_full: stats.Difference | None = None
+    cheapest_cost: dict[str, float] = dataclasses.field(default_factory=dict)
+    budget: list[Comparison] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Analysis:
+    summary: pd.DataFrame
+    comparisons: list[Comparison]
+    answers: list[Answer]
+    settings: stats.Settings
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summarize(study: Study, scores: Scores, settings: stats.Settings) -> pd.DataFrame:
+    """One row per cell and configuration: Dice over seeds with its CI, costs, times, flags."""
+    rows = []
+    for (target, num_train), cell in study.cell_runs():
+        for configuration, group in cell.groupby('configuration', sort=False):
+            done = group[group['status'] == 'done']
+            first = group.iloc[0]
+            others = set(group['run_configuration']) - {configuration}
+            row = dict(
+                target=target,
+                num_train=num_train,
+                configuration=configuration,
+                family=first['family'],
+                order=first['order'],
+                granularity=first['granularity'],
+                k=first['k'],
+                num_units=first['num_units'],
+                same_run_as=others.pop() if len(others) == 1 and group['alias'].all() else '',
+                seeds_total=len(group),
+                seeds_done=len(done),
+                seeds_failed=int((group['status'] == 'failed').sum()),
+                runs_done=done['run'].nunique(),
+                still_improving=int((done['still_improving'] == True).sum()),  # noqa: E712
+                convergence_known=int(done['still_improving'].notna().sum()),
+                pretrain_runs=max(1, done['pretrain_index'].nunique()),
+            )
+            row.update(_dice_over_seeds(done, scores, target, num_train, configuration, settings))
+            for column in ('test_iou', 'test_hd95', 'normal_fp_rate', 'num_lesion', 'num_normal'):
+                row[column] = done[column].mean()
+            for column in ('trained_fraction', 'trained_params', 'train_flops', 'step_time_s'):
+                row[column] = done[column].mean()
+            for column in TIME_PARTS:
+                row[column] = done[column].mean()
+            row['group_size'] = done['group_size'].max()
+            rows.append(row)
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return summary
+    full = summary[summary['configuration'] == FULL].set_index(['target', 'num_train'])
+    for column in ('trained_fraction', 'train_flops'):
+        reference = summary.set_index(['target', 'num_train']).index.map(
+            full[column].to_dict() if len(full) else {}
+        )
+        summary[f'{column}_vs_full'] = summary[column].to_numpy() / np.asarray(reference, float)
+    return summary
+
+
+def _dice_over_seeds(done, scores, target, num_train, configuration, settings) -> dict:
+    out = dict(dice_mean=done['test_dice'].mean(), dice_std=math.nan)
+    out.update(dice_ci_low=math.nan, dice_ci_high=math.nan, num_images=math.nan)
+    if done['run'].nunique() < 2:  # one run (e.g. 'pretrained' for every seed): no spread
+        return out
+    out['dice_std'] = done['test_dice'].std(ddof=1)
+    matrices = scores.matrices(target, num_train, [configuration])
+    if matrices:
+        interval = stats.bootstrap_interval(
+            matrices[0], resamples=settings.resamples, seed=settings.seed
+        )
+        out.update(dice_ci_low=interval.low, dice_ci_high=interval.high)
+        out['num_images'] = interval.num_images
+    return out
+
+
+# ----------------------------------------------------------------------------- the answer
+
+
+def answers(
+    study: Study, scores: Scores, summary: pd.DataFrame, comparisons, settings: stats.Settings
+) -> list[Answer]:
+    out = []
+    for target, num_train in study.cells:
+        cell = summary[
+            (summary['target'] == target)
+            & (summary['num_train'] == num_train)
+            & summary['dice_mean'].notna()
+        ]
+        answer = Answer(target, num_train)
+        answer.budget = [
+            c
+            for c in comparisons
+            if (c.target, c.num_train, c.kind) == (target, num_train, 'budget')
+        ]
+        out.append(answer)
+        if cell.empty:
+            continue
+        runs = cell[(cell['same_run_as'] == '') | ~cell['same_run_as'].isin(cell['configuration'])]
+        ranked = runs.sort_values('dice_mean', ascending=False)
+        answer.best, answer.best_dice = ranked['configuration'].iloc[0], ranked['dice_mean'].iloc[0]
+        if len(ranked) > 1:
+            answer.runner_up = ranked['configuration'].iloc[1]
+            answer.margin = compare(
+                scores, target, num_train, answer.best, answer.runner_up, settings
+            )
+            names = list(ranked['configuration'])
+            matrices = scores.matrices(target, num_train, names)
+            if matrices:
+                x = np.stack(matrices)
+                answer.share_best = float(
+                    stats.share_ranked_first(x, resamples=settings.resamples, seed=settings.seed)[0]
+                )
+        _set_cheapest(answer, runs, scores, settings)
+    return out
+
+
+def cheapest_near_full(runs: pd.DataFrame) -> pd.Series | None:
+    """The cheapest configuration of a cell (one row per run) within 1 Dice point of full and
+    inside full's 95% CI; cost: training FLOPs where every run has them, else the
+    trained-parameter fraction. None without a finished full."""
+    full = runs[runs['configuration'] == FULL]
+    if full.empty:
+        return None
+    full = full.iloc[0]
+    floor = full['dice_mean'] - WITHIN_FULL
+    if np.isfinite(full['dice_ci_low']):
+        floor = max(floor, full['dice_ci_low'])
+    cost = 'train_flops' if runs['train_flops'].notna().all() else 'trained_fraction'
+    near = runs[(runs['dice_mean'] >= floor) & runs[cost].notna()]
+    near = near.sort_values([cost, 'dice_mean'], ascending=[True, False])
+    return near.iloc[0] if len(near) else None
+
+
+def _set_cheapest(answer: Answer, runs: pd.DataFrame, scores: Scores, settings) -> None:
+    best = cheapest_near_full(runs)
+    if best is None:
+        return
+    answer.cheapest = best['configuration']
+    answer.cheapest_cost = {
+        'trained_fraction': best['trained_fraction_vs_full'],
+        'train_flops': best['train_flops_vs_full'],
+        'dice': best['dice_mean'],
+    }
+    if answer.cheapest != FULL:
+        answer.cheapest_vs_full = compare(
+            scores, answer.target, answer.num_train, answer.cheapest, FULL, settings
+        )
+
+
+def analyse(study: Study, settings: stats.Settings | None = None) -> Analysis:
+    settings = settings or stats.Settings()
+    scores = Scores(study)
+    summary = summarize(study, scores, settings)
+    if summary.empty:
+        return Analysis(summary, [], [], settings)
+    comparisons = headline_comparisons(study, scores, summary, settings)
+    return Analysis(
+        summary, comparisons, answers(study, scores, summary, comparisons, settings), settings
+    )

@@ -1,0 +1,389 @@
+"""The report's figures (PNG, matplotlib Agg), one panel per target and training size.
+
+Colours come from the family's place in unet_jax.families, line styles from the depth order's
+place in the plan, markers from the granularity's, so a new family, direction or order is
+drawn without a change here. A panel with fewer than two points is not drawn (the caption
+says so); a configuration with one value per panel (a reference) is a line or a marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import dataclasses
+import math
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from unet_jax import families, layout  # noqa: E402
+from unet_jax.report import stats  # noqa: E402
+from unet_jax.report.analysis import Analysis
+from unet_jax.report.compare import COST_AXES  # noqa: E402
+from unet_jax.report.load import Study, family  # noqa: E402
+
+LINE_STYLES = ('-', '--', ':', '-.')
+MARKERS = ('o', 's', '^', 'D', 'v', 'P')
+REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8')
+GT_COLOR, PREDICTION_COLOR = '#00d000', '#ff3030'
+DIRECTION_COLORS = ('tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink')
+REFERENCE_COLORS = ('0.55', 'k', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'gold')
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    file: str
+    caption: str
+    labels: tuple[str, ...] = ()  # what it draws (its legend): the page's alt text
+
+
+def family_color(name: str) -> str:
+    """Directions in saturated colours, references in their own palette, by table position."""
+    if name in families.DIRECTIONS:
+        return DIRECTION_COLORS[families.DIRECTIONS.index(name) % len(DIRECTION_COLORS)]
+    if name in families.REFERENCES:
+        return REFERENCE_COLORS[families.REFERENCES.index(name) % len(REFERENCE_COLORS)]
+    return '0.4'
+
+
+def _size(num_train: int) -> str:
+    return f'n = {layout.size_name(num_train)}'
+
+
+def _grid(study: Study) -> tuple[int, int]:
+    """Rows x columns of panels: targets by sizes, or the targets in a row for one size."""
+    if len(study.sizes) > 1:
+        return len(study.targets), len(study.sizes)
+    cols = min(len(study.cells), 3)
+    return math.ceil(len(study.cells) / cols), cols
+
+
+def _panels(
+    study: Study, draw: Callable, path: str, *, width=4.4, height=3.3
+) -> tuple[list[str], tuple[str, ...]]:
+    """Calls draw(ax, target, num_train) -> number of points, for each cell; hides panels with
+    fewer than two; saves if any is left. Returns the hidden panels' titles and the legend."""
+    rows, cols = _grid(study)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    hidden = []
+    for ax in axes.ravel()[len(study.cells) :]:
+        ax.set_visible(False)
+    for (target, num_train), ax in zip(study.cells, axes.ravel()):
+        ax.set_title(f'{target}, {_size(num_train)}', fontsize=10)
+        if draw(ax, target, num_train) < 2:
+            ax.set_visible(False)
+            hidden.append(f'{target}, {_size(num_train)}')
+        ax.grid(alpha=0.3)
+    labels = _save(fig, axes, path) if len(hidden) < len(study.cells) else ()
+    plt.close(fig)
+    return hidden, labels
+
+
+def _log_axis(ax, values: Sequence[float], fmt: Callable[[float], str]) -> None:
+    """Log x with labels at 1, 2, 5 x 10^n (at 10^n only over more than two decades)."""
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0])
+    ax.set_xscale('log')
+    decades = np.log10(values.max() / values.min()) if values.size else 0
+    subs = (1.0,) if decades > 2 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=subs))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _save(fig, axes, path: str) -> tuple[str, ...]:
+    """One legend for all panels, right of them (any number of panels or lines fits)."""
+    fig.tight_layout()
+    seen = {}
+    for ax in np.ravel(axes):
+        if ax.get_visible():
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(label, handle)
+    if seen:
+        fig.legend(
+            list(seen.values()), list(seen), loc='center left', bbox_to_anchor=(1.0, 0.5),
+            fontsize=8,
+        )  # fmt: skip
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    return tuple(seen)
+
+
+def _cell(summary: pd.DataFrame, target: str, num_train: int) -> pd.DataFrame:
+    cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
+    return cell[cell['dice_mean'].notna()]
+
+
+def _row(summary: pd.DataFrame, target: str, num_train: int, name: str) -> pd.DataFrame:
+    cell = _cell(summary, target, num_train)
+    return cell[cell['configuration'] == name]
+
+
+def _direction_lines(study: Study, cell: pd.DataFrame):
+    """(label, style, rows) per direction x order x granularity present in the cell."""
+    orders = list(study.plan.get('orders', []))
+    granularities = list(study.plan.get('granularities', []))
+    for name in [d for d in families.DIRECTIONS if d in study.plan['families']]:
+        for order, granularity in study.orders():
+            rows = cell[
+                (cell['family'] == name)
+                & (cell['order'] == order)
+                & (cell['granularity'] == granularity)
+            ]
+            if rows.empty:
+                continue
+            style = dict(
+                color=family_color(name),
+                linestyle=LINE_STYLES[orders.index(order) % len(LINE_STYLES)],
+                marker=MARKERS[granularities.index(granularity) % len(MARKERS)],
+                markersize=4,
+            )
+            yield f'{family(name).label} ({order}, by {granularity})', style, rows
+
+
+def _references(study: Study, cell: pd.DataFrame) -> pd.DataFrame:
+    names = [r for r in families.REFERENCES if r in study.plan['families']]
+    return cell[cell['family'].isin(names) & (cell['configuration'] == cell['family'])]
+
+
+def _hidden_note(hidden: Sequence[str]) -> str:
+    if not hidden:
+        return ''
+    return f' Not drawn (fewer than two points): {"; ".join(hidden)}.'
+
+
+# ----------------------------------------------------------------------------- Dice vs k
+
+
+def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | None:
+    path = os.path.join(folder, 'dice_vs_units.png')
+
+    def draw(ax, target, num_train):
+        cell = _cell(analysis.summary, target, num_train)
+        points = 0
+        for label, style, rows in _direction_lines(study, cell):
+            rows = rows.sort_values('num_units')
+            ax.plot(rows['num_units'], rows['dice_mean'], label=label, **style)
+            ax.fill_between(
+                rows['num_units'], rows['dice_ci_low'], rows['dice_ci_high'],
+                color=style['color'], alpha=0.1, linewidth=0,
+            )  # fmt: skip
+            points += len(rows)
+        for _, ref in _references(study, cell).iterrows():
+            ax.axhline(
+                ref['dice_mean'], color=family_color(ref['family']), linestyle=(0, (1, 2)),
+                linewidth=1.2, label=f'{family(ref["family"]).label} (reference)',
+            )  # fmt: skip
+        ax.set_xlabel('number of trained units')
+        ax.set_ylabel('test Dice (lesion images)')
+        return points
+
+    hidden, labels = _panels(study, draw, path)
+    if len(hidden) == len(study.cells):
+        return None
+    return Figure(
+        os.path.basename(path),
+        'Test Dice against the number of trained units, each direction in each depth order '
+        '(line style) and granularity (marker); bands: 95% hierarchical-bootstrap CI. The '
+        'reference configurations have one value per panel and are drawn as dotted horizontal '
+        'lines.' + _hidden_note(hidden),
+        labels,
+    )
+
+
+# ----------------------------------------------------------------------------- Dice vs cost
+
+
+def dice_vs_cost(study: Study, analysis: Analysis, folder: str, axis: str) -> Figure | None:
+    """Dice against a cost (log x): direction lines, references as points, the Pareto front."""
+    path = os.path.join(
+        folder, f'dice_vs_{"params" if axis == "trained_fraction" else "flops"}.png'
+    )
+    scale = 100.0 if axis == 'trained_fraction' else 1.0
+
+    def draw(ax, target, num_train):
+        cell = _cell(analysis.summary, target, num_train)
+        priced = cell[cell[axis] > 0]
+        for label, style, rows in _direction_lines(study, priced):
+            rows = rows.sort_values(axis)
+            ax.plot(rows[axis] * scale, rows['dice_mean'], label=label, **style)
+        references = _references(study, cell)
+        for i, (_, ref) in enumerate(references.iterrows()):
+            label = f'{family(ref["family"]).label} (reference)'
+            if ref[axis] > 0:
+                ax.scatter(
+                    ref[axis] * scale, ref['dice_mean'], s=70, zorder=5, label=label,
+                    marker=REFERENCE_MARKERS[i % len(REFERENCE_MARKERS)],
+                    color=family_color(ref['family']), edgecolor='k', linewidth=0.5,
+                )  # fmt: skip
+            elif np.isfinite(ref[axis]):  # no training cost: a line, not a point at log(0)
+                ax.axhline(
+                    ref['dice_mean'], color=family_color(ref['family']), linestyle=(0, (1, 2)),
+                    label=f'{label}, no training',
+                )  # fmt: skip
+        unique = priced[(priced['same_run_as'] == '') & priced[axis].notna()]
+        front = unique.iloc[stats.pareto_front(unique[axis], unique['dice_mean'])]
+        if len(front) > 1:
+            ax.step(
+                front[axis] * scale, front['dice_mean'], where='post', color='k', alpha=0.35,
+                linewidth=4, zorder=1, label='Pareto front (best Dice for its cost)',
+            )  # fmt: skip
+        _log_axis(
+            ax,
+            priced[axis] * scale,
+            (lambda v: f'{v:g}%') if scale == 100 else (lambda v: f'{v:.0e}'.replace('e+', 'e')),
+        )
+        ax.set_xlabel(
+            'trained parameters (% of the network)' if scale == 100 else 'training FLOPs (log)'
+        )
+        ax.set_ylabel('test Dice (lesion images)')
+        return len(priced)
+
+    hidden, labels = _panels(study, draw, path)
+    if len(hidden) == len(study.cells):
+        return None
+    return Figure(
+        os.path.basename(path),
+        f'Test Dice against {COST_AXES[axis]} (log scale): directions as lines (style: depth '
+        'order, marker: granularity), reference configurations as large markers (one run '
+        'without training cost as a dotted line), and the Pareto front: the best Dice '
+        'reached for at most that cost.' + _hidden_note(hidden),
+        labels,
+    )
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def references(study: Study, analysis: Analysis, folder: str) -> Figure | None:
+    """Bars of the reference configurations per cell; a single run has no error bar."""
+    summary = analysis.summary
+    names = [r for r in families.REFERENCES if r in study.plan['families']]
+    if len(names) < 2 or summary.empty:
+        return None
+    path = os.path.join(folder, 'references.png')
+    cells = study.cells
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(names) * len(cells) + 1.5), 3.6))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        rows = [_row(summary, t, n, name) for t, n in cells]
+        mean = np.array([r['dice_mean'].iloc[0] if len(r) else math.nan for r in rows])
+        low = np.array([r['dice_ci_low'].iloc[0] if len(r) else math.nan for r in rows])
+        high = np.array([r['dice_ci_high'].iloc[0] if len(r) else math.nan for r in rows])
+        single = np.isnan(low) & np.isfinite(mean)
+        x = np.arange(len(cells)) + (i - (len(names) - 1) / 2) * width
+        ax.bar(
+            x, mean, width, color=family_color(name), edgecolor='white',
+            hatch=['//' if s else '' for s in single], label=family(name).label,
+        )  # fmt: skip
+        ok = np.isfinite(low)
+        ax.errorbar(
+            x[ok], mean[ok], yerr=np.stack([mean - low, high - mean])[:, ok], fmt='none',
+            ecolor='k', capsize=3, linewidth=1,
+        )  # fmt: skip
+    ax.set_xticks(range(len(cells)), [f'{t}\n{_size(n)}' for t, n in cells])
+    ax.set_ylabel('test Dice (lesion images)')
+    ax.set_ylim(0, 1)
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+    return Figure(
+        os.path.basename(path),
+        'The reference configurations per target and size: mean test Dice over seeds with its '
+        '95% hierarchical-bootstrap CI; hatched bars are a single run (no CI).',
+        tuple(family(n).label for n in names),
+    )
+
+
+def dice_vs_size(study: Study, analysis: Analysis, folder: str) -> Figure | None:
+    """Reference configurations against the training-set size (needs two sizes or more)."""
+    sizes = study.sizes
+    names = [r for r in families.REFERENCES if r in study.plan['families']]
+    if len(sizes) < 2 or not names:
+        return None
+    path = os.path.join(folder, 'dice_vs_size.png')
+    summary = analysis.summary
+    fig, axes = plt.subplots(1, len(study.targets), figsize=(4.4 * len(study.targets), 3.3))
+    for ax, target in zip(np.ravel(axes), study.targets):
+        for name in names:
+            rows = [_row(summary, target, n, name) for n in sizes]
+            mean = [r['dice_mean'].iloc[0] if len(r) else math.nan for r in rows]
+            ax.plot(
+                range(len(sizes)),
+                mean,
+                marker='o',
+                color=family_color(name),
+                label=family(name).label,
+            )
+        ax.set_xticks(range(len(sizes)), [layout.size_name(n) for n in sizes])
+        ax.set_xlabel('training images')
+        ax.set_ylabel('test Dice (lesion images)')
+        ax.set_title(target, fontsize=10)
+        ax.grid(alpha=0.3)
+    labels = _save(fig, axes, path)
+    plt.close(fig)
+    return Figure(
+        os.path.basename(path),
+        'Test Dice of the reference configurations against the training-set size.',
+        labels,
+    )
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure | None:
+    """Validation Dice during training of the reference configurations that train."""
+    names = [r for r in families.REFERENCES if r in study.plan['families'] and family(r).trains]
+    curves, runs = study.curves, study.runs
+    if curves.empty or not names:
+        return None
+    path = os.path.join(folder, 'val_curves.png')
+
+    def draw(ax, target, num_train):
+        points, windows = 0, set()
+        for name in names:
+            rows = runs[
+                (runs['target'] == target) & (runs['num_train'] == num_train)
+                & (runs['configuration'] == name) & (runs['status'] == 'done')
+            ]  # fmt: skip
+            for _, run in rows.iterrows():
+                curve = curves[curves['name'] == run['name']].sort_values('step')
+                if len(curve) < 2:
+                    continue
+                color = family_color(name)
+                ax.plot(
+                    curve['step'], curve['dice'], color=color, linewidth=1, alpha=0.8,
+                    label=family(name).label,
+                )  # fmt: skip
+                if run['still_improving'] is True:
+                    ax.plot(
+                        curve['step'].iloc[-1], curve['dice'].iloc[-1], marker='^', color=color,
+                        markersize=8, markeredgecolor='k', linestyle='none',
+                        label='run still improving at its end',
+                    )  # fmt: skip
+                windows.add(run['num_steps'])
+                points += len(curve)
+        for num_steps in windows - {math.nan}:
+            if np.isfinite(num_steps):
+                cut = (1 - stats.LATE_FRACTION) * num_steps
+                ax.axvspan(cut, num_steps, color='0.5', alpha=0.12, linewidth=0)
+        ax.set_xlabel('training step')
+        ax.set_ylabel('validation Dice (lesion images)')
+        return points
+
+    hidden, labels = _panels(study, draw, path, width=5.0)
+    if len(hidden) == len(study.cells):
+        return None
+    return Figure(
+        os.path.basename(path),
+        'Validation Dice during training, one line per seed. Shaded: the last '
+        f"{stats.LATE_FRACTION:.0%} of each run's steps; a run whose best validation Dice "
+        f'there beats its best before by more than {stats.CONVERGENCE_TOLERANCE} is flagged '
+        '"still improving" (triangle at its end).' + _hidden_note(hidden),
+        labels,
+    )

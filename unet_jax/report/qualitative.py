@@ -1,0 +1,130 @@
+"""The qualitative figure: test images with the ground-truth and predicted outlines drawn on
+them, one column per configuration, the per-image Dice each run recorded in results.json."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+import numpy as np  # noqa: E402
+
+from unet_jax import families, layout  # noqa: E402
+from unet_jax.report.analysis import Analysis  # noqa: E402
+from unet_jax.report.figures import GT_COLOR, PREDICTION_COLOR, Figure  # noqa: E402
+from unet_jax.report.load import Study  # noqa: E402
+
+PREDICTIONS_FILE = 'predictions.npz'  # written by training next to results.json
+MAX_COLUMNS, MAX_LESION_ROWS = 6, 3
+
+
+def columns_for(study: Study, analysis: Analysis, target: str, num_train: int) -> list[str]:
+    """The reference configurations, then the cell's best configuration if it is not one."""
+    names = [r for r in families.REFERENCES if r in study.plan['families']]
+    best = next(
+        (a.best for a in analysis.answers if (a.target, a.num_train) == (target, num_train)), None
+    )
+    if best and best not in names:
+        names.append(best)
+    return names[:MAX_COLUMNS]
+
+
+def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> Figure | None:
+    """The smallest size and first seed that has predictions of every column."""
+    runs = study.runs
+    for num_train in sorted(study.sizes, key=lambda n: math.inf if n < 0 else n):
+        names = columns_for(study, analysis, target, num_train)
+        for seed in study.plan['seeds']:
+            found = {}
+            for name in names:
+                row = runs[
+                    (runs['target'] == target) & (runs['num_train'] == num_train)
+                    & (runs['seed'] == seed) & (runs['configuration'] == name)
+                    & (runs['status'] == 'done')
+                ]  # fmt: skip
+                path = os.path.join(row['dir'].iloc[0], PREDICTIONS_FILE) if len(row) else ''
+                if path and os.path.exists(path):
+                    with np.load(path) as data:
+                        found[name] = (row['name'].iloc[0], {k: data[k] for k in data.files})
+            if len(found) == len(names) and names:
+                file = f'qualitative_{target}.png'
+                title = f'{target}, n = {layout.size_name(num_train)}, seed {seed}'
+                if _draw(study, found, title, os.path.join(folder, file)):
+                    return Figure(
+                        file,
+                        f'{target}: test images with the ground truth (green) and each '
+                        "configuration's prediction (red, probability > 0.5) outlined; "
+                        'Dice per image as recorded by the run (results.json). Normal images '
+                        '(empty ground truth) show how many pixels were predicted instead.',
+                        tuple(names),
+                    )
+    return None
+
+
+def _rows(study: Study, point_name: str, ids: np.ndarray, masks: np.ndarray) -> list[int]:
+    """Up to 3 lesion images and 1 normal image among the saved predictions."""
+    scores = study.images[study.images['name'] == point_name].set_index('image_id')
+    lesion = [
+        bool(scores['lesion'].get(str(i), masks[j].any())) and masks[j].any()
+        for j, i in enumerate(ids)
+    ]
+    rows = [j for j, is_lesion in enumerate(lesion) if is_lesion][:MAX_LESION_ROWS]
+    rows += [j for j, is_lesion in enumerate(lesion) if not is_lesion][:1]
+    return rows
+
+
+def _draw(study: Study, found: dict, title: str, path: str) -> bool:
+    names = list(found)
+    first_name, first = found[names[0]]
+    ids = np.asarray(first['ids']).astype(str)
+    rows = _rows(study, first_name, ids, first['mask'][..., 0] > 0.5)
+    if not rows:
+        return False
+    fig, axes = plt.subplots(
+        len(rows), len(names) + 1, figsize=(2.2 * (len(names) + 1), 2.35 * len(rows)),
+        squeeze=False,
+    )  # fmt: skip
+    for r, j in enumerate(rows):
+        image, mask = first['image'][j, ..., 0], first['mask'][j, ..., 0] > 0.5
+        _outlined(axes[r][0], image, mask, None)
+        axes[r][0].set_xlabel(ids[j] + ('' if mask.any() else ' (normal)'), fontsize=8)
+        for c, name in enumerate(names, start=1):
+            point_name, data = found[name]
+            prediction = data['prob'][j, ..., 0] > 0.5
+            _outlined(axes[r][c], image, mask, prediction)
+            axes[r][c].set_xlabel(_score_text(study, point_name, ids[j], mask.any()), fontsize=8)
+    axes[0][0].set_title('image + ground truth', fontsize=9)
+    for c, name in enumerate(names, start=1):
+        axes[0][c].set_title(name.replace('_to_', '->'), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _outlined(ax, image: np.ndarray, mask: np.ndarray, prediction: np.ndarray | None) -> None:
+    ax.imshow(image, cmap='gray')
+    if mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors=[GT_COLOR], linewidths=1.3)
+    if prediction is not None and prediction.any():
+        ax.contour(
+            prediction.astype(float), levels=[0.5], colors=[PREDICTION_COLOR], linewidths=1.1
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _score_text(study: Study, point_name: str, image_id: str, is_lesion: bool) -> str:
+    images = study.images
+    row = images[(images['name'] == point_name) & (images['image_id'] == image_id)]
+    if row.empty:
+        return 'Dice -'
+    if is_lesion:
+        dice = row['dice'].iloc[0]
+        return f'Dice {dice:.2f}' if np.isfinite(dice) else 'Dice -'
+    pixels = row['pred_pixels'].iloc[0] if 'pred_pixels' in row else np.nan
+    return f'{int(pixels)} px predicted' if np.isfinite(pixels) else 'normal'
