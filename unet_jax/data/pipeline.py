@@ -1,7 +1,9 @@
 """Loads a data set into memory as train/val/test splits, preprocessed the same way for every set.
 
 The order of operations is fixed so that every choice is reproducible from the config:
-  1. examples: a TFDS build (built on first use into data_dir) or the folder set;
+  1. examples: a TFDS build (built on first use into data_dir) or the folder set, preprocessed
+     (step 5); with `drop_normal`, cases without a lesion (labelled normal, or an empty mask at
+     the model's input size) are left out before any split is drawn;
   2. test split: the official one where the set has it (JSRT Test, DUTS-TE), else a seeded
      fraction of the cases (`split_seed`; one example per case, so a case never straddles);
   3. validation: the official split (JSRT Val), else a seeded fraction, or fold `fold` of
