@@ -359,16 +359,21 @@ at the folder holding Train/, Val/ and Test/ (the split is kept: Test is the tes
                     root / split / 'Images', f'{split}/Images/', self.MANUAL_DOWNLOAD_INSTRUCTIONS
                 )
             )
-            labels = _by_stem(
-                _require(
-                    root / split / 'Labels', f'{split}/Labels/', self.MANUAL_DOWNLOAD_INSTRUCTIONS
-                )
+            labels = folder_set.masks_by_owner(
+                _images(
+                    _require(
+                        root / split / 'Labels',
+                        f'{split}/Labels/',
+                        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                    )
+                ),
+                '_labels',
             )
-            missing = sorted(s for s in images if f'{s}_labels' not in labels)
+            missing = sorted(s for s in images if s not in labels)
             if missing:
                 raise _missing_masks_error(self.name, missing, root / split / 'Labels')
             cases += [
-                Case(id=s, image=p, masks=(labels[f'{s}_labels'],), split=split.lower())
+                Case(id=s, image=p, masks=tuple(labels[s]), split=split.lower())
                 for s, p in images.items()
             ]
         return cases
@@ -433,14 +438,15 @@ out, and the build log says how many."""
             raise FileNotFoundError(
                 f'shenzhen: no mask folder ({", ".join(self.MASK_FOLDERS)}) in {root}.\n{how}'
             )
-        masks = _by_stem(folders[0])
+        files = _images(folders[0])
+        # <stem>_mask.png (further masks <stem>_mask_<k>.png are OR-ed), or <stem>.png.
+        masks = {p.stem: [p] for p in files} | folder_set.masks_by_owner(files, '_mask')
         cases, unmatched = [], []
         for stem, path in images.items():
-            mask = masks.get(f'{stem}_mask') or masks.get(stem)
-            if mask is None:
-                unmatched.append(stem)
+            if stem in masks:
+                cases.append(Case(id=stem, image=path, masks=tuple(masks[stem])))
             else:
-                cases.append(Case(id=stem, image=path, masks=(mask,)))
+                unmatched.append(stem)
         if unmatched:
             logging.warning(
                 'shenzhen: %d of %d images have no mask in %s and are left out (first: %s).',
