@@ -151,6 +151,7 @@ class LeakReport:
 class Hashes:
     """The fingerprints of one set's images, in the order of `refs`."""
 
+    name: str
     refs: list[Ref]
     digests: list[str]  # SHA-1 of the preprocessed image's bytes
     bits: np.ndarray  # bool [N, HASH_BITS]
@@ -171,7 +172,7 @@ def hash_splits(name: str, splits: Mapping[str, pipeline.Split]) -> Hashes:
             refs.append(Ref(name, split, str(id_)))
             digests.append(hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
             bits.append(perceptual_hash(image))
-    return Hashes(refs, digests, np.asarray(bits, bool).reshape(len(refs), HASH_BITS))
+    return Hashes(name, refs, digests, np.asarray(bits, bool).reshape(len(refs), HASH_BITS))
 
 
 def _close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> Iterable[tuple[int, int, int]]:
@@ -228,7 +229,7 @@ def check_hashes(
     num_images = {} if pretrain is None else {PRETRAIN: len(pretrain.refs)}
     findings = []
     for target in targets:
-        num_images[target.refs[0].set if target.refs else '?'] = len(target.refs)
+        num_images[target.name] = len(target.refs)
         findings += _within_target(target, max_distance)
         if pretrain is not None:
             findings += _against_pretraining(pretrain, target, max_distance)
