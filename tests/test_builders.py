@@ -157,6 +157,18 @@ def test_synthetic_config_name_and_determinism(tmp_path):
     )
 
 
+def test_natural_speckle_set_has_the_natural_sets_masks(tmp_path):
+    kwargs = dict(data_dir=str(tmp_path), image_size=32, num_examples=3, seed=5)
+    speckle = _build('synthetic_natural_speckle', '', **kwargs)
+    natural = _build('synthetic_natural', '', **kwargs)
+    rs, rn = _records(speckle)['train'], _records(natural)['train']
+    assert speckle.info.features['image'].shape == (None, None, 1)
+    for i in range(3):
+        s, n = rs[f'synthetic_natural_speckle_{i:06d}'], rn[f'synthetic_natural_{i:06d}']
+        np.testing.assert_array_equal(s['mask'], n['mask'])
+        assert s['image'].shape == (32, 32, 1)
+
+
 _NO_TF = textwrap.dedent('''
   import importlib.abc, importlib.machinery, json, sys
   class Refuse(importlib.abc.Loader):

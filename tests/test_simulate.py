@@ -117,3 +117,35 @@ def test_natural_object_is_the_mask_and_on_top(index):
     np.testing.assert_array_equal(example['image'][mask], np.round(255 * rgb[mask]))
     np.testing.assert_array_equal(example['image'][~mask], np.round(255 * background[~mask]))
     assert not np.array_equal(np.round(255 * background[mask]), example['image'][mask])
+
+
+def test_natural_speckle_envelope_is_fully_developed_speckle_following_echogenicity():
+    # A uniform scene: Rayleigh envelope, mean/std = sqrt(pi / (4 - pi)) = 1.913.
+    env, upsample = simulate.b_mode_envelope(
+        np.random.default_rng(0), np.ones((128, 128), np.float32)
+    )
+    assert env.shape == (128 * upsample, 128)
+    assert abs(env.mean() / env.std() - math.sqrt(math.pi / (4 - math.pi))) < 0.1
+    assert abs(np.mean(env**2) - 1) < 0.1
+    # Mean intensity is echogenicity squared: amplitudes 1 and 0.1 are 20 dB apart.
+    echogenicity = np.ones((128, 128), np.float32)
+    echogenicity[:, 64:] = 0.1
+    env, _ = simulate.b_mode_envelope(np.random.default_rng(1), echogenicity)
+    contrast_db = 10 * np.log10(np.mean(env[:, :56] ** 2) / np.mean(env[:, 72:] ** 2))
+    assert contrast_db == pytest.approx(20, abs=1.5)
+
+
+@pytest.mark.parametrize('index', range(3))
+def test_natural_speckle_images_the_natural_scene_with_its_mask(index):
+    speckle = simulate.simulate_example('natural_speckle', 4, index, 64)
+    natural = simulate.simulate_example('natural', 4, index, 64)
+    np.testing.assert_array_equal(speckle['mask'], natural['mask'])
+    # The B-mode image shows the scene: grey levels follow the scene's luminance under speckle.
+    luminance = natural['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    smooth = scipy.ndimage.gaussian_filter(speckle['image'].astype(np.float32), 2)
+    scene = scipy.ndimage.gaussian_filter(luminance, 2)
+    assert np.corrcoef(smooth.ravel(), scene.ravel())[0, 1] > 0.9
+    # ... under speckle: where the scene is flat, neighbouring pixels still differ.
+    flat = np.abs(np.diff(luminance, axis=1)) < 1
+    speckle_steps = np.abs(np.diff(speckle['image'].astype(float), axis=1))
+    assert flat.mean() > 0.2 and speckle_steps[flat].mean() > 8

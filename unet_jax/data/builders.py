@@ -185,6 +185,20 @@ class SyntheticNatural(_SyntheticBuilder, skip_registration=True):
     DESCRIPTION = 'Dead-leaves natural-like scenes with a salient-object mask.'
 
 
+class SyntheticNaturalSpeckle(_SyntheticBuilder, skip_registration=True):
+    """The natural scenes imaged as B-mode ultrasound (speckle), for pre-training with speckle.
+
+    Example i of seed s has the mask of synthetic_natural's example i of seed s.
+    """
+
+    name = 'synthetic_natural_speckle'
+    SIMULATE = 'simulate_natural_speckle'
+    DESCRIPTION = (
+        'Dead-leaves natural-like scenes as grey B-mode ultrasound images (the scene as '
+        'echogenicity, Rayleigh speckle, pulse-echo PSF, log compression), salient-object masks.'
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # Real sets, read from a manual download.
 
@@ -577,6 +591,7 @@ BUILDERS: dict[str, type[_SegmentationBuilder]] = {
         SyntheticUltrasound,
         SyntheticXray,
         SyntheticNatural,
+        SyntheticNaturalSpeckle,
         Busi,
         DatasetB,
         Jsrt,
@@ -588,7 +603,12 @@ BUILDERS: dict[str, type[_SegmentationBuilder]] = {
         Msra10k,
     )
 }
-SYNTHETIC = ('synthetic_ultrasound', 'synthetic_xray', 'synthetic_natural')
+SYNTHETIC = (
+    'synthetic_ultrasound',
+    'synthetic_xray',
+    'synthetic_natural',
+    'synthetic_natural_speckle',
+)
 
 
 def default_data_dir() -> str:

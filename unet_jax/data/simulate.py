@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-KINDS = ('ultrasound', 'xray', 'natural')
+KINDS = ('ultrasound', 'xray', 'natural', 'natural_speckle')
 
 # ----------------------------------------------------------------------------------------
 # Shared helpers.
@@ -667,10 +667,61 @@ def simulate_natural(rng: np.random.Generator, size: int) -> dict[str, np.ndarra
     return dict(image=np.round(255 * image).astype(np.uint8), mask=mask.astype(np.uint8))
 
 
+# ----------------------------------------------------------------------------------------
+# Natural scenes imaged as B-mode ultrasound: the speckle source. The study's explanation of
+# why shallow layers matter on ultrasound is speckle, a low-level texture natural images lack;
+# pre-training on these scenes shows the network speckle without ultrasound anatomy.
+
+# Echogenicity contrast between the darkest and the brightest scene grey (amplitude, in dB):
+# about the span from an anechoic cyst to echogenic gland in breast B-mode images.
+_SCENE_CONTRAST_DB = 35.0
+
+
+def b_mode_envelope(rng: np.random.Generator, echogenicity: np.ndarray) -> tuple[np.ndarray, int]:
+    """The echo envelope of an image-grid echogenicity map [rows, size], and its upsampling.
+
+    The image formation of `simulate_ultrasound` without its tissue physics (no attenuation,
+    no gain compensation): complex Gaussian scatterers with amplitude ``echogenicity`` on a grid
+    `upsample` times finer in depth, the pulse-echo PSF of a ``size``-pixel field of view, and
+    envelope detection. The envelope is on the fine grid [rows * upsample, size]: a uniform map
+    gives fully developed speckle (Rayleigh, mean/std 1.91) of mean intensity echogenicity^2.
+    """
+    psf, upsample = transducer(echogenicity.shape[1])
+    fine = np.repeat(echogenicity.astype(np.float32), upsample, axis=0)
+    return envelope(rng, fine, psf, noise=10 ** (-62 / 20)), upsample
+
+
+def simulate_natural_speckle(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+    """A natural-like scene as a grey B-mode image, and the scene's salient-object mask.
+
+    The scene (`simulate_natural`, drawn first from ``rng``, so the mask is that of the natural
+    set with the same seed and index) gives the echogenicity: its luminance in [0, 1] is mapped
+    to amplitude 10^(35 (L - 1) / 20), so the log-compressed display keeps the scene's grey
+    levels, under speckle. Then `b_mode_envelope`, the scan conversion of `simulate_ultrasound`
+    (mean intensity over each pixel's depth samples) and log compression with a random dynamic
+    range, gain and grey map, as for the simulated breast images: the same speckle texture.
+    """
+    scene = simulate_natural(rng, size)
+    luminance = scene['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    echogenicity = 10 ** (_SCENE_CONTRAST_DB * (luminance / 255 - 1) / 20)
+    env, upsample = b_mode_envelope(rng, echogenicity)
+    env = np.sqrt(np.mean(np.square(env).reshape(size, upsample, size), axis=1))
+    dynamic_range_db = rng.uniform(50, 60)
+    image = log_compress(
+        env,
+        dynamic_range_db=dynamic_range_db,
+        # The brightest tissue (0 dB mean intensity) shows at 80-90% of white.
+        gain_db=dynamic_range_db * rng.uniform(0.8, 0.9),
+        grey_map_gamma=rng.uniform(1.2, 1.5),
+    )
+    return dict(image=np.round(255 * image).astype(np.uint8), mask=scene['mask'])
+
+
 _SIMULATORS = {
     'ultrasound': simulate_ultrasound,
     'xray': simulate_xray,
     'natural': simulate_natural,
+    'natural_speckle': simulate_natural_speckle,
 }
 
 

@@ -1,0 +1,476 @@
+"""Automatic layer choice: score every block (or unit) on the target, then pick what trains.
+
+The study answers "which layers?" with a sweep that trains every first-k and last-k set. This
+module answers it from the pre-trained weights and a few batches of the target's training set,
+before training, for the cost of a fraction of one run:
+
+  rgn    relative gradient norm (Auto-RGN of "Surgical fine-tuning", Lee et al., ICLR 2023).
+         For a set of parameter tensors S (a unit or a block), with g the gradient of the mean
+         training loss over the probe images at the pre-trained weights theta:
+
+             RGN(S) = ||g_S|| / ||theta_S||,   norms over all entries of the tensors in S,
+
+         i.e. the tensors' squared norms are summed before the ratio (a per-tensor mean would be
+         dominated by small bias vectors). Cost: one forward and backward pass per probe image.
+  probe  a short training probe: each block (or unit) alone trains `probe_steps` Adam steps from
+         the pre-trained weights, and scores the relative drop of the probe images' loss,
+         (L_before - L_after) / L_before. It measures what the choice is for (which layer lowers
+         the loss fastest) rather than a proxy; it costs N short runs of `probe_steps` steps.
+
+Scores are normalised by their maximum (the best block scores 1). Two ways to use them:
+  * `auto:<criterion>:<k>` (config.finetune.train) trains the k highest-scoring blocks or units
+    (config.finetune.granularity; ties go to the shallower one): `choose` resolves it into a
+    concrete spec that compiles to optax labels like any other (freeze.compile_spec);
+  * `auto:<criterion>:soft` trains everything, each block's updates scaled by its score
+    (Auto-RGN's per-layer learning rates): `scale_by_score`, an optax transform whose scales are
+    state, so `set_scales` changes them without recompiling the step.
+
+Both criteria look at the probe images without augmentation, with the model in inference mode
+(no dropout, BatchNorm running statistics), so a choice is a deterministic function of the
+pre-trained weights and the training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from unet_jax import freeze, io_utils, metrics
+from unet_jax.layers import GRANULARITIES, LayerRegistry
+
+PREFIX = 'auto:'
+CRITERIA = ('rgn', 'probe')
+SOFT = 'soft'
+CHOICE_FILE = 'auto_choice.json'
+
+
+class AutoSpecError(ValueError):
+    """An `auto:` freeze spec that cannot be resolved."""
+
+
+def default_auto_config() -> ml_collections.ConfigDict:
+    """`config.finetune.auto`: how much of the target's training set the criteria look at."""
+    return ml_collections.ConfigDict(
+        dict(
+            num_examples=32,  # probe images (a few batches of the training set; fewer if small)
+            batch_size=8,  # images per forward/backward pass of the probe
+            probe_steps=10,  # 'probe': Adam steps of each block's short run
+            seed=0,  # which training images are the probe images
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoSpec:
+    """A parsed `auto:<criterion>:<k|soft>`; k is None for the soft variant."""
+
+    criterion: str
+    k: int | None
+
+    @property
+    def soft(self) -> bool:
+        return self.k is None
+
+
+def is_auto(spec: str) -> bool:
+    return spec.strip().startswith(PREFIX)
+
+
+def parse_auto(spec: str, num_names: int) -> AutoSpec:
+    """Checks `auto:<criterion>:<k|soft>` against the criteria and the number of blocks/units."""
+    where = f'Freeze spec {spec!r} (config.finetune.train)'
+    parts = [p.strip() for p in spec.strip().split(':')]
+    if len(parts) != 3 or parts[0] != PREFIX[:-1] or ',' in spec:
+        raise AutoSpecError(
+            f"{where}: write 'auto:CRITERION:K' (train the K highest-scoring blocks or units) or "
+            f"'auto:CRITERION:{SOFT}' (train all, learning rates scaled by the scores), as the "
+            f'whole spec; criteria: {", ".join(CRITERIA)}.'
+        )
+    _, criterion, count = parts
+    if criterion not in CRITERIA:
+        raise AutoSpecError(f'{where}: unknown criterion {criterion!r}; valid: {CRITERIA}.')
+    if count == SOFT:
+        return AutoSpec(criterion, None)
+    if not count.isdigit() or not 1 <= int(count) <= num_names:
+        raise AutoSpecError(
+            f'{where}: K must be an integer from 1 to {num_names} (the number of blocks or units '
+            f"at config.finetune.granularity) or '{SOFT}'."
+        )
+    return AutoSpec(criterion, int(count))
+
+
+# ----------------------------------------------------------------------------- the choice
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What an `auto:` spec resolved to, with the evidence and its cost.
+
+    `scores` (normalised, max 1) and `raw_scores` are keyed by block or unit name in forward
+    order; `chosen` lists the trained names, highest score first (every name when soft).
+    `cost`: seconds (wall, compilation included), compile_s, flops (registry model of the work
+    done, padding of the last batch included), num_examples (probe images), image_passes
+    (passes of one image through the network, forward only or forward and backward).
+    """
+
+    spec: str  # the concrete freeze spec: the chosen names, or '@all' when soft
+    criterion: str
+    k: int | None
+    granularity: str
+    scores: dict[str, float]
+    raw_scores: dict[str, float]
+    chosen: tuple[str, ...]
+    cost: dict[str, float]
+
+    @property
+    def soft(self) -> bool:
+        return self.k is None
+
+    @property
+    def scales(self) -> dict[str, float] | None:
+        """Learning-rate factors of the soft variant (scores clipped at 0), else None."""
+        return {n: max(s, 0.0) for n, s in self.scores.items()} if self.soft else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict for the log and results.json (key 'auto')."""
+        return {
+            'criterion': self.criterion,
+            'k': self.k,
+            'soft': self.soft,
+            'granularity': self.granularity,
+            'spec': self.spec,
+            'chosen': list(self.chosen),
+            'scores': dict(self.scores),
+            'raw_scores': dict(self.raw_scores),
+            'cost': dict(self.cost),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Choice:
+        return cls(
+            spec=d['spec'],
+            criterion=d['criterion'],
+            k=d['k'],
+            granularity=d['granularity'],
+            scores=dict(d['scores']),
+            raw_scores=dict(d['raw_scores']),
+            chosen=tuple(d['chosen']),
+            cost=dict(d['cost']),
+        )
+
+
+def choose(
+    spec: str,
+    *,
+    model: Any,
+    registry: LayerRegistry,
+    variables: Mapping[str, Any],
+    images: np.ndarray,
+    masks: np.ndarray,
+    granularity: str = 'unit',
+    loss_weights: Mapping[str, float] | None = None,
+    learning_rate: float = 1e-3,
+    auto: ml_collections.ConfigDict | None = None,
+) -> Choice:
+    """Resolves an `auto:` spec with the pre-trained `variables` and the training split.
+
+    `images`/`masks` are the target's (preprocessed) training split; the probe images are
+    `auto.num_examples` of them drawn with `auto.seed`. `learning_rate` is the probe's Adam rate
+    (the run's peak rate). `loss_weights` are config.loss (bce_weight, dice_weight).
+    """
+    if granularity not in GRANULARITIES:
+        raise AutoSpecError(
+            f'config.finetune.granularity={granularity!r} is not one of {GRANULARITIES}.'
+        )
+    names = registry.order('forward', granularity)
+    parsed = parse_auto(spec, len(names))
+    auto = auto or default_auto_config()
+    loss_weights = dict(loss_weights or {'bce_weight': 1.0, 'dice_weight': 1.0})
+    probe_images, probe_masks = probe_set(images, masks, auto.num_examples, auto.seed)
+    batches = probe_batches(probe_images, probe_masks, auto.batch_size)
+    loss_fn = _loss_fn(model, variables, loss_weights)
+    start = time.perf_counter()
+    if parsed.criterion == 'rgn':
+        raw, work = rgn_scores(loss_fn, variables['params'], batches, registry, granularity)
+    else:
+        raw, work = probe_scores(
+            loss_fn,
+            variables['params'],
+            batches,
+            registry,
+            granularity,
+            steps=auto.probe_steps,
+            learning_rate=learning_rate,
+        )
+    seconds = time.perf_counter() - start
+    scores = normalise(raw)
+    ranked = sorted(names, key=lambda n: (-scores[n], names.index(n)))
+    chosen = tuple(ranked if parsed.soft else ranked[: parsed.k])
+    full_step = registry.train_step_flops(registry.unit_names)
+    return Choice(
+        spec=freeze.ALL if parsed.soft else ','.join(chosen),
+        criterion=parsed.criterion,
+        k=parsed.k,
+        granularity=granularity,
+        scores=scores,
+        raw_scores={n: float(raw[n]) for n in names},
+        chosen=chosen,
+        cost={
+            'seconds': seconds,
+            'compile_s': work['compile_s'],
+            # A gradient pass costs a full training step; an evaluation pass a forward pass.
+            'flops': work['gradient'] * full_step + work['forward'] * registry.forward_flops(),
+            'num_examples': len(probe_images),
+            'image_passes': work['gradient'] + work['forward'],
+        },
+    )
+
+
+def load_or_choose(workdir: str, spec: str, **kwargs) -> Choice:
+    """`choose`, recorded in `workdir`/auto_choice.json so that a resumed run keeps its choice."""
+    path = os.path.join(workdir, CHOICE_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded.get('requested') == spec:
+            return Choice.from_dict(recorded)
+    choice = choose(spec, **kwargs)
+    record = {'requested': spec, **choice.to_dict()}
+    io_utils.write_text_atomically(path, json.dumps(record, indent=2))
+    return choice
+
+
+def probe_set(
+    images: np.ndarray, masks: np.ndarray, num_examples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`num_examples` training images (all of them if fewer), drawn by a seeded permutation."""
+    if len(images) == 0:
+        raise AutoSpecError('The training split is empty: an auto: spec has nothing to look at.')
+    order = np.random.default_rng(seed).permutation(len(images))[: max(num_examples, 1)]
+    return np.asarray(images)[order], np.asarray(masks)[order]
+
+
+def normalise(raw: Mapping[str, float]) -> dict[str, float]:
+    """Scores divided by the largest one (Auto-RGN's normalisation); all 0 if none is positive."""
+    top = max(raw.values())
+    return {n: float(v / top) if top > 0 else 0.0 for n, v in raw.items()}
+
+
+# ----------------------------------------------------------------------------- criteria
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Probe images padded to one batch shape (one compilation); `valid` marks the real ones."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    valid: np.ndarray  # float32 [batch]: 1 for an image, 0 for padding
+
+    def weighted(self, total: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images, masks, weights) with weight 1/total per real image: a sum of losses with
+        these weights over batches whose real images number `total` is their mean loss."""
+        return self.images, self.masks, self.valid / np.float32(total)
+
+
+def probe_batches(images: np.ndarray, masks: np.ndarray, batch_size: int) -> list[Batch]:
+    """The probe images in batches of `batch_size` (or fewer images), the last one padded."""
+    batch_size = max(min(batch_size, len(images)), 1)
+    batches = []
+    for start in range(0, len(images), batch_size):
+        count = len(images[start : start + batch_size])
+        pad = ((0, batch_size - count),) + ((0, 0),) * (images.ndim - 1)
+        batches.append(
+            Batch(
+                images=np.pad(images[start : start + batch_size], pad),
+                masks=np.pad(masks[start : start + batch_size], pad),
+                valid=(np.arange(batch_size) < count).astype(np.float32),
+            )
+        )
+    return batches
+
+
+def _loss_fn(model: Any, variables: Mapping[str, Any], loss_weights: Mapping[str, float]):
+    """Weighted sum of per-image training losses as a function of the params.
+
+    The forward pass is in inference mode (no dropout, BatchNorm running statistics).
+    """
+    batch_stats = variables.get('batch_stats')
+
+    def loss(params, images, masks, weights):
+        model_variables = {'params': params}
+        if batch_stats:
+            model_variables['batch_stats'] = batch_stats
+        logits = model.apply(model_variables, images, train=False)
+        return jnp.sum(metrics.segmentation_loss(logits, masks, **loss_weights) * weights)
+
+    return loss
+
+
+def _compile(fn, *args):
+    """`fn` jitted and compiled for `args`, and the seconds the compilation took."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _names_of_leaves(registry: LayerRegistry, granularity: str) -> dict[tuple[str, ...], str]:
+    """Parameter path -> the block or unit it belongs to."""
+    owners = registry.units if granularity == 'unit' else registry.blocks
+    return {path: owner.name for owner in owners for path in owner.param_paths}
+
+
+def _flat(tree: Any) -> dict[tuple[str, ...], Any]:
+    return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
+
+
+def rgn_scores(
+    loss_fn, params, batches: list[Batch], registry: LayerRegistry, granularity: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """||g_S|| / ||theta_S|| per block or unit S, g the gradient of the mean probe loss.
+
+    Returns the raw scores (forward order) and the work done: image passes of a gradient
+    ('gradient') and of a forward pass only ('forward'), and the compilation seconds.
+    """
+    total = float(sum(b.valid.sum() for b in batches))
+    grad_fn, compile_s = _compile(jax.grad(loss_fn), params, *batches[0].weighted(total))
+    grads = jax.tree.map(jnp.zeros_like, params)
+    for batch in batches:
+        grads = jax.tree.map(jnp.add, grads, grad_fn(params, *batch.weighted(total)))
+    owner = _names_of_leaves(registry, granularity)
+    grad_sq, param_sq = {}, {}
+    flat_params = _flat(params)
+    for path, g in _flat(grads).items():
+        name = owner[path]
+        grad_sq[name] = grad_sq.get(name, 0.0) + float(jnp.sum(jnp.square(g)))
+        param_sq[name] = param_sq.get(name, 0.0) + float(np.sum(np.square(flat_params[path])))
+    names = registry.order('forward', granularity)
+    scores = {n: math.sqrt(grad_sq[n]) / max(math.sqrt(param_sq[n]), 1e-12) for n in names}
+    work = {'gradient': sum(len(b.valid) for b in batches), 'forward': 0, 'compile_s': compile_s}
+    return scores, work
+
+
+def probe_scores(
+    loss_fn,
+    params,
+    batches: list[Batch],
+    registry: LayerRegistry,
+    granularity: str,
+    *,
+    steps: int,
+    learning_rate: float,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Relative drop of the probe loss after `steps` Adam steps that train one name alone.
+
+    One compiled step serves every name: the name's one-hot scales live in the state of
+    `scale_by_score`, so only they change between the short runs. The step differentiates every
+    parameter (the work counts full gradient passes). Steps cycle through the batches.
+    """
+    if steps < 1:
+        raise AutoSpecError(f'config.finetune.auto.probe_steps={steps} must be >= 1.')
+    names = registry.order('forward', granularity)
+    tx = optax.chain(optax.adam(learning_rate), scale_by_score({n: 0.0 for n in names}))
+
+    def train_step(params, opt_state, images, masks, weights):
+        grads = jax.grad(loss_fn)(params, images, masks, weights)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    total = float(sum(b.valid.sum() for b in batches))
+    first = batches[0]
+    step, step_compile_s = _compile(train_step, params, tx.init(params), *first.weighted(1.0))
+    mean_loss, eval_compile_s = _compile(loss_fn, params, *first.weighted(total))
+
+    def probe_loss(p):
+        return sum(float(mean_loss(p, *b.weighted(total))) for b in batches)
+
+    before = probe_loss(params)
+    scores, gradient_passes = {}, 0
+    for name in names:
+        opt_state = set_scales(tx.init(params), {n: float(n == name) for n in names})
+        tuned = params
+        for s in range(steps):
+            batch = batches[s % len(batches)]
+            tuned, opt_state = step(tuned, opt_state, *batch.weighted(batch.valid.sum()))
+            gradient_passes += len(batch.valid)
+        scores[name] = (before - probe_loss(tuned)) / max(before, 1e-12)
+    work = {
+        'gradient': gradient_passes,
+        'forward': (len(names) + 1) * sum(len(b.valid) for b in batches),
+        'compile_s': step_compile_s + eval_compile_s,
+    }
+    return scores, work
+
+
+# ----------------------------------------------------------------------------- soft variant
+
+
+class ScoreScaleState(NamedTuple):
+    """One float32 scale per leaf of the updates (data, so new scales need no recompile)."""
+
+    scales: Any
+
+
+def _scale_tree(tree: Any, scales: Mapping[str, float]) -> Any:
+    """A scale for every leaf of `tree`, looked up by its unit ('enc0/conv1'), else its block."""
+
+    def scale(path, _):
+        keys = [str(getattr(k, 'key', k)) for k in path]
+        unit, block = '/'.join(keys[:2]), keys[0]
+        for name in (unit, block):
+            if name in scales:
+                return jnp.asarray(scales[name], jnp.float32)
+        raise AutoSpecError(
+            f'No score for parameter {"/".join(keys)}: scales name {sorted(scales)}; give one '
+            'per block or per unit of the model.'
+        )
+
+    return jax.tree_util.tree_map_with_path(scale, tree)
+
+
+def scale_by_score(scales: Mapping[str, float]) -> optax.GradientTransformation:
+    """Multiplies each block's (or unit's) updates by its scale: per-layer learning rates.
+
+    Chain it after the optimiser, `optax.chain(optax.adam(lr), scale_by_score(scales))`:
+    Adam normalises gradient magnitudes, so scaling gradients before it would change little;
+    scaling its updates is scaling the learning rate. The scales are the transform's state
+    (`set_scales` replaces them), so a jitted step that takes the state as an argument keeps its
+    compilation when they change. Inside freeze.make_optimizer it sees only the trained leaves.
+    """
+    scales = dict(scales)
+
+    def init(params):
+        return ScoreScaleState(_scale_tree(params, scales))
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, state.scales)
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def set_scales(opt_state: Any, scales: Mapping[str, float]) -> Any:
+    """`opt_state` with the scales of every scale_by_score in it replaced (same structure)."""
+
+    def replace(node):
+        if isinstance(node, ScoreScaleState):
+            return ScoreScaleState(_scale_tree(node.scales, scales))
+        return node
+
+    return jax.tree.map(replace, opt_state, is_leaf=lambda n: isinstance(n, ScoreScaleState))
