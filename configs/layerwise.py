@@ -19,8 +19,10 @@ set them once, e.g. `--config.model.base_width=32`.
 
 Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   quick                      CPU scale (the whole study in well under 30 min on 2 cores)
-  source=natural|ultrasound  pre-training set (synthetic natural scenes, or simulated ultrasound,
-                             generated with its own seed so it never holds a target's images)
+  source=natural|natural_speckle|ultrasound
+                             pre-training set: synthetic natural scenes, the same scenes imaged
+                             as B-mode ultrasound (speckle), or simulated breast ultrasound; all
+                             generated with their own seed, so they never hold a target's images
   targets=us+xray            target sets, '+'-separated, each one of:
                                a built-in name: us, xray (synthetic) or a real set busi,
                                dataset_b, jsrt, montgomery, shenzhen, ecssd, ... (need data_root)

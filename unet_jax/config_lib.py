@@ -29,7 +29,11 @@ from unet_jax.data import builders, pipeline
 DEFAULT_ARGUMENTS = {'quick': 'CPU scale: a small U-Net at 64x64 that trains in about a minute'}
 
 # Pre-training sources (`source=`): the set each names.
-SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
+SOURCES = {
+    'natural': 'synthetic_natural',
+    'natural_speckle': 'synthetic_natural_speckle',  # the natural scenes imaged as B-mode
+    'ultrasound': 'synthetic_ultrasound',
+}
 # Generation seed of simulated pre-training sets. Example i of a synthetic set is a function
 # of (seed, i) only, so a pre-training set with a target's seed would contain the target's
 # images, test images included; every target keeps the default seed 0.
