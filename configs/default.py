@@ -6,7 +6,7 @@ frozen): e.g. '@all', '@contracting', 'enc0..enc2', 'first:3', 'last:2,-head' (s
 'level': resolution level, enc0/dec0/head shallowest, bottleneck deepest) at
 `finetune.granularity` ('block' or 'unit').
 
-String arguments shrink or switch the run, big_vision style:
+The one argument, `quick`, shrinks the run to CPU scale (big_vision style):
   python -m unet_jax.main --config=configs/default.py:quick --workdir=runs/x
 """
 

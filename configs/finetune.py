@@ -3,23 +3,30 @@ r"""Fine-tuning a pre-trained U-Net on a target set with some layers frozen.
   python -m unet_jax.main --config=configs/finetune.py:quick --workdir=runs/ft \
       --config.init_from=runs/pretrain --config.finetune.train='enc0..enc1'
 
-Arguments (comma-separated): `quick` (CPU scale); `target=ultrasound|xray` (built-in simulated
-sets) or `data=NAME` for a real one (busi, dataset_b, jsrt, montgomery, shenzhen, folder, ...;
-with --config.data.manual_dir=...). Without init_from the run starts from scratch.
+Arguments (comma-separated): `quick` (CPU scale); `target=NAME`, a target of the study: `us`,
+`xray` (simulated; default `us`) or a real set (busi, dataset_b, jsrt, montgomery, shenzhen,
+...) read from `data_root=DIR` (or --config.data.manual_dir=DIR). The target sets its data
+defaults as in the study: ultrasound sets leave out normal cases (`data.drop_normal`), chest
+X-ray sets train without left-right flips (`augment.flip`). Without init_from the run starts
+from scratch.
 """
 
 from unet_jax import config_lib
 
-TARGETS = {'ultrasound': 'synthetic_ultrasound', 'xray': 'synthetic_xray'}
+WHERE = 'configs/finetune.py'
+ARGUMENTS = {
+    **config_lib.DEFAULT_ARGUMENTS,
+    'target': f'the target set, one of {", ".join(config_lib.target_names())} (default us)',
+    'data_root': 'DIR holding the release folder of a real target set (its manual_dir)',
+}
 
 
 def get_config(arg: str = ''):
-    args = config_lib.parse_args(arg)
-    config = config_lib.default_config(arg)
-    target = args.get('target', 'ultrasound')
-    if target not in TARGETS:
-        raise ValueError(f'configs/finetune.py: target={target!r}; use one of {sorted(TARGETS)}.')
-    config.data.name = args.get('data', TARGETS[target])
+    args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
+    config = config_lib.default_config('quick' if args.get('quick') else '')
+    name = str(args.get('target', 'us'))
+    target = config_lib.builtin_target(name, data_root=str(args.get('data_root', '')), where=WHERE)
+    config_lib.apply_target(config, target, where=f'{WHERE}:target={name}')
     config.optimizer.learning_rate = 5e-4
     config.finetune.train = '@contracting'
     return config

@@ -17,11 +17,20 @@ The top level of this config is the base fine-tuning run that every point modifi
 config of the pre-training run. Model and image size are shared by both (field references):
 set them once, e.g. `--config.model.base_width=32`.
 
-Arguments (big_vision style, comma-separated):
+Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   quick                      CPU scale (the whole study in well under 30 min on 2 cores)
-  source=natural|ultrasound  pre-training set (synthetic natural scenes, or simulated ultrasound)
-  targets=us+xray            target sets, '+'-separated: us, xray (synthetic) or real sets
-                             busi, dataset_b, jsrt, montgomery, shenzhen (need data_root)
+  source=natural|natural_speckle|ultrasound
+                             pre-training set: synthetic natural scenes, the same scenes imaged
+                             as B-mode ultrasound (speckle), or simulated breast ultrasound; all
+                             generated with their own seed, so they never hold a target's images
+  targets=us+xray            target sets, '+'-separated, each one of:
+                               a built-in name: us, xray (synthetic) or a real set busi,
+                               dataset_b, jsrt, montgomery, shenzhen, ecssd, ... (need data_root)
+                               folder:NAME  your own images and masks, a folder set named NAME
+                                 whose fields are set on the command line, e.g.
+                                 --config.study.targets.NAME.data.folder.images=DIR
+                               FILE.py  a file whose get_targets() returns target definitions
+                                 {name: {'data': {...}, 'augment': {...}}} (docs/data.md)
   data_root=DIR              folder holding the real sets' release folders (their manual_dir)
   sizes=10+all               training-set sizes ('all' = every training image)
   seeds=3                    number of seeds (0..seeds-1)
@@ -29,11 +38,20 @@ Arguments (big_vision style, comma-separated):
   granularities=block+unit   what k counts (quick: block)
   families=scratch+full      a subset of the families (default: all seven)
 
+Each target of `study.targets` is a definition of overrides of the run's `data.*` and
+`augment.*` fields (config_lib.apply_target applies it to every point of the target); built-in
+ultrasound targets leave out normal cases (`data.drop_normal`), chest X-ray targets train
+without left-right flips (`augment.flip`). Any field of a definition can be changed on the
+command line, e.g. --config.study.targets.busi.data.drop_normal=False.
+
 Examples:
   python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study_quick
   python -m unet_jax.main --config=configs/layerwise.py --workdir=runs/study
   python -m unet_jax.main --config=configs/layerwise.py:targets=busi+jsrt,data_root=/data \
       --workdir=runs/study_real
+  python -m unet_jax.main --config=configs/layerwise.py:targets=us+folder:mine \
+      --config.study.targets.mine.data.folder.images=/data/mine/images \
+      --config.study.targets.mine.data.folder.masks=/data/mine/masks --workdir=runs/study_mine
   python launch/sweep.py --config=configs/layerwise.py --workdir=runs/study --executor=slurm \
       --partition=gpu --gres=gpu:1
 """
@@ -42,37 +60,31 @@ import ml_collections
 
 from unet_jax import config_lib, families
 
-# Short names used in sweep-point names; the values are `data.name`.
-SYNTHETIC_TARGETS = {
-    'us': 'synthetic_ultrasound',
-    'xray': 'synthetic_xray',
-    'natural': 'synthetic_natural',
+WHERE = 'configs/layerwise.py'
+ARGUMENTS = {
+    **config_lib.DEFAULT_ARGUMENTS,
+    'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
+    'targets': "'+'-separated targets: built-in names, folder:NAME, FILE.py (default us+xray)",
+    'data_root': "DIR holding the real sets' release folders (their manual_dir)",
+    'sizes': "'+'-separated training-set sizes, 'all' = every training image",
+    'seeds': 'number of seeds (0..seeds-1; default 3)',
+    'orders': "'+'-separated depth orders: forward, level",
+    'granularities': "'+'-separated: block, unit",
+    'families': f"'+'-separated subset of {'+'.join(families.NAMES)}",
 }
-REAL_TARGETS = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen')
-SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-    args = config_lib.parse_args(arg)
-    quick = bool(args.pop('quick', False))
-    source = str(args.pop('source', 'natural'))
-    targets = _split(args.pop('targets', 'us+xray'))
-    data_root = str(args.pop('data_root', ''))
-    sizes = _split(args.pop('sizes', '16' if quick else '10+50+all'))
-    num_seeds = int(args.pop('seeds', 3))
-    orders = _split(args.pop('orders', 'forward' if quick else 'forward+level'))
-    granularities = _split(args.pop('granularities', 'block' if quick else 'block+unit'))
-    family_names = _split(args.pop('families', '+'.join(families.NAMES)))
-    if args:
-        raise ValueError(
-            f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, source, '
-            'targets, data_root, sizes, seeds, orders, granularities, families (see the '
-            'docstring).'
-        )
-    if source not in SOURCES:
-        raise ValueError(
-            f'configs/layerwise.py: source={source!r} is not one of {sorted(SOURCES)}.'
-        )
+    args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
+    quick = bool(args.get('quick', False))
+    source = str(args.get('source', 'natural'))
+    targets = _split(args.get('targets', 'us+xray'))
+    data_root = str(args.get('data_root', ''))
+    sizes = _split(args.get('sizes', '16' if quick else '10+50+all'))
+    num_seeds = int(args.get('seeds', 3))
+    orders = _split(args.get('orders', 'forward' if quick else 'forward+level'))
+    granularities = _split(args.get('granularities', 'block' if quick else 'block+unit'))
+    family_names = _split(args.get('families', '+'.join(families.NAMES)))
 
     config = config_lib.default_config('quick' if quick else '')
     _shared_model_and_size(config)
@@ -96,9 +108,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # A finished pre-training workdir to reuse instead of pre-training inside this study's
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
-    study.targets = ml_collections.ConfigDict(
-        {name: _target(name, data_root=data_root) for name in targets}
-    )
+    study.targets = _targets(targets, data_root=data_root)
     study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
@@ -133,9 +143,7 @@ def _pretrain_config(
     for key in config.model:
         pretrain.model[key] = config.model.get_ref(key)
     pretrain.data.image_size = config.data.get_ref('image_size')
-    pretrain.data.name = SOURCES[source]
-    pretrain.finetune.train = '@all'
-    pretrain.init_from = ''
+    config_lib.apply_source(pretrain, source, where=WHERE)
     if quick:
         pretrain.data.num_examples = 300
         pretrain.num_train_steps = 400
@@ -150,22 +158,32 @@ def _pretrain_config(
     return pretrain
 
 
-def _target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
-    """`data.*` overrides of one target set (any field of `config.data` may be set here)."""
-    if name in SYNTHETIC_TARGETS:
-        return ml_collections.ConfigDict(dict(name=SYNTHETIC_TARGETS[name]))
-    if name in REAL_TARGETS:
-        if not data_root:
-            raise ValueError(
-                f'configs/layerwise.py: target {name!r} is a real set read from disk; pass '
-                f'data_root=DIR (the folder holding its release folder) in the config argument, '
-                f'e.g. --config=configs/layerwise.py:targets={name},data_root=/data.'
-            )
-        return ml_collections.ConfigDict(dict(name=name, manual_dir=data_root))
-    raise ValueError(
-        f'configs/layerwise.py: unknown target {name!r}; valid: '
-        f'{sorted(SYNTHETIC_TARGETS) + list(REAL_TARGETS)}.'
-    )
+def _targets(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:
+    """study.targets: {name: definition} from built-in names, folder:NAME and FILE.py tokens."""
+    targets: dict[str, ml_collections.ConfigDict] = {}
+    for token in tokens:
+        if token.endswith('.py'):
+            found = config_lib.load_target_file(token, where=f'{WHERE}:targets')
+        elif token.startswith('folder:'):
+            found = {token.removeprefix('folder:'): config_lib.folder_target()}
+        else:
+            found = {token: _builtin_target(token, data_root=data_root)}
+        for name, definition in found.items():
+            config_lib.check_target_name(name, where=f'{WHERE}:targets')
+            if name in targets:
+                raise ValueError(f'{WHERE}: target {name!r} is given twice in targets=.')
+            targets[name] = definition
+    return ml_collections.ConfigDict(targets)
+
+
+def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
+    if name in config_lib.REAL_TARGETS and not data_root:
+        raise ValueError(
+            f'{WHERE}: target {name!r} is a real set read from disk; pass '
+            f'data_root=DIR (the folder holding its release folder) in the config argument, '
+            f'e.g. --config={WHERE}:targets={name},data_root=/data.'
+        )
+    return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:targets')
 
 
 def _split(value: object) -> list[str]:

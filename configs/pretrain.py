@@ -2,22 +2,28 @@ r"""Pre-training on natural-image-like scenes with salient-object masks (all lay
 
   python -m unet_jax.main --config=configs/pretrain.py:quick --workdir=runs/pretrain
 
-Arguments (comma-separated): `quick` (CPU scale); `source=natural|ultrasound` (simulated
-ultrasound as the pre-training source, as in the journal version of the study); `data=NAME`
-for a real set (e.g. `data=ecssd` with --config.data.manual_dir=/path/to/ECSSD).
+Arguments (comma-separated): `quick` (CPU scale); `source=natural|natural_speckle|ultrasound`
+(the natural scenes imaged as B-mode ultrasound, or simulated breast ultrasound as the
+pre-training source, as in the journal version of the study); `data=NAME`
+for a real set (e.g. `data=ecssd` with --config.data.manual_dir=/path/to/ECSSD). A simulated
+source is generated with its own seed (`config_lib.PRETRAIN_DATA_SEED`), so it never holds the
+images of a target generated with the default seed.
 """
 
 from unet_jax import config_lib
 
-SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
+WHERE = 'configs/pretrain.py'
+ARGUMENTS = {
+    **config_lib.DEFAULT_ARGUMENTS,
+    'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
+    'data': 'NAME of a real set instead (e.g. ecssd, with --config.data.manual_dir=DIR)',
+}
 
 
 def get_config(arg: str = ''):
-    args = config_lib.parse_args(arg)
-    config = config_lib.default_config(arg)
-    source = args.get('source', 'natural')
-    if source not in SOURCES:
-        raise ValueError(f'configs/pretrain.py: source={source!r}; use one of {sorted(SOURCES)}.')
-    config.data.name = args.get('data', SOURCES[source])
-    config.finetune.train = '@all'
+    args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
+    config = config_lib.default_config('quick' if args.get('quick') else '')
+    config_lib.apply_source(config, str(args.get('source', 'natural')), where=WHERE)
+    if 'data' in args:
+        config.data.name = str(args['data'])
     return config

@@ -1,6 +1,7 @@
 """TFDS builders: every real layout from generated fixtures, synthetic determinism, no TF."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ def _records(builder) -> dict[str, dict[str, dict]]:
 
 
 def _build(name, root, data_dir, **kwargs):
-    builder = builders.make_builder(name, data_dir=str(data_dir), **kwargs)
+    builder = builders.make_builder(name, data_dir=str(data_dir), manual_dir=str(root), **kwargs)
     builders.build(builder, manual_dir=str(root))
     return builder
 
@@ -64,7 +65,7 @@ def test_jsrt_keeps_official_split(tmp_path):
 def test_max_size_caps_the_longest_side(tmp_path):
     fixture = make_layout('ecssd', tmp_path / 'src')
     builder = _build('ecssd', fixture['root'], tmp_path / 'tfds', max_size=16)
-    assert builder.builder_config.name == 'max16'
+    assert builder.builder_config.name.startswith('max16_')
     r = builder.as_data_source()['train'][0]
     assert r['image'].shape == (12, 16, 3) and set(np.unique(r['mask'])) <= {0, 1}
 
@@ -77,11 +78,47 @@ def test_image_without_mask_is_an_error_naming_it(tmp_path):
 
 
 def test_missing_manual_dir_explains_where_to_get_the_data(tmp_path):
-    builder = builders.make_builder('montgomery', data_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r'(?s)manual_dir is empty.*MontgomerySet.*leftMask'):
-        builders.build(builder, manual_dir='')
+        builders.make_builder('montgomery', data_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match='not a folder'):
-        builders.build(builder, manual_dir=str(tmp_path / 'nowhere'))
+        builders.make_builder(
+            'montgomery', data_dir=str(tmp_path), manual_dir=str(tmp_path / 'nowhere')
+        )
+
+
+def _train_ids(builder) -> list[str]:
+    return sorted(_records(builder)['train'])
+
+
+def test_a_build_is_reused_only_for_the_same_source_files(tmp_path):
+    """The build's name holds a fingerprint of manual_dir's files: other data, or a file
+    changed in place, is a new build; the same folder (or no manual_dir, one build) reuses it."""
+    data_dir = tmp_path / 'tfds'
+    first = make_layout('ecssd', tmp_path / 'a', seed=0)
+    other = make_layout('ecssd', tmp_path / 'b', seed=1)
+    (other['root'] / 'images' / '0005.jpg').unlink()
+    (other['root'] / 'ground_truth_mask' / '0005.png').unlink()
+    a = _build('ecssd', first['root'], data_dir)
+    assert _train_ids(a) == ['0001', '0002', '0003', '0004', '0005']
+    again = builders.make_builder('ecssd', data_dir=str(data_dir), manual_dir=str(first['root']))
+    assert again.builder_config.name == a.builder_config.name and builders.is_built(again)
+    found = builders.make_builder('ecssd', data_dir=str(data_dir))  # The one build there.
+    assert found.builder_config.name == a.builder_config.name
+
+    b = _build('ecssd', other['root'], data_dir)
+    assert b.builder_config.name != a.builder_config.name
+    assert _train_ids(b) == ['0001', '0002', '0003', '0004']
+    mask = _records(b)['train']['0001']['mask'][..., 0]
+    np.testing.assert_array_equal(mask, other['masks']['0001'])
+    with pytest.raises(ValueError, match=r"'ecssd' has 2 builds .*set config.data.manual_dir"):
+        builders.make_builder('ecssd', data_dir=str(data_dir))
+
+    changed = first['root'] / 'ground_truth_mask' / '0001.png'
+    stat = changed.stat()
+    changed.write_bytes((other['root'] / 'ground_truth_mask' / '0001.png').read_bytes())
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    c = builders.make_builder('ecssd', data_dir=str(data_dir), manual_dir=str(first['root']))
+    assert c.builder_config.name not in (a.builder_config.name, b.builder_config.name)
 
 
 def test_wrong_layout_names_the_expected_folder(tmp_path):

@@ -202,3 +202,30 @@ def test_rgba_and_16bit_inputs(tmp_path):
     Image.fromarray(deep).save(tmp_path / 'deep.png')
     image = imageio.read_image(tmp_path / 'deep.png', channels=1)
     assert image.dtype == np.uint8 and image.min() == 0 and image.max() == 255
+
+
+@pytest.mark.parametrize(
+    'stem,suffix,owner',
+    [
+        ('a_mask', '_mask', 'a'),
+        ('a_mask_1', '_mask', 'a'),
+        ('benign (4)_mask_12', '_mask', 'benign (4)'),
+        ('a_1_mask', '_mask', 'a_1'),
+        ('a', '_mask', None),
+        ('a_mask_x', '_mask', None),
+        ('_mask', '_mask', None),
+        ('a_1', '', 'a_1'),
+        ('CHNCXR_0001_0_seg', '_seg', 'CHNCXR_0001_0'),
+    ],
+)
+def test_mask_owner_is_the_one_pairing_rule(stem, suffix, owner):
+    assert folder.mask_owner(stem, suffix) == owner
+
+
+def test_masks_by_owner_groups_and_sorts(tmp_path):
+    names = ['b_mask.png', 'a_mask_1.png', 'a_mask.png', 'a.png', 'notes_mask_x.png']
+    groups = folder.masks_by_owner([tmp_path / n for n in names], '_mask')
+    assert groups == {
+        'a': [tmp_path / 'a_mask.png', tmp_path / 'a_mask_1.png'],
+        'b': [tmp_path / 'b_mask.png'],
+    }

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import make_layout
+from tests.conftest import make_layout, save_image
 from unet_jax.data import pipeline
 
 
@@ -122,11 +122,21 @@ def test_load_splits_busi_drop_normal_and_rgb_natural_to_grey(tmp_path):
         _config(name='ecssd', manual_dir=str(ecssd['root']), **common), in_channels=1
     )
     assert grey['train'].image.shape[1:] == (16, 16, 1)
-    with pytest.raises(ValueError, match=r"drop_normal=True but 'ecssd' has no class labels"):
-        pipeline.load_splits(
-            _config(name='ecssd', manual_dir=str(ecssd['root']), drop_normal=True, **common),
-            in_channels=1,
-        )
+
+
+def test_drop_normal_leaves_out_empty_masks_of_an_unlabelled_set(tmp_path):
+    """'Normal' is also an empty mask: what scoring counts as a normal image."""
+    fixture = make_layout('dataset_b', tmp_path / 'src')
+    save_image(fixture['root'] / 'GT' / '000003.png', np.zeros((24, 32), np.uint8))
+    c = _config(name='folder', image_size=16, test_fraction=0.25, val_fraction=0.25)
+    c.folder.images = str(fixture['root'] / 'original')
+    c.folder.masks = str(fixture['root'] / 'GT')
+    ids = lambda s: sorted(i for v in s.values() for i in v.ids)
+    assert ids(pipeline.load_splits(c, in_channels=1)) == [f'{i:06d}' for i in range(1, 6)]
+    c.drop_normal = True
+    kept = pipeline.load_splits(c, in_channels=1)
+    assert ids(kept) == ['000001', '000002', '000004', '000005']
+    assert all(m.any() for v in kept.values() for m in v.mask)
 
 
 def test_load_splits_folder_set(tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -264,3 +266,54 @@ def test_command_line_prints_the_mean(run, folders, tmp_path):
         'wide_mask.png',
         'wide_overlay.png',
     ]
+
+
+def test_bad_inputs_are_all_listed_before_anything_is_written_or_skipped(run, folders, tmp_path):
+    """A mask of the wrong size and an unreadable image: one error naming both and no output;
+    with skip_bad the others are segmented and scored. A file whose header reads but whose
+    pixels do not fails late: the others' scores.csv is still written."""
+    images, masks, _ = folders
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / 'wide_mask.png')  # wide is 72x40
+    (images / 'broken.png').write_bytes(b'not a png at all')
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / 'broken_mask.png')
+    out = tmp_path / 'out'
+    kwargs = dict(masks=str(masks), mask_suffix='_mask')
+    with pytest.raises(predict.PredictError) as error:
+        predict.predict_images(run, str(images), str(out), **kwargs)
+    message = str(error.value)
+    assert '2 of 5 inputs cannot be segmented or scored (nothing was written)' in message
+    assert re.search(
+        r'wide_mask\.png: mask is 10x10 \(WxH\) but its image .*wide\.png is 72x40', message
+    )
+    assert (
+        re.search(r'broken\.png: cannot be read as an image', message) and '--skip_bad' in message
+    )
+    assert not out.exists()
+
+    result = predict.predict_images(run, str(images), str(out), skip_bad=True, **kwargs)
+    assert sorted(os.path.basename(p) for p in result['skipped']) == ['broken.png', 'wide.png']
+    with open(out / predict.SCORES_FILE) as f:
+        rows = list(csv.DictReader(f))
+    assert [os.path.basename(r['image']) for r in rows] == [
+        'photo.tif',
+        'square.bmp',
+        'tall.png',
+        'mean',
+    ]
+    assert not (out / 'wide_mask.png').exists()
+
+    os.remove(images / 'broken.png')
+    os.remove(images / 'wide.png')
+    good = io.BytesIO()
+    Image.fromarray(disk_image(30, 30, False, 9)[0]).save(good, format='PNG')
+    (images / 'cut.png').write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    Image.fromarray(disk_image(30, 30, False, 9)[1] * 255).save(masks / 'cut_mask.png')
+    late = tmp_path / 'late'
+    with pytest.raises(
+        predict.PredictError,
+        match=r'(?s)1 inputs failed while being read \(the '
+        r'other 3 were segmented and scored in scores\.csv\).*cut\.png',
+    ):
+        predict.predict_images(run, str(images), str(late), **kwargs)
+    with open(late / predict.SCORES_FILE) as f:
+        assert len(list(csv.DictReader(f))) == 4

@@ -1,17 +1,71 @@
 """Configuration building blocks shared by the files in configs/ (one source of truth).
 
-`configs/*.py` are what users pass to `--config`; they call these functions, so a field is
-defined and documented once, here. See configs/default.py for how a run is configured.
+`configs/*.py` are what users pass to `--config`; they call these functions, so a field, a
+table of sets and a config argument are defined and documented once, here. See
+configs/default.py for how a run is configured.
+
+Target definitions. A target set of the study (and of `configs/finetune.py:target=NAME`) is a
+nested mapping of overrides of the run config, with two sections:
+
+  {'data': {...fields of config.data, folder.* nested...}, 'augment': {...config.augment...}}
+
+e.g. `{'data': {'name': 'jsrt', 'manual_dir': '/data'}, 'augment': {'flip': False}}`.
+`builtin_target(name)` gives the built-in ones; `apply_target(config, target)` applies one to a
+run config, failing with the field's name on anything it does not know.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import re
+import runpy
+from typing import Any
 
 import ml_collections
 
-from unet_jax.data import pipeline
+from unet_jax.data import builders, pipeline
+
+# The arguments of configs/default.py (every config accepts them).
+DEFAULT_ARGUMENTS = {'quick': 'CPU scale: a small U-Net at 64x64 that trains in about a minute'}
+
+# Pre-training sources (`source=`): the set each names.
+SOURCES = {
+    'natural': 'synthetic_natural',
+    'natural_speckle': 'synthetic_natural_speckle',  # the natural scenes imaged as B-mode
+    'ultrasound': 'synthetic_ultrasound',
+}
+# Generation seed of simulated pre-training sets. Example i of a synthetic set is a function
+# of (seed, i) only, so a pre-training set with a target's seed would contain the target's
+# images, test images included; every target keeps the default seed 0.
+PRETRAIN_DATA_SEED = 1000
+
+# What a target may set: these sections of the run config.
+TARGET_SECTIONS = ('data', 'augment')
+# Fields a target must not set, with the reason (the study sets them per point or shares them).
+STUDY_OWNED_FIELDS = {
+    'data.image_size': 'the model and the pre-training share it: set --config.data.image_size',
+    'data.num_train': 'the study sets it per point from config.study.num_train',
+    'data.subset_seed': "the study sets it per point from the point's seed",
+}
+# Chest radiographs: a left-right flip moves the heart to the other side, an image that never
+# occurs, so these sets train without flips.
+XRAY_SETS = ('synthetic_xray', 'jsrt', 'montgomery', 'shenzhen')
+# Ultrasound sets: normal cases (no lesion, empty mask) are left out, as segmentation papers on
+# BUSI do; the lesion Dice is then not mixed with detection on empty images.
+ULTRASOUND_SETS = ('synthetic_ultrasound', 'busi', 'dataset_b')
+# Built-in targets: short name (used in sweep-point names) -> `data.name`.
+SYNTHETIC_TARGETS = {
+    'us': 'synthetic_ultrasound',
+    'xray': 'synthetic_xray',
+    'natural': 'synthetic_natural',
+}
+REAL_TARGETS = tuple(name for name in builders.BUILDERS if name not in builders.SYNTHETIC)
+_TARGET_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
 def default_config(arg: str = '') -> ml_collections.ConfigDict:
-    """Every field of a run, with its default; `arg` as in `parse_args` (e.g. 'quick')."""
-    args = parse_args(arg)
+    """Every field of a run, with its default; `arg` is '' or 'quick' (see DEFAULT_ARGUMENTS)."""
+    args = parse_args(arg, DEFAULT_ARGUMENTS, where='configs/default.py')
     config = ml_collections.ConfigDict()
     config.seed = 0
 
@@ -50,15 +104,15 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     )
     config.augment = ml_collections.ConfigDict(
         dict(
-            flip=True,  # left-right
+            flip=True,  # left-right (targets of chest X-ray sets turn it off)
             affine=True,
             max_rotation_deg=10.0,
             max_scale=0.1,
             max_shift=0.05,
             intensity=True,
             max_log_gamma=0.3,
-            max_contrast=0.1,
-            max_brightness=0.1,
+            max_contrast=0.1,  # the image std becomes 1 +- this
+            max_brightness=0.1,  # the image mean becomes 0 +- this (in units of its std)
         )
     )
 
@@ -88,11 +142,22 @@ def apply_quick(config: ml_collections.ConfigDict) -> None:
     config.checkpoint_every_steps = 50
 
 
-def parse_args(arg: str) -> dict[str, object]:
-    """'quick,seed=3' -> {'quick': True, 'seed': 3} (big_vision-style config arguments)."""
+def parse_args(arg: str, valid: Mapping[str, str], *, where: str) -> dict[str, object]:
+    """'quick,seed=3' -> {'quick': True, 'seed': 3} (big_vision-style config arguments).
+
+    `valid` maps each argument a config file accepts to a one-line help; any other argument
+    (a typo) is an error naming it and listing the valid ones with their help.
+    """
     parsed: dict[str, object] = {}
     for item in filter(None, (a.strip() for a in arg.split(','))):
         key, eq, value = item.partition('=')
+        key = key.strip()
+        if key not in valid:
+            listed = '\n'.join(f'  {name}: {help_}' for name, help_ in valid.items())
+            raise ValueError(
+                f'{where}: unknown argument {key!r} in {arg!r}. Valid arguments '
+                f'(comma-separated after {where}:):\n{listed}'
+            )
         if not eq:
             parsed[key] = True
             continue
@@ -105,3 +170,143 @@ def parse_args(arg: str) -> dict[str, object]:
         else:
             parsed[key] = value
     return parsed
+
+
+def apply_source(config: ml_collections.ConfigDict, source: str, *, where: str) -> None:
+    """Makes `config` a pre-training run on the simulated set `source` (all layers train),
+    generated with its own seed so that it never contains a target's images."""
+    if source not in SOURCES:
+        raise ValueError(f'{where}: source={source!r} is not one of {sorted(SOURCES)}.')
+    config.data.name = SOURCES[source]
+    config.data.seed = PRETRAIN_DATA_SEED
+    config.finetune.train = '@all'
+    config.init_from = ''
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def target_names() -> list[str]:
+    return list(SYNTHETIC_TARGETS) + list(REAL_TARGETS)
+
+
+def builtin_target(name: str, *, data_root: str = '', where: str) -> ml_collections.ConfigDict:
+    """The definition of a built-in target (see the module docstring): the set, its folder
+    (`data_root` for real sets), whether normal cases are dropped and whether flips are on."""
+    if name not in SYNTHETIC_TARGETS and name not in REAL_TARGETS:
+        raise ValueError(f'{where}: unknown target {name!r}; valid: {", ".join(target_names())}.')
+    data_name = SYNTHETIC_TARGETS.get(name, name)
+    data: dict[str, Any] = dict(name=data_name, drop_normal=data_name in ULTRASOUND_SETS)
+    if name in REAL_TARGETS:
+        data['manual_dir'] = data_root
+    return ml_collections.ConfigDict(dict(data=data, augment=dict(flip=data_name not in XRAY_SETS)))
+
+
+def folder_target() -> ml_collections.ConfigDict:
+    """A folder-set target with every `data.folder` field present (empty), so that each can be
+    set on the command line: --config.study.targets.NAME.data.folder.images=DIR."""
+    folder = pipeline.default_data_config().folder
+    return ml_collections.ConfigDict(
+        dict(data=dict(name='folder', drop_normal=False, folder=folder), augment=dict(flip=True))
+    )
+
+
+def check_target_name(name: str, *, where: str) -> None:
+    if not _TARGET_NAME.fullmatch(name):
+        raise ValueError(
+            f'{where}: target name {name!r} must be a Python identifier (letters, digits, _), '
+            'so that --config.study.targets.NAME... can address it.'
+        )
+
+
+def apply_target(
+    config: ml_collections.ConfigDict, target: Mapping[str, Any], *, where: str = 'target'
+) -> None:
+    """Applies a target definition to a run config in place (see the module docstring).
+
+    `where` names the definition in errors (e.g. 'config.study.targets.mine'). Unknown sections
+    or fields, values of the wrong type, fields the study owns, an unknown set and a folder set
+    without images are errors naming the field and the fix.
+    """
+    if not _is_mapping(target):
+        raise ValueError(
+            f'{where}: a target definition is a mapping with sections {TARGET_SECTIONS}, '
+            f'got {type(target).__name__}.'
+        )
+    for section, overrides in target.items():
+        if section not in TARGET_SECTIONS:
+            raise ValueError(
+                f'{where}.{section}: a target sets fields of {" and ".join(TARGET_SECTIONS)} '
+                f'only (e.g. {where}.data.name), not {section!r}.'
+            )
+        _apply_fields(config[section], overrides, f'{where}.{section}', section)
+    data = config.data
+    if data.name != 'folder' and data.name not in builders.BUILDERS:
+        raise ValueError(
+            f'{where}.data.name={data.name!r} is not a data set; valid: '
+            f'{", ".join(builders.BUILDERS)}, folder.'
+        )
+    if data.name == 'folder' and not data.folder.images:
+        raise ValueError(
+            f'{where} is a folder set without images: set {where}.data.folder.images to a '
+            f'folder or glob of its images (e.g. --{where}.data.folder.images=/data/mine/images) '
+            f'and {where}.data.folder.masks to its masks.'
+        )
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, (Mapping, ml_collections.ConfigDict))
+
+
+def _apply_fields(fields: ml_collections.ConfigDict, overrides: Any, where: str, path: str) -> None:
+    if not _is_mapping(overrides):
+        raise ValueError(f'{where}: expected a mapping of config.{path} fields, got {overrides!r}.')
+    for key, value in overrides.items():
+        field = f'{path}.{key}'
+        if key not in fields:
+            raise ValueError(
+                f'{where}.{key}: config.{path} has no field {key!r}; valid: {", ".join(fields)}.'
+            )
+        if field in STUDY_OWNED_FIELDS:
+            reason = STUDY_OWNED_FIELDS[field]
+            raise ValueError(f'{where}.{key}: a target cannot set it ({reason}).')
+        if isinstance(fields[key], ml_collections.ConfigDict):
+            _apply_fields(fields[key], value, f'{where}.{key}', field)
+            continue
+        try:
+            fields[key] = value
+        except TypeError as e:
+            raise ValueError(
+                f'{where}.{key}={value!r}: config.{field} takes a '
+                f'{type(fields[key]).__name__} ({e}).'
+            ) from None
+
+
+def load_target_file(path: str, *, where: str) -> dict[str, ml_collections.ConfigDict]:
+    """Target definitions from a Python file whose `get_targets()` returns {name: definition}.
+
+    Read at config time, so a missing file or a malformed definition fails before any run.
+    """
+    try:
+        namespace = runpy.run_path(path)
+    except FileNotFoundError:
+        raise ValueError(f'{where}: target file {path!r} does not exist.') from None
+    get_targets = namespace.get('get_targets')
+    if not callable(get_targets):
+        raise ValueError(
+            f'{where}: target file {path} has no function get_targets() returning '
+            "{name: {'data': {...}, 'augment': {...}}} (see docs/data.md, 'Targets')."
+        )
+    definitions = get_targets()
+    if not _is_mapping(definitions) or not definitions:
+        raise ValueError(f'{where}: get_targets() in {path} must return a non-empty mapping.')
+    targets = {}
+    for name, definition in definitions.items():
+        check_target_name(str(name), where=f'{where} ({path})')
+        if not _is_mapping(definition):
+            raise ValueError(
+                f'{where}: target {name!r} of {path} is {definition!r}, not a mapping with '
+                f'sections {TARGET_SECTIONS}.'
+            )
+        targets[str(name)] = ml_collections.ConfigDict(definition)
+    return targets

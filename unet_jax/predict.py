@@ -17,27 +17,32 @@ resolution) and a final `mean` row.
 
 Masks pair with images by file stem plus `--mask_suffix` (`a.jpg` <-> `a_mask.png`); further
 masks of one image, `<stem><suffix>_<k>`, are OR-ed (BUSI's `_mask_1`), as in the folder set.
+
+Every input is checked before anything is written: unreadable files and masks of another size
+than their image are listed together in one error, or skipped with `--skip_bad` (the others
+are segmented, the skipped ones listed at the end).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import csv
 import dataclasses
 import functools
 import glob
+import io
 import os
 from pathlib import Path
-import re
 from typing import Any
 
 from absl import app, flags, logging
 import jax
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 import scipy.ndimage
 
-from unet_jax import checkpoint, metrics, models
+from unet_jax import checkpoint, io_utils, metrics, models
+from unet_jax.data import folder as folder_set
 from unet_jax.data import imageio, pipeline
 
 PREDICTION_COLOUR = (255, 40, 40)
@@ -235,11 +240,11 @@ def find_inputs(inputs: str | Sequence[str]) -> list[Path]:
 def pair_masks(
     images: Sequence[Path], masks: str, mask_suffix: str = ''
 ) -> tuple[list[Path], dict[Path, list[Path]]]:
-    """(images, their mask files): a mask is named <image stem><mask_suffix>[_<k>]; masks of
-    other images are ignored, mask files that --input also matched are not segmented."""
+    """(images, their mask files): a mask is named <image stem><mask_suffix>[_<k>] (the folder
+    set's rule, `folder_set.mask_owner`); masks of other images are ignored, mask files that
+    --input also matched are not segmented."""
     mask_files = _expand(masks, 'masks')
     mask_set = set(mask_files)
-    pattern = re.compile(rf'(.+?){re.escape(mask_suffix)}(_\d+)?' if mask_suffix else r'(.+)')
     if not mask_suffix and mask_set.issuperset(images):
         raise PredictError(
             f'--masks={masks!r} matches the input images themselves. Give the '
@@ -247,25 +252,55 @@ def pair_masks(
             '(e.g. --mask_suffix=_mask for a_mask.png).'
         )
     # Masks next to their images: files that are masks by name are not images to segment.
-    is_mask = lambda p: p in mask_set and mask_suffix and pattern.fullmatch(p.stem)  # noqa: E731
-    images = [p for p in images if not is_mask(p)]
+    images = [
+        p
+        for p in images
+        if not (mask_suffix and p in mask_set and folder_set.mask_owner(p.stem, mask_suffix))
+    ]
     if not images:
         raise PredictError(
             f'Every --input file is a mask by its name (<stem>{mask_suffix}); '
             'point --input at the images.'
         )
-    by_key: dict[str, list[Path]] = {}
-    for f in mask_files:
-        if match := pattern.fullmatch(f.stem):
-            by_key.setdefault(match.group(1), []).append(f)
-    lacking = [str(p) for p in images if p.stem not in by_key]
+    by_owner = folder_set.masks_by_owner(mask_files, mask_suffix)
+    lacking = [str(p) for p in images if p.stem not in by_owner]
     if lacking:
         rule = f'<stem>{mask_suffix}' if mask_suffix else 'the same stem'
         raise PredictError(
             f'{len(lacking)} image(s) have no mask named {rule} in --masks={masks!r}: '
             f'{_show(lacking)}. Add their masks, fix --mask_suffix, or leave them out of --input.'
         )
-    return images, {p: sorted(by_key[p.stem]) for p in images}
+    return images, {p: by_owner[p.stem] for p in images}
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise PredictError(f'{path}: cannot be read as an image ({e}).') from None
+
+
+def check_inputs(
+    images: Sequence[Path], mask_files: Mapping[Path, Sequence[Path]]
+) -> dict[Path, str]:
+    """What is wrong with each input that its file headers already show (unreadable files,
+    masks of another size than their image): image -> the reason, before anything is written."""
+    problems = {}
+    for image in images:
+        try:
+            width, height = _header_size(image)
+            for mask in mask_files.get(image, ()):
+                mask_width, mask_height = _header_size(mask)
+                if (mask_width, mask_height) != (width, height):
+                    raise PredictError(
+                        f'{mask}: mask is {mask_width}x{mask_height} (WxH) but its image '
+                        f"{image} is {width}x{height}; a mask must have its image's size."
+                    )
+        except PredictError as e:
+            problems[image] = str(e)
+    return problems
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -276,31 +311,19 @@ def _read_image(path: Path) -> np.ndarray:
         return imageio.read_image(path, channels=3)
     except imageio.ImageReadError as e:
         cause = e.__cause__ or e
-        raise PredictError(
-            f'{path}: cannot be read as an image ({cause}). Replace the file or '
-            'leave it out of --input.'
-        ) from e
+        raise PredictError(f'{path}: cannot be read as an image ({cause}).') from e
 
 
-def _read_mask(
-    paths: Sequence[Path], image_path: Path, shape: tuple[int, int], threshold: float
-) -> np.ndarray:
+def _read_mask(paths: Sequence[Path], image_path: Path, threshold: float) -> np.ndarray:
+    """The OR of an image's masks (their sizes were checked against the image's already)."""
     try:
-        mask = imageio.read_mask(list(paths), threshold=threshold)
+        return imageio.read_mask(list(paths), threshold=threshold)
     except imageio.ImageReadError as e:
         if e.__cause__ is None:  # Values under the threshold: the message says what to change.
             raise PredictError(f'{e} (--mask_threshold)') from e
         raise PredictError(
-            f'Mask of {image_path} ({_show(paths)}) cannot be read as an image '
-            f'({e.__cause__}). Replace the file.'
+            f'Mask of {image_path} ({_show(paths)}) cannot be read as an image ({e.__cause__}).'
         ) from e
-    if mask.shape != tuple(shape):
-        raise PredictError(
-            f'{paths[0]}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its '
-            f'image {image_path} is {shape[1]}x{shape[0]}; a mask must have its '
-            "image's size."
-        )
-    return mask
 
 
 def _contour(mask: np.ndarray, width: int) -> np.ndarray:
@@ -343,27 +366,65 @@ def overlay(
 def _write_scores(path: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     """scores.csv with one row per image and a final mean row; written atomically."""
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ('dice', 'iou', 'hd95')}
-    tmp = f'{path}.tmp.{os.getpid()}'
-    with open(tmp, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['image', 'mask', 'height', 'width', 'dice', 'iou', 'hd95'])
-        for r in rows:
-            writer.writerow(
-                [
-                    r['image'],
-                    ';'.join(r['mask']),
-                    r['height'],
-                    r['width'],
-                    f'{r["dice"]:.6f}',
-                    f'{r["iou"]:.6f}',
-                    f'{r["hd95"]:.4f}',
-                ]
-            )
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(['image', 'mask', 'height', 'width', 'dice', 'iou', 'hd95'])
+    for r in rows:
         writer.writerow(
-            ['mean', '', '', '', f'{mean["dice"]:.6f}', f'{mean["iou"]:.6f}', f'{mean["hd95"]:.4f}']
+            [
+                r['image'],
+                ';'.join(r['mask']),
+                r['height'],
+                r['width'],
+                f'{r["dice"]:.6f}',
+                f'{r["iou"]:.6f}',
+                f'{r["hd95"]:.4f}',
+            ]
         )
-    os.replace(tmp, path)
+    writer.writerow(
+        ['mean', '', '', '', f'{mean["dice"]:.6f}', f'{mean["iou"]:.6f}', f'{mean["hd95"]:.4f}']
+    )
+    io_utils.write_text_atomically(path, text.getvalue())
     return mean
+
+
+def _problem_list(problems: Mapping[Path, str]) -> str:
+    lines = [f'  {reason}' for reason in list(problems.values())[:_SHOWN]]
+    if len(problems) > _SHOWN:
+        lines.append(f'  ... ({len(problems)} in all)')
+    return '\n'.join(lines)
+
+
+def _segment_one(
+    path: Path,
+    original: np.ndarray,
+    prob: np.ndarray,
+    masks: Sequence[Path] | None,
+    output: str,
+    *,
+    threshold: float,
+    mask_threshold: float,
+    probabilities: bool,
+) -> dict[str, Any]:
+    """Writes the outputs of one image (mask, overlay, probabilities) and returns its row."""
+    prediction = prob > threshold
+    row = {
+        'image': str(path),
+        'height': original.shape[0],
+        'width': original.shape[1],
+        'foreground': float(prediction.mean()),
+    }
+    mask = None
+    if masks is not None:
+        mask = _read_mask(masks, path, mask_threshold)
+        scores = metrics.per_image_scores(prediction[None, ..., None], mask[None, ..., None])
+        row.update(mask=[str(m) for m in masks], **{k: float(v[0]) for k, v in scores.items()})
+    stem = os.path.join(output, path.stem)
+    Image.fromarray(prediction.astype(np.uint8) * 255).save(f'{stem}_mask.png')
+    if probabilities:
+        Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(f'{stem}_prob.png')
+    overlay(original, prediction, mask, row.get('dice')).save(f'{stem}_overlay.png')
+    return row
 
 
 def predict_images(
@@ -377,11 +438,19 @@ def predict_images(
     probabilities: bool = False,
     threshold: float = 0.5,
     batch_size: int = 8,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Segments `inputs` with the run at `checkpoint_path` and writes the outputs to `output`.
 
+    Every input is checked first (unreadable files, masks of another size): without
+    `skip_bad` any problem is an error listing them all, and nothing is written. With it, bad
+    inputs are skipped (logged, returned in 'skipped') and the others segmented. An input that
+    fails only while it is decoded is skipped too; scores.csv of the others is written in any
+    case, then the error is raised unless `skip_bad`.
+
     Returns {'rows': one dict per image (image, height, width, foreground fraction and, with
-    masks, mask, dice, iou, hd95), 'mean': mean scores or None without masks, 'output': dir}.
+    masks, mask, dice, iou, hd95), 'mean': mean scores or None without masks, 'output': dir,
+    'skipped': {image path: reason}}.
     """
     if not 0.0 <= threshold <= 1.0:
         raise PredictError(f'--threshold={threshold} must be a probability in [0, 1].')
@@ -391,43 +460,60 @@ def predict_images(
     mask_files: dict[Path, list[Path]] = {}
     if masks:
         images, mask_files = pair_masks(images, masks, mask_suffix)
+    skipped = check_inputs(images, mask_files)
+    if skipped and not skip_bad:
+        raise PredictError(
+            f'{len(skipped)} of {len(images)} inputs cannot be segmented or scored (nothing '
+            f'was written):\n{_problem_list(skipped)}\nFix or remove these files, or pass '
+            '--skip_bad to segment the others.'
+        )
+    images = [p for p in images if p not in skipped]
+    if not images:
+        raise PredictError(f'No input can be segmented:\n{_problem_list(skipped)}')
     predictor = load_predictor(checkpoint_path)
     os.makedirs(output, exist_ok=True)
 
-    rows = []
+    rows, failed = [], {}
     # Read in chunks of a batch: originals of any size are never all held in memory at once.
     for start in range(0, len(images), batch_size):
-        paths = images[start : start + batch_size]
-        originals = [_read_image(p) for p in paths]
-        maps = predictor.probabilities(originals, batch_size=batch_size)
-        for path, original, prob in zip(paths, originals, maps):
-            prediction = prob > threshold
-            row = {
-                'image': str(path),
-                'height': original.shape[0],
-                'width': original.shape[1],
-                'foreground': float(prediction.mean()),
-            }
-            mask = None
-            if masks:
-                mask = _read_mask(mask_files[path], path, original.shape[:2], mask_threshold)
-                scores = metrics.per_image_scores(
-                    prediction[None, ..., None], mask[None, ..., None]
+        originals = {}
+        for path in images[start : start + batch_size]:
+            try:
+                originals[path] = _read_image(path)
+            except PredictError as e:
+                failed[path] = str(e)
+        maps = predictor.probabilities(list(originals.values()), batch_size=batch_size)
+        for (path, original), prob in zip(originals.items(), maps):
+            try:
+                row = _segment_one(
+                    path,
+                    original,
+                    prob,
+                    mask_files[path] if masks else None,
+                    output,
+                    threshold=threshold,
+                    mask_threshold=mask_threshold,
+                    probabilities=probabilities,
                 )
-                row.update(
-                    mask=[str(m) for m in mask_files[path]],
-                    **{k: float(v[0]) for k, v in scores.items()},
-                )
-            stem = os.path.join(output, path.stem)
-            Image.fromarray(prediction.astype(np.uint8) * 255).save(f'{stem}_mask.png')
-            if probabilities:
-                Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(f'{stem}_prob.png')
-            overlay(original, prediction, mask, row.get('dice')).save(f'{stem}_overlay.png')
+            except PredictError as e:
+                failed[path] = str(e)
+                continue
             rows.append(row)
         logging.info('Segmented %d/%d images.', len(rows), len(images))
 
-    mean = _write_scores(os.path.join(output, SCORES_FILE), rows) if masks else None
-    return {'rows': rows, 'mean': mean, 'output': os.path.abspath(output)}
+    mean = _write_scores(os.path.join(output, SCORES_FILE), rows) if masks and rows else None
+    skipped.update(failed)
+    if failed and not skip_bad:
+        written = f'the other {len(rows)} were segmented' + (
+            f' and scored in {SCORES_FILE}' if mean else ''
+        )
+        raise PredictError(
+            f'{len(failed)} inputs failed while being read ({written}):\n'
+            f'{_problem_list(failed)}\nFix or remove these files, or pass --skip_bad.'
+        )
+    if skipped:
+        logging.warning('Skipped %d inputs:\n%s', len(skipped), _problem_list(skipped))
+    return {'rows': rows, 'mean': mean, 'output': os.path.abspath(output), 'skipped': skipped}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -455,6 +541,12 @@ def define_flags() -> None:
     flags.DEFINE_bool('probabilities', False, 'Also write probability maps (<stem>_prob.png).')
     flags.DEFINE_float('threshold', 0.5, 'Foreground where the probability exceeds this.')
     flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
+    flags.DEFINE_bool(
+        'skip_bad',
+        False,
+        'Skip unreadable inputs and masks of the wrong size (listed at the end) instead of '
+        'stopping before anything is written.',
+    )
     flags.mark_flags_as_required(['checkpoint', 'input', 'output'])
 
 
@@ -472,10 +564,13 @@ def main(argv: Sequence[str]) -> None:
             probabilities=FLAGS.probabilities,
             threshold=FLAGS.threshold,
             batch_size=FLAGS.batch_size,
+            skip_bad=FLAGS.skip_bad,
         )
     except (PredictError, checkpoint.CheckpointMismatchError) as e:
         raise SystemExit(f'predict: {e}') from None
     print(f'Wrote {len(result["rows"])} segmentations to {result["output"]}.')
+    if result['skipped']:
+        print(f'Skipped {len(result["skipped"])} inputs:\n{_problem_list(result["skipped"])}')
     if result['mean'] is not None:
         mean = result['mean']
         print(

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 
 def random_flip(key: jax.Array, image: jax.Array, mask: jax.Array):
-    """Left-right flip with probability 1/2 (anatomy is not mirror-symmetric up/down)."""
+    """Left-right flip with probability 1/2 (anatomy is not mirror-symmetric up/down; chest
+    X-ray targets switch flips off, config.augment.flip, as the heart is on one side)."""
     flip = jax.random.bernoulli(key)
     return (jnp.where(flip, image[:, ::-1], image), jnp.where(flip, mask[:, ::-1], mask))
 
@@ -52,16 +53,21 @@ def random_affine(key: jax.Array, image: jax.Array, mask: jax.Array, cfg: Mappin
 
 
 def random_intensity(key: jax.Array, image: jax.Array, cfg: Mapping[str, Any]) -> jax.Array:
-    """Gamma on the image rescaled to [0, 1], then contrast/brightness; re-standardised."""
+    """Gamma on the image rescaled to [0, 1] and re-standardised, then contrast and brightness.
+
+    Contrast and brightness come after the standardisation (a standardisation after them would
+    undo any scale and shift): the output's std is 1 +- max_contrast and its mean 0 +-
+    max_brightness, a model input still standardised to within those bounds.
+    """
     k_gamma, k_contrast, k_bright = jax.random.split(key, 3)
     low, high = image.min(), image.max()
     unit = (image - low) / jnp.maximum(high - low, 1e-6)
     log_gamma = cfg['max_log_gamma'] * jax.random.uniform(k_gamma, minval=-1, maxval=1)
     unit = unit ** jnp.exp(log_gamma)
+    standard = (unit - unit.mean()) / jnp.maximum(unit.std(), 1e-6)
     contrast = 1.0 + cfg['max_contrast'] * jax.random.uniform(k_contrast, minval=-1, maxval=1)
     bright = cfg['max_brightness'] * jax.random.uniform(k_bright, minval=-1, maxval=1)
-    unit = unit * contrast + bright
-    return (unit - unit.mean()) / jnp.maximum(unit.std(), 1e-6)
+    return standard * contrast + bright
 
 
 def augment_example(key: jax.Array, image: jax.Array, mask: jax.Array, cfg: Mapping[str, Any]):

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
-import re
 from typing import ClassVar
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unet_jax.data import folder as folder_set
 from unet_jax.data import imageio
 
 ULTRASOUND_LABELS = ('benign', 'malignant', 'normal')
@@ -49,13 +50,34 @@ def synthetic_config(*, image_size: int, num_examples: int, seed: int) -> Synthe
 
 @dataclasses.dataclass
 class RealConfig(tfds.core.BuilderConfig):
-    """max_size > 0 caps the longest side of stored images (a faster build and load)."""
+    """A build of one copy of a real set: `source` fingerprints the files it was built from
+    (names, sizes, modification times), so pointing manual_dir at other data, or changing
+    files in place, makes a new build instead of reusing the old one. max_size > 0 caps the
+    longest side of stored images (a faster build and load)."""
 
     max_size: int = 0
+    source: str = ''
 
 
-def real_config(*, max_size: int = 0) -> RealConfig:
-    return RealConfig(name='original' if max_size <= 0 else f'max{max_size}', max_size=max_size)
+def real_config(*, max_size: int = 0, source: str = '') -> RealConfig:
+    size = 'original' if max_size <= 0 else f'max{max_size}'
+    return RealConfig(name=f'{size}_{source}' if source else size, max_size=max_size, source=source)
+
+
+def source_fingerprint(root: Path) -> str:
+    """A short hash of every image file under root: relative path, size, modification time."""
+    digest = hashlib.sha1()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith('.'))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.startswith('.') or path.suffix.lower() not in imageio.IMAGE_SUFFIXES:
+                continue
+            stat = path.stat()
+            digest.update(
+                f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode()
+            )
+    return digest.hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,10 +242,11 @@ class _RealBuilder(_SegmentationBuilder, skip_registration=True):
     MASK_THRESHOLD = 0
     RESIZE_MASKS = False
 
-    def root(self, manual_dir: os.PathLike | str) -> Path:
+    @classmethod
+    def root(cls, manual_dir: os.PathLike | str) -> Path:
         manual_dir = Path(manual_dir).expanduser()
-        if self.FOLDER and (manual_dir / self.FOLDER).is_dir():
-            return manual_dir / self.FOLDER
+        if cls.FOLDER and (manual_dir / cls.FOLDER).is_dir():
+            return manual_dir / cls.FOLDER
         return manual_dir
 
     def cases(self, root: Path) -> list[Case]:
@@ -282,17 +305,16 @@ Dataset_BUSI_with_GT (or the folder holding it), which has benign/, malignant/, 
                 root / label, f'the {label}/ folder of BUSI', self.MANUAL_DOWNLOAD_INSTRUCTIONS
             )
             files = _images(folder)
-            masks = [p for p in files if re.search(r'_mask(_\d+)?$', p.stem)]
-            for image in (p for p in files if p not in masks):
-                own = tuple(
-                    m
-                    for m in masks
-                    if re.fullmatch(re.escape(image.stem) + r'_mask(_\d+)?', m.stem)
-                )
-                if not own:
+            masks = folder_set.masks_by_owner(files, '_mask')
+            for image in files:
+                if folder_set.mask_owner(image.stem, '_mask') is not None:
+                    continue  # A mask file.
+                if image.stem not in masks:
                     unmatched.append(image.name)
                     continue
-                cases.append(Case(id=image.stem, image=image, masks=own, label=label))
+                cases.append(
+                    Case(id=image.stem, image=image, masks=tuple(masks[image.stem]), label=label)
+                )
         if unmatched:
             raise _missing_masks_error(self.name, unmatched, root)
         return cases
@@ -351,16 +373,21 @@ at the folder holding Train/, Val/ and Test/ (the split is kept: Test is the tes
                     root / split / 'Images', f'{split}/Images/', self.MANUAL_DOWNLOAD_INSTRUCTIONS
                 )
             )
-            labels = _by_stem(
-                _require(
-                    root / split / 'Labels', f'{split}/Labels/', self.MANUAL_DOWNLOAD_INSTRUCTIONS
-                )
+            labels = folder_set.masks_by_owner(
+                _images(
+                    _require(
+                        root / split / 'Labels',
+                        f'{split}/Labels/',
+                        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                    )
+                ),
+                '_labels',
             )
-            missing = sorted(s for s in images if f'{s}_labels' not in labels)
+            missing = sorted(s for s in images if s not in labels)
             if missing:
                 raise _missing_masks_error(self.name, missing, root / split / 'Labels')
             cases += [
-                Case(id=s, image=p, masks=(labels[f'{s}_labels'],), split=split.lower())
+                Case(id=s, image=p, masks=tuple(labels[s]), split=split.lower())
                 for s, p in images.items()
             ]
         return cases
@@ -425,14 +452,15 @@ out, and the build log says how many."""
             raise FileNotFoundError(
                 f'shenzhen: no mask folder ({", ".join(self.MASK_FOLDERS)}) in {root}.\n{how}'
             )
-        masks = _by_stem(folders[0])
+        files = _images(folders[0])
+        # <stem>_mask.png (further masks <stem>_mask_<k>.png are OR-ed), or <stem>.png.
+        masks = {p.stem: [p] for p in files} | folder_set.masks_by_owner(files, '_mask')
         cases, unmatched = [], []
         for stem, path in images.items():
-            mask = masks.get(f'{stem}_mask') or masks.get(stem)
-            if mask is None:
-                unmatched.append(stem)
+            if stem in masks:
+                cases.append(Case(id=stem, image=path, masks=tuple(masks[stem])))
             else:
-                cases.append(Case(id=stem, image=path, masks=(mask,)))
+                unmatched.append(stem)
         if unmatched:
             logging.warning(
                 'shenzhen: %d of %d images have no mask in %s and are left out (first: %s).',
@@ -595,23 +623,55 @@ def make_builder(
     num_examples: int = 200,
     seed: int = 0,
     max_size: int = 0,
+    manual_dir: str = '',
 ) -> tfds.core.DatasetBuilder:
-    """The builder of a set by name; synthetic sets take size/count/seed, real ones max_size."""
+    """The builder of a set by name: synthetic sets take size/count/seed; real ones max_size and
+    manual_dir, whose files are fingerprinted into the build's name. Without manual_dir, a real
+    set that was built once (from one folder) is found in data_dir."""
     if name not in BUILDERS:
         raise ValueError(
             f'Unknown data set {name!r}; known: {", ".join(BUILDERS)} '
             "(or 'folder' for your own image/mask folders)."
         )
+    cls = BUILDERS[name]
+    data_dir = data_dir or default_data_dir()
     if name in SYNTHETIC:
         config = synthetic_config(image_size=image_size, num_examples=num_examples, seed=seed)
+    elif manual_dir:
+        folder = Path(manual_dir).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f'config.data.manual_dir={manual_dir!r} is not a folder.\n'
+                f'{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+            )
+        config = real_config(max_size=max_size, source=source_fingerprint(cls.root(folder)))
     else:
-        config = real_config(max_size=max_size)
-    cls = BUILDERS[name]
+        config = _only_build(cls, data_dir, max_size)
     # TFDS wants the class's own config object (by name) where one has the same name.
     return cls(
-        data_dir=data_dir or default_data_dir(),
+        data_dir=data_dir,
         config=config.name if config.name in cls.builder_configs else config,
         file_format='array_record',
+    )
+
+
+def _only_build(cls: type[_RealBuilder], data_dir: str, max_size: int) -> RealConfig:
+    """The config of the one finished build of a real set in data_dir (no manual_dir given)."""
+    size = real_config(max_size=max_size).name
+    builds = sorted(
+        p.parent.parent.name
+        for p in (Path(data_dir) / cls.name).glob(f'{size}_*/*/dataset_info.json')
+    )
+    if len(builds) == 1:
+        return real_config(max_size=max_size, source=builds[0].removeprefix(f'{size}_'))
+    if not builds:
+        raise ValueError(
+            f'Data set {cls.name!r} is not built in {data_dir} and config.data.manual_dir is '
+            f'empty.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+        )
+    raise ValueError(
+        f'Data set {cls.name!r} has {len(builds)} builds from different folders in {data_dir} '
+        f'({", ".join(builds)}); set config.data.manual_dir to the folder to use.'
     )
 
 
@@ -620,20 +680,10 @@ def is_built(builder: tfds.core.DatasetBuilder) -> bool:
 
 
 def build(builder: tfds.core.DatasetBuilder, *, manual_dir: str = '') -> None:
-    """Builds the set into its data_dir unless it is there already (real sets need manual_dir)."""
+    """Builds the set into its data_dir unless it is there already (real sets need the
+    manual_dir that make_builder was given)."""
     if is_built(builder):
         return
-    if isinstance(builder, _RealBuilder):
-        if not manual_dir:
-            raise ValueError(
-                f'Data set {builder.name!r} is not built in {builder.data_dir_root} and '
-                f'config.data.manual_dir is empty.\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}'
-            )
-        if not Path(manual_dir).expanduser().is_dir():
-            raise FileNotFoundError(
-                f'config.data.manual_dir={manual_dir!r} is not a folder.\n'
-                f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}'
-            )
     logging.info(
         'Building %s (%s) into %s', builder.name, builder.builder_config.name, builder.data_dir
     )

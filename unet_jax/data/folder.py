@@ -84,6 +84,27 @@ def _show(files) -> str:
     )
 
 
+def mask_owner(stem: str, suffix: str) -> str | None:
+    """The image stem that a mask file stem `<image stem><suffix>[_<k>]` belongs to, or None.
+
+    `a_mask` and `a_mask_1` belong to `a` (BUSI's further lesions of one case); with suffix ''
+    a mask belongs to the image of the same stem. The one rule for the folder set, the BUSI
+    builder and predict.
+    """
+    match = re.fullmatch(rf'(.+){re.escape(suffix)}(_\d+)?', stem)
+    return match.group(1) if match else None
+
+
+def masks_by_owner(masks: list[Path], suffix: str) -> dict[str, list[Path]]:
+    """Mask files grouped by the image stem they belong to (sorted); others are left out."""
+    groups: dict[str, list[Path]] = collections.defaultdict(list)
+    for path in masks:
+        owner = mask_owner(path.stem, suffix)
+        if owner is not None:
+            groups[owner].append(path)
+    return {owner: sorted(paths) for owner, paths in groups.items()}
+
+
 def find_files(spec: str, what: str) -> list[Path]:
     """Image files of a folder (non-recursive) or a glob pattern (`**` recurses), sorted."""
     if not spec:
@@ -160,12 +181,9 @@ def pair_files(
         raise FolderError(f'config.data.folder.pairing={config.pairing!r}; use one of {PAIRINGS}.')
     overlap = set(images) & set(masks)
     if config.pairing == 'suffix':
-        suffix = re.escape(config.mask_suffix)
         if not config.mask_suffix:
             raise FolderError("config.data.folder.mask_suffix is empty; set it (e.g. '_mask').")
-        mask_key = lambda p: (
-            m.group(1) if (m := re.fullmatch(rf'(.+){suffix}(_\d+)?', p.stem)) else None
-        )
+        mask_key = lambda p: mask_owner(p.stem, config.mask_suffix)
         images = [p for p in images if p not in overlap or mask_key(p) is None]
         masks = [p for p in masks if mask_key(p) is not None or p not in overlap]
         image_key = lambda p: p.stem

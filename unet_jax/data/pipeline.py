@@ -1,7 +1,9 @@
 """Loads a data set into memory as train/val/test splits, preprocessed the same way for every set.
 
 The order of operations is fixed so that every choice is reproducible from the config:
-  1. examples: a TFDS build (built on first use into data_dir) or the folder set;
+  1. examples: a TFDS build (built on first use into data_dir) or the folder set, preprocessed
+     (step 5); with `drop_normal`, cases without a lesion (labelled normal, or an empty mask at
+     the model's input size) are left out before any split is drawn;
   2. test split: the official one where the set has it (JSRT Test, DUTS-TE), else a seeded
      fraction of the cases (`split_seed`; one example per case, so a case never straddles);
   3. validation: the official split (JSRT Val), else a seeded fraction, or fold `fold` of
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 
 from absl import logging
@@ -26,6 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from unet_jax import atomic_files
 from unet_jax.data import builders, folder
 
 SPLITS = ('train', 'val', 'test')
@@ -67,7 +70,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.fold = 0  # Which fold is the validation split (0 .. num_folds-1).
     c.num_train = -1  # Training subset size (-1 = all training cases).
     c.subset_seed = 0  # Seed of the training subset; subsets of one seed are nested.
-    c.drop_normal = False  # BUSI / synthetic_ultrasound: leave out cases labelled 'normal'.
+    c.drop_normal = False  # Leave out normal cases: labelled 'normal' or with an empty mask.
     c.resize = 'bilinear'  # Image resampling: 'bilinear' or 'area'; masks are always nearest.
     c.pad = False  # Keep the aspect ratio: resize the longest side, pad to square.
     c.cache = True  # Cache preprocessed arrays of TFDS sets next to the build (fast reloads).
@@ -177,6 +180,7 @@ def _load_tfds(data_config, in_channels: int) -> dict[str, dict]:
         num_examples=data_config.num_examples,
         seed=data_config.seed,
         max_size=data_config.max_size,
+        manual_dir=data_config.manual_dir,
     )
     builders.build(builder, manual_dir=data_config.manual_dir)
     sources = None
@@ -192,10 +196,9 @@ def _load_tfds(data_config, in_channels: int) -> dict[str, dict]:
             sources = builder.as_data_source()
         out[split] = _stack(_tfds_items(sources[split], label_names), data_config, in_channels)
         if data_config.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f'{path.stem}.tmp{os.getpid()}.npz')
-            np.savez(tmp, **out[split])
-            os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache.
+            buffer = io.BytesIO()
+            np.savez(buffer, **out[split])
+            atomic_files.write_bytes_atomically(path, buffer.getvalue())
     return out
 
 
@@ -270,6 +273,17 @@ def assign_splits(official: dict[str, list[str]], data_config) -> dict[str, list
     return {'train': train, 'val': val, 'test': test}
 
 
+def _normal_cases(arrays: dict[str, dict]) -> set[str]:
+    """Cases without a lesion: labelled 'normal', or with an empty mask at the model's input
+    size (what scoring counts as a normal image)."""
+    return {
+        str(id_)
+        for a in arrays.values()
+        for id_, label, mask in zip(a['ids'], a['labels'], a['mask'])
+        if label == 'normal' or not mask.any()
+    }
+
+
 def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> dict[str, Split]:
     """train/val/test splits of `config.data` in memory, preprocessed (see the module doc)."""
     if in_channels not in (1, 3):
@@ -279,14 +293,13 @@ def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> 
     else:
         arrays = _load_tfds(data_config, in_channels)
     where = {str(i): (split, k) for split, a in arrays.items() for k, i in enumerate(a['ids'])}
-    dropped = set()
-    if data_config.drop_normal:
-        if not any(label for a in arrays.values() for label in a['labels']):
-            raise ValueError(
-                f'config.data.drop_normal=True but {data_config.name!r} has no class '
-                'labels (only busi and synthetic_ultrasound have them).'
-            )
-        dropped = {i for i, (s, k) in where.items() if arrays[s]['labels'][k] == 'normal'}
+    dropped = _normal_cases(arrays) if data_config.drop_normal else set()
+    if dropped:
+        logging.info(
+            '%s: drop_normal leaves out %d normal cases (labelled normal, or an empty mask).',
+            data_config.name,
+            len(dropped),
+        )
     official = {
         split: [str(i) for i in a['ids'] if str(i) not in dropped] for split, a in arrays.items()
     }

@@ -1,0 +1,88 @@
+"""Any data as a study target: a study over two folder sets of generated images, end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import layerwise
+from tests.conftest import save_image
+from unet_jax import study
+from unet_jax.data import leakage, pipeline
+
+
+def _disk_images(folder, n, *, seed, mask_folder=None, mask_suffix='', empty=()):
+    """n bright disks on noise at 40x48 (other than the model's 32x32), PNG image and mask."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:40, :48]
+    for i in range(n):
+        r, c, radius = rng.uniform(12, 28), rng.uniform(14, 34), rng.uniform(5, 10)
+        mask = ((rows - r) ** 2 + (cols - c) ** 2 < radius**2).astype(np.uint8)
+        if i in empty:
+            mask[:] = 0
+        image = np.clip(70 + 110 * mask + 25 * rng.standard_normal(mask.shape), 0, 255)
+        save_image(folder / f'case{i:02d}.png', image.astype(np.uint8))
+        save_image((mask_folder or folder) / f'case{i:02d}{mask_suffix}.png', mask * 255)
+
+
+TARGETS = """
+def get_targets():
+    return {{
+        'left': {{
+            'data': {{'name': 'folder', 'folder': {{'images': {left!r}, 'masks': {masks!r}}}}},
+        }},
+        'right': {{
+            'data': {{'name': 'folder', 'drop_normal': True,
+                      'folder': {{'images': {right!r}, 'pairing': 'suffix'}}}},
+            'augment': {{'flip': False}},
+        }},
+    }}
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(TypeError, ValueError),
+    reason='needs the merge: study.point_config applies each target with '
+    'config_lib.apply_target, study.write_plan writes ConfigDict targets as JSON',
+)
+def test_a_study_with_two_folder_targets_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'tfds'))
+    left, right = tmp_path / 'left' / 'images', tmp_path / 'right'
+    _disk_images(left, 12, seed=1, mask_folder=tmp_path / 'left' / 'masks')
+    _disk_images(right, 12, seed=2, mask_suffix='_mask', empty=(5,))
+    target_file = tmp_path / 'targets.py'
+    target_file.write_text(
+        TARGETS.format(left=str(left), masks=str(tmp_path / 'left' / 'masks'), right=str(right))
+    )
+    config = layerwise.get_config(
+        f'quick,seeds=1,sizes=4,targets={target_file},families=scratch+contracting'
+    )
+    config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
+    for run in (config, config.study.pretrain):
+        run.batch_size = 4
+        run.num_train_steps = run.eval_every_steps = run.checkpoint_every_steps = 3
+        run.log_every_steps, run.warmup_steps = 3, 1
+    config.study.pretrain.data.num_examples = 24
+    workdir = str(tmp_path / 'study')
+
+    outcome = study.main(config, workdir)
+
+    assert outcome['failed'] == [] and len(outcome['done']) == 4
+    for target, folder, flip in (('left', left, True), ('right', right, False)):
+        for family in ('scratch', 'contracting'):
+            path = os.path.join(study.run_dir(workdir, f'{target}/n4/s0/{family}'), 'results.json')
+            with open(path) as f:
+                results = json.load(f)
+            data = results['config']['data']
+            assert (data['name'], data['folder']['images']) == ('folder', str(folder))
+            assert results['config']['augment']['flip'] is flip
+            assert results['num_train_examples'] == 4
+    right_ids = pipeline.load_splits(leakage.target_data(config, 'right'), in_channels=1)
+    assert 'case05' not in {i for split in right_ids.values() for i in split.ids}  # no lesion
+    with open(os.path.join(workdir, 'study.json')) as f:
+        plan = json.load(f)
+    assert plan['targets']['right']['data']['folder']['images'] == str(right)
+    page = open(outcome['report']).read()
+    assert 'left' in page and 'right' in page

@@ -1,0 +1,319 @@
+"""The leak check: no image a target is evaluated on was seen in pre-training or training.
+
+A study's answer is only as good as its test sets. This check hashes the preprocessed images
+(what the model sees) of the pre-training set and of every target and stops the study, naming
+both sides (set/split/case), when
+
+  * a pre-training image is also a target's validation or test image, or
+  * an image occurs in two splits of one target (train/val/test),
+
+and warns, with the case names, about
+
+  * a pre-training image that is also a target's training image (few-shot claims then mean
+    less), an image twice in one split, and
+  * near-duplicates: different files of nearly the same image (another frame of the same
+    scan; BUSI has several), found by a perceptual hash.
+
+Exact duplicates are equal preprocessed arrays (SHA-1 of their bytes). The perceptual hash is a
+DCT hash: the image (grey) shrunk to 32x32, its 16x16 lowest-frequency DCT coefficients but the
+constant one, each compared with their median: 255 bits. Two images are near-duplicates when
+their hashes differ in at most `NEAR_DUPLICATE_BITS` bits (about 10 %). Measured at 128x128:
+frames of one BUSI lesion differ in 10-22 bits; different simulated chest radiographs (which
+look much alike) in 30 or more, different JSRT radiographs in 54 or more, different ECSSD
+photos in 90 or more, different simulated ultrasound images in 80 or more. (The 8x8 hash usual
+for photos cannot tell chest radiographs apart: different JSRT patients differ in as few as 4
+of its 63 bits.)
+
+`check_study(config)` is what the study calls at its start; `check_study_data` checks splits
+already in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+from PIL import Image
+import scipy.fft
+
+from unet_jax import config_lib, families
+from unet_jax.data import pipeline
+
+PRETRAIN = 'pretrain'
+EVALUATION_SPLITS = ('val', 'test')
+HASH_SIZE = 16  # side of the block of low-frequency DCT coefficients
+HASH_BITS = HASH_SIZE * HASH_SIZE - 1
+NEAR_DUPLICATE_BITS = 26  # about 10 % of HASH_BITS
+_SHRINK = 32
+_SHOWN = 20
+_CHUNK = 2048
+
+
+class LeakError(ValueError):
+    """The study's data leak; the message names the duplicates and `report` holds them all."""
+
+    def __init__(self, message: str, report: LeakReport):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Ref:
+    """One image: the set ('pretrain' or a target name), its split and its case id."""
+
+    set: str
+    split: str
+    id: str
+
+    def __str__(self) -> str:
+        return f'{self.set}/{self.split}/{self.id}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """Two images that are the same (equal preprocessed arrays) or nearly the same."""
+
+    kind: str  # one of KINDS
+    a: Ref
+    b: Ref
+    distance: int  # Hamming distance of their perceptual hashes (0 for exact duplicates)
+
+    def __str__(self) -> str:
+        if self.kind == 'near_duplicate':
+            return f'{self.a} ~ {self.b} ({self.distance} of {HASH_BITS} hash bits differ)'
+        return f'{self.a} == {self.b}'
+
+
+# kind -> (is an error, what it means)
+KINDS = {
+    'pretrain_in_evaluation': (True, 'pre-training images that are target validation/test images'),
+    'across_splits': (True, 'images in two splits of one target'),
+    'pretrain_in_training': (False, 'pre-training images that are target training images'),
+    'within_split': (False, 'images twice in one split'),
+    'near_duplicate': (False, 'near-duplicates (perceptual hash)'),
+}
+
+
+@dataclasses.dataclass
+class LeakReport:
+    """What the check compared and found; `errors` stop a study, `warnings` are logged."""
+
+    num_images: dict[str, int]  # set -> images checked
+    findings: list[Finding]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if KINDS[f.kind][0]]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if not KINDS[f.kind][0]]
+
+    def summary(self) -> str:
+        sets = ', '.join(f'{name} {n}' for name, n in self.num_images.items())
+        lines = [
+            f'leak check over {sets} images: {len(self.errors)} errors, '
+            f'{len(self.warnings)} warnings'
+        ]
+        for kind, (is_error, meaning) in KINDS.items():
+            found = [f for f in self.findings if f.kind == kind]
+            if not found:
+                continue
+            lines.append(f'{"ERROR" if is_error else "warning"}: {len(found)} {meaning}:')
+            lines += [f'  {f}' for f in found[:_SHOWN]]
+            if len(found) > _SHOWN:
+                lines.append(f'  ... ({len(found)} in all)')
+        return '\n'.join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'num_images': dict(self.num_images),
+            'near_duplicate_bits': NEAR_DUPLICATE_BITS,
+            'hash_bits': HASH_BITS,
+            'findings': [
+                dict(kind=f.kind, error=KINDS[f.kind][0], a=str(f.a), b=str(f.b), bits=f.distance)
+                for f in self.findings
+            ],
+        }
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+@dataclasses.dataclass
+class Hashes:
+    """The fingerprints of one set's images, in the order of `refs`."""
+
+    name: str
+    refs: list[Ref]
+    digests: list[str]  # SHA-1 of the preprocessed image's bytes
+    bits: np.ndarray  # bool [N, HASH_BITS]
+
+
+def perceptual_hash(image: np.ndarray) -> np.ndarray:
+    """The 255-bit DCT hash (bool) of an image [H, W, C] (see the module docstring)."""
+    grey = np.asarray(image, np.float32).mean(axis=-1)
+    small = np.asarray(Image.fromarray(grey, 'F').resize((_SHRINK, _SHRINK), Image.BOX))
+    coefficients = scipy.fft.dctn(small, norm='ortho')[:HASH_SIZE, :HASH_SIZE].ravel()[1:]
+    return coefficients > np.median(coefficients)
+
+
+def hash_splits(name: str, splits: Mapping[str, pipeline.Split]) -> Hashes:
+    refs, digests, bits = [], [], []
+    for split, data in splits.items():
+        for id_, image in zip(data.ids, data.image):
+            refs.append(Ref(name, split, str(id_)))
+            digests.append(hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
+            bits.append(perceptual_hash(image))
+    return Hashes(name, refs, digests, np.asarray(bits, bool).reshape(len(refs), HASH_BITS))
+
+
+def _close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> Iterable[tuple[int, int, int]]:
+    """(i, j, distance) of rows of a and b whose Hamming distance is <= max_distance."""
+    signs_b = np.where(b, 1.0, -1.0).astype(np.float32).T
+    for start in range(0, len(a), _CHUNK):
+        signs_a = np.where(a[start : start + _CHUNK], 1.0, -1.0).astype(np.float32)
+        distance = np.rint((HASH_BITS - signs_a @ signs_b) / 2).astype(int)
+        for i, j in zip(*np.nonzero(distance <= max_distance)):
+            yield start + int(i), int(j), int(distance[i, j])
+
+
+# ----------------------------------------------------------------------------- the check
+# Equal arrays have equal perceptual hashes, so one scan of the pairs within NEAR_DUPLICATE_BITS
+# finds the exact duplicates too; their digests tell them from near-duplicates.
+
+
+def _within_target(target: Hashes, max_distance: int) -> list[Finding]:
+    findings = []
+    for i, j, distance in _close_pairs(target.bits, target.bits, max_distance):
+        if i >= j:
+            continue
+        a, b = target.refs[i], target.refs[j]
+        if target.digests[i] != target.digests[j]:
+            findings.append(Finding('near_duplicate', a, b, distance))
+        else:
+            kind = 'within_split' if a.split == b.split else 'across_splits'
+            findings.append(Finding(kind, a, b, 0))
+    return findings
+
+
+def _against_pretraining(pretrain: Hashes, target: Hashes, max_distance: int) -> list[Finding]:
+    findings = []
+    for i, j, distance in _close_pairs(target.bits, pretrain.bits, max_distance):
+        a, b = target.refs[i], pretrain.refs[j]
+        if target.digests[i] != pretrain.digests[j]:
+            findings.append(Finding('near_duplicate', a, b, distance))
+        elif a.split in EVALUATION_SPLITS:
+            findings.append(Finding('pretrain_in_evaluation', a, b, 0))
+        else:
+            findings.append(Finding('pretrain_in_training', a, b, 0))
+    return findings
+
+
+def check_hashes(
+    pretrain: Hashes | None,
+    targets: Iterable[Hashes],
+    *,
+    max_distance: int = NEAR_DUPLICATE_BITS,
+) -> LeakReport:
+    """Compares every target with itself and with the pre-training set (see the module doc);
+    raises LeakError when there are errors, logs the warnings, returns the report."""
+    targets = list(targets)
+    num_images = {} if pretrain is None else {PRETRAIN: len(pretrain.refs)}
+    findings = []
+    for target in targets:
+        num_images[target.name] = len(target.refs)
+        findings += _within_target(target, max_distance)
+        if pretrain is not None:
+            findings += _against_pretraining(pretrain, target, max_distance)
+    kinds = list(KINDS)
+    findings.sort(key=lambda f: (kinds.index(f.kind), f.a, f.b))
+    report = LeakReport(num_images=num_images, findings=findings)
+    if report.errors:
+        raise LeakError(
+            f'{report.summary()}\nThe study would score images that were trained on. Fix: give '
+            'the pre-training set its own generation seed (config.study.pretrain.data.seed; '
+            'the default is config_lib.PRETRAIN_DATA_SEED) or other data, and remove duplicate '
+            "files from the target's folder (or move them into one split).",
+            report,
+        )
+    if report.warnings:
+        logging.warning('%s', report.summary())
+    else:
+        logging.info('%s', report.summary())
+    return report
+
+
+def check_study_data(
+    pretrain_splits: Mapping[str, pipeline.Split] | None,
+    target_splits: Mapping[str, Mapping[str, pipeline.Split]],
+    *,
+    max_distance: int = NEAR_DUPLICATE_BITS,
+) -> LeakReport:
+    """The check on splits in memory: the pre-training set's (None: no pre-training) and
+    {target name: its splits, the whole training split}."""
+    pretrain = None if pretrain_splits is None else hash_splits(PRETRAIN, pretrain_splits)
+    targets = [hash_splits(name, splits) for name, splits in target_splits.items()]
+    return check_hashes(pretrain, targets, max_distance=max_distance)
+
+
+# ----------------------------------------------------------------------------- from a config
+
+
+def pretrain_data(
+    config: ml_collections.ConfigDict,
+) -> tuple[ml_collections.ConfigDict, int] | None:
+    """(data config, in_channels) of the study's pre-training set; None when no family starts
+    from pre-trained weights. A reused pre-training (study.pretrained_workdir) is described by
+    the config.json it wrote."""
+    study = config.study
+    if all(families.get(name).init == 'scratch' for name in study.families):
+        return None
+    if study.get('pretrained_workdir'):
+        path = os.path.join(study.pretrained_workdir, 'config.json')
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f'config.study.pretrained_workdir={study.pretrained_workdir!r} has no config.json'
+                ': it is not the workdir of a pre-training run. Point it at one, or set it to '
+                "'' to pre-train inside the study."
+            )
+        with open(path) as f:
+            run = json.load(f)
+        return ml_collections.ConfigDict(run['data']), int(run['model']['in_channels'])
+    pretrain = study.pretrain.copy_and_resolve_references()
+    return pretrain.data, int(pretrain.model.in_channels)
+
+
+def target_data(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The data config of target `name` with its whole training split (num_train = -1)."""
+    run = config.copy_and_resolve_references()
+    config_lib.apply_target(run, config.study.targets[name], where=f'config.study.targets.{name}')
+    run.data.num_train = -1
+    return run.data
+
+
+def check_study(
+    config: ml_collections.ConfigDict, *, max_distance: int = NEAR_DUPLICATE_BITS
+) -> LeakReport:
+    """The leak check of a study config (configs/layerwise.py): loads the pre-training set and
+    every target one at a time (only their hashes are kept) and checks them."""
+    source = pretrain_data(config)
+    pretrain = None
+    if source is not None:
+        data, in_channels = source
+        pretrain = hash_splits(PRETRAIN, pipeline.load_splits(data, in_channels=in_channels))
+    targets = [
+        hash_splits(
+            name,
+            pipeline.load_splits(target_data(config, name), in_channels=config.model.in_channels),
+        )
+        for name in config.study.targets
+    ]
+    return check_hashes(pretrain, targets, max_distance=max_distance)
