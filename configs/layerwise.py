@@ -104,6 +104,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.families = tuple(family_names)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
+    # Runs that differ only in seed train together in one compiled step, up to group_size at
+    # once (1 = one run at a time; 0 = as many as fit group_memory_mb, from the config).
+    study.group_size = 0
+    study.group_memory_mb = 4096
+    # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
+    study.pretrain_seeds = 1
+    # Scratch trains this many times the steps of the other families (it starts from nothing).
+    study.scratch_steps_factor = 3.0
+    # A group's checkpoint is saved at config.checkpoint_every_steps, but at most once per
+    # this many seconds (its state is deleted once its runs are written).
+    study.checkpoint_every_secs = 60.0
     # Defaults of launch/sweep.py's SLURM flags (the command line overrides them).
     study.slurm = ml_collections.ConfigDict(
         dict(

@@ -6,16 +6,21 @@ use it; the workdir's layout is in unet_jax.layout.
 
 A point is finished iff its results.json exists (train writes it atomically, last), so a study
 killed at any moment and started again loses nothing and runs nothing twice. Duplicate points
-(e.g. shallow_to_deep k=N trains everything, like `full`) run once and are reported under
-every name.
+(e.g. shallow_to_deep k=N trains everything, like `full`; `pretrained` under every seed that
+uses the same pre-training) run once and are reported under every name.
+
+Runs that differ only in seed (same target, size, configuration and step budget) form groups
+of up to `study.group_size` runs, trained together in one compiled step (unet_jax.train); a
+group is what the runner, the local launcher and a SLURM array task execute.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import dataclasses
 import functools
 import json
+import math
 import os
-import time
+import shutil
 import traceback
 from typing import Any
 
@@ -33,8 +38,11 @@ from unet_jax.layout import (
     size_name,
 )
 
-RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
+# run_fn(runs, group_dir, name) trains a group (train.Run objects) and returns, per run
+# folder, its results or the exception that ended it.
+RunFn = Callable[[Sequence[Any], str, str], Mapping[str, Any]]
 PrepareFn = Callable[[ml_collections.ConfigDict], None]
+GROUPS_DIR = 'groups'  # <workdir>/groups/<group name>/: a group's checkpoint while it trains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +65,8 @@ class SweepPoint:
     order: str = ''
     granularity: str = ''
     k: int = 0
+    pretrain_index: int | None = None  # which pre-training it starts from (None: scratch)
+    group: str = ''  # the group its run is trained in
 
     @property
     def configuration(self) -> str:
@@ -69,9 +79,19 @@ class SweepPoint:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunGroup:
+    """Runs that differ only in seed, trained together; `index` is its --sweep_index."""
+
+    name: str
+    index: int
+    runs: tuple[SweepPoint, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Sweep:
     points: tuple[SweepPoint, ...]  # every named point, duplicates included
     runs: tuple[SweepPoint, ...]  # one per index, runs[i].index == i
+    groups: tuple[RunGroup, ...] = ()  # every run in exactly one group, groups[i].index == i
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -116,6 +136,14 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
     for field in ('targets', 'num_train', 'seeds', 'families'):
         if not len(study[field]):
             raise ValueError(f'config.study.{field} is empty: the study would have no points.')
+    for field, low in (('group_size', 0), ('pretrain_seeds', 1), ('scratch_steps_factor', 1e-9)):
+        if field in study and not study[field] >= low:
+            raise ValueError(
+                f'config.study.{field}={study[field]!r} must be >= {low:g} '
+                f'(--config.study.{field}=...).'
+            )
+    if any(seed < 0 for seed in study.seeds):
+        raise ValueError(f'config.study.seeds={tuple(study.seeds)}: seeds must be >= 0.')
 
 
 def _configurations(
@@ -142,11 +170,13 @@ def _configurations(
 def enumerate_sweep(
     config: ml_collections.ConfigDict, *, registry: layers.LayerRegistry | None = None
 ) -> Sweep:
-    """Every point of the study, in run order (seed, target, size, configuration).
+    """Every point of the study, in run order (seed, target, size, configuration), and groups.
 
     Seeds vary slowest, so the first part of a study is one complete replicate. Two points are
-    duplicates when they share target, size, seed and initialisation and train the same
-    units (compiled by `freeze.compile_spec`, whatever the order/granularity said).
+    duplicates when they share target, size, seed, initialisation (scratch, or which
+    pre-training) and train the same units (compiled by `freeze.compile_spec`, whatever the
+    order/granularity said); `pretrained` points (no training) are also duplicates across
+    seeds that use the same pre-training.
     """
     study = config.study
     _check_study(study)
@@ -167,20 +197,18 @@ def enumerate_sweep(
         )
         configurations.append((name, dict(c, trained_units=plan.trained_units)))
 
+    num_pretrain = num_pretrainings(config)
     points, runs, first_of = [], [], {}
     for seed in study.seeds:
         for target in study.targets:
             for num_train in study.num_train:
                 for configuration, c in configurations:
                     name = f'{target}/n{size_name(num_train)}/s{seed}/{configuration}'
-                    key = (
-                        target,
-                        num_train,
-                        seed,
-                        c['family'] == 'scratch',
-                        c['family'] == 'pretrained',
-                        frozenset(c['trained_units']),
-                    )
+                    init = families.get(c['family']).init
+                    pretrain_index = seed % num_pretrain if init == 'pretrained' else None
+                    key = (target, num_train, init, pretrain_index, frozenset(c['trained_units']))
+                    if families.get(c['family']).trains or config.dont_load:
+                        key += (c['family'] == 'pretrained', seed)
                     run = first_of.get(key)
                     point = SweepPoint(
                         name=name,
@@ -189,6 +217,7 @@ def enumerate_sweep(
                         target=target,
                         num_train=num_train,
                         seed=seed,
+                        pretrain_index=pretrain_index,
                         **c,
                     )
                     if run is None:
@@ -201,21 +230,103 @@ def enumerate_sweep(
             'config.study lists a target, size, seed or family twice; '
             'every sweep point name must be unique.'
         )
-    return Sweep(points=tuple(points), runs=tuple(runs))
+    groups = _groups(runs, group_size(config, registry))
+    group_of = {p.name: g.name for g in groups for p in g.runs}
+    points = [dataclasses.replace(p, group=group_of[p.run]) for p in points]
+    runs = [dataclasses.replace(p, group=group_of[p.name]) for p in runs]
+    groups = [dataclasses.replace(g, runs=tuple(runs[p.index] for p in g.runs)) for g in groups]
+    return Sweep(points=tuple(points), runs=tuple(runs), groups=tuple(groups))
+
+
+def _groups(runs: Sequence[SweepPoint], size: int) -> list[RunGroup]:
+    """Runs that differ only in seed, in chunks of `size` (in seed order); chunk 0 of every
+    configuration comes first, so the first groups hold one complete set of seeds."""
+    by_key: dict[tuple, list[SweepPoint]] = {}
+    for p in runs:
+        key = (p.target, p.num_train, p.configuration, p.family)
+        by_key.setdefault(key, []).append(p)
+    chunks = [
+        (i // size, n, members[i : i + size])
+        for n, members in enumerate(by_key.values())
+        for i in range(0, len(members), size)
+    ]
+    groups = []
+    for _, _, members in sorted(chunks, key=lambda chunk: chunk[:2]):
+        first = members[0]
+        seeds = [p.seed for p in members]
+        name = '/'.join(first.name.split('/')[:2] + [first.configuration, _seeds_name(seeds)])
+        groups.append(RunGroup(name=name, index=len(groups), runs=tuple(members)))
+    return groups
+
+
+def _seeds_name(seeds: Sequence[int]) -> str:
+    """'s3', 's0-4' for a range, else 's0_2_5'."""
+    if len(seeds) == 1:
+        return f's{seeds[0]}'
+    if list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f's{seeds[0]}-{seeds[-1]}'
+    return 's' + '_'.join(map(str, seeds))
+
+
+def group_size(config: ml_collections.ConfigDict, registry: layers.LayerRegistry) -> int:
+    """`study.group_size`, or (0, automatic) as many seeds as fit `study.group_memory_mb`.
+
+    The estimate depends on the config only (never on the machine), so a launcher on a login
+    node and its tasks on accelerators agree on the groups: per run, params, gradients and
+    Adam's two moments (16 bytes a parameter) plus three float32 copies of every unit's
+    activations of a batch (forward, gradient, augmentation and slack).
+    """
+    study = config.study
+    size = study.get('group_size', 1)
+    if size:
+        return int(size)
+    activations = sum(math.prod(u.output_shape) for u in registry.units)
+    per_run = 16 * registry.param_count + 3 * 4 * config.batch_size * activations
+    budget = study.get('group_memory_mb', 4096) * 2**20
+    return int(max(1, min(len(study.seeds), budget // per_run)))
 
 
 # ----------------------------------------------------------------------------- run configs
 
 
-def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Where the pre-trained weights come from: `study.pretrained_workdir` or <workdir>/pretrain."""
-    return os.path.abspath(
-        config.study.get('pretrained_workdir') or os.path.join(workdir, PRETRAIN_DIR)
-    )
+def num_pretrainings(config: ml_collections.ConfigDict) -> int:
+    """R = `study.pretrain_seeds`: seed s fine-tunes from pre-training s mod R."""
+    return int(config.study.get('pretrain_seeds', 1))
 
 
-def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    return config.study.pretrain.copy_and_resolve_references()
+def pretrain_dirs(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """Where the pre-trained weights come from: `study.pretrained_workdir`, else
+    <workdir>/pretrain (and pretrain_1, pretrain_2, ... with several pre-training seeds)."""
+    count = num_pretrainings(config)
+    if config.study.get('pretrained_workdir'):
+        if count > 1:
+            raise ValueError(
+                f'config.study.pretrained_workdir is set, which is one pre-training, but '
+                f'config.study.pretrain_seeds={count}: set one of them back.'
+            )
+        return [os.path.abspath(config.study.pretrained_workdir)]
+    names = [PRETRAIN_DIR] + [f'{PRETRAIN_DIR}_{i}' for i in range(1, count)]
+    return [os.path.abspath(os.path.join(workdir, name)) for name in names]
+
+
+def pretrain_config(config: ml_collections.ConfigDict, index: int = 0) -> ml_collections.ConfigDict:
+    """The pre-training run `index` (seed `study.pretrain.seed + index`)."""
+    run = config.study.pretrain.copy_and_resolve_references()
+    run.seed = run.seed + index
+    return run
+
+
+def _override(fields: ml_collections.ConfigDict, overrides: Mapping[str, Any], where: str) -> None:
+    """Sets `overrides` (nested mappings merge into nested fields) into existing fields only."""
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ValueError(
+                f'{where}.{key}: no field {key!r} in config.data; valid: {sorted(fields)}.'
+            )
+        if isinstance(fields[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+            _override(fields[key], value, f'{where}.{key}')
+        else:
+            fields[key] = value
 
 
 def point_config(
@@ -225,13 +336,9 @@ def point_config(
     run = config.copy_and_resolve_references()
     with run.unlocked():
         del run['study']
-        for key, value in config.study.targets[point.target].items():
-            if key not in run.data:
-                raise ValueError(
-                    f'config.study.targets.{point.target}.{key}: no field {key!r} '
-                    f'in config.data; valid: {sorted(run.data)}.'
-                )
-            run.data[key] = value
+        _override(
+            run.data, config.study.targets[point.target], f'config.study.targets.{point.target}'
+        )
     run.seed = point.seed
     run.data.num_train = point.num_train
     if 'subset_seed' in run.data:  # the few-shot subset varies with the seed as well
@@ -240,8 +347,14 @@ def point_config(
     if point.order:
         run.finetune.order = point.order
         run.finetune.granularity = point.granularity
-    run.init_from = '' if point.family == 'scratch' else pretrain_dir(config, workdir)
-    if point.family == 'pretrained':
+    if point.pretrain_index is None:
+        run.init_from = ''
+    else:
+        run.init_from = pretrain_dirs(config, workdir)[point.pretrain_index]
+    if point.family == 'scratch':
+        factor = config.study.get('scratch_steps_factor', 1.0)
+        run.num_train_steps = max(1, round(config.num_train_steps * factor))
+    if not families.get(point.family).trains:
         run.num_train_steps = 0
     return run
 
@@ -249,60 +362,104 @@ def point_config(
 # ----------------------------------------------------------------------------- the plan
 
 
+def _plain(value: Any) -> Any:
+    """JSON-ready: ConfigDicts, tuples and FieldReferences as plain dicts, lists, values."""
+    if isinstance(value, ml_collections.ConfigDict):
+        return _plain(value.to_dict())
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, ml_collections.FieldReference):
+        return _plain(value.get())
+    return value
+
+
 def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) -> str:
     """study.json: what the report needs to know about the sweep, without the config code."""
     plan = {
-        'targets': {t: dict(config.study.targets[t]) for t in config.study.targets},
+        'targets': {t: _plain(config.study.targets[t]) for t in config.study.targets},
         'num_train': list(config.study.num_train),
         'seeds': list(config.study.seeds),
         'families': list(config.study.families),
         'orders': list(config.study.orders),
         'granularities': list(config.study.granularities),
-        'pretrain_dir': pretrain_dir(config, workdir),
+        'pretrain_dirs': pretrain_dirs(config, workdir),
         'num_runs': len(sweep.runs),
         'points': [
             dict(dataclasses.asdict(p), dir=os.path.relpath(run_dir(workdir, p.run), workdir))
             for p in sweep.points
         ],
+        'groups': [
+            {'name': g.name, 'index': g.index, 'runs': [p.name for p in g.runs]}
+            for g in sweep.groups
+        ],
     }
     path = os.path.join(workdir, PLAN_FILE)
-    io_utils.write_text_atomically(path, json.dumps(plan, indent=1))
+    io_utils.write_text_atomically(path, json.dumps(_plain(plan), indent=1))
     return path
 
 
 # ----------------------------------------------------------------------------- the runner
 
 
-def default_run_fn() -> RunFn:
-    """train.train_and_evaluate, loading each data subset once for the points that share it."""
+def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
+    """train.train_group, with each run's data loaded once for the groups that share it, and
+    the study's checkpoint policy (a group's state is only kept while it trains)."""
     from unet_jax import train  # the trainer pulls in data and TensorFlow; only runs need it
     from unet_jax.data import pipeline
 
-    cache: dict[str, Any] = {}
+    @functools.lru_cache(maxsize=16)
+    def load(data_json: str, in_channels: int):
+        data = ml_collections.ConfigDict(json.loads(data_json))
+        return pipeline.load_splits(data, in_channels=in_channels)
 
-    def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-        key = config.data.to_json() + f'/in{config.model.in_channels}'
-        if key not in cache:
-            cache.clear()
-            cache[key] = pipeline.load_splits(config.data, in_channels=config.model.in_channels)
-        return train.train_and_evaluate(config, workdir, splits=cache[key])
+    def splits(run_config: ml_collections.ConfigDict):
+        return load(run_config.data.to_json(), run_config.model.in_channels)
+
+    def run(runs: Sequence[Any], group_dir: str, name: str) -> Mapping[str, Any]:
+        return train.train_group(
+            runs,
+            group_dir,
+            name=name,
+            splits_fn=splits,
+            checkpoint_every_secs=config.study.get('checkpoint_every_secs', 0.0),
+            final_checkpoint=False,
+        )
 
     return run
 
 
+def group_dir(workdir: str, group: RunGroup) -> str:
+    return os.path.join(workdir, GROUPS_DIR, *group.name.split('/'))
+
+
 def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn) -> None:
-    directory = pretrain_dir(config, workdir)
-    if is_finished(directory):
-        logging.info('study: pre-training finished earlier (%s); reusing it.', directory)
+    """Every pre-training (one group of `study.pretrain_seeds` runs) unless finished."""
+    directories = pretrain_dirs(config, workdir)
+    if all(is_finished(d) for d in directories):
+        logging.info('study: pre-training finished earlier (%s); reusing it.', directories[0])
         return
     if config.study.get('pretrained_workdir'):
         raise FileNotFoundError(
-            f'config.study.pretrained_workdir={directory} has no {RESULTS_FILE}: that '
+            f'config.study.pretrained_workdir={directories[0]} has no {RESULTS_FILE}: that '
             "pre-training run did not finish. Finish it, or set the field to '' to pre-train "
             'inside the study workdir.'
         )
-    logging.info('study: pre-training on %s in %s', config.study.pretrain.data.name, directory)
-    run_fn(pretrain_config(config), directory)
+    from unet_jax.groups import Run
+
+    logging.info('study: pre-training on %s in %s', config.study.pretrain.data.name, directories)
+    runs = [
+        Run(pretrain_config(config, i), d, name=os.path.basename(d))
+        for i, d in enumerate(directories)
+    ]
+    directory = os.path.join(workdir, GROUPS_DIR, PRETRAIN_DIR)
+    outcome = run_fn(runs, directory, PRETRAIN_DIR)
+    for d in directories:
+        if isinstance(outcome.get(d), Exception):
+            raise outcome[d]
+    if all(is_finished(d) for d in directories):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def prepare_data(data_config: ml_collections.ConfigDict, *, in_channels: int) -> None:
@@ -321,72 +478,110 @@ def prepare_targets(
         prepare_fn(point_config(config, point, workdir).data)
 
 
-def run_point(
-    config: ml_collections.ConfigDict, workdir: str, point: SweepPoint, run_fn: RunFn
-) -> bool:
-    """Trains one run unless finished; on failure writes error.txt there and re-raises."""
-    directory = run_dir(workdir, point.run)
-    if is_finished(directory):
-        return False
-    if point.family != 'scratch' and not is_finished(pretrain_dir(config, workdir)):
-        raise FileNotFoundError(
-            f'sweep point {point.index} ({point.name}) starts from the pre-trained weights, '
-            f'but {pretrain_dir(config, workdir)} has no {RESULTS_FILE}. Run '
-            '--sweep_index=pretrain first (launch/sweep.py and the whole-study run do).'
+def _record_failure(directory: str, point: SweepPoint, error: BaseException) -> None:
+    text = ''.join(traceback.format_exception(type(error), error, error.__traceback__))
+    io_utils.write_text_atomically(
+        os.path.join(directory, ERROR_FILE), f'sweep point {point.index}: {point.name}\n\n{text}'
+    )
+
+
+def run_group(
+    config: ml_collections.ConfigDict, workdir: str, group: RunGroup, run_fn: RunFn
+) -> dict[str, list[str]]:
+    """Trains a group's unfinished runs; each failed run gets error.txt in its folder.
+
+    Returns {'trained': run names, 'failed': run names}. The group's checkpoint folder is
+    removed once every run of it is finished.
+    """
+    from unet_jax.groups import Run
+
+    pending = [p for p in group.runs if not is_finished(run_dir(workdir, p.run))]
+    state_dir = group_dir(workdir, group)
+    if not pending:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        return {'trained': [], 'failed': []}
+    dirs = pretrain_dirs(config, workdir)
+    for point in pending:
+        if point.pretrain_index is not None and not is_finished(dirs[point.pretrain_index]):
+            raise FileNotFoundError(
+                f'group {group.index} ({group.name}) starts from the pre-trained weights, but '
+                f'{dirs[point.pretrain_index]} has no {RESULTS_FILE}. Run '
+                '--sweep_index=pretrain first (launch/sweep.py and the whole-study run do).'
+            )
+        os.makedirs(run_dir(workdir, point.run), exist_ok=True)
+        if os.path.exists(os.path.join(run_dir(workdir, point.run), ERROR_FILE)):
+            os.remove(os.path.join(run_dir(workdir, point.run), ERROR_FILE))
+    runs = [
+        Run(
+            point_config(config, p, workdir),
+            run_dir(workdir, p.run),
+            name=p.run,
+            extra={
+                'pretrain': None
+                if p.pretrain_index is None
+                else {'dir': dirs[p.pretrain_index], 'index': p.pretrain_index}
+            },
         )
-    os.makedirs(directory, exist_ok=True)
-    error_path = os.path.join(directory, ERROR_FILE)
-    if os.path.exists(error_path):
-        os.remove(error_path)
+        for p in group.runs
+    ]
     try:
-        run_fn(point_config(config, point, workdir), directory)
-    except Exception:
-        io_utils.write_text_atomically(
-            error_path, f'sweep point {point.index}: {point.name}\n\n' + traceback.format_exc()
-        )
+        outcome = run_fn(runs, state_dir, group.name)
+    except Exception as error:
+        for point in pending:
+            _record_failure(run_dir(workdir, point.run), point, error)
         raise
-    return True
+    trained, failed = [], []
+    for point in pending:
+        result = outcome.get(run_dir(workdir, point.run))
+        if isinstance(result, Exception):
+            _record_failure(run_dir(workdir, point.run), point, result)
+            failed.append(point.run)
+        elif is_finished(run_dir(workdir, point.run)):
+            trained.append(point.run)
+    if all(is_finished(run_dir(workdir, p.run)) for p in group.runs):
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return {'trained': trained, 'failed': failed}
 
 
 def run_study(
     config: ml_collections.ConfigDict, workdir: str, sweep: Sweep, run_fn: RunFn
 ) -> dict[str, list[str]]:
-    """Every unfinished run in index order; a failure is recorded and the study goes on."""
+    """Every unfinished group in index order; a failure is recorded and the study goes on."""
     total = len(sweep.runs)
     done = [p.run for p in sweep.runs if is_finished(run_dir(workdir, p.run))]
-    failed, trained, durations = [], [], []
+    failed, trained = [], []
     logging.info(
-        'study: %d runs (%d names), %d finished earlier.', total, len(sweep.points), len(done)
+        'study: %d runs (%d names) in %d groups, %d finished earlier.',
+        total,
+        len(sweep.points),
+        len(sweep.groups),
+        len(done),
     )
-    for point in sweep.runs:
-        if is_finished(run_dir(workdir, point.run)):
+    progress = io_utils.Progress(total, done=len(done), unit='runs')
+    for group in sweep.groups:
+        if all(is_finished(run_dir(workdir, p.run)) for p in group.runs):
             continue
-        start = time.time()
         try:
-            run_point(config, workdir, point, run_fn)
-        except Exception as e:  # recorded in error.txt; the other points still run
-            failed.append(point.run)
+            outcome = run_group(config, workdir, group, run_fn)
+        except Exception as e:  # recorded in error.txt; the other groups still run
+            outcome = {'trained': [], 'failed': [p.run for p in group.runs]}
+            logging.error('study: group %d (%s) failed: %s', group.index, group.name, e)
+        trained += outcome['trained']
+        done += outcome['trained']
+        failed += outcome['failed']
+        for name in outcome['failed']:
             logging.error(
-                'study: point %d (%s) failed: %s (see %s)',
-                point.index,
-                point.name,
-                e,
-                os.path.join(run_dir(workdir, point.run), ERROR_FILE),
+                'study: %s failed (see %s)',
+                name,
+                os.path.join(run_dir(workdir, name), ERROR_FILE),
             )
-        else:
-            done.append(point.run)
-            trained.append(point.run)
-        durations.append(time.time() - start)
-        remaining = total - len(done) - len(failed)
-        eta = sum(durations) / len(durations) * remaining
         logging.info(
-            'study: %d/%d runs done, %d failed; last %s took %.0f s; ETA %s',
-            len(done),
-            total,
+            'study: group %d/%d (%s): %s; %d failed',
+            group.index + 1,
+            len(sweep.groups),
+            group.name,
+            progress.line(len(done) + len(failed)),
             len(failed),
-            point.name,
-            durations[-1],
-            io_utils.format_duration(eta),
         )
     return {'done': done, 'failed': failed, 'trained': trained}
 
@@ -399,10 +594,10 @@ def main(
     run_fn: RunFn | None = None,
     prepare_fn: PrepareFn | None = None,
 ) -> dict[str, Any]:
-    """The study from `unet_jax.main`: `sweep_index` None = everything, an int = that run,
-    'report' = only the report, 'pretrain' = pre-training (if not finished) and building every
-    target set: what launchers run before fanning out, so that parallel runs never race to
-    build the same data set."""
+    """The study from `unet_jax.main`: `sweep_index` None = everything, an int = that group of
+    runs, 'report' = only the report, 'pretrain' = pre-training (if not finished) and building
+    every target set: what launchers run before fanning out, so that parallel runs never race
+    to build the same data set."""
     from unet_jax import report  # matplotlib; only needed where a report is written
 
     os.makedirs(workdir, exist_ok=True)
@@ -410,9 +605,10 @@ def main(
     write_plan(config, workdir, sweep)
     if sweep_index == 'report':
         return {'report': report.write_report(workdir)}
-    run_fn = run_fn or default_run_fn()
+    run_fn = run_fn or default_run_fn(config)
+    needs_pretraining = any(p.pretrain_index is not None for p in sweep.runs)
     if sweep_index == 'pretrain':
-        if any(p.family != 'scratch' for p in sweep.runs):
+        if needs_pretraining:
             run_pretrain(config, workdir, run_fn)
         prepare_targets(
             config,
@@ -422,14 +618,18 @@ def main(
         )
         return {}
     if sweep_index is not None:
-        index = _parse_index(sweep_index, len(sweep.runs))
-        point = sweep.runs[index]
-        logging.info('study: run %d/%d: %s', index, len(sweep.runs), point.name)
-        trained = run_point(config, workdir, point, run_fn)
-        if not trained:
-            logging.info('study: %s finished earlier; nothing to do.', point.name)
-        return {'trained': [point.run] if trained else []}
-    if any(p.family != 'scratch' for p in sweep.runs):
+        group = sweep.groups[_parse_index(sweep_index, len(sweep.groups))]
+        logging.info('study: group %d/%d: %s', group.index, len(sweep.groups), group.name)
+        outcome = run_group(config, workdir, group, run_fn)
+        if not outcome['trained'] and not outcome['failed']:
+            logging.info('study: %s finished earlier; nothing to do.', group.name)
+        if outcome['failed']:
+            raise RuntimeError(
+                f'study: run(s) {", ".join(outcome["failed"])} of group {group.name} failed; '
+                'their error.txt says why.'
+            )
+        return outcome
+    if needs_pretraining:
         run_pretrain(config, workdir, run_fn)
     outcome = run_study(config, workdir, sweep, run_fn)
     outcome['report'] = report.write_report(workdir)
@@ -444,16 +644,17 @@ def main(
     return outcome
 
 
-def _parse_index(sweep_index: int | str, num_runs: int) -> int:
+def _parse_index(sweep_index: int | str, num_groups: int) -> int:
     try:
         index = int(sweep_index)
     except ValueError:
         raise ValueError(
-            f"--sweep_index={sweep_index!r}: expected an integer run index, 'pretrain' or 'report'."
+            f"--sweep_index={sweep_index!r}: expected an integer group index, 'pretrain' or "
+            "'report'."
         ) from None
-    if not 0 <= index < num_runs:
+    if not 0 <= index < num_groups:
         raise ValueError(
-            f'--sweep_index={index} is out of range: this study has {num_runs} '
-            f'runs (0..{num_runs - 1}); see study.json or launch/sweep.py --dry-run.'
+            f'--sweep_index={index} is out of range: this study has {num_groups} groups of '
+            f'runs (0..{num_groups - 1}); see study.json or launch/sweep.py --dry-run.'
         )
     return index
