@@ -16,20 +16,27 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, train
+from unet_jax import checkpoint, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def final_params(workdir: str) -> dict:
+def best_variables(workdir: str, collection: str = 'params') -> dict:
+    """The run's best params (or BatchNorm statistics), as written into its best/ folder."""
+    variables, _ = checkpoint.load_variables(workdir)
+    return traverse_util.flatten_dict(variables[collection], sep='/')
+
+
+def latest_trained(workdir: str) -> dict:
+    """The trained params of the group checkpoint's last step (run axis first)."""
     manager = checkpoint.create_manager(os.path.join(workdir, checkpoint.LATEST_DIR))
     tree, _ = checkpoint.restore_numpy(manager)
     manager.close()
-    return traverse_util.flatten_dict(tree['params'], sep='/')
+    return traverse_util.flatten_dict(tree['state']['trainable'], sep='/')
 
 
 def initial_params(config) -> dict:
-    model = train.models.create_model(config.model)
+    model = models.create_model(config.model)
     return traverse_util.flatten_dict(train.initial_variables(model, config)['params'], sep='/')
 
 
@@ -57,7 +64,7 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
     assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))
     assert np.load(tmp_path / 'predictions.npz')['prob'].shape == (2, 32, 32, 1)
 
-    before, after = initial_params(config), final_params(str(tmp_path))
+    before, after = initial_params(config), best_variables(str(tmp_path))
     trained_blocks = {'enc0', 'dec0'}
     for path, value in before.items():
         if path.split('/')[0] in trained_blocks:
@@ -71,7 +78,7 @@ def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
         **{'finetune.train': '@head', 'optimizer.name': 'adamw', 'optimizer.weight_decay': 0.5}
     )
     train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
-    before, after = initial_params(config), final_params(str(tmp_path))
+    before, after = initial_params(config), best_variables(str(tmp_path))
     for path, value in before.items():
         assert np.array_equal(value, after[path]) == (not path.startswith('head/')), path
 
@@ -79,10 +86,8 @@ def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
 def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'model.norm': 'batch'})
     train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
-    manager = checkpoint.create_manager(os.path.join(str(tmp_path), checkpoint.LATEST_DIR))
-    tree, _ = checkpoint.restore_numpy(manager)
-    stats = traverse_util.flatten_dict(tree['batch_stats'], sep='/')
-    model = train.models.create_model(config.model)
+    stats = best_variables(str(tmp_path), 'batch_stats')
+    model = models.create_model(config.model)
     initial = traverse_util.flatten_dict(
         train.initial_variables(model, config)['batch_stats'], sep='/'
     )
@@ -109,8 +114,10 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
 def test_batch_not_divisible_by_devices_is_explained():
     two_devices = types.SimpleNamespace(size=2)
     train.check_batch_size(4, two_devices)
-    with pytest.raises(ValueError, match=r'batch_size=5 is not divisible by the 2 devices'):
+    with pytest.raises(ValueError, match=r'batch_size=5 must be a positive multiple of the 2 device'):
         train.check_batch_size(5, two_devices)
+    with pytest.raises(ValueError, match=r"batch_size=0 must be a positive multiple"):
+        train.check_batch_size(0, two_devices)
 
 
 def test_batch_order_is_keyed_by_step():
@@ -131,7 +138,7 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
     train.train_and_evaluate(ft, str(tmp_path / 'ft'), splits=tiny.disk_splits())
     best, _ = checkpoint.load_variables(str(pre))
     loaded = traverse_util.flatten_dict(best['params'], sep='/')
-    after = final_params(str(tmp_path / 'ft'))
+    after = best_variables(str(tmp_path / 'ft'))
     assert all(np.array_equal(loaded[p], after[p]) for p in loaded if not p.startswith('head/'))
 
     wider = tiny.tiny_config(**{'init_from': str(pre), 'model.base_width': 8})
@@ -153,7 +160,7 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
             'finetune.train': '@none',
         }
     )
-    model = train.models.create_model(two_classes.model)
+    model = models.create_model(two_classes.model)
     init = train.load_init_from(train.initial_variables(model, two_classes), two_classes)
     assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
 
@@ -190,7 +197,7 @@ def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
 def test_two_devices_give_the_same_params_as_one(tmp_path):
     run_tiny(tmp_path / 'one', 6, devices=1)
     run_tiny(tmp_path / 'two', 6, devices=2)
-    one, two = final_params(str(tmp_path / 'one')), final_params(str(tmp_path / 'two'))
+    one, two = best_variables(str(tmp_path / 'one')), best_variables(str(tmp_path / 'two'))
     assert one.keys() == two.keys()
     for path in one:
         np.testing.assert_allclose(one[path], two[path], atol=1e-5, err_msg=path)
@@ -213,12 +220,10 @@ def test_resume_after_sigkill_gives_identical_params(tmp_path):
     assert not (tmp_path / 'killed' / 'results.json').exists(), 'run ended before the kill'
 
     run_tiny(tmp_path / 'killed', steps, every=10)
-    straight, resumed = (
-        final_params(str(tmp_path / 'straight')),
-        final_params(str(tmp_path / 'killed')),
-    )
-    for path in straight:
-        assert np.array_equal(straight[path], resumed[path]), path
+    for read in (best_variables, latest_trained):
+        straight, resumed = read(str(tmp_path / 'straight')), read(str(tmp_path / 'killed'))
+        for path in straight:
+            assert np.array_equal(straight[path], resumed[path]), path
     results = [
         json.loads((tmp_path / run / 'results.json').read_text()) for run in ('straight', 'killed')
     ]

@@ -240,7 +240,7 @@ def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_ax
     return new_state, summary
 
 
-def eval_step(trainable, batch_stats, frozen, batch, *, model, frozen_axis, config):
+def eval_step(trainable, batch_stats, frozen, batch, *, model, frozen_axis, num_runs, config):
     """Per-image loss and pixel counts [runs, batch], and probabilities, of one eval batch."""
 
     def run_eval(trainable, batch_stats, frozen):
@@ -257,7 +257,10 @@ def eval_step(trainable, batch_stats, frozen, batch, *, model, frozen_axis, conf
         counts = metrics.overlap_counts((logits > 0).astype(jnp.float32), batch['mask'])
         return {'loss': loss, **counts}, jax.nn.sigmoid(logits)
 
-    return jax.vmap(run_eval, in_axes=(0, 0, frozen_axis))(trainable, batch_stats, frozen)
+    # axis_size: a group that trains nothing may hold no array with the run axis at all.
+    return jax.vmap(run_eval, in_axes=(0, 0, frozen_axis), axis_size=num_runs)(
+        trainable, batch_stats, frozen
+    )
 
 
 @jax.jit
@@ -456,9 +459,15 @@ def train_group(
         group.open_writers(fresh=int(state.step) == 0)
     config, num_steps, first_step = group.config, group.config.num_train_steps, int(state.step)
     eval_program = compiled(
-        _program_key('eval', config, frozen_axis),
+        _program_key('eval', config, frozen_axis, len(members)),
         lambda: jax.jit(
-            functools.partial(eval_step, model=group.model, frozen_axis=frozen_axis, config=config)
+            functools.partial(
+                eval_step,
+                model=group.model,
+                frozen_axis=frozen_axis,
+                num_runs=len(members),
+                config=config,
+            )
         ),
         (*_eval_params(best, frozen), val_batches[0]),
         watch,
@@ -495,7 +504,7 @@ def train_group(
         rngs = jax.device_put(rngs, sharding['replicated'])
         first_batch = jax.device_put(group.batch(first_step), sharding['batch'])
         step_program = compiled(
-            _program_key('step', config, group.plan.frozen_units, frozen_axis),
+            _program_key('step', config, group.plan.frozen_units, frozen_axis, len(members)),
             lambda: jax.jit(
                 functools.partial(
                     train_step,
