@@ -37,15 +37,25 @@ def fake_dice(config: ml_collections.ConfigDict) -> float:
 
 
 class FakeTrainer:
-    """Stands in for train.train_and_evaluate: writes a results.json of the contract's schema
-    (atomically, last) and predictions.npz; records every call; can fail or be 'killed'."""
+    """Stands in for train.train_group: writes, for each unfinished run of a group, a
+    results.json of the contract's schema (atomically, last) and predictions.npz; records every
+    run it trains; can fail a run or be 'killed' at its n-th run."""
 
     def __init__(self, fail_on=(), kill_on_call=None):
         self.calls = []
+        self.groups = []
         self.fail_on = set(fail_on)
         self.kill_on_call = kill_on_call
 
-    def __call__(self, config, workdir):
+    def __call__(self, runs, group_dir, name):
+        self.groups.append((name, [r.workdir for r in runs]))
+        outcome = {}
+        for run in runs:
+            if not study.is_finished(run.workdir):
+                outcome[run.workdir] = self.train(run.config, run.workdir)
+        return outcome
+
+    def train(self, config, workdir):
         self.calls.append(workdir)
         os.makedirs(workdir, exist_ok=True)
         if self.kill_on_call is not None and len(self.calls) == self.kill_on_call:
@@ -61,6 +71,9 @@ class FakeTrainer:
             precision=dice,
             recall=dice,
             hd95=10 * (1 - dice),
+            num_lesion=1,
+            num_normal=0,
+            normal_fp_rate=None,
         )
         rng = np.random.default_rng(len(self.calls))
         masks = (rng.random((3, 8, 8, 1)) > 0.5).astype(np.float32)
@@ -80,7 +93,10 @@ class FakeTrainer:
             num_train_examples=config.data.num_train,
             val=metrics,
             test=metrics,
-            test_per_image=dict(ids=['a'], dice=[dice], iou=[dice], hd95=[1.0]),
+            test_per_image=dict(
+                ids=['a'], dice=[dice], iou=[dice], hd95=[1.0], lesion=[True], pred_pixels=[3]
+            ),
+            val_curve=dict(step=[1], dice=[dice]),
             params=dict(trained=1, frozen=1, total=2, trained_fraction=0.5),
             step_time_s=0.01,
             wall_time_s=1.0,
@@ -240,10 +256,10 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
     assert fake.calls == [
         study.run_dir(workdir, 'us/n16/s0/scratch'),
-        study.pretrain_dir(config, workdir),
+        study.pretrain_dirs(config, workdir)[0],
         study.run_dir(workdir, 'us/n16/s0/full'),
     ]
-    with pytest.raises(ValueError, match=r'out of range.*2 runs'):
+    with pytest.raises(ValueError, match=r'out of range.*2 groups'):
         study.main(config, workdir, sweep_index='7', run_fn=fake)
     with pytest.raises(ValueError, match="'pretrain' or 'report'"):
         study.main(config, workdir, sweep_index='all', run_fn=fake)
