@@ -114,9 +114,11 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
 def test_batch_not_divisible_by_devices_is_explained():
     two_devices = types.SimpleNamespace(size=2)
     train.check_batch_size(4, two_devices)
-    with pytest.raises(ValueError, match=r'batch_size=5 must be a positive multiple of the 2 device'):
+    with pytest.raises(
+        ValueError, match=r'batch_size=5 must be a positive multiple of the 2 device'
+    ):
         train.check_batch_size(5, two_devices)
-    with pytest.raises(ValueError, match=r"batch_size=0 must be a positive multiple"):
+    with pytest.raises(ValueError, match=r'batch_size=0 must be a positive multiple'):
         train.check_batch_size(0, two_devices)
 
 
@@ -228,3 +230,52 @@ def test_resume_after_sigkill_gives_identical_params(tmp_path):
         json.loads((tmp_path / run / 'results.json').read_text()) for run in ('straight', 'killed')
     ]
     assert results[0]['test'] == results[1]['test']
+
+
+def seeded_splits(config) -> dict:
+    """Disk data whose training subset depends on data.subset_seed, as the pipeline's does."""
+    splits = tiny.disk_splits()
+    train_split = tiny.disk_split(12, seed=0)
+    keep = np.random.default_rng(config.data.subset_seed).permutation(12)[:8]
+    splits['train'] = train.pipeline.Split(
+        train_split.image[keep], train_split.mask[keep], [train_split.ids[i] for i in keep]
+    )
+    return splits
+
+
+@pytest.mark.parametrize('spec,num_pretrain', [('@all', 0), ('dec0,head', 1), ('dec0,head', 2)])
+def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pretrain):
+    """Scratch (everything trains, nothing shared), a pre-trained frozen spec (the frozen
+    params shared by the group) and two pre-trainings (frozen params per run): each seed's
+    best params within 1e-5 of its run alone."""
+    pretrained = [str(tmp_path / f'pre{i}') for i in range(num_pretrain)]
+    for i, directory in enumerate(pretrained):
+        train.train_and_evaluate(tiny.tiny_config(seed=i), directory, splits=tiny.disk_splits())
+
+    def config(seed):
+        overrides = {'seed': seed, 'data.subset_seed': seed, 'finetune.train': spec}
+        overrides['init_from'] = pretrained[seed % num_pretrain] if pretrained else ''
+        return tiny.tiny_config(**overrides)
+
+    seeds = (0, 1, 2)
+    runs = [train.Run(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds]
+    outcome = train.train_group(
+        runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits
+    )
+    assert all(isinstance(outcome[r.workdir], dict) for r in runs)
+    for s, run in zip(seeds, runs):
+        alone = str(tmp_path / 'alone' / f's{s}')
+        expected = train.train_and_evaluate(config(s), alone, splits=seeded_splits(config(s)))
+        grouped = json.loads((tmp_path / 'group' / f's{s}' / 'results.json').read_text())
+        assert grouped['group'] == {'name': 'g', 'size': 3} and expected['group']['size'] == 1
+        assert grouped['best_step'] == expected['best_step']
+        np.testing.assert_allclose(
+            grouped['val_curve']['dice'], expected['val_curve']['dice'], atol=1e-5
+        )
+        one, many = best_variables(alone), best_variables(run.workdir)
+        assert one.keys() == many.keys()
+        for path in one:
+            np.testing.assert_allclose(one[path], many[path], atol=1e-5, err_msg=f's{s} {path}')
+    # Seeds differ (own init or subset, order and augmentation): the runs are not copies.
+    first, second = best_variables(runs[0].workdir), best_variables(runs[1].workdir)
+    assert any(not np.allclose(first[p], second[p]) for p in first)
