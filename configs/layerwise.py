@@ -108,6 +108,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # once (1 = one run at a time; 0 = as many as fit group_memory_mb, from the config).
     study.group_size = 0
     study.group_memory_mb = 4096
+    # How a group steps its runs: 'vmap' (all in one program), 'loop' (one after another through
+    # a single-run program; faster on CPU), 'auto' (loop on CPU, vmap on accelerators).
+    study.vectorize = 'auto'
     # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
     study.pretrain_seeds = 1
     # Scratch trains this many times the steps of the other families (it starts from nothing).

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, models, train
+from unet_jax import checkpoint, groups, layers, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,6 +64,15 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
     assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))
     assert np.load(tmp_path / 'predictions.npz')['prob'].shape == (2, 32, 32, 1)
 
+    assert on_disk['test']['num_lesion'] == 5 and on_disk['test']['normal_fp_rate'] is None
+    assert on_disk['test_per_image']['lesion'] == [True] * 5
+    assert on_disk['val_curve']['step'] == [3, 6] and len(on_disk['val_curve']['dice']) == 2
+    assert on_disk['pretrain'] is None and on_disk['group'] == {'name': tmp_path.name, 'size': 1}
+    time = on_disk['time']
+    assert set(time) == {f'{k}_s' for k in groups.TIME_SECTIONS + ('wall',)}
+    assert sum(v for k, v in time.items() if k != 'wall_s') <= time['wall_s']
+    assert on_disk['wall_time_s'] == time['wall_s']
+
     before, after = initial_params(config), best_variables(str(tmp_path))
     trained_blocks = {'enc0', 'dec0'}
     for path, value in before.items():
@@ -71,6 +80,23 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
             assert not np.array_equal(value, after[path]), f'{path} should have trained'
         else:
             assert np.array_equal(value, after[path]), f'{path} should be bit-identical'
+
+
+def test_training_flops_are_the_registry_model_times_batch_and_steps(tmp_path):
+    config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'num_train_steps': 4})
+    cost = train.train_and_evaluate(config, str(tmp_path / 'a'), splits=tiny.disk_splits())['cost']
+    registry = layers.build_registry(
+        models.create_model(config.model), image_size=32, in_channels=1
+    )
+    units = registry.expand(['dec0', 'head'])
+    assert cost['step_flops_per_image'] == registry.train_step_flops(units)
+    assert cost['forward_flops_per_image'] == registry.forward_flops()
+    assert cost['train_flops'] == registry.train_step_flops(units) * 4 * 4  # batch 4, 4 steps
+    assert cost['step_flops_per_image'] < registry.train_step_flops(registry.unit_names)
+
+    none = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0})
+    cost = train.train_and_evaluate(none, str(tmp_path / 'b'), splits=tiny.disk_splits())['cost']
+    assert cost['train_flops'] == 0 and cost['num_steps'] == 0
 
 
 def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
@@ -260,7 +286,7 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
     seeds = (0, 1, 2)
     runs = [train.Run(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds]
     outcome = train.train_group(
-        runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits
+        runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits, vectorize='vmap'
     )
     assert all(isinstance(outcome[r.workdir], dict) for r in runs)
     for s, run in zip(seeds, runs):

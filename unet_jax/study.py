@@ -396,7 +396,8 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         ],
     }
     path = os.path.join(workdir, PLAN_FILE)
-    io_utils.write_text_atomically(path, json.dumps(_plain(plan), indent=1))
+    if is_chief():
+        io_utils.write_text_atomically(path, json.dumps(_plain(plan), indent=1))
     return path
 
 
@@ -425,6 +426,7 @@ def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
             splits_fn=splits,
             checkpoint_every_secs=config.study.get('checkpoint_every_secs', 0.0),
             final_checkpoint=False,
+            vectorize=config.study.get('vectorize', 'auto'),
         )
 
     return run
@@ -432,6 +434,24 @@ def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
 
 def group_dir(workdir: str, group: RunGroup) -> str:
     return os.path.join(workdir, GROUPS_DIR, *group.name.split('/'))
+
+
+def is_chief() -> bool:
+    """Only process 0 of a multi-process run writes and deletes the study's files."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def remove_group_state(directory: str) -> None:
+    """Deletes a group's checkpoint folder once its runs are written, and empty folders above."""
+    if not is_chief():
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        os.removedirs(os.path.dirname(directory))  # stops at the first folder that is not empty
+    except OSError:
+        pass
 
 
 def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn) -> None:
@@ -459,7 +479,7 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
         if isinstance(outcome.get(d), Exception):
             raise outcome[d]
     if all(is_finished(d) for d in directories):
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_group_state(directory)
 
 
 def prepare_data(data_config: ml_collections.ConfigDict, *, in_channels: int) -> None:
@@ -479,6 +499,8 @@ def prepare_targets(
 
 
 def _record_failure(directory: str, point: SweepPoint, error: BaseException) -> None:
+    if not is_chief():
+        return
     text = ''.join(traceback.format_exception(type(error), error, error.__traceback__))
     io_utils.write_text_atomically(
         os.path.join(directory, ERROR_FILE), f'sweep point {point.index}: {point.name}\n\n{text}'
@@ -498,7 +520,7 @@ def run_group(
     pending = [p for p in group.runs if not is_finished(run_dir(workdir, p.run))]
     state_dir = group_dir(workdir, group)
     if not pending:
-        shutil.rmtree(state_dir, ignore_errors=True)
+        remove_group_state(state_dir)
         return {'trained': [], 'failed': []}
     dirs = pretrain_dirs(config, workdir)
     for point in pending:
@@ -539,7 +561,7 @@ def run_group(
         elif is_finished(run_dir(workdir, point.run)):
             trained.append(point.run)
     if all(is_finished(run_dir(workdir, p.run)) for p in group.runs):
-        shutil.rmtree(state_dir, ignore_errors=True)
+        remove_group_state(state_dir)
     return {'trained': trained, 'failed': failed}
 
 

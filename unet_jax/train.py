@@ -45,6 +45,7 @@ import optax
 from unet_jax import checkpoint, freeze, io_utils, layout, metrics
 from unet_jax.data import augment, pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
+from unet_jax.lanes import Lanes, lane_width
 
 __all__ = ['NonFiniteLossError', 'Run', 'batch_indices', 'train_and_evaluate', 'train_group']
 
@@ -263,16 +264,6 @@ def eval_step(trainable, batch_stats, frozen, batch, *, model, frozen_axis, num_
     )
 
 
-@jax.jit
-def keep_best(best: Any, candidate: Any, improved: jax.Array) -> Any:
-    """`candidate` where a run improved, else `best` (per run, on device)."""
-
-    def pick(b, c):
-        return jnp.where(improved.reshape((-1,) + (1,) * (b.ndim - 1)), c, b)
-
-    return jax.tree.map(pick, best, candidate)
-
-
 # ----------------------------------------------------------------------------- programs
 
 # Compiled programs of this process, keyed by what determines them (config fields, freeze
@@ -305,10 +296,46 @@ def compiled(key: tuple, build: Callable[[], Any], args: tuple, watch: io_utils.
     return program
 
 
-def _program_key(kind: str, config, *extra) -> tuple:
-    fields = ('model', 'loss') if kind == 'eval' else _STEP_FIELDS
-    described = json.dumps({f: _plain(config[f]) for f in fields}, sort_keys=True, default=str)
-    return (kind, config.data.image_size, described, *extra)
+class Programs:
+    """The compiled step and evaluation of a group's lanes, from the process's cache."""
+
+    def __init__(self, group: Group, tx, frozen_axis: int | None, width: int, watch):
+        self.group, self.tx, self.frozen_axis, self.width, self.watch = (
+            group,
+            tx,
+            frozen_axis,
+            width,
+            watch,
+        )
+
+    def _key(self, kind: str, fields: Sequence[str], *extra) -> tuple:
+        config = self.group.config
+        described = json.dumps({f: _plain(config[f]) for f in fields}, sort_keys=True, default=str)
+        return (kind, config.data.image_size, described, self.frozen_axis, self.width, *extra)
+
+    def step(self, *args):
+        group = self.group
+        build = functools.partial(
+            train_step,
+            model=group.model,
+            tx=self.tx,
+            frozen_units=group.plan.frozen_units,
+            frozen_axis=self.frozen_axis,
+            config=group.config,
+        )
+        key = self._key('step', _STEP_FIELDS, group.plan.frozen_units)
+        return compiled(key, lambda: jax.jit(build, donate_argnums=0), args, self.watch)
+
+    def evaluation(self, params: tuple, batch):
+        build = functools.partial(
+            eval_step,
+            model=self.group.model,
+            frozen_axis=self.frozen_axis,
+            num_runs=self.width,
+            config=self.group.config,
+        )
+        key = self._key('eval', ('model', 'loss'))
+        return compiled(key, lambda: jax.jit(build), (*params, batch), self.watch)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -318,27 +345,12 @@ def device_batches(split: pipeline.Split, batch_size: int, sharding) -> list[dic
     """The split as padded batches on device (put there once per group, not per evaluation)."""
     batches = []
     for start in range(0, len(split), batch_size):
-        image, mask = (
-            split.image[start : start + batch_size],
-            split.mask[start : start + batch_size],
-        )
+        image = split.image[start : start + batch_size]
+        mask = split.mask[start : start + batch_size]
         pad = ((0, batch_size - len(image)), (0, 0), (0, 0), (0, 0))
-        batches.append(
-            jax.device_put({'image': np.pad(image, pad), 'mask': np.pad(mask, pad)}, sharding)
-        )
+        batch = {'image': np.pad(image, pad), 'mask': np.pad(mask, pad)}
+        batches.append(jax.device_put(batch, sharding))
     return batches
-
-
-def evaluate(program, params: tuple, batches, num: int, *, with_probs: bool = False):
-    """Per-image stats {loss, tp, pred, true: [runs, num]} (and probabilities) of a split."""
-    outs = [program(*params, batch) for batch in batches]
-    stats = {
-        key: np.concatenate([np.asarray(o[0][key]) for o in outs], axis=1)[:, :num]
-        for key in outs[0][0]
-    }
-    if not with_probs:
-        return stats, None
-    return stats, np.concatenate([np.asarray(o[1]) for o in outs], axis=1)[:, :num]
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -413,134 +425,104 @@ def train_group(
     splits_fn: SplitsFn | None = None,
     checkpoint_every_secs: float = 0.0,
     final_checkpoint: bool = True,
+    vectorize: str = 'auto',
 ) -> dict[str, dict[str, Any] | Exception]:
     """Trains the unfinished runs of a group together and writes each run's folder.
 
     The group's checkpoint lives in `group_dir/checkpoints` (a run's own folder for a group of
     one). It is saved every `config.checkpoint_every_steps`, but not sooner than
     `checkpoint_every_secs` after the previous save, and at the end unless `final_checkpoint`
-    is False (a study deletes a group's state once its runs are written). Returns {workdir:
-    results, or the exception that ended that run} for the runs it finished; a run that
-    diverged does not stop the others.
+    is False (a study deletes a group's state once its runs are written). `vectorize` says
+    how many runs one program steps (unet_jax.lanes). Returns {workdir: results, or the
+    exception that ended that run} for the runs it finished; a run that diverged does not stop
+    the others.
     """
     start, watch = time.time(), io_utils.Stopwatch()
     members = choose_members(runs, group_dir)
     if not members:
         return {}
-    splits_fn = splits_fn or (
-        lambda c: pipeline.load_splits(c.data, in_channels=c.model.in_channels)
-    )
     with watch('setup'):
-        group = Group.create(members, group_dir, splits_fn, name=name, watch=watch, start=start)
+        group = Group.create(
+            members, group_dir, splits_fn or _load_splits, name=name, watch=watch, start=start
+        )
+        config, num_steps = group.config, group.config.num_train_steps
         mesh = create_mesh()
-        check_batch_size(group.config.batch_size, mesh)
-        sharding = {
-            'replicated': NamedSharding(mesh, PartitionSpec()),
-            'batch': NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)),
-            'eval': NamedSharding(mesh, PartitionSpec(DATA_AXIS)),
-        }
-        tx = create_train_tx(group.config)
+        check_batch_size(config.batch_size, mesh)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+        tx = create_train_tx(config)
         state, frozen, frozen_axis = create_train_state(
             [m.config for m in members], model=group.model, plan=group.plan, tx=tx
         )
-        state, frozen = jax.device_put((state, frozen), sharding['replicated'])
-        best = jax.tree.map(jnp.copy, variables_of(state))
+        width = lane_width(len(members), vectorize)
+        lanes = Lanes(state, frozen, frozen_axis, width, replicated)
         manager = checkpoint.create_manager(os.path.join(group_dir, checkpoint.LATEST_DIR))
         if manager.latest_step() is not None:
-            restored, ledger = checkpoint.restore(manager, {'state': state, 'best': best})
-            state, best = restored['state'], restored['best']
+            restored, ledger = checkpoint.restore(manager, jax.device_put(lanes.joined()))
+            lanes.load(restored['state'], restored['best'])
             group.resume(ledger)
-            logging.info('%s: resumed at step %d.', group.name, int(state.step))
+            logging.info('%s: resumed at step %d.', group.name, lanes.step)
         elif jax.process_index() == 0:
             io_utils.write_text_atomically(
                 os.path.join(group_dir, GROUP_FILE), json.dumps({'members': group.labels})
             )
-        val_batches = device_batches(group.val, group.eval_batch_size, sharding['eval'])
-        group.open_writers(fresh=int(state.step) == 0)
-    config, num_steps, first_step = group.config, group.config.num_train_steps, int(state.step)
-    eval_program = compiled(
-        _program_key('eval', config, frozen_axis, len(members)),
-        lambda: jax.jit(
-            functools.partial(
-                eval_step,
-                model=group.model,
-                frozen_axis=frozen_axis,
-                num_runs=len(members),
-                config=config,
-            )
-        ),
-        (*_eval_params(best, frozen), val_batches[0]),
-        watch,
-    )
+        eval_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+        val_batches = device_batches(group.val, group.eval_batch_size, eval_sharding)
+        group.open_writers(fresh=lanes.step == 0)
+    first_step = lanes.step
+    programs = Programs(group, tx, frozen_axis, width, watch)
+    eval_program = programs.evaluation(lanes.params(0, best=True), val_batches[0])
 
     def validate(step: int) -> None:
-        nonlocal best
         with watch('eval'):
-            current = variables_of(state)
-            stats, _ = evaluate(
-                eval_program, _eval_params(current, frozen), val_batches, len(group.val)
-            )
-            improved = group.record_validation(step, stats)
-            if improved.any():
-                best = keep_best(best, current, jax.device_put(improved, sharding['replicated']))
+            stats, _ = lanes.evaluate(eval_program, val_batches, len(group.val), best=False)
+            lanes.keep_best(group.record_validation(step, stats))
 
     last_save = time.time()
 
     def save_checkpoint(step: int) -> None:
         nonlocal last_save
-        if step == num_steps and not final_checkpoint:
-            return
-        if step < num_steps and time.time() - last_save < checkpoint_every_secs:
+        too_soon = step < num_steps and time.time() - last_save < checkpoint_every_secs
+        if too_soon or (step == num_steps and not final_checkpoint):
             return
         with watch('checkpoint'):
             group.ledger['time'] = group.times()
-            checkpoint.save(manager, step, {'state': state, 'best': best}, group.ledger)
+            checkpoint.save(manager, step, lanes.joined(), group.ledger)
         last_save = time.time()
 
     if num_steps == 0:
         validate(0)
     elif first_step < num_steps:
-        rngs = jnp.stack([jax.random.key(m.config.seed) for m in members])
-        rngs = jax.device_put(rngs, sharding['replicated'])
-        first_batch = jax.device_put(group.batch(first_step), sharding['batch'])
-        step_program = compiled(
-            _program_key('step', config, group.plan.frozen_units, frozen_axis, len(members)),
-            lambda: jax.jit(
-                functools.partial(
-                    train_step,
-                    model=group.model,
-                    tx=tx,
-                    frozen_units=group.plan.frozen_units,
-                    frozen_axis=frozen_axis,
-                    config=config,
-                ),
-                donate_argnums=0,
-            ),
-            (state, frozen, first_batch, rngs),
-            watch,
-        )
+        rngs = [
+            jax.device_put(
+                jnp.stack([jax.random.key(m.config.seed) for m in members[s]]), replicated
+            )
+            for s in lanes.slices
+        ]
+        put = functools.partial(jax.device_put, device=batch_sharding)
+        first_batch = put({k: v[lanes.slices[0]] for k, v in group.batch(first_step).items()})
+        step_program = programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
         learning_rate = create_learning_rate_fn(config)
         progress = io_utils.Progress(num_steps, done=first_step)
         history, interval_start = [], watch.seconds['steps']
         for step in range(first_step, num_steps):
             with watch('steps'):
-                batch = jax.device_put(group.batch(step), sharding['batch'])
-                state, summary = step_program(state, frozen, batch, rngs)
-                history.append((step, summary))
+                history.append((step, lanes.train_step(step_program, group.batch(step), rngs, put)))
             done = step + 1
             if is_due(done, config.log_every_steps, num_steps):
                 with watch('steps'):
+                    history = [(s, _join_lanes(summaries)) for s, summaries in history]
                     check_finite(history, group.ledger, group.labels)
-                    jax.block_until_ready(state.step)
+                    lanes.block()
                 seconds = (watch.seconds['steps'] - interval_start) / len(history)
                 if history[0][0] != first_step or done == num_steps:  # first: warm-up
                     group.ledger['interval_times'].append(seconds)
                 with watch('write'):
-                    extra = {
+                    rates = {
                         'learning_rate': float(learning_rate(step)),
                         'steps_per_sec': 1 / seconds,
                     }
-                    group.log_train(done, history, progress, extra)
+                    group.log_train(done, history, progress, rates)
                 history, interval_start = [], watch.seconds['steps']
                 if all(f is not None for f in group.ledger['failed']):
                     break
@@ -553,28 +535,21 @@ def train_group(
         manager.close()
     with watch('eval'):
         final = {
-            name: evaluate(
+            split_name: lanes.evaluate(
                 eval_program,
-                _eval_params(best, frozen),
-                device_batches(split, group.eval_batch_size, sharding['eval']),
+                device_batches(split, group.eval_batch_size, eval_sharding),
                 len(split),
+                best=True,
                 with_probs=True,
             )
-            for name, split in (('val', group.val), ('test', group.test))
+            for split_name, split in (('val', group.val), ('test', group.test))
         }
-    return group.finish(best, frozen, frozen_axis, final)
+    return group.finish(jax.device_get(lanes.joined()['best']), frozen, frozen_axis, final)
 
 
-def variables_of(state: TrainState) -> dict[str, Any]:
-    """The part of the state that evaluation needs (and the best-params store keeps)."""
-    return {'trainable': state.trainable, 'batch_stats': state.batch_stats}
+def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
+    return pipeline.load_splits(config.data, in_channels=config.model.in_channels)
 
 
-def _eval_params(variables: dict[str, Any], frozen: Any) -> tuple:
-    return variables['trainable'], variables['batch_stats'], frozen
-
-
-def remove_group_state(group_dir: str) -> None:
-    """Deletes a finished group's checkpoint folder (its runs' folders hold what they need)."""
-    if jax.process_index() == 0:
-        shutil.rmtree(group_dir, ignore_errors=True)
+def _join_lanes(summaries: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+    return {k: jnp.concatenate([s[k] for s in summaries]) for k in summaries[0]}
