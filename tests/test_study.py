@@ -413,7 +413,7 @@ KILL_ARGS = [
     '--config.data.num_examples=40',
     '--config.study.pretrain.data.num_examples=40',
     '--config.study.pretrain.num_train_steps=4',
-    '--config.num_train_steps=12',
+    '--config.num_train_steps=16',
     '--config.warmup_steps=1',
     '--config.eval_every_steps=4',
     '--config.checkpoint_every_steps=2',
@@ -447,29 +447,45 @@ def finished_results(workdir: str) -> dict[str, tuple[int, int]]:
     return found
 
 
+def progress_marks(workdir: str) -> int:
+    """Group checkpoint steps and results written so far: each is a moment to kill at."""
+    marks = 0
+    for folder, dirs, files in os.walk(workdir):
+        marks += study.RESULTS_FILE in files
+        if os.path.basename(folder) == 'checkpoints':
+            marks += sum(d.isdigit() for d in dirs)
+    return marks
+
+
 def test_a_grouped_study_killed_at_random_moments_does_every_run_once(tmp_path, monkeypatch):
+    """SIGKILL soon after a random checkpoint or results.json appears, three times; then
+    the study finishes, no finished run was written twice, and every result equals an
+    uninterrupted study's."""
     monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
     reference = str(tmp_path / 'reference')
-    start = time.time()
     process = start_study(reference)
     assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
-    duration = time.time() - start
 
-    killed, seen, rng = str(tmp_path / 'killed'), {}, random.Random(0)
+    killed, seen, rng, kills = str(tmp_path / 'killed'), {}, random.Random(0), 0
     for _ in range(3):
         process = start_study(killed)
-        try:
-            process.wait(timeout=rng.uniform(0.4, 0.9) * duration)
-        except subprocess.TimeoutExpired:
+        target = progress_marks(killed) + rng.randint(1, 3)
+        while process.poll() is None and progress_marks(killed) < target:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.3))
+        if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-            process.wait()
+            kills += 1
+        process.wait()
         now = finished_results(killed)
         assert all(now[run] == stamp for run, stamp in seen.items()), 'a finished run re-ran'
         seen = now
+    assert kills >= 2
     process = start_study(killed)
     assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
     final = finished_results(killed)
     assert all(final[run] == stamp for run, stamp in seen.items()), 'a finished run re-ran'
+    assert not [f for _, _, files in os.walk(killed) for f in files if f == study.ERROR_FILE]
     assert sorted(final) == sorted(finished_results(reference))
     for run in final:
         expected, got = (

@@ -83,8 +83,10 @@ class Lanes:
         ]
 
     def _lane_state(self, state, lane: slice):
+        # Every lane owns its buffers (`step` too): a lane's step donates them.
         return jax.device_put(
             state.replace(
+                step=jnp.array(state.step),
                 trainable=_take(state.trainable, lane),
                 batch_stats=_take(state.batch_stats, lane),
                 opt_state=_take(state.opt_state, lane),
