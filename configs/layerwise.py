@@ -19,7 +19,12 @@ set them once, e.g. `--config.model.base_width=32`.
 
 Arguments (big_vision style, comma-separated):
   quick                      CPU scale (the whole study in well under 30 min on 2 cores)
+  medium                     a real-data scale for 2 CPU cores: depth-4, base-8 U-Net at 96x96,
+                             5 seeds, forward order by block, every training image (use with
+                             targets=busi+jsrt,pretrain_data=ecssd,data_root=DIR)
   source=natural|ultrasound  pre-training set (synthetic natural scenes, or simulated ultrasound)
+  pretrain_data=NAME         pre-train on a real set instead (ecssd, duts, xpie, msra10k; needs
+                             data_root)
   targets=us+xray            target sets, '+'-separated: us, xray (synthetic) or real sets
                              busi, dataset_b, jsrt, montgomery, shenzhen (need data_root)
   data_root=DIR              folder holding the real sets' release folders (their manual_dir)
@@ -34,6 +39,9 @@ Examples:
   python -m unet_jax.main --config=configs/layerwise.py --workdir=runs/study
   python -m unet_jax.main --config=configs/layerwise.py:targets=busi+jsrt,data_root=/data \
       --workdir=runs/study_real
+  python -m unet_jax.main \
+      --config=configs/layerwise.py:medium,targets=busi+jsrt,pretrain_data=ecssd,data_root=/data \
+      --workdir=runs/study_medium
   python launch/sweep.py --config=configs/layerwise.py --workdir=runs/study --executor=slurm \
       --partition=gpu --gres=gpu:1
 """
@@ -50,28 +58,43 @@ SYNTHETIC_TARGETS = {
 }
 REAL_TARGETS = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen')
 SOURCES = {'natural': 'synthetic_natural', 'ultrasound': 'synthetic_ultrasound'}
+REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
+# `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of
+# the pre-training.
+MEDIUM_STEPS = 200
+MEDIUM_PRETRAIN_STEPS = 1500
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
     args = config_lib.parse_args(arg)
     quick = bool(args.pop('quick', False))
+    medium = bool(args.pop('medium', False))
+    cpu_scale = quick or medium
     source = str(args.pop('source', 'natural'))
+    pretrain_data = str(args.pop('pretrain_data', ''))
     targets = _split(args.pop('targets', 'us+xray'))
     data_root = str(args.pop('data_root', ''))
-    sizes = _split(args.pop('sizes', '16' if quick else '10+50+all'))
-    num_seeds = int(args.pop('seeds', 3))
-    orders = _split(args.pop('orders', 'forward' if quick else 'forward+level'))
-    granularities = _split(args.pop('granularities', 'block' if quick else 'block+unit'))
+    sizes = _split(args.pop('sizes', '16' if quick else 'all' if medium else '10+50+all'))
+    num_seeds = int(args.pop('seeds', 5 if medium else 3))
+    orders = _split(args.pop('orders', 'forward' if cpu_scale else 'forward+level'))
+    granularities = _split(args.pop('granularities', 'block' if cpu_scale else 'block+unit'))
     family_names = _split(args.pop('families', '+'.join(families.NAMES)))
     if args:
         raise ValueError(
-            f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, source, '
-            'targets, data_root, sizes, seeds, orders, granularities, families (see the '
-            'docstring).'
+            f'configs/layerwise.py: unknown argument(s) {sorted(args)}; valid: quick, medium, '
+            'source, pretrain_data, targets, data_root, sizes, seeds, orders, granularities, '
+            'families (see the docstring).'
         )
     if source not in SOURCES:
         raise ValueError(
             f'configs/layerwise.py: source={source!r} is not one of {sorted(SOURCES)}.'
+        )
+    if quick and medium:
+        raise ValueError('configs/layerwise.py: choose one scale, quick or medium, not both.')
+    if pretrain_data and (pretrain_data not in REAL_SOURCES or not data_root):
+        raise ValueError(
+            f'configs/layerwise.py: pretrain_data={pretrain_data!r} must be one of '
+            f'{list(REAL_SOURCES)}, with data_root=DIR (the folder holding its release folder).'
         )
 
     config = config_lib.default_config('quick' if quick else '')
@@ -83,16 +106,21 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         config.eval_every_steps = 40
         config.checkpoint_every_steps = 40
         config.log_every_steps = 40
+    elif medium:
+        _apply_medium(config)
     else:
         config.data.image_size = 128
         config.num_train_steps = 1000
         config.eval_every_steps = 100
         config.checkpoint_every_steps = 100
-    config.optimizer.learning_rate = 1e-3 if quick else 3e-4
+    config.optimizer.learning_rate = 1e-3 if cpu_scale else 3e-4
     config.finetune.granularity = 'block'
 
     study = ml_collections.ConfigDict()
-    study.pretrain = _pretrain_config(config, source=source, quick=quick)
+    study.pretrain = _pretrain_config(config, source=source, quick=quick, medium=medium)
+    if pretrain_data:
+        study.pretrain.data.name = pretrain_data
+        study.pretrain.data.manual_dir = data_root
     # A finished pre-training workdir to reuse instead of pre-training inside this study's
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
@@ -122,10 +150,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.slurm = ml_collections.ConfigDict(
         dict(
             partition='',
-            time='02:00:00' if not quick else '00:30:00',
-            gres='' if quick else 'gpu:1',
-            cpus_per_task=2 if quick else 8,
-            mem='4G' if quick else '32G',
+            time='02:00:00' if not cpu_scale else '00:30:00',
+            gres='' if cpu_scale else 'gpu:1',
+            cpus_per_task=2 if cpu_scale else 8,
+            mem='4G' if cpu_scale else '32G',
             max_parallel=0,
         )
     )
@@ -140,8 +168,21 @@ def _shared_model_and_size(config: ml_collections.ConfigDict) -> None:
     config.data.image_size = ml_collections.FieldReference(config.data.image_size)
 
 
+def _apply_medium(config: ml_collections.ConfigDict) -> None:
+    """Depth 4, base 8 at 96x96: a real-data study in about an hour on 2 CPU cores."""
+    config.model.depth = 4
+    config.model.base_width = 8
+    config.data.image_size = 96
+    config.data.num_examples = 400  # simulated targets, if chosen
+    config.num_train_steps = MEDIUM_STEPS
+    config.warmup_steps = 20
+    config.eval_every_steps = 25
+    config.checkpoint_every_steps = 50
+    config.log_every_steps = 25
+
+
 def _pretrain_config(
-    config: ml_collections.ConfigDict, *, source: str, quick: bool
+    config: ml_collections.ConfigDict, *, source: str, quick: bool, medium: bool = False
 ) -> ml_collections.ConfigDict:
     pretrain = config_lib.default_config('quick' if quick else '')
     for key in config.model:
@@ -156,6 +197,14 @@ def _pretrain_config(
         pretrain.eval_every_steps = 100
         pretrain.checkpoint_every_steps = 100
         pretrain.log_every_steps = 50
+    elif medium:
+        pretrain.data.num_examples = 1000
+        pretrain.num_train_steps = MEDIUM_PRETRAIN_STEPS
+        pretrain.warmup_steps = 50
+        pretrain.eval_every_steps = 250
+        pretrain.checkpoint_every_steps = 250
+        pretrain.log_every_steps = 50
+        pretrain.optimizer.learning_rate = 1e-3
     else:
         pretrain.data.num_examples = 5000
         pretrain.num_train_steps = 20000
