@@ -57,15 +57,24 @@ class Progress:
 
 
 class Stopwatch:
-    """Wall time per named section (compile, steps, eval, ...): `with watch('eval'): ...`."""
+    """Wall time per named section (compile, steps, eval, ...): `with watch('eval'): ...`.
+
+    Sections nest without counting twice: a section's time excludes the sections inside it
+    (a compilation during an evaluation counts as compilation).
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = collections.defaultdict(float)
+        self._nested: list[float] = []  # per open section: the time of sections inside it
 
     @contextlib.contextmanager
     def __call__(self, section: str):
         start = time.perf_counter()
+        self._nested.append(0.0)
         try:
             yield
         finally:
-            self.seconds[section] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.seconds[section] += elapsed - self._nested.pop()
+            if self._nested:
+                self._nested[-1] += elapsed

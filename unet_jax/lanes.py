@@ -72,6 +72,10 @@ class Lanes:
     def width(self) -> int:
         return self.slices[0].stop - self.slices[0].start
 
+    def frozen_group(self) -> Any:
+        """The frozen params of the whole group (shared, or with the run axis)."""
+        return self.frozen[0] if self.frozen_axis is None else _join(self.frozen)
+
     def load(self, state, best: Any = None) -> None:
         """Puts a whole-group state (and best params; default: the state's) into the lanes."""
         best = variables_of(state) if best is None else best

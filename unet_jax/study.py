@@ -424,8 +424,9 @@ def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
             group_dir,
             name=name,
             splits_fn=splits,
-            checkpoint_every_secs=config.study.get('checkpoint_every_secs', 0.0),
-            final_checkpoint=False,
+            policy=train.CheckpointPolicy(
+                every_secs=config.study.get('checkpoint_every_secs', 0.0), final=False
+            ),
             vectorize=config.study.get('vectorize', 'auto'),
         )
 

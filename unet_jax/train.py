@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 import functools
 import json
 import math
@@ -417,25 +418,52 @@ def train_and_evaluate(
     return result if result is not None else layout.read_results(workdir)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a group saves its state: every `config.checkpoint_every_steps`, but not sooner than
+    `every_secs` after the previous save, and at the last step unless `final` is False (a study
+    deletes a group's state once its runs are written, so saving it last is wasted)."""
+
+    every_secs: float = 0.0
+    final: bool = True
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything a group's training needs after set-up: its data, lanes, programs, files."""
+
+    group: Group
+    lanes: Lanes
+    programs: Programs
+    manager: Any  # the group checkpoint's Orbax manager
+    mesh: Mesh
+    val_batches: list[dict[str, Any]]
+    policy: CheckpointPolicy
+    last_save: float = 0.0
+
+    @property
+    def num_steps(self) -> int:
+        return self.group.config.num_train_steps
+
+    def sharding(self, *axes) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(*axes))
+
+
 def train_group(
     runs: Sequence[Run],
     group_dir: str,
     *,
     name: str,
     splits_fn: SplitsFn | None = None,
-    checkpoint_every_secs: float = 0.0,
-    final_checkpoint: bool = True,
+    policy: CheckpointPolicy = CheckpointPolicy(),
     vectorize: str = 'auto',
 ) -> dict[str, dict[str, Any] | Exception]:
     """Trains the unfinished runs of a group together and writes each run's folder.
 
     The group's checkpoint lives in `group_dir/checkpoints` (a run's own folder for a group of
-    one). It is saved every `config.checkpoint_every_steps`, but not sooner than
-    `checkpoint_every_secs` after the previous save, and at the end unless `final_checkpoint`
-    is False (a study deletes a group's state once its runs are written). `vectorize` says
-    how many runs one program steps (unet_jax.lanes). Returns {workdir: results, or the
-    exception that ended that run} for the runs it finished; a run that diverged does not stop
-    the others.
+    one), saved as `policy` says. `vectorize` says how many runs one program steps
+    (unet_jax.lanes). Returns {workdir: results, or the exception that ended that run} for the
+    runs it finished; a run that diverged does not stop the others.
     """
     start, watch = time.time(), io_utils.Stopwatch()
     members = choose_members(runs, group_dir)
@@ -445,106 +473,133 @@ def train_group(
         group = Group.create(
             members, group_dir, splits_fn or _load_splits, name=name, watch=watch, start=start
         )
-        config, num_steps = group.config, group.config.num_train_steps
-        mesh = create_mesh()
-        check_batch_size(config.batch_size, mesh)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
-        tx = create_train_tx(config)
-        state, frozen, frozen_axis = create_train_state(
-            [m.config for m in members], model=group.model, plan=group.plan, tx=tx
-        )
-        width = lane_width(len(members), vectorize)
-        lanes = Lanes(state, frozen, frozen_axis, width, replicated)
-        manager = checkpoint.create_manager(os.path.join(group_dir, checkpoint.LATEST_DIR))
-        if manager.latest_step() is not None:
-            restored, ledger = checkpoint.restore(manager, jax.device_put(lanes.joined()))
-            lanes.load(restored['state'], restored['best'])
-            group.resume(ledger)
-            logging.info('%s: resumed at step %d.', group.name, lanes.step)
-        elif jax.process_index() == 0:
-            io_utils.write_text_atomically(
-                os.path.join(group_dir, GROUP_FILE), json.dumps({'members': group.labels})
-            )
-        eval_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-        val_batches = device_batches(group.val, group.eval_batch_size, eval_sharding)
-        group.open_writers(fresh=lanes.step == 0)
-    first_step = lanes.step
-    programs = Programs(group, tx, frozen_axis, width, watch)
-    eval_program = programs.evaluation(lanes.params(0, best=True), val_batches[0])
-
-    def validate(step: int) -> None:
-        with watch('eval'):
-            stats, _ = lanes.evaluate(eval_program, val_batches, len(group.val), best=False)
-            lanes.keep_best(group.record_validation(step, stats))
-
-    last_save = time.time()
-
-    def save_checkpoint(step: int) -> None:
-        nonlocal last_save
-        too_soon = step < num_steps and time.time() - last_save < checkpoint_every_secs
-        if too_soon or (step == num_steps and not final_checkpoint):
-            return
-        with watch('checkpoint'):
-            group.ledger['time'] = group.times()
-            checkpoint.save(manager, step, lanes.joined(), group.ledger)
-        last_save = time.time()
-
-    if num_steps == 0:
-        validate(0)
-    elif first_step < num_steps:
-        rngs = [
-            jax.device_put(
-                jnp.stack([jax.random.key(m.config.seed) for m in members[s]]), replicated
-            )
-            for s in lanes.slices
-        ]
-        put = functools.partial(jax.device_put, device=batch_sharding)
-        first_batch = put({k: v[lanes.slices[0]] for k, v in group.batch(first_step).items()})
-        step_program = programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
-        learning_rate = create_learning_rate_fn(config)
-        progress = io_utils.Progress(num_steps, done=first_step)
-        history, interval_start = [], watch.seconds['steps']
-        for step in range(first_step, num_steps):
-            with watch('steps'):
-                history.append((step, lanes.train_step(step_program, group.batch(step), rngs, put)))
-            done = step + 1
-            if is_due(done, config.log_every_steps, num_steps):
-                with watch('steps'):
-                    history = [(s, _join_lanes(summaries)) for s, summaries in history]
-                    check_finite(history, group.ledger, group.labels)
-                    lanes.block()
-                seconds = (watch.seconds['steps'] - interval_start) / len(history)
-                if history[0][0] != first_step or done == num_steps:  # first: warm-up
-                    group.ledger['interval_times'].append(seconds)
-                with watch('write'):
-                    rates = {
-                        'learning_rate': float(learning_rate(step)),
-                        'steps_per_sec': 1 / seconds,
-                    }
-                    group.log_train(done, history, progress, rates)
-                history, interval_start = [], watch.seconds['steps']
-                if all(f is not None for f in group.ledger['failed']):
-                    break
-            if is_due(done, config.eval_every_steps, num_steps):
-                validate(done)
-            if is_due(done, config.checkpoint_every_steps, num_steps):
-                save_checkpoint(done)
+        session = start_session(group, policy=policy, vectorize=vectorize)
+    if session.num_steps == 0:
+        validate(session, 0)
+    elif session.lanes.step < session.num_steps:
+        train_steps(session)
     with watch('checkpoint'):
-        manager.wait_until_finished()
-        manager.close()
-    with watch('eval'):
-        final = {
-            split_name: lanes.evaluate(
-                eval_program,
-                device_batches(split, group.eval_batch_size, eval_sharding),
-                len(split),
-                best=True,
-                with_probs=True,
+        session.manager.wait_until_finished()
+        session.manager.close()
+    return score_best(session)
+
+
+def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> Session:
+    """The group's state (resumed from its checkpoint, else initialised), programs, files."""
+    config = group.config
+    mesh = create_mesh()
+    check_batch_size(config.batch_size, mesh)
+    tx = create_train_tx(config)
+    state, frozen, frozen_axis = create_train_state(
+        [m.config for m in group.members], model=group.model, plan=group.plan, tx=tx
+    )
+    width = lane_width(len(group.members), vectorize)
+    lanes = Lanes(state, frozen, frozen_axis, width, NamedSharding(mesh, PartitionSpec()))
+    manager = checkpoint.create_manager(os.path.join(group.directory, checkpoint.LATEST_DIR))
+    if manager.latest_step() is not None:
+        restored, ledger = checkpoint.restore(manager, jax.device_put(lanes.joined()))
+        lanes.load(restored['state'], restored['best'])
+        group.resume(ledger)
+        logging.info('%s: resumed at step %d.', group.name, lanes.step)
+    elif jax.process_index() == 0:
+        io_utils.write_text_atomically(
+            os.path.join(group.directory, GROUP_FILE), json.dumps({'members': group.labels})
+        )
+    group.open_writers(fresh=lanes.step == 0)
+    eval_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    return Session(
+        group=group,
+        lanes=lanes,
+        programs=Programs(group, tx, frozen_axis, width, group.watch),
+        manager=manager,
+        mesh=mesh,
+        val_batches=device_batches(group.val, group.eval_batch_size, eval_sharding),
+        policy=policy,
+        last_save=time.time(),
+    )
+
+
+def validate(session: Session, step: int) -> None:
+    """Validation Dice of every run; each run's best params follow its best lesion Dice."""
+    group, lanes = session.group, session.lanes
+    with group.watch('eval'):
+        program = session.programs.evaluation(lanes.params(0, best=False), session.val_batches[0])
+        stats, _ = lanes.evaluate(program, session.val_batches, len(group.val), best=False)
+        lanes.keep_best(group.record_validation(step, stats))
+
+
+def save_checkpoint(session: Session, step: int) -> None:
+    policy, last = session.policy, step == session.num_steps
+    if (last and not policy.final) or (
+        not last and time.time() - session.last_save < policy.every_secs
+    ):
+        return
+    with session.group.watch('checkpoint'):
+        session.group.ledger['time'] = session.group.times()
+        checkpoint.save(session.manager, step, session.lanes.joined(), session.group.ledger)
+    session.last_save = time.time()
+
+
+def train_steps(session: Session) -> None:
+    """The loop: steps of every lane, then logging, validation and checkpoints when due."""
+    group, lanes, config, watch = (
+        session.group,
+        session.lanes,
+        session.group.config,
+        session.group.watch,
+    )
+    first_step, num_steps = lanes.step, session.num_steps
+    rngs = [
+        jax.device_put(
+            jnp.stack([jax.random.key(m.config.seed) for m in group.members[lane]]),
+            session.sharding(),
+        )
+        for lane in lanes.slices
+    ]
+    put = functools.partial(jax.device_put, device=session.sharding(None, DATA_AXIS))
+    first_batch = put({k: v[lanes.slices[0]] for k, v in group.batch(first_step).items()})
+    program = session.programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
+    learning_rate = create_learning_rate_fn(config)
+    progress = io_utils.Progress(num_steps, done=first_step)
+    history, interval_start = [], watch.seconds['steps']
+    for step in range(first_step, num_steps):
+        with watch('steps'):
+            history.append((step, lanes.train_step(program, group.batch(step), rngs, put)))
+        done = step + 1
+        if is_due(done, config.log_every_steps, num_steps):
+            with watch('steps'):
+                history = [(s, _join_lanes(summaries)) for s, summaries in history]
+                check_finite(history, group.ledger, group.labels)
+                lanes.block()
+            seconds = (watch.seconds['steps'] - interval_start) / len(history)
+            if history[0][0] != first_step or done == num_steps:  # the first one warms up
+                group.ledger['interval_times'].append(seconds)
+            with watch('write'):
+                rates = {'learning_rate': float(learning_rate(step)), 'steps_per_sec': 1 / seconds}
+                group.log_train(done, history, progress, rates)
+            history, interval_start = [], watch.seconds['steps']
+            if all(f is not None for f in group.ledger['failed']):
+                return
+        if is_due(done, config.eval_every_steps, num_steps):
+            validate(session, done)
+        if is_due(done, config.checkpoint_every_steps, num_steps):
+            save_checkpoint(session, done)
+
+
+def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
+    """Every run's best params on val and test (per-image stats and probabilities), then its
+    folder: best params, predictions, results.json."""
+    group, lanes = session.group, session.lanes
+    with group.watch('eval'):
+        final = {}
+        for split_name, split in (('val', group.val), ('test', group.test)):
+            batches = device_batches(split, group.eval_batch_size, session.sharding(DATA_AXIS))
+            program = session.programs.evaluation(lanes.params(0, best=True), batches[0])
+            final[split_name] = lanes.evaluate(
+                program, batches, len(split), best=True, with_probs=True
             )
-            for split_name, split in (('val', group.val), ('test', group.test))
-        }
-    return group.finish(jax.device_get(lanes.joined()['best']), frozen, frozen_axis, final)
+    frozen = lanes.frozen_group()
+    return group.finish(jax.device_get(lanes.joined()['best']), frozen, lanes.frozen_axis, final)
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
