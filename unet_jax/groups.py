@@ -25,6 +25,7 @@ import numpy as np
 
 from unet_jax import freeze, io_utils, layers, layout, metrics, models, outputs, writers
 from unet_jax.data import pipeline
+from unet_jax.lanes import to_host
 
 # Config fields in which the runs of a group may differ: what the seed decides.
 PER_RUN_FIELDS = (('seed',), ('data', 'subset_seed'), ('init_from',))
@@ -230,7 +231,7 @@ class Group:
         self, done: int, history: list, progress: io_utils.Progress, extra: dict[str, float]
     ) -> None:
         """Each run's mean train loss, Dice and gradient norm over the interval; one log line."""
-        values = jax.device_get([summary for _, summary in history])
+        values = to_host([summary for _, summary in history])
         means = {k: np.mean([v[k] for v in values], axis=0) for k in values[0]}
         for r in range(len(self.members)):
             self._write(r, done, 'train', {**{k: float(v[r]) for k, v in means.items()}, **extra})
@@ -260,7 +261,7 @@ class Group:
         (asynchronously) before any results.json is written, so a finished run has them.
         """
         outcomes: dict[str, dict[str, Any] | Exception] = {}
-        best, frozen = jax.device_get((best, frozen))
+        best, frozen = to_host((best, frozen))
         pending = []
         for r, member in enumerate(self.members):
             if layout.is_finished(member.workdir):

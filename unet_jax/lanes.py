@@ -32,6 +32,16 @@ def lane_width(num_runs: int, vectorize: str = 'auto') -> int:
     return num_runs if vectorize == 'vmap' else 1
 
 
+def to_host(tree: Any) -> Any:
+    """Numpy copies of device arrays; with several processes, gathered from all of them (an
+    array sharded over other processes' devices cannot be read locally)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _take(tree: Any, lane: slice) -> Any:
     return jax.tree.map(lambda x: x[lane], tree)
 
@@ -126,21 +136,21 @@ class Lanes:
 
     def evaluate(self, program, batches, num: int, *, best: bool, with_probs: bool = False):
         """Per-image stats {loss, tp, pred, true: [runs, num]} (and probabilities) of a split."""
-        outs = [
-            [program(*self.params(i, best=best), batch) for batch in batches]
-            for i in range(len(self.slices))
-        ]
+        outs = to_host(
+            [
+                [program(*self.params(i, best=best), batch) for batch in batches]
+                for i in range(len(self.slices))
+            ]
+        )
         stats = {
             key: np.concatenate(
-                [np.concatenate([np.asarray(o[0][key]) for o in lane], axis=1) for lane in outs]
+                [np.concatenate([o[0][key] for o in lane], axis=1) for lane in outs]
             )[:, :num]
             for key in outs[0][0][0]
         }
         if not with_probs:
             return stats, None
-        probs = np.concatenate(
-            [np.concatenate([np.asarray(o[1]) for o in lane], axis=1) for lane in outs]
-        )
+        probs = np.concatenate([np.concatenate([o[1] for o in lane], axis=1) for lane in outs])
         return stats, probs[:, :num]
 
     def keep_best(self, improved: np.ndarray) -> None:

@@ -46,7 +46,7 @@ import optax
 from unet_jax import checkpoint, freeze, io_utils, layout, metrics
 from unet_jax.data import augment, pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
-from unet_jax.lanes import Lanes, lane_width
+from unet_jax.lanes import Lanes, lane_width, to_host
 
 __all__ = ['NonFiniteLossError', 'Run', 'batch_indices', 'train_and_evaluate', 'train_group']
 
@@ -364,7 +364,7 @@ def is_due(done: int, every: int, last: int) -> bool:
 
 def check_finite(history: list[tuple[int, Any]], ledger: dict[str, Any], labels) -> None:
     """Marks each run whose loss or gradient norm became NaN/Inf, with the first such step."""
-    for step, values in jax.device_get(history):
+    for step, values in to_host(history):
         for r, label in enumerate(labels):
             loss, grad_norm = float(values['loss'][r]), float(values['grad_norm'][r])
             if ledger['failed'][r] is None and not (
@@ -470,6 +470,7 @@ def train_group(
     if not members:
         return {}
     with watch('setup'):
+        check_batch_size(members[0].config.batch_size, create_mesh())  # before loading data
         group = Group.create(
             members, group_dir, splits_fn or _load_splits, name=name, watch=watch, start=start
         )
@@ -488,7 +489,6 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
     """The group's state (resumed from its checkpoint, else initialised), programs, files."""
     config = group.config
     mesh = create_mesh()
-    check_batch_size(config.batch_size, mesh)
     tx = create_train_tx(config)
     state, frozen, frozen_axis = create_train_state(
         [m.config for m in group.members], model=group.model, plan=group.plan, tx=tx
@@ -599,7 +599,7 @@ def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
                 program, batches, len(split), best=True, with_probs=True
             )
     frozen = lanes.frozen_group()
-    return group.finish(jax.device_get(lanes.joined()['best']), frozen, lanes.frozen_axis, final)
+    return group.finish(to_host(lanes.joined()['best']), frozen, lanes.frozen_axis, final)
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
