@@ -1,7 +1,7 @@
 r"""Study throughput: runs per hour one run at a time (group_size 1) vs seeds in groups.
 
-For each scale, one pre-training is made first (not counted); then the same study (one target,
-the families asked for, `--seeds` seeds) runs once per mode, each in a fresh process with an
+For each scale, one pre-training is made first (not counted); then the same study (the targets
+and families asked for, `--seeds` seeds) runs once per mode, each in a fresh process with an
 empty compilation cache (what a first study pays), and the modes alternate when repeated so
 that a noisy machine hurts them alike. Runs per hour = runs / wall time of the study process
 (start-up, compilation, training, evaluation, checkpoints, writing and the report); the
@@ -9,7 +9,8 @@ breakdown columns are the mean per run of the `time` that every results.json rec
 
 Modes: `sequential` (study.group_size=1), `grouped` (all seeds in one group, lanes by backend:
 one run per lane on CPU, all in one vmapped lane on accelerators), `grouped-vmap` (all seeds
-in one vmapped lane whatever the backend).
+in one vmapped lane whatever the backend); `--compare_root=DIR` adds `DIR`, the same study run
+by another checkout of unet_jax (e.g. before a change; quick scale, no group fields).
 
   python benchmarks/sweep_throughput.py                        # quick and medium, 3 seeds
   python benchmarks/sweep_throughput.py --scales=quick --repeats=2
@@ -31,12 +32,14 @@ MODES = {
     'grouped': ['--config.study.group_size=0', '--config.study.vectorize=auto'],
     'grouped-vmap': ['--config.study.group_size=0', '--config.study.vectorize=vmap'],
 }
-# Medium: the `:medium` model and image size on the simulated ultrasound target (no data
-# needed); fewer steps than the real study, which changes no per-step cost.
+# Medium: the `:medium` model and image size on the simulated targets (no data needed); fewer
+# steps than the real study, which changes no per-step cost.
 SCALES = {
-    'quick': ['--config=configs/layerwise.py:quick,targets=us,seeds={seeds},families={families}'],
+    'quick': [
+        '--config=configs/layerwise.py:quick,targets={targets},seeds={seeds},families={families}'
+    ],
     'medium': [
-        '--config=configs/layerwise.py:medium,targets=us,seeds={seeds},families={families}',
+        '--config=configs/layerwise.py:medium,targets={targets},seeds={seeds},families={families}',
         '--config.num_train_steps={steps}',
         '--config.study.pretrain.num_train_steps={steps}',
     ],
@@ -45,17 +48,19 @@ SECTIONS = ('compile_s', 'steps_s', 'eval_s', 'checkpoint_s', 'write_s', 'setup_
 
 
 def study_command(scale: str, args, workdir: str, extra: list[str]) -> list[str]:
-    fields = dict(seeds=args.seeds, families=args.families, steps=args.medium_steps)
+    fields = dict(
+        seeds=args.seeds, families=args.families, targets=args.targets, steps=args.medium_steps
+    )
     config = [a.format(**fields) for a in SCALES[scale]]
     return [sys.executable, '-m', 'unet_jax.main', *config, f'--workdir={workdir}', *extra]
 
 
-def run(command: list[str], cache: str) -> float:
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', ''))
+def run(command: list[str], cache: str, root: str = ROOT) -> float:
+    env = dict(os.environ, PYTHONPATH=root)
     start = time.time()
     done = subprocess.run(
         [*command, f'--compilation_cache={cache}'],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,
@@ -83,16 +88,16 @@ def main() -> None:
     parser.add_argument('--scales', default='quick,medium')
     parser.add_argument('--modes', default='sequential,grouped')
     parser.add_argument('--seeds', type=int, default=3)
-    parser.add_argument(
-        '--families', default='pretrained+full+contracting+expanding+deep_to_shallow'
-    )
+    parser.add_argument('--families', default='full+contracting+expanding')
+    parser.add_argument('--targets', default='us+xray')
     parser.add_argument('--medium_steps', type=int, default=100)
     parser.add_argument('--repeats', type=int, default=1)
     parser.add_argument('--workdir', default='')
+    parser.add_argument('--compare_root', default='', help='another checkout to time as well')
     args = parser.parse_args()
     root = args.workdir or tempfile.mkdtemp(prefix='sweep_throughput_')
     os.environ.setdefault('UNET_JAX_DATA_DIR', os.path.join(root, 'data'))
-    modes = args.modes.split(',')
+    modes = args.modes.split(',') + ([args.compare_root] if args.compare_root else [])
     rows = []
     for scale in args.scales.split(','):
         pretrain = os.path.join(root, scale, 'pretrain')
@@ -104,9 +109,11 @@ def main() -> None:
         os.replace(os.path.join(root, scale, 'p', 'pretrain'), pretrain)
         order = [m for r in range(args.repeats) for m in (modes if r % 2 == 0 else modes[::-1])]
         for i, mode in enumerate(order):
-            workdir = os.path.join(root, scale, f'{mode}-{i}')
-            extra = [*MODES[mode], f'--config.study.pretrained_workdir={pretrain}']
-            wall = run(study_command(scale, args, workdir, extra), os.path.join(workdir, 'cache'))
+            workdir = os.path.join(root, scale, f'{os.path.basename(mode)}-{i}')
+            extra = [*MODES.get(mode, []), f'--config.study.pretrained_workdir={pretrain}']
+            command = study_command(scale, args, workdir, extra)
+            cache = os.path.join(workdir, 'cache')
+            wall = run(command, cache, mode if mode not in MODES else ROOT)
             count, times = per_run_times(workdir)
             rows.append(dict(scale=scale, mode=mode, runs=count, wall=wall, **times))
             print(f'  {mode}: {count} runs in {wall:.0f} s', flush=True)
