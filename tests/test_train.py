@@ -194,25 +194,32 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
 
 
 RUN_SCRIPT = textwrap.dedent("""
-    import sys
+    import os, sys
     from tests import tiny
     from unet_jax import train
-    workdir, steps = sys.argv[1], int(sys.argv[2])
-    config = tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
-                                  'eval_every_steps': {every}, 'log_every_steps': {every},
-                                  'finetune.train': 'enc0..bottleneck,head'}})
-    train.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
+    workdir, steps, seeds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    def config(seed):
+        return tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
+                                    'eval_every_steps': {every}, 'log_every_steps': {every},
+                                    'finetune.train': 'enc0..bottleneck,head', 'seed': seed}})
+    if seeds == 1:
+        train.train_and_evaluate(config(0), workdir, splits=tiny.disk_splits())
+    else:  # a group of seeds in one vmapped step
+        runs = [train.Run(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
+        train.train_group(runs, workdir, name='g', splits_fn=lambda c: tiny.disk_splits(),
+                          vectorize='vmap')
 """)
 
 
-def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
+def run_tiny(workdir, steps, *, every=4, devices=1, wait=True, seeds=1):
     env = dict(
         os.environ,
         PYTHONPATH=REPO,
         JAX_PLATFORMS='cpu',
         XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
     )
-    command = [sys.executable, '-c', RUN_SCRIPT.format(every=every), str(workdir), str(steps)]
+    script = RUN_SCRIPT.format(every=every)
+    command = [sys.executable, '-c', script, str(workdir), str(steps), str(seeds)]
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -223,12 +230,15 @@ def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
 
 
 def test_two_devices_give_the_same_params_as_one(tmp_path):
-    run_tiny(tmp_path / 'one', 6, devices=1)
-    run_tiny(tmp_path / 'two', 6, devices=2)
-    one, two = best_variables(str(tmp_path / 'one')), best_variables(str(tmp_path / 'two'))
-    assert one.keys() == two.keys()
-    for path in one:
-        np.testing.assert_allclose(one[path], two[path], atol=1e-5, err_msg=path)
+    """A vmapped group of two seeds: the batch axis sharded over 2 devices, the run axis not."""
+    run_tiny(tmp_path / 'one', 6, devices=1, seeds=2)
+    run_tiny(tmp_path / 'two', 6, devices=2, seeds=2)
+    for seed in ('s0', 's1'):
+        one = best_variables(str(tmp_path / 'one' / seed))
+        two = best_variables(str(tmp_path / 'two' / seed))
+        assert one.keys() == two.keys()
+        for path in one:
+            np.testing.assert_allclose(one[path], two[path], atol=1e-5, err_msg=f'{seed} {path}')
 
 
 def test_resume_after_sigkill_gives_identical_params(tmp_path):
@@ -246,6 +256,9 @@ def test_resume_after_sigkill_gives_identical_params(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / 'killed' / 'results.json').exists(), 'run ended before the kill'
+    manager = checkpoint.create_manager(str(latest))
+    killed_wall = checkpoint.restore_numpy(manager)[1]['time']['wall_s']
+    manager.close()
 
     run_tiny(tmp_path / 'killed', steps, every=10)
     for read in (best_variables, latest_trained):
@@ -256,6 +269,9 @@ def test_resume_after_sigkill_gives_identical_params(tmp_path):
         json.loads((tmp_path / run / 'results.json').read_text()) for run in ('straight', 'killed')
     ]
     assert results[0]['test'] == results[1]['test']
+    assert results[1]['val_curve'] == results[0]['val_curve']  # kept across the resume
+    # The wall time counts the killed process (up to its last checkpoint) and the resumed one.
+    assert results[1]['time']['wall_s'] > killed_wall > 0
 
 
 def seeded_splits(config) -> dict:
