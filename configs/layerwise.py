@@ -62,7 +62,7 @@ REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
 # `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of
 # the pre-training.
 MEDIUM_STEPS = 200
-MEDIUM_PRETRAIN_STEPS = 1500
+MEDIUM_PRETRAIN_STEPS = 1000
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -135,14 +135,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # Runs that differ only in seed train together in one compiled step, up to group_size at
     # once (1 = one run at a time; 0 = as many as fit group_memory_mb, from the config).
     study.group_size = 0
-    study.group_memory_mb = 4096
+    study.group_memory_mb = 8192
     # How a group steps its runs: 'vmap' (all in one program), 'loop' (one after another through
     # a single-run program; faster on CPU), 'auto' (loop on CPU, vmap on accelerators).
     study.vectorize = 'auto'
     # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
     study.pretrain_seeds = 1
     # Scratch trains this many times the steps of the other families (it starts from nothing).
-    study.scratch_steps_factor = 3.0
+    study.scratch_steps_factor = 2.0 if medium else 3.0
     # A group's checkpoint is saved at config.checkpoint_every_steps, but at most once per
     # this many seconds (its state is deleted once its runs are written).
     study.checkpoint_every_secs = 60.0

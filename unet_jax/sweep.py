@@ -257,7 +257,7 @@ def group_size(config: ml_collections.ConfigDict, registry: layers.LayerRegistry
         return int(size)
     activations = sum(math.prod(u.output_shape) for u in registry.units)
     per_run = 16 * registry.param_count + 3 * 4 * config.batch_size * activations
-    budget = study.get('group_memory_mb', 4096) * 2**20
+    budget = study.get('group_memory_mb', 8192) * 2**20
     return int(max(1, min(len(study.seeds), budget // per_run)))
 
 
