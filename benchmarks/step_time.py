@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unet_jax import config_lib, freeze, layers, models, train
+from unet_jax import config_lib, freeze, layers, models, steps
 
 SPECS = {
     'full': '@all',
@@ -32,18 +32,18 @@ SPECS = {
 }
 
 
-def step_times(config, spec: str, steps: int) -> tuple[list[float], float]:
-    """Times of `steps` train steps after one compile step, and the spec's FLOP ratio."""
+def step_times(config, spec: str, num_steps: int) -> tuple[list[float], float]:
+    """Times of `num_steps` train steps after one compile step, and the spec's FLOP ratio."""
     model = models.create_model(config.model)
     registry = layers.build_registry(
         model, image_size=config.data.image_size, in_channels=config.model.in_channels
     )
     plan = freeze.compile_spec(spec, registry, order='forward', granularity='block')
-    tx = train.create_train_tx(config)
-    state, frozen, frozen_axis = train.create_train_state([config], model=model, plan=plan, tx=tx)
+    tx = steps.create_train_tx(config)
+    state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan, tx=tx)
     step_fn = jax.jit(
         functools.partial(
-            train.train_step,
+            steps.train_step,
             model=model,
             tx=tx,
             frozen_units=plan.frozen_units,
@@ -62,7 +62,7 @@ def step_times(config, spec: str, steps: int) -> tuple[list[float], float]:
     state, _ = step_fn(state, frozen, data, rngs)
     jax.block_until_ready(state)
     times = []
-    for _ in range(steps):
+    for _ in range(num_steps):
         start = time.perf_counter()
         state, _ = step_fn(state, frozen, data, rngs)
         jax.block_until_ready(state)

@@ -17,6 +17,7 @@ import pytest
 
 from tests import tiny
 from unet_jax import checkpoint, groups, layers, models, train
+from unet_jax.data import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -279,7 +280,7 @@ def seeded_splits(config) -> dict:
     splits = tiny.disk_splits()
     train_split = tiny.disk_split(12, seed=0)
     keep = np.random.default_rng(config.data.subset_seed).permutation(12)[:8]
-    splits['train'] = train.pipeline.Split(
+    splits['train'] = pipeline.Split(
         train_split.image[keep], train_split.mask[keep], [train_split.ids[i] for i in keep]
     )
     return splits
