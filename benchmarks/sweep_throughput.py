@@ -109,6 +109,8 @@ def main() -> None:
         os.replace(os.path.join(root, scale, 'p', 'pretrain'), pretrain)
         order = [m for r in range(args.repeats) for m in (modes if r % 2 == 0 else modes[::-1])]
         for i, mode in enumerate(order):
+            if mode not in MODES and scale != 'quick':
+                continue  # another checkout may not know the other scales
             workdir = os.path.join(root, scale, f'{os.path.basename(mode)}-{i}')
             extra = [*MODES.get(mode, []), f'--config.study.pretrained_workdir={pretrain}']
             command = study_command(scale, args, workdir, extra)
@@ -129,6 +131,8 @@ def main() -> None:
         base /= max(1, sum(r['mode'] == modes[0] for r in mine))
         for mode in modes:
             same = [r for r in mine if r['mode'] == mode]
+            if not same:
+                continue
             rate = sum(r['runs'] / r['wall'] for r in same) / len(same)
             mean = {k: sum(r[k] for r in same) / len(same) for k in ('wall', *SECTIONS)}
             cells = ' | '.join(f'{mean[k]:.2f}' for k in SECTIONS)
