@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unet_jax import config_lib, freeze, layers, models, train
+from unet_jax import config_lib, freeze, layers, models, steps
 
 SPECS = {
     'full': '@all',
@@ -32,46 +32,39 @@ SPECS = {
 }
 
 
-def step_times(config, spec: str, steps: int) -> tuple[list[float], float]:
-    """Times of `steps` train steps after one compile step, and the spec's FLOP ratio."""
+def step_times(config, spec: str, num_steps: int) -> tuple[list[float], float]:
+    """Times of `num_steps` train steps after one compile step, and the spec's FLOP ratio."""
     model = models.create_model(config.model)
     registry = layers.build_registry(
         model, image_size=config.data.image_size, in_channels=config.model.in_channels
     )
     plan = freeze.compile_spec(spec, registry, order='forward', granularity='block')
-    variables = train.initial_variables(model, config)
-    labels = plan.labels(variables['params'])
-    tx = freeze.make_optimizer(train.create_train_tx(config), labels)
-    state = train.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables['params'],
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(variables['params']),
-    )
+    tx = steps.create_train_tx(config)
+    state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan, tx=tx)
     step_fn = jax.jit(
         functools.partial(
-            train.train_step,
+            steps.train_step,
             model=model,
             tx=tx,
-            labels=labels,
             frozen_units=plan.frozen_units,
-            rng=jax.random.key(0),
+            frozen_axis=frozen_axis,
             config=config,
         ),
         donate_argnums=0,
     )
     rng = np.random.default_rng(0)
     size, batch = config.data.image_size, config.batch_size
-    data = {
-        'image': rng.standard_normal((batch, size, size, 1)).astype(np.float32),
-        'mask': (rng.random((batch, size, size, 1)) > 0.7).astype(np.float32),
+    data = {  # one run: the run axis of length 1 first
+        'image': rng.standard_normal((1, batch, size, size, 1)).astype(np.float32),
+        'mask': (rng.random((1, batch, size, size, 1)) > 0.7).astype(np.float32),
     }
-    state, _ = step_fn(state, data)
+    rngs = jnp.stack([jax.random.key(0)])
+    state, _ = step_fn(state, frozen, data, rngs)
     jax.block_until_ready(state)
     times = []
-    for _ in range(steps):
+    for _ in range(num_steps):
         start = time.perf_counter()
-        state, _ = step_fn(state, data)
+        state, _ = step_fn(state, frozen, data, rngs)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - start)
     ideal = registry.train_step_flops(plan.trained_units) / registry.train_step_flops(

@@ -19,10 +19,15 @@ set them once, e.g. `--config.model.base_width=32`.
 
 Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   quick                      CPU scale (the whole study in well under 30 min on 2 cores)
+  medium                     a real-data scale for 2 CPU cores: depth-4, base-8 U-Net at 96x96,
+                             5 seeds, forward order by block, every training image (use with
+                             targets=busi+jsrt,pretrain_data=ecssd,data_root=DIR)
   source=natural|natural_speckle|ultrasound
                              pre-training set: synthetic natural scenes, the same scenes imaged
                              as B-mode ultrasound (speckle), or simulated breast ultrasound; all
                              generated with their own seed, so they never hold a target's images
+  pretrain_data=NAME         pre-train on a real set instead (ecssd, duts, xpie, msra10k; needs
+                             data_root)
   targets=us+xray            target sets, '+'-separated, each one of:
                                a built-in name: us, xray (synthetic) or a real set busi,
                                dataset_b, jsrt, montgomery, shenzhen, ecssd, ... (need data_root)
@@ -52,6 +57,9 @@ Examples:
   python -m unet_jax.main --config=configs/layerwise.py:targets=us+folder:mine \
       --config.study.targets.mine.data.folder.images=/data/mine/images \
       --config.study.targets.mine.data.folder.masks=/data/mine/masks --workdir=runs/study_mine
+  python -m unet_jax.main \
+      --config=configs/layerwise.py:medium,targets=busi+jsrt,pretrain_data=ecssd,data_root=/data \
+      --workdir=runs/study_medium
   python launch/sweep.py --config=configs/layerwise.py --workdir=runs/study --executor=slurm \
       --partition=gpu --gres=gpu:1
 """
@@ -63,6 +71,8 @@ from unet_jax import config_lib, families
 WHERE = 'configs/layerwise.py'
 ARGUMENTS = {
     **config_lib.DEFAULT_ARGUMENTS,
+    'medium': 'real-data scale for 2 CPU cores (depth 4, base 8, 96x96, 5 seeds)',
+    'pretrain_data': f'pre-train on a real set, one of {list(config_lib.REAL_SOURCES)}',
     'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
     'targets': "'+'-separated targets: built-in names, folder:NAME, FILE.py (default us+xray)",
     'data_root': "DIR holding the real sets' release folders (their manual_dir)",
@@ -72,19 +82,34 @@ ARGUMENTS = {
     'granularities': "'+'-separated: block, unit",
     'families': f"'+'-separated subset of {'+'.join(families.NAMES)}",
 }
+# `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of
+# the pre-training.
+MEDIUM_STEPS = 200
+MEDIUM_PRETRAIN_STEPS = 1000
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
     args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
     quick = bool(args.get('quick', False))
+    medium = bool(args.get('medium', False))
+    cpu_scale = quick or medium
     source = str(args.get('source', 'natural'))
+    pretrain_data = str(args.get('pretrain_data', ''))
     targets = _split(args.get('targets', 'us+xray'))
     data_root = str(args.get('data_root', ''))
-    sizes = _split(args.get('sizes', '16' if quick else '10+50+all'))
-    num_seeds = int(args.get('seeds', 3))
-    orders = _split(args.get('orders', 'forward' if quick else 'forward+level'))
-    granularities = _split(args.get('granularities', 'block' if quick else 'block+unit'))
+    sizes = _split(args.get('sizes', '16' if quick else 'all' if medium else '10+50+all'))
+    num_seeds = int(args.get('seeds', 5 if medium else 3))
+    orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
+    granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
     family_names = _split(args.get('families', '+'.join(families.NAMES)))
+    if quick and medium:
+        raise ValueError(f'{WHERE}: choose one scale, quick or medium, not both.')
+    if pretrain_data and (pretrain_data not in config_lib.REAL_SOURCES or not data_root):
+        raise ValueError(
+            f'{WHERE}: pretrain_data={pretrain_data!r} must be one of '
+            f'{list(config_lib.REAL_SOURCES)}, with data_root=DIR (the folder holding its '
+            'release folder).'
+        )
 
     config = config_lib.default_config('quick' if quick else '')
     _shared_model_and_size(config)
@@ -95,16 +120,21 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         config.eval_every_steps = 40
         config.checkpoint_every_steps = 40
         config.log_every_steps = 40
+    elif medium:
+        _apply_medium(config)
     else:
         config.data.image_size = 128
         config.num_train_steps = 1000
         config.eval_every_steps = 100
         config.checkpoint_every_steps = 100
-    config.optimizer.learning_rate = 1e-3 if quick else 3e-4
+    config.optimizer.learning_rate = 1e-3 if cpu_scale else 3e-4
     config.finetune.granularity = 'block'
 
     study = ml_collections.ConfigDict()
-    study.pretrain = _pretrain_config(config, source=source, quick=quick)
+    study.pretrain = _pretrain_config(config, source=source, quick=quick, medium=medium)
+    if pretrain_data:
+        study.pretrain.data.name = pretrain_data
+        study.pretrain.data.manual_dir = data_root
     # A finished pre-training workdir to reuse instead of pre-training inside this study's
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
@@ -114,14 +144,28 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.families = tuple(family_names)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
+    # Runs that differ only in seed train together in one compiled step, up to group_size at
+    # once (1 = one run at a time; 0 = as many as fit group_memory_mb, from the config).
+    study.group_size = 0
+    study.group_memory_mb = 8192
+    # How a group steps its runs: 'vmap' (all in one program), 'loop' (one after another through
+    # a single-run program; faster on CPU), 'auto' (loop on CPU, vmap on accelerators).
+    study.vectorize = 'auto'
+    # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
+    study.pretrain_seeds = 1
+    # Scratch trains this many times the steps of the other families (it starts from nothing).
+    study.scratch_steps_factor = 2.0 if medium else 3.0
+    # A group's checkpoint is saved at config.checkpoint_every_steps, but at most once per
+    # this many seconds (its state is deleted once its runs are written).
+    study.checkpoint_every_secs = 60.0
     # Defaults of launch/sweep.py's SLURM flags (the command line overrides them).
     study.slurm = ml_collections.ConfigDict(
         dict(
             partition='',
-            time='02:00:00' if not quick else '00:30:00',
-            gres='' if quick else 'gpu:1',
-            cpus_per_task=2 if quick else 8,
-            mem='4G' if quick else '32G',
+            time='02:00:00' if not cpu_scale else '00:30:00',
+            gres='' if cpu_scale else 'gpu:1',
+            cpus_per_task=2 if cpu_scale else 8,
+            mem='4G' if cpu_scale else '32G',
             max_parallel=0,
         )
     )
@@ -136,8 +180,21 @@ def _shared_model_and_size(config: ml_collections.ConfigDict) -> None:
     config.data.image_size = ml_collections.FieldReference(config.data.image_size)
 
 
+def _apply_medium(config: ml_collections.ConfigDict) -> None:
+    """Depth 4, base 8 at 96x96: a real-data study in about an hour on 2 CPU cores."""
+    config.model.depth = 4
+    config.model.base_width = 8
+    config.data.image_size = 96
+    config.data.num_examples = 400  # simulated targets, if chosen
+    config.num_train_steps = MEDIUM_STEPS
+    config.warmup_steps = 20
+    config.eval_every_steps = 25
+    config.checkpoint_every_steps = 50
+    config.log_every_steps = 25
+
+
 def _pretrain_config(
-    config: ml_collections.ConfigDict, *, source: str, quick: bool
+    config: ml_collections.ConfigDict, *, source: str, quick: bool, medium: bool = False
 ) -> ml_collections.ConfigDict:
     pretrain = config_lib.default_config('quick' if quick else '')
     for key in config.model:
@@ -150,6 +207,14 @@ def _pretrain_config(
         pretrain.eval_every_steps = 100
         pretrain.checkpoint_every_steps = 100
         pretrain.log_every_steps = 50
+    elif medium:
+        pretrain.data.num_examples = 1000
+        pretrain.num_train_steps = MEDIUM_PRETRAIN_STEPS
+        pretrain.warmup_steps = 50
+        pretrain.eval_every_steps = 250
+        pretrain.checkpoint_every_steps = 250
+        pretrain.log_every_steps = 50
+        pretrain.optimizer.learning_rate = 1e-3
     else:
         pretrain.data.num_examples = 5000
         pretrain.num_train_steps = 20000

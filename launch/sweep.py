@@ -1,4 +1,4 @@
-r"""Runs a study's sweep points as separate processes: on this host, or as a SLURM job array.
+r"""Runs a study's groups of runs as separate processes: on this host, or as a SLURM job array.
 
   python launch/sweep.py --config=configs/layerwise.py:quick --workdir=runs/study \
       --executor=local --parallel=2
@@ -7,13 +7,16 @@ r"""Runs a study's sweep points as separate processes: on this host, or as a SLU
   ... --dry-run   prints the plan (commands, sbatch scripts) and runs nothing
 
 Every process is the same command, `python -m unet_jax.main --config=... --workdir=W
---sweep_index=I` (I = 'pretrain', a run index, or 'report'), with the --config arguments given
-here passed on verbatim. The 'pretrain' step (pre-training unless finished, then building
-every target set once, so that parallel runs never race to build one) runs first (local) or is
-a dependency of the array (slurm, afterok); the report comes last (slurm: a job that runs after
-the array, afterany).
-Finished points (their results.json exists) are skipped, so re-launching after a failure or a
-pre-emption only runs what is missing.
+--sweep_index=I` (I = 'pretrain', a group index, or 'report'), with the --config arguments given
+here passed on verbatim. A group is the runs of one configuration that differ only in seed,
+trained together in one compiled step (`config.study.group_size` of them at most). The
+'pretrain' step (pre-training unless finished, then building every target set once, so that
+parallel runs never race to build one) runs first (local) or is a dependency of the array
+(slurm, afterok); the report comes last (slurm: a job that runs after the array, afterany).
+Finished runs (their results.json exists) are skipped, so re-launching after a failure or a
+pre-emption only runs what is missing; a group that was killed resumes from its checkpoint.
+slurm refuses to submit while jobs of the same study (by job name) are still queued or running,
+so that no group runs twice.
 
 local: up to --parallel processes at once; with several accelerators each process sees one
 (CUDA_VISIBLE_DEVICES), and --parallel defaults to their number. Logs: W/logs/.
@@ -21,6 +24,8 @@ slurm: scripts and logs under W/slurm/; resources from the flags, defaulting to
 config.study.slurm; --wait blocks until the report job has finished.
 """
 
+import getpass
+import hashlib
 import os
 import shlex
 import string
@@ -125,19 +130,20 @@ def detect_devices() -> list[str]:
     return listing.stdout.split()
 
 
-def run_local(*, args, workdir, runs, dry_run) -> int:
+def run_local(*, args, workdir, groups, dry_run) -> int:
     devices = detect_devices()
     parallel = FLAGS.parallel or max(1, len(devices))
     logs = os.path.join(workdir, 'logs')
-    jobs = [(str(p.index), p.name) for p in runs]
+    jobs = [(str(g.index), g.name) for g in groups]
     if dry_run:
         print(
-            f'# local: {len(jobs)} runs, {parallel} at once, accelerators: '
-            f'{devices or "none (CPU)"}; logs in {logs}/'
+            f'# local: {len(jobs)} groups ({sum(len(g.runs) for g in groups)} runs), {parallel} '
+            f'at once, accelerators: {devices or "none (CPU)"}; logs in {logs}/'
         )
         print(shell(main_command(args, workdir, 'pretrain')))
-        for index, _ in jobs:
-            print(shell(main_command(args, workdir, index)))
+        for group in groups:
+            print(f'# group {group.index}: {group.name} ({len(group.runs)} runs)')
+            print(shell(main_command(args, workdir, str(group.index))))
         print(shell(main_command(args, workdir, 'report')))
         return 0
     os.makedirs(logs, exist_ok=True)
@@ -154,7 +160,7 @@ def run_local(*, args, workdir, runs, dry_run) -> int:
     logging.info('sweep: report in %s', path)
     if failed:
         logging.error(
-            'sweep: %d run(s) failed: %s. Their error.txt and %s/<index>.log say why; '
+            "sweep: %d group(s) failed: %s. Their runs' error.txt and %s/<index>.log say why; "
             'run the same command again to retry only those.',
             len(failed),
             ', '.join(failed),
@@ -179,7 +185,7 @@ def _start(args, workdir, sweep_index, logs, device) -> subprocess.Popen:
 def _run_pool(args, workdir, jobs, logs, parallel, devices) -> list[str]:
     pending, running, failed, done = list(jobs), {}, [], 0
     free = list(range(parallel))
-    start = time.time()
+    progress = io_utils.Progress(len(jobs), unit='groups')
     try:
         while pending or running:
             while pending and free:
@@ -196,15 +202,12 @@ def _run_pool(args, workdir, jobs, logs, parallel, devices) -> list[str]:
                 done += 1
                 if process.returncode:
                     failed.append(name)
-                elapsed = time.time() - start
                 logging.info(
-                    'sweep: %d/%d runs done (%d failed), %s %s; ETA %.0f s',
-                    done,
-                    len(jobs),
-                    len(failed),
+                    'sweep: %s %s; %s (%d failed)',
                     name,
                     'failed' if process.returncode else 'finished',
-                    elapsed / done * (len(jobs) - done),
+                    progress.line(done),
+                    len(failed),
                 )
     finally:
         for _, _, process in running.values():
@@ -265,13 +268,34 @@ def array_spec(count: int, max_parallel: int) -> str:
     return f'0-{count - 1}' + (f'%{max_parallel}' if max_parallel else '')
 
 
-def slurm_scripts(*, config, args, workdir, runs) -> list[dict[str, object]]:
+def job_prefix(workdir: str) -> str:
+    """The start of every job name of a study: its folder's name and a hash of its path."""
+    digest = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:8]
+    return f'{os.path.basename(os.path.normpath(workdir))}-{digest}'
+
+
+def queued_jobs(workdir: str) -> list[str]:
+    """'id name' of this study's jobs that SLURM still holds (pending or running)."""
+    listing = subprocess.run(
+        ['squeue', '-h', '-u', getpass.getuser(), '-o', '%i %j'],
+        capture_output=True,
+        text=True,
+        env=CHILD_ENV,
+    )
+    if listing.returncode:
+        sys.exit(f'sweep: squeue failed: {listing.stderr.strip()}; is SLURM running here?')
+    prefix = job_prefix(workdir) + '-'
+    jobs = [line.split(maxsplit=1) for line in listing.stdout.splitlines()]
+    return [' '.join(job) for job in jobs if len(job) == 2 and job[1].startswith(prefix)]
+
+
+def slurm_scripts(*, config, args, workdir, groups) -> list[dict[str, object]]:
     """The jobs to submit, in order; 'after' names the jobs each one depends on."""
     folder = os.path.join(workdir, 'slurm')
     logs = os.path.join(folder, 'logs')
     resources = slurm_resources(config)
     lines = sbatch_lines(resources, FLAGS.sbatch_args)
-    name = os.path.basename(os.path.normpath(workdir))
+    name = job_prefix(workdir)
     jobs = [
         dict(
             key='pretrain',
@@ -289,7 +313,7 @@ def slurm_scripts(*, config, args, workdir, runs) -> list[dict[str, object]]:
     ]
     max_parallel = FLAGS.parallel or config.study.slurm.max_parallel
     size = FLAGS.max_array_size
-    chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
+    chunks = [groups[i : i + size] for i in range(0, len(groups), size)]
     for c, chunk in enumerate(chunks):
         indices = os.path.join(folder, f'indices-{c}.txt')
         command = (
@@ -300,13 +324,13 @@ def slurm_scripts(*, config, args, workdir, runs) -> list[dict[str, object]]:
             dict(
                 key=f'array-{c}',
                 path=os.path.join(folder, f'array-{c}.sbatch'),
-                indices=(indices, [p.index for p in chunk]),
+                indices=(indices, [g.index for g in chunk]),
                 after=('pretrain',),
                 dependency='afterok',
                 array=array_spec(len(chunk), max_parallel),
                 script=render(
-                    description=f'{len(chunk)} sweep runs; task i runs the index on line '
-                    f'i+1 of {indices}',
+                    description=f'{len(chunk)} groups of runs; task i runs the group index on '
+                    f'line i+1 of {indices}',
                     job_name=f'{name}-run',
                     log=os.path.join(logs, 'run-%A_%a.out'),
                     lines=lines,
@@ -347,19 +371,29 @@ def sbatch_command(job, ids: dict[str, str]) -> list[str]:
     return command + [job['path']]
 
 
-def run_slurm(*, config, args, workdir, runs, dry_run) -> int:
-    jobs = slurm_scripts(config=config, args=args, workdir=workdir, runs=runs)
+def run_slurm(*, config, args, workdir, groups, dry_run) -> int:
+    jobs = slurm_scripts(config=config, args=args, workdir=workdir, groups=groups)
     if dry_run:
         for job in jobs:
             print(f'# ---- {job["path"]}')
             if 'indices' in job:
-                print(f'# {job["indices"][0]}: run indices {index_ranges(job["indices"][1])}')
+                print(f'# {job["indices"][0]}: group indices {index_ranges(job["indices"][1])}')
             print(job['script'])
+        for group in groups:
+            print(f'# group {group.index}: {group.name} ({len(group.runs)} runs)')
         print('# ---- submission')
         ids: dict[str, str] = {}
         for job in jobs:
             print(shell(sbatch_command(job, ids)))
         return 0
+    queued = queued_jobs(workdir)
+    if queued:
+        sys.exit(
+            f'sweep: {len(queued)} job(s) of this study are still queued or running '
+            f'({"; ".join(queued[:5])}{"; ..." if len(queued) > 5 else ""}). Submitting again '
+            'would run their groups twice: wait until they have left the queue (squeue), or '
+            'cancel them with scancel, then run this command again.'
+        )
     os.makedirs(os.path.join(workdir, 'slurm', 'logs'), exist_ok=True)
     ids = {}
     for job in jobs:
@@ -423,23 +457,25 @@ def main(argv):
         )
     workdir = os.path.abspath(FLAGS.workdir)
     sweep = study.enumerate_sweep(config)
-    runs = [p for p in sweep.runs if not layout.is_finished(layout.run_dir(workdir, p.run))]
+    finished = {p.run for p in sweep.runs if layout.is_finished(layout.run_dir(workdir, p.run))}
+    groups = [g for g in sweep.groups if any(p.run not in finished for p in g.runs)]
     logging.info(
-        'sweep: %d runs (%d named points), %d finished, %d to run.',
+        'sweep: %d runs (%d named points) in %d groups; %d runs finished, %d groups to run.',
         len(sweep.runs),
         len(sweep.points),
-        len(sweep.runs) - len(runs),
-        len(runs),
+        len(sweep.groups),
+        len(finished),
+        len(groups),
     )
     if not FLAGS['dry-run'].value:
         study.write_plan(config, workdir, sweep)
-    if not runs and not FLAGS['dry-run'].value:
+    if not groups and not FLAGS['dry-run'].value:
         logging.info('sweep: nothing to run; writing the report.')
         print(report.write_report(workdir))
         return 0
     execute = run_local if FLAGS.executor == 'local' else run_slurm
     kwargs = dict(
-        args=config_args(sys.argv), workdir=workdir, runs=runs, dry_run=FLAGS['dry-run'].value
+        args=config_args(sys.argv), workdir=workdir, groups=groups, dry_run=FLAGS['dry-run'].value
     )
     if FLAGS.executor == 'slurm':
         kwargs['config'] = config

@@ -18,6 +18,15 @@ os.environ.setdefault(
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TFDS builds of the tests go to a folder of their own per xdist worker (two workers building
+# the same set into one folder would race), never into the user's ~/tensorflow_datasets.
+os.environ.setdefault(
+    'UNET_JAX_DATA_DIR',
+    os.path.join(
+        tempfile.gettempdir(),
+        'unet_jax_test_data_' + os.environ.get('PYTEST_XDIST_WORKER', 'main'),
+    ),
+)
 
 # Layout name -> number of cases its fixture holds, per official split.
 LAYOUT_SPLITS = {

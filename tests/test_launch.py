@@ -116,9 +116,56 @@ def test_slurm_dry_run_array_of_unfinished_runs_between_pretraining_and_report(t
     assert '--array=0-2%2' in submissions[1]  # runs 1, 2, 3: index 0 has finished
     assert "'--dependency=afterok:<pretrain>'" in submissions[1]
     assert "'--dependency=afterany:<array-0>'" in submissions[2]
-    assert '# ' + os.path.join(workdir, 'slurm', 'indices-0.txt') + ': run indices 1-3' in text
+    assert '# ' + os.path.join(workdir, 'slurm', 'indices-0.txt') + ': group indices 1-3' in text
     assert '--sweep_index="$INDEX"' in text
     assert not os.path.exists(os.path.join(workdir, 'slurm'))
+
+
+def test_dry_run_lists_groups_of_seeds(tmp_path):
+    workdir = str(tmp_path / 'study')
+    seeds2 = [TINY[0].replace('seeds=1', 'seeds=2'), *TINY[1:], '--config.study.group_size=2']
+    out = subprocess.run(
+        [sys.executable, 'launch/sweep.py', *seeds2, f'--workdir={workdir}', '--dry-run'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    # pretrained: one run (its seed-1 point is an alias); the others: both seeds in one group
+    assert re.findall(r'# group (\d+): (\S+) \((\d) runs\)', out.stdout) == [
+        ('0', 'us/n8/scratch/s0-1', '2'),
+        ('1', 'us/n8/pretrained/s0', '1'),
+        ('2', 'us/n8/contracting/s0-1', '2'),
+        ('3', 'us/n8/expanding/s0-1', '2'),
+    ]
+
+
+def test_slurm_refuses_while_jobs_of_the_study_are_queued(tmp_path):
+    """A fake squeue that lists one array task of this study: nothing is submitted."""
+    workdir = str(tmp_path / 'study')
+    plan = sweep(workdir, '--executor=slurm', '--dry-run')
+    job_name = re.search(r'#SBATCH --job-name=(\S+-run)', plan.stdout).group(1)
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for tool, text in (
+        ('squeue', f'echo "41_3 {job_name}"'),
+        ('sbatch', 'echo submitted >> "$0.log"; echo 1'),
+    ):
+        (bin_dir / tool).write_text(f'#!/bin/sh\n{text}\n')
+        (bin_dir / tool).chmod(0o755)
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+    out = subprocess.run(
+        [sys.executable, 'launch/sweep.py', *TINY, f'--workdir={workdir}', '--executor=slurm'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode != 0
+    assert 'still queued or running (41_3' in out.stderr and 'scancel' in out.stderr
+    assert not (bin_dir / 'sbatch.log').exists()
 
 
 def _slurm_running() -> str:

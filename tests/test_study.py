@@ -3,6 +3,11 @@
 import collections
 import json
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import ml_collections
 import numpy as np
@@ -10,6 +15,8 @@ import pytest
 
 from configs import layerwise
 from unet_jax import families, io_utils, study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_study_config(
@@ -37,15 +44,26 @@ def fake_dice(config: ml_collections.ConfigDict) -> float:
 
 
 class FakeTrainer:
-    """Stands in for train.train_and_evaluate: writes a results.json of the contract's schema
-    (atomically, last) and predictions.npz; records every call; can fail or be 'killed'."""
+    """Stands in for train.train_group: writes, for each unfinished run of a group, a
+    results.json of the contract's schema (atomically, last) and predictions.npz; records every
+    run it trains; can fail a run or be 'killed' at its n-th run."""
 
     def __init__(self, fail_on=(), kill_on_call=None):
         self.calls = []
+        self.groups = []
         self.fail_on = set(fail_on)
         self.kill_on_call = kill_on_call
 
-    def __call__(self, config, workdir):
+    def __call__(self, runs, group_dir, name):
+        self.groups.append((name, [r.workdir for r in runs]))
+        os.makedirs(group_dir, exist_ok=True)  # where train keeps a group's checkpoint
+        outcome = {}
+        for run in runs:
+            if not study.is_finished(run.workdir):
+                outcome[run.workdir] = self.train(run.config, run.workdir)
+        return outcome
+
+    def train(self, config, workdir):
         self.calls.append(workdir)
         os.makedirs(workdir, exist_ok=True)
         if self.kill_on_call is not None and len(self.calls) == self.kill_on_call:
@@ -61,6 +79,9 @@ class FakeTrainer:
             precision=dice,
             recall=dice,
             hd95=10 * (1 - dice),
+            num_lesion=1,
+            num_normal=0,
+            normal_fp_rate=None,
         )
         rng = np.random.default_rng(len(self.calls))
         masks = (rng.random((3, 8, 8, 1)) > 0.5).astype(np.float32)
@@ -80,7 +101,10 @@ class FakeTrainer:
             num_train_examples=config.data.num_train,
             val=metrics,
             test=metrics,
-            test_per_image=dict(ids=['a'], dice=[dice], iou=[dice], hd95=[1.0]),
+            test_per_image=dict(
+                ids=['a'], dice=[dice], iou=[dice], hd95=[1.0], lesion=[True], pred_pixels=[3]
+            ),
+            val_curve=dict(step=[1], dice=[dice]),
             params=dict(trained=1, frozen=1, total=2, trained_fraction=0.5),
             step_time_s=0.01,
             wall_time_s=1.0,
@@ -176,6 +200,95 @@ def test_point_config_modifies_the_base_config():
     assert study.pretrain_config(config).data.name == 'synthetic_natural'
 
 
+def test_pretrained_is_one_run_per_target_size_and_pretraining():
+    config = tiny_study_config(seeds=3, families=('pretrained', 'full'))
+    sweep = study.enumerate_sweep(config)
+    pretrained = [p for p in sweep.points if p.family == 'pretrained']
+    assert [p.run for p in pretrained] == ['us/n16/s0/pretrained'] * 3
+    assert len([p for p in sweep.runs if p.family == 'pretrained']) == 1
+    assert len([p for p in sweep.runs if p.family == 'full']) == 3  # trained runs stay per seed
+
+    config.study.pretrain_seeds = 2
+    sweep = study.enumerate_sweep(config)
+    runs = {p.name: p.run for p in sweep.points if p.family == 'pretrained'}
+    assert runs == {
+        'us/n16/s0/pretrained': 'us/n16/s0/pretrained',
+        'us/n16/s1/pretrained': 'us/n16/s1/pretrained',
+        'us/n16/s2/pretrained': 'us/n16/s0/pretrained',  # seed 2 uses pre-training 2 mod 2 = 0
+    }
+
+
+def test_seeds_are_paired_with_pretrainings(tmp_path):
+    config = tiny_study_config(seeds=3, families=('scratch', 'pretrained', 'contracting'))
+    config.study.pretrain_seeds = 2
+    fake = FakeTrainer()
+    study.main(config, str(tmp_path), run_fn=fake)
+    dirs = study.pretrain_dirs(config, str(tmp_path))
+    assert dirs == [str(tmp_path / 'pretrain'), str(tmp_path / 'pretrain_1')]
+    assert fake.groups[0] == ('pretrain', dirs)  # both pre-trainings in one group
+    assert [study.pretrain_config(config, i).seed for i in (0, 1)] == [0, 1]
+    plan = json.loads((tmp_path / 'study.json').read_text())
+    assert plan['pretrain_dirs'] == dirs
+    for point in plan['points']:
+        with open(tmp_path / point['dir'] / 'results.json') as f:
+            init_from = json.load(f)['config']['init_from']
+        if point['family'] == 'scratch':
+            assert point['pretrain_index'] is None and init_from == ''
+        else:
+            assert point['pretrain_index'] == point['seed'] % 2
+            assert init_from == dirs[point['seed'] % 2]
+
+
+def test_groups_hold_the_seeds_of_one_configuration(tmp_path):
+    config = tiny_study_config(seeds=5, families=('scratch', 'pretrained', 'full'))
+    config.study.group_size = 2
+    sweep = study.enumerate_sweep(config)
+    assert [(g.name, len(g.runs)) for g in sweep.groups] == [
+        ('us/n16/scratch/s0-1', 2),
+        ('us/n16/pretrained/s0', 1),
+        ('us/n16/full/s0-1', 2),
+        ('us/n16/scratch/s2-3', 2),
+        ('us/n16/full/s2-3', 2),
+        ('us/n16/scratch/s4', 1),
+        ('us/n16/full/s4', 1),
+    ]
+    assert sorted(p.name for g in sweep.groups for p in g.runs) == sorted(
+        p.name for p in sweep.runs
+    )
+    assert all(p.group for p in sweep.points)
+    config.study.group_size = 0  # automatic: every seed fits the default memory budget
+    assert len(study.enumerate_sweep(config).groups) == 3
+    config.study.group_memory_mb = 0
+    assert len(study.enumerate_sweep(config).groups) == 11  # nothing fits: one run at a time
+
+    fake = FakeTrainer()
+    study.main(config, str(tmp_path), run_fn=fake, sweep_index=None)
+    assert not os.path.exists(tmp_path / study.GROUPS_DIR / 'us')  # state removed once written
+
+
+def test_scratch_gets_its_own_step_budget():
+    config = tiny_study_config(seeds=1, families=('scratch', 'full'))
+    config.num_train_steps, config.study.scratch_steps_factor = 100, 2.5
+    sweep = study.enumerate_sweep(config)
+    steps = {p.family: study.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
+    assert steps == {'scratch': 250, 'full': 100}
+
+
+def test_study_json_of_a_folder_target_is_plain_json(tmp_path):
+    config = tiny_study_config(seeds=1, families=('scratch',))
+    folder = config.data.folder.copy_and_resolve_references()
+    folder.images = '/data/mine/images'
+    config.study.targets = ml_collections.ConfigDict(
+        {'mine': {'data': {'name': 'folder', 'folder': folder.to_dict()}}}
+    )
+    sweep = study.enumerate_sweep(config)
+    plan = json.loads(open(study.write_plan(config, str(tmp_path), sweep)).read())
+    assert plan['targets']['mine'] == config.study.targets.mine.to_dict()
+    assert plan['targets']['mine']['data']['folder']['images'] == '/data/mine/images'
+    run = study.point_config(config, sweep.runs[0], str(tmp_path))
+    assert run.data.name == 'folder' and run.data.folder.images == '/data/mine/images'
+
+
 # ----------------------------------------------------------------------------- the runner
 
 
@@ -240,10 +353,10 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
     assert fake.calls == [
         study.run_dir(workdir, 'us/n16/s0/scratch'),
-        study.pretrain_dir(config, workdir),
+        study.pretrain_dirs(config, workdir)[0],
         study.run_dir(workdir, 'us/n16/s0/full'),
     ]
-    with pytest.raises(ValueError, match=r'out of range.*2 runs'):
+    with pytest.raises(ValueError, match=r'out of range.*2 groups'):
         study.main(config, workdir, sweep_index='7', run_fn=fake)
     with pytest.raises(ValueError, match="'pretrain' or 'report'"):
         study.main(config, workdir, sweep_index='all', run_fn=fake)
@@ -251,29 +364,134 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
 
 
 def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
-    """Real pre-training, runs and report (train.train_and_evaluate), at toy size."""
+    """Real pre-training, groups of two seeds and the report (train.train_group), at toy size."""
     monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
     config = layerwise.get_config(
-        'quick,seeds=1,targets=us,sizes=8,families=scratch+pretrained+contracting+expanding'
+        'quick,seeds=2,targets=us,sizes=8,families=scratch+pretrained+contracting+expanding'
     )
     config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
     for run in (config, config.study.pretrain):
         run.data.num_examples, run.batch_size = 40, 4
         run.num_train_steps = run.eval_every_steps = run.checkpoint_every_steps = 3
         run.log_every_steps, run.warmup_steps = 3, 1
+    config.study.scratch_steps_factor = 2.0
     workdir = str(tmp_path / 'study')
     outcome = study.main(config, workdir)
-    assert outcome['failed'] == [] and len(outcome['done']) == 4
+    assert outcome['failed'] == [] and len(outcome['done']) == 7  # pretrained: one run
     results = {}
-    for name in ('scratch', 'pretrained', 'contracting', 'expanding'):
-        with open(os.path.join(study.run_dir(workdir, f'us/n8/s0/{name}'), 'results.json')) as f:
+    for name in ('scratch', 'contracting', 'expanding'):
+        with open(os.path.join(study.run_dir(workdir, f'us/n8/s1/{name}'), 'results.json')) as f:
             results[name] = json.load(f)
-    assert results['pretrained']['params']['trained'] == 0
+    pretrained = json.loads(
+        (tmp_path / 'study/points/us/n8/s0/pretrained/results.json').read_text()
+    )
+    assert not (tmp_path / 'study/points/us/n8/s1/pretrained').exists()  # an alias of s0's
+    assert pretrained['params']['trained'] == 0 and pretrained['group']['size'] == 1
     assert results['scratch']['params']['trained_fraction'] == 1.0
+    assert results['scratch']['cost']['num_steps'] == 6 and results['scratch']['best_step'] > 0
     assert results['contracting']['num_train_examples'] == 8
+    assert results['contracting']['group'] == {'name': 'us/n8/contracting/s0-1', 'size': 2}
+    assert results['contracting']['pretrain'] == {
+        'dir': os.path.join(workdir, 'pretrain'),
+        'index': 0,
+    }
     assert 0 < results['contracting']['params']['trained'] < results['scratch']['params']['trained']
+    assert not os.path.exists(os.path.join(workdir, study.GROUPS_DIR))  # all written: state gone
     page = open(outcome['report']).read()
     figures = [f for f in os.listdir(os.path.join(workdir, 'report')) if f.endswith('.png')]
     assert page.count('data:image/png;base64,') == len(figures) >= 3  # all embedded
     assert outcome['trained'] == outcome['done']
     assert study.main(config, workdir)['trained'] == []  # a re-run trains nothing
+
+
+# A grouped study that runs as a process: two seeds per group, checkpoints every other step.
+KILL_ARGS = [
+    '--config=configs/layerwise.py:quick,seeds=2,targets=us,sizes=8,'
+    'families=scratch+pretrained+contracting',
+    '--config.model.depth=2',
+    '--config.model.base_width=4',
+    '--config.data.image_size=32',
+    '--config.data.num_examples=40',
+    '--config.study.pretrain.data.num_examples=40',
+    '--config.study.pretrain.num_train_steps=4',
+    '--config.num_train_steps=16',
+    '--config.warmup_steps=1',
+    '--config.eval_every_steps=4',
+    '--config.checkpoint_every_steps=2',
+    '--config.log_every_steps=2',
+    '--config.study.checkpoint_every_secs=0',
+    '--config.study.scratch_steps_factor=1',
+]
+
+
+def start_study(workdir: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+    cache = os.environ.get('JAX_COMPILATION_CACHE_DIR', '')
+    command = [sys.executable, '-m', 'unet_jax.main', *KILL_ARGS, f'--workdir={workdir}']
+    return subprocess.Popen(
+        [*command, f'--compilation_cache={cache}'],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished_results(workdir: str) -> dict[str, tuple[int, int]]:
+    """results.json files of a study: run folder -> (inode, mtime); a rewrite changes both."""
+    found = {}
+    for folder, _, files in os.walk(os.path.join(workdir, 'points')):
+        if study.RESULTS_FILE in files:
+            info = os.stat(os.path.join(folder, study.RESULTS_FILE))
+            found[os.path.relpath(folder, workdir)] = (info.st_ino, info.st_mtime_ns)
+    return found
+
+
+def progress_marks(workdir: str) -> int:
+    """Group checkpoint steps and results written so far: each is a moment to kill at."""
+    marks = 0
+    for folder, dirs, files in os.walk(workdir):
+        marks += study.RESULTS_FILE in files
+        if os.path.basename(folder) == 'checkpoints':
+            marks += sum(d.isdigit() for d in dirs)
+    return marks
+
+
+def test_a_grouped_study_killed_at_random_moments_does_every_run_once(tmp_path, monkeypatch):
+    """SIGKILL soon after a random checkpoint or results.json appears, three times; then
+    the study finishes, no finished run was written twice, and every result equals an
+    uninterrupted study's."""
+    monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
+    reference = str(tmp_path / 'reference')
+    process = start_study(reference)
+    assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+
+    killed, seen, rng, kills = str(tmp_path / 'killed'), {}, random.Random(0), 0
+    for _ in range(3):
+        process = start_study(killed)
+        target = progress_marks(killed) + rng.randint(1, 3)
+        while process.poll() is None and progress_marks(killed) < target:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.3))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        now = finished_results(killed)
+        assert all(now[run] == stamp for run, stamp in seen.items()), 'a finished run re-ran'
+        seen = now
+    assert kills >= 2
+    process = start_study(killed)
+    assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    final = finished_results(killed)
+    assert all(final[run] == stamp for run, stamp in seen.items()), 'a finished run re-ran'
+    assert not [f for _, _, files in os.walk(killed) for f in files if f == study.ERROR_FILE]
+    assert sorted(final) == sorted(finished_results(reference))
+    for run in final:
+        expected, got = (
+            json.loads(open(os.path.join(root, run, 'results.json')).read())
+            for root in (reference, killed)
+        )
+        for key in ('best_step', 'test', 'val', 'val_curve', 'test_per_image'):
+            assert got[key] == expected[key], f'{run}: {key}'

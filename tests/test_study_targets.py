@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from configs import layerwise
 from tests.conftest import save_image
@@ -41,12 +40,6 @@ def get_targets():
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, ValueError),
-    reason='needs the merge: study.point_config applies each target with '
-    'config_lib.apply_target, study.write_plan writes ConfigDict targets as JSON',
-)
 def test_a_study_with_two_folder_targets_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'tfds'))
     left, right = tmp_path / 'left' / 'images', tmp_path / 'right'

@@ -16,20 +16,28 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, train
+from unet_jax import checkpoint, groups, layers, models, train
+from unet_jax.data import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def final_params(workdir: str) -> dict:
+def best_variables(workdir: str, collection: str = 'params') -> dict:
+    """The run's best params (or BatchNorm statistics), as written into its best/ folder."""
+    variables, _ = checkpoint.load_variables(workdir)
+    return traverse_util.flatten_dict(variables[collection], sep='/')
+
+
+def latest_trained(workdir: str) -> dict:
+    """The trained params of the group checkpoint's last step (run axis first)."""
     manager = checkpoint.create_manager(os.path.join(workdir, checkpoint.LATEST_DIR))
     tree, _ = checkpoint.restore_numpy(manager)
     manager.close()
-    return traverse_util.flatten_dict(tree['params'], sep='/')
+    return traverse_util.flatten_dict(tree['state']['trainable'], sep='/')
 
 
 def initial_params(config) -> dict:
-    model = train.models.create_model(config.model)
+    model = models.create_model(config.model)
     return traverse_util.flatten_dict(train.initial_variables(model, config)['params'], sep='/')
 
 
@@ -57,7 +65,16 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
     assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))
     assert np.load(tmp_path / 'predictions.npz')['prob'].shape == (2, 32, 32, 1)
 
-    before, after = initial_params(config), final_params(str(tmp_path))
+    assert on_disk['test']['num_lesion'] == 5 and on_disk['test']['normal_fp_rate'] is None
+    assert on_disk['test_per_image']['lesion'] == [True] * 5
+    assert on_disk['val_curve']['step'] == [3, 6] and len(on_disk['val_curve']['dice']) == 2
+    assert on_disk['pretrain'] is None and on_disk['group'] == {'name': tmp_path.name, 'size': 1}
+    time = on_disk['time']
+    assert set(time) == {f'{k}_s' for k in groups.TIME_SECTIONS + ('wall',)}
+    assert sum(v for k, v in time.items() if k != 'wall_s') <= time['wall_s']
+    assert on_disk['wall_time_s'] == time['wall_s']
+
+    before, after = initial_params(config), best_variables(str(tmp_path))
     trained_blocks = {'enc0', 'dec0'}
     for path, value in before.items():
         if path.split('/')[0] in trained_blocks:
@@ -66,12 +83,29 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
             assert np.array_equal(value, after[path]), f'{path} should be bit-identical'
 
 
+def test_training_flops_are_the_registry_model_times_batch_and_steps(tmp_path):
+    config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'num_train_steps': 4})
+    cost = train.train_and_evaluate(config, str(tmp_path / 'a'), splits=tiny.disk_splits())['cost']
+    registry = layers.build_registry(
+        models.create_model(config.model), image_size=32, in_channels=1
+    )
+    units = registry.expand(['dec0', 'head'])
+    assert cost['step_flops_per_image'] == registry.train_step_flops(units)
+    assert cost['forward_flops_per_image'] == registry.forward_flops()
+    assert cost['train_flops'] == registry.train_step_flops(units) * 4 * 4  # batch 4, 4 steps
+    assert cost['step_flops_per_image'] < registry.train_step_flops(registry.unit_names)
+
+    none = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0})
+    cost = train.train_and_evaluate(none, str(tmp_path / 'b'), splits=tiny.disk_splits())['cost']
+    assert cost['train_flops'] == 0 and cost['num_steps'] == 0
+
+
 def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
     config = tiny.tiny_config(
         **{'finetune.train': '@head', 'optimizer.name': 'adamw', 'optimizer.weight_decay': 0.5}
     )
     train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
-    before, after = initial_params(config), final_params(str(tmp_path))
+    before, after = initial_params(config), best_variables(str(tmp_path))
     for path, value in before.items():
         assert np.array_equal(value, after[path]) == (not path.startswith('head/')), path
 
@@ -79,10 +113,8 @@ def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
 def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'model.norm': 'batch'})
     train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
-    manager = checkpoint.create_manager(os.path.join(str(tmp_path), checkpoint.LATEST_DIR))
-    tree, _ = checkpoint.restore_numpy(manager)
-    stats = traverse_util.flatten_dict(tree['batch_stats'], sep='/')
-    model = train.models.create_model(config.model)
+    stats = best_variables(str(tmp_path), 'batch_stats')
+    model = models.create_model(config.model)
     initial = traverse_util.flatten_dict(
         train.initial_variables(model, config)['batch_stats'], sep='/'
     )
@@ -109,8 +141,12 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
 def test_batch_not_divisible_by_devices_is_explained():
     two_devices = types.SimpleNamespace(size=2)
     train.check_batch_size(4, two_devices)
-    with pytest.raises(ValueError, match=r'batch_size=5 is not divisible by the 2 devices'):
+    with pytest.raises(
+        ValueError, match=r'batch_size=5 must be a positive multiple of the 2 device'
+    ):
         train.check_batch_size(5, two_devices)
+    with pytest.raises(ValueError, match=r'batch_size=0 must be a positive multiple'):
+        train.check_batch_size(0, two_devices)
 
 
 def test_batch_order_is_keyed_by_step():
@@ -131,7 +167,7 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
     train.train_and_evaluate(ft, str(tmp_path / 'ft'), splits=tiny.disk_splits())
     best, _ = checkpoint.load_variables(str(pre))
     loaded = traverse_util.flatten_dict(best['params'], sep='/')
-    after = final_params(str(tmp_path / 'ft'))
+    after = best_variables(str(tmp_path / 'ft'))
     assert all(np.array_equal(loaded[p], after[p]) for p in loaded if not p.startswith('head/'))
 
     wider = tiny.tiny_config(**{'init_from': str(pre), 'model.base_width': 8})
@@ -153,31 +189,38 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
             'finetune.train': '@none',
         }
     )
-    model = train.models.create_model(two_classes.model)
+    model = models.create_model(two_classes.model)
     init = train.load_init_from(train.initial_variables(model, two_classes), two_classes)
     assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
 
 
 RUN_SCRIPT = textwrap.dedent("""
-    import sys
+    import os, sys
     from tests import tiny
     from unet_jax import train
-    workdir, steps = sys.argv[1], int(sys.argv[2])
-    config = tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
-                                  'eval_every_steps': {every}, 'log_every_steps': {every},
-                                  'finetune.train': 'enc0..bottleneck,head'}})
-    train.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
+    workdir, steps, seeds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    def config(seed):
+        return tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
+                                    'eval_every_steps': {every}, 'log_every_steps': {every},
+                                    'finetune.train': 'enc0..bottleneck,head', 'seed': seed}})
+    if seeds == 1:
+        train.train_and_evaluate(config(0), workdir, splits=tiny.disk_splits())
+    else:  # a group of seeds in one vmapped step
+        runs = [train.Run(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
+        train.train_group(runs, workdir, name='g', splits_fn=lambda c: tiny.disk_splits(),
+                          vectorize='vmap')
 """)
 
 
-def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
+def run_tiny(workdir, steps, *, every=4, devices=1, wait=True, seeds=1):
     env = dict(
         os.environ,
         PYTHONPATH=REPO,
         JAX_PLATFORMS='cpu',
         XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
     )
-    command = [sys.executable, '-c', RUN_SCRIPT.format(every=every), str(workdir), str(steps)]
+    script = RUN_SCRIPT.format(every=every)
+    command = [sys.executable, '-c', script, str(workdir), str(steps), str(seeds)]
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -188,12 +231,15 @@ def run_tiny(workdir, steps, *, every=4, devices=1, wait=True):
 
 
 def test_two_devices_give_the_same_params_as_one(tmp_path):
-    run_tiny(tmp_path / 'one', 6, devices=1)
-    run_tiny(tmp_path / 'two', 6, devices=2)
-    one, two = final_params(str(tmp_path / 'one')), final_params(str(tmp_path / 'two'))
-    assert one.keys() == two.keys()
-    for path in one:
-        np.testing.assert_allclose(one[path], two[path], atol=1e-5, err_msg=path)
+    """A vmapped group of two seeds: the batch axis sharded over 2 devices, the run axis not."""
+    run_tiny(tmp_path / 'one', 6, devices=1, seeds=2)
+    run_tiny(tmp_path / 'two', 6, devices=2, seeds=2)
+    for seed in ('s0', 's1'):
+        one = best_variables(str(tmp_path / 'one' / seed))
+        two = best_variables(str(tmp_path / 'two' / seed))
+        assert one.keys() == two.keys()
+        for path in one:
+            np.testing.assert_allclose(one[path], two[path], atol=1e-5, err_msg=f'{seed} {path}')
 
 
 def test_resume_after_sigkill_gives_identical_params(tmp_path):
@@ -211,15 +257,68 @@ def test_resume_after_sigkill_gives_identical_params(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / 'killed' / 'results.json').exists(), 'run ended before the kill'
+    manager = checkpoint.create_manager(str(latest))
+    killed_wall = checkpoint.restore_numpy(manager)[1]['time']['wall_s']
+    manager.close()
 
     run_tiny(tmp_path / 'killed', steps, every=10)
-    straight, resumed = (
-        final_params(str(tmp_path / 'straight')),
-        final_params(str(tmp_path / 'killed')),
-    )
-    for path in straight:
-        assert np.array_equal(straight[path], resumed[path]), path
+    for read in (best_variables, latest_trained):
+        straight, resumed = read(str(tmp_path / 'straight')), read(str(tmp_path / 'killed'))
+        for path in straight:
+            assert np.array_equal(straight[path], resumed[path]), path
     results = [
         json.loads((tmp_path / run / 'results.json').read_text()) for run in ('straight', 'killed')
     ]
     assert results[0]['test'] == results[1]['test']
+    assert results[1]['val_curve'] == results[0]['val_curve']  # kept across the resume
+    # The wall time counts the killed process (up to its last checkpoint) and the resumed one.
+    assert results[1]['time']['wall_s'] > killed_wall > 0
+
+
+def seeded_splits(config) -> dict:
+    """Disk data whose training subset depends on data.subset_seed, as the pipeline's does."""
+    splits = tiny.disk_splits()
+    train_split = tiny.disk_split(12, seed=0)
+    keep = np.random.default_rng(config.data.subset_seed).permutation(12)[:8]
+    splits['train'] = pipeline.Split(
+        train_split.image[keep], train_split.mask[keep], [train_split.ids[i] for i in keep]
+    )
+    return splits
+
+
+@pytest.mark.parametrize('spec,num_pretrain', [('@all', 0), ('dec0,head', 1), ('dec0,head', 2)])
+def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pretrain):
+    """Scratch (everything trains, nothing shared), a pre-trained frozen spec (the frozen
+    params shared by the group) and two pre-trainings (frozen params per run): each seed's
+    best params within 1e-5 of its run alone."""
+    pretrained = [str(tmp_path / f'pre{i}') for i in range(num_pretrain)]
+    for i, directory in enumerate(pretrained):
+        train.train_and_evaluate(tiny.tiny_config(seed=i), directory, splits=tiny.disk_splits())
+
+    def config(seed):
+        overrides = {'seed': seed, 'data.subset_seed': seed, 'finetune.train': spec}
+        overrides['init_from'] = pretrained[seed % num_pretrain] if pretrained else ''
+        return tiny.tiny_config(**overrides)
+
+    seeds = (0, 1, 2)
+    runs = [train.Run(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds]
+    outcome = train.train_group(
+        runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits, vectorize='vmap'
+    )
+    assert all(isinstance(outcome[r.workdir], dict) for r in runs)
+    for s, run in zip(seeds, runs):
+        alone = str(tmp_path / 'alone' / f's{s}')
+        expected = train.train_and_evaluate(config(s), alone, splits=seeded_splits(config(s)))
+        grouped = json.loads((tmp_path / 'group' / f's{s}' / 'results.json').read_text())
+        assert grouped['group'] == {'name': 'g', 'size': 3} and expected['group']['size'] == 1
+        assert grouped['best_step'] == expected['best_step']
+        np.testing.assert_allclose(
+            grouped['val_curve']['dice'], expected['val_curve']['dice'], atol=1e-5
+        )
+        one, many = best_variables(alone), best_variables(run.workdir)
+        assert one.keys() == many.keys()
+        for path in one:
+            np.testing.assert_allclose(one[path], many[path], atol=1e-5, err_msg=f's{s} {path}')
+    # Seeds differ (own init or subset, order and augmentation): the runs are not copies.
+    first, second = best_variables(runs[0].workdir), best_variables(runs[1].workdir)
+    assert any(not np.allclose(first[p], second[p]) for p in first)

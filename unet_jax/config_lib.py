@@ -60,6 +60,8 @@ SYNTHETIC_TARGETS = {
     'natural': 'synthetic_natural',
 }
 REAL_TARGETS = tuple(name for name in builders.BUILDERS if name not in builders.SYNTHETIC)
+# Real natural-image saliency sets a study may pre-train on (`pretrain_data=`).
+REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
 _TARGET_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 

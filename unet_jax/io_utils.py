@@ -1,7 +1,12 @@
 """Small helpers shared by the trainer, the study runner and the launchers (no heavy imports)."""
 
+from __future__ import annotations
+
+import collections
+import contextlib
 import os
 import tempfile
+import time
 
 
 def write_text_atomically(path: str, text: str) -> None:
@@ -12,9 +17,14 @@ def write_text_atomically(path: str, text: str) -> None:
     """
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def format_duration(seconds: float) -> str:
@@ -23,3 +33,48 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'
+
+
+class Progress:
+    """Rate and ETA of a loop over `total` items (train steps, runs, groups of runs).
+
+    The rate counts only items done since this object was made, so a resumed loop (which
+    starts at `done`) does not claim the earlier process's items as its own speed.
+    """
+
+    def __init__(self, total: int, *, done: int = 0, unit: str = 'steps'):
+        self.total, self.unit = total, unit
+        self._start_done, self._start = done, time.time()
+
+    def line(self, done: int) -> str:
+        """'40/120 steps, 12.5 steps/s, ETA 0m06s'."""
+        elapsed = max(time.time() - self._start, 1e-9)
+        count = done - self._start_done
+        rate = count / elapsed
+        eta = (self.total - done) / rate if count else float('nan')
+        eta_text = format_duration(eta) if count else '?'
+        return f'{done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, ETA {eta_text}'
+
+
+class Stopwatch:
+    """Wall time per named section (compile, steps, eval, ...): `with watch('eval'): ...`.
+
+    Sections nest without counting twice: a section's time excludes the sections inside it
+    (a compilation during an evaluation counts as compilation).
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self._nested: list[float] = []  # per open section: the time of sections inside it
+
+    @contextlib.contextmanager
+    def __call__(self, section: str):
+        start = time.perf_counter()
+        self._nested.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[section] += elapsed - self._nested.pop()
+            if self._nested:
+                self._nested[-1] += elapsed

@@ -4,6 +4,7 @@ The study runner, the launchers and the report all read these names from here, s
 can be made from a workdir without importing JAX. A study's workdir:
 
   study.json                 the plan: every named point, its run, aliases (unet_jax.study)
+  leak_check.json            the leak check: images compared, duplicates found (data.leakage)
   pretrain/                  the pre-training run (unless `study.pretrained_workdir` is set)
   points/<run name>/         one run folder per unique run; results.json there = finished
   report/                    tables, figures, report.html (unet_jax.report)
@@ -21,6 +22,7 @@ POINTS_DIR = 'points'
 REPORT_DIR = 'report'
 RESULTS_FILE = 'results.json'
 ERROR_FILE = 'error.txt'
+LEAK_CHECK_FILE = 'leak_check.json'
 
 
 def size_name(num_train: int) -> str:

@@ -1,16 +1,19 @@
-"""Losses, segmentation metrics (CLU) and the run's metric writers.
+"""Losses and segmentation scores; lesion images and normal images are scored apart.
+
+A lesion image has a non-empty ground-truth mask, a normal image an empty one (BUSI's normal
+class; about 15% of simulated ultrasound). Dice on a normal image is 1 or 0 depending only on
+whether a single pixel is predicted: that is detection, not segmentation. So Dice, IoU, HD95,
+precision and recall of a split are over its lesion images only (the headline Dice and what
+picks the best checkpoint), and normal images are scored by `normal_fp_rate`, the fraction of
+them with any predicted foreground pixel.
 
 Dice is reported two ways because they answer different questions: `dice` is the mean of
-per-image Dice (each image counts once, the usual number in papers), `dice_pooled` pools all
-pixels of the split (large lesions dominate). An image whose mask and prediction are both empty
-has Dice 1 (the smoothing term below), which matters for the normal BUSI class.
+per-image Dice (each image counts once, the usual number in papers), `dice_pooled` pools the
+pixels of all lesion images (large lesions dominate).
 """
 
-# No `from __future__ import annotations`: CLU reads the Collection annotations at runtime.
-from collections.abc import Mapping
+from __future__ import annotations
 
-from clu import metrics as clu_metrics
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +49,7 @@ def segmentation_loss(
     return loss
 
 
-def overlap_counts(predictions: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
+def overlap_counts(predictions, masks) -> dict:
     """Per-image true positives, predicted and true pixel counts of binary maps [N,H,W,1]."""
     axes = tuple(range(1, predictions.ndim))
     tp = (predictions * masks).sum(axis=axes)
@@ -59,65 +62,6 @@ def dice_from_counts(tp, pred, true):
 
 def iou_from_counts(tp, pred, true):
     return (tp + _EPS) / (pred + true - tp + _EPS)
-
-
-@flax.struct.dataclass
-class PooledOverlap(clu_metrics.Metric):
-    """Pixel counts summed over a whole split: pooled Dice, precision and recall."""
-
-    tp: jnp.ndarray
-    pred: jnp.ndarray
-    true: jnp.ndarray
-
-    @classmethod
-    def empty(cls) -> 'PooledOverlap':
-        zero = jnp.array(0.0, jnp.float32)
-        return cls(tp=zero, pred=zero, true=zero)
-
-    @classmethod
-    def from_model_output(cls, tp, pred, true, valid=None, **_) -> 'PooledOverlap':
-        valid = jnp.ones_like(tp) if valid is None else valid.astype(tp.dtype)
-        return cls(tp=(tp * valid).sum(), pred=(pred * valid).sum(), true=(true * valid).sum())
-
-    def merge(self, other: 'PooledOverlap') -> 'PooledOverlap':
-        return type(self)(self.tp + other.tp, self.pred + other.pred, self.true + other.true)
-
-    def compute(self) -> dict[str, jnp.ndarray]:
-        return {
-            'dice_pooled': dice_from_counts(self.tp, self.pred, self.true),
-            'precision': (self.tp + _EPS) / (self.pred + _EPS),
-            'recall': (self.tp + _EPS) / (self.true + _EPS),
-        }
-
-
-def _average(name: str):
-    return clu_metrics.Average.from_output(name)
-
-
-@flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
-    loss: _average('loss')
-    dice: _average('dice')
-    grad_norm: _average('grad_norm')
-
-
-@flax.struct.dataclass
-class EvalMetrics(clu_metrics.Collection):
-    loss: _average('loss')
-    dice: _average('dice')
-    iou: _average('iou')
-    overlap: PooledOverlap
-
-
-def compute_metrics(collection: clu_metrics.Collection) -> dict[str, float]:
-    """Flattens a computed collection (PooledOverlap gives a dict) into floats."""
-    flat: dict[str, float] = {}
-    for name, value in collection.compute().items():
-        if isinstance(value, Mapping):
-            flat.update({k: float(v) for k, v in value.items()})
-        else:
-            flat[name] = float(value)
-    return flat
 
 
 def hd95(prediction: np.ndarray, mask: np.ndarray) -> float:
@@ -149,3 +93,38 @@ def per_image_scores(predictions: np.ndarray, masks: np.ndarray) -> dict[str, np
         'iou': iou_from_counts(**counts),
         'hd95': np.array([hd95(p, m) for p, m in zip(predictions, masks)]),
     }
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def split_metrics(
+    *, tp: np.ndarray, pred: np.ndarray, true: np.ndarray, loss: np.ndarray, hd95=None
+) -> dict[str, float | int | None]:
+    """The metrics of a split from per-image pixel counts (and HD95 when computed).
+
+    Segmentation scores are over lesion images (None when the split has none); `loss` is the
+    mean over every image; `normal_fp_rate` is None when the split has no normal image.
+    """
+    tp, pred, true = (np.asarray(a, np.float64) for a in (tp, pred, true))
+    lesion = true > 0
+    num_lesion, num_normal = int(lesion.sum()), int((~lesion).sum())
+    tp_l, pred_l, true_l = tp[lesion], pred[lesion], true[lesion]
+    pooled = num_lesion > 0
+    metrics = {
+        'loss': float(np.mean(loss)),
+        'dice': _mean_or_none(dice_from_counts(tp_l, pred_l, true_l)),
+        'iou': _mean_or_none(iou_from_counts(tp_l, pred_l, true_l)),
+        'dice_pooled': float(dice_from_counts(tp_l.sum(), pred_l.sum(), true_l.sum()))
+        if pooled
+        else None,
+        'precision': float((tp_l.sum() + _EPS) / (pred_l.sum() + _EPS)) if pooled else None,
+        'recall': float((tp_l.sum() + _EPS) / (true_l.sum() + _EPS)) if pooled else None,
+        'num_lesion': num_lesion,
+        'num_normal': num_normal,
+        'normal_fp_rate': float(np.mean(pred[~lesion] > 0)) if num_normal else None,
+    }
+    if hd95 is not None:
+        metrics['hd95'] = _mean_or_none(np.asarray(hd95, np.float64)[lesion])
+    return metrics

@@ -17,11 +17,10 @@ class JsonlWriter(metric_writers.MetricWriter):
     """One JSON line per write (big_vision style): trivially aggregated with pandas or jq."""
 
     def __init__(self, path: str):
-        self._path = path
+        self._file = open(path, 'a')  # opened once per run; lines are flushed with the writer
 
     def _append(self, record: dict[str, Any]) -> None:
-        with open(self._path, 'a') as f:
-            f.write(json.dumps(record, default=float) + '\n')
+        self._file.write(json.dumps(record, default=float) + '\n')
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         self._append({'step': int(step), **{k: float(v) for k, v in scalars.items()}})
@@ -48,10 +47,10 @@ class JsonlWriter(metric_writers.MetricWriter):
         pass
 
     def flush(self) -> None:
-        pass
+        self._file.flush()
 
     def close(self) -> None:
-        pass
+        self._file.close()
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:

@@ -1,0 +1,170 @@
+"""A group's training state on device, in lanes: the runs that one compiled program steps.
+
+Every array of the state carries the run axis first. A lane is a slice of that axis that one
+program trains at once with `jax.vmap`. On accelerators a group is one lane (all its runs in
+one step: small models use a fraction of the device otherwise). On CPU every run is its own
+lane: XLA:CPU lowers a vmapped convolution with per-run kernels to a grouped convolution that
+is 2-3x slower than the runs one after another (measured on the `:quick` U-Net: 226 vs 76 ms a
+run for a full step), so there the group shares compilation, evaluation and checkpoints, and
+its runs step one by one through the same single-run program.
+
+Checkpoints hold the whole run axis (lanes joined), so a group resumes with any lane width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def lane_width(num_runs: int, vectorize: str = 'auto') -> int:
+    """Runs per lane: all of them ('vmap'), one ('loop'), or by backend ('auto')."""
+    if vectorize not in ('auto', 'vmap', 'loop'):
+        raise ValueError(
+            f"config.study.vectorize={vectorize!r} is unknown; use 'auto', 'vmap' or 'loop'."
+        )
+    if vectorize == 'auto':
+        vectorize = 'loop' if jax.default_backend() == 'cpu' else 'vmap'
+    return num_runs if vectorize == 'vmap' else 1
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copies of device arrays; with several processes, gathered from all of them (an
+    array sharded over other processes' devices cannot be read locally)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _take(tree: Any, lane: slice) -> Any:
+    return jax.tree.map(lambda x: x[lane], tree)
+
+
+def _join(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
+
+
+@jax.jit
+def _keep_best(best: Any, candidate: Any, improved: jax.Array) -> Any:
+    """`candidate` where a run improved, else `best` (per run, on device)."""
+
+    def pick(b, c):
+        return jnp.where(improved.reshape((-1,) + (1,) * (b.ndim - 1)), c, b)
+
+    return jax.tree.map(pick, best, candidate)
+
+
+class Lanes:
+    """The trained state and best-validation params of a group's runs, lane by lane.
+
+    `state` is a TrainState whose `step` is shared and whose other fields carry the run axis;
+    `frozen` is shared (frozen_axis None) or carries it (0).
+    """
+
+    def __init__(self, state, frozen, frozen_axis: int | None, width: int, sharding):
+        num_runs = len(jax.tree.leaves(state.opt_state)[0])
+        self.slices = [slice(i, i + width) for i in range(0, num_runs, width)]
+        self.frozen_axis = frozen_axis
+        self._sharding = sharding
+        self.frozen = [
+            jax.device_put(frozen if frozen_axis is None else _take(frozen, s), sharding)
+            for s in self.slices
+        ]
+        self.load(state)
+
+    @property
+    def width(self) -> int:
+        return self.slices[0].stop - self.slices[0].start
+
+    def frozen_group(self) -> Any:
+        """The frozen params of the whole group (shared, or with the run axis)."""
+        return self.frozen[0] if self.frozen_axis is None else _join(self.frozen)
+
+    def load(self, state, best: Any = None) -> None:
+        """Puts a whole-group state (and best params; default: the state's) into the lanes."""
+        best = variables_of(state) if best is None else best
+        self.states = [self._lane_state(state, s) for s in self.slices]
+        # Copies: the state's buffers are donated to the step, the best ones must survive it.
+        self.best = [
+            jax.device_put(jax.tree.map(jnp.array, _take(best, s)), self._sharding)
+            for s in self.slices
+        ]
+
+    def _lane_state(self, state, lane: slice):
+        # Every lane owns its buffers (`step` too): a lane's step donates them.
+        return jax.device_put(
+            state.replace(
+                step=jnp.array(state.step),
+                trainable=_take(state.trainable, lane),
+                batch_stats=_take(state.batch_stats, lane),
+                opt_state=_take(state.opt_state, lane),
+            ),
+            self._sharding,
+        )
+
+    def joined(self) -> dict[str, Any]:
+        """{'state', 'best'} of the whole group (what a checkpoint holds)."""
+        state = self.states[0].replace(
+            trainable=_join([s.trainable for s in self.states]),
+            batch_stats=_join([s.batch_stats for s in self.states]),
+            opt_state=_join([s.opt_state for s in self.states]),
+        )
+        return {'state': state, 'best': _join(self.best)}
+
+    @property
+    def step(self) -> int:
+        return int(self.states[0].step)
+
+    def train_step(self, program, batch: dict[str, np.ndarray], rngs, put) -> list[Any]:
+        """One step of every lane (dispatched without waiting); the lanes' summaries."""
+        summaries = []
+        for i, lane in enumerate(self.slices):
+            lane_batch = put({k: v[lane] for k, v in batch.items()})
+            self.states[i], summary = program(self.states[i], self.frozen[i], lane_batch, rngs[i])
+            summaries.append(summary)
+        return summaries
+
+    def params(self, i: int, *, best: bool) -> tuple:
+        variables = self.best[i] if best else variables_of(self.states[i])
+        return variables['trainable'], variables['batch_stats'], self.frozen[i]
+
+    def evaluate(self, program, batches, num: int, *, best: bool, with_probs: bool = False):
+        """Per-image stats {loss, tp, pred, true: [runs, num]} (and probabilities) of a split."""
+        outs = to_host(
+            [
+                [program(*self.params(i, best=best), batch) for batch in batches]
+                for i in range(len(self.slices))
+            ]
+        )
+        stats = {
+            key: np.concatenate(
+                [np.concatenate([o[0][key] for o in lane], axis=1) for lane in outs]
+            )[:, :num]
+            for key in outs[0][0][0]
+        }
+        if not with_probs:
+            return stats, None
+        probs = np.concatenate([np.concatenate([o[1] for o in lane], axis=1) for lane in outs])
+        return stats, probs[:, :num]
+
+    def keep_best(self, improved: np.ndarray) -> None:
+        """Copies the current params of the runs that improved into their best params."""
+        for i, lane in enumerate(self.slices):
+            if improved[lane].any():
+                candidate = variables_of(self.states[i])
+                flags = jax.device_put(improved[lane], self._sharding)
+                self.best[i] = _keep_best(self.best[i], candidate, flags)
+
+    def block(self) -> None:
+        jax.block_until_ready([s.step for s in self.states])
+
+
+def variables_of(state) -> dict[str, Any]:
+    """The part of the state that evaluation needs (and the best-params store keeps)."""
+    return {'trainable': state.trainable, 'batch_stats': state.batch_stats}

@@ -1,0 +1,266 @@
+"""The study's sweep: every named point, the unique runs and their groups, from a config.
+
+`enumerate_sweep(config)` is the one place that turns `configs/layerwise.py` into runs; the
+study runner, `launch/sweep.py` (local processes, SLURM arrays) and the report all use it.
+
+A run is a unique (target, size, seed, initialisation, trained units); points that train the
+same are aliases of one run (e.g. shallow_to_deep k=N and `full`; `pretrained`, which trains
+nothing, under every seed that uses the same pre-training). Runs that differ only in seed form
+groups of up to `study.group_size` runs, trained together (unet_jax.train.train_group).
+"""
+
+from collections.abc import Iterator, Sequence
+import dataclasses
+import math
+from typing import Any
+
+import ml_collections
+
+from unet_jax import families, freeze, layers, models
+from unet_jax.layout import size_name
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One named point of the study; `index`/`run` name the run that produces its results.
+
+    For a duplicate (same target, size, seed, initialisation and trained units as an earlier
+    point) `run` is the earlier point's name and `index` its index.
+    """
+
+    name: str
+    index: int
+    run: str
+    target: str
+    num_train: int
+    seed: int
+    family: str
+    spec: str
+    trained_units: tuple[str, ...]
+    order: str = ''
+    granularity: str = ''
+    k: int = 0
+    pretrain_index: int | None = None  # which pre-training it starts from (None: scratch)
+    group: str = ''  # the group its run is trained in
+
+    @property
+    def configuration(self) -> str:
+        """The name without target, size and seed: what the report aggregates over seeds."""
+        return self.name.rsplit('/', 1)[1]
+
+    @property
+    def is_alias(self) -> bool:
+        return self.run != self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class RunGroup:
+    """Runs that differ only in seed, trained together; `index` is its --sweep_index."""
+
+    name: str
+    index: int
+    runs: tuple[SweepPoint, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    points: tuple[SweepPoint, ...]  # every named point, duplicates included
+    runs: tuple[SweepPoint, ...]  # one per index, runs[i].index == i
+    groups: tuple[RunGroup, ...] = ()  # every run in exactly one group, groups[i].index == i
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Duplicate name -> name of the run that produces it."""
+        return {p.name: p.run for p in self.points if p.is_alias}
+
+
+# ----------------------------------------------------------------------------- enumeration
+
+
+def configuration_name(family: str, *, order: str = '', granularity: str = '', k: int = 0) -> str:
+    """'full', or 'shallow_to_deep-level-block-k3' for the layer-by-layer families."""
+    if families.get(family).is_direction:
+        return f'{family}-{order}-{granularity}-k{k}'
+    return family
+
+
+def registry_for(config: ml_collections.ConfigDict) -> layers.LayerRegistry:
+    """The layer registry of the study's model (the source of N, the number of units)."""
+    model = models.create_model(config.model)
+    return layers.build_registry(
+        model, image_size=config.data.image_size, in_channels=config.model.in_channels
+    )
+
+
+def _check_study(study: ml_collections.ConfigDict) -> None:
+    def fail(field, value, valid):
+        raise ValueError(
+            f'config.study.{field}: {value!r} is not valid; choose from {valid} '
+            f'(configs/layerwise.py, or --config.study.{field}=...).'
+        )
+
+    for family in study.families:
+        if family not in families.NAMES:
+            fail('families', family, families.NAMES)
+    for order in study.orders:
+        if order not in layers.ORDERS:
+            fail('orders', order, layers.ORDERS)
+    for granularity in study.granularities:
+        if granularity not in layers.GRANULARITIES:
+            fail('granularities', granularity, layers.GRANULARITIES)
+    for field in ('targets', 'num_train', 'seeds', 'families'):
+        if not len(study[field]):
+            raise ValueError(f'config.study.{field} is empty: the study would have no points.')
+    for field, low in (('group_size', 0), ('pretrain_seeds', 1), ('scratch_steps_factor', 1e-9)):
+        if field in study and not study[field] >= low:
+            raise ValueError(
+                f'config.study.{field}={study[field]!r} must be >= {low:g} '
+                f'(--config.study.{field}=...).'
+            )
+    if any(seed < 0 for seed in study.seeds):
+        raise ValueError(f'config.study.seeds={tuple(study.seeds)}: seeds must be >= 0.')
+
+
+def _configurations(
+    study: ml_collections.ConfigDict, registry: layers.LayerRegistry
+) -> Iterator[dict[str, Any]]:
+    for name in study.families:
+        family = families.get(name)
+        if not family.is_direction:
+            yield dict(family=name, spec=family.spec)
+            continue
+        for order in study.orders:
+            for granularity in study.granularities:
+                n = len(registry.order(order, granularity))
+                for k in range(1, n + 1):
+                    yield dict(
+                        family=name,
+                        spec=f'{family.selector}:{k}',
+                        order=order,
+                        granularity=granularity,
+                        k=k,
+                    )
+
+
+def enumerate_sweep(
+    config: ml_collections.ConfigDict, *, registry: layers.LayerRegistry | None = None
+) -> Sweep:
+    """Every point of the study, in run order (seed, target, size, configuration), and groups.
+
+    Seeds vary slowest, so the first part of a study is one complete replicate. Two points are
+    duplicates when they share target, size, seed, initialisation (scratch, or which
+    pre-training) and train the same units (compiled by `freeze.compile_spec`, whatever the
+    order/granularity said); `pretrained` points (no training) are also duplicates across
+    seeds that use the same pre-training.
+    """
+    study = config.study
+    _check_study(study)
+    registry = registry or registry_for(config)
+    configurations = []
+    for c in _configurations(study, registry):
+        plan = freeze.compile_spec(
+            c['spec'],
+            registry,
+            order=c.get('order') or 'forward',
+            granularity=c.get('granularity') or 'unit',
+        )
+        name = configuration_name(
+            c['family'],
+            order=c.get('order', ''),
+            granularity=c.get('granularity', ''),
+            k=c.get('k', 0),
+        )
+        configurations.append((name, dict(c, trained_units=plan.trained_units)))
+
+    num_pretrain = num_pretrainings(config)
+    points, runs, first_of = [], [], {}
+    for seed in study.seeds:
+        for target in study.targets:
+            for num_train in study.num_train:
+                for configuration, c in configurations:
+                    name = f'{target}/n{size_name(num_train)}/s{seed}/{configuration}'
+                    init = families.get(c['family']).init
+                    pretrain_index = seed % num_pretrain if init == 'pretrained' else None
+                    key = (target, num_train, init, pretrain_index, frozenset(c['trained_units']))
+                    if families.get(c['family']).trains or config.dont_load:
+                        key += (c['family'] == 'pretrained', seed)
+                    run = first_of.get(key)
+                    point = SweepPoint(
+                        name=name,
+                        index=run.index if run else len(runs),
+                        run=run.name if run else name,
+                        target=target,
+                        num_train=num_train,
+                        seed=seed,
+                        pretrain_index=pretrain_index,
+                        **c,
+                    )
+                    if run is None:
+                        first_of[key] = point
+                        runs.append(point)
+                    points.append(point)
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            'config.study lists a target, size, seed or family twice; '
+            'every sweep point name must be unique.'
+        )
+    groups = _groups(runs, group_size(config, registry))
+    group_of = {p.name: g.name for g in groups for p in g.runs}
+    points = [dataclasses.replace(p, group=group_of[p.run]) for p in points]
+    runs = [dataclasses.replace(p, group=group_of[p.name]) for p in runs]
+    groups = [dataclasses.replace(g, runs=tuple(runs[p.index] for p in g.runs)) for g in groups]
+    return Sweep(points=tuple(points), runs=tuple(runs), groups=tuple(groups))
+
+
+def _groups(runs: Sequence[SweepPoint], size: int) -> list[RunGroup]:
+    """Runs that differ only in seed, in chunks of `size` (in seed order); chunk 0 of every
+    configuration comes first, so the first groups hold one complete set of seeds."""
+    by_key: dict[tuple, list[SweepPoint]] = {}
+    for p in runs:
+        key = (p.target, p.num_train, p.configuration, p.family)
+        by_key.setdefault(key, []).append(p)
+    chunks = [
+        (i // size, n, members[i : i + size])
+        for n, members in enumerate(by_key.values())
+        for i in range(0, len(members), size)
+    ]
+    groups = []
+    for _, _, members in sorted(chunks, key=lambda chunk: chunk[:2]):
+        first = members[0]
+        seeds = [p.seed for p in members]
+        name = '/'.join(first.name.split('/')[:2] + [first.configuration, _seeds_name(seeds)])
+        groups.append(RunGroup(name=name, index=len(groups), runs=tuple(members)))
+    return groups
+
+
+def _seeds_name(seeds: Sequence[int]) -> str:
+    """'s3', 's0-4' for a range, else 's0_2_5'."""
+    if len(seeds) == 1:
+        return f's{seeds[0]}'
+    if list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f's{seeds[0]}-{seeds[-1]}'
+    return 's' + '_'.join(map(str, seeds))
+
+
+def group_size(config: ml_collections.ConfigDict, registry: layers.LayerRegistry) -> int:
+    """`study.group_size`, or (0, automatic) as many seeds as fit `study.group_memory_mb`.
+
+    The estimate depends on the config only (never on the machine), so a launcher on a login
+    node and its tasks on accelerators agree on the groups: per run, params, gradients and
+    Adam's two moments (16 bytes a parameter) plus three float32 copies of every unit's
+    activations of a batch (forward, gradient, augmentation and slack).
+    """
+    study = config.study
+    size = study.get('group_size', 1)
+    if size:
+        return int(size)
+    activations = sum(math.prod(u.output_shape) for u in registry.units)
+    per_run = 16 * registry.param_count + 3 * 4 * config.batch_size * activations
+    budget = study.get('group_memory_mb', 8192) * 2**20
+    return int(max(1, min(len(study.seeds), budget // per_run)))
+
+
+def num_pretrainings(config: ml_collections.ConfigDict) -> int:
+    """R = `study.pretrain_seeds`: seed s fine-tunes from pre-training s mod R."""
+    return int(config.study.get('pretrain_seeds', 1))
