@@ -59,7 +59,8 @@ def check_image_size(height: int, width: int, depth: int) -> None:
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pool with stride 2 as reshape + max (equal to nn.max_pool, faster gradient)."""
     n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    with jax.named_scope('max_pool'):
+        return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def conv_transpose_2x2(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:

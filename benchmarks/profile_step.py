@@ -1,0 +1,221 @@
+r"""Where the JAX train step spends its time, by kind of operation (a jax.profiler trace).
+
+Traces a few steps of the project's train step (as the training loop builds it, augmentation
+on), then attributes every XLA operation the CPU runtime executed to a category by the
+operation's HLO and the name stack of the model code it came from:
+
+  conv forward / conv backward-input / conv backward-filter   3x3 and 1x1 convolutions
+  up-conv (forward + backward)      the 2x2 stride-2 up-convolution (einsum) and its gradients
+  pooling (forward + backward)      2x2 max-pool and its gradient
+  layout copies / transposes        copies that only change the memory layout
+  network elementwise               bias, ReLU, concatenation and their gradients
+  optimiser                         Adam, gradient norm
+  augmentation + RNG                flips, affine warp, intensity, random numbers
+  loss, metrics, other              everything else
+
+XLA's CPU runtime runs independent operations concurrently, so the operations' times add up
+to more than the step's wall time; the table shows both.
+
+  python benchmarks/profile_step.py                       # classic U-Net, full spec
+  python benchmarks/profile_step.py --spec=first:1 --top=20
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import glob
+import gzip
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unet_jax import config_lib, freeze, layers, models, train
+
+CATEGORIES = (
+    'conv forward',
+    'conv backward-input',
+    'conv backward-filter',
+    'up-conv (forward + backward)',
+    'pooling (forward + backward)',
+    'layout copies / transposes',
+    'network elementwise',
+    'optimiser',
+    'augmentation + RNG',
+    'loss, metrics, other',
+)
+_AUGMENT = re.compile(r'augment|map_coordinates|threefry|_uniform|_bernoulli|random_bits')
+_LAYOUT_OPS = {'copy', 'transpose', 'bitcast', 'parameter', 'tuple', 'get-tuple-element'}
+
+
+def build_step(args):
+    """The step function, its state and a batch, as benchmarks/step_time.py builds them."""
+    config = config_lib.default_config()
+    config.model.depth, config.model.base_width = args.depth, args.base_width
+    config.data.image_size, config.batch_size = args.image_size, args.batch_size
+    model = models.create_model(config.model)
+    registry = layers.build_registry(model, image_size=args.image_size, in_channels=1)
+    plan = freeze.compile_spec(args.spec, registry, order='forward', granularity='block')
+    variables = train.initial_variables(model, config)
+    labels = plan.labels(variables['params'])
+    tx = freeze.make_optimizer(train.create_train_tx(config), labels)
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables['params'],
+        batch_stats={},
+        opt_state=tx.init(variables['params']),
+    )
+    step_fn = jax.jit(
+        functools.partial(
+            train.train_step,
+            model=model,
+            tx=tx,
+            labels=labels,
+            frozen_units=plan.frozen_units,
+            rng=jax.random.key(0),
+            config=config,
+        ),
+        donate_argnums=0,
+    )
+    rng = np.random.default_rng(0)
+    shape = (args.batch_size, args.image_size, args.image_size, 1)
+    batch = {
+        'image': rng.standard_normal(shape).astype(np.float32),
+        'mask': (rng.random(shape) > 0.7).astype(np.float32),
+    }
+    return step_fn, state, batch
+
+
+def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Instruction name -> its line, and computation name -> its body, of compiled HLO text."""
+    lines, bodies, current = {}, {}, None
+    for line in text.splitlines():
+        header = re.match(r'^(?:ENTRY )?%(\S+) .*\{$', line)
+        if header:
+            current = header.group(1)
+            bodies[current] = []
+            continue
+        if current is None:
+            continue
+        bodies[current].append(line)
+        instruction = re.match(r'^\s*(?:ROOT )?%(\S+) = ', line)
+        if instruction:
+            lines[instruction.group(1)] = line
+    return lines, {name: '\n'.join(body) for name, body in bodies.items()}
+
+
+def categorise(line: str, bodies: dict[str, str]) -> str:
+    """The category of one executed HLO instruction (see the module docstring)."""
+    op_name = re.search(r'op_name="([^"]*)"', line)
+    op_name = op_name.group(1) if op_name else ''
+    called = re.search(r'calls=%([\w.\-]+)', line)
+    body = bodies.get(called.group(1), '') if called else ''
+    opcodes = set(re.findall(r'= \S+ ([a-z][\w\-]*)\(', body or line))
+    in_network = 'UNet' in op_name
+    if _AUGMENT.search(op_name):
+        return 'augmentation + RNG'
+    if '/up/' in op_name:
+        return 'up-conv (forward + backward)'
+    if 'max_pool' in op_name:
+        return 'pooling (forward + backward)'
+    if 'conv_input_grad' in op_name:
+        return 'conv backward-input'
+    if 'conv_weight_grad' in op_name:
+        return 'conv backward-filter'
+    if 'convolution' in opcodes:
+        if 'transpose(' not in op_name:
+            return 'conv forward'
+        window = re.search(r'window=\{size=(\d+)x(\d+)', body or line)
+        big_window = window and max(int(window.group(1)), int(window.group(2))) > 3
+        return 'conv backward-filter' if big_window else 'conv backward-input'
+    if opcodes <= _LAYOUT_OPS and opcodes & {'copy', 'transpose'}:
+        return 'layout copies / transposes'
+    if in_network:
+        return 'network elementwise'
+    if 'opt_state' in line or 'adam' in op_name:
+        return 'optimiser'
+    return 'loss, metrics, other'
+
+
+def trace_steps(step_fn, state, batch, steps: int, directory: str):
+    """Runs `steps` traced steps; returns the state, wall times and the trace's events."""
+    times = []
+    with jax.profiler.trace(directory):
+        for _ in range(steps):
+            start = time.perf_counter()
+            state, _ = step_fn(state, batch)
+            jax.block_until_ready(state)
+            times.append(time.perf_counter() - start)
+    (path,) = glob.glob(os.path.join(directory, 'plugins', 'profile', '*', '*.trace.json.gz'))
+    with gzip.open(path) as f:
+        events = json.load(f)['traceEvents']
+    return state, times, events
+
+
+def op_times(events, module: str) -> dict[str, float]:
+    """Total microseconds of every HLO instruction of `module` in the trace."""
+    totals = collections.Counter()
+    for event in events:
+        args = event.get('args') or {}
+        if event.get('ph') == 'X' and args.get('hlo_module') == module and 'hlo_op' in args:
+            totals[args['hlo_op']] += event['dur']
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--depth', type=int, default=4)
+    parser.add_argument('--base_width', type=int, default=64)
+    parser.add_argument('--image_size', type=int, default=128)
+    parser.add_argument('--batch_size', type=int, default=8)
+    parser.add_argument('--spec', default='@all')
+    parser.add_argument('--steps', type=int, default=2, help='traced steps (after one compile)')
+    parser.add_argument('--top', type=int, default=10, help='slowest operations to list')
+    args = parser.parse_args()
+
+    step_fn, state, batch = build_step(args)
+    compiled = step_fn.lower(state, batch).compile()
+    lines, bodies = parse_hlo(compiled.as_text())
+    state, _ = step_fn(state, batch)
+    jax.block_until_ready(state)
+    with tempfile.TemporaryDirectory() as directory:
+        state, times, events = trace_steps(step_fn, state, batch, args.steps, directory)
+    totals = op_times(events, 'jit_train_step')
+    per_step = {op: us / 1e3 / args.steps for op, us in totals.items()}
+    by_category = collections.Counter()
+    for op, ms in per_step.items():
+        by_category[categorise(lines.get(op, ''), bodies)] += ms
+    op_total = sum(per_step.values())
+    print(
+        f'JAX {jax.__version__}, U-Net depth {args.depth} base {args.base_width}, '
+        f'{args.image_size}x{args.image_size}, batch {args.batch_size}, spec {args.spec}: '
+        f'wall {statistics.median(times) * 1e3:.0f} ms per step (median of {args.steps}), '
+        f'operations {op_total:.0f} ms per step; load average {os.getloadavg()[0]:.1f}\n'
+    )
+    print('| category | ms per step | share of operation time |')
+    print('|---|---|---|')
+    for category in sorted(CATEGORIES, key=lambda c: -by_category[c]):
+        ms = by_category[category]
+        print(f'| {category} | {ms:.0f} | {ms / op_total:.1%} |')
+    print(f'\n| top {args.top} operations | category | ms per step | shape | source |')
+    print('|---|---|---|---|---|')
+    for op, ms in sorted(per_step.items(), key=lambda item: -item[1])[: args.top]:
+        line = lines.get(op, '')
+        shape = re.search(r'= (\S+) ', line)
+        source = re.search(r'op_name="(?:jit\(train_step\)/)?([^"]*)"', line)
+        print(
+            f'| {op} | {categorise(line, bodies)} | {ms:.0f} | '
+            f'{shape.group(1) if shape else "?"} | {source.group(1) if source else "?"} |'
+        )
+
+
+if __name__ == '__main__':
+    main()
