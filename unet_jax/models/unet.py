@@ -14,6 +14,7 @@ gradients are several times faster on XLA:CPU (RESEARCH.md section 4).
 
 from collections.abc import Sequence
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -96,20 +97,27 @@ class ConvUnit(nn.Module):
     dropout: float = 0.0
     frozen: bool = False
     bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         k = (self.kernel_size, self.kernel_size)
-        x = nn.Conv(self.features, k, padding='SAME', use_bias=self.norm == 'none', name='conv')(x)
+        use_bias = self.norm == 'none'
+        x = nn.Conv(
+            self.features, k, padding='SAME', use_bias=use_bias, dtype=self.dtype, name='conv'
+        )(x)
         if self.norm == 'batch':
             x = nn.BatchNorm(
                 use_running_average=not train or self.frozen,
                 momentum=0.9,
                 axis_name=self.bn_axis_name,
+                dtype=self.dtype,
                 name='norm',
             )(x)
         elif self.norm == 'group':
-            x = nn.GroupNorm(num_groups=_num_groups(self.features), name='norm')(x)
+            x = nn.GroupNorm(num_groups=_num_groups(self.features), dtype=self.dtype, name='norm')(
+                x
+            )
         if self.activation:
             x = nn.relu(x)
         if self.dropout > 0:
@@ -126,6 +134,7 @@ class UpUnit(nn.Module):
 
     features: int
     upsample: str = 'transpose'
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -135,6 +144,7 @@ class UpUnit(nn.Module):
             'kernel', nn.initializers.lecun_normal(), (size, size, cin, self.features)
         )
         bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
         if self.upsample == 'transpose':
             return conv_transpose_2x2(x, kernel, bias)
         n, h, w, _ = x.shape
@@ -175,24 +185,31 @@ class ExpandingBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, skip: jax.Array, *, train: bool) -> jax.Array:
-        x = UpUnit(self.features, self.upsample, name='up')(x)
+        x = UpUnit(self.features, self.upsample, dtype=self.unit_kwargs['dtype'], name='up')(x)
         x = jnp.concatenate([x, skip], axis=-1)
         return _two_conv_units(self, x, train=train)
 
 
 class Head(nn.Module):
-    """1x1 conv to the output channels: logits, no norm, no activation."""
+    """1x1 conv to the output channels: logits, no norm, no activation, always float32."""
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        unit = ConvUnit(self.features, kernel_size=1, activation=False, name='conv0')
-        return unit(x, train=train)
+        unit = ConvUnit(
+            self.features, kernel_size=1, activation=False, dtype=self.dtype, name='conv0'
+        )
+        return unit(x, train=train).astype(jnp.float32)
 
 
 class UNet(nn.Module):
-    """U-Net; the defaults are the classic one (depth 4, base 64, no norm: 31,030,593 params)."""
+    """U-Net; the defaults are the classic one (depth 4, base 64, no norm: 31,030,593 params).
+
+    ``dtype`` is the computation dtype (bfloat16 for mixed precision); parameters stay
+    float32 and the logits are float32 whatever it is.
+    """
 
     depth: int = 4
     base_width: int = 64
@@ -201,6 +218,7 @@ class UNet(nn.Module):
     dropout: float = 0.0
     upsample: str = 'transpose'
     bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
 
     def check(self) -> None:
         """Validates the fields with messages that name the config field to fix."""
@@ -225,7 +243,9 @@ class UNet(nn.Module):
             raise ValueError(f'UNet expects images [N, H, W, C], got shape {x.shape}.')
         check_image_size(x.shape[1], x.shape[2], self.depth)
         frozen_units = tuple(frozen_units)
-        unit_kwargs = dict(norm=self.norm, dropout=self.dropout, bn_axis_name=self.bn_axis_name)
+        unit_kwargs = dict(
+            norm=self.norm, dropout=self.dropout, bn_axis_name=self.bn_axis_name, dtype=self.dtype
+        )
 
         def block(cls, name, *args, **kwargs):
             return cls(
@@ -242,7 +262,7 @@ class UNet(nn.Module):
             x = block(
                 ExpandingBlock, f'dec{level}', self.base_width * 2**level, upsample=self.upsample
             )(x, skips[level], train=train)
-        x = Head(self.out_channels, name='head')(x, train=train)
+        x = Head(self.out_channels, dtype=self.dtype, name='head')(x, train=train)
         _check_frozen_units(frozen_units, self.variables['params'])
         return x
 
