@@ -13,11 +13,13 @@ operation's HLO and the name stack of the model code it came from:
   augmentation + RNG                flips, affine warp, intensity, random numbers
   loss, metrics, other              everything else
 
-XLA's CPU runtime runs independent operations concurrently, so the operations' times add up
-to more than the step's wall time; the table shows both.
+XLA's CPU runtime runs independent operations concurrently; while several run, their wall
+time is shared equally among them, so the categories add up to the time in which any
+operation ran (the rest of the step's wall time is dispatch and waiting).
 
   python benchmarks/profile_step.py                       # classic U-Net, full spec
   python benchmarks/profile_step.py --spec=first:1 --top=20
+  python benchmarks/profile_step.py --xla_defaults         # without the project's XLA options
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def build_step(args):
             config=config,
         ),
         donate_argnums=0,
+        compiler_options=None if args.xla_defaults else models.compiler_options(),
     )
     rng = np.random.default_rng(0)
     shape = (args.batch_size, args.image_size, args.image_size, 1)
@@ -112,35 +115,42 @@ def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str]]:
     return lines, {name: '\n'.join(body) for name, body in bodies.items()}
 
 
-def categorise(line: str, bodies: dict[str, str]) -> str:
-    """The category of one executed HLO instruction (see the module docstring)."""
-    op_name = re.search(r'op_name="([^"]*)"', line)
-    op_name = op_name.group(1) if op_name else ''
+def _fused(line: str, bodies: dict[str, str]) -> tuple[str, str]:
+    """(op_name metadata, instructions) of an instruction, looking into what it fused."""
     called = re.search(r'calls=%([\w.\-]+)', line)
     body = bodies.get(called.group(1), '') if called else ''
-    opcodes = set(re.findall(r'= \S+ ([a-z][\w\-]*)\(', body or line))
-    in_network = 'UNet' in op_name
-    if _AUGMENT.search(op_name):
+    # A fusion's own metadata may be empty; the instructions it fused then name the source.
+    names = re.findall(r'op_name="([^"]*)"', line) or re.findall(r'op_name="([^"]*)"', body)
+    return ' '.join(dict.fromkeys(names)), body or line
+
+
+def categorise(name: str, line: str, bodies: dict[str, str]) -> str:
+    """The category of one executed HLO instruction (see the module docstring)."""
+    op_names, body = _fused(line, bodies)
+    opcodes = set(re.findall(r'= \S+ ([a-z][\w\-]*)\(', body))
+    if _AUGMENT.search(op_names):
         return 'augmentation + RNG'
-    if '/up/' in op_name:
+    if name.startswith(('transpose', 'copy')) or (
+        opcodes <= _LAYOUT_OPS and opcodes & {'copy', 'transpose'}
+    ):
+        return 'layout copies / transposes'
+    if '/up/' in op_names:
         return 'up-conv (forward + backward)'
-    if 'max_pool' in op_name:
+    if 'max_pool' in op_names:
         return 'pooling (forward + backward)'
-    if 'conv_input_grad' in op_name:
+    if 'conv_input_grad' in op_names:
         return 'conv backward-input'
-    if 'conv_weight_grad' in op_name:
+    if 'conv_weight_grad' in op_names:
         return 'conv backward-filter'
     if 'convolution' in opcodes:
-        if 'transpose(' not in op_name:
+        if 'transpose(' not in op_names:
             return 'conv forward'
-        window = re.search(r'window=\{size=(\d+)x(\d+)', body or line)
+        window = re.search(r'window=\{size=(\d+)x(\d+)', body)
         big_window = window and max(int(window.group(1)), int(window.group(2))) > 3
         return 'conv backward-filter' if big_window else 'conv backward-input'
-    if opcodes <= _LAYOUT_OPS and opcodes & {'copy', 'transpose'}:
-        return 'layout copies / transposes'
-    if in_network:
+    if 'UNet' in op_names:
         return 'network elementwise'
-    if 'opt_state' in line or 'adam' in op_name:
+    if 'opt_state' in line or 'adam' in op_names:
         return 'optimiser'
     return 'loss, metrics, other'
 
@@ -160,14 +170,44 @@ def trace_steps(step_fn, state, batch, steps: int, directory: str):
     return state, times, events
 
 
-def op_times(events, module: str) -> dict[str, float]:
-    """Total microseconds of every HLO instruction of `module` in the trace."""
-    totals = collections.Counter()
+def op_intervals(events, module: str) -> list[tuple[float, float, str]]:
+    """(start, end, instruction) in microseconds of every executed instruction of `module`.
+
+    Convolutions run asynchronously on XLA's thread pool: their trace event only covers the
+    launch, and an 'end: <name>' event marks when they finish.
+    """
+    events = sorted((e for e in events if e.get('ph') == 'X'), key=lambda e: e['ts'])
+    pending, intervals = collections.defaultdict(list), []
     for event in events:
         args = event.get('args') or {}
-        if event.get('ph') == 'X' and args.get('hlo_module') == module and 'hlo_op' in args:
-            totals[args['hlo_op']] += event['dur']
-    return totals
+        if args.get('hlo_module') == module and 'hlo_op' in args:
+            interval = [event['ts'], event['ts'] + event['dur'], args['hlo_op']]
+            pending[args['hlo_op']].append(interval)
+            intervals.append(interval)
+        elif event['name'].startswith('end: ') and pending[event['name'][5:]]:
+            interval = pending[event['name'][5:]].pop(0)
+            interval[1] = max(interval[1], event['ts'] + event['dur'])
+    return [tuple(interval) for interval in intervals]
+
+
+def op_times(intervals: list[tuple[float, float, str]]) -> tuple[dict[str, float], float]:
+    """Wall microseconds of each instruction, shared equally while several run at once.
+
+    The shares add up to the time in which anything ran (also returned), so categories are
+    parts of the step's wall time, not of a sum over threads.
+    """
+    edges = sorted({t for start, end, _ in intervals for t in (start, end)})
+    starts = collections.defaultdict(list)
+    for start, end, name in intervals:
+        starts[start].append((end, name))
+    totals, active, busy = collections.Counter(), [], 0.0
+    for left, right in zip(edges, edges[1:]):
+        active = [(end, name) for end, name in active if end > left] + starts.get(left, [])
+        if active:
+            busy += right - left
+            for _, name in active:
+                totals[name] += (right - left) / len(active)
+    return totals, busy
 
 
 def main() -> None:
@@ -179,6 +219,11 @@ def main() -> None:
     parser.add_argument('--spec', default='@all')
     parser.add_argument('--steps', type=int, default=2, help='traced steps (after one compile)')
     parser.add_argument('--top', type=int, default=10, help='slowest operations to list')
+    parser.add_argument(
+        '--xla_defaults',
+        action='store_true',
+        help="compile with XLA's defaults instead of models.compiler_options()",
+    )
     args = parser.parse_args()
 
     step_fn, state, batch = build_step(args)
@@ -188,19 +233,20 @@ def main() -> None:
     jax.block_until_ready(state)
     with tempfile.TemporaryDirectory() as directory:
         state, times, events = trace_steps(step_fn, state, batch, args.steps, directory)
-    totals = op_times(events, 'jit_train_step')
+    totals, busy = op_times(op_intervals(events, 'jit_train_step'))
     per_step = {op: us / 1e3 / args.steps for op, us in totals.items()}
     by_category = collections.Counter()
     for op, ms in per_step.items():
-        by_category[categorise(lines.get(op, ''), bodies)] += ms
+        by_category[categorise(op, lines.get(op, ''), bodies)] += ms
     op_total = sum(per_step.values())
     print(
         f'JAX {jax.__version__}, U-Net depth {args.depth} base {args.base_width}, '
-        f'{args.image_size}x{args.image_size}, batch {args.batch_size}, spec {args.spec}: '
+        f'{args.image_size}x{args.image_size}, batch {args.batch_size}, spec {args.spec}, '
+        f'{"XLA defaults" if args.xla_defaults else "models.compiler_options()"}: '
         f'wall {statistics.median(times) * 1e3:.0f} ms per step (median of {args.steps}), '
-        f'operations {op_total:.0f} ms per step; load average {os.getloadavg()[0]:.1f}\n'
+        f'operations running {op_total:.0f} ms of it; load average {os.getloadavg()[0]:.1f}\n'
     )
-    print('| category | ms per step | share of operation time |')
+    print('| category | ms per step | share |')
     print('|---|---|---|')
     for category in sorted(CATEGORIES, key=lambda c: -by_category[c]):
         ms = by_category[category]
@@ -210,10 +256,10 @@ def main() -> None:
     for op, ms in sorted(per_step.items(), key=lambda item: -item[1])[: args.top]:
         line = lines.get(op, '')
         shape = re.search(r'= (\S+) ', line)
-        source = re.search(r'op_name="(?:jit\(train_step\)/)?([^"]*)"', line)
+        source = _fused(line, bodies)[0].replace('jit(train_step)/', '')[:90] or '?'
         print(
-            f'| {op} | {categorise(line, bodies)} | {ms:.0f} | '
-            f'{shape.group(1) if shape else "?"} | {source.group(1) if source else "?"} |'
+            f'| {op} | {categorise(op, line, bodies)} | {ms:.0f} | '
+            f'{shape.group(1) if shape else "?"} | {source} |'
         )
 
 

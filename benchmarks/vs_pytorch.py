@@ -16,6 +16,7 @@ the same CPU cores: XLA sizes its thread pool from the process's CPU affinity an
   python benchmarks/vs_pytorch.py            # classic and quick sizes, 5 specs each
   python benchmarks/vs_pytorch.py --quick    # quick size, full and first-block specs only
   python benchmarks/vs_pytorch.py --sizes=classic --specs=full --repeats=9
+  python benchmarks/vs_pytorch.py --xla_defaults   # also JAX without the project's XLA options
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ SPECS = {
     'contracting': '@contracting',
     'expanding': '@expanding',
 }
+DEFAULTS = 'JAX, XLA defaults'
 QUICK = dict(sizes=['quick'], specs=['full', 'first block only'], repeats=3)
 # Same relative tolerance for loss and gradient norm: float32 sums in different orders.
 CHECK_RTOL = 1e-3
@@ -131,7 +133,7 @@ def load_jax_params(model: TorchUNet, params) -> None:
                 else:
                     weight = kernel.transpose(3, 2, 0, 1)
                 module = model.blocks[block][unit]
-                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+                module.weight.copy_(torch.from_numpy(np.array(weight)))
                 module.bias.copy_(torch.from_numpy(np.array(leaves['bias'])))
 
 
@@ -165,7 +167,7 @@ class TorchStep:
 class JaxStep:
     """The project's train step, built as the training loop builds it (no augmentation)."""
 
-    def __init__(self, size: dict, spec: str):
+    def __init__(self, size: dict, spec: str, *, xla_defaults: bool = False):
         config = config_lib.default_config()
         config.model.depth, config.model.base_width = size['depth'], size['base_width']
         config.data.image_size, config.batch_size = size['image_size'], size['batch_size']
@@ -196,6 +198,7 @@ class JaxStep:
                 config=config,
             ),
             donate_argnums=0,
+            compiler_options=None if xla_defaults else models.compiler_options(),
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[float, float]:
@@ -231,7 +234,7 @@ def check_same_step(first: dict[str, tuple[float, float]], where: str) -> None:
             )
 
 
-def compare(size_name: str, spec_name: str, repeats: int) -> dict[str, float]:
+def compare(size_name: str, spec_name: str, repeats: int, xla_defaults: bool) -> dict[str, float]:
     """Median step times (s) of JAX, PyTorch eager and torch.compile, interleaved."""
     size, spec = SIZES[size_name], SPECS[spec_name]
     batch = make_batch(size)
@@ -239,6 +242,9 @@ def compare(size_name: str, spec_name: str, repeats: int) -> dict[str, float]:
     masks = torch.from_numpy(batch['mask'].transpose(0, 3, 1, 2).copy())
     jax_step = JaxStep(size, spec)
     steps = {'JAX': lambda: jax_step(batch)}
+    if xla_defaults:
+        default_step = JaxStep(size, spec, xla_defaults=True)
+        steps[DEFAULTS] = lambda: default_step(batch)
     for name, compiled in (('PyTorch eager', False), ('torch.compile', True)):
         model = TorchUNet(size['depth'], size['base_width'])
         load_jax_params(model, jax_step.initial_params)
@@ -273,7 +279,8 @@ def machine() -> str:
     name = platform.processor() or 'unknown CPU'
     try:
         with open('/proc/cpuinfo') as f:
-            name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+            names = (line.split(':', 1)[1] for line in f if line.startswith('model name'))
+            name = next(names).strip()
     except (OSError, StopIteration):
         pass
     return f'{name}, {os.cpu_count()} cores'
@@ -290,6 +297,11 @@ def main() -> None:
     parser.add_argument('--specs', default=','.join(SPECS), help=f'of {list(SPECS)}')
     parser.add_argument('--repeats', type=int, default=5, help='timed steps per implementation')
     parser.add_argument('--threads', type=int, default=0, help='cores to use (0: all allowed)')
+    parser.add_argument(
+        '--xla_defaults',
+        action='store_true',
+        help=f"add a column '{DEFAULTS}': the JAX step compiled without models.compiler_options()",
+    )
     args = parser.parse_args()
     sizes, specs = args.sizes.split(','), args.specs.split(',')
     repeats = args.repeats
@@ -310,21 +322,18 @@ def main() -> None:
     rows = []
     for size_name in sizes:
         for spec_name in specs:
-            medians = compare(size_name, spec_name, repeats)
+            medians = compare(size_name, spec_name, repeats, args.xla_defaults)
             rows.append((size_name, spec_name, medians))
             print(f'  {size_name} / {spec_name}: {_ms(medians)} (load {load()})', flush=True)
     print(f'\nload average at end {load()}\n')
-    print(
-        '| size | spec | JAX ms | PyTorch eager ms | torch.compile ms | JAX / eager | '
-        'JAX / compile |'
-    )
-    print('|---|---|---|---|---|---|---|')
+    names = list(rows[0][2])
+    print(f'| size | spec | {" | ".join(f"{n} ms" for n in names)} | JAX / eager | JAX / compile |')
+    print('|---' * (len(names) + 4) + '|')
     for size_name, spec_name, m in rows:
-        jax_s, eager, compiled = m['JAX'], m['PyTorch eager'], m['torch.compile']
+        times = ' | '.join(f'{m[n] * 1e3:.0f}' for n in names)
         print(
-            f'| {size_name} | {spec_name} ({SPECS[spec_name]}) | {jax_s * 1e3:.0f} | '
-            f'{eager * 1e3:.0f} | {compiled * 1e3:.0f} | {jax_s / eager:.2f} | '
-            f'{jax_s / compiled:.2f} |'
+            f'| {size_name} | {spec_name} (`{SPECS[spec_name]}`) | {times} | '
+            f'{m["JAX"] / m["PyTorch eager"]:.2f} | {m["JAX"] / m["torch.compile"]:.2f} |'
         )
 
 
