@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unet_jax import metrics
 from unet_jax.models import UNet, create_model
 from unet_jax.models.unet import conv_transpose_2x2, max_pool_2x2, param_count
 
@@ -128,3 +129,36 @@ def test_create_model_from_config():
     ) == (3, 8, 2, 'batch', 0.1, 'bilinear')
     with pytest.raises(ValueError, match=r"model.norm='layer' is not one of"):
         create_model(dict(config, norm='layer'))
+
+
+def _tiny_loss_and_grads(model, params, x, masks):
+    def loss_fn(p):
+        logits = model.apply({'params': p}, x, train=False)
+        return metrics.segmentation_loss(logits, masks, bce_weight=1.0, dice_weight=1.0).mean()
+
+    return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+
+def test_half_precision_keeps_float32_params_and_logits_and_a_close_loss():
+    config = dict(depth=2, base_width=4)
+    full, half = create_model(config), create_model(config, half_precision=True)
+    assert half.dtype == jnp.bfloat16
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    masks = (jax.random.uniform(jax.random.key(1), (2, 16, 16, 1)) > 0.7).astype(jnp.float32)
+    params = jax.jit(full.init, static_argnames='train')(jax.random.key(2), x, train=False)[
+        'params'
+    ]
+    half_params = jax.eval_shape(half.init, jax.random.key(2), x, train=False)['params']
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(half_params))
+    assert jax.eval_shape(half.apply, {'params': params}, x, train=False).dtype == jnp.float32
+
+    loss, grads = _tiny_loss_and_grads(full, params, x, masks)
+    half_loss, half_grads = _tiny_loss_and_grads(half, params, x, masks)
+    assert half_loss == pytest.approx(float(loss), rel=1e-2)
+    flat, half_flat = (
+        jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(t)])
+        for t in (grads, half_grads)
+    )
+    assert half_flat.dtype == jnp.float32
+    cosine = flat @ half_flat / (jnp.linalg.norm(flat) * jnp.linalg.norm(half_flat))
+    assert cosine > 0.95

@@ -119,6 +119,7 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     )
 
     config.batch_size = 8  # global; split over all devices
+    config.half_precision = False  # bfloat16 compute, float32 params and loss (GPU/TPU)
     config.num_train_steps = 2000
     config.warmup_steps = 100
     config.log_every_steps = 50
