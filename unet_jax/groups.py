@@ -127,7 +127,9 @@ class Group:
         splits = [splits_fn(m.config) for m in members]
         _check_members(members, splits)
         config = members[0].config
-        model = models.create_model(config.model)
+        model = models.create_model(
+            config.model, half_precision=config.get('half_precision', False)
+        )
         registry = layers.build_registry(
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, io_utils, layout
+from unet_jax import checkpoint, io_utils, layout, models
 from unet_jax.data import pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
 from unet_jax.lanes import Lanes, lane_width, to_host
@@ -88,7 +88,7 @@ def compiled(key: tuple, build: Callable[[], Any], args: tuple, watch: io_utils.
         _PROGRAMS.move_to_end(full_key)
         return _PROGRAMS[full_key]
     with watch('compile'):
-        program = build().lower(*args).compile()
+        program = build().lower(*args).compile(models.compiler_options())
     _PROGRAMS[full_key] = program
     if len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
