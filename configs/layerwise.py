@@ -171,14 +171,16 @@ def _targets(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:
         for name, definition in found.items():
             config_lib.check_target_name(name, where=f'{WHERE}:targets')
             if name in targets:
-                raise ValueError(f'{WHERE}: target {name!r} is given twice in targets=.')
+                raise config_lib.ConfigError(
+                    f'{WHERE}: target {name!r} is given twice in targets=.'
+                )
             targets[name] = definition
     return ml_collections.ConfigDict(targets)
 
 
 def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
     if name in config_lib.REAL_TARGETS and not data_root:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f'{WHERE}: target {name!r} is a real set read from disk; pass '
             f'data_root=DIR (the folder holding its release folder) in the config argument, '
             f'e.g. --config={WHERE}:targets={name},data_root=/data.'

@@ -38,6 +38,7 @@ import flax
 import jax
 import optax
 
+from unet_jax import cli
 from unet_jax.layers import GRANULARITIES, ORDERS, LayerRegistry
 
 TRAIN = 'train'
@@ -46,7 +47,7 @@ ALL = '@all'
 NONE = '@none'
 
 
-class FreezeSpecError(ValueError):
+class FreezeSpecError(cli.ConfigError):
     """A freeze spec that names something the model does not have, or trains nothing."""
 
 
