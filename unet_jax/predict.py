@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 import scipy.ndimage
 
-from unet_jax import checkpoint, io_utils, metrics, models
+from unet_jax import checkpoint, cli, io_utils, metrics, models
 from unet_jax.data import folder as folder_set
 from unet_jax.data import imageio, pipeline
 
@@ -453,9 +453,9 @@ def predict_images(
     'skipped': {image path: reason}}.
     """
     if not 0.0 <= threshold <= 1.0:
-        raise PredictError(f'--threshold={threshold} must be a probability in [0, 1].')
+        raise cli.ConfigError(f'--threshold={threshold} must be a probability in [0, 1].')
     if batch_size < 1:
-        raise PredictError(f'--batch_size={batch_size} must be >= 1.')
+        raise cli.ConfigError(f'--batch_size={batch_size} must be >= 1.')
     images = find_inputs(inputs)
     mask_files: dict[Path, list[Path]] = {}
     if masks:
@@ -553,21 +553,18 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    try:
-        result = predict_images(
-            FLAGS.checkpoint,
-            FLAGS.input,
-            FLAGS.output,
-            masks=FLAGS.masks,
-            mask_suffix=FLAGS.mask_suffix,
-            mask_threshold=FLAGS.mask_threshold,
-            probabilities=FLAGS.probabilities,
-            threshold=FLAGS.threshold,
-            batch_size=FLAGS.batch_size,
-            skip_bad=FLAGS.skip_bad,
-        )
-    except (PredictError, checkpoint.CheckpointMismatchError) as e:
-        raise SystemExit(f'predict: {e}') from None
+    result = predict_images(
+        FLAGS.checkpoint,
+        FLAGS.input,
+        FLAGS.output,
+        masks=FLAGS.masks,
+        mask_suffix=FLAGS.mask_suffix,
+        mask_threshold=FLAGS.mask_threshold,
+        probabilities=FLAGS.probabilities,
+        threshold=FLAGS.threshold,
+        batch_size=FLAGS.batch_size,
+        skip_bad=FLAGS.skip_bad,
+    )
     print(f'Wrote {len(result["rows"])} segmentations to {result["output"]}.')
     if result['skipped']:
         print(f'Skipped {len(result["skipped"])} inputs:\n{_problem_list(result["skipped"])}')
@@ -582,4 +579,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
     define_flags()
-    app.run(main)
+    cli.run(main)
