@@ -32,6 +32,7 @@ USAGE_EXIT = 2
 ERROR_EXIT = 1
 HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?')
 _CONFIG_FILE_FAILED = 'Error whilst parsing config file:'
+_QUOTED_PATH = re.compile(r'["\'](/[^"\']+)["\']')
 _EXCEPTION_LINE = re.compile(r'^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): ')
 TRACEBACK_DIR = os.path.join(tempfile.gettempdir(), 'unet_jax-tracebacks')
 # Disk errors a user fixes (space, quota, a read-only or forbidden folder), not bugs.
@@ -79,19 +80,34 @@ def _is_usage_error(error: BaseException) -> bool:
 
 
 def _is_disk_error(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in _DISK_ERRNOS
+    return _disk_errno(error) is not None
+
+
+def _disk_errno(error: BaseException) -> int | None:
+    """The disk errno behind `error`: an OSError's own, or one that a library (TensorStore,
+    through Orbax) only names in its message."""
+    for cause in (error, error.__cause__, error.__context__):
+        if isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS:
+            return cause.errno
+    text = str(error)
+    return next((code for code in _DISK_ERRNOS if os.strerror(code) in text), None)
 
 
 def message(error: BaseException) -> str:
     """The message of a user error, with the fix for disk errors (whose own text has none)."""
-    if not _is_disk_error(error):
+    code = _disk_errno(error)
+    if code is None:
         return str(error)
-    where = f' ({error.filename})' if error.filename else ''
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    filename = getattr(error, 'filename', None) or next(iter(_QUOTED_PATH.findall(str(error))), '')
+    where = f' {filename}' if filename else ''
+    if code in (errno.ENOSPC, errno.EDQUOT):
         fix = 'free some space there, or pass a --workdir (or output folder) on another disk'
     else:
         fix = 'make the folder writable, or pass a --workdir (or output folder) you can write to'
-    return f'cannot write{where}: {error.strerror}. To fix: {fix}; then run the command again.'
+    return (
+        f'cannot write{where}: {os.strerror(code)}. To fix: {fix}, then run the same command '
+        'again (a run resumes from its last complete checkpoint).'
+    )
 
 
 def save_traceback(prog: str) -> str | None:

@@ -328,12 +328,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
     Called before a run writes anything (unet_jax.main), so that a bad value is named at once
     instead of surfacing later as a NaN loss, a shape error deep in JAX or a failed sweep
-    point. A study config is its base run (every point) plus `study.pretrain`.
+    point. A study config is its base run (every point) with each of its targets applied,
+    plus `study.pretrain`.
     """
     runs = [('config', config)]
+    problems = []
     if 'study' in config:
         runs.append(('config.study.pretrain', config.study.pretrain))
-    problems = [p for where, run in runs for p in run_problems(run, where, spec='study' not in run)]
+        for name, target in config.study.targets.items():
+            where = f'config.study.targets.{name}'
+            try:
+                apply_target(ml_collections.ConfigDict(config.to_dict()), target, where=where)
+            except ConfigError as e:
+                problems.append(str(e))
+    problems += [
+        p for where, run in runs for p in run_problems(run, where, spec='study' not in run)
+    ]
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
@@ -345,11 +355,13 @@ def run_problems(
 ) -> list[str]:
     """What is wrong with the fields of one run config, one line each ([] when it is fine).
 
-    With `spec`, the freeze spec is resolved against the model too (it imports JAX).
+    The plain fields come first; the model's fields and, with `spec`, the freeze spec are
+    checked against the model (importing JAX) once those are fine.
     """
     problems: list[str] = []
 
     def need(field: str, ok: Callable[[Any], bool], rule: str) -> bool:
+        """Appends `rule` for `field` unless ok(value); True when it is fine."""
         value = config
         for key in field.split('.'):
             value = value[key]
@@ -372,8 +384,8 @@ def run_problems(
         need(field, positive, 'must be a positive number of steps')
     need('num_saved_predictions', lambda v: _is_int(v) and v >= 0, 'must be >= 0')
 
-    model_fine = need('model.depth', positive, 'must be >= 1 (the number of poolings)')
-    model_fine &= need('model.base_width', positive, 'must be >= 1 (channels of enc0)')
+    need('model.depth', positive, 'must be >= 1 (the number of poolings)')
+    need('model.base_width', positive, 'must be >= 1 (channels of enc0)')
     need('model.in_channels', lambda v: v in (1, 3), 'must be 1 (grey) or 3 (RGB)')
     need('model.out_channels', positive, 'must be >= 1')
     need('model.dropout', under_one, 'must be in [0, 1)')
@@ -402,17 +414,17 @@ def run_problems(
         except (re.error, TypeError) as e:
             problems.append(f'{where}.dont_load: {pattern!r} is not a regex ({e}).')
 
-    data_fine = _data_problems(config.data, f'{where}.data', need, problems)
-    if model_fine and data_fine:
-        problems += _model_problems(config, where, spec=spec and not problems)
-    return problems
+    _data_problems(config.data, f'{where}.data', need, problems)
+    if problems:
+        return problems  # The model-level checks below import JAX: only when these pass.
+    return _model_problems(config, where, spec=spec)
 
 
-def _data_problems(data, where: str, need, problems: list[str]) -> bool:
-    """Appends what is wrong with config.data; True when the image size can build a model."""
+def _data_problems(data, where: str, need, problems: list[str]) -> None:
+    """Appends what is wrong with config.data to `problems`."""
     names = (*builders.BUILDERS, 'folder')
     need('data.name', lambda v: v in names, f'is not a data set; use one of {", ".join(names)}')
-    size_fine = need('data.image_size', lambda v: _is_int(v) and v >= 2, 'must be an integer >= 2')
+    need('data.image_size', lambda v: _is_int(v) and v >= 2, 'must be an integer >= 2')
     methods = tuple(pipeline.RESIZE_METHODS)
     need('data.resize', lambda v: v in methods, f'is not a resize method; use one of {methods}')
     fraction = lambda v: _is_number(v) and 0 < v < 1
@@ -451,7 +463,6 @@ def _data_problems(data, where: str, need, problems: list[str]) -> bool:
             'is empty: set it to the folder (or a glob) of your images, '
             f'e.g. --{where}.folder.images=/data/mine/images',
         )
-    return size_fine
 
 
 def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool) -> list[str]:

@@ -277,8 +277,11 @@ def _header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     try:
         with Image.open(path) as image:
+            imageio.check_size(path, *image.size)
             return image.size
-    except (UnidentifiedImageError, OSError) as e:
+    except imageio.ImageReadError as e:
+        raise PredictError(str(e)) from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise PredictError(f'{path}: cannot be read as an image ({e}).') from None
 
 
@@ -317,7 +320,7 @@ def _read_image(path: Path) -> np.ndarray:
 def _read_mask(paths: Sequence[Path], image_path: Path, threshold: float) -> np.ndarray:
     """The OR of an image's masks (their sizes were checked against the image's already)."""
     try:
-        return imageio.read_mask(list(paths), threshold=threshold)
+        return imageio.read_mask(list(paths), threshold=threshold, binary=True)
     except imageio.ImageReadError as e:
         if e.__cause__ is None:  # Values under the threshold: the message says what to change.
             raise PredictError(f'{e} (--mask_threshold)') from e
