@@ -81,7 +81,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     targets = _split(args.get('targets', 'us+xray'))
     data_root = str(args.get('data_root', ''))
     sizes = _split(args.get('sizes', '16' if quick else '10+50+all'))
-    num_seeds = int(args.get('seeds', 3))
+    num_seeds = _integer(args.get('seeds', 3), 'seeds')
     orders = _split(args.get('orders', 'forward' if quick else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if quick else 'block+unit'))
     family_names = _split(args.get('families', '+'.join(families.NAMES)))
@@ -109,7 +109,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
     study.targets = _targets(targets, data_root=data_root)
-    study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
+    study.num_train = tuple(-1 if s == 'all' else _integer(s, 'sizes') for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
     study.orders = tuple(orders)
@@ -186,6 +186,15 @@ def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
             f'e.g. --config={WHERE}:targets={name},data_root=/data.'
         )
     return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:targets')
+
+
+def _integer(value: object, argument: str) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise config_lib.ConfigError(
+            f'{WHERE}: {argument}={value!r} is not a whole number (e.g. seeds=3, sizes=10+50+all).'
+        ) from None
 
 
 def _split(value: object) -> list[str]:

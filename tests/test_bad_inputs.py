@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
-import errno
 import json
 import os
 from pathlib import Path
@@ -30,7 +29,6 @@ import pytest
 from tests import tiny
 from tests.conftest import blob_mask, save_image
 from unet_jax import analyze, checkpoint, cli, config_lib, predict
-from unet_jax.data import imageio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACEBACK = 'Traceback (most recent call last)'
@@ -84,6 +82,11 @@ COMMAND_CASES = {
     'config-target-unknown': CommandCase(
         ('--config=configs/finetune.py:target=mri', '--workdir=w'),
         ("unknown target 'mri'", 'xray'),
+        tiny=False,
+    ),
+    'config-argument-not-a-number': CommandCase(
+        ('--config=configs/layerwise.py:quick,seeds=three', '--workdir=w'),
+        ("seeds='three' is not a whole number",),
         tiny=False,
     ),
     'config-field-typo': CommandCase(
@@ -327,6 +330,7 @@ class Bad:
     code: int = cli.ERROR_EXIT
     prog: str = 'main'
     workdir: Path | None = None  # the run folder: no results.json may appear in it
+    untouched: Path | None = None  # a folder that must not be created
     fix: Callable[[], Callable[[], object]] | None = None  # repairs the input, returns the rerun
 
 
@@ -382,6 +386,8 @@ def test_runs_and_files(name, ctx, capfd):
     assert_one_clear_message(capfd.readouterr().err, exit_.value.code, bad.code, bad.words)
     if bad.workdir is not None:
         assert not (bad.workdir / 'results.json').exists()
+    if bad.untouched is not None:
+        assert not bad.untouched.exists()
     if bad.fix is not None:
         bad.fix()()
         assert (bad.workdir / 'results.json').exists()
@@ -586,16 +592,208 @@ def _(ctx):
 
 @case('loss-nan')
 def _(ctx):
-    """A learning rate that makes the loss diverge. The checkpoints hold the diverging run
-    (finite losses, exploding weights), so the fix is new settings in a fresh start."""
-    bad = ctx.run(
+    """A learning rate that makes the loss diverge (test_loss_nan_command: the whole command)."""
+    return ctx.run(
         ctx.good_data,
         ('Training stopped at step', 'config.optimizer.learning_rate'),
         **{'optimizer.learning_rate': 1e30, 'optimizer.schedule': 'constant', 'warmup_steps': 0},
     )
 
-    def fix():
-        shutil.rmtree(bad.workdir / checkpoint.LATEST_DIR)
-        return lambda: train_run(run_config(ctx.good_data), bad.workdir)
 
-    return dataclasses.replace(bad, fix=fix)
+@case('workdir-read-only')
+def _(ctx):
+    workdir = ctx.tmp / 'read_only'
+    if mount_tmpfs(workdir, 'ro,size=64k'):
+        undo = lambda: subprocess.run(['umount', str(workdir)], check=True)
+    elif os.geteuid() != 0:
+        workdir.chmod(0o555)
+        undo = lambda: workdir.chmod(0o755)
+    else:
+        pytest.skip('root without mount: no folder is read-only to it')
+
+    def run():
+        try:
+            train_run(run_config(ctx.good_data), workdir)
+        finally:
+            assert not any(workdir.iterdir())
+            undo()
+
+    return Bad(run, (str(workdir / 'config.json'), 'make the folder writable', '--workdir'))
+
+
+# Predict, analyze, report.
+
+
+@case('predict-mask-of-another-size')
+def _(ctx):
+    data = ctx.data()
+    save_image(data / 'masks' / 'case0.png', np.zeros((16, 16), np.uint8))
+    out = ctx.tmp / 'out'
+    return Bad(
+        lambda: predict.predict_images(
+            str(ctx.trained_run), str(data / 'images'), str(out), masks=str(data / 'masks')
+        ),
+        ('case0.png', 'mask is 16x16', 'nothing was written', '--skip_bad'),
+        prog='predict',
+        untouched=out,
+    )
+
+
+@case('predict-unreadable-image')
+def _(ctx):
+    data = ctx.data()
+    (data / 'images' / 'case1.png').write_bytes(b'GIF89a but no more')
+    return Bad(
+        lambda: predict.predict_images(str(ctx.trained_run), str(data / 'images'), str(ctx.tmp)),
+        ('case1.png', 'cannot be read as an image', '--skip_bad'),
+        prog='predict',
+    )
+
+
+@case('predict-unfinished-run')
+def _(ctx):
+    unfinished = ctx.copy_of_trained_run()
+    return Bad(
+        lambda: predict.predict_images(str(unfinished), str(ctx.good_data / 'images'), 'out'),
+        ('has not finished', 'results.json', 'resume'),
+        prog='predict',
+    )
+
+
+@case('analyze-run-from-scratch')
+def _(ctx):
+    return Bad(
+        lambda: analyze.main([str(ctx.trained_run)]),
+        ('no init_from', 'trained from scratch', 'fine-tuned'),
+        prog='analyze',
+    )
+
+
+@case('report-not-a-study')
+def _(ctx):
+    from unet_jax.report.__main__ import main as report_main
+
+    return Bad(
+        lambda: report_main([str(ctx.trained_run)]),
+        ('study.json', 'not a study workdir'),
+        prog='report',
+    )
+
+
+# ----------------------------------------------------------------------------- whole commands
+
+
+def main_args(data: Path, workdir: Path, *extra: str) -> list[str]:
+    """The tiny run on a folder set, as a command line (XLA cache shared with this process)."""
+    cache = os.environ.get('JAX_COMPILATION_CACHE_DIR', '')
+    return [
+        sys.executable,
+        '-m',
+        'unet_jax.main',
+        *TINY_ARGS,
+        f'--workdir={workdir}',
+        '--config.data.name=folder',
+        f'--config.data.folder.images={data / "images"}',
+        f'--config.data.folder.masks={data / "masks"}',
+        '--config.log_every_steps=1',
+        '--config.eval_every_steps=2',
+        '--config.checkpoint_every_steps=1',
+        '--config.warmup_steps=1',
+        '--config.num_saved_predictions=2',
+        f'--compilation_cache={cache}',
+        *extra,
+    ]
+
+
+def run_main(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def mount_tmpfs(folder: Path, options: str) -> bool:
+    """Mounts a tmpfs on folder (root only); False where that is not possible."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which('mount'):
+        return False
+    return (
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(folder)]).returncode
+        == 0
+    )
+
+
+def assert_nothing_half_written(workdir: Path) -> None:
+    assert not (workdir / 'results.json').exists()
+    leftovers = [p.name for p in workdir.rglob('*') if 'tmp' in p.name]
+    assert not leftovers, leftovers
+
+
+AFTER_A_FAILURE = (
+    'needs train.py: close the checkpoint managers in a `finally` (latest.close(), then '
+    'best.close(), each waiting for its saves in flight) when training stops with an error; '
+    'today the process exits during an asynchronous save, which prints tracebacks from '
+    "Orbax's threads and leaves a *.orbax-checkpoint-tmp folder"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=AFTER_A_FAILURE)
+def test_loss_nan_command(good_data, tmp_path):
+    workdir = tmp_path / 'run'
+    lr = ('--config.warmup_steps=0', '--config.optimizer.schedule=constant')
+    result = run_main(main_args(good_data, workdir, *lr, '--config.optimizer.learning_rate=1e30'))
+    assert_one_clear_message(
+        result.stderr,
+        result.returncode,
+        cli.ERROR_EXIT,
+        ('Training stopped at step', 'config.optimizer.learning_rate'),
+    )
+    assert_nothing_half_written(workdir)
+
+
+@pytest.mark.xfail(
+    strict=False, reason=AFTER_A_FAILURE + ' (here it depends on timing: a save may be done)'
+)
+def test_full_disk(good_data, tmp_path):
+    """A workdir on a 200 kB disk (a run needs about 450 kB): a checkpoint save fails; with
+    room again, the same command resumes and finishes."""
+    disk = tmp_path / 'disk'
+    if not mount_tmpfs(disk, 'size=200k'):
+        pytest.skip('needs root to mount a small tmpfs')
+    try:
+        result = run_main(main_args(good_data, disk / 'run'))
+        assert_one_clear_message(
+            result.stderr,
+            result.returncode,
+            cli.ERROR_EXIT,
+            ('No space left on device', 'free some space', '--workdir'),
+        )
+        assert not (disk / 'run' / 'results.json').exists()
+        subprocess.run(['mount', '-o', 'remount,size=64m', str(disk)], check=True)
+        train_run(run_config(good_data), disk / 'run')
+        assert (disk / 'run' / 'results.json').exists()
+    finally:
+        subprocess.run(['umount', str(disk)])
+
+
+def test_accepted_odd_inputs(tmp_path):
+    """16-bit images, RGBA and palette images, 1-bit and RGB masks are read, not refused."""
+    from unet_jax.data import pipeline
+
+    rng = np.random.default_rng(1)
+    (tmp_path / 'i').mkdir()
+    truth = {}
+    for i, (image_mode, mask_mode) in enumerate(
+        [('I;16', '1'), ('RGBA', 'RGB'), ('P', 'L'), ('RGB', 'P'), ('L', 'RGBA'), ('I;16', 'L')] * 2
+    ):
+        mask = blob_mask(rng, 32, 32)
+        image = np.clip(80 + 100 * mask + 20 * rng.standard_normal((32, 32)), 0, 255)
+        if image_mode == 'I;16':
+            Image.fromarray((image * 200).astype(np.uint16)).save(tmp_path / 'i' / f'c{i}.png')
+        else:
+            save_image(tmp_path / 'i' / f'c{i}.png', image.astype(np.uint8), image_mode)
+        save_image(tmp_path / 'm' / f'c{i}.png', mask * 255, mask_mode)
+        truth[f'c{i}'] = mask
+    config = run_config(tmp_path / 'unused').data
+    config.folder.images, config.folder.masks = str(tmp_path / 'i'), str(tmp_path / 'm')
+    splits = pipeline.load_splits(config, in_channels=1)
+    for split in splits.values():
+        for id_, mask in zip(split.ids, split.mask):
+            np.testing.assert_array_equal(mask[..., 0], truth[id_])

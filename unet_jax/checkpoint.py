@@ -107,8 +107,8 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None
         raise _read_error(
             step_dir,
             e,
-            f'Delete {step_dir} to resume from an earlier checkpoint (or {manager.directory} to '
-            'start the run afresh).',
+            f'Delete {step_dir}: the run then resumes from an earlier checkpoint if one is left, '
+            'else starts afresh.',
         ) from e
     return restored.tree, restored.meta
 
@@ -238,13 +238,14 @@ def merge_pretrained(
 
 def _differences(model: dict[str, tuple], loaded: dict[str, tuple]) -> list[str]:
     """The keys missing from, unexpected in, or of another shape in a checkpoint, by kind."""
-    missing = sorted(k for k in model if k not in loaded)
-    unexpected = sorted(k for k in loaded if k not in model)
-    mismatched = sorted(
+    first = lambda key: (not key.startswith(('params', 'variables')), key)  # noqa: E731
+    missing = sorted((k for k in model if k not in loaded), key=first)
+    unexpected = sorted((k for k in loaded if k not in model), key=first)
+    mismatched = [
         f'{k}: model {model[k]} vs checkpoint {loaded[k]}'
-        for k in model
+        for k in sorted(model, key=first)
         if k in loaded and model[k] != loaded[k]
-    )
+    ]
     lines = []
     for title, keys in (
         ('Missing from the checkpoint', missing),

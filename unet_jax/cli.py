@@ -206,6 +206,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
             sys.exit(0)
         raise
     except flags.Error as e:
+        if _CONFIG_FILE_FAILED in str(e):
+            fail(_config_file_message(str(e)), USAGE_EXIT)
         fail(f'{_flag_message(e)}\nRun with --help to see the flags.', USAGE_EXIT)
     except UserError as e:
         fail(str(e), e.exit_code)
@@ -225,11 +227,6 @@ def _flag_message(error: Exception) -> str:
         return f'{name} is required.'
     if text.startswith('flag --') and _CONFIG_FILE_FAILED not in text:
         return text.removeprefix('flag ') + _field_type(text)
-    if _CONFIG_FILE_FAILED in text:
-        # ml_collections embeds the traceback of an error raised by get_config(): keep its
-        # message, which names the argument and the fix.
-        flag = text.split(': ', 1)[0].removeprefix('flag ')
-        return f'{flag}: {_last_exception_message(text)}'
     return text
 
 
@@ -242,6 +239,15 @@ def _field_type(text: str) -> str:
         return ''
     default = flags.FLAGS[name].default
     return f'. {name} takes {type(default).__name__} values (default {default!r}).'
+
+
+def _config_file_message(text: str) -> str:
+    """The message of an error raised by a config file's get_config(), which ml_collections
+    embeds with its traceback; prefixed with the --config flag unless it names the file."""
+    flag = text.split(': ', 1)[0].removeprefix('flag ')
+    message = _last_exception_message(text)
+    file = flag.partition('=')[2].split(':', 1)[0]
+    return message if file and message.startswith(file) else f'{flag}: {message}'
 
 
 def _last_exception_message(text: str) -> str:

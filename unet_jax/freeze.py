@@ -110,8 +110,8 @@ def compile_spec(
             )
         if NONE in tokens:
             raise FreezeSpecError(
-                f'Freeze spec {spec!r}: {NONE} trains nothing and must be the '
-                'whole spec; remove it or the other selectors.'
+                f'Freeze spec {spec!r} (config.finetune.train): {NONE} trains nothing and must '
+                'be the whole spec; remove it or the other selectors.'
             )
         added, removed = set(), set()
         subtracts_only = all(t.startswith('-') for t in tokens)

@@ -34,8 +34,7 @@ def _open(path: str | os.PathLike) -> Image.Image:
         raise ImageReadError(f'{path}: file not found.') from e
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(
-            f'{path}: cannot be read as an image ({e}). Replace or remove the file '
-            '(or set skip_bad=True for a folder set).'
+            f'{path}: cannot be read as an image ({e}). Replace or remove the file.'
         ) from e
     return image
 
@@ -157,8 +156,8 @@ def read_mask(
             if not resize:
                 raise ImageReadError(
                     f'{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is '
-                    f'{size[1]}x{size[0]}. Set resize_masks=True to resize masks with nearest '
-                    'neighbour, or fix the file.'
+                    f'{size[1]}x{size[0]}. Fix the file, or set resize_masks=True '
+                    '(config.data.folder.resize_masks) to resize masks with nearest neighbour.'
                 )
             mask = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
         if union is not None and mask.shape != union.shape:
