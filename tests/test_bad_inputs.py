@@ -5,10 +5,12 @@ anything else, see unet_jax/cli.py), one `error:` message that names the field o
 fix (key words below), no Python traceback on stderr, and nothing half-written: no
 results.json, and where the input can be fixed, the same command then runs to the end.
 
-Command-line and config cases run `python -m unet_jax.main` in a subprocess (they fail before
-JAX is imported, in about a second). Cases that need a model, a checkpoint or data run the same
-entry points in this process (`cli.errors_reported` around what main runs), sharing one tiny
-trained run, so that the file stays well under a minute or two on 2 cores.
+Command-line and config cases run `python -m unet_jax.main ARGS` as a fresh __main__ in a
+process forked from one that has imported the libraries (they fail before anything is written,
+in a fraction of a second). Cases that need a model, a checkpoint or data run what the commands
+run in this process, inside `cli.errors_reported` as the commands do, sharing one tiny trained
+run. What only a whole process shows (tracebacks of threads at exit, a full disk) runs the
+command in a subprocess.
 """
 
 from __future__ import annotations
@@ -308,6 +310,17 @@ def train_run(config, workdir: Path) -> None:
     train.train_and_evaluate(config, str(workdir))
 
 
+def mount_tmpfs(folder: Path, options: str) -> bool:
+    """Mounts a tmpfs on folder (root only); False where that is not possible."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which('mount'):
+        return False
+    return (
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(folder)]).returncode
+        == 0
+    )
+
+
 @pytest.fixture(scope='module')
 def good_data(tmp_path_factory) -> Path:
     return write_folder(tmp_path_factory.mktemp('data'))
@@ -331,7 +344,7 @@ class Bad:
     prog: str = 'main'
     workdir: Path | None = None  # the run folder: no results.json may appear in it
     untouched: Path | None = None  # a folder that must not be created
-    fix: Callable[[], Callable[[], object]] | None = None  # repairs the input, returns the rerun
+    fix: Callable[[], object] | None = None  # repairs the input and runs the command again
 
 
 @dataclasses.dataclass
@@ -389,7 +402,7 @@ def test_runs_and_files(name, ctx, capfd):
     if bad.untouched is not None:
         assert not bad.untouched.exists()
     if bad.fix is not None:
-        bad.fix()()
+        bad.fix()
         assert (bad.workdir / 'results.json').exists()
 
 
@@ -421,7 +434,7 @@ def _(ctx):
     data = ctx.data()
     os.remove(data / 'masks' / 'case3.png')
     bad = ctx.run(data, ('1 images without a mask', 'case3.png', 'skip_bad=True'))
-    fix = lambda: lambda: train_run(run_config(data, **{'data.folder.skip_bad': True}), bad.workdir)
+    fix = lambda: train_run(run_config(data, **{'data.folder.skip_bad': True}), bad.workdir)
     return dataclasses.replace(bad, fix=fix)
 
 
@@ -461,7 +474,9 @@ def _(ctx):
 def _(ctx):
     data = ctx.data()
     save_image(data / 'masks' / 'case1.png', np.zeros((16, 16), np.uint8))
-    return ctx.run(data, ('case1.png', 'mask is 16x16', 'image is 32x32', 'resize_masks=True'))
+    bad = ctx.run(data, ('case1.png', 'mask is 16x16', 'image is 32x32', 'resize_masks'))
+    fix = lambda: train_run(run_config(data, **{'data.folder.resize_masks': True}), bad.workdir)
+    return dataclasses.replace(bad, fix=fix)
 
 
 @case('mask-not-binary')
@@ -566,8 +581,8 @@ def _(ctx):
     damage_checkpoint(workdir / checkpoint.LATEST_DIR, 'truncated')
 
     def fix():
-        shutil.rmtree(workdir / checkpoint.LATEST_DIR)
-        return lambda: train_run(run_config(ctx.good_data), workdir)
+        shutil.rmtree(workdir / checkpoint.LATEST_DIR / '2')
+        train_run(run_config(ctx.good_data), workdir)
 
     return Bad(
         lambda: train_run(run_config(ctx.good_data), workdir),
@@ -707,17 +722,6 @@ def main_args(data: Path, workdir: Path, *extra: str) -> list[str]:
 
 def run_main(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
-
-
-def mount_tmpfs(folder: Path, options: str) -> bool:
-    """Mounts a tmpfs on folder (root only); False where that is not possible."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or not shutil.which('mount'):
-        return False
-    return (
-        subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(folder)]).returncode
-        == 0
-    )
 
 
 def assert_nothing_half_written(workdir: Path) -> None:
