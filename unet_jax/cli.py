@@ -1,4 +1,4 @@
-"""What every command does on --help and on an error the user caused (standard library + absl).
+"""What every command does on --help and on an error the user caused (no JAX: the report uses it).
 
 Exit status of every command (`unet_jax.main`, `predict`, `analyze`, `report`, launch/sweep.py):
 
@@ -11,7 +11,9 @@ Exit status of every command (`unet_jax.main`, `predict`, `analyze`, `report`, l
 
 Such an error prints one message on stderr, `error: ...`, that says what was wrong, where and
 how to fix it; its traceback goes to a file named on the next line, and --traceback prints it
-too. Anything else is a bug: it ends with its traceback, as usual.
+too. Anything else is a bug: it ends with its traceback, as usual. A plain ValueError counts as
+the user's (our checks raise them with their message), so one from a bug is reported the same
+way, its traceback still in the file.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def add_traceback_argument(parser) -> None:
 # ----------------------------------------------------------------------------- absl commands
 
 
-def run(main: Callable[[list[str]], int | None]) -> NoReturn:
+def run(main: Callable[[list[str]], int | None]) -> None:
     """`absl.app.run(main)` with the conventions of the module doc: --help exits 0, flag and
     usage errors exit 2 with one message, user errors as `errors_reported`."""
     from absl import app, flags
@@ -173,8 +175,7 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
         with errors_reported(prog, show_traceback=flags.FLAGS.traceback):
             return main(argv)
 
-    app.run(guarded_main, flags_parser=_parse_flags)
-    raise AssertionError('app.run returned')  # pragma: no cover
+    app.run(guarded_main, flags_parser=_parse_flags)  # exits with main's return value
 
 
 def _prog_name() -> str:
