@@ -255,19 +255,28 @@ def test_command_line_and_config(case, main_command, tmp_path):
     assert not workdir.exists() and not (Path(REPO) / 'w').exists()  # nothing written
 
 
+SWEEP_RUNS_CLI = (
+    'needs launch/sweep.py: `cli.run(main)` instead of absl.app.run (absl exits 1 after help)'
+)
+
+
 @pytest.mark.parametrize(
     'command',
     [
-        'unet_jax.main --help',
-        'unet_jax.main --helpfull',
-        'unet_jax.predict --help',
-        'unet_jax.analyze --help',
-        'unet_jax.report --help',
+        '-m unet_jax.main --help',
+        '-m unet_jax.main --helpfull',
+        '-m unet_jax.predict --help',
+        '-m unet_jax.predict --helpfull',
+        '-m unet_jax.analyze --help',
+        '-m unet_jax.report --help',
+        pytest.param(
+            'launch/sweep.py --help', marks=pytest.mark.xfail(strict=True, reason=SWEEP_RUNS_CLI)
+        ),
     ],
 )
 def test_every_command_answers_help(command):
     result = subprocess.run(
-        [sys.executable, '-m', *command.split()], capture_output=True, text=True, cwd=REPO
+        [sys.executable, *command.split()], capture_output=True, text=True, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert '--' in result.stdout and not result.stderr.strip()
