@@ -170,12 +170,22 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     if 'traceback' not in flags.FLAGS:
         flags.DEFINE_bool('traceback', False, 'On an error, print its Python traceback too.')
     prog = _prog_name()
+    sys.unraisablehook = _log_ignored
 
     def guarded_main(argv: list[str]) -> int | None:
         with errors_reported(prog, show_traceback=flags.FLAGS.traceback):
             return main(argv)
 
     app.run(guarded_main, flags_parser=_parse_flags)  # exits with main's return value
+
+
+def _log_ignored(unraisable) -> None:
+    """An exception Python had to ignore (raised in a library's background callback, e.g.
+    Orbax's after a failed save) is one log line, not a traceback in the middle of the log."""
+    from absl import logging
+
+    error = unraisable.exc_value
+    logging.warning('Ignored in the background: %s: %s', type(error).__name__, error)
 
 
 def _prog_name() -> str:
