@@ -98,7 +98,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     targets = _split(args.get('targets', 'us+xray'))
     data_root = str(args.get('data_root', ''))
     sizes = _split(args.get('sizes', '16' if quick else 'all' if medium else '10+50+all'))
-    num_seeds = int(args.get('seeds', 5 if medium else 3))
+    num_seeds = _integer(args.get('seeds', 5 if medium else 3), 'seeds')
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
     family_names = _split(args.get('families', '+'.join(families.NAMES)))
@@ -139,7 +139,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
     study.targets = _targets(targets, data_root=data_root)
-    study.num_train = tuple(-1 if s == 'all' else int(s) for s in sizes)
+    study.num_train = tuple(-1 if s == 'all' else _integer(s, 'sizes') for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
     study.orders = tuple(orders)
@@ -236,19 +236,30 @@ def _targets(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:
         for name, definition in found.items():
             config_lib.check_target_name(name, where=f'{WHERE}:targets')
             if name in targets:
-                raise ValueError(f'{WHERE}: target {name!r} is given twice in targets=.')
+                raise config_lib.ConfigError(
+                    f'{WHERE}: target {name!r} is given twice in targets=.'
+                )
             targets[name] = definition
     return ml_collections.ConfigDict(targets)
 
 
 def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
     if name in config_lib.REAL_TARGETS and not data_root:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f'{WHERE}: target {name!r} is a real set read from disk; pass '
             f'data_root=DIR (the folder holding its release folder) in the config argument, '
             f'e.g. --config={WHERE}:targets={name},data_root=/data.'
         )
     return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:targets')
+
+
+def _integer(value: object, argument: str) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise config_lib.ConfigError(
+            f'{WHERE}: {argument}={value!r} is not a whole number (e.g. seeds=3, sizes=10+50+all).'
+        ) from None
 
 
 def _split(value: object) -> list[str]:

@@ -41,7 +41,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from unet_jax import io_utils, layout, report, study  # noqa: E402
+from unet_jax import cli, io_utils, layout, report, study  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -483,4 +483,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, io_utils, layers, layout, models
+from unet_jax import checkpoint, cli, io_utils, layers, layout, models
 from unet_jax.data import pipeline
 
 RESULT_FILE = 'representation_change.json'
@@ -322,26 +322,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('--batch_size', type=int, default=8, help='images per forward pass')
     parser.add_argument('--max_images', type=int, default=0, help='0 = every test image')
+    cli.add_traceback_argument(parser)
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f'--batch_size={args.batch_size} must be >= 1.')
+    with cli.errors_reported('analyze', show_traceback=args.traceback):
+        for folder in run_folders(args.paths, args.families.split('+')):
+            record = analyze_run(folder, batch_size=args.batch_size, max_images=args.max_images)
+            ranked = sorted(
+                (u for u in record['units'] if u['cka'] is not None), key=lambda u: u['cka']
+            )
+            most = ', '.join(f'{u["name"]} {u["cka"]:.3f}' for u in ranked[:3])
+            print(
+                f'{folder}: most changed (lowest CKA): {most}; wrote {RESULT_FILE}, {FIGURE_FILE}'
+            )
+
+
+def run_folders(paths: Sequence[str], families: Sequence[str]) -> list[str]:
+    """The run folders to analyse: each path, or the finished runs of `families` in a study."""
     folders = []
-    for path in args.paths:
+    for path in paths:
         if os.path.exists(os.path.join(path, layout.PLAN_FILE)):
-            found = study_runs(path, args.families.split('+'))
+            found = study_runs(path, families)
             if not found:
-                raise SystemExit(f'{path}: no finished run of the families {args.families}.')
+                raise AnalyzeError(
+                    f'{path}: no finished run of the families {"+".join(families)}; pass '
+                    '--families with families that have finished runs, or wait for them.'
+                )
             folders += found
         else:
             folders.append(path)
-    for folder in folders:
-        try:
-            record = analyze_run(folder, batch_size=args.batch_size, max_images=args.max_images)
-        except (AnalyzeError, FileNotFoundError) as e:
-            raise SystemExit(f'analyze: {e}') from None
-        ranked = sorted(
-            (u for u in record['units'] if u['cka'] is not None), key=lambda u: u['cka']
-        )
-        most = ', '.join(f'{u["name"]} {u["cka"]:.3f}' for u in ranked[:3])
-        print(f'{folder}: most changed (lowest CKA): {most}; wrote {RESULT_FILE}, {FIGURE_FILE}')
+    return folders
 
 
 if __name__ == '__main__':

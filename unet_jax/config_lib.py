@@ -16,14 +16,18 @@ run config, failing with the field's name on anything it does not know.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+import math
 import re
 import runpy
 from typing import Any
 
 import ml_collections
 
-from unet_jax.data import builders, pipeline
+from unet_jax import cli
+from unet_jax.data import builders, folder, pipeline
+
+ConfigError = cli.ConfigError
 
 # The arguments of configs/default.py (every config accepts them).
 DEFAULT_ARGUMENTS = {'quick': 'CPU scale: a small U-Net at 64x64 that trains in about a minute'}
@@ -59,6 +63,8 @@ SYNTHETIC_TARGETS = {
     'xray': 'synthetic_xray',
     'natural': 'synthetic_natural',
 }
+OPTIMIZERS = ('adam', 'adamw')
+SCHEDULES = ('cosine', 'constant')
 REAL_TARGETS = tuple(name for name in builders.BUILDERS if name not in builders.SYNTHETIC)
 # Real natural-image saliency sets a study may pre-train on (`pretrain_data=`).
 REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
@@ -97,10 +103,10 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0))
     config.optimizer = ml_collections.ConfigDict(
         dict(
-            name='adam',  # adam | adamw (decoupled weight decay, trained params only)
+            name='adam',  # OPTIMIZERS: adam | adamw (decoupled weight decay, trained params only)
             learning_rate=1e-3,
             weight_decay=0.0,
-            schedule='cosine',  # cosine | constant, both after a linear warm-up
+            schedule='cosine',  # SCHEDULES: cosine | constant, both after a linear warm-up
             grad_clip_norm=0.0,  # 0 = no clipping
         )
     )
@@ -157,7 +163,7 @@ def parse_args(arg: str, valid: Mapping[str, str], *, where: str) -> dict[str, o
         key = key.strip()
         if key not in valid:
             listed = '\n'.join(f'  {name}: {help_}' for name, help_ in valid.items())
-            raise ValueError(
+            raise ConfigError(
                 f'{where}: unknown argument {key!r} in {arg!r}. Valid arguments '
                 f'(comma-separated after {where}:):\n{listed}'
             )
@@ -179,7 +185,7 @@ def apply_source(config: ml_collections.ConfigDict, source: str, *, where: str) 
     """Makes `config` a pre-training run on the simulated set `source` (all layers train),
     generated with its own seed so that it never contains a target's images."""
     if source not in SOURCES:
-        raise ValueError(f'{where}: source={source!r} is not one of {sorted(SOURCES)}.')
+        raise ConfigError(f'{where}: source={source!r} is not one of {sorted(SOURCES)}.')
     config.data.name = SOURCES[source]
     config.data.seed = PRETRAIN_DATA_SEED
     config.finetune.train = '@all'
@@ -197,7 +203,7 @@ def builtin_target(name: str, *, data_root: str = '', where: str) -> ml_collecti
     """The definition of a built-in target (see the module docstring): the set, its folder
     (`data_root` for real sets), whether normal cases are dropped and whether flips are on."""
     if name not in SYNTHETIC_TARGETS and name not in REAL_TARGETS:
-        raise ValueError(f'{where}: unknown target {name!r}; valid: {", ".join(target_names())}.')
+        raise ConfigError(f'{where}: unknown target {name!r}; valid: {", ".join(target_names())}.')
     data_name = SYNTHETIC_TARGETS.get(name, name)
     data: dict[str, Any] = dict(name=data_name, drop_normal=data_name in ULTRASOUND_SETS)
     if name in REAL_TARGETS:
@@ -216,7 +222,7 @@ def folder_target() -> ml_collections.ConfigDict:
 
 def check_target_name(name: str, *, where: str) -> None:
     if not _TARGET_NAME.fullmatch(name):
-        raise ValueError(
+        raise ConfigError(
             f'{where}: target name {name!r} must be a Python identifier (letters, digits, _), '
             'so that --config.study.targets.NAME... can address it.'
         )
@@ -232,25 +238,25 @@ def apply_target(
     without images are errors naming the field and the fix.
     """
     if not _is_mapping(target):
-        raise ValueError(
+        raise ConfigError(
             f'{where}: a target definition is a mapping with sections {TARGET_SECTIONS}, '
             f'got {type(target).__name__}.'
         )
     for section, overrides in target.items():
         if section not in TARGET_SECTIONS:
-            raise ValueError(
+            raise ConfigError(
                 f'{where}.{section}: a target sets fields of {" and ".join(TARGET_SECTIONS)} '
                 f'only (e.g. {where}.data.name), not {section!r}.'
             )
         _apply_fields(config[section], overrides, f'{where}.{section}', section)
     data = config.data
     if data.name != 'folder' and data.name not in builders.BUILDERS:
-        raise ValueError(
+        raise ConfigError(
             f'{where}.data.name={data.name!r} is not a data set; valid: '
             f'{", ".join(builders.BUILDERS)}, folder.'
         )
     if data.name == 'folder' and not data.folder.images:
-        raise ValueError(
+        raise ConfigError(
             f'{where} is a folder set without images: set {where}.data.folder.images to a '
             f'folder or glob of its images (e.g. --{where}.data.folder.images=/data/mine/images) '
             f'and {where}.data.folder.masks to its masks.'
@@ -263,23 +269,25 @@ def _is_mapping(value: Any) -> bool:
 
 def _apply_fields(fields: ml_collections.ConfigDict, overrides: Any, where: str, path: str) -> None:
     if not _is_mapping(overrides):
-        raise ValueError(f'{where}: expected a mapping of config.{path} fields, got {overrides!r}.')
+        raise ConfigError(
+            f'{where}: expected a mapping of config.{path} fields, got {overrides!r}.'
+        )
     for key, value in overrides.items():
         field = f'{path}.{key}'
         if key not in fields:
-            raise ValueError(
+            raise ConfigError(
                 f'{where}.{key}: config.{path} has no field {key!r}; valid: {", ".join(fields)}.'
             )
         if field in STUDY_OWNED_FIELDS:
             reason = STUDY_OWNED_FIELDS[field]
-            raise ValueError(f'{where}.{key}: a target cannot set it ({reason}).')
+            raise ConfigError(f'{where}.{key}: a target cannot set it ({reason}).')
         if isinstance(fields[key], ml_collections.ConfigDict):
             _apply_fields(fields[key], value, f'{where}.{key}', field)
             continue
         try:
             fields[key] = value
         except TypeError as e:
-            raise ValueError(
+            raise ConfigError(
                 f'{where}.{key}={value!r}: config.{field} takes a '
                 f'{type(fields[key]).__name__} ({e}).'
             ) from None
@@ -293,23 +301,220 @@ def load_target_file(path: str, *, where: str) -> dict[str, ml_collections.Confi
     try:
         namespace = runpy.run_path(path)
     except FileNotFoundError:
-        raise ValueError(f'{where}: target file {path!r} does not exist.') from None
+        raise ConfigError(f'{where}: target file {path!r} does not exist.') from None
     get_targets = namespace.get('get_targets')
     if not callable(get_targets):
-        raise ValueError(
+        raise ConfigError(
             f'{where}: target file {path} has no function get_targets() returning '
             "{name: {'data': {...}, 'augment': {...}}} (see docs/data.md, 'Targets')."
         )
     definitions = get_targets()
     if not _is_mapping(definitions) or not definitions:
-        raise ValueError(f'{where}: get_targets() in {path} must return a non-empty mapping.')
+        raise ConfigError(f'{where}: get_targets() in {path} must return a non-empty mapping.')
     targets = {}
     for name, definition in definitions.items():
         check_target_name(str(name), where=f'{where} ({path})')
         if not _is_mapping(definition):
-            raise ValueError(
+            raise ConfigError(
                 f'{where}: target {name!r} of {path} is {definition!r}, not a mapping with '
                 f'sections {TARGET_SECTIONS}.'
             )
         targets[str(name)] = ml_collections.ConfigDict(definition)
     return targets
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Fails with every out-of-range field of a run (or of a study's runs) and its fix.
+
+    Called before a run writes anything (unet_jax.main), so that a bad value is named at once
+    instead of surfacing later as a NaN loss, a shape error deep in JAX or a failed sweep
+    point. A study config is its base run (every point) with each of its targets applied,
+    plus `study.pretrain`.
+    """
+    runs = [('config', config)]
+    problems = []
+    if 'study' in config:
+        runs.append(('config.study.pretrain', config.study.pretrain))
+        for name, target in config.study.targets.items():
+            where = f'config.study.targets.{name}'
+            try:
+                apply_target(ml_collections.ConfigDict(config.to_dict()), target, where=where)
+            except ConfigError as e:
+                problems.append(str(e))
+    problems += [
+        p for where, run in runs for p in run_problems(run, where, spec='study' not in run)
+    ]
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f'{len(problems)} config fields are wrong:\n  ' + '\n  '.join(problems))
+
+
+def run_problems(
+    config: ml_collections.ConfigDict, where: str = 'config', *, spec: bool = True
+) -> list[str]:
+    """What is wrong with the fields of one run config, one line each ([] when it is fine).
+
+    The plain fields come first; the model's fields and, with `spec`, the freeze spec are
+    checked against the model (importing JAX) once those are fine.
+    """
+    problems: list[str] = []
+
+    def need(field: str, ok: Callable[[Any], bool], rule: str) -> bool:
+        """Appends `rule` for `field` unless ok(value); True when it is fine."""
+        value = config
+        for key in field.split('.'):
+            value = value[key]
+        try:
+            fine = bool(ok(value))
+        except TypeError:
+            fine = False
+        if not fine:
+            problems.append(f'{where}.{field}={value!r} {rule}.')
+        return fine
+
+    positive = lambda v: _is_int(v) and v >= 1
+    not_negative = lambda v: _is_number(v) and v >= 0
+    under_one = lambda v: _is_number(v) and 0 <= v < 1
+
+    need('batch_size', positive, 'must be a positive integer (the global batch), e.g. 8')
+    need('num_train_steps', lambda v: _is_int(v) and v >= 0, 'must be >= 0 (0: evaluate only)')
+    need('warmup_steps', lambda v: _is_int(v) and v >= 0, 'must be >= 0')
+    for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+        need(field, positive, 'must be a positive number of steps')
+    need('num_saved_predictions', lambda v: _is_int(v) and v >= 0, 'must be >= 0')
+
+    need('model.depth', positive, 'must be >= 1 (the number of poolings)')
+    need('model.base_width', positive, 'must be >= 1 (channels of enc0)')
+    need('model.in_channels', lambda v: v in (1, 3), 'must be 1 (grey) or 3 (RGB)')
+    need('model.out_channels', positive, 'must be >= 1')
+    need('model.dropout', under_one, 'must be in [0, 1)')
+
+    opt = 'optimizer'
+    need(f'{opt}.name', lambda v: v in OPTIMIZERS, f'is not an optimiser; use one of {OPTIMIZERS}')
+    need(f'{opt}.schedule', lambda v: v in SCHEDULES, f'is not a schedule; use one of {SCHEDULES}')
+    need(
+        f'{opt}.learning_rate',
+        lambda v: _is_number(v) and v > 0,
+        'must be a positive, finite number, e.g. 1e-3',
+    )
+    need(f'{opt}.weight_decay', not_negative, 'must be a finite number >= 0')
+    need(f'{opt}.grad_clip_norm', not_negative, 'must be a finite number >= 0 (0: no clipping)')
+    need('loss.bce_weight', not_negative, 'must be a finite number >= 0')
+    need('loss.dice_weight', not_negative, 'must be a finite number >= 0')
+    if not problems and config.loss.bce_weight == config.loss.dice_weight == 0:
+        problems.append(f'{where}.loss.bce_weight and dice_weight are both 0: nothing to train on.')
+    for field in ('max_rotation_deg', 'max_log_gamma', 'max_brightness'):
+        need(f'augment.{field}', not_negative, 'must be a finite number >= 0')
+    for field in ('max_scale', 'max_shift', 'max_contrast'):
+        need(f'augment.{field}', under_one, 'must be in [0, 1)')
+    for pattern in config.dont_load:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            problems.append(f'{where}.dont_load: {pattern!r} is not a regex ({e}).')
+
+    _data_problems(config.data, f'{where}.data', need, problems)
+    if problems:
+        return problems  # The model-level checks below import JAX: only when these pass.
+    return _model_problems(config, where, spec=spec)
+
+
+def _data_problems(data, where: str, need, problems: list[str]) -> None:
+    """Appends what is wrong with config.data to `problems`."""
+    names = (*builders.BUILDERS, 'folder')
+    need('data.name', lambda v: v in names, f'is not a data set; use one of {", ".join(names)}')
+    need('data.image_size', lambda v: _is_int(v) and v >= 2, 'must be an integer >= 2')
+    methods = tuple(pipeline.RESIZE_METHODS)
+    need('data.resize', lambda v: v in methods, f'is not a resize method; use one of {methods}')
+    fraction = lambda v: _is_number(v) and 0 < v < 1
+    need('data.test_fraction', fraction, 'must be in (0, 1)')
+    need('data.val_fraction', fraction, 'must be in (0, 1)')
+    if fraction(data.test_fraction) and fraction(data.val_fraction):
+        if data.test_fraction + data.val_fraction >= 1:
+            problems.append(
+                f'{where}.test_fraction + val_fraction = '
+                f'{data.test_fraction + data.val_fraction:g} leaves no training cases; '
+                'their sum must be below 1.'
+            )
+    need(
+        'data.num_train',
+        lambda v: _is_int(v) and (v == -1 or v >= 1),
+        'must be -1 (every training case) or a positive number of cases',
+    )
+    need('data.num_examples', lambda v: _is_int(v) and v >= 1, 'must be >= 1')
+    need('data.max_size', lambda v: _is_int(v) and v >= 0, 'must be >= 0 (0: original size)')
+    if need('data.num_folds', lambda v: _is_int(v) and v >= 0, 'must be >= 0 (0 or 1: no folds)'):
+        if data.num_folds > 1:
+            need(
+                'data.fold',
+                lambda v: _is_int(v) and 0 <= v < data.num_folds,
+                f'must be in 0..{data.num_folds - 1} (config.data.num_folds={data.num_folds})',
+            )
+    if data.name == 'folder':
+        need(
+            'data.folder.pairing',
+            lambda v: v in folder.PAIRINGS,
+            f'is not a pairing rule; use one of {folder.PAIRINGS}',
+        )
+        need(
+            'data.folder.images',
+            bool,
+            'is empty: set it to the folder (or a glob) of your images, '
+            f'e.g. --{where}.folder.images=/data/mine/images',
+        )
+
+
+def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool) -> list[str]:
+    """Model fields that only the model knows (norms, up-sampling, the image pyramid) and the
+    freeze spec, resolved against the layer registry of this model."""
+    from unet_jax import freeze, layers, models  # JAX: only once the plain fields are fine
+    from unet_jax.models import unet
+
+    problems = []
+    if config.model.norm not in unet.NORMS:
+        problems.append(
+            f'{where}.model.norm={config.model.norm!r} is not a norm; use one of {unet.NORMS}.'
+        )
+    if config.model.upsample not in unet.UPSAMPLES:
+        problems.append(
+            f'{where}.model.upsample={config.model.upsample!r} is not an up-sampling; use one of '
+            f'{unet.UPSAMPLES}.'
+        )
+    size, depth = config.data.image_size, config.model.depth
+    try:
+        unet.check_image_size(size, size, depth)
+        if size < 2**depth:
+            raise ValueError(
+                f'Image size {size} is smaller than 2**depth = {2**depth} (model.depth={depth}).'
+            )
+    except ValueError as e:
+        problems.append(f'{where}.data.image_size: {e}')
+    if problems or not spec:
+        return problems
+    registry = layers.build_registry(
+        models.create_model(config.model),
+        image_size=size,
+        in_channels=config.model.in_channels,
+    )
+    try:
+        freeze.compile_spec(
+            config.finetune.train,
+            registry,
+            order=config.finetune.order,
+            granularity=config.finetune.granularity,
+        )
+    except freeze.FreezeSpecError as e:
+        problems.append(str(e))
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))

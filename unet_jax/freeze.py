@@ -38,6 +38,7 @@ import flax
 import jax
 import optax
 
+from unet_jax import cli
 from unet_jax.layers import GRANULARITIES, ORDERS, LayerRegistry
 
 TRAIN = 'train'
@@ -46,7 +47,7 @@ ALL = '@all'
 NONE = '@none'
 
 
-class FreezeSpecError(ValueError):
+class FreezeSpecError(cli.ConfigError):
     """A freeze spec that names something the model does not have, or trains nothing."""
 
 
@@ -109,8 +110,8 @@ def compile_spec(
             )
         if NONE in tokens:
             raise FreezeSpecError(
-                f'Freeze spec {spec!r}: {NONE} trains nothing and must be the '
-                'whole spec; remove it or the other selectors.'
+                f'Freeze spec {spec!r} (config.finetune.train): {NONE} trains nothing and must '
+                'be the whole spec; remove it or the other selectors.'
             )
         added, removed = set(), set()
         subtracts_only = all(t.startswith('-') for t in tokens)

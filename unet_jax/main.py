@@ -10,6 +10,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unet_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:args]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder of the run: checkpoints, summaries, results.')
@@ -32,6 +34,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    from unet_jax import config_lib
+
+    config_lib.check_config(FLAGS.config)  # every bad field named before anything is written
     import jax  # after flag parsing, so --help is instant
 
     if FLAGS.multihost:
@@ -60,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 import scipy.ndimage
 
-from unet_jax import checkpoint, io_utils, metrics, models
+from unet_jax import checkpoint, cli, io_utils, metrics, models
 from unet_jax.data import folder as folder_set
 from unet_jax.data import imageio, pipeline
 
@@ -277,8 +277,11 @@ def _header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     try:
         with Image.open(path) as image:
+            imageio.check_size(path, *image.size)
             return image.size
-    except (UnidentifiedImageError, OSError) as e:
+    except imageio.ImageReadError as e:
+        raise PredictError(str(e)) from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise PredictError(f'{path}: cannot be read as an image ({e}).') from None
 
 
@@ -317,7 +320,7 @@ def _read_image(path: Path) -> np.ndarray:
 def _read_mask(paths: Sequence[Path], image_path: Path, threshold: float) -> np.ndarray:
     """The OR of an image's masks (their sizes were checked against the image's already)."""
     try:
-        return imageio.read_mask(list(paths), threshold=threshold)
+        return imageio.read_mask(list(paths), threshold=threshold, binary=True)
     except imageio.ImageReadError as e:
         if e.__cause__ is None:  # Values under the threshold: the message says what to change.
             raise PredictError(f'{e} (--mask_threshold)') from e
@@ -453,9 +456,9 @@ def predict_images(
     'skipped': {image path: reason}}.
     """
     if not 0.0 <= threshold <= 1.0:
-        raise PredictError(f'--threshold={threshold} must be a probability in [0, 1].')
+        raise cli.ConfigError(f'--threshold={threshold} must be a probability in [0, 1].')
     if batch_size < 1:
-        raise PredictError(f'--batch_size={batch_size} must be >= 1.')
+        raise cli.ConfigError(f'--batch_size={batch_size} must be >= 1.')
     images = find_inputs(inputs)
     mask_files: dict[Path, list[Path]] = {}
     if masks:
@@ -553,21 +556,18 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    try:
-        result = predict_images(
-            FLAGS.checkpoint,
-            FLAGS.input,
-            FLAGS.output,
-            masks=FLAGS.masks,
-            mask_suffix=FLAGS.mask_suffix,
-            mask_threshold=FLAGS.mask_threshold,
-            probabilities=FLAGS.probabilities,
-            threshold=FLAGS.threshold,
-            batch_size=FLAGS.batch_size,
-            skip_bad=FLAGS.skip_bad,
-        )
-    except (PredictError, checkpoint.CheckpointMismatchError) as e:
-        raise SystemExit(f'predict: {e}') from None
+    result = predict_images(
+        FLAGS.checkpoint,
+        FLAGS.input,
+        FLAGS.output,
+        masks=FLAGS.masks,
+        mask_suffix=FLAGS.mask_suffix,
+        mask_threshold=FLAGS.mask_threshold,
+        probabilities=FLAGS.probabilities,
+        threshold=FLAGS.threshold,
+        batch_size=FLAGS.batch_size,
+        skip_bad=FLAGS.skip_bad,
+    )
     print(f'Wrote {len(result["rows"])} segmentations to {result["output"]}.')
     if result['skipped']:
         print(f'Skipped {len(result["skipped"])} inputs:\n{_problem_list(result["skipped"])}')
@@ -582,4 +582,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -180,6 +180,8 @@ def choose_members(runs: Sequence[Run], group_dir: str) -> list[Run]:
     """The runs to train: those of the group's checkpoint if it covers every unfinished run
     (it was killed mid-way), else the unfinished ones from the start."""
     unfinished = [r for r in runs if not layout.is_finished(r.workdir)]
+    if len(runs) == 1 and os.path.abspath(runs[0].workdir) == os.path.abspath(group_dir):
+        return unfinished  # a run in its own folder: its checkpoint is its own, even if moved
     path = os.path.join(group_dir, GROUP_FILE)
     by_label = {r.label: r for r in runs}
     if unfinished and os.path.exists(path):
@@ -273,13 +275,15 @@ def train_group(
             members, group_dir, splits_fn or _load_splits, name=name, watch=watch, start=start
         )
         session = start_session(group, policy=policy, vectorize=vectorize)
-    if session.num_steps == 0:
-        validate(session, 0)
-    elif session.lanes.step < session.num_steps:
-        train_steps(session)
-    with watch('checkpoint'):
-        session.manager.wait_until_finished()
-        session.manager.close()
+    try:
+        if session.num_steps == 0:
+            validate(session, 0)
+        elif session.lanes.step < session.num_steps:
+            train_steps(session)
+    finally:  # also when training stops with an error: the last good step's save completes
+        with watch('checkpoint'):
+            session.manager.wait_until_finished()
+            session.manager.close()
     return score_best(session)
 
 

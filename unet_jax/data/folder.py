@@ -257,6 +257,7 @@ def read_folder(
                 threshold=config.mask_threshold,
                 size=image.shape[:2],
                 resize=config.resize_masks,
+                binary=True,
             )
         except imageio.ImageReadError as e:
             if not config.skip_bad:

@@ -16,6 +16,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif')
+# The largest image read: 8192 x 8192 pixels (64 Mpixel; a 4000 x 5000 mammogram is 20).
+# Larger files are refused from their header, before their pixels are decoded into memory.
+MAX_PIXELS = 8192 * 8192
 
 
 class ImageReadError(ValueError):
@@ -25,15 +28,36 @@ class ImageReadError(ValueError):
 def _open(path: str | os.PathLike) -> Image.Image:
     try:
         image = Image.open(path)
+        check_size(path, *image.size)
         image.load()
     except FileNotFoundError as e:
         raise ImageReadError(f'{path}: file not found.') from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(
-            f'{path}: cannot be read as an image ({e}). Replace or remove the file '
-            '(or set skip_bad=True for a folder set).'
+            f'{path}: cannot be read as an image ({e}). Replace or remove the file.'
         ) from e
     return image
+
+
+def check_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuses an image over MAX_PIXELS (read from its header), saying how to shrink it."""
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f'{path}: {width}x{height} pixels is over the limit of {MAX_PIXELS / 2**20:.0f} '
+            'Mpixel (8192x8192) that unet_jax reads. Downscale the file first (e.g. to 2048 '
+            'pixels on its longest side, which is still far above the model input), or remove it.'
+        )
+
+
+def _float_pixels(path: str | os.PathLike, a: np.ndarray) -> np.ndarray:
+    """Floating-point pixels (TIFF mode 'F'), refused when some are NaN or infinite."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ImageReadError(
+            f'{path}: {int(bad.sum())} of {bad.size} pixels are NaN or infinite (a floating-'
+            'point image). Replace them (e.g. by 0) and save the image again, or remove it.'
+        )
+    return a
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
@@ -55,7 +79,7 @@ def read_image(path: str | os.PathLike, *, channels: int) -> np.ndarray:
         raise ValueError(f'channels must be 1 or 3, got {channels}.')
     image = _open(path)
     if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
-        grey = _to_uint8(np.asarray(image))
+        grey = _to_uint8(_float_pixels(path, np.asarray(image)))
         a = grey[..., None] if channels == 1 else np.repeat(grey[..., None], 3, axis=-1)
         return np.ascontiguousarray(a)
     if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
@@ -77,7 +101,9 @@ def _mask_values(path: str | os.PathLike) -> np.ndarray:
         image = image.convert('RGBA')
     a = np.asarray(image)
     if a.ndim == 2:
-        return _to_uint8(a) if a.dtype not in (np.uint8, bool) else a.astype(np.uint8)
+        if a.dtype in (np.uint8, bool):
+            return a.astype(np.uint8)
+        return _to_uint8(_float_pixels(path, a))
     colour = a[..., :3].max(axis=-1) if a.shape[-1] >= 3 else a[..., 0]
     if a.shape[-1] in (2, 4):
         alpha = a[..., -1]
@@ -93,6 +119,7 @@ def read_mask(
     threshold: float = 0,
     size: tuple[int, int] | None = None,
     resize: bool = False,
+    binary: bool = False,
 ) -> np.ndarray:
     """Reads one or several mask files as uint8 [H, W] in {0, 1}: value > threshold, OR-ed.
 
@@ -103,6 +130,8 @@ def read_mask(
       size: (height, width) of the image the mask belongs to; a mask of another size is an
         error unless resize is True.
       resize: resize masks of another size to `size` with nearest-neighbour.
+      binary: with threshold 0, a file of more than two values is an error (a user's own
+        masks: a JPEG mask, or an image given as a mask, would turn into noise).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -120,13 +149,15 @@ def read_mask(
                 'so the mask would be empty. Lower the mask threshold '
                 '(0 accepts any non-zero value).'
             )
+        if binary and threshold == 0:
+            _check_binary(path, values)
         mask = (values > threshold).astype(np.uint8)
         if size is not None and mask.shape != tuple(size):
             if not resize:
                 raise ImageReadError(
                     f'{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is '
-                    f'{size[1]}x{size[0]}. Set resize_masks=True to resize masks with nearest '
-                    'neighbour, or fix the file.'
+                    f'{size[1]}x{size[0]}. Fix the file, or set resize_masks=True '
+                    '(config.data.folder.resize_masks) to resize masks with nearest neighbour.'
                 )
             mask = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
         if union is not None and mask.shape != union.shape:
@@ -136,6 +167,19 @@ def read_mask(
             )
         union = mask if union is None else np.maximum(union, mask)
     return union
+
+
+def _check_binary(path: str | os.PathLike, values: np.ndarray) -> None:
+    distinct = np.unique(values)
+    if len(distinct) > 2:
+        shown = ', '.join(str(v) for v in distinct[:5]) + (', ...' if len(distinct) > 5 else '')
+        raise ImageReadError(
+            f'{path}: the mask has {len(distinct)} values ({shown}), not two (0/1 or 0/255), so '
+            'with mask threshold 0 every non-zero pixel would be foreground. If it is a JPEG or '
+            'anti-aliased mask, set a mask threshold (e.g. 127: config.data.folder.'
+            'mask_threshold, predict --mask_threshold); if it is an image, point the masks '
+            'setting at the masks.'
+        )
 
 
 def encode_png(a: np.ndarray) -> bytes:

@@ -259,7 +259,8 @@ def assign_splits(official: dict[str, list[str]], data_config) -> dict[str, list
         if data_config.num_train > len(train):
             raise ValueError(
                 f'config.data.num_train={data_config.num_train} but the training split '
-                f'of {data_config.name!r} has only {len(train)} cases.'
+                f'of {data_config.name!r} has only {len(train)} cases: set it to at most '
+                f'{len(train)}, or -1 for all of them.'
             )
         train = train[: data_config.num_train]
     elif data_config.num_train == 0:
@@ -268,7 +269,7 @@ def assign_splits(official: dict[str, list[str]], data_config) -> dict[str, list
         if not ids:
             raise ValueError(
                 f'The {name} split of {data_config.name!r} is empty ({n_all} cases); '
-                'use a larger set or other split fractions.'
+                'use a larger set, or lower config.data.test_fraction and val_fraction.'
             )
     return {'train': train, 'val': val, 'test': test}
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 import sys
 
-from unet_jax import report
+from unet_jax import cli, report
 from unet_jax.report import plan
 
 
@@ -35,6 +35,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         '--seed', type=int, default=report.DEFAULT_SEED, help='bootstrap seed (default %(default)s)'
     )
+    cli.add_traceback_argument(parser)
     args = parser.parse_args(argv)
     if not args.margin > 0:
         parser.error(f'--margin={args.margin}: the equivalence margin must be positive.')
@@ -45,14 +46,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    try:
+    with cli.errors_reported('report', show_traceback=args.traceback):
         plan.read_plan(args.workdir)  # a bad workdir is reported before the heavy imports
         path = report.write_report(
             args.workdir, margin=args.margin, resamples=args.resamples, seed=args.seed
         )
-    except plan.ReportError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
     print(path)
     return 0
 

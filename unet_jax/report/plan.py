@@ -7,10 +7,10 @@ import json
 import os
 from typing import Any
 
-from unet_jax import layout
+from unet_jax import cli, layout
 
 
-class ReportError(Exception):
+class ReportError(cli.UserError):
     """Something about the workdir a user can fix; the CLI prints it without a traceback."""
 
 
