@@ -5,7 +5,7 @@
 #   launch/slurm_local.sh stop    cancel all jobs, stop the daemons by their pid files
 #   launch/slurm_local.sh status  print sinfo / squeue
 #
-# Runs as root without systemd (RESEARCH.md section 5). Everything lives under
+# Runs as root without systemd (containers, CI machines): the daemons are started directly. Everything lives under
 # $UNET_JAX_SLURM_DIR (default /tmp/unet_jax_slurm): slurm.conf, state, spool, logs, pid files.
 # Clients find the config through SLURM_CONF; `start` prints `export SLURM_CONF=...` as its
 # only stdout line (use: eval "$(launch/slurm_local.sh start)") and also links

@@ -126,7 +126,7 @@ def test_forward_flops_agree_with_xla_cost_analysis(kwargs):
 
 
 def test_classic_forward_flops_match_the_measured_figure(classic):
-    # RESEARCH.md section 4: ~192 GFLOP forward for batch 8 at 128x128 (padding taps counted);
+    # XLA's cost analysis gives ~192 GFLOP forward for batch 8 at 128x128 (padding taps counted);
     # without the products with the zero padding it is ~184.
     assert classic.forward_flops() * 8 / 1e9 == pytest.approx(183.6, rel=0.01)
 

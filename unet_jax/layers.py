@@ -6,7 +6,8 @@ counts; one traced forward pass, with the units' ``__call__`` intercepted, gives
 order and each unit's input and output shapes (hence its resolution level and FLOPs).
 Dictionary keys are never sorted to get an order (``enc10`` < ``enc2`` alphabetically).
 
-The two definitions of "shallow to deep" of the study (RESEARCH.md section 1):
+The two definitions of "shallow to deep" (the journal version of the study uses two; these
+are the two readings of "depth" in a U-Net):
   * ``forward``: position on the data path: enc0/conv0 first, head last;
   * ``level``: resolution level, i.e. distance from the image in down-samplings: enc0, dec0
     and head at level 0 (shallow), the bottleneck at level ``depth`` (deepest); ties are
