@@ -9,22 +9,29 @@ import tempfile
 import time
 
 
-def write_text_atomically(path: str, text: str) -> None:
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Writes via a temporary file and a rename: readers see the old file or the whole new one.
 
-    The study treats a run as finished iff its results.json exists, so a half-written file must
-    never appear under the final name.
+    The study treats a run as finished iff its results.json exists, and a killed run must not
+    leave a cache that breaks the next one, so a half-written file never appears under the final
+    name.
     """
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
+    folder = os.path.dirname(os.fspath(path)) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
     try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """`write_bytes_atomically` of UTF-8 text."""
+    write_bytes_atomically(path, text.encode('utf-8'))
 
 
 def format_duration(seconds: float) -> str:

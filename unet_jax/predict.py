@@ -21,6 +21,9 @@ masks of one image, `<stem><suffix>_<k>`, are OR-ed (BUSI's `_mask_1`), as in th
 Every input is checked before anything is written: unreadable files and masks of another size
 than their image are listed together in one error, or skipped with `--skip_bad` (the others
 are segmented, the skipped ones listed at the end).
+
+Over 400 lines because the command does the whole path from files to files (input checks,
+the run's preprocessing, resizing back, overlays, scores); each step is a short function.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from unet_jax import atomic_files
+from unet_jax import io_utils
 from unet_jax.data import builders, folder
 
 SPLITS = ('train', 'val', 'test')
@@ -198,7 +198,7 @@ def _load_tfds(data_config, in_channels: int) -> dict[str, dict]:
         if data_config.cache:
             buffer = io.BytesIO()
             np.savez(buffer, **out[split])
-            atomic_files.write_bytes_atomically(path, buffer.getvalue())
+            io_utils.write_bytes_atomically(path, buffer.getvalue())
     return out
 
 
