@@ -519,7 +519,9 @@ def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool
         if surgical.is_auto(spec):  # resolved when the run starts; check its form and k here
             surgical.parse_auto(spec, len(registry.order('forward', granularity)))
         else:
-            freeze.compile_spec(spec, registry, order=config.finetune.order, granularity=granularity)
+            freeze.compile_spec(
+                spec, registry, order=config.finetune.order, granularity=granularity
+            )
     except (freeze.FreezeSpecError, surgical.AutoSpecError) as e:
         problems.append(str(e))
     return problems
