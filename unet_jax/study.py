@@ -92,6 +92,7 @@ def point_config(
     run.finetune.train = point.spec
     if point.order:
         run.finetune.order = point.order
+    if point.granularity:
         run.finetune.granularity = point.granularity
     if point.pretrain_index is None:
         run.init_from = ''
