@@ -70,7 +70,7 @@ class FakeTrainer:
             raise KeyboardInterrupt  # like SIGINT mid-run: no results.json
         if any(workdir.endswith(name) for name in self.fail_on):
             raise RuntimeError(f'made-up failure in {workdir}')
-        dice = fake_dice(config)
+        dice, spec = fake_dice(config), config.finetune.train
         metrics = dict(
             loss=1 - dice,
             dice=dice,
@@ -109,6 +109,11 @@ class FakeTrainer:
             step_time_s=0.01,
             wall_time_s=1.0,
         )
+        if spec.startswith('auto:'):  # a made-up choice: the first k blocks (all when soft)
+            k = int(spec.split(':')[2]) if spec.split(':')[2] != 'soft' else 3
+            results['trained_units'] = [f'block{i}/conv' for i in range(k)]
+            results['auto'] = dict(criterion=spec.split(':')[1], k=k, chosen=['enc0'])
+            results['cost'] = dict(train_flops=1e9 * k, probe_flops=1e8)
         io_utils.write_text_atomically(
             os.path.join(workdir, study.RESULTS_FILE), json.dumps(results)
         )
@@ -402,6 +407,33 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     assert page.count('data:image/png;base64,') == len(figures) >= 3  # all embedded
     assert outcome['trained'] == outcome['done']
     assert study.main(config, workdir)['trained'] == []  # a re-run trains nothing
+
+
+def test_auto_family_enumerates_every_k_and_soft_and_the_report_shows_it(tmp_path):
+    config = tiny_study_config(families=('full', 'shallow_to_deep', 'auto'))
+    config.study.auto_criteria = ('rgn',)
+    sweep = study.enumerate_sweep(config)
+    n = len(study.registry_for(config).order('forward', 'block'))
+    names = [p.configuration for p in sweep.points if p.seed == 0 and p.family == 'auto']
+    assert names == [f'auto-rgn-block-k{k}' for k in range(1, n + 1)] + ['auto-rgn-block-soft']
+    by_name = {p.configuration: p for p in sweep.points if p.seed == 0}
+    assert by_name[f'auto-rgn-block-k{n}'].run.endswith('/full')  # all blocks: full's run
+    assert by_name['auto-rgn-block-k1'].spec == 'auto:rgn:1'
+    assert by_name['auto-rgn-block-soft'].run.endswith('auto-rgn-block-soft')
+    outcome = study.main(config, str(tmp_path), run_fn=FakeTrainer())
+    assert outcome['failed'] == []
+    run = json.loads((tmp_path / 'points/us/n16/s0/auto-rgn-block-k2/results.json').read_text())
+    assert run['auto']['k'] == 2
+    page = open(outcome['report']).read()
+    assert 'Automatic choice vs the sweep' in page and 'auto-rgn-block-k2' in page
+    assert 'the best automatic pick' in page
+
+
+def test_auto_criteria_are_checked():
+    config = tiny_study_config(families=('auto',))
+    config.study.auto_criteria = ('rgn', 'guess')
+    with pytest.raises(ValueError, match='auto_criteria'):
+        study.enumerate_sweep(config)
 
 
 # A grouped study that runs as a process: two seeds per group, checkpoints every other step.

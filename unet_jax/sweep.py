@@ -184,12 +184,6 @@ def enumerate_sweep(
     registry = registry or registry_for(config)
     configurations = []
     for c in _configurations(study, registry):
-        # What an auto: spec trains is only known once its run has scored the blocks (but for
-        # k = N: everything, the same run as `full`).
-        units = () if surgical.is_auto(c['spec']) else _trained_units(c, registry)
-        if surgical.is_auto(c['spec']) and c['k'] == len(registry.order('forward', c['granularity'])):
-            c = dict(c, spec=freeze.ALL)
-            units = registry.unit_names
         name = configuration_name(
             c['family'],
             order=c.get('order', ''),
@@ -197,6 +191,12 @@ def enumerate_sweep(
             k=c.get('k', 0),
             spec=c['spec'],
         )
+        # What an auto: spec trains is only known once its run has scored the blocks (but for
+        # k = N: everything, the same run as `full`).
+        units = () if surgical.is_auto(c['spec']) else _trained_units(c, registry)
+        num_names = len(registry.order('forward', c.get('granularity') or 'unit'))
+        if surgical.is_auto(c['spec']) and c['k'] == num_names:
+            c, units = dict(c, spec=freeze.ALL), registry.unit_names
         configurations.append((name, dict(c, trained_units=units)))
 
     num_pretrain = num_pretrainings(config)

@@ -31,6 +31,7 @@ MARKERS = ('o', 's', '^', 'D', 'v', 'P')
 REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8')
 GT_COLOR, PREDICTION_COLOR = '#00d000', '#ff3030'
 DIRECTION_COLORS = ('tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink')
+AUTO_COLORS = {'rgn': 'tab:red', 'probe': 'tab:cyan'}
 REFERENCE_COLORS = ('0.55', 'k', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'gold')
 
 
@@ -148,6 +149,21 @@ def _references(study: Study, cell: pd.DataFrame) -> pd.DataFrame:
     return cell[cell['family'].isin(names) & (cell['configuration'] == cell['family'])]
 
 
+def _auto_points(ax, cell: pd.DataFrame) -> int:
+    """The automatic picks as stars (k) and diamonds (soft) at the units they trained."""
+    rows = cell[cell['family'] == families.AUTO]
+    for criterion, found in rows.groupby(rows['configuration'].str.split('-').str[1]):
+        for soft, marker in ((False, '*'), (True, 'D')):
+            part = found[(found['k'] == 0) == soft]
+            if len(part):
+                ax.plot(
+                    part['num_units'], part['dice_mean'], linestyle='none', marker=marker,
+                    markersize=8 if marker == '*' else 5, color=AUTO_COLORS.get(criterion, 'k'),
+                    label=f'auto: {criterion}' + (' (soft)' if soft else ' (k)'),
+                )  # fmt: skip
+    return len(rows)
+
+
 def _hidden_note(hidden: Sequence[str]) -> str:
     if not hidden:
         return ''
@@ -176,6 +192,7 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
                 ref['dice_mean'], color=family_color(ref['family']), linestyle=(0, (1, 2)),
                 linewidth=1.2, label=f'{family(ref["family"]).label} (reference)',
             )  # fmt: skip
+        points += _auto_points(ax, cell)
         ax.set_xlabel('number of trained units')
         ax.set_ylabel('test Dice (lesion images)')
         return points
@@ -188,7 +205,8 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
         'Test Dice against the number of trained units, each direction in each depth order '
         '(line style) and granularity (marker); bands: 95% hierarchical-bootstrap CI. The '
         'reference configurations have one value per panel and are drawn as dotted horizontal '
-        'lines.' + _hidden_note(hidden),
+        'lines; automatic picks (auto family) as stars (k) and diamonds (soft) at the number '
+        'of units they trained.' + _hidden_note(hidden),
         labels,
     )
 
