@@ -29,6 +29,8 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              pre-training set: synthetic natural scenes, the same scenes imaged
                              as B-mode ultrasound (speckle), or simulated breast ultrasound; all
                              generated with their own seed, so they never hold a target's images
+                             (the speckle test: one study per source, then
+                             `python -m unet_jax.report.sources WORKDIR_A WORKDIR_B`)
   pretrain_data=NAME         pre-train on a real set instead (ecssd, duts, xpie, msra10k; needs
                              data_root)
   targets=us+xray            target sets, '+'-separated, each one of:
