@@ -372,7 +372,7 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     """Real pre-training, groups of two seeds and the report (train.train_group), at toy size."""
     monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
     config = layerwise.get_config(
-        'quick,seeds=2,targets=us,sizes=8,families=scratch+pretrained+contracting+expanding'
+        'quick,seeds=2,targets=us,sizes=8,families=scratch+pretrained+full+contracting+expanding'
     )
     config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
     for run in (config, config.study.pretrain):
@@ -382,7 +382,12 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     config.study.scratch_steps_factor = 2.0
     workdir = str(tmp_path / 'study')
     outcome = study.main(config, workdir)
-    assert outcome['failed'] == [] and len(outcome['done']) == 7  # pretrained: one run
+    assert outcome['failed'] == [] and len(outcome['done']) == 9  # pretrained: one run
+    change = json.loads(
+        (tmp_path / 'study/points/us/n8/s1/full/representation_change.json').read_text()
+    )
+    assert change['units'] and all(u['trained'] for u in change['units'])
+    assert os.path.exists(os.path.join(workdir, 'report', 'representation_change.png'))
     results = {}
     for name in ('scratch', 'contracting', 'expanding'):
         with open(os.path.join(study.run_dir(workdir, f'us/n8/s1/{name}'), 'results.json')) as f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import dataclasses
+import json
 import math
 import os
 
@@ -23,7 +24,7 @@ import pandas as pd  # noqa: E402
 from unet_jax import families, layout  # noqa: E402
 from unet_jax.report import stats  # noqa: E402
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import COST_AXES  # noqa: E402
+from unet_jax.report.compare import COST_AXES, FULL  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 LINE_STYLES = ('-', '--', ':', '-.')
@@ -403,5 +404,65 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
         f"{stats.LATE_FRACTION:.0%} of each run's steps; a run whose best validation Dice "
         f'there beats its best before by more than {stats.CONVERGENCE_TOLERANCE} is flagged '
         '"still improving" (triangle at its end).' + _hidden_note(hidden),
+        labels,
+    )
+
+
+# ----------------------------------------------------------------------------- which layers change
+
+CKA_FILE = 'representation_change.json'  # written by unet_jax.analyze into a run folder
+
+
+def _cka_records(study: Study, target: str, num_train: int) -> list[dict]:
+    runs = study.runs
+    rows = runs[
+        (runs['target'] == target) & (runs['num_train'] == num_train) & (runs['family'] == FULL)
+    ]
+    records = []
+    for directory in dict.fromkeys(rows['dir']):
+        path = os.path.join(directory, CKA_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                records.append(json.load(f))
+    return records
+
+
+def representation_change(study: Study, analysis: Analysis, folder: str) -> Figure | None:
+    """Per target and size, linear CKA (pre-trained vs fine-tuned) per unit of the `full` runs,
+    mean over seeds, units in forward order; the weight change on a second axis."""
+    del analysis
+    path = os.path.join(folder, 'representation_change.png')
+
+    def draw(ax, target, num_train):
+        records = _cka_records(study, target, num_train)
+        if not records:
+            return 0
+        names = [u['name'] for u in records[0]['units']]
+        cka = np.array(
+            [[np.nan if u['cka'] is None else u['cka'] for u in r['units']] for r in records]
+        )
+        change = np.array([[u['weight_change'] for u in r['units']] for r in records])
+        x = np.arange(len(names))
+        ax.plot(x, np.nanmean(cka, axis=0), marker='o', markersize=3, color='tab:blue',
+                label='CKA pre-trained vs tuned')  # fmt: skip
+        twin = ax.twinx()
+        twin.plot(x, change.mean(axis=0), color='tab:orange', linestyle='--',
+                  label='relative weight change')  # fmt: skip
+        twin.set_ylabel('relative weight change', fontsize=8)
+        ax.set_xticks(x, names, rotation=90, fontsize=6)
+        ax.set_ylabel(f'linear CKA ({len(records)} run(s))')
+        ax.set_ylim(0, 1.05)
+        return len(names)
+
+    hidden, labels = _panels(study, draw, path)
+    if len(hidden) == len(study.cells):
+        return None
+    return Figure(
+        os.path.basename(path),
+        'Which layers full fine-tuning changed: per unit (forward order), linear CKA between '
+        "the pre-trained and the fine-tuned model's outputs on test images (1 = unchanged up "
+        'to rotation and scale; mean over seeds) and the relative weight change '
+        "||w_tuned - w_pre|| / ||w_pre|| (dashed, right axis), from each run's "
+        f'{CKA_FILE} (python -m unet_jax.analyze).' + _hidden_note(hidden),
         labels,
     )

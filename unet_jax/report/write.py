@@ -88,6 +88,7 @@ def _figures(study: Study, result: analysis.Analysis, folder: str) -> list:
         figures.references(study, result, folder),
         figures.dice_vs_size(study, result, folder),
         figures.validation_curves(study, result, folder),
+        figures.representation_change(study, result, folder),
     ]
     made += [qualitative.qualitative(study, result, folder, t) for t in study.targets]
     return made
