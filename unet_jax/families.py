@@ -23,12 +23,12 @@ class Family:
     label: str  # how figures and conclusions name it
     init: str  # 'pretrained' (from the pre-training run) or 'scratch' (random init)
     spec: str = ''  # reference families: the freeze spec they train
-    selector: str = ''  # 'first' (shallow->deep), 'last' (deep->shallow) or 'auto'
+    selector: str = ''  # directions: 'first' (shallow->deep), 'last' (deep->shallow); or 'auto'
     trains: bool = True  # False: evaluated as initialised (no training steps)
 
     @property
     def is_direction(self) -> bool:
-        return self.selector in ('first', 'last')
+        return bool(self.selector) and not self.is_auto
 
     @property
     def is_auto(self) -> bool:
