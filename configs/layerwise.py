@@ -8,6 +8,9 @@ Pre-train once on natural images, then fine-tune on each target set with every s
   expanding    pre-trained, only the expanding path (decoder) trains
   shallow_to_deep k=1..N   the first k blocks/units train (`first:k`)
   deep_to_shallow k=1..N   the last k blocks/units train (`last:k`)
+  auto k=1..N, soft        (only when listed) the k blocks/units that a criterion scores
+                           highest on the target (`auto:rgn:k`), or all with per-block learning
+                           rates scaled by the scores (`auto:rgn:soft`); unet_jax.surgical
 in each depth order (`forward`, `level`) and granularity (`block`, `unit`) listed in
 `study.orders` / `study.granularities`, for every target, training-set size and seed.
 `unet_jax.study.enumerate_sweep` turns this config into the list of runs.
@@ -26,6 +29,8 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              pre-training set: synthetic natural scenes, the same scenes imaged
                              as B-mode ultrasound (speckle), or simulated breast ultrasound; all
                              generated with their own seed, so they never hold a target's images
+                             (the speckle test: one study per source, then
+                             `python -m unet_jax.report.sources WORKDIR_A WORKDIR_B`)
   pretrain_data=NAME         pre-train on a real set instead (ecssd, duts, xpie, msra10k; needs
                              data_root)
   targets=us+xray            target sets, '+'-separated, each one of:
@@ -41,7 +46,10 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   seeds=3                    number of seeds (0..seeds-1)
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
   granularities=block+unit   what k counts (quick: block)
-  families=scratch+full      a subset of the families (default: all seven)
+  families=scratch+full      a subset of the families (default: all but auto)
+  criteria=rgn+probe         criteria of the `auto` family (families=...+auto): it trains what
+                             `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose
+                             from the pre-trained weights and a few training batches
 
 Each target of `study.targets` is a definition of overrides of the run's `data.*` and
 `augment.*` fields (config_lib.apply_target applies it to every point of the target); built-in
@@ -66,7 +74,7 @@ Examples:
 
 import ml_collections
 
-from unet_jax import config_lib, families
+from unet_jax import config_lib, families, surgical
 
 WHERE = 'configs/layerwise.py'
 ARGUMENTS = {
@@ -80,7 +88,8 @@ ARGUMENTS = {
     'seeds': 'number of seeds (0..seeds-1; default 3)',
     'orders': "'+'-separated depth orders: forward, level",
     'granularities': "'+'-separated: block, unit",
-    'families': f"'+'-separated subset of {'+'.join(families.NAMES)}",
+    'families': f"'+'-separated subset of {'+'.join(families.NAMES)} (default: all but auto)",
+    'criteria': "'+'-separated criteria of the auto family: rgn, probe (default rgn+probe)",
 }
 # `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of
 # the pre-training.
@@ -101,7 +110,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     num_seeds = _integer(args.get('seeds', 3), 'seeds')
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
-    family_names = _split(args.get('families', '+'.join(families.NAMES)))
+    family_names = _split(args.get('families', '+'.join(families.DEFAULTS)))
+    criteria = _split(args.get('criteria', '+'.join(surgical.CRITERIA)))
     if quick and medium:
         raise ValueError(f'{WHERE}: choose one scale, quick or medium, not both.')
     if pretrain_data and (pretrain_data not in config_lib.REAL_SOURCES or not data_root):
@@ -142,6 +152,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.num_train = tuple(-1 if s == 'all' else _integer(s, 'sizes') for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
+    # Criteria of the `auto` family (unet_jax.surgical): rgn (relative gradient norm), probe.
+    study.auto_criteria = tuple(criteria)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
     # Runs that differ only in seed train together in one compiled step, up to group_size at

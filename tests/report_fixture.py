@@ -267,7 +267,7 @@ def make_study(
         targets=targets,
         sizes=sizes,
         seeds=seeds,
-        names=names or families.NAMES,
+        names=names or [n for n in families.NAMES if not families.get(n).is_auto],
         orders=orders,
         granularities=granularities,
     )

@@ -70,7 +70,7 @@ class FakeTrainer:
             raise KeyboardInterrupt  # like SIGINT mid-run: no results.json
         if any(workdir.endswith(name) for name in self.fail_on):
             raise RuntimeError(f'made-up failure in {workdir}')
-        dice = fake_dice(config)
+        dice, spec = fake_dice(config), config.finetune.train
         metrics = dict(
             loss=1 - dice,
             dice=dice,
@@ -109,6 +109,11 @@ class FakeTrainer:
             step_time_s=0.01,
             wall_time_s=1.0,
         )
+        if spec.startswith('auto:'):  # a made-up choice: the first k blocks (all when soft)
+            k = int(spec.split(':')[2]) if spec.split(':')[2] != 'soft' else 3
+            results['trained_units'] = [f'block{i}/conv' for i in range(k)]
+            results['auto'] = dict(criterion=spec.split(':')[1], k=k, chosen=['enc0'])
+            results['cost'] = dict(train_flops=1e9 * k, probe_flops=1e8)
         io_utils.write_text_atomically(
             os.path.join(workdir, study.RESULTS_FILE), json.dumps(results)
         )
@@ -367,7 +372,7 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     """Real pre-training, groups of two seeds and the report (train.train_group), at toy size."""
     monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'data'))
     config = layerwise.get_config(
-        'quick,seeds=2,targets=us,sizes=8,families=scratch+pretrained+contracting+expanding'
+        'quick,seeds=2,targets=us,sizes=8,families=scratch+pretrained+full+contracting+expanding'
     )
     config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
     for run in (config, config.study.pretrain):
@@ -377,7 +382,12 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     config.study.scratch_steps_factor = 2.0
     workdir = str(tmp_path / 'study')
     outcome = study.main(config, workdir)
-    assert outcome['failed'] == [] and len(outcome['done']) == 7  # pretrained: one run
+    assert outcome['failed'] == [] and len(outcome['done']) == 9  # pretrained: one run
+    change = json.loads(
+        (tmp_path / 'study/points/us/n8/s1/full/representation_change.json').read_text()
+    )
+    assert change['units'] and all(u['trained'] for u in change['units'])
+    assert os.path.exists(os.path.join(workdir, 'report', 'representation_change.png'))
     results = {}
     for name in ('scratch', 'contracting', 'expanding'):
         with open(os.path.join(study.run_dir(workdir, f'us/n8/s1/{name}'), 'results.json')) as f:
@@ -402,6 +412,64 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     assert page.count('data:image/png;base64,') == len(figures) >= 3  # all embedded
     assert outcome['trained'] == outcome['done']
     assert study.main(config, workdir)['trained'] == []  # a re-run trains nothing
+
+
+def test_auto_family_enumerates_every_k_and_soft_and_the_report_shows_it(tmp_path):
+    config = tiny_study_config(families=('full', 'shallow_to_deep', 'auto'))
+    config.study.auto_criteria = ('rgn',)
+    sweep = study.enumerate_sweep(config)
+    n = len(study.registry_for(config).order('forward', 'block'))
+    names = [p.configuration for p in sweep.points if p.seed == 0 and p.family == 'auto']
+    assert names == [f'auto-rgn-block-k{k}' for k in range(1, n + 1)] + ['auto-rgn-block-soft']
+    by_name = {p.configuration: p for p in sweep.points if p.seed == 0}
+    assert by_name[f'auto-rgn-block-k{n}'].run.endswith('/full')  # all blocks: full's run
+    assert by_name['auto-rgn-block-k1'].spec == 'auto:rgn:1'
+    assert by_name['auto-rgn-block-soft'].run.endswith('auto-rgn-block-soft')
+    outcome = study.main(config, str(tmp_path), run_fn=FakeTrainer())
+    assert outcome['failed'] == []
+    run = json.loads((tmp_path / 'points/us/n16/s0/auto-rgn-block-k2/results.json').read_text())
+    assert run['auto']['k'] == 2
+    page = open(outcome['report']).read()
+    assert 'Automatic choice vs the sweep' in page and 'auto-rgn-block-k2' in page
+    assert 'the best automatic pick' in page
+
+
+def test_auto_criteria_are_checked():
+    config = tiny_study_config(families=('auto',))
+    config.study.auto_criteria = ('rgn', 'guess')
+    with pytest.raises(ValueError, match='auto_criteria'):
+        study.enumerate_sweep(config)
+
+
+class SpeckleTrainer(FakeTrainer):
+    """The fake, with shallow->deep 0.1 Dice better: a pre-training that widens the gap."""
+
+    def train(self, config, workdir):
+        results = super().train(config, workdir)
+        if config.finetune.train.startswith('first:'):
+            results['test_per_image']['dice'] = [results['test']['dice'] + 0.1]
+            io_utils.write_text_atomically(
+                os.path.join(workdir, study.RESULTS_FILE), json.dumps(results)
+            )
+        return results
+
+
+def test_two_pretraining_sources_compare_the_shallow_vs_deep_gap(tmp_path):
+    from unet_jax.report import sources
+
+    config = tiny_study_config(families=('shallow_to_deep', 'deep_to_shallow'))
+    a, b, same = (str(tmp_path / n) for n in ('natural', 'speckle', 'same'))
+    study.main(config, a, run_fn=FakeTrainer())
+    study.main(config, same, run_fn=FakeTrainer())
+    study.main(config, b, run_fn=SpeckleTrainer())
+    [unchanged] = sources.compare_sources(a, same)
+    assert unchanged.change.estimate == 0 and 'unchanged within' in unchanged.sentence('A', 'B')
+    [wider] = sources.compare_sources(a, b)
+    assert wider.change.estimate == pytest.approx(0.1)
+    assert wider.gap_b.estimate == pytest.approx(wider.gap_a.estimate + 0.1)
+    assert 'the gap grows with B' in wider.sentence('A', 'B')
+    text = open(sources.write(a, b, str(tmp_path / 'sources.md'))).read()
+    assert 'us n=16 (forward order, by block)' in text or 'forward order, by block' in text
 
 
 # A grouped study that runs as a process: two seeds per group, checkpoints every other step.

@@ -71,6 +71,19 @@ REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
 _TARGET_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
+def default_auto_config() -> ml_collections.ConfigDict:
+    """`config.finetune.auto`: how much of the target's training set an `auto:` spec looks at
+    (unet_jax.surgical; here so that a config is made without importing JAX)."""
+    return ml_collections.ConfigDict(
+        dict(
+            num_examples=32,  # probe images (a few batches of the training set; fewer if small)
+            batch_size=8,  # images per forward/backward pass of the probe
+            probe_steps=10,  # 'probe': Adam steps of each block's short run
+            seed=0,  # which training images are the probe images (and which training subset)
+        )
+    )
+
+
 def default_config(arg: str = '') -> ml_collections.ConfigDict:
     """Every field of a run, with its default; `arg` is '' or 'quick' (see DEFAULT_ARGUMENTS)."""
     args = parse_args(arg, DEFAULT_ARGUMENTS, where='configs/default.py')
@@ -95,6 +108,7 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
             train='@all',  # freeze spec: what trains; the rest is frozen
             order='forward',  # forward | level: the depth order of first:N / last:N
             granularity='unit',  # unit | block: what first:N / last:N count
+            auto=default_auto_config(),  # what an `auto:` spec looks at (unet_jax.surgical)
         )
     )
     config.init_from = ''  # workdir (or best/ folder) of a pre-training run; '' = scratch
@@ -471,7 +485,7 @@ def _data_problems(data, where: str, need, problems: list[str]) -> None:
 def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool) -> list[str]:
     """Model fields that only the model knows (norms, up-sampling, the image pyramid) and the
     freeze spec, resolved against the layer registry of this model."""
-    from unet_jax import freeze, layers, models  # JAX: only once the plain fields are fine
+    from unet_jax import freeze, layers, models, surgical  # JAX: once the plain fields are fine
     from unet_jax.models import unet
 
     problems = []
@@ -500,14 +514,15 @@ def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool
         image_size=size,
         in_channels=config.model.in_channels,
     )
+    spec, granularity = config.finetune.train, config.finetune.granularity
     try:
-        freeze.compile_spec(
-            config.finetune.train,
-            registry,
-            order=config.finetune.order,
-            granularity=config.finetune.granularity,
-        )
-    except freeze.FreezeSpecError as e:
+        if surgical.is_auto(spec):  # resolved when the run starts; check its form and k here
+            surgical.parse_auto(spec, len(registry.order('forward', granularity)))
+        else:
+            freeze.compile_spec(
+                spec, registry, order=config.finetune.order, granularity=granularity
+            )
+    except (freeze.FreezeSpecError, surgical.AutoSpecError) as e:
         problems.append(str(e))
     return problems
 

@@ -4,12 +4,17 @@ The enumerator (unet_jax.study) turns each family into sweep points; the report 
 the same table, so a family or direction added here appears in every table and figure.
 
 A reference family trains one fixed freeze spec. A direction trains the first or last k
-units/blocks of a depth order (`first:k` / `last:k`), for k = 1..N.
+units/blocks of a depth order (`first:k` / `last:k`), for k = 1..N. The automatic family trains
+what `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose (unet_jax.surgical), for
+each criterion of `study.auto_criteria`; it is not in the default list (DEFAULTS): it adds
+2(N+1) runs per target, size and seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+AUTO = 'auto'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,12 +23,16 @@ class Family:
     label: str  # how figures and conclusions name it
     init: str  # 'pretrained' (from the pre-training run) or 'scratch' (random init)
     spec: str = ''  # reference families: the freeze spec they train
-    selector: str = ''  # directions: 'first' (shallow->deep) or 'last' (deep->shallow)
+    selector: str = ''  # directions: 'first' (shallow->deep), 'last' (deep->shallow); or 'auto'
     trains: bool = True  # False: evaluated as initialised (no training steps)
 
     @property
     def is_direction(self) -> bool:
-        return bool(self.selector)
+        return bool(self.selector) and not self.is_auto
+
+    @property
+    def is_auto(self) -> bool:
+        return self.selector == AUTO
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -34,11 +43,13 @@ FAMILIES: tuple[Family, ...] = (
     Family('expanding', 'expanding path', init='pretrained', spec='@expanding'),
     Family('shallow_to_deep', 'shallow->deep', init='pretrained', selector='first'),
     Family('deep_to_shallow', 'deep->shallow', init='pretrained', selector='last'),
+    Family('auto', 'automatic choice', init='pretrained', selector=AUTO),
 )
 BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
-REFERENCES: tuple[str, ...] = tuple(f.name for f in FAMILIES if not f.is_direction)
+REFERENCES: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.spec)
 DIRECTIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.is_direction)
+DEFAULTS: tuple[str, ...] = tuple(f.name for f in FAMILIES if not f.is_auto)
 
 
 def get(name: str) -> Family:

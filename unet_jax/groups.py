@@ -23,7 +23,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import freeze, io_utils, layers, layout, metrics, models, outputs, writers
+from unet_jax import (
+    freeze,
+    io_utils,
+    layers,
+    layout,
+    metrics,
+    models,
+    outputs,
+    steps,
+    surgical,
+    writers,
+)
 from unet_jax.data import pipeline
 from unet_jax.lanes import to_host
 
@@ -112,6 +123,12 @@ class Group:
     ledger: dict[str, Any] = dataclasses.field(default_factory=dict)
     previous_time: dict[str, float] = dataclasses.field(default_factory=dict)
     writers: list[Any] = dataclasses.field(default_factory=list)
+    choice: surgical.Choice | None = None  # what an `auto:` spec resolved to
+
+    @property
+    def scales(self) -> dict[str, float] | None:
+        """Learning-rate factors of a soft `auto:` spec (steps.create_train_tx), else None."""
+        return self.choice.scales if self.choice else None
 
     @classmethod
     def create(
@@ -133,8 +150,11 @@ class Group:
         registry = layers.build_registry(
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
+        choice = None
+        if surgical.is_auto(config.finetune.train):  # its time counts in setup_s and probe_s
+            choice = auto_choice(members, splits_fn, model=model, registry=registry)
         plan = freeze.compile_spec(
-            config.finetune.train,
+            choice.spec if choice else config.finetune.train,
             registry,
             order=config.finetune.order,
             granularity=config.finetune.granularity,
@@ -160,6 +180,7 @@ class Group:
             watch=watch,
             start=start,
             ledger=new_ledger(members),
+            choice=choice,
         )
 
     @property
@@ -317,6 +338,11 @@ class Group:
             val, _ = outputs.scores(*final['val'], self.val)
             test, test_per_image = outputs.scores(*final['test'], self.test)
         init_from = member.config.init_from
+        cost = outputs.training_cost(self.registry, self.plan, member.config)
+        auto = {}
+        if self.choice:
+            cost['probe_flops'] = self.choice.cost['flops']
+            auto = {'auto': self.choice.to_dict()}
         return {
             'name': os.path.basename(member.workdir),
             'config': member.config.to_dict(),
@@ -329,9 +355,10 @@ class Group:
             'test_per_image': test_per_image,
             'val_curve': self.ledger['val_curve'][r],
             'params': outputs.param_counts(_run_slice(trainable, r), frozen),
-            'cost': outputs.training_cost(self.registry, self.plan, member.config),
+            'cost': cost,
             'pretrain': {'dir': init_from, 'index': 0} if init_from else None,
             'group': {'name': self.name, 'size': len(self.members)},
+            **auto,
             **member.extra,
         }
 
@@ -339,12 +366,76 @@ class Group:
         """A member's share of the group's time: the group's time over its size."""
         size = len(self.members)
         share = {k: v / size for k, v in self.times().items()}
+        if self.choice:  # the probe ran once for the group, and every run needed all of it
+            share['probe_s'] = self.choice.cost['seconds']
         steps = self.ledger['interval_times']
         return {
             'time': share,
             'step_time_s': float(np.median(steps)) / size if steps else None,
             'wall_time_s': share['wall_s'],
         }
+
+
+def auto_choice(
+    members: Sequence[Run],
+    splits_fn: Callable[[ml_collections.ConfigDict], Mapping[str, pipeline.Split]],
+    *,
+    model: Any,
+    registry: layers.LayerRegistry,
+) -> surgical.Choice:
+    """Resolves the group's `auto:` spec once, from the pre-trained weights (config.init_from)
+    and the probe images of the training split.
+
+    The choice is a function of the target, the training-set size and the pre-training only:
+    the probe images come from the training subset of seed `finetune.auto.seed` (not each run's
+    own seed), so every seed of a group trains the same blocks and shares one compiled step.
+    It is kept in each run's auto_choice.json, so a resumed run keeps its choice.
+    """
+    config = members[0].config
+    spec = config.finetune.train
+    if not config.init_from:
+        raise surgical.AutoSpecError(
+            f'Freeze spec {spec!r} (config.finetune.train) scores the pre-trained weights, but '
+            'config.init_from is empty: set --config.init_from=DIR of a pre-training run.'
+        )
+    if len({m.config.init_from for m in members}) > 1:
+        raise surgical.AutoSpecError(
+            f'Freeze spec {spec!r}: the runs of group {[m.label for m in members]} start from '
+            'different pre-trainings (config.init_from), so they may choose differently; train '
+            'them in separate groups.'
+        )
+    probe_config = config.copy_and_resolve_references()
+    if 'subset_seed' in probe_config.data:
+        probe_config.data.subset_seed = config.finetune.auto.seed
+    train = splits_fn(probe_config)['train']
+    variables = steps.load_init_from(steps.initial_variables(model, config), config)
+    choice = surgical.load_or_choose(
+        members[0].workdir,
+        spec,
+        model=model,
+        registry=registry,
+        variables=variables,
+        images=train.image,
+        masks=train.mask,
+        granularity=config.finetune.granularity,
+        loss_weights=config.loss.to_dict(),
+        learning_rate=config.optimizer.learning_rate,
+        auto=config.finetune.auto,
+    )
+    if jax.process_index() == 0:
+        for member in members[1:]:
+            surgical.save_choice(member.workdir, spec, choice)
+    logging.info(
+        '%s: %s chose %s; scores %s (probe: %d images, %.1f s, %.3g FLOPs).',
+        members[0].label,
+        spec,
+        ', '.join(choice.chosen),
+        ', '.join(f'{n} {v:.3f}' for n, v in choice.scores.items()),
+        choice.cost['num_examples'],
+        choice.cost['seconds'],
+        choice.cost['flops'],
+    )
+    return choice
 
 
 def _run_slice(tree: Any, r: int) -> Any:

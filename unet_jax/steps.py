@@ -15,7 +15,7 @@ compute the same step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import functools
 from typing import Any
 
@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from unet_jax import checkpoint, freeze, metrics
+from unet_jax import checkpoint, freeze, metrics, surgical
 from unet_jax.data import augment
 
 DATA_AXIS = 'data'
@@ -81,9 +81,15 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
     )
 
 
-def create_train_tx(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def create_train_tx(
+    config: ml_collections.ConfigDict, scales: Mapping[str, float] | None = None
+) -> optax.GradientTransformation:
     """The optimiser of the trained parameters only: frozen ones get no update and no state,
-    and weight decay can never touch them (as `freeze.make_optimizer` on the whole tree)."""
+    and weight decay can never touch them (as `freeze.make_optimizer` on the whole tree).
+
+    `scales` (a soft `auto:` spec's scores, by block or unit) multiply each block's updates:
+    per-block learning rates (surgical.scale_by_score).
+    """
     opt = config.optimizer
     lr = create_learning_rate_fn(config)
     if opt.name == 'adam':
@@ -94,6 +100,8 @@ def create_train_tx(config: ml_collections.ConfigDict) -> optax.GradientTransfor
         raise ValueError(f"config.optimizer.name={opt.name!r} is unknown; use 'adam' or 'adamw'.")
     if opt.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    if scales is not None:
+        tx = optax.chain(tx, surgical.scale_by_score(scales))
     return tx
 
 

@@ -92,6 +92,7 @@ def point_config(
     run.finetune.train = point.spec
     if point.order:
         run.finetune.order = point.order
+    if point.granularity:
         run.finetune.granularity = point.granularity
     if point.pretrain_index is None:
         run.init_from = ''
@@ -407,6 +408,7 @@ def main(
     if needs_pretraining:
         run_pretrain(config, workdir, run_fn)
     outcome = run_study(config, workdir, sweep, run_fn)
+    analyze_full_runs(workdir)
     outcome['report'] = report.write_report(workdir)
     logging.info('study: report in %s', outcome['report'])
     if outcome['failed']:
@@ -417,6 +419,23 @@ def main(
             ', '.join(outcome['failed']),
         )
     return outcome
+
+
+def analyze_full_runs(workdir: str, max_images: int = 16) -> None:
+    """representation_change.json (unet_jax.analyze: CKA and weight change per unit) of every
+    finished `full` run that lacks one, on its first `max_images` test images, for the report's
+    panel; a run it cannot analyse is logged and left out of the panel."""
+    from unet_jax import analyze
+
+    if not is_chief():
+        return
+    for folder in analyze.study_runs(workdir, ['full']):
+        if os.path.exists(os.path.join(folder, analyze.RESULT_FILE)):
+            continue
+        try:
+            analyze.analyze_run(folder, max_images=max_images)
+        except (analyze.AnalyzeError, OSError, ValueError) as error:
+            logging.warning('study: no representation change of %s: %s', folder, error)
 
 
 def check_leaks(

@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from unet_jax import freeze, io_utils, metrics
+from unet_jax.config_lib import default_auto_config
 from unet_jax.layers import GRANULARITIES, LayerRegistry
 
 PREFIX = 'auto:'
@@ -58,18 +59,6 @@ CHOICE_FILE = 'auto_choice.json'
 
 class AutoSpecError(ValueError):
     """An `auto:` freeze spec that cannot be resolved."""
-
-
-def default_auto_config() -> ml_collections.ConfigDict:
-    """`config.finetune.auto`: how much of the target's training set the criteria look at."""
-    return ml_collections.ConfigDict(
-        dict(
-            num_examples=32,  # probe images (a few batches of the training set; fewer if small)
-            batch_size=8,  # images per forward/backward pass of the probe
-            probe_steps=10,  # 'probe': Adam steps of each block's short run
-            seed=0,  # which training images are the probe images
-        )
-    )
 
 
 # ----------------------------------------------------------------------------- specs
@@ -250,9 +239,15 @@ def load_or_choose(workdir: str, spec: str, **kwargs) -> Choice:
         if recorded.get('requested') == spec:
             return Choice.from_dict(recorded)
     choice = choose(spec, **kwargs)
-    record = {'requested': spec, **choice.to_dict()}
-    io_utils.write_text_atomically(path, json.dumps(record, indent=2))
+    save_choice(workdir, spec, choice)
     return choice
+
+
+def save_choice(workdir: str, spec: str, choice: Choice) -> None:
+    """Writes `workdir`/auto_choice.json: the requested spec and what it resolved to."""
+    os.makedirs(workdir, exist_ok=True)
+    record = {'requested': spec, **choice.to_dict()}
+    io_utils.write_text_atomically(os.path.join(workdir, CHOICE_FILE), json.dumps(record, indent=2))
 
 
 def probe_set(

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from unet_jax import families, freeze, layers, models
+from unet_jax import families, freeze, layers, models, surgical
 from unet_jax.layout import size_name
 
 
@@ -77,10 +77,16 @@ class Sweep:
 # ----------------------------------------------------------------------------- enumeration
 
 
-def configuration_name(family: str, *, order: str = '', granularity: str = '', k: int = 0) -> str:
-    """'full', or 'shallow_to_deep-level-block-k3' for the layer-by-layer families."""
+def configuration_name(
+    family: str, *, order: str = '', granularity: str = '', k: int = 0, spec: str = ''
+) -> str:
+    """'full', 'shallow_to_deep-level-block-k3' for the layer-by-layer families, and
+    'auto-rgn-block-k3' / 'auto-rgn-block-soft' for the automatic choice."""
     if families.get(family).is_direction:
         return f'{family}-{order}-{granularity}-k{k}'
+    if families.get(family).is_auto:
+        criterion = spec.split(':')[1]
+        return f'{family}-{criterion}-{granularity}-' + (f'k{k}' if k else surgical.SOFT)
     return family
 
 
@@ -108,6 +114,9 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
     for granularity in study.granularities:
         if granularity not in layers.GRANULARITIES:
             fail('granularities', granularity, layers.GRANULARITIES)
+    for criterion in study.get('auto_criteria', surgical.CRITERIA):
+        if criterion not in surgical.CRITERIA:
+            fail('auto_criteria', criterion, surgical.CRITERIA)
     for field in ('targets', 'num_train', 'seeds', 'families'):
         if not len(study[field]):
             raise ValueError(f'config.study.{field} is empty: the study would have no points.')
@@ -126,6 +135,9 @@ def _configurations(
 ) -> Iterator[dict[str, Any]]:
     for name in study.families:
         family = families.get(name)
+        if family.is_auto:
+            yield from _auto_configurations(study, registry)
+            continue
         if not family.is_direction:
             yield dict(family=name, spec=family.spec)
             continue
@@ -140,6 +152,20 @@ def _configurations(
                         granularity=granularity,
                         k=k,
                     )
+
+
+def _auto_configurations(
+    study: ml_collections.ConfigDict, registry: layers.LayerRegistry
+) -> Iterator[dict[str, Any]]:
+    """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft`, per criterion and
+    granularity (k counts blocks or units, whatever their order)."""
+    for criterion in study.get('auto_criteria', surgical.CRITERIA):
+        for granularity in study.granularities:
+            n = len(registry.order('forward', granularity))
+            for k in [*range(1, n + 1), 0]:
+                count = k or surgical.SOFT
+                spec = f'{surgical.PREFIX}{criterion}:{count}'
+                yield dict(family=families.AUTO, spec=spec, granularity=granularity, k=k)
 
 
 def enumerate_sweep(
@@ -158,19 +184,20 @@ def enumerate_sweep(
     registry = registry or registry_for(config)
     configurations = []
     for c in _configurations(study, registry):
-        plan = freeze.compile_spec(
-            c['spec'],
-            registry,
-            order=c.get('order') or 'forward',
-            granularity=c.get('granularity') or 'unit',
-        )
         name = configuration_name(
             c['family'],
             order=c.get('order', ''),
             granularity=c.get('granularity', ''),
             k=c.get('k', 0),
+            spec=c['spec'],
         )
-        configurations.append((name, dict(c, trained_units=plan.trained_units)))
+        # What an auto: spec trains is only known once its run has scored the blocks (but for
+        # k = N: everything, the same run as `full`).
+        units = () if surgical.is_auto(c['spec']) else _trained_units(c, registry)
+        num_names = len(registry.order('forward', c.get('granularity') or 'unit'))
+        if surgical.is_auto(c['spec']) and c['k'] == num_names:
+            c, units = dict(c, spec=freeze.ALL), registry.unit_names
+        configurations.append((name, dict(c, trained_units=units)))
 
     num_pretrain = num_pretrainings(config)
     points, runs, first_of = [], [], {}
@@ -181,7 +208,9 @@ def enumerate_sweep(
                     name = f'{target}/n{size_name(num_train)}/s{seed}/{configuration}'
                     init = families.get(c['family']).init
                     pretrain_index = seed % num_pretrain if init == 'pretrained' else None
-                    key = (target, num_train, init, pretrain_index, frozenset(c['trained_units']))
+                    units = frozenset(c['trained_units'])
+                    trains = c['spec'] if surgical.is_auto(c['spec']) else units
+                    key = (target, num_train, init, pretrain_index, trains)
                     if families.get(c['family']).trains or config.dont_load:
                         key += (c['family'] == 'pretrained', seed)
                     run = first_of.get(key)
@@ -213,12 +242,25 @@ def enumerate_sweep(
     return Sweep(points=tuple(points), runs=tuple(runs), groups=tuple(groups))
 
 
+def _trained_units(c: dict[str, Any], registry: layers.LayerRegistry) -> tuple[str, ...]:
+    plan = freeze.compile_spec(
+        c['spec'],
+        registry,
+        order=c.get('order') or 'forward',
+        granularity=c.get('granularity') or 'unit',
+    )
+    return plan.trained_units
+
+
 def _groups(runs: Sequence[SweepPoint], size: int) -> list[RunGroup]:
     """Runs that differ only in seed, in chunks of `size` (in seed order); chunk 0 of every
-    configuration comes first, so the first groups hold one complete set of seeds."""
+    configuration comes first, so the first groups hold one complete set of seeds. An automatic
+    choice depends on the pre-training, so its groups never mix pre-trainings."""
     by_key: dict[tuple, list[SweepPoint]] = {}
     for p in runs:
         key = (p.target, p.num_train, p.configuration, p.family)
+        if families.get(p.family).is_auto:
+            key += (p.pretrain_index,)
         by_key.setdefault(key, []).append(p)
     chunks = [
         (i // size, n, members[i : i + size])

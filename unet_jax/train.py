@@ -291,7 +291,7 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
     """The group's state (resumed from its checkpoint, else initialised), programs, files."""
     config = group.config
     mesh = create_mesh()
-    tx = create_train_tx(config)
+    tx = create_train_tx(config, scales=group.scales)  # scales: a soft auto: spec
     state, frozen, frozen_axis = create_train_state(
         [m.config for m in group.members], model=group.model, plan=group.plan, tx=tx
     )

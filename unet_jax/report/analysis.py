@@ -76,6 +76,9 @@ def summarize(study: Study, scores: Scores, settings: stats.Settings) -> pd.Data
             row.update(_dice_over_seeds(done, scores, target, num_train, configuration, settings))
             for column in ('test_iou', 'test_hd95', 'normal_fp_rate', 'num_lesion', 'num_normal'):
                 row[column] = done[column].mean()
+            if len(done):  # an auto: spec's units are known from its finished runs
+                row['num_units'] = done['num_units'].iloc[0]
+            row['probe_flops'] = done['probe_flops'].mean() if len(done) else math.nan
             for column in ('trained_fraction', 'trained_params', 'train_flops', 'step_time_s'):
                 row[column] = done[column].mean()
             for column in TIME_PARTS:

@@ -108,21 +108,28 @@ class Scores:
         """The configurations' matrices on the seeds and images all of them have.
 
         Per-image scores where every one has them, else per-seed means (one column)."""
+        return self.labelled(target, num_train, names)[2]
+
+    def labelled(
+        self, target: str, num_train: int, names: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(seeds, image ids, matrices) of `matrices`; empty matrices when there are none."""
+        none = (np.array([]), np.array([]), [])
         keys = [(target, num_train, n) for n in names]
         if all(k in self._per_image for k in keys):
             found = [self._per_image[k] for k in keys]
         elif all(k in self._per_seed for k in keys):
             found = [self._per_seed[k] for k in keys]
         else:
-            return []
+            return none
         seeds = functools.reduce(np.intersect1d, [f[0] for f in found])
         images = functools.reduce(np.intersect1d, [f[1] for f in found])
         matrices = [
             m[np.ix_(np.searchsorted(s, seeds), np.searchsorted(i, images))] for s, i, m in found
         ]
         if not seeds.size or not images.size or any(np.isnan(m).any() for m in matrices):
-            return []
-        return matrices
+            return none
+        return seeds, images, matrices
 
 
 def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:

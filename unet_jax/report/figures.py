@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import dataclasses
+import json
 import math
 import os
 
@@ -23,7 +24,7 @@ import pandas as pd  # noqa: E402
 from unet_jax import families, layout  # noqa: E402
 from unet_jax.report import stats  # noqa: E402
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import COST_AXES  # noqa: E402
+from unet_jax.report.compare import COST_AXES, FULL  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 LINE_STYLES = ('-', '--', ':', '-.')
@@ -31,6 +32,7 @@ MARKERS = ('o', 's', '^', 'D', 'v', 'P')
 REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8')
 GT_COLOR, PREDICTION_COLOR = '#00d000', '#ff3030'
 DIRECTION_COLORS = ('tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink')
+AUTO_COLORS = {'rgn': 'tab:red', 'probe': 'tab:cyan'}
 REFERENCE_COLORS = ('0.55', 'k', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'gold')
 
 
@@ -148,6 +150,21 @@ def _references(study: Study, cell: pd.DataFrame) -> pd.DataFrame:
     return cell[cell['family'].isin(names) & (cell['configuration'] == cell['family'])]
 
 
+def _auto_points(ax, cell: pd.DataFrame) -> int:
+    """The automatic picks as stars (k) and diamonds (soft) at the units they trained."""
+    rows = cell[cell['family'] == families.AUTO]
+    for criterion, found in rows.groupby(rows['configuration'].str.split('-').str[1]):
+        for soft, marker in ((False, '*'), (True, 'D')):
+            part = found[(found['k'] == 0) == soft]
+            if len(part):
+                ax.plot(
+                    part['num_units'], part['dice_mean'], linestyle='none', marker=marker,
+                    markersize=8 if marker == '*' else 5, color=AUTO_COLORS.get(criterion, 'k'),
+                    label=f'auto: {criterion}' + (' (soft)' if soft else ' (k)'),
+                )  # fmt: skip
+    return len(rows)
+
+
 def _hidden_note(hidden: Sequence[str]) -> str:
     if not hidden:
         return ''
@@ -176,6 +193,7 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
                 ref['dice_mean'], color=family_color(ref['family']), linestyle=(0, (1, 2)),
                 linewidth=1.2, label=f'{family(ref["family"]).label} (reference)',
             )  # fmt: skip
+        points += _auto_points(ax, cell)
         ax.set_xlabel('number of trained units')
         ax.set_ylabel('test Dice (lesion images)')
         return points
@@ -188,7 +206,8 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
         'Test Dice against the number of trained units, each direction in each depth order '
         '(line style) and granularity (marker); bands: 95% hierarchical-bootstrap CI. The '
         'reference configurations have one value per panel and are drawn as dotted horizontal '
-        'lines.' + _hidden_note(hidden),
+        'lines; automatic picks (auto family) as stars (k) and diamonds (soft) at the number '
+        'of units they trained.' + _hidden_note(hidden),
         labels,
     )
 
@@ -385,5 +404,65 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
         f"{stats.LATE_FRACTION:.0%} of each run's steps; a run whose best validation Dice "
         f'there beats its best before by more than {stats.CONVERGENCE_TOLERANCE} is flagged '
         '"still improving" (triangle at its end).' + _hidden_note(hidden),
+        labels,
+    )
+
+
+# ----------------------------------------------------------------------------- which layers change
+
+CKA_FILE = 'representation_change.json'  # written by unet_jax.analyze into a run folder
+
+
+def _cka_records(study: Study, target: str, num_train: int) -> list[dict]:
+    runs = study.runs
+    rows = runs[
+        (runs['target'] == target) & (runs['num_train'] == num_train) & (runs['family'] == FULL)
+    ]
+    records = []
+    for directory in dict.fromkeys(rows['dir']):
+        path = os.path.join(directory, CKA_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                records.append(json.load(f))
+    return records
+
+
+def representation_change(study: Study, analysis: Analysis, folder: str) -> Figure | None:
+    """Per target and size, linear CKA (pre-trained vs fine-tuned) per unit of the `full` runs,
+    mean over seeds, units in forward order; the weight change on a second axis."""
+    del analysis
+    path = os.path.join(folder, 'representation_change.png')
+
+    def draw(ax, target, num_train):
+        records = _cka_records(study, target, num_train)
+        if not records:
+            return 0
+        names = [u['name'] for u in records[0]['units']]
+        cka = np.array(
+            [[np.nan if u['cka'] is None else u['cka'] for u in r['units']] for r in records]
+        )
+        change = np.array([[u['weight_change'] for u in r['units']] for r in records])
+        x = np.arange(len(names))
+        ax.plot(x, np.nanmean(cka, axis=0), marker='o', markersize=3, color='tab:blue',
+                label='CKA pre-trained vs tuned')  # fmt: skip
+        twin = ax.twinx()
+        twin.plot(x, change.mean(axis=0), color='tab:orange', linestyle='--',
+                  label='relative weight change')  # fmt: skip
+        twin.set_ylabel('relative weight change', fontsize=8)
+        ax.set_xticks(x, names, rotation=90, fontsize=6)
+        ax.set_ylabel(f'linear CKA ({len(records)} run(s))')
+        ax.set_ylim(0, 1.05)
+        return len(names)
+
+    hidden, labels = _panels(study, draw, path)
+    if len(hidden) == len(study.cells):
+        return None
+    return Figure(
+        os.path.basename(path),
+        'Which layers full fine-tuning changed: per unit (forward order), linear CKA between '
+        "the pre-trained and the fine-tuned model's outputs on test images (1 = unchanged up "
+        'to rotation and scale; mean over seeds) and the relative weight change '
+        "||w_tuned - w_pre|| / ||w_pre|| (dashed, right axis), from each run's "
+        f'{CKA_FILE} (python -m unet_jax.analyze).' + _hidden_note(hidden),
         labels,
     )

@@ -93,6 +93,7 @@ def _run_fields(results: dict[str, Any]) -> dict[str, Any]:
         trained_fraction=_float(params.get('trained_fraction')),
         num_steps=_float(cost.get('num_steps', config.get('num_train_steps'))),
         train_flops=_float(cost.get('train_flops')),
+        probe_flops=_float(cost.get('probe_flops')),
         step_time_s=_float(results.get('step_time_s')),
         wall_s=_float(time.get('wall_s', results.get('wall_time_s'))),
         pretrain_index=_float((results.get('pretrain') or {}).get('index')),
@@ -170,6 +171,9 @@ def load(workdir: str) -> Study:
         )
         if results is not None:
             row.update(_run_fields(results))
+            if results.get('auto'):  # what an auto: spec trains is known once it has run
+                units = results.get('trained_units') or []
+                row.update(num_units=len(units), trained_units=' '.join(units))
             keys = {k: row[k] for k in ('name', 'target', 'num_train', 'seed', 'configuration')}
             _extend(images, _per_image(results), keys)
             curve = results.get('val_curve') or {}

@@ -8,7 +8,16 @@ import os
 import pandas as pd
 
 from unet_jax import layout
-from unet_jax.report import analysis, conclusions, figures, qualitative, render, stats, tables
+from unet_jax.report import (
+    analysis,
+    auto,
+    conclusions,
+    figures,
+    qualitative,
+    render,
+    stats,
+    tables,
+)
 from unet_jax.report.load import Study, load
 
 
@@ -50,13 +59,14 @@ def write_report(workdir: str, *, margin: float, resamples: int, seed: int) -> s
         answer_tables=[
             t for t in (tables.answer_table(result), tables.budget_table(result)) if t is not None
         ],
-        findings=conclusions.findings(study, result),
+        findings=conclusions.findings(study, result) + auto.findings(auto.auto_rows(result)),
         methods=methods(result.settings),
         figures=[f for f in made if f is not None],
         figure_notes=_figure_notes(study, made),
         tables=[
             *tables.dice_tables(study, result),
             *tables.comparison_tables(study, result),
+            *auto.auto_tables(study, result),
             *tables.time_tables(study, result),
         ],
     )
@@ -78,6 +88,7 @@ def _figures(study: Study, result: analysis.Analysis, folder: str) -> list:
         figures.references(study, result, folder),
         figures.dice_vs_size(study, result, folder),
         figures.validation_curves(study, result, folder),
+        figures.representation_change(study, result, folder),
     ]
     made += [qualitative.qualitative(study, result, folder, t) for t in study.targets]
     return made
