@@ -77,7 +77,8 @@ class JaxStep:
         self.lowered = jax.jit(build, donate_argnums=0).lower(
             self.state, self.frozen, self.batch, self.rngs
         )
-        self.compiled = self.lowered.compile(None if xla_defaults else models.compiler_options())
+        self.compiler_options = None if xla_defaults else models.compiler_options()
+        self.compiled = self.lowered.compile(self.compiler_options)
         self.compile_s = time.perf_counter() - start
 
     def __call__(self, batch: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
