@@ -204,11 +204,16 @@ def main() -> None:
         action='store_true',
         help="compile with XLA's defaults instead of models.compiler_options()",
     )
+    parser.add_argument(
+        '--half_precision',
+        action='store_true',
+        help='bfloat16 compute, float32 params and loss (config.half_precision; for GPU/TPU)',
+    )
     args = parser.parse_args()
     size = {k: getattr(args, k) for k in ('depth', 'base_width', 'image_size', 'batch_size')}
     size.update(QUICK if args.quick else {})
 
-    config = project_step.benchmark_config(**size)
+    config = project_step.benchmark_config(**size, half_precision=args.half_precision)
     step = project_step.JaxStep(config, args.spec, xla_defaults=args.xla_defaults)
     per_step, times = profile(step, args.steps)
     text = step.compiled.as_text()
@@ -218,7 +223,8 @@ def main() -> None:
     print(
         f'JAX {jax.__version__}, U-Net depth {size["depth"]} base {size["base_width"]}, '
         f'{size["image_size"]}x{size["image_size"]}, batch {size["batch_size"]}, spec '
-        f'{args.spec}, {"XLA defaults" if args.xla_defaults else "models.compiler_options()"}: '
+        f'{args.spec}, {"bfloat16" if args.half_precision else "float32"}, '
+        f'{"XLA defaults" if args.xla_defaults else "models.compiler_options()"}: '
         f'wall {statistics.median(times) * 1e3:.0f} ms per step (median of {args.steps}), '
         f'operations running {op_total:.0f} ms of it; load average {os.getloadavg()[0]:.1f}\n'
     )
