@@ -17,6 +17,7 @@ process's CPU affinity and PyTorch gets `torch.set_num_threads` of the same coun
   python benchmarks/vs_pytorch.py --quick    # quick size, full and first-block specs only
   python benchmarks/vs_pytorch.py --sizes=classic --specs=full --repeats=9
   python benchmarks/vs_pytorch.py --xla_defaults   # also JAX without the project's XLA options
+  python benchmarks/vs_pytorch.py --quick --no_torch_compile   # PyTorch eager only
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ CHECK_RTOL = 1e-3
 
 def check_same_step(first: dict[str, tuple[float, float]], where: str) -> None:
     """Fails unless every implementation's first step has the JAX loss and gradient norm."""
-    loss, grad_norm = first['JAX']
+    loss, grad_norm = first[JAX]
     for name, (other_loss, other_norm) in first.items():
         if not (
             np.isclose(other_loss, loss, rtol=CHECK_RTOL)
