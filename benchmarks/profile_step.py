@@ -1,8 +1,9 @@
 r"""Where the JAX train step spends its time, by kind of operation (a jax.profiler trace).
 
-Traces a few steps of the project's train step (as the training loop builds it, augmentation
-on), then attributes every XLA operation the CPU runtime executed to a category by the
-operation's HLO and the name stack of the model code it came from:
+Traces a few steps of the project's train step (built and compiled as the training loop
+builds it, benchmarks/project_step.py; augmentation on), then attributes every XLA operation
+the CPU runtime executed to a category by the operation's HLO and the name stack of the model
+code it came from:
 
   conv forward / conv backward-input / conv backward-filter   3x3 and 1x1 convolutions
   up-conv (forward + backward)      the 2x2 stride-2 up-convolution (einsum) and its gradients
@@ -18,6 +19,7 @@ time is shared equally among them, so the categories add up to the time in which
 operation ran (the rest of the step's wall time is dispatch and waiting).
 
   python benchmarks/profile_step.py                       # classic U-Net, full spec
+  python benchmarks/profile_step.py --quick               # depth 3, base 16, 64x64: seconds
   python benchmarks/profile_step.py --spec=first:1 --top=20
   python benchmarks/profile_step.py --xla_defaults         # without the project's XLA options
 """
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import glob
 import gzip
 import json
@@ -37,10 +38,7 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-
-from unet_jax import config_lib, freeze, layers, models, train
+import project_step
 
 CATEGORIES = (
     'conv forward',
@@ -55,46 +53,8 @@ CATEGORIES = (
     'loss, metrics, other',
 )
 _AUGMENT = re.compile(r'augment|map_coordinates|threefry|_uniform|_bernoulli|random_bits')
+QUICK = dict(depth=3, base_width=16, image_size=64, batch_size=8)
 _LAYOUT_OPS = {'copy', 'transpose', 'bitcast', 'parameter', 'tuple', 'get-tuple-element'}
-
-
-def build_step(args):
-    """The step function, its state and a batch, as benchmarks/step_time.py builds them."""
-    config = config_lib.default_config()
-    config.model.depth, config.model.base_width = args.depth, args.base_width
-    config.data.image_size, config.batch_size = args.image_size, args.batch_size
-    model = models.create_model(config.model)
-    registry = layers.build_registry(model, image_size=args.image_size, in_channels=1)
-    plan = freeze.compile_spec(args.spec, registry, order='forward', granularity='block')
-    variables = train.initial_variables(model, config)
-    labels = plan.labels(variables['params'])
-    tx = freeze.make_optimizer(train.create_train_tx(config), labels)
-    state = train.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables['params'],
-        batch_stats={},
-        opt_state=tx.init(variables['params']),
-    )
-    step_fn = jax.jit(
-        functools.partial(
-            train.train_step,
-            model=model,
-            tx=tx,
-            labels=labels,
-            frozen_units=plan.frozen_units,
-            rng=jax.random.key(0),
-            config=config,
-        ),
-        donate_argnums=0,
-        compiler_options=None if args.xla_defaults else models.compiler_options(),
-    )
-    rng = np.random.default_rng(0)
-    shape = (args.batch_size, args.image_size, args.image_size, 1)
-    batch = {
-        'image': rng.standard_normal(shape).astype(np.float32),
-        'mask': (rng.random(shape) > 0.7).astype(np.float32),
-    }
-    return step_fn, state, batch
 
 
 def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -155,19 +115,18 @@ def categorise(name: str, line: str, bodies: dict[str, str]) -> str:
     return 'loss, metrics, other'
 
 
-def trace_steps(step_fn, state, batch, steps: int, directory: str):
-    """Runs `steps` traced steps; returns the state, wall times and the trace's events."""
+def trace_steps(step: project_step.JaxStep, steps: int, directory: str):
+    """Runs `steps` traced steps; returns their wall times and the trace's events."""
     times = []
     with jax.profiler.trace(directory):
         for _ in range(steps):
             start = time.perf_counter()
-            state, _ = step_fn(state, batch)
-            jax.block_until_ready(state)
+            step()  # returns Python floats: the step has finished
             times.append(time.perf_counter() - start)
     (path,) = glob.glob(os.path.join(directory, 'plugins', 'profile', '*', '*.trace.json.gz'))
     with gzip.open(path) as f:
         events = json.load(f)['traceEvents']
-    return state, times, events
+    return times, events
 
 
 def op_intervals(events, module: str) -> list[tuple[float, float, str]]:
@@ -210,12 +169,33 @@ def op_times(intervals: list[tuple[float, float, str]]) -> tuple[dict[str, float
     return totals, busy
 
 
+def profile(step: project_step.JaxStep, num_steps: int) -> tuple[dict[str, float], list[float]]:
+    """Milliseconds per step of every executed instruction (after one untraced step), and the
+    traced steps' wall times."""
+    step()
+    with tempfile.TemporaryDirectory() as directory:
+        times, events = trace_steps(step, num_steps, directory)
+    module = re.match(r'HloModule (\S+?),? ', step.compiled.as_text()).group(1)
+    totals, _ = op_times(op_intervals(events, module))
+    return {op: us / 1e3 / num_steps for op, us in totals.items()}, times
+
+
+def by_category(per_step: dict[str, float], text: str) -> collections.Counter:
+    """Milliseconds per step of each category, from the compiled HLO `text`."""
+    lines, bodies = parse_hlo(text)
+    totals = collections.Counter()
+    for op, ms in per_step.items():
+        totals[categorise(op, lines.get(op, ''), bodies)] += ms
+    return totals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--depth', type=int, default=4)
     parser.add_argument('--base_width', type=int, default=64)
     parser.add_argument('--image_size', type=int, default=128)
     parser.add_argument('--batch_size', type=int, default=8)
+    parser.add_argument('--quick', action='store_true', help=f'the size {QUICK} (seconds)')
     parser.add_argument('--spec', default='@all')
     parser.add_argument('--steps', type=int, default=2, help='traced steps (after one compile)')
     parser.add_argument('--top', type=int, default=10, help='slowest operations to list')
@@ -224,32 +204,34 @@ def main() -> None:
         action='store_true',
         help="compile with XLA's defaults instead of models.compiler_options()",
     )
+    parser.add_argument(
+        '--half_precision',
+        action='store_true',
+        help='bfloat16 compute, float32 params and loss (config.half_precision; for GPU/TPU)',
+    )
     args = parser.parse_args()
+    size = {k: getattr(args, k) for k in ('depth', 'base_width', 'image_size', 'batch_size')}
+    size.update(QUICK if args.quick else {})
 
-    step_fn, state, batch = build_step(args)
-    compiled = step_fn.lower(state, batch).compile()
-    lines, bodies = parse_hlo(compiled.as_text())
-    state, _ = step_fn(state, batch)
-    jax.block_until_ready(state)
-    with tempfile.TemporaryDirectory() as directory:
-        state, times, events = trace_steps(step_fn, state, batch, args.steps, directory)
-    totals, busy = op_times(op_intervals(events, 'jit_train_step'))
-    per_step = {op: us / 1e3 / args.steps for op, us in totals.items()}
-    by_category = collections.Counter()
-    for op, ms in per_step.items():
-        by_category[categorise(op, lines.get(op, ''), bodies)] += ms
+    config = project_step.benchmark_config(**size, half_precision=args.half_precision)
+    step = project_step.JaxStep(config, args.spec, xla_defaults=args.xla_defaults)
+    per_step, times = profile(step, args.steps)
+    text = step.compiled.as_text()
+    categories = by_category(per_step, text)
+    lines, bodies = parse_hlo(text)
     op_total = sum(per_step.values())
     print(
-        f'JAX {jax.__version__}, U-Net depth {args.depth} base {args.base_width}, '
-        f'{args.image_size}x{args.image_size}, batch {args.batch_size}, spec {args.spec}, '
+        f'JAX {jax.__version__}, U-Net depth {size["depth"]} base {size["base_width"]}, '
+        f'{size["image_size"]}x{size["image_size"]}, batch {size["batch_size"]}, spec '
+        f'{args.spec}, {"bfloat16" if args.half_precision else "float32"}, '
         f'{"XLA defaults" if args.xla_defaults else "models.compiler_options()"}: '
         f'wall {statistics.median(times) * 1e3:.0f} ms per step (median of {args.steps}), '
         f'operations running {op_total:.0f} ms of it; load average {os.getloadavg()[0]:.1f}\n'
     )
     print('| category | ms per step | share |')
     print('|---|---|---|')
-    for category in sorted(CATEGORIES, key=lambda c: -by_category[c]):
-        ms = by_category[category]
+    for category in sorted(CATEGORIES, key=lambda c: -categories[c]):
+        ms = categories[category]
         print(f'| {category} | {ms:.0f} | {ms / op_total:.1%} |')
     print(f'\n| top {args.top} operations | category | ms per step | shape | source |')
     print('|---|---|---|---|---|')

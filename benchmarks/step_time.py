@@ -1,8 +1,9 @@
 r"""Step time of frozen training vs full training, measured side by side in one process.
 
 For the classic U-Net (depth 4, base 64) at 128x128, batch 8, one train step (Adam, BCE + Dice,
-augmentation) for several freeze specs: the median step time, its ratio to the full step, and
-the ideal ratio from the layer registry's FLOP model (forward of everything + backward only as
+augmentation; the project's step compiled as train.py compiles it, benchmarks/project_step.py)
+for several freeze specs: the median step time, its ratio to the full step, and the ideal
+ratio from the layer registry's FLOP model (forward of everything + backward only as
 deep as the shallowest trained unit + weight gradients of trained units).
 
   python benchmarks/step_time.py                      # classic U-Net, about 5 minutes on 2 cores
@@ -12,15 +13,11 @@ deep as the shallowest trained unit + weight gradients of trained units).
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-
-from unet_jax import config_lib, freeze, layers, models, steps
+import project_step
 
 SPECS = {
     'full': '@all',
@@ -33,44 +30,15 @@ SPECS = {
 
 
 def step_times(config, spec: str, num_steps: int) -> tuple[list[float], float]:
-    """Times of `num_steps` train steps after one compile step, and the spec's FLOP ratio."""
-    model = models.create_model(config.model)
-    registry = layers.build_registry(
-        model, image_size=config.data.image_size, in_channels=config.model.in_channels
-    )
-    plan = freeze.compile_spec(spec, registry, order='forward', granularity='block')
-    tx = steps.create_train_tx(config)
-    state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan, tx=tx)
-    step_fn = jax.jit(
-        functools.partial(
-            steps.train_step,
-            model=model,
-            tx=tx,
-            frozen_units=plan.frozen_units,
-            frozen_axis=frozen_axis,
-            config=config,
-        ),
-        donate_argnums=0,
-    )
-    rng = np.random.default_rng(0)
-    size, batch = config.data.image_size, config.batch_size
-    data = {  # one run: the run axis of length 1 first
-        'image': rng.standard_normal((1, batch, size, size, 1)).astype(np.float32),
-        'mask': (rng.random((1, batch, size, size, 1)) > 0.7).astype(np.float32),
-    }
-    rngs = jnp.stack([jax.random.key(0)])
-    state, _ = step_fn(state, frozen, data, rngs)
-    jax.block_until_ready(state)
+    """Times of `num_steps` train steps after one untimed step, and the spec's FLOP ratio."""
+    step = project_step.JaxStep(config, spec)
+    step()
     times = []
     for _ in range(num_steps):
         start = time.perf_counter()
-        state, _ = step_fn(state, frozen, data, rngs)
-        jax.block_until_ready(state)
+        step()  # returns Python floats: the step has finished
         times.append(time.perf_counter() - start)
-    ideal = registry.train_step_flops(plan.trained_units) / registry.train_step_flops(
-        registry.unit_names
-    )
-    return times, ideal
+    return times, step.flop_ratio()
 
 
 def main() -> None:
@@ -82,9 +50,12 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=5)
     args = parser.parse_args()
 
-    config = config_lib.default_config()
-    config.model.base_width, config.model.depth = args.base_width, args.depth
-    config.data.image_size, config.batch_size = args.image_size, args.batch_size
+    config = project_step.benchmark_config(
+        depth=args.depth,
+        base_width=args.base_width,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+    )
     print(
         f'JAX {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device), '
         f'U-Net depth {args.depth} base {args.base_width}, {args.image_size}x{args.image_size},'

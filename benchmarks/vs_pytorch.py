@@ -7,16 +7,17 @@ the JAX initial weights and every implementation must compute the same first-ste
 gradient norm. The implementations then run interleaved (JAX, eager, compile, JAX, ...), so
 load from other processes hits all of them alike; the table shows medians and the ratios.
 
-The JAX step is the project's `train.train_step`, built like the training loop builds it, but
-with augmentation switched off (PyTorch gets the same un-augmented batch). Both libraries get
-the same CPU cores: XLA sizes its thread pool from the process's CPU affinity and PyTorch gets
-`torch.set_num_threads` of the same count.
+The JAX step is the project's `steps.train_step`, built and compiled as the training loop
+builds it (benchmarks/project_step.py), with augmentation switched off (PyTorch gets the same
+un-augmented batch). Both libraries get the same CPU cores: XLA sizes its thread pool from the
+process's CPU affinity and PyTorch gets `torch.set_num_threads` of the same count.
 
   pip install -e '.[bench]'                  # PyTorch, only for this script
   python benchmarks/vs_pytorch.py            # classic and quick sizes, 5 specs each
   python benchmarks/vs_pytorch.py --quick    # quick size, full and first-block specs only
   python benchmarks/vs_pytorch.py --sizes=classic --specs=full --repeats=9
   python benchmarks/vs_pytorch.py --xla_defaults   # also JAX without the project's XLA options
+  python benchmarks/vs_pytorch.py --quick --no_torch_compile   # PyTorch eager only
 """
 
 from __future__ import annotations
@@ -32,17 +33,14 @@ import time
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
+import project_step
 
-from unet_jax import config_lib, freeze, layers, metrics, models, train
-
-try:
+try:  # the optional extra `bench`; without it only the JAX side of this module works
     import torch
-    from torch import nn
-    import torch.nn.functional as F
+    import torch_unet
 except ImportError:
-    sys.exit("This benchmark needs PyTorch: pip install -e '.[bench]'")
+    torch = torch_unet = None
 
 SIZES = {
     'classic': dict(depth=4, base_width=64, image_size=128, batch_size=8),
@@ -55,173 +53,18 @@ SPECS = {
     'contracting': '@contracting',
     'expanding': '@expanding',
 }
-DEFAULTS = 'JAX, XLA defaults'
+JAX, DEFAULTS, EAGER, COMPILE = 'JAX', 'JAX, XLA defaults', 'PyTorch eager', 'torch.compile'
 QUICK = dict(sizes=['quick'], specs=['full', 'first block only'], repeats=3)
 # Same relative tolerance for loss and gradient norm: float32 sums in different orders.
 CHECK_RTOL = 1e-3
 
 
-# ----------------------------------------------------------------------------- PyTorch U-Net
-
-
-class TorchUNet(nn.Module):
-    """The project's U-Net (norm 'none', transpose up-sampling) with the same module names."""
-
-    def __init__(self, depth: int, base_width: int, in_channels: int = 1, out_channels: int = 1):
-        super().__init__()
-        self.depth = depth
-        width = [base_width * 2**level for level in range(depth + 1)]
-        blocks = {}
-        channels = in_channels
-        for level in range(depth):
-            blocks[f'enc{level}'] = _conv_pair(channels, width[level])
-            channels = width[level]
-        blocks['bottleneck'] = _conv_pair(channels, width[depth])
-        for level in reversed(range(depth)):
-            block = _conv_pair(2 * width[level], width[level])
-            block['up'] = nn.ConvTranspose2d(width[level + 1], width[level], 2, stride=2)
-            blocks[f'dec{level}'] = block
-        blocks['head'] = nn.ModuleDict({'conv0': nn.Conv2d(base_width, out_channels, 1)})
-        self.blocks = nn.ModuleDict(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for level in range(self.depth):
-            x = _two_convs(self.blocks[f'enc{level}'], x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
-        x = _two_convs(self.blocks['bottleneck'], x)
-        for level in reversed(range(self.depth)):
-            block = self.blocks[f'dec{level}']
-            x = _two_convs(block, torch.cat([block['up'](x), skips[level]], dim=1))
-        return self.blocks['head']['conv0'](x)
-
-
-def _conv_pair(cin: int, cout: int) -> nn.ModuleDict:
-    return nn.ModuleDict(
-        {'conv0': nn.Conv2d(cin, cout, 3, padding=1), 'conv1': nn.Conv2d(cout, cout, 3, padding=1)}
-    )
-
-
-def _two_convs(block: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
-    return F.relu(block['conv1'](F.relu(block['conv0'](x))))
-
-
-def torch_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """unet_jax.metrics.segmentation_loss (BCE + soft Dice, weights 1) averaged over the batch."""
-    bce = F.binary_cross_entropy_with_logits(logits, masks, reduction='none').mean((1, 2, 3))
-    probs = torch.sigmoid(logits)
-    intersection = (probs * masks).sum((1, 2, 3))
-    total = probs.sum((1, 2, 3)) + masks.sum((1, 2, 3))
-    dice = 1.0 - (2.0 * intersection + 1.0) / (total + 1.0)
-    return (bce + dice).mean()
-
-
-def load_jax_params(model: TorchUNet, params) -> None:
-    """Copies a unet_jax parameter tree into the PyTorch modules of the same names.
-
-    Conv kernels HWIO -> OIHW. The JAX up-conv applies its kernel spatially flipped (as
-    nn.ConvTranspose does), PyTorch's ConvTranspose2d does not: flip it on the way over.
-    """
-    with torch.no_grad():
-        for block, units in params.items():
-            for unit, leaves in units.items():
-                leaves = leaves.get('conv', leaves)
-                kernel = np.asarray(leaves['kernel'])
-                if unit == 'up':
-                    weight = kernel[::-1, ::-1].transpose(2, 3, 0, 1)  # [Cin, Cout, kh, kw]
-                else:
-                    weight = kernel.transpose(3, 2, 0, 1)
-                module = model.blocks[block][unit]
-                module.weight.copy_(torch.from_numpy(np.array(weight)))
-                module.bias.copy_(torch.from_numpy(np.array(leaves['bias'])))
-
-
-class TorchStep:
-    """Adam on the trained modules only; `compiled` wraps forward + loss in torch.compile."""
-
-    def __init__(self, model: TorchUNet, trained_units, *, compiled: bool):
-        trained = set(trained_units)
-        for block, units in model.blocks.items():
-            for unit, module in units.items():
-                module.requires_grad_(f'{block}/{unit}' in trained)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=1e-3)
-        loss_of = lambda images, masks: torch_loss(model(images), masks)
-        self.loss_of = torch.compile(loss_of) if compiled else loss_of
-
-    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
-        """One step; the gradient norm (for the check) is computed before the update."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_of(images, masks)
-        loss.backward()
-        with torch.no_grad():
-            grad_norm = torch.sqrt(sum((p.grad**2).sum() for p in self.params))
-        self.optimizer.step()
-        return loss.item(), grad_norm.item()
-
-
-# ----------------------------------------------------------------------------- JAX step
-
-
-class JaxStep:
-    """The project's train step, built as the training loop builds it (no augmentation)."""
-
-    def __init__(self, size: dict, spec: str, *, xla_defaults: bool = False):
-        config = config_lib.default_config()
-        config.model.depth, config.model.base_width = size['depth'], size['base_width']
-        config.data.image_size, config.batch_size = size['image_size'], size['batch_size']
-        config.augment.flip = config.augment.affine = config.augment.intensity = False
-        model = models.create_model(config.model)
-        registry = layers.build_registry(
-            model, image_size=config.data.image_size, in_channels=config.model.in_channels
-        )
-        self.plan = freeze.compile_spec(spec, registry, order='forward', granularity='block')
-        variables = train.initial_variables(model, config)
-        self.initial_params = flax.core.unfreeze(variables['params'])
-        labels = self.plan.labels(variables['params'])
-        tx = freeze.make_optimizer(train.create_train_tx(config), labels)
-        self.state = train.TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=variables['params'],
-            batch_stats={},
-            opt_state=tx.init(variables['params']),
-        )
-        self.step_fn = jax.jit(
-            functools.partial(
-                train.train_step,
-                model=model,
-                tx=tx,
-                labels=labels,
-                frozen_units=self.plan.frozen_units,
-                rng=jax.random.key(0),
-                config=config,
-            ),
-            donate_argnums=0,
-            compiler_options=None if xla_defaults else models.compiler_options(),
-        )
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[float, float]:
-        self.state, step_metrics = self.step_fn(self.state, batch)
-        values = metrics.compute_metrics(step_metrics)
-        return values['loss'], values['grad_norm']
-
-
 # ----------------------------------------------------------------------------- the comparison
-
-
-def make_batch(size: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    shape = (size['batch_size'], size['image_size'], size['image_size'], 1)
-    return {
-        'image': rng.standard_normal(shape).astype(np.float32),
-        'mask': (rng.random(shape) > 0.7).astype(np.float32),
-    }
 
 
 def check_same_step(first: dict[str, tuple[float, float]], where: str) -> None:
     """Fails unless every implementation's first step has the JAX loss and gradient norm."""
-    loss, grad_norm = first['JAX']
+    loss, grad_norm = first[JAX]
     for name, (other_loss, other_norm) in first.items():
         if not (
             np.isclose(other_loss, loss, rtol=CHECK_RTOL)
@@ -234,31 +77,41 @@ def check_same_step(first: dict[str, tuple[float, float]], where: str) -> None:
             )
 
 
-def compare(size_name: str, spec_name: str, repeats: int, xla_defaults: bool) -> dict[str, float]:
-    """Median step times (s) of JAX, PyTorch eager and torch.compile, interleaved."""
-    size, spec = SIZES[size_name], SPECS[spec_name]
-    batch = make_batch(size)
-    images = torch.from_numpy(batch['image'].transpose(0, 3, 1, 2).copy())
-    masks = torch.from_numpy(batch['mask'].transpose(0, 3, 1, 2).copy())
-    jax_step = JaxStep(size, spec)
-    steps = {'JAX': lambda: jax_step(batch)}
+def implementations(
+    size: dict, spec: str, *, xla_defaults: bool = False, torch_compile: bool = True
+) -> dict:
+    """name -> a function running one step and returning (loss, gradient norm).
+
+    The PyTorch models start from the JAX step's initial weights and train the same units.
+    """
+    config = project_step.benchmark_config(**size, augment=False)
+    project = project_step.JaxStep(config, spec)
+    steps = {JAX: project}
     if xla_defaults:
-        default_step = JaxStep(size, spec, xla_defaults=True)
-        steps[DEFAULTS] = lambda: default_step(batch)
-    for name, compiled in (('PyTorch eager', False), ('torch.compile', True)):
-        model = TorchUNet(size['depth'], size['base_width'])
-        load_jax_params(model, jax_step.initial_params)
-        steps[name] = functools.partial(
-            TorchStep(model, jax_step.plan.trained_units, compiled=compiled), images, masks
-        )
-    # The first call compiles (JAX and torch.compile); from identical weights it must agree.
+        steps[DEFAULTS] = project_step.JaxStep(config, spec, xla_defaults=True)
+    images, masks = (
+        torch.from_numpy(project.batch[key][0].transpose(0, 3, 1, 2).copy())
+        for key in ('image', 'mask')
+    )
+    variants = {EAGER: False, COMPILE: True} if torch_compile else {EAGER: False}
+    for name, compiled in variants.items():
+        model = torch_unet.TorchUNet(size['depth'], size['base_width'])
+        torch_unet.load_jax_params(model, project.initial_params)
+        step = torch_unet.TorchStep(model, project.plan.trained_units, compiled=compiled)
+        steps[name] = functools.partial(step, images, masks)
+    return steps
+
+
+def compare(steps: dict, repeats: int, where: str) -> dict[str, float]:
+    """Median step times (s) of every implementation, interleaved, after the checked first step."""
+    # The first call compiles torch.compile; from identical weights every step must agree.
     first = {name: step() for name, step in steps.items()}
-    check_same_step(first, f'{size_name} / {spec_name}')
+    check_same_step(first, where)
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
             start = time.perf_counter()
-            step()  # returns Python floats: JAX's step has finished
+            step()  # returns Python floats: the step has finished
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -302,7 +155,14 @@ def main() -> None:
         action='store_true',
         help=f"add a column '{DEFAULTS}': the JAX step compiled without models.compiler_options()",
     )
+    parser.add_argument(
+        '--no_torch_compile',
+        action='store_true',
+        help=f"leave out '{COMPILE}' (it needs a C compiler and takes a minute per model)",
+    )
     args = parser.parse_args()
+    if torch is None:
+        sys.exit("vs_pytorch.py needs PyTorch: pip install -e '.[bench]' (or pip install torch).")
     sizes, specs = args.sizes.split(','), args.specs.split(',')
     repeats = args.repeats
     if args.quick:
@@ -316,25 +176,52 @@ def main() -> None:
         f'{datetime.date.today()}, {machine()}, {threads} threads each (XLA pool and '
         f'torch.set_num_threads); Python {platform.python_version()}, jax {jax.__version__}, '
         f'flax {flax.__version__}, torch {torch.__version__}; median of {repeats} interleaved '
-        f'steps, batch 8, Adam, BCE + Dice; load average at start {load()}',
+        f'steps, Adam, BCE + Dice; load average at start {load()}',
         flush=True,
     )
     rows = []
     for size_name in sizes:
         for spec_name in specs:
-            medians = compare(size_name, spec_name, repeats, args.xla_defaults)
+            steps = implementations(
+                SIZES[size_name],
+                SPECS[spec_name],
+                xla_defaults=args.xla_defaults,
+                torch_compile=not args.no_torch_compile,
+            )
+            medians = compare(steps, repeats, f'{size_name} / {spec_name}')
             rows.append((size_name, spec_name, medians))
             print(f'  {size_name} / {spec_name}: {_ms(medians)} (load {load()})', flush=True)
     print(f'\nload average at end {load()}\n')
+    print(table(rows))
+
+
+def table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
+    """Markdown: median ms of every implementation and the JAX step's ratio to PyTorch's."""
     names = list(rows[0][2])
-    print(f'| size | spec | {" | ".join(f"{n} ms" for n in names)} | JAX / eager | JAX / compile |')
-    print('|---' * (len(names) + 4) + '|')
+    others = [name for name in (EAGER, COMPILE) if name in names]
+    header = [
+        'size',
+        'spec',
+        *(f'{name} ms' for name in names),
+        *(f'JAX / {name.split()[-1]}' for name in others),
+    ]
+    lines = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
     for size_name, spec_name, m in rows:
-        times = ' | '.join(f'{m[n] * 1e3:.0f}' for n in names)
-        print(
-            f'| {size_name} | {spec_name} (`{SPECS[spec_name]}`) | {times} | '
-            f'{m["JAX"] / m["PyTorch eager"]:.2f} | {m["JAX"] / m["torch.compile"]:.2f} |'
-        )
+        cells = [
+            f'{size_name} ({_size_label(SIZES[size_name])})',
+            f'{spec_name} (`{SPECS[spec_name]}`)',
+            *(f'{m[name] * 1e3:.0f}' for name in names),
+            *(f'{m[JAX] / m[name]:.2f}' for name in others),
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _size_label(size: dict) -> str:
+    return (
+        f'depth {size["depth"]} base {size["base_width"]}, {size["image_size"]}px, '
+        f'batch {size["batch_size"]}'
+    )
 
 
 def _ms(medians: dict[str, float]) -> str:
