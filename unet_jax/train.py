@@ -32,7 +32,7 @@ import numpy as np
 from unet_jax import checkpoint, io_utils, layout, models
 from unet_jax.data import pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
-from unet_jax.lanes import Lanes, lane_width, to_host
+from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
 from unet_jax.steps import (
     DATA_AXIS,
     check_batch_size,
@@ -148,7 +148,7 @@ def device_batches(split: pipeline.Split, batch_size: int, sharding) -> list[dic
         mask = split.mask[start : start + batch_size]
         pad = ((0, batch_size - len(image)), (0, 0), (0, 0), (0, 0))
         batch = {'image': np.pad(image, pad), 'mask': np.pad(mask, pad)}
-        batches.append(jax.device_put(batch, sharding))
+        batches.append(to_devices(batch, sharding))
     return batches
 
 
@@ -352,13 +352,15 @@ def train_steps(session: Session) -> None:
     )
     first_step, num_steps = lanes.step, session.num_steps
     rngs = [
-        jax.device_put(
-            jnp.stack([jax.random.key(m.config.seed) for m in group.members[lane]]),
-            session.sharding(),
+        jax.random.wrap_key_data(
+            to_devices(
+                np.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in lane]),
+                session.sharding(),
+            )
         )
-        for lane in lanes.slices
+        for lane in (group.members[s] for s in lanes.slices)
     ]
-    put = functools.partial(jax.device_put, device=session.sharding(None, DATA_AXIS))
+    put = functools.partial(to_devices, sharding=session.sharding(None, DATA_AXIS))
     first_batch = put({k: v[lanes.slices[0]] for k, v in group.batch(first_step).items()})
     program = session.programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
     learning_rate = create_learning_rate_fn(config)
