@@ -109,8 +109,7 @@ class Lanes:
         self.states = [self._lane_state(state, s) for s in self.slices]
         # Copies: the state's buffers are donated to the step, the best ones must survive it.
         self.best = [
-            to_devices(jax.tree.map(jnp.array, _take(best, s)), self._sharding)
-            for s in self.slices
+            to_devices(jax.tree.map(jnp.array, _take(best, s)), self._sharding) for s in self.slices
         ]
 
     def _lane_state(self, state, lane: slice):

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, io_utils, layout, models
+from unet_jax import checkpoint, hosts, io_utils, layout, models
 from unet_jax.data import pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
 from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
@@ -290,6 +290,9 @@ def train_group(
 def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> Session:
     """The group's state (resumed from its checkpoint, else initialised), programs, files."""
     config = group.config
+    hosts.check_same_data(
+        [s.image for s in (group.val, group.test, *group.train_splits)], where=group.name
+    )
     mesh = create_mesh()
     tx = create_train_tx(config)
     state, frozen, frozen_axis = create_train_state(
@@ -299,7 +302,7 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
     lanes = Lanes(state, frozen, frozen_axis, width, NamedSharding(mesh, PartitionSpec()))
     manager = checkpoint.create_manager(os.path.join(group.directory, checkpoint.LATEST_DIR))
     if manager.latest_step() is not None:
-        restored, ledger = checkpoint.restore(manager, jax.device_put(lanes.joined()))
+        restored, ledger = checkpoint.restore(manager, lanes.joined())
         lanes.load(restored['state'], restored['best'])
         group.resume(ledger)
         logging.info('%s: resumed at step %d.', group.name, lanes.step)
