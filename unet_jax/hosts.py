@@ -11,12 +11,15 @@ on a file system that every process sees.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 import hashlib
+from typing import TypeVar
 
 from absl import logging
 import jax
 import numpy as np
+
+T = TypeVar('T')
 
 
 def initialize(
@@ -57,6 +60,18 @@ def initialize(
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def first_then_others(load: Callable[[], T]) -> T:
+    """`load()` in process 0, then in the others: a data set that must be built first (TFDS)
+    is built once, by process 0, and read by the others."""
+    if jax.process_count() == 1:
+        return load()
+    from jax.experimental import multihost_utils
+
+    result = load() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices('unet_jax: data loaded by process 0')
+    return load() if result is None else result
 
 
 def check_same_data(arrays: Iterable[np.ndarray], *, where: str) -> None:

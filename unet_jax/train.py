@@ -410,7 +410,9 @@ def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
-    return pipeline.load_splits(config.data, in_channels=config.model.in_channels)
+    return hosts.first_then_others(
+        lambda: pipeline.load_splits(config.data, in_channels=config.model.in_channels)
+    )
 
 
 def _join_lanes(summaries: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
