@@ -39,6 +39,29 @@ flags.DEFINE_string(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def join_processes(config) -> None:
+    """--multihost: joins the other processes that train this run (unet_jax.hosts)."""
+    given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if not FLAGS.multihost:
+        if any(flag is not None for flag in given):
+            raise app.UsageError(
+                '--coordinator_address, --num_processes and --process_id need --multihost.'
+            )
+        return
+    if 'study' in config:
+        raise app.UsageError(
+            '--multihost trains one run (a config without a study, e.g. configs/finetune.py); '
+            'a study runs its groups as separate processes (launch/sweep.py).'
+        )
+    from unet_jax import hosts
+
+    hosts.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -47,24 +70,7 @@ def main(argv):
     config_lib.check_config(FLAGS.config)  # every bad field named before anything is written
     import jax  # after flag parsing, so --help is instant
 
-    process_flags = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    if not FLAGS.multihost and any(f is not None for f in process_flags):
-        raise app.UsageError(
-            '--coordinator_address, --num_processes, --process_id need --multihost.'
-        )
-    if FLAGS.multihost:
-        from unet_jax import hosts
-
-        if 'study' in FLAGS.config:
-            raise app.UsageError(
-                '--multihost trains one run (a config without a study, e.g. configs/finetune.py); '
-                'a study runs its groups as separate processes (launch/sweep.py).'
-            )
-        hosts.initialize(
-            coordinator_address=FLAGS.coordinator_address,
-            num_processes=FLAGS.num_processes,
-            process_id=FLAGS.process_id,
-        )
+    join_processes(FLAGS.config)
     if FLAGS.compilation_cache:
         jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
         jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
