@@ -13,6 +13,7 @@ silent partial load is the classic transfer-learning bug.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import copy
 import json
 import logging
 import os
@@ -71,6 +72,9 @@ def save(manager: ocp.CheckpointManager, step: int, tree: Any, meta: dict[str, A
     """Saves `tree` and a JSON `meta` dict at `step`; a step that exists is left as it is."""
     if step in manager.all_steps():
         return
+    # A copy: Orbax writes the JSON later, in the background, and the caller's dict moves on
+    # (a ledger that already held the next validation made a resumed run record it twice).
+    meta = copy.deepcopy(meta)
     manager.save(
         step, args=ocp.args.Composite(tree=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta))
     )

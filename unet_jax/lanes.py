@@ -42,6 +42,23 @@ def to_host(tree: Any) -> Any:
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def to_devices(tree: Any, sharding) -> Any:
+    """`tree` placed as `sharding` says. Host values must be equal in every process (each loads
+    all the data, deterministically): a process places only the shards of its own devices, with
+    no exchange between processes (`jax.device_put` would compare the values across processes
+    at every call); arrays already on the mesh are resharded."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def place(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, sharding)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)
+
+
 def _take(tree: Any, lane: slice) -> Any:
     return jax.tree.map(lambda x: x[lane], tree)
 
@@ -73,7 +90,7 @@ class Lanes:
         self.frozen_axis = frozen_axis
         self._sharding = sharding
         self.frozen = [
-            jax.device_put(frozen if frozen_axis is None else _take(frozen, s), sharding)
+            to_devices(frozen if frozen_axis is None else _take(frozen, s), sharding)
             for s in self.slices
         ]
         self.load(state)
@@ -92,13 +109,12 @@ class Lanes:
         self.states = [self._lane_state(state, s) for s in self.slices]
         # Copies: the state's buffers are donated to the step, the best ones must survive it.
         self.best = [
-            jax.device_put(jax.tree.map(jnp.array, _take(best, s)), self._sharding)
-            for s in self.slices
+            to_devices(jax.tree.map(jnp.array, _take(best, s)), self._sharding) for s in self.slices
         ]
 
     def _lane_state(self, state, lane: slice):
         # Every lane owns its buffers (`step` too): a lane's step donates them.
-        return jax.device_put(
+        return to_devices(
             state.replace(
                 step=jnp.array(state.step),
                 trainable=_take(state.trainable, lane),
@@ -158,7 +174,7 @@ class Lanes:
         for i, lane in enumerate(self.slices):
             if improved[lane].any():
                 candidate = variables_of(self.states[i])
-                flags = jax.device_put(improved[lane], self._sharding)
+                flags = to_devices(improved[lane], self._sharding)
                 self.best[i] = _keep_best(self.best[i], candidate, flags)
 
     def block(self) -> None:

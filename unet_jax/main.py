@@ -21,7 +21,15 @@ flags.DEFINE_string(
     'Study only: one sweep point (an index), "pretrain" or "report"; '
     'default: the whole study in this process.',
 )
-flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() (multi-process runs).')
+flags.DEFINE_bool(
+    'multihost',
+    False,
+    'Train one run with several processes (hosts): with the three flags below, or under '
+    "SLURM's srun without them. Every process runs the same command (README: Several hosts).",
+)
+flags.DEFINE_string('coordinator_address', None, '--multihost: host:port of process 0.')
+flags.DEFINE_integer('num_processes', None, '--multihost: number of processes.')
+flags.DEFINE_integer('process_id', None, '--multihost: this process, 0 .. num_processes - 1.')
 flags.DEFINE_string(
     'compilation_cache',
     '~/.cache/unet_jax/xla',
@@ -29,6 +37,29 @@ flags.DEFINE_string(
     'sweep points of a study skip compiling programs seen before.',
 )
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def join_processes(config) -> None:
+    """--multihost: joins the other processes that train this run (unet_jax.hosts)."""
+    given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if not FLAGS.multihost:
+        if any(flag is not None for flag in given):
+            raise app.UsageError(
+                '--coordinator_address, --num_processes and --process_id need --multihost.'
+            )
+        return
+    if 'study' in config:
+        raise app.UsageError(
+            '--multihost trains one run (a config without a study, e.g. configs/finetune.py); '
+            'a study runs its groups as separate processes (launch/sweep.py).'
+        )
+    from unet_jax import hosts
+
+    hosts.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
 
 
 def main(argv):
@@ -39,8 +70,7 @@ def main(argv):
     config_lib.check_config(FLAGS.config)  # every bad field named before anything is written
     import jax  # after flag parsing, so --help is instant
 
-    if FLAGS.multihost:
-        jax.distributed.initialize()
+    join_processes(FLAGS.config)
     if FLAGS.compilation_cache:
         jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
         jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)

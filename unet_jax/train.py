@@ -29,10 +29,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, io_utils, layout, models
+from unet_jax import checkpoint, hosts, io_utils, layout, models
 from unet_jax.data import pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
-from unet_jax.lanes import Lanes, lane_width, to_host
+from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
 from unet_jax.steps import (
     DATA_AXIS,
     check_batch_size,
@@ -148,7 +148,7 @@ def device_batches(split: pipeline.Split, batch_size: int, sharding) -> list[dic
         mask = split.mask[start : start + batch_size]
         pad = ((0, batch_size - len(image)), (0, 0), (0, 0), (0, 0))
         batch = {'image': np.pad(image, pad), 'mask': np.pad(mask, pad)}
-        batches.append(jax.device_put(batch, sharding))
+        batches.append(to_devices(batch, sharding))
     return batches
 
 
@@ -290,6 +290,9 @@ def train_group(
 def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> Session:
     """The group's state (resumed from its checkpoint, else initialised), programs, files."""
     config = group.config
+    hosts.check_same_data(
+        [s.image for s in (group.val, group.test, *group.train_splits)], where=group.name
+    )
     mesh = create_mesh()
     tx = create_train_tx(config, scales=group.scales)  # scales: a soft auto: spec
     state, frozen, frozen_axis = create_train_state(
@@ -299,7 +302,7 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
     lanes = Lanes(state, frozen, frozen_axis, width, NamedSharding(mesh, PartitionSpec()))
     manager = checkpoint.create_manager(os.path.join(group.directory, checkpoint.LATEST_DIR))
     if manager.latest_step() is not None:
-        restored, ledger = checkpoint.restore(manager, jax.device_put(lanes.joined()))
+        restored, ledger = checkpoint.restore(manager, lanes.joined())
         lanes.load(restored['state'], restored['best'])
         group.resume(ledger)
         logging.info('%s: resumed at step %d.', group.name, lanes.step)
@@ -352,13 +355,15 @@ def train_steps(session: Session) -> None:
     )
     first_step, num_steps = lanes.step, session.num_steps
     rngs = [
-        jax.device_put(
-            jnp.stack([jax.random.key(m.config.seed) for m in group.members[lane]]),
-            session.sharding(),
+        jax.random.wrap_key_data(
+            to_devices(
+                np.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in lane]),
+                session.sharding(),
+            )
         )
-        for lane in lanes.slices
+        for lane in (group.members[s] for s in lanes.slices)
     ]
-    put = functools.partial(jax.device_put, device=session.sharding(None, DATA_AXIS))
+    put = functools.partial(to_devices, sharding=session.sharding(None, DATA_AXIS))
     first_batch = put({k: v[lanes.slices[0]] for k, v in group.batch(first_step).items()})
     program = session.programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
     learning_rate = create_learning_rate_fn(config)
@@ -405,7 +410,9 @@ def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
-    return pipeline.load_splits(config.data, in_channels=config.model.in_channels)
+    return hosts.first_then_others(
+        lambda: pipeline.load_splits(config.data, in_channels=config.model.in_channels)
+    )
 
 
 def _join_lanes(summaries: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
