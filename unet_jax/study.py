@@ -8,6 +8,9 @@ killed at any moment and started again loses nothing and runs nothing twice. A g
 that differ only in seed, trained together in one compiled step by unet_jax.train) is what the
 runner, the local launcher and a SLURM array task execute; while it trains, its checkpoint is
 in <workdir>/groups/<group name>/, deleted once its runs are written.
+
+Over 400 lines because the runner owns every step a study takes around its groups (plan, leak
+check, pre-training, data preparation, failures, the CKA analyses and the report).
 """
 
 from collections.abc import Callable, Mapping, Sequence

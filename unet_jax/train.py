@@ -7,6 +7,9 @@ program per configuration, not per run) -> the group's session (its members and 
 unet_jax.groups; its state in lanes, unet_jax.lanes; resumed from its checkpoint or started)
 -> the loop: steps, validation that keeps each run's best params, checkpoints -> each run's
 best params scored on val and test, and its folder written (unet_jax.outputs).
+
+Just over 400 lines: the loop's parts (session, validation, checkpoint policy, steps, scoring)
+are short functions kept together so the order of a run reads in one file.
 """
 
 from __future__ import annotations
