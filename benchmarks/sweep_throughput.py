@@ -83,6 +83,24 @@ def per_run_times(workdir: str) -> tuple[int, dict[str, float]]:
     return count, {k: v / max(count, 1) for k, v in totals.items()}
 
 
+def test_dice_by_run(workdir: str) -> dict[str, float]:
+    """{run folder relative to points/: test Dice} of every finished run."""
+    scores = {}
+    points = os.path.join(workdir, 'points')
+    for folder, _, files in os.walk(points):
+        if 'results.json' in files:
+            with open(os.path.join(folder, 'results.json')) as f:
+                scores[os.path.relpath(folder, points)] = json.load(f)['test']['dice']
+    return scores
+
+
+def largest_difference(a: dict[str, float], b: dict[str, float]) -> tuple[int, float]:
+    """(runs in both, largest |test Dice difference| between them): grouping must not change
+    what a run learns."""
+    shared = sorted(set(a) & set(b))
+    return len(shared), max((abs(a[k] - b[k]) for k in shared), default=float('nan'))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--scales', default='quick,medium')
@@ -117,7 +135,16 @@ def main() -> None:
             cache = os.path.join(workdir, 'cache')
             wall = run(command, cache, mode if mode not in MODES else ROOT)
             count, times = per_run_times(workdir)
-            rows.append(dict(scale=scale, mode=mode, runs=count, wall=wall, **times))
+            rows.append(
+                dict(
+                    scale=scale,
+                    mode=mode,
+                    runs=count,
+                    wall=wall,
+                    dice=test_dice_by_run(workdir),
+                    **times,
+                )
+            )
             print(f'  {mode}: {count} runs in {wall:.0f} s', flush=True)
     print()
     print(
@@ -139,6 +166,15 @@ def main() -> None:
             print(
                 f'| {scale} | {mode} | {same[0]["runs"]} | {mean["wall"]:.0f} | '
                 f'{3600 * rate:.0f} | {rate / base:.2f}x | {cells} |'
+            )
+    print()
+    for scale in args.scales.split(','):
+        mine = [r for r in rows if r['scale'] == scale]
+        for other in mine[1:]:
+            shared, diff = largest_difference(mine[0]['dice'], other['dice'])
+            print(
+                f'{scale}: {other["mode"]} vs {mine[0]["mode"]}: largest test Dice difference '
+                f'{diff:.2e} over {shared} runs'
             )
 
 
