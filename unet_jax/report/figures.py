@@ -449,8 +449,10 @@ def representation_change(study: Study, analysis: Analysis, folder: str) -> Figu
         ax.plot(x, np.nanmean(cka, axis=0), marker='o', markersize=3, color='tab:blue',
                 label='CKA pre-trained vs tuned')  # fmt: skip
         twin = ax.twinx()
-        twin.plot(x, change.mean(axis=0), color='tab:orange', linestyle='--',
-                  label='relative weight change')  # fmt: skip
+        twin.plot(x, change.mean(axis=0), color='tab:orange', linestyle='--')
+        # The shared legend reads the panel's own axes: a proxy line there names the twin's.
+        ax.plot([], [], color='tab:orange', linestyle='--',
+                label='relative weight change (right axis)')  # fmt: skip
         twin.set_ylabel('relative weight change', fontsize=8)
         ax.set_xticks(x, names, rotation=90, fontsize=6)
         ax.set_ylabel(f'linear CKA ({len(records)} run(s))')
