@@ -21,7 +21,7 @@ config of the pre-training run. Model and image size are shared by both (field r
 set them once, e.g. `--config.model.base_width=32`.
 
 Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
-  quick                      CPU scale (the whole study in well under 30 min on 2 cores)
+  quick                      CPU scale (the whole study in about 20 min on 2 cores)
   medium                     a real-data scale for 2 CPU cores: depth-4, base-8 U-Net at 64x64,
                              3 seeds, forward order by block, every training image (use with
                              targets=busi+jsrt,pretrain_data=ecssd,data_root=DIR)
