@@ -168,6 +168,16 @@ def _auto_points(ax, cell: pd.DataFrame) -> int:
     return len(rows)
 
 
+def _panel_figure(
+    study: Study, draw: Callable, path: str, caption: str, **size: float
+) -> Figure | None:
+    """The figure of `_panels`, its caption naming the panels not drawn; None if none is."""
+    hidden, labels = _panels(study, draw, path, **size)
+    if len(hidden) == len(study.cells):
+        return None
+    return Figure(os.path.basename(path), caption + _hidden_note(hidden), labels)
+
+
 def _hidden_note(hidden: Sequence[str]) -> str:
     if not hidden:
         return ''
@@ -201,17 +211,15 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
         ax.set_ylabel('test Dice (lesion images)')
         return points
 
-    hidden, labels = _panels(study, draw, path)
-    if len(hidden) == len(study.cells):
-        return None
-    return Figure(
-        os.path.basename(path),
+    return _panel_figure(
+        study,
+        draw,
+        path,
         'Test Dice against the number of trained units, each direction in each depth order '
         '(line style) and granularity (marker); bands: 95% hierarchical-bootstrap CI. The '
         'reference configurations have one value per panel and are drawn as dotted horizontal '
         'lines; automatic picks (auto family) as stars (k) and diamonds (soft) at the number '
-        'of units they trained.' + _hidden_note(hidden),
-        labels,
+        'of units they trained.',
     )
 
 
@@ -263,16 +271,14 @@ def dice_vs_cost(study: Study, analysis: Analysis, folder: str, axis: str) -> Fi
         ax.set_ylabel('test Dice (lesion images)')
         return len(priced)
 
-    hidden, labels = _panels(study, draw, path)
-    if len(hidden) == len(study.cells):
-        return None
-    return Figure(
-        os.path.basename(path),
+    return _panel_figure(
+        study,
+        draw,
+        path,
         f'Test Dice against {COST_AXES[axis]} (log scale): directions as lines (style: depth '
         'order, marker: granularity), reference configurations as large markers (one run '
         'without training cost as a dotted line), and the Pareto front: the best Dice '
-        'reached for at most that cost.' + _hidden_note(hidden),
-        labels,
+        'reached for at most that cost.',
     )
 
 
@@ -398,16 +404,15 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
         ax.set_ylabel('validation Dice (lesion images)')
         return points
 
-    hidden, labels = _panels(study, draw, path, width=5.0)
-    if len(hidden) == len(study.cells):
-        return None
-    return Figure(
-        os.path.basename(path),
+    return _panel_figure(
+        study,
+        draw,
+        path,
         'Validation Dice during training, one line per seed. Shaded: the last '
         f"{stats.LATE_FRACTION:.0%} of each run's steps; a run whose best validation Dice "
         f'there beats its best before by more than {stats.CONVERGENCE_TOLERANCE} is flagged '
-        '"still improving" (triangle at its end).' + _hidden_note(hidden),
-        labels,
+        '"still improving" (triangle at its end).',
+        width=5.0,
     )
 
 
@@ -459,15 +464,13 @@ def representation_change(study: Study, analysis: Analysis, folder: str) -> Figu
         ax.set_ylim(0, 1.05)
         return len(names)
 
-    hidden, labels = _panels(study, draw, path)
-    if len(hidden) == len(study.cells):
-        return None
-    return Figure(
-        os.path.basename(path),
+    return _panel_figure(
+        study,
+        draw,
+        path,
         'Which layers full fine-tuning changed: per unit (forward order), linear CKA between '
         "the pre-trained and the fine-tuned model's outputs on test images (1 = unchanged up "
         'to rotation and scale; mean over seeds) and the relative weight change '
         "||w_tuned - w_pre|| / ||w_pre|| (dashed, right axis), from each run's "
-        f'{CKA_FILE} (python -m unet_jax.analyze).' + _hidden_note(hidden),
-        labels,
+        f'{CKA_FILE} (python -m unet_jax.analyze).',
     )
