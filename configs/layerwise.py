@@ -156,6 +156,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.auto_criteria = tuple(criteria)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
+    # The primary endpoint, declared before the study runs: the report tests it first, at 0.05
+    # and apart from every other comparison (fixed sequence), and opens with its answer. It is
+    # the gap a - b (test Dice averaged over k, in the first order and granularity) at
+    # training size num_train on each target of `targets`, then each of those gaps minus the
+    # gap on `versus` (the target x direction interaction). Defaults ('' / 0): every
+    # ultrasound target, the first X-ray target ('none': no interaction), the first size.
+    study.primary = ml_collections.ConfigDict(
+        dict(a='shallow_to_deep', b='deep_to_shallow', targets='', versus='', num_train=0)
+    )
+    # Equivalence margin of the report's TOST, in Dice ("equivalent within +-margin").
+    study.margin = 0.02
     # Runs that differ only in seed train together in one compiled step, up to group_size at
     # once (1 = one run at a time; 0 = as many as fit group_memory_mb, from the config).
     study.group_size = 0

@@ -52,6 +52,7 @@ LEVELS = {  # Dice of pre-trained only, full fine-tuning and scratch (lesion ima
     'xray': dict(pretrained=0.10, full=0.93, scratch=0.92),
 }
 NUM_STEPS, SCRATCH_STEPS, EVAL_EVERY, BATCH = 120, 360, 20, 8
+SYNTHETIC = {'us': 'synthetic_ultrasound', 'xray': 'synthetic_xray'}
 
 
 def trained_units(family: families.Family, order: str, k: int) -> tuple[str, ...]:
@@ -112,7 +113,7 @@ def make_plan(workdir, *, targets, sizes, seeds, names, orders, granularities) -
                         )
                     )
     return dict(
-        targets={t: {'name': f'synthetic_{t}'} for t in targets},
+        targets={t: {'data': {'name': SYNTHETIC.get(t, t)}} for t in targets},
         num_train=list(sizes),
         seeds=list(seeds),
         families=list(names),

@@ -17,7 +17,6 @@ from tests import report_fixture
 from unet_jax import families, layout
 from unet_jax.report import write_report
 
-RESAMPLES = 500  # enough for the tests' assertions; the report's default is 10000
 ENV = dict(os.environ, PYTHONPATH=os.getcwd())
 
 
@@ -27,7 +26,7 @@ def study(tmp_path_factory):
     one pending run; the report written once."""
     workdir = str(tmp_path_factory.mktemp('study'))
     plan = report_fixture.make_study(workdir, num_test=24)
-    write_report(workdir, resamples=RESAMPLES)
+    write_report(workdir)
     return workdir, plan
 
 
@@ -62,16 +61,52 @@ def test_every_output_and_a_self_contained_page(study):
     assert 'One training size: no figure of Dice against the training-set size.' in page
 
 
-def test_the_page_opens_with_the_answer(study):
+def test_the_page_opens_with_the_primary_endpoint(study):
     workdir, _ = study
-    page = read(workdir, 'report.html')
+    page = html.unescape(read(workdir, 'report.html'))
+    first_screen = page.split('<h1>')[1].split('<h2>')[0]
+    sentence = re.search(r'<p class="primary">(.*?)</p>', first_screen).group(1)
+    assert sentence.startswith('Primary endpoint (the gap shallow->deep minus deep->shallow')
+    assert 'on us at n = 16' in sentence and 'minus the gap on xray' in sentence
+    assert re.search(r'the gap on us is (positive|negative|shows no evidence)[^;]*95% CI', sentence)
+    assert 'primary_endpoint.png' in first_screen  # its figure, before anything else
     headings = re.findall(r'<h2>(.*?)</h2>', page)
     assert headings[:2] == ['Problems', 'The answer']
     answer = page.split('<h2>The answer</h2>')[1].split('<h2>')[0]
     for cell in ('us, n = 16', 'xray, n = 16'):
         assert cell in answer
-    assert 'best (test Dice)' in answer and 'cheapest within 1 point of full' in answer
-    assert 'Which direction wins at the same budget' in answer
+    assert answer.index('Primary endpoint') < answer.index('Which configuration wins')
+    assert 'best on validation' in answer and 'cheapest within 1 point of full on validation' in answer
+    assert 'Which direction wins over a common cost range' in answer
+    conclusions = page.split('<h2>Conclusions</h2>')[1].split('<h2>')[0]
+    assert conclusions.index('Primary endpoint') < conclusions.index('(secondary)')
+    assert conclusions.count('<details><summary>evidence</summary>') >= 10
+
+
+def test_every_choice_is_made_on_validation(tmp_path):
+    workdir = str(tmp_path)
+    plan = report_fixture.make_study(
+        workdir, targets=('us',), seeds=(0, 1, 2), orders=('forward',), num_test=12,
+        failed=(), pending=(),
+    )  # fmt: skip
+    # contracting: the best validation Dice of all, a poor test Dice
+    for point in plan['points']:
+        if point['family'] == 'contracting':
+            path = os.path.join(workdir, point['dir'], layout.RESULTS_FILE)
+            with open(path) as f:
+                results = json.load(f)
+            results['val']['dice'] = 0.99
+            with open(path, 'w') as f:
+                json.dump(results, f)
+    write_report(workdir)
+    summary = {r['configuration']: r for r in read_csv(workdir, 'summary.csv')}
+    assert float(summary['contracting']['dice_mean']) < float(summary['full']['dice_mean'])
+    text = read(workdir, 'summary.md')
+    row = next(line for line in text.splitlines() if line.startswith('| us, n = 16 | contracting'))
+    assert '| no (' in row  # the validation pick is not the test pick, and it says so
+    assert 'also the highest test mean in 0 of 1 cells' in text
+    # contracting is within 1 point of full on validation and cheaper: the cheapest pick
+    assert re.search(r'\| contracting \(val 0\.990; test vs full [-+]', row)
 
 
 def test_summary_matches_the_runs(study):
@@ -104,7 +139,7 @@ def test_lesion_dice_is_the_headline_and_normal_cases_are_apart(study):
     assert sorted(float(r['dice']) for r in rows) == pytest.approx(sorted(lesion))
     comparisons = read_csv(workdir, 'comparisons.csv')
     paths = next(c for c in comparisons if c['target'] == 'us' and c['kind'] == 'paths')
-    assert paths['num_images'] == str(len(lesion))  # bootstrapped over lesion images only
+    assert paths['num_images'] == str(len(lesion))  # tested over lesion images only
     summary = read(workdir, 'summary.md')
     us_table = summary.split('**Test Dice: us, n = 16**')[1].split('**')[0]
     xray_table = summary.split('**Test Dice: xray, n = 16**')[1].split('**')[0]
@@ -116,23 +151,36 @@ def test_conclusions_state_their_evidence_and_claim_no_more(study):
     workdir, _ = study
     text = read(workdir, 'conclusions.md')
     assert 'as good as' not in text.lower()
-    lines = [line for line in text.splitlines() if line.startswith('- ')]
-    comparisons = [
-        line for line in lines if ' vs ' in line or 'beats' in line or 'evidence' in line
-    ]
-    assert comparisons
-    for line in comparisons:
-        if 'at each k' in line:
-            assert 'Holm-adjusted' in line
-            continue
-        assert re.search(r'\d seeds? x \d+ lesion test images, 1 pre-training run', line), line
-    for line in lines:
-        if 'are equivalent within' in line:
-            assert 'TOST' in line
-    scratch = next(line for line in lines if 'full fine-tuning' in line and 'from scratch' in line)
-    assert 'Caution, still improving when training stopped: scratch (3 of 3 runs)' in scratch
-    assert 'at equal trained-parameter fraction' in text and 'at equal training FLOPs' in text
+    assert 'over seeds t(' not in text and 'paired t over seeds' not in text  # never evidence
+    lines = text.splitlines()
+    claims = [i for i, line in enumerate(lines) if line.startswith('- ')]
+    comparisons = [i for i in claims if 'beats' in lines[i] or 'evidence' in lines[i]]
+    assert len(comparisons) >= 10
+    for i in comparisons:
+        claim, evidence = lines[i], lines[i + 1]
+        assert evidence.startswith('  - *Evidence:* '), claim
+        if 'at each k' in claim:
+            assert 'Holm-adjusted' in evidence
+        elif 'differs between' in claim or 'larger on' in claim:  # an interaction
+            assert 'two independent test sets' in evidence and 'Welch-Satterthwaite' in evidence
+        else:
+            assert re.search(
+                r'n = \d seeds? x \d+ lesion test images, 1 pre-training run', evidence
+            ), evidence
+            assert 'crossed t-test' in evidence and 'detectable at 80% power' in evidence
+        if 'no evidence of a difference' in claim:
+            assert 'detectable: ' in claim  # what could have been found, on the line itself
+    for i in claims:
+        if 'are equivalent within' in lines[i]:
+            assert 'TOST' in lines[i]
+    scratch = next(
+        i for i in claims if 'full fine-tuning' in lines[i].lower() and 'from scratch' in lines[i]
+    )
+    assert 'Caution, still improving when training stopped: scratch (3 of 3 runs)' in lines[scratch + 1]
+    assert 'averaged over the common range [' in text
     assert text.count('Holm-adjusted') >= 10
+    assert '(primary endpoint, fixed sequence at 0.05: ' in text
+    assert 'Between targets (secondary interactions)' in text
 
 
 def test_flags_time_breakdown_and_failures_in_the_tables(study):
@@ -152,7 +200,8 @@ def test_markdown_and_html_hold_the_same_tables(study):
     markdown, page = read(workdir, 'summary.md'), html.unescape(read(workdir, 'report.html'))
     md_titles = re.findall(r'^\*\*(.+?)\*\*$', markdown, re.M)
     html_titles = re.findall(r'<caption>(.*?)</caption>', page)
-    assert md_titles == html_titles and len(md_titles) == 2 + 3 * 2
+    # primary, answer, budget; per cell: Dice, comparisons, time; comparisons between targets
+    assert md_titles == html_titles and len(md_titles) == 3 + 3 * 2 + 1
     md_rows = [r for r in markdown.splitlines() if r.startswith('| ') and '---' not in r]
     assert len(md_rows) == page.count('<tr>')
 
@@ -173,7 +222,7 @@ def test_a_new_family_and_direction_appear_everywhere(tmp_path, monkeypatch):
         workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12, failed=(),
         pending=(),
     )  # fmt: skip
-    write_report(workdir, resamples=200)
+    write_report(workdir)
     summary = {r['configuration'] for r in read_csv(workdir, 'summary.csv')}
     assert {'decoder_head', 'middle_out-forward-block-k2'} <= summary
     markdown = read(workdir, 'summary.md')
@@ -200,9 +249,9 @@ def test_one_seed_two_sizes_and_panels_of_one_point(tmp_path):
         pending = point['family'] == 'full' or point['k'] > 1
         if point['num_train'] == 8 and pending and point['run'] == point['name']:
             os.remove(os.path.join(workdir, point['dir'], layout.RESULTS_FILE))
-    write_report(workdir, resamples=200)
+    write_report(workdir)
     text = read(workdir, 'summary.md')
-    assert 'the CI covers test-image sampling only, no t-test' in text
+    assert re.search(r'n = 1 seed x \d+ lesion test images.*paired t-test over test images', text)
     assert 'dice_vs_size.png' in text
     assert 'Not drawn (fewer than two points): us, n = 8.' in text
     summary = read_csv(workdir, 'summary.csv')
@@ -223,7 +272,7 @@ def test_results_without_the_optional_keys(tmp_path):
             del results[key]
         with open(path, 'w') as f:
             json.dump(results, f)
-    write_report(workdir, resamples=200)
+    write_report(workdir)
     text = read(workdir, 'summary.md')
     assert 'per-seed means (no per-image scores)' in text
     assert '| full | 2/2 |' in text
@@ -255,7 +304,7 @@ def test_the_report_imports_no_jax(study):
     code = (
         'import sys\n'
         'from unet_jax.report.__main__ import main\n'
-        f'assert main([{workdir!r}, "--resamples", "200"]) == 0\n'
+        f'assert main([{workdir!r}]) == 0\n'
         'print(sorted(m for m in ("jax", "flax", "tensorflow") if m in sys.modules))\n'
     )
     result = subprocess.run(

@@ -11,19 +11,110 @@ from statsmodels.stats.multitest import multipletests
 from unet_jax.report import analysis, stats
 
 
-def test_paired_t_matches_scipy():
+def test_one_replicate_is_the_paired_t_over_images():
     rng = np.random.default_rng(0)
-    for n in (3, 5, 12):
-        a, b = rng.normal(0.7, 0.05, n), rng.normal(0.68, 0.05, n)
-        ours = stats.paired_t(a, b)
-        reference = scipy_stats.ttest_rel(a, b)
+    for n in (3, 12, 40):
+        d = rng.normal(0.02, 0.1, (1, n))
+        ours = stats.crossed_test(d)
+        reference = scipy_stats.ttest_1samp(d[0], 0)
         assert ours.t == pytest.approx(reference.statistic)
         assert ours.p == pytest.approx(reference.pvalue)
         assert ours.df == n - 1
-    single = stats.paired_t([0.9], [0.5])
-    assert single.mean == pytest.approx(0.4) and math.isnan(single.t) and math.isnan(single.p)
-    constant = stats.paired_t([0.8, 0.9, 1.0], [0.7, 0.8, 0.9])  # equal differences
-    assert math.isnan(constant.t) and constant.df == 2
+        low, high = reference.confidence_interval(0.95)
+        assert (ours.low, ours.high) == (pytest.approx(low), pytest.approx(high))
+    constant = stats.crossed_test(np.full((1, 5), 0.1))  # no spread: nothing to test
+    assert not constant.defined and np.isnan(constant.p) and np.isnan(constant.low)
+
+
+def test_crossed_variance_from_the_anova_mean_squares_of_statsmodels():
+    # A table with a clear seed and image effect (neither component truncated): the variance
+    # of the mean is (MS_seed + MS_image - MS_residual) / (S I), df by Satterthwaite.
+    from statsmodels.formula.api import ols
+    from statsmodels.stats.anova import anova_lm
+
+    rng = np.random.default_rng(5)
+    num_seeds, num_images = 4, 15
+    d = (
+        rng.normal(0, 0.03, (num_seeds, 1))
+        + rng.normal(0, 0.08, (1, num_images))
+        + rng.normal(0, 0.01, (num_seeds, num_images))
+    )
+    frame = pd.DataFrame(
+        dict(
+            d=d.ravel(),
+            seed=np.repeat(np.arange(num_seeds), num_images),
+            image=np.tile(np.arange(num_images), num_seeds),
+        )
+    )
+    table = anova_lm(ols('d ~ C(seed) + C(image)', frame).fit())
+    ms = table['sum_sq'] / table['df']
+    ms_s, ms_i, ms_e = ms['C(seed)'], ms['C(image)'], ms['Residual']
+    assert ms_s > ms_e and ms_i > ms_e
+    variance = (ms_s + ms_i - ms_e) / (num_seeds * num_images)
+    terms = [(ms_s, num_seeds - 1), (ms_i, num_images - 1), (-ms_e, table['df']['Residual'])]
+    df = variance**2 / sum((m / (num_seeds * num_images)) ** 2 / k for m, k in terms)
+    ours = stats.crossed_test(d)
+    assert ours.estimate == pytest.approx(d.mean())
+    assert ours.se == pytest.approx(np.sqrt(variance))
+    assert ours.df == pytest.approx(df)
+    assert ours.p == pytest.approx(2 * scipy_stats.t.sf(abs(d.mean()) / np.sqrt(variance), df))
+    # Without a seed effect (MS_seed below MS_residual) it is the t over images of the
+    # seed-averaged differences.
+    flat = rng.normal(0, 0.08, (1, num_images)) + rng.normal(0, 0.05, (num_seeds, num_images))
+    flat -= flat.mean(axis=1, keepdims=True) - flat.mean()  # no spread of the seed means
+    reference = scipy_stats.ttest_1samp(flat.mean(axis=0), 0)
+    assert stats.crossed_test(flat).p == pytest.approx(reference.pvalue)
+
+
+def test_outer_folds_are_pooled_blocks():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(0.05, 0.1, 30), rng.normal(0.0, 0.2, 10)
+    ours = stats.crossed_test(np.r_[a, b][None, :], blocks=[0] * 30 + [1] * 10)
+    w = np.array([30, 10]) / 40
+    variance = w[0] ** 2 * a.var(ddof=1) / 30 + w[1] ** 2 * b.var(ddof=1) / 10
+    assert ours.estimate == pytest.approx(np.r_[a, b].mean())
+    assert ours.se == pytest.approx(np.sqrt(variance))
+    terms = [(w[0] ** 2 * a.var(ddof=1) / 30, 29), (w[1] ** 2 * b.var(ddof=1) / 10, 9)]
+    assert ours.df == pytest.approx(variance**2 / sum(v**2 / k for v, k in terms))
+    with pytest.raises(ValueError, match='block labels'):
+        stats.crossed_test(np.zeros((1, 4)), blocks=[0, 1])
+
+
+def test_an_interaction_is_welchs_test_on_independent_test_sets():
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(0.08, 0.1, 20), rng.normal(0.01, 0.05, 31)
+    ours = stats.unpaired_difference(stats.crossed_test(x[None]), stats.crossed_test(y[None]))
+    reference = scipy_stats.ttest_ind(x, y, equal_var=False)
+    assert ours.estimate == pytest.approx(x.mean() - y.mean())
+    assert ours.t == pytest.approx(reference.statistic)
+    assert ours.p == pytest.approx(reference.pvalue)
+    assert ours.df == pytest.approx(reference.df)
+
+
+def test_tost_matches_statsmodels():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    rng = np.random.default_rng(8)
+    for mean in (0.0, 0.01, 0.03):
+        a = rng.normal(0.7, 0.05, 25)
+        b = a - rng.normal(mean, 0.02, 25)
+        ours = stats.crossed_test((a - b)[None], margin=0.02)
+        assert ours.p_tost == pytest.approx(ttost_paired(a, b, -0.02, 0.02)[0])
+
+
+def test_fixed_sequence_stops_at_the_first_hypothesis_not_rejected():
+    assert stats.fixed_sequence([0.01, 0.04]) == ['rejected', 'rejected']
+    assert stats.fixed_sequence([0.2, 0.001]) == ['not rejected', 'not reached']
+    assert stats.fixed_sequence([0.01, float('nan'), 0.001]) == [
+        'rejected', 'not reached', 'not reached',
+    ]  # fmt: skip
+
+
+def test_no_p_value_floor():
+    # 456 secondary comparisons (the full default sweep): Holm's first threshold 1.1e-4 must
+    # be reachable by a clear difference.
+    d = np.random.default_rng(9).normal(0.05, 0.05, (3, 130))
+    assert stats.crossed_test(d).p < 0.05 / 456
 
 
 def test_holm_matches_statsmodels():
@@ -33,70 +124,6 @@ def test_holm_matches_statsmodels():
         np.testing.assert_allclose(stats.holm(p), expected)
     with_nan = stats.holm([0.01, math.nan, 0.04])  # a comparison that could not be made
     np.testing.assert_allclose(with_nan, [0.02, math.nan, 0.04])
-
-
-def test_bootstrap_spread_of_an_additive_table_is_known():
-    # x[s, i] = seed effect + image effect: a resampled mean is mean(a over drawn seeds) +
-    # mean(b over drawn images), whose variance is var(a)/S + var(b)/I (population variances).
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(0, 0.03, 5), rng.normal(0, 0.1, 40)
-    x = 0.7 + a[:, None] + b[None, :]
-    means = stats.bootstrap_means(x, resamples=40_000, seed=3)
-    assert means.mean() == pytest.approx(x.mean(), abs=1e-3)
-    expected = math.sqrt(a.var() / a.size + b.var() / b.size)
-    assert means.std() == pytest.approx(expected, rel=0.03)
-
-
-def test_bootstrap_interval_covers_the_true_mean():
-    # 10 seeds x 100 images crossed, with a seed effect, an image effect and noise around a
-    # known mean: the 95% CI covers it in about 95% of simulated studies (with fewer seeds
-    # and a large seed effect it covers less: the module doc gives the numbers).
-    rng = np.random.default_rng(4)
-    trials, covered = 400, 0
-    for _ in range(trials):
-        x = (
-            0.05
-            + rng.normal(0, 0.02, (10, 1))
-            + rng.normal(0, 0.08, (1, 100))
-            + rng.normal(0, 0.05, (10, 100))
-        )
-        interval = stats.bootstrap_interval(x, resamples=1000, seed=5)
-        covered += interval.low <= 0.05 <= interval.high
-    assert 0.91 <= covered / trials <= 0.98
-
-
-def test_paired_difference_p_tost_and_t():
-    rng = np.random.default_rng(6)
-    big = 0.08 + rng.normal(0, 0.05, (4, 50))
-    d = stats.paired_difference(big, margin=0.02, resamples=4000)
-    assert d.interval.low > 0 and d.p < 0.01 and d.p_tost > 0.5  # clear difference
-    per_seed = big.mean(axis=1)
-    assert d.t_test.t == pytest.approx(scipy_stats.ttest_1samp(per_seed, 0).statistic)
-
-    tiny = 0.002 + rng.normal(0, 0.01, (4, 50))
-    e = stats.paired_difference(tiny, margin=0.02, resamples=4000)
-    assert e.p_tost < 0.01  # equivalent within 0.02
-    # TOST at 0.05 decides as the 90% interval inside (-margin, margin) does.
-    means = stats.bootstrap_means(tiny, resamples=4000)
-    low, high = np.percentile(means, [5, 95])
-    assert (e.p_tost < 0.05) == (-0.02 < low and high < 0.02)
-
-    zero = stats.paired_difference(np.zeros((3, 10)), resamples=1000)
-    assert zero.p == 1.0 and zero.interval.low == zero.interval.high == 0.0
-
-
-def test_bootstrap_is_reproducible_and_seeded():
-    x = np.random.default_rng(7).normal(size=(3, 20))
-    first = stats.bootstrap_interval(x, resamples=500, seed=1)
-    assert stats.bootstrap_interval(x, resamples=500, seed=1) == first
-    assert stats.bootstrap_interval(x, resamples=500, seed=2) != first
-
-
-def test_share_ranked_first():
-    rng = np.random.default_rng(8)
-    base = rng.normal(0.6, 0.1, (3, 30))
-    x = np.stack([base + 0.2, base, base - 0.1])  # the first is always best
-    np.testing.assert_allclose(stats.share_ranked_first(x, resamples=500), [1, 0, 0])
 
 
 def test_log_interpolation_on_a_fixed_table():
@@ -114,12 +141,21 @@ def test_matched_budget_difference_of_two_known_curves():
     # at other costs. At equal cost A - B is 0.05 everywhere on the common range.
     costs_a, costs_b = np.array([0.01, 0.1, 1.0]), np.array([0.003, 0.05, 0.4, 1.0])
     line = lambda c: 0.1 + 0.1 * np.log10(c)
-    grid = stats.common_log_grid(costs_a, costs_b)
-    assert grid[0] == pytest.approx(0.01) and grid[-1] == pytest.approx(1.0)
+    grid, why = stats.common_log_grid(costs_a, costs_b)
+    assert grid[0] == pytest.approx(0.01) and grid[-1] == pytest.approx(1.0) and why == ''
     wa = stats.log_interpolation_weights(costs_a, grid)
     wb = stats.log_interpolation_weights(costs_b, grid)
     np.testing.assert_allclose(wa @ line(costs_a) - wb @ (line(costs_b) - 0.05), 0.05)
-    assert stats.common_log_grid([0.1, 0.2], [0.3, 0.5]) is None  # no overlap
+
+
+def test_a_common_cost_range_must_be_2x_wide_and_measured_every_decade():
+    assert stats.common_log_grid([0.1, 0.2], [0.3, 0.5]) == (None, 'the cost ranges do not overlap')
+    grid, why = stats.common_log_grid([1.0, 1.48], [1.0, 1.48, 3.0])  # 1.48x: too narrow
+    assert grid is None and '1.5x wide (at least 2x needed)' in why
+    grid, why = stats.common_log_grid([0.001, 1.0], [0.001, 0.01, 0.1, 1.0])  # 1000x unmeasured
+    assert grid is None and 'interpolated across 1e+03x without a measured point' in why
+    grid, why = stats.common_log_grid([0.001, 0.01, 0.1, 1.0], [0.002, 0.02, 0.2, 1.0])
+    assert grid is not None and grid[0] == pytest.approx(0.002) and why == ''
 
 
 def test_pareto_front_on_a_fixed_table():
@@ -144,20 +180,18 @@ def test_still_improving_rule():
     assert flag is None and math.isnan(gain)
 
 
-def test_cheapest_within_one_point_of_full_on_a_fixed_table():
+def test_cheapest_within_one_point_of_full_is_chosen_on_validation():
     runs = pd.DataFrame(
         [
-            ('full', 0.80, 0.795, 1.0, 1.0),
-            ('a', 0.797, 0.77, 0.4, 0.5),  # within 1 point and inside full's CI
-            ('b', 0.791, 0.76, 0.2, 0.3),  # within 1 point but below full's CI (0.795)
-            ('c', 0.70, 0.68, 0.01, 0.1),
-            ('pretrained', 0.30, math.nan, 0.0, 0.0),
+            ('full', 0.80, 0.81, 1.0, 1.0),
+            ('a', 0.79, 0.805, 0.4, 0.5),  # within 1 point of full on validation
+            ('b', 0.81, 0.79, 0.2, 0.3),  # better on test, but 2 points below on validation
+            ('c', 0.70, 0.70, 0.01, 0.1),
+            ('pretrained', 0.30, 0.31, 0.0, 0.0),
         ],
-        columns=['configuration', 'dice_mean', 'dice_ci_low', 'trained_fraction', 'train_flops'],
+        columns=['configuration', 'dice_mean', 'val_dice_mean', 'trained_fraction', 'train_flops'],
     )
     assert analysis.cheapest_near_full(runs)['configuration'] == 'a'
-    wide = runs.assign(dice_ci_low=runs['dice_ci_low'] - 0.1)  # full's CI reaches below 0.79
-    assert analysis.cheapest_near_full(wide)['configuration'] == 'b'
     no_flops = runs.assign(train_flops=math.nan)  # older results: by trained parameters
     assert analysis.cheapest_near_full(no_flops)['configuration'] == 'a'
     assert analysis.cheapest_near_full(runs[runs['configuration'] != 'full']) is None

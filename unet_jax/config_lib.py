@@ -27,7 +27,7 @@ from typing import Any
 
 import ml_collections
 
-from unet_jax import cli
+from unet_jax import cli, modalities
 from unet_jax.data import builders, folder, pipeline
 
 ConfigError = cli.ConfigError
@@ -54,12 +54,8 @@ STUDY_OWNED_FIELDS = {
     'data.num_train': 'the study sets it per point from config.study.num_train',
     'data.subset_seed': "the study sets it per point from the point's seed",
 }
-# Chest radiographs: a left-right flip moves the heart to the other side, an image that never
-# occurs, so these sets train without flips.
-XRAY_SETS = ('synthetic_xray', 'jsrt', 'montgomery', 'shenzhen')
-# Ultrasound sets: normal cases (no lesion, empty mask) are left out, as segmentation papers on
-# BUSI do; the lesion Dice is then not mixed with detection on empty images.
-ULTRASOUND_SETS = ('synthetic_ultrasound', 'busi', 'dataset_b')
+# X-ray sets train without flips, ultrasound sets leave out normal cases (unet_jax.modalities).
+XRAY_SETS, ULTRASOUND_SETS = modalities.XRAY_SETS, modalities.ULTRASOUND_SETS
 # Built-in targets: short name (used in sweep-point names) -> `data.name`.
 SYNTHETIC_TARGETS = {
     'us': 'synthetic_ultrasound',
@@ -361,6 +357,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 apply_target(ml_collections.ConfigDict(config.to_dict()), target, where=where)
             except ConfigError as e:
                 problems.append(str(e))
+        problems += inference_problems(config.study)
     problems += [
         p for where, run in runs for p in run_problems(run, where, spec='study' not in run)
     ]
@@ -368,6 +365,40 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f'{len(problems)} config fields are wrong:\n  ' + '\n  '.join(problems))
+
+
+def inference_problems(study: ml_collections.ConfigDict) -> list[str]:
+    """What is wrong with the study's declared inference: `study.primary` and `study.margin`."""
+    problems = []
+    margin = study.get('margin', 0.02)
+    if not (_is_number(margin) and margin > 0):
+        problems.append(f'config.study.margin={margin!r}: the TOST margin is a positive Dice, e.g. 0.02.')
+    primary = study.get('primary')
+    if primary is None:
+        return problems
+    where = 'config.study.primary'
+    for side in ('a', 'b'):
+        name = primary.get(side, '')
+        if name not in study.families:
+            problems.append(
+                f'{where}.{side}={name!r} is not a family of this study; choose one of '
+                f'{", ".join(study.families)} (or add it with families=...).'
+            )
+    targets = [t for t in str(primary.get('targets', '')).split('+') if t]
+    versus = str(primary.get('versus', ''))
+    for name in targets + ([versus] if versus not in ('', 'none') else []):
+        if name not in study.targets:
+            problems.append(
+                f'{where}: target {name!r} is not a target of this study; choose among '
+                f'{", ".join(study.targets)} (targets are \'+\'-separated; versus may be \'none\').'
+            )
+    num_train = primary.get('num_train', 0)
+    if num_train not in (0, *study.num_train):
+        problems.append(
+            f'{where}.num_train={num_train!r} is not a training size of this study; choose among '
+            f'{", ".join(map(str, study.num_train))} (0 = the first).'
+        )
+    return problems
 
 
 def run_problems(

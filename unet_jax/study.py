@@ -25,7 +25,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import config_lib, families, io_utils
+from unet_jax import config_lib, families, io_utils, modalities
 from unet_jax.layout import (
     ERROR_FILE,
     LEAK_CHECK_FILE,
@@ -134,6 +134,12 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         'families': list(config.study.families),
         'orders': list(config.study.orders),
         'granularities': list(config.study.granularities),
+        'modalities': {
+            t: modalities.modality(config.study.targets[t].data.get('name', ''))
+            for t in config.study.targets
+        },
+        'primary': _plain(config.study.get('primary', {})),
+        'margin': config.study.get('margin', None),
         'pretrain_dirs': pretrain_dirs(config, workdir),
         'num_runs': len(sweep.runs),
         'points': [

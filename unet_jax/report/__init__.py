@@ -9,13 +9,17 @@ WORKDIR`) reads study.json and every finished run's results.json and writes WORK
   results.csv      the tidy table: one row per named point (target, size, seed, configuration)
   images.csv       one row per named point and test image (per-image scores)
   summary.csv      per target, size and configuration: Dice with CI, costs, times, flags
-  comparisons.csv  every headline comparison with its CI, p, Holm p, TOST p, t-test
+  comparisons.csv  every comparison (primary and secondary) with its CI, df, p, adjusted p,
+                   TOST p and minimum detectable difference
   *.png            the figures
 
-Modules: plan (study.json, checked), load (the tidy tables), stats (bootstrap, tests,
-interpolation, Pareto front, convergence), compare (the headline comparisons), analysis
-(summaries, the answer), conclusions (the words), tables, figures, qualitative (the
-outlined-predictions figure), render (one template: Markdown and HTML), write (all of it).
+Modules: plan (study.json, checked), load (the tidy tables), stats (the crossed t-test, Holm,
+fixed sequence, TOST, power, interpolation, Pareto front, convergence), calibration (its error
+rates, simulated), compare (the primary endpoint and the secondary comparisons), analysis
+(summaries, the answer chosen on validation), conclusions (the words), auto (the automatic
+choice against the sweep), sources (two pre-training sources compared), tables, figures,
+qualitative (the outlined-predictions figure), render (one template: Markdown and HTML),
+write (all of it).
 This file stays light (standard library only) so that the command line answers --help
 and reports a bad workdir at once.
 """
@@ -24,21 +28,15 @@ from __future__ import annotations
 
 from unet_jax.report.plan import ReportError
 
-__all__ = ['DEFAULT_MARGIN', 'DEFAULT_RESAMPLES', 'DEFAULT_SEED', 'ReportError', 'write_report']
+__all__ = ['DEFAULT_MARGIN', 'ReportError', 'write_report']
 
-DEFAULT_MARGIN = 0.02  # Dice: the equivalence margin of the TOST
-DEFAULT_RESAMPLES = 10_000  # hierarchical-bootstrap resamples
-DEFAULT_SEED = 0  # of the bootstrap's generator: the same report from the same results
+DEFAULT_MARGIN = 0.02  # Dice: the equivalence margin of the TOST (a study sets study.margin)
 
 
-def write_report(
-    workdir: str,
-    *,
-    margin: float = DEFAULT_MARGIN,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-) -> str:
-    """Writes WORKDIR/report/ from whatever has finished so far; returns report.html's path."""
+def write_report(workdir: str, *, margin: float | None = None) -> str:
+    """Writes WORKDIR/report/ from whatever has finished so far; returns report.html's path.
+
+    margin: the TOST margin in Dice (default: the study's study.margin, else DEFAULT_MARGIN)."""
     from unet_jax.report import write  # pandas, scipy, matplotlib: only when writing
 
-    return write.write_report(workdir, margin=margin, resamples=resamples, seed=seed)
+    return write.write_report(workdir, margin=margin)

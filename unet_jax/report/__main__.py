@@ -23,24 +23,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         '--margin',
         type=float,
-        default=report.DEFAULT_MARGIN,
-        help='equivalence margin of the TOST, in Dice (default %(default)s)',
-    )
-    parser.add_argument(
-        '--resamples',
-        type=int,
-        default=report.DEFAULT_RESAMPLES,
-        help='bootstrap resamples (default %(default)s)',
-    )
-    parser.add_argument(
-        '--seed', type=int, default=report.DEFAULT_SEED, help='bootstrap seed (default %(default)s)'
+        default=None,
+        help=f'equivalence margin of the TOST, in Dice (default: the study\'s study.margin, '
+        f'else {report.DEFAULT_MARGIN})',
     )
     cli.add_traceback_argument(parser)
     args = parser.parse_args(argv)
-    if not args.margin > 0:
+    if args.margin is not None and not args.margin > 0:
         parser.error(f'--margin={args.margin}: the equivalence margin must be positive.')
-    if args.resamples < 100:
-        parser.error(f'--resamples={args.resamples}: use at least 100 (default 10000).')
     return args
 
 
@@ -48,9 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     with cli.errors_reported('report', show_traceback=args.traceback):
         plan.read_plan(args.workdir)  # a bad workdir is reported before the heavy imports
-        path = report.write_report(
-            args.workdir, margin=args.margin, resamples=args.resamples, seed=args.seed
-        )
+        path = report.write_report(args.workdir, margin=args.margin)
     print(path)
     return 0
 

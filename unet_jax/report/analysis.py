@@ -1,6 +1,13 @@
-"""What the report concludes from the tidy tables: a summary per configuration, the headline
-comparisons (unet_jax.report.compare) and the answer per target and size: the best
-configuration, its margin and rank stability, the cheapest configuration near full.
+"""What the report concludes from the tidy tables: a summary per configuration, the
+comparisons (unet_jax.report.compare: the primary endpoint, the secondary ones) and the answer
+per target and size: the best configuration, its margin over the next best, the cheapest
+configuration near full.
+
+Every choice is made on validation, never on test: "best", "next best" and "cheapest within 1
+point of full" rank configurations by their mean validation Dice (the lesion Dice of the best
+validation step, over seeds), and the chosen ones are then reported on test with a CI. Whether
+the validation pick is also the configuration with the highest test mean is shown beside it
+(a validation set of a few images picks noisily).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from unet_jax.report import stats
-from unet_jax.report.compare import FULL, Comparison, Scores, compare, headline_comparisons
+from unet_jax.report.compare import FULL, Comparisons, Scores, all_comparisons, compare
 from unet_jax.report.load import Study
 
 WITHIN_FULL = 0.01  # "within 1 Dice point of full"
@@ -21,25 +28,32 @@ TIME_PARTS = ('compile_s', 'steps_s', 'eval_s', 'checkpoint_s', 'write_s', 'wall
 
 @dataclasses.dataclass
 class Answer:
-    """Per cell: the best configuration, its margin and rank stability, the cheapest near full."""
+    """Per cell, chosen on validation and reported on test: the best configuration, its margin
+    over the next best, the cheapest configuration within 1 point of full."""
 
     target: str
     num_train: int
     best: str | None = None
-    best_dice: float = math.nan
+    best_val: float = math.nan
+    best_test: stats.Test | None = None
     runner_up: str | None = None
-    margin: stats.Difference | None = None
-    share_best: float = math.nan
+    margin: stats.Test | None = None  # best - runner-up, on test
+    test_best: str | None = None  # the highest test mean (shown, never chosen on)
     cheapest: str | None = None
-    cheapest_vs_full: stats.Difference | None = None
+    cheapest_vs_full: stats.Test | None = None
     cheapest_cost: dict[str, float] = dataclasses.field(default_factory=dict)
-    budget: list[Comparison] = dataclasses.field(default_factory=list)
+    budget: list = dataclasses.field(default_factory=list)
+
+    @property
+    def pick_agrees(self) -> bool | None:
+        """Is the validation pick also the test pick? None without a pick."""
+        return None if self.best is None else self.best == self.test_best
 
 
 @dataclasses.dataclass
 class Analysis:
     summary: pd.DataFrame
-    comparisons: list[Comparison]
+    comparisons: Comparisons
     answers: list[Answer]
     settings: stats.Settings
 
@@ -74,6 +88,7 @@ def summarize(study: Study, scores: Scores, settings: stats.Settings) -> pd.Data
                 pretrain_runs=max(1, done['pretrain_index'].nunique()),
             )
             row.update(_dice_over_seeds(done, scores, target, num_train, configuration, settings))
+            row['val_dice_mean'] = done['val_dice'].mean()
             for column in ('test_iou', 'test_hd95', 'normal_fp_rate', 'num_lesion', 'num_normal'):
                 row[column] = done[column].mean()
             if len(done):  # an auto: spec's units are known from its finished runs
@@ -105,11 +120,8 @@ def _dice_over_seeds(done, scores, target, num_train, configuration, settings) -
     out['dice_std'] = done['test_dice'].std(ddof=1)
     matrices = scores.matrices(target, num_train, [configuration])
     if matrices:
-        interval = stats.bootstrap_interval(
-            matrices[0], resamples=settings.resamples, seed=settings.seed
-        )
-        out.update(dice_ci_low=interval.low, dice_ci_high=interval.high)
-        out['num_images'] = interval.num_images
+        test = stats.crossed_test(matrices[0], margin=settings.margin)
+        out.update(dice_ci_low=test.low, dice_ci_high=test.high, num_images=test.num_images)
     return out
 
 
@@ -129,45 +141,39 @@ def answers(
         answer = Answer(target, num_train)
         answer.budget = [
             c
-            for c in comparisons
+            for c in comparisons.secondary
             if (c.target, c.num_train, c.kind) == (target, num_train, 'budget')
         ]
         out.append(answer)
-        if cell.empty:
-            continue
         runs = cell[(cell['same_run_as'] == '') | ~cell['same_run_as'].isin(cell['configuration'])]
-        ranked = runs.sort_values('dice_mean', ascending=False)
-        answer.best, answer.best_dice = ranked['configuration'].iloc[0], ranked['dice_mean'].iloc[0]
+        ranked = runs[runs['val_dice_mean'].notna()].sort_values('val_dice_mean', ascending=False)
+        if ranked.empty:
+            continue
+        answer.best, answer.best_val = ranked['configuration'].iloc[0], ranked['val_dice_mean'].iloc[0]
+        answer.test_best = runs.loc[runs['dice_mean'].idxmax(), 'configuration']
+        matrices = scores.matrices(target, num_train, [answer.best])
+        if matrices:
+            answer.best_test = stats.crossed_test(matrices[0], margin=settings.margin)
         if len(ranked) > 1:
             answer.runner_up = ranked['configuration'].iloc[1]
             answer.margin = compare(
                 scores, target, num_train, answer.best, answer.runner_up, settings
             )
-            names = list(ranked['configuration'])
-            matrices = scores.matrices(target, num_train, names)
-            if matrices:
-                x = np.stack(matrices)
-                answer.share_best = float(
-                    stats.share_ranked_first(x, resamples=settings.resamples, seed=settings.seed)[0]
-                )
         _set_cheapest(answer, runs, scores, settings)
     return out
 
 
 def cheapest_near_full(runs: pd.DataFrame) -> pd.Series | None:
-    """The cheapest configuration of a cell (one row per run) within 1 Dice point of full and
-    inside full's 95% CI; cost: training FLOPs where every run has them, else the
+    """The cheapest configuration of a cell (one row per run) whose mean validation Dice is
+    within 1 point of full's; cost: training FLOPs where every run has them, else the
     trained-parameter fraction. None without a finished full."""
-    full = runs[runs['configuration'] == FULL]
+    full = runs[(runs['configuration'] == FULL) & runs['val_dice_mean'].notna()]
     if full.empty:
         return None
-    full = full.iloc[0]
-    floor = full['dice_mean'] - WITHIN_FULL
-    if np.isfinite(full['dice_ci_low']):
-        floor = max(floor, full['dice_ci_low'])
+    floor = full['val_dice_mean'].iloc[0] - WITHIN_FULL
     cost = 'train_flops' if runs['train_flops'].notna().all() else 'trained_fraction'
-    near = runs[(runs['dice_mean'] >= floor) & runs[cost].notna()]
-    near = near.sort_values([cost, 'dice_mean'], ascending=[True, False])
+    near = runs[(runs['val_dice_mean'] >= floor) & runs[cost].notna()]
+    near = near.sort_values([cost, 'val_dice_mean'], ascending=[True, False])
     return near.iloc[0] if len(near) else None
 
 
@@ -180,6 +186,7 @@ def _set_cheapest(answer: Answer, runs: pd.DataFrame, scores: Scores, settings) 
         'trained_fraction': best['trained_fraction_vs_full'],
         'train_flops': best['train_flops_vs_full'],
         'dice': best['dice_mean'],
+        'val_dice': best['val_dice_mean'],
     }
     if answer.cheapest != FULL:
         answer.cheapest_vs_full = compare(
@@ -187,13 +194,19 @@ def _set_cheapest(answer: Answer, runs: pd.DataFrame, scores: Scores, settings) 
         )
 
 
+def pick_agreement(answers: list[Answer]) -> tuple[int, int]:
+    """(cells whose validation pick is also the highest test mean, cells with a pick)."""
+    known = [a.pick_agrees for a in answers if a.pick_agrees is not None]
+    return sum(known), len(known)
+
+
 def analyse(study: Study, settings: stats.Settings | None = None) -> Analysis:
     settings = settings or stats.Settings()
     scores = Scores(study)
     summary = summarize(study, scores, settings)
     if summary.empty:
-        return Analysis(summary, [], [], settings)
-    comparisons = headline_comparisons(study, scores, summary, settings)
+        return Analysis(summary, Comparisons([], None, [], []), [], settings)
+    comparisons = all_comparisons(study, scores, summary, settings)
     return Analysis(
         summary, comparisons, answers(study, scores, summary, comparisons, settings), settings
     )

@@ -1,15 +1,23 @@
-"""The headline comparisons of a study, Holm-adjusted together, and the paired score
-matrices they rest on.
+"""The study's comparisons: the primary endpoint, the secondary comparisons (Holm-adjusted
+together), and the paired score matrices they rest on.
 
-A cell is one target and training size. The headline comparisons of a cell:
+The primary endpoint (declared in the config before the study ran, `study.primary`; see
+`primary_plan`): the shallow-vs-deep gap (shallow->deep minus deep->shallow test Dice,
+averaged over k) at one training size on each ultrasound target, then each of those gaps
+minus the X-ray target's gap (the target x direction interaction). Tested in that order by
+fixed sequence at 0.05 (stats), apart from everything else.
+
+The secondary comparisons of a cell (one target and training size):
   * tuning the contracting vs the expanding path;
   * every pair of directions (families.DIRECTIONS) in each depth order and granularity,
     averaged over k and at each k (k where both train the same units left out);
-  * the same pairs at matched budgets: each direction's Dice interpolated, linearly in
-    log(cost), at 16 costs evenly spaced in log over the range both cover, for the
-    trained-parameter fraction and for the training FLOPs; the difference is averaged over
-    the 16 costs (per seed and image, so the bootstrap pairs it like any other);
-  * full fine-tuning (from pre-training) vs training from scratch.
+  * the same pairs averaged over a common cost range: each direction's Dice interpolated,
+    linearly in log(cost), at 16 costs evenly spaced in log over the range both cover, for the
+    trained-parameter fraction and for the training FLOPs; made only where that range is at
+    least 2x wide and no curve is interpolated across more than a decade without a point;
+  * full fine-tuning (from pre-training) vs training from scratch;
+and between targets (interactions, unpaired: independent test sets): the paths gap and the
+directions gap of every ultrasound target against every X-ray target, at each size.
 """
 
 from __future__ import annotations
@@ -22,25 +30,28 @@ import math
 import numpy as np
 import pandas as pd
 
-from unet_jax import families
+from unet_jax import families, modalities
 from unet_jax.report import stats
 from unet_jax.report.load import Study
 
 FULL, SCRATCH = 'full', 'scratch'
 PATH_PAIR = ('contracting', 'expanding')
+SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
 COST_AXES = {'trained_fraction': 'trained-parameter fraction', 'train_flops': 'training FLOPs'}
+PRIMARY, SECONDARY = 'primary', 'secondary'
 
 
 @dataclasses.dataclass
 class Comparison:
-    """A - B in one cell; `difference` None when no seed has both."""
+    """A - B in one cell (or, kind 'interaction', the A - B gap on `target` minus that on
+    `versus`); `test` None when no replicate has both."""
 
     target: str
     num_train: int
-    kind: str  # 'paths', 'directions' (over k), 'direction_k', 'budget', 'pretraining'
+    kind: str  # 'paths', 'directions' (over k), 'direction_k', 'budget', 'pretraining', 'interaction'
     a: str
     b: str
-    difference: stats.Difference | None
+    test: stats.Test | None
     flagged: tuple[tuple[str, int, int], ...] = ()  # (configuration, runs still improving, of)
     pretrain_runs: int = 1
     order: str = ''
@@ -48,8 +59,12 @@ class Comparison:
     ks: tuple[int, ...] = ()  # the k compared (one for 'direction_k')
     axis: str = ''  # 'budget': the cost axis (a key of COST_AXES)
     cost_range: tuple[float, float] = (math.nan, math.nan)
-    p_holm: float = math.nan
-    p_tost_holm: float = math.nan
+    versus: str = ''  # 'interaction': the other target
+    of: str = ''  # 'interaction': the kind of gap ('paths' or 'directions')
+    role: str = SECONDARY
+    p_adjusted: float = math.nan  # Holm (secondary); the raw p (primary, see `decision`)
+    p_tost_adjusted: float = math.nan
+    decision: str = ''  # primary: 'rejected', 'not rejected', 'not reached'
 
     @property
     def where(self) -> str:
@@ -61,23 +76,36 @@ class Comparison:
         """What is compared beyond the two names, e.g. 'forward order, by block, k = 3'."""
         if self.kind == 'direction_k':
             return f'{self.where}, k = {self.ks[0]}'
-        if self.kind == 'directions':
+        if self.kind == 'directions' or (self.kind == 'interaction' and self.of == 'directions'):
             ks = f'{self.ks[0]}..{self.ks[-1]}' if len(self.ks) > 1 else str(self.ks[0])
             return f'{self.where}, averaged over k = {ks}'
         if self.kind == 'budget':
             low, high = (cost_text(self.axis, c) for c in self.cost_range)
-            span = f' ({low} to {high})' if np.isfinite(self.cost_range[0]) else ''
-            return f'{self.where}, at equal {COST_AXES[self.axis]}{span}'
+            return (
+                f'{self.where}, averaged over the common range [{low}, {high}] of '
+                f'{COST_AXES[self.axis]}'
+            )
         return ''
 
     @property
+    def significant(self) -> bool:
+        if self.test is None or not np.isfinite(self.p_adjusted):
+            return False
+        if self.role == PRIMARY:
+            return self.decision == 'rejected'
+        return self.p_adjusted < stats.ALPHA
+
+    @property
     def verdict(self) -> str:
-        """'a', 'b' (the better one), 'equivalent', 'no evidence' or 'untested'."""
-        if self.difference is None or not np.isfinite(self.p_holm):
+        """'a', 'b' (the better one; for an interaction: the gap is larger on `target` / on
+        `versus`), 'equivalent', 'no evidence', 'not reached' or 'untested'."""
+        if self.test is None or not self.test.defined:
             return 'untested'
-        if self.p_holm < stats.ALPHA:
-            return 'a' if self.difference.estimate > 0 else 'b'
-        if self.p_tost_holm < stats.ALPHA:
+        if self.significant:
+            return 'a' if self.test.estimate > 0 else 'b'
+        if self.role == PRIMARY and self.decision == 'not reached':
+            return 'not reached'
+        if self.role == SECONDARY and self.p_tost_adjusted < stats.ALPHA:
             return 'equivalent'
         return 'no evidence'
 
@@ -91,11 +119,25 @@ def cost_text(axis: str, value: float) -> str:
     return f'{value:.2g} FLOPs'.replace('e+', 'e')
 
 
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A comparison the report does not make, and why."""
+
+    target: str
+    num_train: int
+    what: str
+    why: str
+
+
 # ----------------------------------------------------------------------------- score matrices
 
 
 class Scores:
-    """Lesion test Dice as seed x image matrices per (target, size, configuration)."""
+    """Lesion test Dice as replicate x image matrices per (target, size, configuration).
+
+    A replicate is a seed; where the study pre-trained R times and several seeds share a
+    pre-training (seed s starts from pre-training s mod R, R < seeds), the seeds of each
+    pre-training are averaged, so that a replicate is a pre-training (stats)."""
 
     def __init__(self, study: Study):
         images = study.images
@@ -103,9 +145,10 @@ class Scores:
         self._per_image = _matrices(lesion, 'image_id', 'dice')
         done = study.runs[study.runs['status'] == 'done'].assign(image_id='(mean)')
         self._per_seed = _matrices(done, 'image_id', 'test_dice')
+        self.pretrain_runs = max(1, len(study.plan.get('pretrain_dirs') or []))
 
     def matrices(self, target: str, num_train: int, names: list[str]) -> list[np.ndarray]:
-        """The configurations' matrices on the seeds and images all of them have.
+        """The configurations' matrices on the replicates and images all of them have.
 
         Per-image scores where every one has them, else per-seed means (one column)."""
         return self.labelled(target, num_train, names)[2]
@@ -113,7 +156,7 @@ class Scores:
     def labelled(
         self, target: str, num_train: int, names: list[str]
     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(seeds, image ids, matrices) of `matrices`; empty matrices when there are none."""
+        """(replicates, image ids, matrices) of `matrices`; empty when there are none."""
         none = (np.array([]), np.array([]), [])
         keys = [(target, num_train, n) for n in names]
         if all(k in self._per_image for k in keys):
@@ -129,7 +172,16 @@ class Scores:
         ]
         if not seeds.size or not images.size or any(np.isnan(m).any() for m in matrices):
             return none
-        return seeds, images, matrices
+        replicates, matrices = self._by_pretraining(seeds, matrices)
+        return replicates, images, matrices
+
+    def _by_pretraining(self, seeds: np.ndarray, matrices: list[np.ndarray]):
+        r = self.pretrain_runs
+        if not 1 < r < seeds.size:
+            return seeds, matrices
+        index = seeds.astype(int) % r
+        used = np.unique(index)
+        return used, [np.stack([m[index == p].mean(axis=0) for p in used]) for m in matrices]
 
 
 def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:
@@ -148,10 +200,10 @@ def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- comparisons
+# ----------------------------------------------------------------------------- tests
 
 
-def compare(scores, target, num_train, a, b, settings) -> stats.Difference | None:
+def compare(scores, target, num_train, a, b, settings) -> stats.Test | None:
     """a - b (configuration names, or lists of names averaged with weights (name, w))."""
     a_terms, b_terms = _terms(a), _terms(b)
     names = [n for n, _ in a_terms + b_terms]
@@ -160,9 +212,7 @@ def compare(scores, target, num_train, a, b, settings) -> stats.Difference | Non
         return None
     weights = [w for _, w in a_terms] + [-w for _, w in b_terms]
     d = sum(w * m for w, m in zip(weights, matrices))
-    return stats.paired_difference(
-        d, margin=settings.margin, resamples=settings.resamples, seed=settings.seed
-    )
+    return stats.crossed_test(d, margin=settings.margin)
 
 
 def _terms(side) -> list[tuple[str, float]]:
@@ -179,72 +229,14 @@ def _flagged(summary_cell: pd.DataFrame, names) -> tuple[tuple[str, int, int], .
     )
 
 
-def _direction_points(cell: pd.DataFrame, name: str, order: str, granularity: str):
+def direction_points(cell: pd.DataFrame, name: str, order: str, granularity: str):
     rows = cell[
         (cell['family'] == name) & (cell['order'] == order) & (cell['granularity'] == granularity)
     ]
     return rows.drop_duplicates('configuration').sort_values('k')
 
 
-def headline_comparisons(
-    study: Study, scores: Scores, summary: pd.DataFrame, settings: stats.Settings
-) -> list[Comparison]:
-    """Every headline comparison of every cell, Holm-adjusted together."""
-    out = []
-    for (target, num_train), cell in study.cell_runs():
-        summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
-        out += _cell_comparisons(study, scores, cell, summary_cell, settings)
-    p = stats.holm([c.difference.p if c.difference else math.nan for c in out])
-    p_tost = stats.holm([c.difference.p_tost if c.difference else math.nan for c in out])
-    for c, adjusted, adjusted_tost in zip(out, p, p_tost):
-        c.p_holm, c.p_tost_holm = float(adjusted), float(adjusted_tost)
-    return out
-
-
-def _cell_comparisons(study, scores, cell, summary_cell, settings) -> list[Comparison]:
-    target, num_train = cell['target'].iloc[0], cell['num_train'].iloc[0]
-    present = set(study.plan['families'])
-    directions = [d for d in families.DIRECTIONS if d in present]
-    pretrain_runs = int(summary_cell['pretrain_runs'].max())
-    out = []
-
-    def add(kind, a, b, a_side, b_side, involved, **fields):
-        difference = compare(scores, target, num_train, a_side, b_side, settings)
-        flagged = _flagged(summary_cell, involved)
-        out.append(
-            Comparison(target, num_train, kind, a, b, difference, flagged, pretrain_runs, **fields)
-        )
-
-    if set(PATH_PAIR) <= present:
-        add('paths', *PATH_PAIR, *PATH_PAIR, PATH_PAIR)
-    for order, granularity in study.orders():
-        where = dict(order=order, granularity=granularity)
-        for a, b in itertools.combinations(directions, 2):
-            pa, pb = (_direction_points(cell, d, order, granularity) for d in (a, b))
-            pairs = _pairs_by_k(pa, pb)
-            if pairs:
-                weight = 1 / len(pairs)
-                add(
-                    'directions', a, b,
-                    [(ca, weight) for _, ca, _ in pairs], [(cb, weight) for _, _, cb in pairs],
-                    [n for _, ca, cb in pairs for n in (ca, cb)],
-                    ks=tuple(k for k, _, _ in pairs), **where,
-                )  # fmt: skip
-            for k, ca, cb in pairs:
-                add('direction_k', a, b, ca, cb, (ca, cb), ks=(k,), **where)
-            for axis in COST_AXES:
-                sides, grid = _budget_sides(summary_cell, pa, pb, axis)
-                if sides is not None:
-                    add(
-                        'budget', a, b, *sides, [n for side in sides for n, _ in side],
-                        axis=axis, cost_range=(grid[0], grid[-1]), **where,
-                    )  # fmt: skip
-    if {FULL, SCRATCH} <= present:
-        add('pretraining', FULL, SCRATCH, FULL, SCRATCH, (FULL, SCRATCH))
-    return out
-
-
-def _pairs_by_k(pa: pd.DataFrame, pb: pd.DataFrame) -> list[tuple[int, str, str]]:
+def pairs_by_k(pa: pd.DataFrame, pb: pd.DataFrame) -> list[tuple[int, str, str]]:
     """(k, configuration of a, of b) for every k both have, unless both train the same units."""
     units_b = {k: set(u.split()) for k, u in zip(pb['k'], pb['trained_units'])}
     name_b = dict(zip(pb['k'], pb['configuration']))
@@ -255,20 +247,255 @@ def _pairs_by_k(pa: pd.DataFrame, pb: pd.DataFrame) -> list[tuple[int, str, str]
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Contrast:
+    """What one comparison averages: A's and B's configurations with their weights."""
+
+    kind: str
+    a: str
+    b: str
+    a_side: object
+    b_side: object
+    involved: tuple[str, ...]
+    fields: dict
+
+
+def cell_contrasts(study: Study, cell: pd.DataFrame, summary_cell, skipped: list) -> list[Contrast]:
+    """Every secondary contrast of one cell, in report order."""
+    target, num_train = cell['target'].iloc[0], cell['num_train'].iloc[0]
+    present = set(study.plan['families'])
+    directions = [d for d in families.DIRECTIONS if d in present]
+    out = []
+    if set(PATH_PAIR) <= present:
+        out.append(Contrast('paths', *PATH_PAIR, *PATH_PAIR, PATH_PAIR, {}))
+    for order, granularity in study.orders():
+        where = dict(order=order, granularity=granularity)
+        for a, b in itertools.combinations(directions, 2):
+            pa, pb = (direction_points(cell, d, order, granularity) for d in (a, b))
+            pairs = pairs_by_k(pa, pb)
+            if pairs:
+                out.append(directions_contrast(a, b, pairs, where))
+            for k, ca, cb in pairs:
+                out.append(Contrast('direction_k', a, b, ca, cb, (ca, cb), dict(ks=(k,), **where)))
+            for axis in COST_AXES:
+                sides, grid, why = _budget_sides(summary_cell, pa, pb, axis)
+                if sides is None:
+                    if why:
+                        what = f'{a} vs {b} ({order} order, by {granularity}) over {COST_AXES[axis]}'
+                        skipped.append(Skipped(target, num_train, what, why))
+                    continue
+                involved = tuple(n for side in sides for n, _ in side)
+                fields = dict(axis=axis, cost_range=(grid[0], grid[-1]), **where)
+                out.append(Contrast('budget', a, b, *sides, involved, fields))
+    if {FULL, SCRATCH} <= present:
+        out.append(Contrast('pretraining', FULL, SCRATCH, FULL, SCRATCH, (FULL, SCRATCH), {}))
+    return out
+
+
+def directions_contrast(a: str, b: str, pairs, where: dict) -> Contrast:
+    """a - b averaged over the k of `pairs` (pairs_by_k)."""
+    weight = 1 / len(pairs)
+    return Contrast(
+        'directions', a, b,
+        [(ca, weight) for _, ca, _ in pairs], [(cb, weight) for _, _, cb in pairs],
+        tuple(n for _, ca, cb in pairs for n in (ca, cb)),
+        dict(ks=tuple(k for k, _, _ in pairs), **where),
+    )  # fmt: skip
+
+
+def _comparison(study, scores, cell, summary_cell, contrast: Contrast, settings) -> Comparison:
+    target, num_train = cell['target'].iloc[0], cell['num_train'].iloc[0]
+    return Comparison(
+        target, num_train, contrast.kind, contrast.a, contrast.b,
+        compare(scores, target, num_train, contrast.a_side, contrast.b_side, settings),
+        _flagged(summary_cell, contrast.involved), scores.pretrain_runs, **contrast.fields,
+    )  # fmt: skip
+
+
+def interaction(first: Comparison, second: Comparison, settings) -> Comparison:
+    """The gap of `first` (a - b on its target) minus the same gap on `second`'s target."""
+    test = None
+    if first.test is not None and second.test is not None:
+        test = stats.unpaired_difference(first.test, second.test, margin=settings.margin)
+    return Comparison(
+        first.target, first.num_train, 'interaction', first.a, first.b, test,
+        first.flagged + second.flagged, first.pretrain_runs, first.order, first.granularity,
+        first.ks, versus=second.target, of=first.kind,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryPlan:
+    """The primary endpoint as declared (study.json's `primary`), with its defaults filled."""
+
+    a: str
+    b: str
+    targets: tuple[str, ...]
+    versus: str
+    num_train: int
+
+    def describe(self) -> str:
+        from unet_jax.report.load import family  # noqa: PLC0415 (labels only)
+
+        gap = f'{family(self.a).label} minus {family(self.b).label}'
+        where = ', '.join(self.targets) or 'no target'
+        text = f'the gap {gap} (test Dice averaged over k) on {where} at n = {self.num_train}'
+        if self.versus:
+            text += f', then each gap minus the gap on {self.versus} (interaction)'
+        return text
+
+
+def target_modality(study: Study, target: str) -> str:
+    known = (study.plan.get('modalities') or {}).get(target)
+    if known is not None:
+        return known
+    definition = study.plan['targets'].get(target) or {}
+    data = definition.get('data', definition) if isinstance(definition, dict) else {}
+    return modalities.modality(str(data.get('name', '')))
+
+
+def primary_plan(study: Study) -> PrimaryPlan | None:
+    """study.json's `primary` (older plans: the default), or None when it cannot be made."""
+    declared = dict(study.plan.get('primary') or {})
+    a = declared.get('a') or SHALLOW
+    b = declared.get('b') or DEEP
+    if not {a, b} <= set(study.plan['families']) or not study.sizes:
+        return None
+    by_modality = lambda m: [t for t in study.targets if target_modality(study, t) == m]
+    targets = [t for t in str(declared.get('targets') or '').split('+') if t]
+    targets = targets or by_modality(modalities.ULTRASOUND)
+    versus = str(declared.get('versus') or '')
+    if not versus:
+        xray = by_modality(modalities.XRAY)
+        versus = xray[0] if xray else ''
+    versus = '' if versus == 'none' else versus
+    num_train = int(declared.get('num_train') or study.sizes[0])
+    if not targets:
+        return None
+    return PrimaryPlan(a, b, tuple(targets), versus, num_train)
+
+
+# ----------------------------------------------------------------------------- all of them
+
+
+@dataclasses.dataclass
+class Comparisons:
+    primary: list[Comparison]
+    primary_plan: PrimaryPlan | None
+    secondary: list[Comparison]
+    skipped: list[Skipped]
+
+    def __iter__(self):
+        return iter(self.primary + self.secondary)
+
+
+def all_comparisons(
+    study: Study, scores: Scores, summary: pd.DataFrame, settings: stats.Settings
+) -> Comparisons:
+    """The primary endpoint (fixed sequence) and every secondary comparison (Holm)."""
+    skipped: list[Skipped] = []
+    by_cell: dict[tuple[str, int], list[Comparison]] = {}
+    for (target, num_train), cell in study.cell_runs():
+        summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
+        by_cell[(target, num_train)] = [
+            _comparison(study, scores, cell, summary_cell, c, settings)
+            for c in cell_contrasts(study, cell, summary_cell, skipped)
+        ]
+    plan = primary_plan(study)
+    primary = _primary(study, scores, summary, plan, settings) if plan else []
+    secondary = [c for cell in by_cell.values() for c in cell]
+    secondary += _interactions(study, by_cell, settings)
+    secondary = [c for c in secondary if not any(_same(c, p) for p in primary)]
+    p = stats.holm([c.test.p if c.test else math.nan for c in secondary])
+    p_tost = stats.holm([c.test.p_tost if c.test else math.nan for c in secondary])
+    for c, adjusted, adjusted_tost in zip(secondary, p, p_tost):
+        c.p_adjusted, c.p_tost_adjusted = float(adjusted), float(adjusted_tost)
+    return Comparisons(primary, plan, secondary, skipped)
+
+
+def _same(c: Comparison, p: Comparison) -> bool:
+    """A secondary comparison that is the primary's own test (then it is not repeated)."""
+    key = lambda x: (x.target, x.num_train, x.kind, x.a, x.b, x.order, x.granularity, x.versus)
+    return key(c) == key(p)
+
+
+def _gap_comparison(study, scores, summary, target, num_train, a, b, settings):
+    """a - b averaged over k (directions: the first order and granularity) or a - b."""
+    runs = study.runs
+    cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
+    if cell.empty:
+        return None
+    summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
+    if a in families.DIRECTIONS and b in families.DIRECTIONS and study.orders():
+        order, granularity = study.orders()[0]
+        pairs = pairs_by_k(
+            direction_points(cell, a, order, granularity),
+            direction_points(cell, b, order, granularity),
+        )
+        if not pairs:
+            return None
+        contrast = directions_contrast(a, b, pairs, dict(order=order, granularity=granularity))
+    else:
+        contrast = Contrast('paths' if (a, b) == PATH_PAIR else 'pair', a, b, a, b, (a, b), {})
+    return _comparison(study, scores, cell, summary_cell, contrast, settings)
+
+
+def _primary(study, scores, summary, plan: PrimaryPlan, settings) -> list[Comparison]:
+    gaps = {
+        t: _gap_comparison(study, scores, summary, t, plan.num_train, plan.a, plan.b, settings)
+        for t in (*plan.targets, *([plan.versus] if plan.versus else []))
+    }
+    out = [gaps[t] for t in plan.targets if gaps[t] is not None]
+    if plan.versus and gaps[plan.versus] is not None:
+        out += [interaction(gaps[t], gaps[plan.versus], settings) for t in plan.targets if gaps[t]]
+    decisions = stats.fixed_sequence([c.test.p if c.test else math.nan for c in out])
+    for c, decision in zip(out, decisions):
+        c.role, c.decision = PRIMARY, decision
+        c.p_adjusted = c.test.p if c.test else math.nan
+    return out
+
+
+def _interactions(study: Study, by_cell, settings) -> list[Comparison]:
+    """The paths gap and the directions gaps (averaged over k) of every ultrasound target
+    against every X-ray target, per size."""
+    ultrasound = [t for t in study.targets if target_modality(study, t) == modalities.ULTRASOUND]
+    xray = [t for t in study.targets if target_modality(study, t) == modalities.XRAY]
+    out = []
+    for num_train in study.sizes:
+        for u, x in itertools.product(ultrasound, xray):
+            for first in by_cell.get((u, num_train), []):
+                if first.kind not in ('paths', 'directions'):
+                    continue
+                second = next(
+                    (c for c in by_cell.get((x, num_train), []) if _same_gap(first, c)), None
+                )
+                if second is not None:
+                    out.append(interaction(first, second, settings))
+    return out
+
+
+def _same_gap(first: Comparison, second: Comparison) -> bool:
+    key = lambda c: (c.kind, c.a, c.b, c.order, c.granularity)
+    return key(first) == key(second)
+
+
 def _budget_sides(summary_cell, pa, pb, axis):
-    """Each direction's weights on its k points so that weights @ Dice is its Dice averaged
-    over a log-spaced grid of costs both reach (linear in log(cost) between points)."""
+    """(each direction's weights on its k points so that weights @ Dice is its Dice averaged
+    over a log-spaced grid of costs both reach, the grid, '') or (None, None, why not)."""
     curves = [_cost_curve(summary_cell, points, axis) for points in (pa, pb)]
     if not all(len(c) >= 2 for c in curves):
-        return None, None
-    grid = stats.common_log_grid(curves[0][axis], curves[1][axis])
+        return None, None, ''
+    grid, why = stats.common_log_grid(curves[0][axis], curves[1][axis])
     if grid is None:
-        return None, None
+        return None, None, why
     sides = [
         list(zip(c['configuration'], stats.log_interpolation_weights(c[axis], grid).mean(0)))
         for c in curves
     ]
-    return sides, grid
+    return sides, grid, ''
 
 
 def _cost_curve(summary_cell: pd.DataFrame, points: pd.DataFrame, axis: str) -> pd.DataFrame:

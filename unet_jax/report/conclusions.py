@@ -1,13 +1,18 @@
 """Plain-language findings that claim no more than the statistics show.
 
-Wording rules: "A beats B" only when the Holm-adjusted bootstrap p < 0.05; "equivalent within
-+-margin" only from the TOST (Holm-adjusted p < 0.05); otherwise "no evidence of a
-difference". Every finding states its seeds and test images and how many pre-training runs
-it rests on, and says so when a configuration involved was still improving when training
-stopped.
+Wording rules. The primary endpoint comes first and is decided by its fixed-sequence test at
+0.05. A secondary finding says "A beats B" only when its Holm-adjusted p < 0.05, "equivalent
+within +-margin" only from the Holm-adjusted TOST, and otherwise "no evidence of a difference",
+always with the minimum difference its n could have detected at 80% power (and, where the
+unadjusted 95% CI excludes 0, that it does so only before adjustment). A finding is one line
+(the claim and its numbers); its evidence (n, what varies, the test, df, p values, cautions)
+is folded beneath it. Seeds only change the data order on a fixed test set: their spread
+enters the test's variance but is never cited as evidence on its own.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -15,8 +20,16 @@ import pandas as pd
 from unet_jax import layout
 from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import Comparison
+from unet_jax.report.compare import PRIMARY, Comparison
 from unet_jax.report.load import Study, family
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One claim (a line) and its evidence (folded beneath it)."""
+
+    claim: str
+    details: str = ''
 
 
 def cell_name(target: str, num_train: int) -> str:
@@ -26,17 +39,18 @@ def cell_name(target: str, num_train: int) -> str:
 def p_text(p: float) -> str:
     if not np.isfinite(p):
         return '-'
-    return '< 0.001' if p < 0.001 else f'{p:.2g}'
+    if p < 0.001:
+        return f'{p:.1e}'
+    return f'{p:.2g}'
 
 
 def p_is(p: float) -> str:
-    """'= 0.03' or '< 0.001', to follow 'p '."""
-    text = p_text(p)
-    return text if text.startswith('<') else f'= {text}'
+    """'= 0.03' or '= 1.2e-05', to follow 'p '."""
+    return f'= {p_text(p)}'
 
 
 def ci_text(low: float, high: float) -> str:
-    return f'95% CI [{low:+.3f}, {high:+.3f}]'
+    return f'[{low:+.3f}, {high:+.3f}]'
 
 
 def label(name: str) -> str:
@@ -44,22 +58,46 @@ def label(name: str) -> str:
 
 
 def evidence(c: Comparison) -> str:
-    """Seeds, images, pre-training runs and the secondary t-test behind a comparison."""
-    interval, t = c.difference.interval, c.difference.t_test
-    images = (
-        f'{interval.num_images} lesion test images'
-        if interval.num_images > 1
-        else 'per-seed means (no per-image scores)'
-    )
-    runs = '1 pre-training run' if c.pretrain_runs <= 1 else f'{c.pretrain_runs} pre-training runs'
-    if interval.num_seeds < 2:
-        return f'1 seed x {images}, {runs}; the CI covers test-image sampling only, no t-test'
-    secondary = (
-        f'paired t over seeds t({t.df}) = {t.t:.2f}, p {p_is(t.p)}'
-        if np.isfinite(t.t)
-        else 'paired t over seeds undefined (equal differences)'
-    )
-    return f'{interval.num_seeds} seeds x {images}, {runs}; {secondary}'
+    """n, what varies, the test and its numbers behind a comparison."""
+    t = c.test
+    if c.kind == 'interaction':
+        base = (
+            f'two independent test sets ({c.target} and {c.versus}, {t.num_images} lesion '
+            'test images in all), each gap paired by seed and image; unpaired difference of '
+            f'the two gaps, Welch-Satterthwaite df = {t.df:.1f}'
+        )
+    else:
+        images = (
+            f'{t.num_images} lesion test images'
+            if t.num_images > 1
+            else 'per-seed means (no per-image scores)'
+        )
+        replicates = (
+            f'{t.num_replicates} pre-trainings (seeds averaged within each)'
+            if c.pretrain_runs > 1 and t.num_replicates <= c.pretrain_runs
+            else f'{t.num_replicates} seed{"s" if t.num_replicates != 1 else ""}'
+        )
+        runs = (
+            '1 pre-training run (the answer is about that pre-trained model)'
+            if c.pretrain_runs <= 1
+            else f'{c.pretrain_runs} pre-training runs'
+        )
+        method = (
+            f'paired t-test over test images, df = {t.df:.0f}'
+            if t.num_replicates == 1
+            else 'crossed t-test (images and seeds random), Satterthwaite df = '
+            f'{t.df:.1f}'
+        )
+        base = f'n = {replicates} x {images}, {runs}; paired by seed and image; {method}'
+    p = f't = {t.t:.2f}, p {p_is(t.p)}'
+    if c.role == PRIMARY:
+        p += f' (primary endpoint, fixed sequence at {stats.ALPHA:g}: {c.decision})'
+    else:
+        p += (
+            f', Holm-adjusted p {p_is(c.p_adjusted)}, TOST (+-{t.margin:g}) Holm-adjusted '
+            f'p {p_is(c.p_tost_adjusted)} (secondary)'
+        )
+    return f'{base}; {p}; detectable at 80% power: {t.mdd:.3f} Dice.{flag_note(c.flagged)}'
 
 
 def flag_note(flagged) -> str:
@@ -73,93 +111,179 @@ def flag_note(flagged) -> str:
     return f' Caution, still improving when training stopped: {shown}.'
 
 
-def describe(c: Comparison, a_label: str, b_label: str) -> str:
-    """One sentence for a comparison: who wins (or that nothing is shown), with the numbers."""
-    if c.difference is None:
-        return f'{a_label} vs {b_label}: not tested (no seed has results of both).'
-    return f'{verdict_text(c, a_label, b_label)} ({evidence(c)}).{flag_note(c.flagged)}'
-
-
 def verdict_text(c: Comparison, a_label: str, b_label: str) -> str:
     """The claim and its numbers, without the evidence base."""
-    d = c.difference
-    low, high = d.interval.low, d.interval.high
-    holm = f'Holm-adjusted p {p_is(c.p_holm)}'
+    t = c.test
+    ci = f'95% CI {ci_text(t.low, t.high)}'
     if c.verdict in ('a', 'b'):
         better, worse = (a_label, b_label) if c.verdict == 'a' else (b_label, a_label)
         sign = 1 if c.verdict == 'a' else -1
-        return (
-            f'{better} beats {worse} by {abs(d.estimate):.3f} Dice '
-            f'({ci_text(*sorted((sign * low, sign * high)))}, {holm})'
-        )
+        low, high = sorted((sign * t.low, sign * t.high))
+        return f'{better} beats {worse} by {abs(t.estimate):.3f} Dice (95% CI {ci_text(low, high)})'
     if c.verdict == 'equivalent':
         return (
-            f'{a_label} and {b_label} are equivalent within +-{d.margin:g} Dice (TOST, '
-            f'Holm-adjusted p {p_is(c.p_tost_holm)}; difference {d.estimate:+.3f}, '
-            f'{ci_text(low, high)})'
+            f'{a_label} and {b_label} are equivalent within +-{t.margin:g} Dice (TOST; '
+            f'difference {t.estimate:+.3f}, {ci})'
         )
+    unadjusted = ''
+    if c.role != PRIMARY and (t.low > 0 or t.high < 0):
+        unadjusted = ', excluding 0 only before adjustment for the secondary comparisons'
+    reached = ' (not reached: an earlier primary hypothesis was not rejected)'
     return (
         f'no evidence of a difference between {a_label} and {b_label} (difference '
-        f'{d.estimate:+.3f}, {ci_text(low, high)}, {holm}; not shown equivalent within '
-        f'+-{d.margin:g} either)'
+        f'{t.estimate:+.3f}, {ci}{unadjusted}; detectable: {t.mdd:.3f})'
+        + (reached if c.verdict == 'not reached' else '')
     )
 
 
-def comparison_sentence(c: Comparison) -> str:
+def interaction_text(c: Comparison) -> str:
+    gap = f'the {label(c.a)} minus {label(c.b)} gap'
+    if c.of == 'paths':
+        gap = f'the {label(c.a)} minus {label(c.b)} gap (paths)'
+    t = c.test
+    ci = f'95% CI {ci_text(t.low, t.high)}'
+    if c.verdict in ('a', 'b'):
+        larger, other = (c.target, c.versus) if c.verdict == 'a' else (c.versus, c.target)
+        return (
+            f'{gap} is larger on {larger} than on {other} by {abs(t.estimate):.3f} Dice '
+            f'(difference {c.target} - {c.versus} {t.estimate:+.3f}, {ci})'
+        )
+    return (
+        f'no evidence that {gap} differs between {c.target} and {c.versus} (difference '
+        f'{t.estimate:+.3f}, {ci}; detectable: {t.mdd:.3f})'
+        + (' (not reached)' if c.verdict == 'not reached' else '')
+    )
+
+
+def finding(c: Comparison) -> Finding:
+    """One line for a comparison, its evidence beneath."""
     a, b = label(c.a), label(c.b)
     if c.kind == 'paths':
         a, b = f'tuning the {a}', f'tuning the {b}'
-    return f'{c.scope}: {describe(c, a, b)}' if c.scope else describe(c, a, b)
+    if c.test is None or not c.test.defined:
+        return Finding(f'{c.scope + ": " if c.scope else ""}{a} vs {b}: not tested (no seed has '
+                       'results of both, or no spread to test).')  # fmt: skip
+    text = interaction_text(c) if c.kind == 'interaction' else verdict_text(c, a, b)
+    where = f'{c.scope}: ' if c.scope else ''
+    return Finding(_capitalised(f'{where}{text}.'), evidence(c))
 
 
-def per_k_sentence(group: list[Comparison]) -> str:
+def primary_sentence(analysis: Analysis) -> str:
+    """The answer to the primary endpoint in one sentence (the report's first line)."""
+    comparisons = analysis.comparisons
+    plan = comparisons.primary_plan
+    if plan is None or not comparisons.primary:
+        return (
+            'No primary endpoint could be tested: it needs the shallow->deep and deep->shallow '
+            'families on at least one ultrasound target (study.primary names others).'
+        )
+    parts = []
+    for c in comparisons.primary:
+        if c.test is None or not c.test.defined:
+            parts.append(f'{cell_name(c.target, c.num_train)}: not tested')
+            continue
+        t = c.test
+        numbers = f'{t.estimate:+.3f} Dice, 95% CI {ci_text(t.low, t.high)}'
+        if c.kind == 'interaction':
+            what = f'the gap on {c.target} minus the gap on {c.versus}'
+        else:
+            what = f'the gap on {c.target}'
+        verdict = {
+            'a': 'is positive', 'b': 'is negative', 'no evidence': 'shows no evidence of a difference',
+            'not reached': 'is not tested (fixed sequence stopped)', 'untested': 'is not tested',
+        }[c.verdict]  # fmt: skip
+        parts.append(f'{what} {verdict} ({numbers}, p {p_is(t.p)})')
+    return (
+        f'Primary endpoint ({plan.describe()}; fixed sequence at {stats.ALPHA:g}): '
+        + '; '.join(parts)
+        + '.'
+    )
+
+
+def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]]:
+    """The conclusions: the primary endpoint, then per cell (secondary), then interactions."""
+    out = []
+    primary = [
+        dataclasses.replace(f, claim=f'{cell_name(c.target, c.num_train)}: {f.claim}')
+        for c, f in ((c, finding(c)) for c in analysis.comparisons.primary)
+    ]
+    if primary:
+        out.append(('Primary endpoint (declared before the study ran)', primary))
+    secondary = analysis.comparisons.secondary
+    for target, num_train in study.cells:
+        cell = [
+            c
+            for c in secondary
+            if (c.target, c.num_train) == (target, num_train) and c.kind != 'interaction'
+        ]
+        lines, per_k = [], {}
+        for c in cell:
+            if c.kind == 'direction_k':
+                per_k.setdefault((c.a, c.b, c.where), []).append(c)
+            else:
+                lines.append(finding(c))
+        lines.extend(per_k_finding(group) for group in per_k.values())
+        summary = analysis.summary
+        summary = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
+        lines.extend(Finding(t) for t in (_normal_cases(summary), _convergence(summary)) if t)
+        lines.extend(
+            Finding(f'Not compared: {s.what}: {s.why}.')
+            for s in analysis.comparisons.skipped
+            if (s.target, s.num_train) == (target, num_train)
+        )
+        if lines:
+            out.append((f'{cell_name(target, num_train)} (secondary)', lines))
+    interactions = [finding(c) for c in secondary if c.kind == 'interaction']
+    if interactions:
+        out.append(('Between targets (secondary interactions)', interactions))
+    return out
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def per_k_finding(group: list[Comparison]) -> Finding:
     """Which direction wins at which k, from the per-k comparisons of one order/granularity."""
     first = group[0]
     ks: dict[str, list[str]] = {}
     for c in group:
         ks.setdefault(c.verdict, []).append(str(c.ks[0]))
-    margin = f'{first.difference.margin:g}' if first.difference else '?'
+    margin = f'{first.test.margin:g}' if first.test else '?'
     parts = [
         f'{label(first.a)} better at k = {", ".join(ks["a"])}' if 'a' in ks else '',
         f'{label(first.b)} better at k = {", ".join(ks["b"])}' if 'b' in ks else '',
         f'equivalent within +-{margin} at k = {", ".join(ks["equivalent"])}'
         if 'equivalent' in ks
         else '',
-        f'no evidence of a difference at k = {", ".join(ks["no evidence"])}'
+        f'no evidence of a difference at k = {", ".join(ks["no evidence"])} '
+        f'({_detectable([c for c in group if c.verdict == "no evidence"])})'
         if 'no evidence' in ks
         else '',
         f'not tested at k = {", ".join(ks["untested"])}' if 'untested' in ks else '',
     ]
     flagged = tuple(dict.fromkeys(f for c in group for f in c.flagged))
-    return (
-        f'{first.where}, {label(first.a)} vs {label(first.b)} at each k: '
-        f'{"; ".join(p for p in parts if p)} (a paired bootstrap per k, Holm-adjusted with '
-        f'every other headline comparison; numbers in the comparisons table).{flag_note(flagged)}'
+    numbers = '; '.join(
+        f'k = {c.ks[0]}: {c.test.estimate:+.3f} {ci_text(c.test.low, c.test.high)}, '
+        f'Holm p {p_is(c.p_adjusted)}, detectable {c.test.mdd:.3f}'
+        for c in group
+        if c.test is not None and c.test.defined
+    )
+    return Finding(
+        f'{_capitalised(first.where)}, {label(first.a)} vs {label(first.b)} at each k: '
+        f'{"; ".join(p for p in parts if p)}.',
+        f'Crossed t-test per k, Holm-adjusted with every other secondary comparison: {numbers}.'
+        f'{flag_note(flagged)}',
     )
 
 
-def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[str]]]:
-    """The conclusions per cell: comparisons, per-k summaries, normal cases, convergence."""
-    out = []
-    for target, num_train in study.cells:
-        cell = [c for c in analysis.comparisons if (c.target, c.num_train) == (target, num_train)]
-        lines, per_k = [], {}
-        for c in cell:
-            if c.kind == 'direction_k':
-                per_k.setdefault((c.a, c.b, c.where), []).append(c)
-            else:
-                lines.append(_capitalised(comparison_sentence(c)))
-        lines.extend(_capitalised(per_k_sentence(group)) for group in per_k.values())
-        summary = analysis.summary
-        summary = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
-        lines.extend(text for text in (_normal_cases(summary), _convergence(summary)) if text)
-        if lines:
-            out.append((cell_name(target, num_train), lines))
-    return out
-
-
-def _capitalised(text: str) -> str:
-    return text[:1].upper() + text[1:]
+def _detectable(group: list[Comparison]) -> str:
+    """'detectable: 0.031' or 'detectable: 0.028-0.054' (80% power) over comparisons."""
+    mdd = [c.test.mdd for c in group if c.test is not None and c.test.defined]
+    if not mdd:
+        return 'detectable: -'
+    low, high = min(mdd), max(mdd)
+    return f'detectable: {low:.3f}' if high - low < 5e-4 else f'detectable: {low:.3f}-{high:.3f}'
 
 
 def _normal_cases(summary: pd.DataFrame) -> str:

@@ -15,6 +15,7 @@ import re
 
 import jinja2
 
+from unet_jax.report.conclusions import Finding
 from unet_jax.report.figures import Figure
 from unet_jax.report.tables import Table
 
@@ -33,6 +34,8 @@ STYLE = (
     'p.note{font-size:12px;color:#555;margin-top:0}'
     'figure{margin:1em 0}figcaption{font-size:13px;color:#444;max-width:1000px}'
     'img{max-width:100%}'
+    'details{font-size:13px;color:#444;margin:.1em 0 .4em}summary{cursor:pointer;color:#36c}'
+    'p.primary{font-size:17px;background:#f4f8ff;border-left:4px solid #36c;padding:.5em .8em}'
 )
 
 
@@ -45,6 +48,16 @@ class Markdown:
 
     def bullets(self, items: Sequence[str]) -> str:
         return ''.join(f'- {item}\n' for item in items)
+
+    def findings(self, items: Sequence[Finding]) -> str:
+        """One line per claim, its evidence as an indented line beneath."""
+        return ''.join(
+            f'- {f.claim}\n' + (f'  - *Evidence:* {f.details}\n' if f.details else '')
+            for f in items
+        )
+
+    def primary(self, text: str) -> str:
+        return f'> {text}\n'
 
     def table(self, table: Table) -> str:
         cell = lambda text: str(text).replace('|', '\\|')
@@ -74,6 +87,26 @@ class Html:
 
     def bullets(self, items: Sequence[str]) -> str:
         return '<ul>' + ''.join(f'<li>{html.escape(i)}</li>' for i in items) + '</ul>'
+
+    def findings(self, items: Sequence[Finding]) -> str:
+        """One line per claim; its evidence folded beneath it (<details>)."""
+        return (
+            '<ul>'
+            + ''.join(
+                f'<li>{html.escape(f.claim)}'
+                + (
+                    f'<details><summary>evidence</summary>{html.escape(f.details)}</details>'
+                    if f.details
+                    else ''
+                )
+                + '</li>'
+                for f in items
+            )
+            + '</ul>'
+        )
+
+    def primary(self, text: str) -> str:
+        return f'<p class="primary">{html.escape(text)}</p>'
 
     def table(self, table: Table) -> str:
         head = ''.join(f'<th>{html.escape(c)}</th>' for c in table.columns)

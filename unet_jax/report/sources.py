@@ -9,8 +9,11 @@ For every target, training size, depth order and granularity both studies have, 
 study's headline direction comparison: shallow->deep minus deep->shallow test Dice, averaged
 over the k both directions train differently (per seed and lesion test image). The two studies
 share seeds (training subsets, data order) and test images, so the change of the gap,
-gap(B) - gap(A), is paired by seed and image and gets the same hierarchical bootstrap CI as any
-comparison of a study (seeds and images resampled together; the pre-training is not).
+gap(B) - gap(A), is paired by seed and image and gets the same crossed t-test as any comparison
+of a study (unet_jax.report.stats). With one pre-training run per source the change is
+confounded with run-to-run pre-training variance, which this test cannot see: the output says
+so. Whether the change is specific to ultrasound is the interaction: the change on each
+ultrasound target minus the change on each X-ray target (independent test sets, unpaired).
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ import os
 
 import numpy as np
 
-from unet_jax import families
+from unet_jax import modalities
 from unet_jax.report import compare, stats
+from unet_jax.report.compare import DEEP, SHALLOW
 from unet_jax.report.conclusions import cell_name
 from unet_jax.report.load import Study, load
-
-SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,20 +38,21 @@ class SourceComparison:
     num_train: int
     order: str
     granularity: str
-    gap_a: stats.Interval
-    gap_b: stats.Interval
-    change: stats.Difference  # gap_b - gap_a
+    gap_a: stats.Test
+    gap_b: stats.Test
+    change: stats.Test  # gap_b - gap_a
 
     def sentence(self, a: str, b: str) -> str:
         """The answer in words that claim no more than the CI allows."""
-        c, ci = self.change, self.change.interval
+        c = self.change
         where = (
             f'{cell_name(self.target, self.num_train)} ({self.order} order, by {self.granularity})'
         )
         gaps = (
             f'shallow->deep minus deep->shallow Dice is {_interval(self.gap_a)} with {a} and '
             f'{_interval(self.gap_b)} with {b}; change {c.estimate:+.3f} '
-            f'(95% CI {ci.low:+.3f} to {ci.high:+.3f}, p = {c.p:.3g})'
+            f'(95% CI {c.low:+.3f} to {c.high:+.3f}, p = {c.p:.3g}, crossed t-test over '
+            f'{c.num_replicates} seeds x {c.num_images} images, df {c.df:.1f})'
         )
         if c.p < stats.ALPHA:
             smaller = abs(self.gap_b.estimate) < abs(self.gap_a.estimate)
@@ -57,11 +60,13 @@ class SourceComparison:
         elif c.p_tost < stats.ALPHA:
             verdict = f'the gap is unchanged within +-{c.margin:g} Dice (TOST p = {c.p_tost:.3g})'
         else:
-            verdict = 'no detectable change: the CI includes 0 and is wider than the margin'
+            verdict = (
+                f'no evidence of a change (detectable at 80% power: {c.mdd:.3f} Dice)'
+            )
         return f'{where}: {gaps}: {verdict}.'
 
 
-def _interval(i: stats.Interval) -> str:
+def _interval(i: stats.Test) -> str:
     return f'{i.estimate:+.3f} [{i.low:+.3f}, {i.high:+.3f}]'
 
 
@@ -69,8 +74,8 @@ def _gap(study: Study, scores: compare.Scores, target: str, num_train: int, orde
     """(seeds, images, gap[seed, image]) of one study, or None when it lacks the points."""
     runs = study.runs
     cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
-    sides = [compare._direction_points(cell, d, order, granularity) for d in (SHALLOW, DEEP)]
-    pairs = compare._pairs_by_k(*sides)
+    sides = [compare.direction_points(cell, d, order, granularity) for d in (SHALLOW, DEEP)]
+    pairs = compare.pairs_by_k(*sides)
     if not pairs:
         return None
     names = [n for _, ca, cb in pairs for n in (ca, cb)]
@@ -88,7 +93,6 @@ def compare_sources(
     settings = settings or stats.Settings()
     studies = [load(workdir_a), load(workdir_b)]
     scores = [compare.Scores(s) for s in studies]
-    kwargs = dict(resamples=settings.resamples, seed=settings.seed)
     out = []
     for target, num_train in studies[0].cells:
         if (target, num_train) not in studies[1].cells:
@@ -108,11 +112,35 @@ def compare_sources(
             out.append(
                 SourceComparison(
                     target, num_train, order, granularity,
-                    stats.bootstrap_interval(a, **kwargs), stats.bootstrap_interval(b, **kwargs),
-                    stats.paired_difference(b - a, margin=settings.margin, **kwargs),
+                    stats.crossed_test(a, margin=settings.margin),
+                    stats.crossed_test(b, margin=settings.margin),
+                    stats.crossed_test(b - a, margin=settings.margin),
                 )
             )  # fmt: skip
     return out
+
+
+def specificity(study: Study, found: list[SourceComparison]) -> list[str]:
+    """The change on each ultrasound target minus the change on each X-ray target (same size,
+    order and granularity): is the effect of the source specific to ultrasound?"""
+    by = lambda m: [c for c in found if compare.target_modality(study, c.target) == m]
+    lines = []
+    for u in by(modalities.ULTRASOUND):
+        for x in by(modalities.XRAY):
+            if (u.num_train, u.order, u.granularity) != (x.num_train, x.order, x.granularity):
+                continue
+            t = stats.unpaired_difference(u.change, x.change)
+            verdict = (
+                'the change differs between them' if t.p < stats.ALPHA
+                else f'no evidence that it differs (detectable at 80% power: {t.mdd:.3f})'
+            )  # fmt: skip
+            lines.append(
+                f'{u.target} vs {x.target} (n = {u.num_train}, {u.order} order, by '
+                f'{u.granularity}): change on {u.target} minus change on {x.target} = '
+                f'{t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, '
+                f'unpaired, Welch-Satterthwaite df {t.df:.1f}): {verdict}.'
+            )
+    return lines
 
 
 def source_name(workdir: str) -> str:
@@ -127,17 +155,29 @@ def source_name(workdir: str) -> str:
 def write(workdir_a: str, workdir_b: str, out: str, settings: stats.Settings | None = None) -> str:
     a, b = source_name(workdir_a), source_name(workdir_b)
     found = compare_sources(workdir_a, workdir_b, settings)
+    runs = max(len(load(w).plan.get('pretrain_dirs') or [1]) for w in (workdir_a, workdir_b))
     lines = [
         f'# Shallow-vs-deep gap: {a} ({workdir_a}) vs {b} ({workdir_b})',
         '',
         'Gap: shallow->deep minus deep->shallow test Dice averaged over k (mean over seeds and '
-        'lesion test images, 95% hierarchical-bootstrap CI); change: gap with B minus gap with '
-        'A, paired by seed and image. Not adjusted for the number of cells.',
+        'lesion test images, 95% CI of the crossed t-test); change: gap with B minus gap with '
+        'A, paired by seed and image. Not adjusted for the number of cells.'
+        + (
+            ' Each source was pre-trained once: the change includes run-to-run pre-training '
+            'variance, which no CI here contains, so a change is not evidence about the source '
+            'alone.'
+            if runs <= 1
+            else ''
+        ),
         '',
     ]
     lines += [f'- {c.sentence(a, b)}' for c in found] or [
         '- No cell has both directions finished in both studies.'
     ]
+    between = specificity(load(workdir_b), found)
+    if between:
+        lines += ['', 'Specific to ultrasound? (interaction, not adjusted)', '']
+        lines += [f'- {line}' for line in between]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         f.write('\n'.join(lines) + '\n')

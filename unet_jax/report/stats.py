@@ -1,169 +1,227 @@
-"""The report's statistics: hierarchical bootstrap, paired t, Holm, TOST, cost curves.
+"""The report's statistics: a crossed-design t-test, Holm, TOST, power, cost curves.
 
-Hierarchical bootstrap (the headline evidence). A comparison of configurations A and B on one
-target and training size has a matrix of paired differences d[s, i] = score_A(s, i) -
-score_B(s, i) over the seeds s both finished and the lesion test images i (matched by image
-id). The test images are the same for every seed, so seeds and images are crossed, not
-nested: each resample draws S seeds with replacement and, independently, I images with
-replacement, and takes the mean of d over the drawn seeds x drawn images (an image drawn
-twice counts twice for every drawn seed). The 95% CI is the 2.5 and 97.5 percentiles of
-`DEFAULT_RESAMPLES` resamples drawn from a generator with a fixed seed (`DEFAULT_SEED`), so
-a report is reproducible. With one seed only the images are resampled: the CI then covers
-test-set sampling only. Pre-training is not resampled (one pre-training run, or as many as
-the study made, each paired with its seeds): its variance is in the CI only when the study
-pre-trained several times. The percentile interval covers the true mean in about 95% of
-simulated studies with 10 seeds x 100 images, 93% with 10 x 30, and only about 88% with 3
-seeds x 100 images when most of the uncertainty comes from the seeds (3 seeds say little
-about their spread): read a CI together with its number of seeds and the t-test over seeds.
+The test (every comparison, every CI). A comparison of configurations A and B on one target
+and training size has a matrix of paired differences d[r, i] = score_A(r, i) - score_B(r, i)
+over its replicates r (the seeds both finished; or, where the study pre-trained R times and
+seeds share pre-trainings, the seeds averaged within each pre-training, so that r is a
+pre-training) and its lesion test images i (matched by image id). Replicates and images are
+crossed (every replicate is tested on every image), so d follows the two-way random-effects
+model d = mu + a_r + b_i + e_ri, and the variance of the mean of d is
 
-p-values. The bootstrap p of "difference = 0" inverts the percentile interval: two-sided
-p = min(1, 2 * min(#{t <= 0} + 1, #{t >= 0} + 1) / (B + 1)) over the B resampled means t.
-The report corrects the p-values of all its headline comparisons together with Holm's
-step-down method (family-wise error 0.05), once for the difference tests and once for the
-equivalence tests.
+    V = s2_r / R + s2_i / I + s2_e / (R I),
 
-Equivalence is claimed only from a TOST (two one-sided tests) at a stated margin delta
-(default 0.02 Dice): p_TOST = max(#{t <= -delta} + 1, #{t >= delta} + 1) / (B + 1); the
-difference is equivalent to zero when the Holm-adjusted p_TOST < 0.05 (at alpha 0.05 this
-is the 90% bootstrap interval lying inside (-delta, delta)).
+estimated from the two-way ANOVA's mean squares (MS_r, MS_i, MS_e, method of moments, each
+component truncated at 0) and referred to a t distribution with Satterthwaite's degrees of
+freedom. When the replicates vary little this is the paired t over test images of the
+differences averaged over replicates (df = I - 1); when they vary a lot, their spread enters
+V with its own, small df. With one replicate it is exactly that paired t over images; with
+one column (per-replicate means only) the t over replicates. Images tested in separate outer
+folds (a different model per fold) are blocks: each block is its own crossed table, and the
+blocks' means and variances are pooled by their numbers of images.
 
-The paired t-test over seeds (secondary): the per-seed mean differences over the images,
-t = mean / (sd / sqrt(S)) with S - 1 degrees of freedom, two-sided p.
+What varies, and what the CI is about: test images (drawn from the same source as the test
+set) and replicates (seeds: initialisation, training subset, data order, augmentation; and
+pre-trainings where the study made several). With one pre-training run the answer is about
+that pre-trained model.
+
+Error rates, simulated at the study's own sizes (tests/test_calibration.py and
+benchmarks/calibration_table.py): false-positive rates at 0.05 and 0.002 and 95% CI
+coverage within their binomial error of nominal at 3 seeds x 12 images and at 3 seeds x
+5 outer folds x 130 images, and with skewed image effects. The earlier hierarchical
+percentile bootstrap rejected 2x too often at 0.05 and 5x too often at 0.002 at 3 x 12.
+
+Two-sided p of "difference = 0", and a CI from the same t. Equivalence is claimed only from
+a TOST (two one-sided t-tests) at a stated margin delta: p_TOST = max(P(T >= (est + delta) /
+se), P(T <= (est - delta) / se)). The minimum detectable difference at 80% power is
+(t_{1-alpha/2} + t_{0.8}) * se with the same df: a difference this large would have been
+found 80% of the time at alpha 0.05 (before any adjustment). No p-value floor: any p is
+reachable, so Holm's smallest threshold 0.05/m can always be met.
+
+Interactions (does a gap differ between targets?): two gaps measured on independent test
+sets are compared unpaired, est = gap_1 - gap_2, V = V_1 + V_2, with the Welch-Satterthwaite
+df from the two tests' own (V, df).
+
+Holm's step-down method adjusts the secondary comparisons together (family-wise 0.05), once
+for the difference tests and once for the equivalence tests. The primary endpoint is tested
+apart, at 0.05, by fixed sequence: its hypotheses are tested in their declared order, each at
+0.05 while every earlier one was rejected (family-wise 0.05 without dilution).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
-import functools
 import math
 
 import numpy as np
 from scipy import stats as scipy_stats
 
-from unet_jax.report import DEFAULT_MARGIN, DEFAULT_RESAMPLES, DEFAULT_SEED
+from unet_jax.report import DEFAULT_MARGIN
 
 ALPHA = 0.05
+POWER = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How the report bootstraps: the TOST margin, the resamples and their seed."""
+    """How the report tests: the TOST margin (Dice)."""
 
     margin: float = DEFAULT_MARGIN
-    resamples: int = DEFAULT_RESAMPLES
-    seed: int = DEFAULT_SEED
-
-
-def bootstrap_means(
-    x: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
-) -> np.ndarray:
-    """Means of `x[seeds, images]` over crossed resamples of its seeds and its images.
-
-    Each resample's counts (how often each seed / image was drawn) weight the rows and
-    columns: mean = c_seeds @ x @ c_images / (S * I), one matrix product for all resamples.
-    """
-    x = np.asarray(x, np.float64)
-    if x.ndim != 2 or x.size == 0:
-        raise ValueError(f'bootstrap_means: expected a non-empty seeds x images matrix, {x.shape}.')
-    num_seeds, num_images = x.shape
-    seed_counts, image_counts = _resample_counts(num_seeds, num_images, resamples, seed)
-    return np.sum((seed_counts @ x) * image_counts, axis=1) / (num_seeds * num_images)
-
-
-@functools.lru_cache(maxsize=4)
-def _resample_counts(num_seeds: int, num_images: int, resamples: int, seed: int):
-    """counts[b, j]: how often seed / image j is drawn in resample b. The same for every
-    comparison of the same shape (common random numbers), so drawn once."""
-    rng = np.random.default_rng(seed)
-    counts = []
-    for n in (num_seeds, num_images):
-        draws = rng.integers(0, n, (resamples, n)) + n * np.arange(resamples)[:, None]
-        counts.append(
-            np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
-        )
-    return tuple(counts)
 
 
 @dataclasses.dataclass(frozen=True)
-class Interval:
-    """Mean over seeds and images with its hierarchical-bootstrap 95% CI."""
+class Test:
+    """A mean (or a difference of means) with its standard error, t df, CI and p-values."""
 
     estimate: float
-    low: float
-    high: float
-    num_seeds: int
+    se: float
+    df: float
+    num_replicates: int  # seeds (or pre-trainings); 0 for an interaction
     num_images: int
-
-
-def bootstrap_interval(
-    x: np.ndarray,
-    *,
-    confidence: float = 0.95,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-) -> Interval:
-    x = np.asarray(x, np.float64)
-    means = bootstrap_means(x, resamples=resamples, seed=seed)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(x.mean()), float(low), float(high), x.shape[0], x.shape[1])
-
-
-@dataclasses.dataclass(frozen=True)
-class PairedT:
-    """Paired t-test over seeds (per-seed mean differences); nan where it is undefined."""
-
-    mean: float
-    t: float
-    df: int
-    p: float
-
-
-def paired_t(a: Sequence[float], b: Sequence[float]) -> PairedT:
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    n = d.size
-    if n < 2:
-        return PairedT(float(d.mean()) if n else math.nan, math.nan, max(n - 1, 0), math.nan)
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    if sd <= 1e-12 * max(1.0, abs(mean)):  # identical differences: t is undefined
-        return PairedT(mean, math.nan, n - 1, math.nan)
-    t = mean / (sd / math.sqrt(n))
-    return PairedT(mean, t, n - 1, float(2 * scipy_stats.t.sf(abs(t), n - 1)))
-
-
-@dataclasses.dataclass(frozen=True)
-class Difference:
-    """A - B, paired by seed and image: the bootstrap CI, its p, the TOST p, the t over seeds."""
-
-    interval: Interval
-    p: float  # bootstrap, two-sided, difference = 0
-    p_tost: float  # bootstrap TOST at `margin`
-    margin: float
-    t_test: PairedT
+    margin: float = DEFAULT_MARGIN
+    # The replicates x images matrix tested (None for an interaction); for calibration.
+    data: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
-    def estimate(self) -> float:
-        return self.interval.estimate
+    def defined(self) -> bool:
+        return bool(np.isfinite(self.se) and self.se > 0 and np.isfinite(self.df) and self.df > 0)
+
+    @property
+    def low(self) -> float:
+        return self._bound(-1)
+
+    @property
+    def high(self) -> float:
+        return self._bound(+1)
+
+    def _bound(self, sign: int) -> float:
+        if not self.defined:
+            return math.nan
+        return self.estimate + sign * scipy_stats.t.ppf(1 - ALPHA / 2, self.df) * self.se
+
+    @property
+    def t(self) -> float:
+        return self.estimate / self.se if self.defined else math.nan
+
+    @property
+    def p(self) -> float:
+        """Two-sided p of 'difference = 0'."""
+        return float(2 * scipy_stats.t.sf(abs(self.t), self.df)) if self.defined else math.nan
+
+    @property
+    def p_tost(self) -> float:
+        """TOST p of 'the difference lies outside +-margin'."""
+        if not self.defined:
+            return math.nan
+        above = scipy_stats.t.sf((self.estimate + self.margin) / self.se, self.df)
+        below = scipy_stats.t.cdf((self.estimate - self.margin) / self.se, self.df)
+        return float(max(above, below))
+
+    @property
+    def mdd(self) -> float:
+        """Minimum detectable difference at 80% power, two-sided alpha 0.05."""
+        if not self.defined:
+            return math.nan
+        quantiles = scipy_stats.t.ppf(1 - ALPHA / 2, self.df) + scipy_stats.t.ppf(POWER, self.df)
+        return float(quantiles * self.se)
+
+    @property
+    def base(self) -> str:
+        """'3 seeds x 12 test images' (what the test rests on)."""
+        if not self.num_replicates:
+            return f'{self.num_images} test images'
+        return f'{self.num_replicates} x {self.num_images}'
 
 
-def paired_difference(
-    d: np.ndarray,
-    *,
-    margin: float = DEFAULT_MARGIN,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-) -> Difference:
-    """The comparison of two configurations from their paired differences d[seed, image]."""
-    d = np.asarray(d, np.float64)
-    means = bootstrap_means(d, resamples=resamples, seed=seed)
-    low, high = np.percentile(means, [2.5, 97.5])
-    interval = Interval(float(d.mean()), float(low), float(high), d.shape[0], d.shape[1])
-    tail = lambda count: (count + 1) / (resamples + 1)
-    p = min(1.0, 2 * min(tail(np.sum(means <= 0)), tail(np.sum(means >= 0))))
-    p_tost = max(tail(np.sum(means <= -margin)), tail(np.sum(means >= margin)))
-    per_seed = d.mean(axis=1)
-    return Difference(interval, p, p_tost, margin, paired_t(per_seed, np.zeros_like(per_seed)))
+def crossed_test(
+    x: np.ndarray, *, blocks: Sequence | None = None, margin: float = DEFAULT_MARGIN
+) -> Test:
+    """The mean of x[replicate, image] with the crossed-design standard error (module doc).
+
+    blocks: one label per image column (its outer fold), or None for one block."""
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f'crossed_test: expected a non-empty replicates x images matrix, {x.shape}.')
+    estimate, variance, df = crossed_moments(x, blocks)
+    se = math.sqrt(variance) if np.isfinite(variance) and variance > 0 else math.nan
+    return Test(float(estimate), se, float(df), x.shape[0], x.shape[1], margin, x)
+
+
+def crossed_moments(x: np.ndarray, blocks: Sequence | None = None):
+    """(mean, variance of the mean, Satterthwaite df) of x[..., replicate, image], batched over
+    any leading axes (the report passes one matrix; the calibration simulations many)."""
+    x = np.asarray(x, np.float64)
+    labels = np.zeros(x.shape[-1], int) if blocks is None else np.asarray(blocks)
+    if labels.shape != (x.shape[-1],):
+        raise ValueError(f'crossed_test: {labels.shape[0]} block labels for {x.shape[-1]} images.')
+    estimate = variance = denominator = 0.0
+    for label in np.unique(labels):
+        block = x[..., labels == label]
+        weight = block.shape[-1] / x.shape[-1]
+        estimate = estimate + weight * block.mean(axis=(-2, -1))
+        for value, df in _block_terms(block):
+            variance = variance + weight**2 * value
+            denominator = denominator + np.divide(
+                (weight**2 * value) ** 2, df, out=np.zeros_like(value), where=df > 0
+            )
+    with np.errstate(divide='ignore', invalid='ignore'):
+        df = np.where((variance > 0) & (denominator > 0), variance**2 / denominator, np.nan)
+    return estimate, variance, df
+
+
+def _block_terms(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(term, its df)] of one crossed table: the variance of its mean is the sum of the terms
+    (each a scaled mean square of the two-way ANOVA)."""
+    num_r, num_i = x.shape[-2:]
+    if num_r == 1 or num_i == 1:  # one way: the t over images (or over replicates)
+        n = num_r * num_i
+        flat = x.reshape(*x.shape[:-2], n)
+        var = flat.var(axis=-1, ddof=1) if n > 1 else np.full(flat.shape[:-1], np.nan)
+        return [(var / n, np.full_like(var, n - 1.0))]
+    mean = x.mean(axis=(-2, -1), keepdims=True)
+    row, column = x.mean(axis=-1, keepdims=True), x.mean(axis=-2, keepdims=True)
+    ms_r = num_i * np.sum((row - mean) ** 2, axis=(-2, -1)) / (num_r - 1)
+    ms_i = num_r * np.sum((column - mean) ** 2, axis=(-2, -1)) / (num_i - 1)
+    df_e = (num_r - 1) * (num_i - 1)
+    ms_e = np.sum((x - row - column + mean) ** 2, axis=(-2, -1)) / df_e
+    keep_r, keep_i = ms_r > ms_e, ms_i > ms_e  # components s2_r, s2_i truncated at 0 otherwise
+    scale = 1.0 / (num_r * num_i)
+    full = lambda value: np.full_like(ms_e, value)
+    return [
+        (scale * ms_e * (1.0 - keep_r - keep_i), full(df_e)),
+        (scale * ms_r * keep_r, full(num_r - 1.0)),
+        (scale * ms_i * keep_i, full(num_i - 1.0)),
+    ]
+
+
+def _satterthwaite(variance: float, terms: Sequence[tuple[float, float]]) -> float:
+    """Satterthwaite's df of a sum of scaled mean squares (terms: (value, df))."""
+    if not np.isfinite(variance) or variance <= 0:
+        return math.nan
+    denominator = sum(value**2 / df for value, df in terms if df > 0 and value != 0)
+    return float(variance**2 / denominator) if denominator > 0 else math.nan
+
+
+def t_p_and_interval(estimate, se, df):
+    """Two-sided p and 95% CI of a t statistic estimate / se with df (arrays or floats)."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        p = 2 * scipy_stats.t.sf(np.abs(estimate / se), df)
+        half = scipy_stats.t.ppf(1 - ALPHA / 2, df) * se
+    return p, estimate - half, estimate + half
+
+
+def unpaired_difference(a: Test, b: Test, *, margin: float | None = None) -> Test:
+    """a - b for two tests on independent test sets (Welch-Satterthwaite df)."""
+    variance = a.se**2 + b.se**2
+    df = _satterthwaite(variance, [(a.se**2, a.df), (b.se**2, b.df)])
+    return Test(
+        a.estimate - b.estimate,
+        math.sqrt(variance),
+        df,
+        0,
+        a.num_images + b.num_images,
+        a.margin if margin is None else margin,
+    )
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -178,13 +236,19 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def share_ranked_first(
-    x: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
-) -> np.ndarray:
-    """x[configuration, seed, image]: in which share of common resamples each one is best."""
-    means = np.stack([bootstrap_means(c, resamples=resamples, seed=seed) for c in x])
-    best = np.argmax(means, axis=0)
-    return np.bincount(best, minlength=len(x)) / resamples
+def fixed_sequence(p_values: Sequence[float], alpha: float = ALPHA) -> list[str]:
+    """Per hypothesis in declared order: 'rejected', 'not rejected' or 'not reached' (an
+    earlier one was not rejected; or untestable, nan, which stops the sequence too)."""
+    out, going = [], True
+    for p in p_values:
+        if not going:
+            out.append('not reached')
+        elif np.isfinite(p) and p < alpha:
+            out.append('rejected')
+        else:
+            out.append('not rejected' if np.isfinite(p) else 'not reached')
+            going = False
+    return out
 
 
 # ----------------------------------------------------------------------------- cost curves
@@ -204,12 +268,35 @@ def log_interpolation_weights(costs: Sequence[float], grid: Sequence[float]) -> 
     return np.stack([np.interp(grid, costs, row) for row in identity], axis=1)
 
 
-def common_log_grid(a: Sequence[float], b: Sequence[float], num: int = 16) -> np.ndarray | None:
-    """`num` costs evenly spaced in log on the overlap of two cost ranges; None if < 2x wide."""
-    low, high = max(min(a), min(b)), min(max(a), max(b))
-    if not high > low * (1 + 1e-9):
-        return None
-    return np.exp(np.linspace(math.log(low), math.log(high), num))
+MIN_COMMON_RANGE = 2.0  # matched budget: the two directions' common cost range, high / low
+MAX_UNMEASURED_SPAN = 10.0  # ... and no interpolation across more than a decade unmeasured
+
+
+def common_log_grid(
+    a: Sequence[float], b: Sequence[float], num: int = 16
+) -> tuple[np.ndarray | None, str]:
+    """(`num` costs evenly spaced in log on the overlap of two cost ranges, '') or (None,
+    why not): the overlap must be at least MIN_COMMON_RANGE wide, and neither curve may
+    interpolate across more than MAX_UNMEASURED_SPAN (high / low) between measured points
+    inside it."""
+    a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))
+    low, high = max(a[0], b[0]), min(a[-1], b[-1])
+    if not high >= low * MIN_COMMON_RANGE * (1 - 1e-9):
+        width = high / low if high > 0 and low > 0 else 0.0
+        return None, (
+            f'the common cost range is {width:.2g}x wide (at least {MIN_COMMON_RANGE:g}x needed)'
+            if width >= 1
+            else 'the cost ranges do not overlap'
+        )
+    for costs in (a, b):
+        inside = np.concatenate([[low], costs[(costs > low) & (costs < high)], [high]])
+        span = float(np.max(inside[1:] / inside[:-1]))
+        if span > MAX_UNMEASURED_SPAN:
+            return None, (
+                f'a curve would be interpolated across {span:.3g}x without a measured point '
+                f'(at most {MAX_UNMEASURED_SPAN:g}x)'
+            )
+    return np.exp(np.linspace(math.log(low), math.log(high), num)), ''
 
 
 def pareto_front(costs: Sequence[float], values: Sequence[float]) -> np.ndarray:

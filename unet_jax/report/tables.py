@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer
-from unet_jax.report.compare import COST_AXES, FULL, Comparison
+from unet_jax.report.analysis import pick_agreement
+from unet_jax.report.compare import COST_AXES, FULL, PRIMARY, Comparison
 from unet_jax.report.conclusions import cell_name, label, p_text
 from unet_jax.report.load import Study
 
@@ -72,62 +73,102 @@ def _share(value: float) -> str:
     return f'{value:.0%}' if np.isfinite(value) else '-'
 
 
-def _difference(d) -> str:
-    return f'{d.estimate:+.3f} [{d.interval.low:+.3f}, {d.interval.high:+.3f}]'
+def _difference(t) -> str:
+    return f'{t.estimate:+.3f} [{t.low:+.3f}, {t.high:+.3f}]'
 
 
 def _answer_row(answer: Answer) -> tuple[str, ...]:
     name = cell_name(answer.target, answer.num_train)
     if answer.best is None:
-        return (name, 'no finished runs', '-', '-', '-', '-')
-    best = f'{answer.best} ({answer.best_dice:.3f})'
+        return (name, 'no finished runs', '-', '-', '-', '-', '-')
+    test = answer.best_test
+    best = f'{answer.best} (val {answer.best_val:.3f}; test ' + (
+        f'{test.estimate:.3f} [{test.low:.3f}, {test.high:.3f}])'
+        if test is not None and test.defined
+        else f'{fmt(test.estimate) if test else "-"})'
+    )
     margin = (
         f'{answer.runner_up}: {_difference(answer.margin)}'
-        if answer.margin is not None
+        if answer.margin is not None and answer.margin.defined
         else (answer.runner_up or '-')
     )
+    agrees = 'yes' if answer.pick_agrees else f'no ({answer.test_best})'
     if answer.cheapest is None:
         cheapest, cost = f'- ({FULL} not finished)', '-'
     elif answer.cheapest == FULL:
         cheapest, cost = f'none cheaper than {FULL}', '-'
     else:
         c, d = answer.cheapest_cost, answer.cheapest_vs_full
-        versus = f'; {_difference(d)} vs {FULL}' if d is not None else ''
-        cheapest = f'{answer.cheapest} ({c["dice"]:.3f}{versus})'
+        versus = f'; test vs {FULL} {_difference(d)}' if d is not None and d.defined else ''
+        cheapest = f'{answer.cheapest} (val {c["val_dice"]:.3f}{versus})'
         cost = f'{_share(c["trained_fraction"])} / {_share(c["train_flops"])}'
-    return (name, best, margin, _share(answer.share_best), cheapest, cost)
+    return (name, best, margin, agrees, cheapest, cost)
 
 
 def answer_table(analysis: Analysis) -> Table:
     rows = tuple(_answer_row(a) for a in analysis.answers)
+    agree, known = pick_agreement(analysis.answers)
     return Table(
-        'Which configuration wins',
+        'Which configuration wins (chosen on validation, reported on test)',
         (
-            'target, size', 'best (test Dice)', 'next best: best - it [95% CI]',
-            'best in resamples', f'cheapest within 1 point of {FULL}', 'its params / FLOPs vs full',
+            'target, size', 'best on validation (val Dice; test Dice [95% CI])',
+            'next best on validation: best - it on test [95% CI]', 'also best on test?',
+            f'cheapest within 1 point of {FULL} on validation', 'its params / FLOPs vs full',
         ),
         rows,
-        'Best: highest mean test Dice over seeds (lesion images); the difference to the next '
-        'best is a paired hierarchical bootstrap, not corrected for picking the best; "best in '
-        'resamples": share of bootstrap resamples in which it ranks first. Cheapest within 1 '
-        f'point: the lowest training cost (FLOPs, else trained parameters) whose Dice is at '
-        f'least {FULL}\'s minus 0.01 and inside {FULL}\'s 95% CI, with its paired difference to '
-        f'{FULL} [95% CI].',
+        'Best and next best: the highest mean validation Dice over seeds (lesion images of the '
+        'validation split, at each run\'s best validation step); then their test Dice and '
+        'paired test difference with a 95% CI (crossed t-test; not a secondary comparison, '
+        'not adjusted). Cheapest within 1 point: the lowest training cost (FLOPs, else trained '
+        f'parameters) whose mean validation Dice is at least {FULL}\'s minus 0.01, with its '
+        f'paired test difference to {FULL}. Validation sets are small: the validation pick was '
+        f'also the highest test mean in {agree} of {known} cells (shown, never chosen on).',
+    )  # fmt: skip
+
+
+def primary_table(analysis: Analysis) -> Table | None:
+    rows = []
+    for c in analysis.comparisons.primary:
+        what = (
+            f'gap on {c.target} - gap on {c.versus}'
+            if c.kind == 'interaction'
+            else f'gap on {c.target}'
+        )
+        t = c.test
+        if t is None or not t.defined:
+            rows.append((what, f'n = {c.num_train}', '-', '-', '-', '-', 'not tested'))
+            continue
+        rows.append(
+            (what, c.scope or '-', t.base, _difference(t), p_text(t.p), f'{t.mdd:.3f}', c.decision)
+        )
+    if not rows:
+        return None
+    plan = analysis.comparisons.primary_plan
+    return Table(
+        'Primary endpoint',
+        ('hypothesis', 'scope', 'n (replicates x images)', 'difference [95% CI]', 'p',
+         'detectable (80% power)', f'fixed sequence at {0.05:g}'),
+        tuple(rows),
+        f'Declared before the study ran (study.primary): {plan.describe() if plan else "-"}. '
+        'Gap: test Dice of the first family minus the second, averaged over k, paired by seed '
+        'and image (crossed t-test); the interaction compares two targets\' gaps on independent '
+        'test sets (unpaired, Welch-Satterthwaite). Fixed sequence: each hypothesis is tested at '
+        '0.05 while every earlier one was rejected; no other comparison dilutes it.',
     )  # fmt: skip
 
 
 def _verdict_cell(c: Comparison) -> str:
-    if c.difference is None:
+    if c.test is None or not c.test.defined:
         return 'not tested'
     text = {
         'a': f'{label(c.a)} better',
         'b': f'{label(c.b)} better',
-        'equivalent': f'equivalent (+-{c.difference.margin:g})',
-        'no evidence': 'no evidence',
+        'equivalent': f'equivalent (+-{c.test.margin:g})',
+        'no evidence': f'no evidence (detectable {c.test.mdd:.3f})',
         'untested': 'not tested',
     }[c.verdict]
     flag = ' (!)' if c.flagged else ''
-    return f'{text}: {_difference(c.difference)}{flag}'
+    return f'{text}: {_difference(c.test)}{flag}'
 
 
 def budget_table(analysis: Analysis) -> Table | None:
@@ -141,20 +182,33 @@ def budget_table(analysis: Analysis) -> Table | None:
         return None
     table_rows = []
     for key, by_axis in rows.items():
-        d = next((c.difference for c in by_axis.values() if c.difference), None)
-        base = f'{d.interval.num_seeds} x {d.interval.num_images}' if d else '-'
-        cells = [_verdict_cell(by_axis[a]) if a in by_axis else '-' for a in COST_AXES]
+        d = next((c.test for c in by_axis.values() if c.test), None)
+        base = d.base if d else '-'
+        cells = [
+            f'{_verdict_cell(by_axis[a])} over {_range(by_axis[a])}' if a in by_axis else '-'
+            for a in COST_AXES
+        ]
         table_rows.append((*key, base, *cells))
     return Table(
-        'Which direction wins at the same budget',
+        'Which direction wins over a common cost range',
         ('target, size', 'depth order', 'A - B', 'seeds x images')
-        + tuple(f'equal {v}' for v in COST_AXES.values()),
+        + tuple(f'averaged over a common range of {v}' for v in COST_AXES.values()),
         tuple(table_rows),
         'Each direction\'s Dice interpolated linearly in log(cost) between its k points and '
-        'averaged over 16 costs both reach; A - B with its 95% CI; a winner is named only where '
-        'the Holm-adjusted bootstrap p < 0.05, "equivalent" only from the TOST. (!): some runs '
-        'involved were still improving when training stopped.',
+        'averaged over 16 costs of the range [a, b] both reach (compared only where that range '
+        'is at least 2x wide and no curve is interpolated across more than a decade without a '
+        'measured point; "-": not compared, the conclusions say why); A - B with its 95% CI '
+        '(not adjusted); '
+        'a winner is named only where the Holm-adjusted p < 0.05, "equivalent" only from the '
+        'TOST. (!): some runs involved were still improving when training stopped.',
     )  # fmt: skip
+
+
+def _range(c: Comparison) -> str:
+    from unet_jax.report.compare import cost_text  # noqa: PLC0415
+
+    return f'[{cost_text(c.axis, c.cost_range[0])}, {cost_text(c.axis, c.cost_range[1])}]'
+
 
 
 # ----------------------------------------------------------------------------- per cell
@@ -164,7 +218,7 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
     out = []
     for target, num_train, cell in _cells(study, analysis.summary):
         normal = bool((cell['num_normal'] > 0).any())
-        columns = ['configuration', 'seeds', 'test Dice', '95% CI', 'IoU', 'HD95 (px)']
+        columns = ['configuration', 'seeds', 'val Dice', 'test Dice', '95% CI', 'IoU', 'HD95 (px)']
         columns += ['normal FP'] if normal else []
         columns += ['trained params', 'FLOPs vs full', 'still improving']
         rows = []
@@ -177,7 +231,8 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
                 if np.isfinite(row['dice_ci_low'])
                 else '-'
             )
-            cells = [_name(row), _seeds(row), dice, ci, fmt(row['test_iou'])]
+            cells = [_name(row), _seeds(row), fmt(row['val_dice_mean']), dice, ci]
+            cells.append(fmt(row['test_iou']))
             cells.append(fmt(row['test_hd95'], 1))
             cells += [fmt(row['normal_fp_rate'], 2)] if normal else []
             cells.append(_unit(100 * row['trained_fraction'], '%', 2))
@@ -186,8 +241,10 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
             rows.append(tuple(cells))
         lesion = fmt(cell['num_lesion'].max(), 0)
         note = (
-            f'Test Dice over the {lesion} lesion test images: mean +- sd over seeds; 95% CI from '
-            'the hierarchical bootstrap over seeds and images (none for a single run). '
+            f'Test Dice over the {lesion} lesion test images: mean +- sd over seeds; 95% CI of '
+            'the mean from the crossed t-test over seeds and images (none for a single run). '
+            'Val Dice: mean over seeds of the best validation step\'s lesion Dice (what every '
+            'choice in this report is made on). '
             '"(= X)" trains the same units as X and shares its run.'
         )
         if normal:
@@ -233,49 +290,64 @@ def time_tables(study: Study, analysis: Analysis) -> list[Table]:
 
 
 def _comparison_row(c: Comparison) -> tuple[str, ...]:
-    d = c.difference
+    t = c.test
     verdict = {
-        'a': f'{label(c.a)} better',
-        'b': f'{label(c.b)} better',
+        'a': f'{label(c.a)} better' if c.kind != 'interaction' else f'larger on {c.target}',
+        'b': f'{label(c.b)} better' if c.kind != 'interaction' else f'larger on {c.versus}',
         'equivalent': 'equivalent',
         'no evidence': 'no evidence',
+        'not reached': 'not reached',
         'untested': 'not tested',
     }[c.verdict]
     if c.flagged:
         verdict += ' (still improving runs)'
-    if d is None:
-        return (f'{label(c.a)} - {label(c.b)}', c.scope or '-', *['-'] * 6, verdict)
-    t = d.t_test
+    name = f'{label(c.a)} - {label(c.b)}'
+    if c.kind == 'interaction':
+        name = f'({name}) on {c.target} - on {c.versus}'
+    role = 'primary' if c.role == PRIMARY else 'secondary'
+    if t is None or not t.defined:
+        return (name, c.scope or '-', role, *['-'] * 6, verdict)
+    adjusted = c.decision if c.role == PRIMARY else p_text(c.p_adjusted)
     return (
-        f'{label(c.a)} - {label(c.b)}',
+        name,
         c.scope or '-',
-        f'{d.interval.num_seeds} x {d.interval.num_images}',
-        f'{d.estimate:+.3f} [{d.interval.low:+.3f}, {d.interval.high:+.3f}]',
-        p_text(d.p),
-        p_text(c.p_holm),
-        p_text(c.p_tost_holm),
-        f'{t.t:.2f} ({t.df}), {p_text(t.p)}' if np.isfinite(t.t) else '-',
+        role,
+        t.base,
+        f'{t.estimate:+.3f} [{t.low:+.3f}, {t.high:+.3f}]',
+        f'{t.t:.2f} ({t.df:.1f})',
+        p_text(t.p),
+        adjusted,
+        p_text(c.p_tost_adjusted) if c.role != PRIMARY else '-',
+        f'{t.mdd:.3f}',
         verdict,
     )
 
 
 def comparison_tables(study: Study, analysis: Analysis) -> list[Table]:
     columns = (
-        'A - B', 'scope', 'seeds x images', 'difference [95% CI]', 'p', 'p Holm',
-        'TOST p Holm', 't (df), p', 'verdict',
+        'A - B', 'scope', 'role', 'seeds x images', 'difference [95% CI]', 't (df)', 'p',
+        'p Holm (primary: fixed sequence)', 'TOST p Holm', 'detectable (80% power)', 'verdict',
     )  # fmt: skip
+    note = (
+        'Paired by seed and test image; crossed t-test (images and seeds random; Satterthwaite '
+        'df); 95% CI not adjusted. Primary: the declared endpoint, fixed sequence at 0.05. '
+        'Secondary: p Holm-adjusted over every secondary comparison of this report; TOST: '
+        f'equivalence within +-{analysis.settings.margin:g} Dice, Holm-adjusted. Detectable: '
+        'the difference found with 80% power at 0.05 (unadjusted) with this n. Interactions: '
+        'the gap on one target minus the gap on another (independent test sets, unpaired).'
+    )
     out = []
+    every = list(analysis.comparisons)
     for target, num_train in study.cells:
-        cell = [c for c in analysis.comparisons if (c.target, c.num_train) == (target, num_train)]
-        if not cell:
-            continue
-        note = (
-            'Paired by seed and test image; hierarchical bootstrap (seeds and images resampled, '
-            f'{analysis.settings.resamples} resamples, seed {analysis.settings.seed}). p: '
-            'bootstrap, two-sided; p Holm: Holm-adjusted over all headline comparisons of this '
-            f'report; TOST: equivalence within +-{analysis.settings.margin:g} Dice, Holm-adjusted; '
-            't: paired t-test over per-seed means (secondary).'
-        )
-        rows = tuple(_comparison_row(c) for c in cell)
-        out.append(Table(f'Comparisons: {cell_name(target, num_train)}', columns, rows, note))
+        cell = [
+            c for c in every if (c.target, c.num_train) == (target, num_train)
+            and c.kind != 'interaction'
+        ]  # fmt: skip
+        if cell:
+            rows = tuple(_comparison_row(c) for c in cell)
+            out.append(Table(f'Comparisons: {cell_name(target, num_train)}', columns, rows, note))
+    between = [c for c in every if c.kind == 'interaction']
+    if between:
+        rows = tuple(_comparison_row(c) for c in between)
+        out.append(Table('Comparisons between targets (interactions)', columns, rows, note))
     return out
