@@ -54,7 +54,12 @@ class SourceComparison:
             f'(95% CI {c.low:+.3f} to {c.high:+.3f}, p = {c.p:.3g}, crossed t-test over '
             f'{c.num_replicates} seeds x {c.num_images} images, df {c.df:.1f})'
         )
-        if c.p < stats.ALPHA:
+        if not c.defined:
+            verdict = (
+                f'untestable: the change has no spread over its {c.num_replicates} seeds x '
+                f'{c.num_images} images (identical runs?)'
+            )
+        elif c.p < stats.ALPHA:
             smaller = abs(self.gap_b.estimate) < abs(self.gap_a.estimate)
             verdict = f'the gap {"shrinks" if smaller else "grows"} with {b}'
         elif c.p_tost < stats.ALPHA:
