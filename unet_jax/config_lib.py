@@ -471,6 +471,29 @@ def _data_problems(data, where: str, need, problems: list[str]) -> None:
                 lambda v: _is_int(v) and 0 <= v < data.num_folds,
                 f'must be in 0..{data.num_folds - 1} (config.data.num_folds={data.num_folds})',
             )
+    if need(
+        'data.outer_folds',
+        lambda v: _is_int(v) and (v == 0 or v >= 2),
+        'must be 0 (no outer cross-validation) or at least 2 (test folds)',
+    ):
+        if data.outer_folds:
+            need(
+                'data.outer_fold',
+                lambda v: _is_int(v) and 0 <= v < data.outer_folds,
+                f'must be in 0..{data.outer_folds - 1} '
+                f'(config.data.outer_folds={data.outer_folds})',
+            )
+            if fraction(data.val_fraction) and 1 / data.outer_folds + data.val_fraction >= 1:
+                problems.append(
+                    f'{where}.val_fraction={data.val_fraction:g} with outer_folds='
+                    f'{data.outer_folds} (test folds of 1/{data.outer_folds}) leaves no training '
+                    'cases; lower val_fraction or use more folds.'
+                )
+    need(
+        'data.allow_near_duplicates',
+        lambda v: isinstance(v, bool),
+        'must be True or False',
+    )
     if data.name == 'folder':
         need(
             'data.folder.pairing',

@@ -14,15 +14,12 @@ and warns, with the case names, about
   * near-duplicates: different files of nearly the same image (another frame of the same
     scan; BUSI has several), found by a perceptual hash.
 
-Exact duplicates are equal preprocessed arrays (SHA-1 of their bytes). The perceptual hash is a
-DCT hash: the image (grey) shrunk to 32x32, its 16x16 lowest-frequency DCT coefficients but the
-constant one, each compared with their median: 255 bits. Two images are near-duplicates when
-their hashes differ in at most `NEAR_DUPLICATE_BITS` bits (about 10 %). Measured at 128x128:
-frames of one BUSI lesion differ in 10-22 bits; different simulated chest radiographs (which
-look much alike) in 30 or more, different JSRT radiographs in 54 or more, different ECSSD
-photos in 90 or more, different simulated ultrasound images in 80 or more. (The 8x8 hash usual
-for photos cannot tell chest radiographs apart: different JSRT patients differ in as few as 4
-of its 63 bits.)
+Exact duplicates are equal preprocessed arrays; near-duplicates have close perceptual hashes
+(`unet_jax.data.duplicates`: a 255-bit DCT hash, at most `NEAR_DUPLICATE_BITS` bits apart). The
+split assignment keeps each target's near-duplicate clusters in one split
+(`pipeline.assign_splits`; `config.data.allow_near_duplicates` turns that off), and the report
+says, per target, how many clusters and images were grouped (`LeakReport.grouping`, in its
+summary and in leak_check.json).
 
 `check_study(config)` is what the study calls at its start; `check_study_data` checks splits
 already in memory.
@@ -32,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Any
@@ -40,20 +36,14 @@ from typing import Any
 from absl import logging
 import ml_collections
 import numpy as np
-from PIL import Image
-import scipy.fft
 
 from unet_jax import config_lib, families
-from unet_jax.data import pipeline
+from unet_jax.data import duplicates, pipeline
+from unet_jax.data.duplicates import HASH_BITS, NEAR_DUPLICATE_BITS
 
 PRETRAIN = 'pretrain'
 EVALUATION_SPLITS = ('val', 'test')
-HASH_SIZE = 16  # side of the block of low-frequency DCT coefficients
-HASH_BITS = HASH_SIZE * HASH_SIZE - 1
-NEAR_DUPLICATE_BITS = 26  # about 10 % of HASH_BITS
-_SHRINK = 32
 _SHOWN = 20
-_CHUNK = 2048
 
 
 class LeakError(ValueError):
@@ -103,10 +93,15 @@ KINDS = {
 
 @dataclasses.dataclass
 class LeakReport:
-    """What the check compared and found; `errors` stop a study, `warnings` are logged."""
+    """What the check compared and found; `errors` stop a study, `warnings` are logged;
+    `grouping` holds each target's near-duplicate clusters (kept in one split by the split
+    assignment unless the target sets data.allow_near_duplicates)."""
 
     num_images: dict[str, int]  # set -> images checked
     findings: list[Finding]
+    grouping: dict[str, duplicates.Grouping] = dataclasses.field(default_factory=dict)
+    # target -> clusters whose members lie in more than one split
+    straddling: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:
@@ -130,7 +125,25 @@ class LeakReport:
             lines += [f'  {f}' for f in found[:_SHOWN]]
             if len(found) > _SHOWN:
                 lines.append(f'  ... ({len(found)} in all)')
+        if self.grouping:
+            lines.append(self.grouping_summary())
         return '\n'.join(lines)
+
+    def grouping_summary(self) -> str:
+        """One line: the near-duplicate clusters per target, e.g. 'near-duplicate clusters:
+        busi 12 clusters of 27 images (of 647), each in one split; jsrt none (of 247)'."""
+        parts = []
+        for name, grouping in self.grouping.items():
+            if not grouping.clusters:
+                parts.append(f'{name} none (of {grouping.num_cases})')
+                continue
+            straddling = self.straddling.get(name, 0)
+            where = f'{straddling} across splits' if straddling else 'each in one split'
+            parts.append(
+                f'{name} {grouping.num_clusters} clusters of {grouping.num_images} images '
+                f'(of {grouping.num_cases}), {where}'
+            )
+        return 'near-duplicate clusters: ' + '; '.join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +154,10 @@ class LeakReport:
                 dict(kind=f.kind, error=KINDS[f.kind][0], a=str(f.a), b=str(f.b), bits=f.distance)
                 for f in self.findings
             ],
+            'grouping': {
+                name: dict(grouping.to_dict(), straddling=self.straddling.get(name, 0))
+                for name, grouping in self.grouping.items()
+            },
         }
 
 
@@ -157,32 +174,14 @@ class Hashes:
     bits: np.ndarray  # bool [N, HASH_BITS]
 
 
-def perceptual_hash(image: np.ndarray) -> np.ndarray:
-    """The 255-bit DCT hash (bool) of an image [H, W, C] (see the module docstring)."""
-    grey = np.asarray(image, np.float32).mean(axis=-1)
-    small = np.asarray(Image.fromarray(grey, 'F').resize((_SHRINK, _SHRINK), Image.BOX))
-    coefficients = scipy.fft.dctn(small, norm='ortho')[:HASH_SIZE, :HASH_SIZE].ravel()[1:]
-    return coefficients > np.median(coefficients)
-
-
 def hash_splits(name: str, splits: Mapping[str, pipeline.Split]) -> Hashes:
-    refs, digests, bits = [], [], []
+    refs, digests, images = [], [], []
     for split, data in splits.items():
         for id_, image in zip(data.ids, data.image):
             refs.append(Ref(name, split, str(id_)))
-            digests.append(hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
-            bits.append(perceptual_hash(image))
-    return Hashes(name, refs, digests, np.asarray(bits, bool).reshape(len(refs), HASH_BITS))
-
-
-def _close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> Iterable[tuple[int, int, int]]:
-    """(i, j, distance) of rows of a and b whose Hamming distance is <= max_distance."""
-    signs_b = np.where(b, 1.0, -1.0).astype(np.float32).T
-    for start in range(0, len(a), _CHUNK):
-        signs_a = np.where(a[start : start + _CHUNK], 1.0, -1.0).astype(np.float32)
-        distance = np.rint((HASH_BITS - signs_a @ signs_b) / 2).astype(int)
-        for i, j in zip(*np.nonzero(distance <= max_distance)):
-            yield start + int(i), int(j), int(distance[i, j])
+            digests.append(duplicates.digest(image))
+            images.append(image)
+    return Hashes(name, refs, digests, duplicates.hash_images(images))
 
 
 # ----------------------------------------------------------------------------- the check
@@ -192,7 +191,7 @@ def _close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> Iterable[tu
 
 def _within_target(target: Hashes, max_distance: int) -> list[Finding]:
     findings = []
-    for i, j, distance in _close_pairs(target.bits, target.bits, max_distance):
+    for i, j, distance in duplicates.close_pairs(target.bits, target.bits, max_distance):
         if i >= j:
             continue
         a, b = target.refs[i], target.refs[j]
@@ -204,9 +203,18 @@ def _within_target(target: Hashes, max_distance: int) -> list[Finding]:
     return findings
 
 
+def _grouping(target: Hashes, max_distance: int) -> tuple[duplicates.Grouping, int]:
+    """A target's near-duplicate clusters and how many of them lie in more than one split."""
+    ids = [ref.id for ref in target.refs]
+    grouping = duplicates.find_clusters(ids, target.bits, max_distance=max_distance)
+    split_of = {ref.id: ref.split for ref in target.refs}
+    straddling = sum(len({split_of[i] for i in c}) > 1 for c in grouping.clusters)
+    return grouping, straddling
+
+
 def _against_pretraining(pretrain: Hashes, target: Hashes, max_distance: int) -> list[Finding]:
     findings = []
-    for i, j, distance in _close_pairs(target.bits, pretrain.bits, max_distance):
+    for i, j, distance in duplicates.close_pairs(target.bits, pretrain.bits, max_distance):
         a, b = target.refs[i], pretrain.refs[j]
         if target.digests[i] != pretrain.digests[j]:
             findings.append(Finding('near_duplicate', a, b, distance))
@@ -228,14 +236,16 @@ def check_hashes(
     targets = list(targets)
     num_images = {} if pretrain is None else {PRETRAIN: len(pretrain.refs)}
     findings = []
+    grouping, straddling = {}, {}
     for target in targets:
         num_images[target.name] = len(target.refs)
         findings += _within_target(target, max_distance)
+        grouping[target.name], straddling[target.name] = _grouping(target, max_distance)
         if pretrain is not None:
             findings += _against_pretraining(pretrain, target, max_distance)
     kinds = list(KINDS)
     findings.sort(key=lambda f: (kinds.index(f.kind), f.a, f.b))
-    report = LeakReport(num_images=num_images, findings=findings)
+    report = LeakReport(num_images, findings, grouping, straddling)
     if report.errors:
         raise LeakError(
             f'{report.summary()}\nThe study would score images that were trained on. Fix: give '
