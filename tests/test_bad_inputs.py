@@ -152,6 +152,10 @@ COMMAND_CASES = {
         ('--config.data.outer_folds=5', '--config.data.outer_fold=5'),
         ('config.data.outer_fold=5', 'must be in 0..4', 'outer_folds=5'),
     ),
+    'near-duplicate-bits-out-of-range': CommandCase(
+        ('--config.data.near_duplicate_bits=300',),
+        ('config.data.near_duplicate_bits=300', "-1 (the set's own)", '0..254'),
+    ),
     'folder-images-unset': CommandCase(
         ('--config.data.name=folder',),
         ('config.data.folder.images', '--config.data.folder.images='),

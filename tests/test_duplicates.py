@@ -49,3 +49,18 @@ def test_clusters_are_connected_groups_of_near_duplicates_and_exact_copies():
     assert grouping.to_dict()['clusters'] == [['case03', 'case04', 'case05'], ['case07', 'case09']]
     alone = duplicates.find_clusters(ids[:3], duplicates.hash_images(images[:3]))
     assert alone.clusters == () and alone.summary() == 'no near-duplicate clusters among 3 images'
+
+
+def test_the_distance_decides_what_is_a_near_duplicate():
+    """A frame further from its scan than 26 bits is one only at a larger distance (BUSI's)."""
+    images = _images(6, 2)
+    noise = np.random.default_rng(4).standard_normal(images.shape[1:])
+    images[5] = images[0] + 0.2 * noise  # 32 bits from images[0]
+    bits = duplicates.hash_images(images)
+    distance = int(np.sum(bits[0] != bits[5]))
+    assert duplicates.NEAR_DUPLICATE_BITS < distance <= duplicates.set_near_duplicate_bits('busi')
+    ids = [str(i) for i in range(6)]
+    assert duplicates.find_clusters(ids, bits).clusters == ()
+    busi = duplicates.set_near_duplicate_bits('busi')
+    wide = duplicates.find_clusters(ids, bits, max_distance=busi)
+    assert wide.clusters == (('0', '5'),) and wide.near_duplicate_bits == 64

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import leakage, pipeline
+from unet_jax.data import duplicates, leakage, pipeline
 
 
 def _config(**kwargs):
@@ -324,3 +324,14 @@ def test_few_shot_subsets_are_nested_and_share_the_test_fold(tmp_path):
         by_seed[seed] = subsets
     assert len(by_seed['test']) == 1 and len(by_seed['val']) == 1
     assert by_seed[0][6] != by_seed[1][6]
+
+
+def test_near_duplicate_distance_is_the_sets_own_unless_set():
+    c = _config(name='busi')
+    assert pipeline.near_duplicate_bits(c) == duplicates.SET_NEAR_DUPLICATE_BITS['busi'] == 64
+    assert pipeline.near_duplicate_bits(_config(name='jsrt')) == duplicates.NEAR_DUPLICATE_BITS
+    c.near_duplicate_bits = 10
+    assert pipeline.near_duplicate_bits(c) == 10
+    c.near_duplicate_bits = 255
+    with pytest.raises(ValueError, match=r'near_duplicate_bits=255 must be -1 .* or in 0..254'):
+        pipeline.near_duplicate_bits(c)

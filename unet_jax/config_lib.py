@@ -28,7 +28,7 @@ from typing import Any
 import ml_collections
 
 from unet_jax import cli
-from unet_jax.data import builders, folder, pipeline
+from unet_jax.data import builders, duplicates, folder, pipeline
 
 ConfigError = cli.ConfigError
 
@@ -489,10 +489,11 @@ def _data_problems(data, where: str, need, problems: list[str]) -> None:
                     f'{data.outer_folds} (test folds of 1/{data.outer_folds}) leaves no training '
                     'cases; lower val_fraction or use more folds.'
                 )
+    need('data.allow_near_duplicates', lambda v: isinstance(v, bool), 'must be True or False')
     need(
-        'data.allow_near_duplicates',
-        lambda v: isinstance(v, bool),
-        'must be True or False',
+        'data.near_duplicate_bits',
+        lambda v: _is_int(v) and (v == -1 or 0 <= v < duplicates.HASH_BITS),
+        f"must be -1 (the set's own) or in 0..{duplicates.HASH_BITS - 1} (perceptual-hash bits)",
     )
     if data.name == 'folder':
         need(

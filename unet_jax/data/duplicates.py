@@ -3,14 +3,21 @@
 Two images are the same when their preprocessed arrays (what the model sees) are equal (SHA-1
 of their bytes), and nearly the same when their perceptual hashes are close. The perceptual
 hash is a DCT hash: the image (grey) shrunk to 32x32, its 16x16 lowest-frequency DCT
-coefficients but the constant one, each compared with their median: 255 bits. Two images are
-near-duplicates when their hashes differ in at most `NEAR_DUPLICATE_BITS` bits (about 10 %).
-Measured at 128x128: frames of one BUSI lesion differ in 10-22 bits; different simulated chest
-radiographs (which look much alike) in 30 or more, different JSRT radiographs in 54 or more,
-different ECSSD photos in 90 or more, different simulated ultrasound images in 80 or more. (The
-8x8 hash usual for photos cannot tell chest radiographs apart: different JSRT patients differ
-in as few as 4 of its 63 bits.) Equal arrays have equal hashes, so exact duplicates are
-near-duplicates at distance 0.
+coefficients but the constant one, each compared with their median: 255 bits (a distance is
+always even). Equal arrays have equal hashes, so exact duplicates are near-duplicates at
+distance 0. (The 8x8 hash usual for photos cannot tell chest radiographs apart: different JSRT
+patients differ in as few as 4 of its 63 bits.)
+
+Two images are near-duplicates when their hashes differ in at most `NEAR_DUPLICATE_BITS` bits
+(26, about 10 %), or the set's own distance (`SET_NEAR_DUPLICATE_BITS`, `data.
+near_duplicate_bits`), because the gap between frames of one scan and different scans depends on
+the modality. Measured at 128x128 on the complete sets: different JSRT radiographs differ in 44
+bits or more (no pair closer), different simulated chest radiographs in 30 or more, different
+ECSSD photos in 90 or more, different simulated ultrasound images in 80 or more. In BUSI (647
+images with a lesion) frames of one lesion (consecutive case numbers, the same calipers and
+labels) lie at every distance up to about 80 bits: the 30 pairs between 28 and 80 bits that were
+looked at were all the same lesion, and most pairs lie at 88-130. BUSI therefore groups at 64
+bits (116 clusters of 255 images; at 26 bits 96 clusters of 207), every other set at 26.
 
 A cluster is a connected group of near-duplicates: a ~ b and b ~ c put a, b and c in one cluster
 even when a and c are further apart. The split assignment (`pipeline.assign_splits`) puts every
@@ -31,9 +38,16 @@ import scipy.fft
 HASH_SIZE = 16  # side of the block of low-frequency DCT coefficients
 HASH_BITS = HASH_SIZE * HASH_SIZE - 1
 NEAR_DUPLICATE_BITS = 26  # about 10 % of HASH_BITS
+# Sets whose near-duplicates lie further apart (see the module docstring), by `data.name`.
+SET_NEAR_DUPLICATE_BITS = {'busi': 64}
 _SHRINK = 32
 _CHUNK = 2048
 _SHOWN = 10
+
+
+def set_near_duplicate_bits(name: str) -> int:
+    """The hash distance within which images of set `name` are near-duplicates."""
+    return SET_NEAR_DUPLICATE_BITS.get(name, NEAR_DUPLICATE_BITS)
 
 
 def perceptual_hash(image: np.ndarray) -> np.ndarray:
@@ -91,6 +105,7 @@ class Grouping:
 
     num_cases: int  # cases compared
     clusters: tuple[tuple[str, ...], ...]
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS  # the largest hash distance of a pair
 
     @property
     def num_clusters(self) -> int:
@@ -119,6 +134,7 @@ class Grouping:
     def to_dict(self) -> dict[str, Any]:
         return {
             'num_cases': self.num_cases,
+            'near_duplicate_bits': self.near_duplicate_bits,
             'num_clusters': self.num_clusters,
             'num_images': self.num_images,
             'clusters': [list(c) for c in self.clusters],
@@ -133,4 +149,4 @@ def find_clusters(
     ids = [str(i) for i in ids]
     edges = ((i, j) for i, j, _ in close_pairs(bits, bits, max_distance) if i < j)
     clusters = (tuple(sorted(ids[k] for k in c)) for c in _components(len(ids), edges))
-    return Grouping(num_cases=len(ids), clusters=tuple(sorted(clusters)))
+    return Grouping(len(ids), tuple(sorted(clusters)), max_distance)

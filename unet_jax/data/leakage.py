@@ -172,16 +172,21 @@ class Hashes:
     refs: list[Ref]
     digests: list[str]  # SHA-1 of the preprocessed image's bytes
     bits: np.ndarray  # bool [N, HASH_BITS]
+    # Near-duplicates within this set: hashes at most this many bits apart (None: the check's
+    # max_distance); a target's data.near_duplicate_bits, the distance its splits group by.
+    near_duplicate_bits: int | None = None
 
 
-def hash_splits(name: str, splits: Mapping[str, pipeline.Split]) -> Hashes:
+def hash_splits(
+    name: str, splits: Mapping[str, pipeline.Split], near_duplicate_bits: int | None = None
+) -> Hashes:
     refs, digests, images = [], [], []
     for split, data in splits.items():
         for id_, image in zip(data.ids, data.image):
             refs.append(Ref(name, split, str(id_)))
             digests.append(duplicates.digest(image))
             images.append(image)
-    return Hashes(name, refs, digests, duplicates.hash_images(images))
+    return Hashes(name, refs, digests, duplicates.hash_images(images), near_duplicate_bits)
 
 
 # ----------------------------------------------------------------------------- the check
@@ -239,8 +244,9 @@ def check_hashes(
     grouping, straddling = {}, {}
     for target in targets:
         num_images[target.name] = len(target.refs)
-        findings += _within_target(target, max_distance)
-        grouping[target.name], straddling[target.name] = _grouping(target, max_distance)
+        within = max_distance if target.near_duplicate_bits is None else target.near_duplicate_bits
+        findings += _within_target(target, within)
+        grouping[target.name], straddling[target.name] = _grouping(target, within)
         if pretrain is not None:
             findings += _against_pretraining(pretrain, target, max_distance)
     kinds = list(KINDS)
@@ -313,17 +319,16 @@ def check_study(
     config: ml_collections.ConfigDict, *, max_distance: int = NEAR_DUPLICATE_BITS
 ) -> LeakReport:
     """The leak check of a study config (configs/layerwise.py): loads the pre-training set and
-    every target one at a time (only their hashes are kept) and checks them."""
+    every target one at a time (only their hashes are kept) and checks them; a target's own
+    near-duplicates are those within its data.near_duplicate_bits (what its splits group)."""
     source = pretrain_data(config)
     pretrain = None
     if source is not None:
         data, in_channels = source
         pretrain = hash_splits(PRETRAIN, pipeline.load_splits(data, in_channels=in_channels))
-    targets = [
-        hash_splits(
-            name,
-            pipeline.load_splits(target_data(config, name), in_channels=config.model.in_channels),
-        )
-        for name in config.study.targets
-    ]
+    targets = []
+    for name in config.study.targets:
+        data = target_data(config, name)
+        splits = pipeline.load_splits(data, in_channels=config.model.in_channels)
+        targets.append(hash_splits(name, splits, pipeline.near_duplicate_bits(data)))
     return check_hashes(pretrain, targets, max_distance=max_distance)

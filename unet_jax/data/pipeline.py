@@ -90,6 +90,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     # fall into one fold and one split; one that an official split puts into two splits is an
     # error. True: splits by case only (near-duplicates may straddle; the leak check lists them).
     c.allow_near_duplicates = False
+    # Two images are near-duplicates when their 255-bit DCT hashes differ in at most this many
+    # bits; -1 = the set's own distance (duplicates.SET_NEAR_DUPLICATE_BITS: BUSI 64, else 26).
+    c.near_duplicate_bits = -1
     c.num_train = -1  # Training subset size (-1 = all training cases).
     c.subset_seed = 0  # Seed of the training subset; subsets of one seed are nested.
     c.drop_normal = False  # Leave out normal cases: labelled 'normal' or with an empty mask.
@@ -395,7 +398,23 @@ def _normal_cases(arrays: dict[str, dict]) -> set[str]:
     }
 
 
-def near_duplicates(arrays: Mapping[str, dict], kept: set[str]) -> duplicates.Grouping:
+def near_duplicate_bits(data_config) -> int:
+    """The hash distance within which a set's images are near-duplicates: the config's, or with
+    -1 (and in configs written before the field existed) the set's own."""
+    bits = int(data_config.get('near_duplicate_bits', -1))
+    if bits == -1:
+        return duplicates.set_near_duplicate_bits(data_config.name)
+    if not 0 <= bits < duplicates.HASH_BITS:
+        raise ValueError(
+            f'config.data.near_duplicate_bits={bits} must be -1 (the set\'s own) or in '
+            f'0..{duplicates.HASH_BITS - 1} (bits of the perceptual hash).'
+        )
+    return bits
+
+
+def near_duplicates(
+    arrays: Mapping[str, dict], kept: set[str], *, max_distance: int
+) -> duplicates.Grouping:
     """The near-duplicate clusters among the `kept` cases of a set's preprocessed arrays."""
     ids, images = [], []
     for a in arrays.values():
@@ -403,7 +422,8 @@ def near_duplicates(arrays: Mapping[str, dict], kept: set[str]) -> duplicates.Gr
             if str(id_) in kept:
                 ids.append(str(id_))
                 images.append(image)
-    return duplicates.find_clusters(ids, duplicates.hash_images(images))
+    bits = duplicates.hash_images(images)
+    return duplicates.find_clusters(ids, bits, max_distance=max_distance)
 
 
 def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> dict[str, Split]:
@@ -427,7 +447,11 @@ def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> 
     }
     group_of = {}
     if not data_config.get('allow_near_duplicates', False):
-        grouping = near_duplicates(arrays, {i for ids in official.values() for i in ids})
+        grouping = near_duplicates(
+            arrays,
+            {i for ids in official.values() for i in ids},
+            max_distance=near_duplicate_bits(data_config),
+        )
         logging.info('%s: %s, each kept in one split.', data_config.name, grouping.summary())
         group_of = grouping.group_of()
     splits = {}
