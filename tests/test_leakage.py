@@ -55,6 +55,22 @@ def test_a_target_test_image_in_pretraining_stops_naming_both_sides():
     ]
 
 
+def test_with_outer_folds_a_pretraining_copy_of_a_training_image_is_a_leak():
+    """Every image of an outer-fold target is tested in some fold: a copy of this fold's training
+    image in pre-training stops the study too."""
+    target = _target()
+    pretraining = _images(10, 7)
+    pretraining[2] = target['train'].image[3]
+    pretrain = leakage.hash_splits('pretrain', {'train': _split(pretraining, 'p')})
+    one_test_split = leakage.hash_splits('a', target)
+    assert [f.kind for f in leakage.check_hashes(pretrain, [one_test_split]).findings] == [
+        'pretrain_in_training'
+    ]
+    folds = leakage.hash_splits('a', target, every_image_tested=True)
+    with pytest.raises(leakage.LeakError, match=r'a/train/tr3 == pretrain/train/p2'):
+        leakage.check_hashes(pretrain, [folds])
+
+
 def test_duplicates_within_a_target():
     """Across splits: an error. In one split, or a pre-training copy of a training image: a
     warning. A near-duplicate (noise, another gain): a warning with both names."""

@@ -4,7 +4,8 @@ A study's answer is only as good as its test sets. This check hashes the preproc
 (what the model sees) of the pre-training set and of every target and stops the study, naming
 both sides (set/split/case), when
 
-  * a pre-training image is also a target's validation or test image, or
+  * a pre-training image is also a target's validation or test image (with outer
+    cross-validation any target image: each is a test image in one of the folds), or
   * an image occurs in two splits of one target (train/val/test),
 
 and warns, with the case names, about
@@ -83,7 +84,10 @@ class Finding:
 
 # kind -> (is an error, what it means)
 KINDS = {
-    'pretrain_in_evaluation': (True, 'pre-training images that are target validation/test images'),
+    'pretrain_in_evaluation': (
+        True,
+        'pre-training images that are target validation/test images (with outer folds: any)',
+    ),
     'across_splits': (True, 'images in two splits of one target'),
     'pretrain_in_training': (False, 'pre-training images that are target training images'),
     'within_split': (False, 'images twice in one split'),
@@ -175,10 +179,17 @@ class Hashes:
     # Near-duplicates within this set: hashes at most this many bits apart (None: the check's
     # max_distance); a target's data.near_duplicate_bits, the distance its splits group by.
     near_duplicate_bits: int | None = None
+    # With outer cross-validation every image is a test image in one of the folds, so a
+    # pre-training copy of any of them is a leak, whatever split this fold puts it in.
+    every_image_tested: bool = False
 
 
 def hash_splits(
-    name: str, splits: Mapping[str, pipeline.Split], near_duplicate_bits: int | None = None
+    name: str,
+    splits: Mapping[str, pipeline.Split],
+    near_duplicate_bits: int | None = None,
+    *,
+    every_image_tested: bool = False,
 ) -> Hashes:
     refs, digests, images = [], [], []
     for split, data in splits.items():
@@ -186,7 +197,8 @@ def hash_splits(
             refs.append(Ref(name, split, str(id_)))
             digests.append(duplicates.digest(image))
             images.append(image)
-    return Hashes(name, refs, digests, duplicates.hash_images(images), near_duplicate_bits)
+    bits = duplicates.hash_images(images)
+    return Hashes(name, refs, digests, bits, near_duplicate_bits, every_image_tested)
 
 
 # ----------------------------------------------------------------------------- the check
@@ -223,7 +235,7 @@ def _against_pretraining(pretrain: Hashes, target: Hashes, max_distance: int) ->
         a, b = target.refs[i], pretrain.refs[j]
         if target.digests[i] != pretrain.digests[j]:
             findings.append(Finding('near_duplicate', a, b, distance))
-        elif a.split in EVALUATION_SPLITS:
+        elif a.split in EVALUATION_SPLITS or target.every_image_tested:
             findings.append(Finding('pretrain_in_evaluation', a, b, 0))
         else:
             findings.append(Finding('pretrain_in_training', a, b, 0))
@@ -330,5 +342,7 @@ def check_study(
     for name in config.study.targets:
         data = target_data(config, name)
         splits = pipeline.load_splits(data, in_channels=config.model.in_channels)
-        targets.append(hash_splits(name, splits, pipeline.near_duplicate_bits(data)))
+        tested = data.get('outer_folds', 0) >= 2
+        bits = pipeline.near_duplicate_bits(data)
+        targets.append(hash_splits(name, splits, bits, every_image_tested=tested))
     return check_hashes(pretrain, targets, max_distance=max_distance)
