@@ -53,6 +53,8 @@ STUDY_OWNED_FIELDS = {
     'data.image_size': 'the model and the pre-training share it: set --config.data.image_size',
     'data.num_train': 'the study sets it per point from config.study.num_train',
     'data.subset_seed': "the study sets it per point from the point's seed",
+    'data.outer_folds': 'every target runs on the same folds: set --config.data.outer_folds',
+    'data.outer_fold': 'the study runs every fold of config.data.outer_folds',
 }
 # Chest radiographs: a left-right flip moves the heart to the other side, an image that never
 # occurs, so these sets train without flips.
