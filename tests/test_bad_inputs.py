@@ -145,6 +145,17 @@ COMMAND_CASES = {
         ('--config.data.test_fraction=0.6', '--config.data.val_fraction=0.5'),
         ('test_fraction + val_fraction = 1.1', 'below 1'),
     ),
+    'outer-folds-one': CommandCase(
+        ('--config.data.outer_folds=1',), ('config.data.outer_folds=1', '0 (no outer', 'at least 2')
+    ),
+    'outer-fold-out-of-range': CommandCase(
+        ('--config.data.outer_folds=5', '--config.data.outer_fold=5'),
+        ('config.data.outer_fold=5', 'must be in 0..4', 'outer_folds=5'),
+    ),
+    'near-duplicate-bits-out-of-range': CommandCase(
+        ('--config.data.near_duplicate_bits=300',),
+        ('config.data.near_duplicate_bits=300', "-1 (the set's own)", '0..254'),
+    ),
     'folder-images-unset': CommandCase(
         ('--config.data.name=folder',),
         ('config.data.folder.images', '--config.data.folder.images='),

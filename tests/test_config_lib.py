@@ -102,6 +102,8 @@ def test_apply_target_sets_data_and_augment_fields():
         ({'data': {'num_examples': 'many'}}, r"mine\.data\.num_examples='many': .* takes a int"),
         ({'data': {'num_train': 10}}, r'mine\.data\.num_train: a target cannot set it \(the stud'),
         ({'data': {'image_size': 32}}, r'mine\.data\.image_size: a target cannot set it'),
+        ({'data': {'outer_fold': 1}}, r'mine\.data\.outer_fold: a target cannot set it \(the st'),
+        ({'data': {'outer_folds': 5}}, r'mine\.data\.outer_folds: .* --config\.data\.outer_folds'),
         ({'data': {'name': 'bussi'}}, r"mine\.data\.name='bussi' is not a data set; valid: .*busi"),
         ({'data': {'name': 'folder'}}, r'mine is a folder set without images: set mine\.data\.fo'),
         ({'data': 'busi'}, r"mine\.data: expected a mapping of config\.data fields, got 'busi'"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import pipeline
+from unet_jax.data import duplicates, leakage, pipeline
 
 
 def _config(**kwargs):
@@ -148,3 +148,190 @@ def test_load_splits_folder_set(tmp_path):
     assert {k: len(v) for k, v in splits.items()} == {'train': 2, 'val': 1, 'test': 1}
     assert splits['train'].image.shape == (2, 16, 16, 3)
     assert set(np.unique(splits['train'].mask)) <= {0.0, 1.0}
+
+
+# ----------------------------------------------------------------------------- outer folds
+
+
+def _scene(rng, h=48, w=64):
+    """A smooth random grey scene (uint8): unlike any other, as different scans are."""
+    coarse = rng.integers(0, 256, (4, 4)).astype(np.float32)
+    image = np.kron(coarse, np.ones((h // 4, w // 4))) + rng.normal(0, 6, (h, w))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _noised(rng, image):
+    """Another frame of the same scan: the image with a little noise."""
+    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+
+
+# BUSI cases with planted near-duplicates: each tuple is one cluster (a scene and noised frames).
+BUSI_CLUSTERS = (
+    ('benign (2)', 'benign (3)'),
+    ('benign (7)', 'benign (8)', 'benign (9)'),
+    ('malignant (1)', 'malignant (5)'),
+)
+
+
+def _busi_tree(root, *, benign=14, malignant=6, normal=2, clusters=BUSI_CLUSTERS, seed=0):
+    """A BUSI release layout (<class>/<class> (<n>).png and _mask.png) with near-duplicates."""
+    rng = np.random.default_rng(seed)
+    first = {case: c[0] for c in clusters for case in c}
+    scenes = {}
+    for label, n in (('benign', benign), ('malignant', malignant), ('normal', normal)):
+        for i in range(1, n + 1):
+            case = f'{label} ({i})'
+            owner = first.get(case, case)
+            image = _noised(rng, scenes[owner]) if owner in scenes else _scene(rng)
+            scenes.setdefault(owner, image)
+            save_image(root / label / f'{case}.png', image)
+            mask = (image > 128) & (label != 'normal')
+            save_image(root / label / f'{case}_mask.png', mask.astype(np.uint8) * 255)
+    return root
+
+
+def _busi_config(tmp_path, **kwargs):
+    root = _busi_tree(tmp_path / 'Dataset_BUSI_with_GT')
+    return _config(
+        name='busi', manual_dir=str(root), data_dir=str(tmp_path / 'tfds'), image_size=16, **kwargs
+    )
+
+
+def _split_of(splits):
+    return {i: name for name, split in splits.items() for i in split.ids}
+
+
+def test_outer_folds_test_every_image_once_and_keep_near_duplicates_together(tmp_path):
+    """5 outer folds of 22 BUSI cases with three planted near-duplicate clusters: each case is
+    in exactly one test fold, each cluster in one split of every fold, folds of 4-5 cases."""
+    c = _busi_config(tmp_path, outer_folds=5)
+    folds = []
+    for k in range(5):
+        c.outer_fold = k
+        splits = pipeline.load_splits(c, in_channels=1)
+        split_of = _split_of(splits)
+        assert len(split_of) == 22  # disjoint splits, every case in one
+        for cluster in BUSI_CLUSTERS:
+            assert len({split_of[i] for i in cluster}) == 1, (k, cluster, split_of)
+        assert len(splits['val']) >= round(0.15 * 22)
+        folds.append(splits['test'].ids)
+    tested = [i for f in folds for i in f]
+    assert len(tested) == len(set(tested)) == 22
+    assert all(4 <= len(f) <= 5 for f in folds), [len(f) for f in folds]
+    c.outer_fold = 5
+    with pytest.raises(ValueError, match=r'outer_fold=5 must be in 0..4'):
+        pipeline.load_splits(c, in_channels=1)
+    c.outer_folds, c.outer_fold = 1, 0
+    with pytest.raises(ValueError, match=r'outer_folds=1: use 0 .* or at least 2'):
+        pipeline.load_splits(c, in_channels=1)
+
+
+def test_seeded_splits_keep_near_duplicates_together_unless_allowed(tmp_path):
+    """Without folds too, a cluster is never split across train/val/test, for any split seed;
+    allow_near_duplicates draws by case alone, and then some seed splits a cluster."""
+    c = _busi_config(tmp_path, test_fraction=0.3, val_fraction=0.3)
+    straddled = 0
+    for seed in range(8):
+        c.split_seed, c.allow_near_duplicates = seed, False
+        split_of = _split_of(pipeline.load_splits(c, in_channels=1))
+        assert all(len({split_of[i] for i in cluster}) == 1 for cluster in BUSI_CLUSTERS)
+        if seed == 0:  # the leak check's count of what was grouped: the planted clusters only
+            splits = pipeline.load_splits(c, in_channels=1)
+            report = leakage.check_study_data(None, {'busi': splits})
+            assert report.grouping['busi'].clusters == tuple(sorted(BUSI_CLUSTERS))
+            assert report.straddling == {'busi': 0}
+            assert 'busi 3 clusters of 7 images (of 22), each in one split' in report.summary()
+        c.allow_near_duplicates = True
+        split_of = _split_of(pipeline.load_splits(c, in_channels=1))
+        straddled += any(len({split_of[i] for i in cluster}) > 1 for cluster in BUSI_CLUSTERS)
+    assert straddled > 0
+
+
+def test_units_reduce_to_the_draw_by_case_without_near_duplicates():
+    """With no cluster, the grouped draws are the draws by case: splits of sets without
+    near-duplicates are what they were before grouping."""
+    order = pipeline._permutation(IDS['train'], 0)
+    test, rest = pipeline._take(pipeline._units(order, {}), 20)
+    assert test == order[:20] and rest == order[20:]
+    folds = pipeline._deal(pipeline._units(order, {}), 4)
+    assert folds == [order[k::4] for k in range(4)]
+    grouped = pipeline._deal(pipeline._units(order, {order[1]: 'g', order[2]: 'g'}), 4)
+    assert sorted(len(f) for f in grouped) == [25, 25, 25, 25]
+    assert any({order[1], order[2]} <= set(f) for f in grouped)
+
+
+def test_jsrt_official_test_kept_unless_outer_folds(tmp_path):
+    """JSRT's official Test split is the test split without outer folds (for any split seed);
+    with outer_folds=3 every case of Train, Val and Test is tested exactly once."""
+    fixture = make_layout('jsrt', tmp_path / 'src')
+    c = _config(
+        name='jsrt', manual_dir=str(fixture['root']), data_dir=str(tmp_path / 'tfds'), image_size=16
+    )
+    official_test = ['JPCLN007', 'JPCLN008', 'JPCLN009']
+    for seed in (0, 1):
+        c.split_seed = seed
+        assert pipeline.load_splits(c, in_channels=1)['test'].ids == official_test
+    c.split_seed, c.outer_folds = 0, 3
+    tested = []
+    for k in range(3):
+        c.outer_fold = k
+        splits = pipeline.load_splits(c, in_channels=1)
+        assert len(_split_of(splits)) == 9
+        tested += splits['test'].ids
+    assert sorted(tested) == sorted(fixture['masks']) and len(tested) == 9
+    assert not set(official_test) <= set(pipeline.load_splits(c, in_channels=1)['test'].ids)
+
+
+def test_a_near_duplicate_across_official_splits_is_an_error_unless_allowed(tmp_path):
+    """A frame of an official Train image copied (noised) into Test: the official split cannot
+    keep the cluster together, so loading it names both and the fixes; outer folds regroup it."""
+    fixture = make_layout('jsrt', tmp_path / 'src')
+    base = fixture['root']
+    rng = np.random.default_rng(0)
+    scene = _scene(rng, 24, 32)
+    save_image(base / 'Train' / 'Images' / 'JPCLN001.png', scene)
+    save_image(base / 'Test' / 'Images' / 'JPCLN009.png', _noised(rng, scene))
+    c = _config(name='jsrt', manual_dir=str(base), data_dir=str(tmp_path / 'tfds'), image_size=16)
+    message = r'(?s)1 near-duplicate clusters of .jsrt. lie in two splits.*'
+    message += r'train/JPCLN001 ~ test/JPCLN009.*outer_folds.*allow_near_duplicates=True'
+    with pytest.raises(ValueError, match=message):
+        pipeline.load_splits(c, in_channels=1)
+    c.allow_near_duplicates = True
+    official_test = ['JPCLN007', 'JPCLN008', 'JPCLN009']
+    assert pipeline.load_splits(c, in_channels=1)['test'].ids == official_test
+    c.allow_near_duplicates, c.outer_folds = False, 3
+    for k in range(3):
+        c.outer_fold = k
+        split_of = _split_of(pipeline.load_splits(c, in_channels=1))
+        assert split_of['JPCLN001'] == split_of['JPCLN009']
+
+
+def test_few_shot_subsets_are_nested_and_share_the_test_fold(tmp_path):
+    """sizes 3, 6, 12 of one seed: nested subsets of the training folds, the same validation and
+    test split (the outer fold), whatever the size and the seed."""
+    c = _busi_config(tmp_path, outer_folds=4, outer_fold=2)
+    by_seed = {}
+    for seed in (0, 1):
+        subsets = {}
+        for n in (3, 6, 12, -1):
+            c.num_train, c.subset_seed = n, seed
+            splits = pipeline.load_splits(c, in_channels=1)
+            subsets[n] = splits['train'].ids
+            by_seed.setdefault('test', set()).add(tuple(splits['test'].ids))
+            by_seed.setdefault('val', set()).add(tuple(splits['val'].ids))
+        assert [len(subsets[n]) for n in (3, 6, 12)] == [3, 6, 12]
+        assert set(subsets[3]) < set(subsets[6]) < set(subsets[12]) < set(subsets[-1])
+        by_seed[seed] = subsets
+    assert len(by_seed['test']) == 1 and len(by_seed['val']) == 1
+    assert by_seed[0][6] != by_seed[1][6]
+
+
+def test_near_duplicate_distance_is_the_sets_own_unless_set():
+    c = _config(name='busi')
+    assert pipeline.near_duplicate_bits(c) == duplicates.SET_NEAR_DUPLICATE_BITS['busi'] == 64
+    assert pipeline.near_duplicate_bits(_config(name='jsrt')) == duplicates.NEAR_DUPLICATE_BITS
+    c.near_duplicate_bits = 10
+    assert pipeline.near_duplicate_bits(c) == 10
+    c.near_duplicate_bits = 255
+    with pytest.raises(ValueError, match=r'near_duplicate_bits=255 must be -1 .* or in 0..254'):
+        pipeline.near_duplicate_bits(c)

@@ -271,6 +271,47 @@ def test_groups_hold_the_seeds_of_one_configuration(tmp_path):
     assert not os.path.exists(tmp_path / study.GROUPS_DIR / 'us')  # state removed once written
 
 
+def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
+    """With data.outer_folds=3 every (target, size, seed) runs on each fold: the names carry the
+    fold, a group and a `pretrained` alias never cross folds, each run tests its fold, and the
+    3 runs of one seed test every case once, every size on the same fold."""
+    from unet_jax.data import pipeline
+
+    config = tiny_study_config(seeds=2, families=('scratch', 'pretrained', 'full'))
+    config.data.outer_folds = 3
+    config.study.num_train = (8, 16)
+    config.study.group_size = 2
+    sweep = study.enumerate_sweep(config)
+    assert len(sweep.points) == 2 * 3 * 2 * 3  # seeds x folds x sizes x families
+    assert sweep.points[0].name == 'us/n8/s0/f0/scratch' and sweep.points[0].fold == 0
+    pretrained = {p.name: p.run for p in sweep.points if p.family == 'pretrained'}
+    assert pretrained['us/n8/s1/f2/pretrained'] == 'us/n8/s0/f2/pretrained'
+    assert len({p.run for p in sweep.points if p.family == 'pretrained'}) == 2 * 3
+    for group in sweep.groups:
+        assert len({p.fold for p in group.runs}) == 1
+        assert f'/f{group.runs[0].fold}/' in group.name
+    assert ('us/n8/f1/full/s0-1', 2) in [(g.name, len(g.runs)) for g in sweep.groups]
+
+    ids = {'train': [f'case{i:03d}' for i in range(60)]}
+    tested = collections.defaultdict(list)
+    test_of = {}
+    for point in sweep.runs:
+        run = study.point_config(config, point, str(tmp_path))
+        assert run.data.outer_fold == point.fold
+        splits = pipeline.assign_splits(ids, run.data)
+        test_of.setdefault((point.seed, point.fold), set()).add(tuple(splits['test']))
+        if point.family == 'full' and point.num_train == 16:
+            tested[point.seed] += splits['test']
+    assert all(len(tests) == 1 for tests in test_of.values())  # every size: the same fold
+    for seed in (0, 1):
+        assert sorted(tested[seed]) == ids['train']  # every case once per seed
+    study.write_plan(config, str(tmp_path), sweep)
+    plan = json.loads((tmp_path / 'study.json').read_text())
+    assert plan['outer_folds'] == [0, 1, 2] and plan['points'][0]['fold'] == 0
+    config.data.outer_folds = 0
+    assert study.enumerate_sweep(config).points[0].name == 'us/n8/s0/scratch'
+
+
 def test_scratch_gets_its_own_step_budget():
     config = tiny_study_config(seeds=1, families=('scratch', 'full'))
     config.num_train_steps, config.study.scratch_steps_factor = 100, 2.5

@@ -28,7 +28,7 @@ from typing import Any
 import ml_collections
 
 from unet_jax import cli, modalities
-from unet_jax.data import builders, folder, pipeline
+from unet_jax.data import builders, duplicates, folder, pipeline
 
 ConfigError = cli.ConfigError
 
@@ -53,6 +53,8 @@ STUDY_OWNED_FIELDS = {
     'data.image_size': 'the model and the pre-training share it: set --config.data.image_size',
     'data.num_train': 'the study sets it per point from config.study.num_train',
     'data.subset_seed': "the study sets it per point from the point's seed",
+    'data.outer_folds': 'every target runs on the same folds: set --config.data.outer_folds',
+    'data.outer_fold': 'the study runs every fold of config.data.outer_folds',
 }
 # X-ray sets train without flips, ultrasound sets leave out normal cases (unet_jax.modalities).
 XRAY_SETS, ULTRASOUND_SETS = modalities.XRAY_SETS, modalities.ULTRASOUND_SETS
@@ -502,6 +504,30 @@ def _data_problems(data, where: str, need, problems: list[str]) -> None:
                 lambda v: _is_int(v) and 0 <= v < data.num_folds,
                 f'must be in 0..{data.num_folds - 1} (config.data.num_folds={data.num_folds})',
             )
+    if need(
+        'data.outer_folds',
+        lambda v: _is_int(v) and (v == 0 or v >= 2),
+        'must be 0 (no outer cross-validation) or at least 2 (test folds)',
+    ):
+        if data.outer_folds:
+            need(
+                'data.outer_fold',
+                lambda v: _is_int(v) and 0 <= v < data.outer_folds,
+                f'must be in 0..{data.outer_folds - 1} '
+                f'(config.data.outer_folds={data.outer_folds})',
+            )
+            if fraction(data.val_fraction) and 1 / data.outer_folds + data.val_fraction >= 1:
+                problems.append(
+                    f'{where}.val_fraction={data.val_fraction:g} with outer_folds='
+                    f'{data.outer_folds} (test folds of 1/{data.outer_folds}) leaves no training '
+                    'cases; lower val_fraction or use more folds.'
+                )
+    need('data.allow_near_duplicates', lambda v: isinstance(v, bool), 'must be True or False')
+    need(
+        'data.near_duplicate_bits',
+        lambda v: _is_int(v) and (v == -1 or 0 <= v < duplicates.HASH_BITS),
+        f"must be -1 (the set's own) or in 0..{duplicates.HASH_BITS - 1} (perceptual-hash bits)",
+    )
     if data.name == 'folder':
         need(
             'data.folder.pairing',

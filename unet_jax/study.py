@@ -41,6 +41,7 @@ from unet_jax.sweep import (
     SweepPoint,
     enumerate_sweep,
     num_pretrainings,
+    outer_folds,
     registry_for,
 )
 
@@ -90,6 +91,8 @@ def point_config(
     )
     run.seed = point.seed
     run.data.num_train = point.num_train
+    if point.fold is not None:  # outer cross-validation: this point's test fold
+        run.data.outer_fold = point.fold
     if 'subset_seed' in run.data:  # the few-shot subset varies with the seed as well
         run.data.subset_seed = point.seed
     run.finetune.train = point.spec
@@ -131,6 +134,7 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         'targets': {t: _plain(config.study.targets[t]) for t in config.study.targets},
         'num_train': list(config.study.num_train),
         'seeds': list(config.study.seeds),
+        'outer_folds': [f for f in outer_folds(config) if f is not None],  # [] without folds
         'families': list(config.study.families),
         'orders': list(config.study.orders),
         'granularities': list(config.study.granularities),

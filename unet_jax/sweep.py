@@ -3,10 +3,16 @@
 `enumerate_sweep(config)` is the one place that turns `configs/layerwise.py` into runs; the
 study runner, `launch/sweep.py` (local processes, SLURM arrays) and the report all use it.
 
-A run is a unique (target, size, seed, initialisation, trained units); points that train the
-same are aliases of one run (e.g. shallow_to_deep k=N and `full`; `pretrained`, which trains
-nothing, under every seed that uses the same pre-training). Runs that differ only in seed form
-groups of up to `study.group_size` runs, trained together (unet_jax.train.train_group).
+A run is a unique (target, size, seed, outer fold, initialisation, trained units); points that
+train the same are aliases of one run (e.g. shallow_to_deep k=N and `full`; `pretrained`, which
+trains nothing, under every seed that uses the same pre-training). Runs that differ only in
+seed form groups of up to `study.group_size` runs, trained together
+(unet_jax.train.train_group).
+
+With outer cross-validation (`config.data.outer_folds` = F >= 2) every (target, size, seed)
+runs on each of the F test folds: the replication unit is fold x seed, the point names carry
+the fold (`busi/n10/s0/f3/full`), and the F runs of one seed test every image once. A group
+never mixes folds (its runs share the validation and test splits).
 """
 
 from collections.abc import Iterator, Sequence
@@ -42,6 +48,7 @@ class SweepPoint:
     k: int = 0
     pretrain_index: int | None = None  # which pre-training it starts from (None: scratch)
     group: str = ''  # the group its run is trained in
+    fold: int | None = None  # the outer test fold (config.data.outer_fold); None: no folds
 
     @property
     def configuration(self) -> str:
@@ -55,7 +62,8 @@ class SweepPoint:
 
 @dataclasses.dataclass(frozen=True)
 class RunGroup:
-    """Runs that differ only in seed, trained together; `index` is its --sweep_index."""
+    """Runs that differ only in seed (one fold), trained together; `index` is its
+    --sweep_index."""
 
     name: str
     index: int
@@ -171,13 +179,15 @@ def _auto_configurations(
 def enumerate_sweep(
     config: ml_collections.ConfigDict, *, registry: layers.LayerRegistry | None = None
 ) -> Sweep:
-    """Every point of the study, in run order (seed, target, size, configuration), and groups.
+    """Every point of the study, in run order (seed, fold, target, size, configuration), and
+    groups.
 
-    Seeds vary slowest, so the first part of a study is one complete replicate. Two points are
-    duplicates when they share target, size, seed, initialisation (scratch, or which
-    pre-training) and train the same units (compiled by `freeze.compile_spec`, whatever the
-    order/granularity said); `pretrained` points (no training) are also duplicates across
-    seeds that use the same pre-training.
+    Seeds vary slowest, so the first part of a study is one complete replicate (with outer
+    folds: every image tested once). Two points are duplicates when they share target, size,
+    seed, outer fold, initialisation (scratch, or which pre-training) and train the same units
+    (compiled by `freeze.compile_spec`, whatever the order/granularity said); `pretrained`
+    points (no training) are also duplicates across seeds (of one fold) that use the same
+    pre-training.
     """
     study = config.study
     _check_study(study)
@@ -201,16 +211,17 @@ def enumerate_sweep(
 
     num_pretrain = num_pretrainings(config)
     points, runs, first_of = [], [], {}
-    for seed in study.seeds:
+    for seed, fold in ((s, f) for s in study.seeds for f in outer_folds(config)):
         for target in study.targets:
             for num_train in study.num_train:
                 for configuration, c in configurations:
-                    name = f'{target}/n{size_name(num_train)}/s{seed}/{configuration}'
+                    replicate = f's{seed}' if fold is None else f's{seed}/f{fold}'
+                    name = f'{target}/n{size_name(num_train)}/{replicate}/{configuration}'
                     init = families.get(c['family']).init
                     pretrain_index = seed % num_pretrain if init == 'pretrained' else None
                     units = frozenset(c['trained_units'])
                     trains = c['spec'] if surgical.is_auto(c['spec']) else units
-                    key = (target, num_train, init, pretrain_index, trains)
+                    key = (target, num_train, fold, init, pretrain_index, trains)
                     if families.get(c['family']).trains or config.dont_load:
                         key += (c['family'] == 'pretrained', seed)
                     run = first_of.get(key)
@@ -222,6 +233,7 @@ def enumerate_sweep(
                         num_train=num_train,
                         seed=seed,
                         pretrain_index=pretrain_index,
+                        fold=fold,
                         **c,
                     )
                     if run is None:
@@ -255,10 +267,11 @@ def _trained_units(c: dict[str, Any], registry: layers.LayerRegistry) -> tuple[s
 def _groups(runs: Sequence[SweepPoint], size: int) -> list[RunGroup]:
     """Runs that differ only in seed, in chunks of `size` (in seed order); chunk 0 of every
     configuration comes first, so the first groups hold one complete set of seeds. An automatic
-    choice depends on the pre-training, so its groups never mix pre-trainings."""
+    choice depends on the pre-training, so its groups never mix pre-trainings; runs of
+    different outer folds have other validation and test splits, so groups never mix folds."""
     by_key: dict[tuple, list[SweepPoint]] = {}
     for p in runs:
-        key = (p.target, p.num_train, p.configuration, p.family)
+        key = (p.target, p.num_train, p.fold, p.configuration, p.family)
         if families.get(p.family).is_auto:
             key += (p.pretrain_index,)
         by_key.setdefault(key, []).append(p)
@@ -271,7 +284,10 @@ def _groups(runs: Sequence[SweepPoint], size: int) -> list[RunGroup]:
     for _, _, members in sorted(chunks, key=lambda chunk: chunk[:2]):
         first = members[0]
         seeds = [p.seed for p in members]
-        name = '/'.join(first.name.split('/')[:2] + [first.configuration, _seeds_name(seeds)])
+        fold = [] if first.fold is None else [f'f{first.fold}']
+        name = '/'.join(
+            first.name.split('/')[:2] + fold + [first.configuration, _seeds_name(seeds)]
+        )
         groups.append(RunGroup(name=name, index=len(groups), runs=tuple(members)))
     return groups
 
@@ -301,6 +317,13 @@ def group_size(config: ml_collections.ConfigDict, registry: layers.LayerRegistry
     per_run = 16 * registry.param_count + 3 * 4 * config.batch_size * activations
     budget = study.get('group_memory_mb', 8192) * 2**20
     return int(max(1, min(len(study.seeds), budget // per_run)))
+
+
+def outer_folds(config: ml_collections.ConfigDict) -> tuple[int | None, ...]:
+    """The outer test folds each (target, size, seed) runs on: 0..F-1 with
+    `config.data.outer_folds` = F >= 2, else (None,): the one test split of each target."""
+    count = int(config.data.get('outer_folds', 0))
+    return tuple(range(count)) if count >= 2 else (None,)
 
 
 def num_pretrainings(config: ml_collections.ConfigDict) -> int:

@@ -4,7 +4,8 @@ A study's answer is only as good as its test sets. This check hashes the preproc
 (what the model sees) of the pre-training set and of every target and stops the study, naming
 both sides (set/split/case), when
 
-  * a pre-training image is also a target's validation or test image, or
+  * a pre-training image is also a target's validation or test image (with outer
+    cross-validation any target image: each is a test image in one of the folds), or
   * an image occurs in two splits of one target (train/val/test),
 
 and warns, with the case names, about
@@ -14,15 +15,12 @@ and warns, with the case names, about
   * near-duplicates: different files of nearly the same image (another frame of the same
     scan; BUSI has several), found by a perceptual hash.
 
-Exact duplicates are equal preprocessed arrays (SHA-1 of their bytes). The perceptual hash is a
-DCT hash: the image (grey) shrunk to 32x32, its 16x16 lowest-frequency DCT coefficients but the
-constant one, each compared with their median: 255 bits. Two images are near-duplicates when
-their hashes differ in at most `NEAR_DUPLICATE_BITS` bits (about 10 %). Measured at 128x128:
-frames of one BUSI lesion differ in 10-22 bits; different simulated chest radiographs (which
-look much alike) in 30 or more, different JSRT radiographs in 54 or more, different ECSSD
-photos in 90 or more, different simulated ultrasound images in 80 or more. (The 8x8 hash usual
-for photos cannot tell chest radiographs apart: different JSRT patients differ in as few as 4
-of its 63 bits.)
+Exact duplicates are equal preprocessed arrays; near-duplicates have close perceptual hashes
+(`unet_jax.data.duplicates`: a 255-bit DCT hash, at most `NEAR_DUPLICATE_BITS` bits apart). The
+split assignment keeps each target's near-duplicate clusters in one split
+(`pipeline.assign_splits`; `config.data.allow_near_duplicates` turns that off), and the report
+says, per target, how many clusters and images were grouped (`LeakReport.grouping`, in its
+summary and in leak_check.json).
 
 `check_study(config)` is what the study calls at its start; `check_study_data` checks splits
 already in memory.
@@ -32,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Any
@@ -40,20 +37,14 @@ from typing import Any
 from absl import logging
 import ml_collections
 import numpy as np
-from PIL import Image
-import scipy.fft
 
 from unet_jax import config_lib, families
-from unet_jax.data import pipeline
+from unet_jax.data import duplicates, pipeline
+from unet_jax.data.duplicates import HASH_BITS, NEAR_DUPLICATE_BITS
 
 PRETRAIN = 'pretrain'
 EVALUATION_SPLITS = ('val', 'test')
-HASH_SIZE = 16  # side of the block of low-frequency DCT coefficients
-HASH_BITS = HASH_SIZE * HASH_SIZE - 1
-NEAR_DUPLICATE_BITS = 26  # about 10 % of HASH_BITS
-_SHRINK = 32
 _SHOWN = 20
-_CHUNK = 2048
 
 
 class LeakError(ValueError):
@@ -93,7 +84,10 @@ class Finding:
 
 # kind -> (is an error, what it means)
 KINDS = {
-    'pretrain_in_evaluation': (True, 'pre-training images that are target validation/test images'),
+    'pretrain_in_evaluation': (
+        True,
+        'pre-training images that are target validation/test images (with outer folds: any)',
+    ),
     'across_splits': (True, 'images in two splits of one target'),
     'pretrain_in_training': (False, 'pre-training images that are target training images'),
     'within_split': (False, 'images twice in one split'),
@@ -103,10 +97,15 @@ KINDS = {
 
 @dataclasses.dataclass
 class LeakReport:
-    """What the check compared and found; `errors` stop a study, `warnings` are logged."""
+    """What the check compared and found; `errors` stop a study, `warnings` are logged;
+    `grouping` holds each target's near-duplicate clusters (kept in one split by the split
+    assignment unless the target sets data.allow_near_duplicates)."""
 
     num_images: dict[str, int]  # set -> images checked
     findings: list[Finding]
+    grouping: dict[str, duplicates.Grouping] = dataclasses.field(default_factory=dict)
+    # target -> clusters whose members lie in more than one split
+    straddling: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:
@@ -130,7 +129,25 @@ class LeakReport:
             lines += [f'  {f}' for f in found[:_SHOWN]]
             if len(found) > _SHOWN:
                 lines.append(f'  ... ({len(found)} in all)')
+        if self.grouping:
+            lines.append(self.grouping_summary())
         return '\n'.join(lines)
+
+    def grouping_summary(self) -> str:
+        """One line: the near-duplicate clusters per target, e.g. 'near-duplicate clusters:
+        busi 12 clusters of 27 images (of 647), each in one split; jsrt none (of 247)'."""
+        parts = []
+        for name, grouping in self.grouping.items():
+            if not grouping.clusters:
+                parts.append(f'{name} none (of {grouping.num_cases})')
+                continue
+            straddling = self.straddling.get(name, 0)
+            where = f'{straddling} across splits' if straddling else 'each in one split'
+            parts.append(
+                f'{name} {grouping.num_clusters} clusters of {grouping.num_images} images '
+                f'(of {grouping.num_cases}), {where}'
+            )
+        return 'near-duplicate clusters: ' + '; '.join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +158,10 @@ class LeakReport:
                 dict(kind=f.kind, error=KINDS[f.kind][0], a=str(f.a), b=str(f.b), bits=f.distance)
                 for f in self.findings
             ],
+            'grouping': {
+                name: dict(grouping.to_dict(), straddling=self.straddling.get(name, 0))
+                for name, grouping in self.grouping.items()
+            },
         }
 
 
@@ -155,34 +176,29 @@ class Hashes:
     refs: list[Ref]
     digests: list[str]  # SHA-1 of the preprocessed image's bytes
     bits: np.ndarray  # bool [N, HASH_BITS]
+    # Near-duplicates within this set: hashes at most this many bits apart (None: the check's
+    # max_distance); a target's data.near_duplicate_bits, the distance its splits group by.
+    near_duplicate_bits: int | None = None
+    # With outer cross-validation every image is a test image in one of the folds, so a
+    # pre-training copy of any of them is a leak, whatever split this fold puts it in.
+    every_image_tested: bool = False
 
 
-def perceptual_hash(image: np.ndarray) -> np.ndarray:
-    """The 255-bit DCT hash (bool) of an image [H, W, C] (see the module docstring)."""
-    grey = np.asarray(image, np.float32).mean(axis=-1)
-    small = np.asarray(Image.fromarray(grey, 'F').resize((_SHRINK, _SHRINK), Image.BOX))
-    coefficients = scipy.fft.dctn(small, norm='ortho')[:HASH_SIZE, :HASH_SIZE].ravel()[1:]
-    return coefficients > np.median(coefficients)
-
-
-def hash_splits(name: str, splits: Mapping[str, pipeline.Split]) -> Hashes:
-    refs, digests, bits = [], [], []
+def hash_splits(
+    name: str,
+    splits: Mapping[str, pipeline.Split],
+    near_duplicate_bits: int | None = None,
+    *,
+    every_image_tested: bool = False,
+) -> Hashes:
+    refs, digests, images = [], [], []
     for split, data in splits.items():
         for id_, image in zip(data.ids, data.image):
             refs.append(Ref(name, split, str(id_)))
-            digests.append(hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
-            bits.append(perceptual_hash(image))
-    return Hashes(name, refs, digests, np.asarray(bits, bool).reshape(len(refs), HASH_BITS))
-
-
-def _close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> Iterable[tuple[int, int, int]]:
-    """(i, j, distance) of rows of a and b whose Hamming distance is <= max_distance."""
-    signs_b = np.where(b, 1.0, -1.0).astype(np.float32).T
-    for start in range(0, len(a), _CHUNK):
-        signs_a = np.where(a[start : start + _CHUNK], 1.0, -1.0).astype(np.float32)
-        distance = np.rint((HASH_BITS - signs_a @ signs_b) / 2).astype(int)
-        for i, j in zip(*np.nonzero(distance <= max_distance)):
-            yield start + int(i), int(j), int(distance[i, j])
+            digests.append(duplicates.digest(image))
+            images.append(image)
+    bits = duplicates.hash_images(images)
+    return Hashes(name, refs, digests, bits, near_duplicate_bits, every_image_tested)
 
 
 # ----------------------------------------------------------------------------- the check
@@ -192,7 +208,7 @@ def _close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> Iterable[tu
 
 def _within_target(target: Hashes, max_distance: int) -> list[Finding]:
     findings = []
-    for i, j, distance in _close_pairs(target.bits, target.bits, max_distance):
+    for i, j, distance in duplicates.close_pairs(target.bits, target.bits, max_distance):
         if i >= j:
             continue
         a, b = target.refs[i], target.refs[j]
@@ -204,13 +220,22 @@ def _within_target(target: Hashes, max_distance: int) -> list[Finding]:
     return findings
 
 
+def _grouping(target: Hashes, max_distance: int) -> tuple[duplicates.Grouping, int]:
+    """A target's near-duplicate clusters and how many of them lie in more than one split."""
+    ids = [ref.id for ref in target.refs]
+    grouping = duplicates.find_clusters(ids, target.bits, max_distance=max_distance)
+    split_of = {ref.id: ref.split for ref in target.refs}
+    straddling = sum(len({split_of[i] for i in c}) > 1 for c in grouping.clusters)
+    return grouping, straddling
+
+
 def _against_pretraining(pretrain: Hashes, target: Hashes, max_distance: int) -> list[Finding]:
     findings = []
-    for i, j, distance in _close_pairs(target.bits, pretrain.bits, max_distance):
+    for i, j, distance in duplicates.close_pairs(target.bits, pretrain.bits, max_distance):
         a, b = target.refs[i], pretrain.refs[j]
         if target.digests[i] != pretrain.digests[j]:
             findings.append(Finding('near_duplicate', a, b, distance))
-        elif a.split in EVALUATION_SPLITS:
+        elif a.split in EVALUATION_SPLITS or target.every_image_tested:
             findings.append(Finding('pretrain_in_evaluation', a, b, 0))
         else:
             findings.append(Finding('pretrain_in_training', a, b, 0))
@@ -228,14 +253,17 @@ def check_hashes(
     targets = list(targets)
     num_images = {} if pretrain is None else {PRETRAIN: len(pretrain.refs)}
     findings = []
+    grouping, straddling = {}, {}
     for target in targets:
         num_images[target.name] = len(target.refs)
-        findings += _within_target(target, max_distance)
+        within = max_distance if target.near_duplicate_bits is None else target.near_duplicate_bits
+        findings += _within_target(target, within)
+        grouping[target.name], straddling[target.name] = _grouping(target, within)
         if pretrain is not None:
             findings += _against_pretraining(pretrain, target, max_distance)
     kinds = list(KINDS)
     findings.sort(key=lambda f: (kinds.index(f.kind), f.a, f.b))
-    report = LeakReport(num_images=num_images, findings=findings)
+    report = LeakReport(num_images, findings, grouping, straddling)
     if report.errors:
         raise LeakError(
             f'{report.summary()}\nThe study would score images that were trained on. Fix: give '
@@ -303,17 +331,18 @@ def check_study(
     config: ml_collections.ConfigDict, *, max_distance: int = NEAR_DUPLICATE_BITS
 ) -> LeakReport:
     """The leak check of a study config (configs/layerwise.py): loads the pre-training set and
-    every target one at a time (only their hashes are kept) and checks them."""
+    every target one at a time (only their hashes are kept) and checks them; a target's own
+    near-duplicates are those within its data.near_duplicate_bits (what its splits group)."""
     source = pretrain_data(config)
     pretrain = None
     if source is not None:
         data, in_channels = source
         pretrain = hash_splits(PRETRAIN, pipeline.load_splits(data, in_channels=in_channels))
-    targets = [
-        hash_splits(
-            name,
-            pipeline.load_splits(target_data(config, name), in_channels=config.model.in_channels),
-        )
-        for name in config.study.targets
-    ]
+    targets = []
+    for name in config.study.targets:
+        data = target_data(config, name)
+        splits = pipeline.load_splits(data, in_channels=config.model.in_channels)
+        tested = data.get('outer_folds', 0) >= 2
+        bits = pipeline.near_duplicate_bits(data)
+        targets.append(hash_splits(name, splits, bits, every_image_tested=tested))
     return check_hashes(pretrain, targets, max_distance=max_distance)

@@ -2,21 +2,32 @@
 
 The order of operations is fixed so that every choice is reproducible from the config:
   1. examples: a TFDS build (built on first use into data_dir) or the folder set, preprocessed
-     (step 5); with `drop_normal`, cases without a lesion (labelled normal, or an empty mask at
+     (step 6); with `drop_normal`, cases without a lesion (labelled normal, or an empty mask at
      the model's input size) are left out before any split is drawn;
-  2. test split: the official one where the set has it (JSRT Test, DUTS-TE), else a seeded
-     fraction of the cases (`split_seed`; one example per case, so a case never straddles);
-  3. validation: the official split (JSRT Val), else a seeded fraction, or fold `fold` of
-     `num_folds` for cross-validation (then the official val is pooled with train);
-  4. training subset: the first `num_train` of one `subset_seed` permutation, so subsets of
-     one seed are nested (n=5 is inside n=10) and curves over n are comparable;
-  5. preprocessing: grey/RGB conversion, resize (optionally aspect-preserving with a pad),
+  2. units: each near-duplicate cluster of the kept cases (`duplicates.find_clusters`, on the
+     preprocessed images) is one unit of the draws below, so it falls into one fold and one
+     split; every other case is a unit of its own (one example per case, so a case never
+     straddles); `allow_near_duplicates` makes every case its own unit;
+  3. test split: with `outer_folds` > 1, fold `outer_fold` of the seeded outer folds of every
+     case (official splits pooled; over the folds every case is tested once); else the
+     official one where the set has it (JSRT Test, DUTS-TE), else a seeded fraction
+     (`split_seed`, `test_fraction`);
+  4. validation, from what the test split left: the official split (JSRT Val; not with outer
+     folds), else a seeded fraction (`val_fraction` of all cases), or fold `fold` of
+     `num_folds` (then the official val is pooled with train);
+  5. training subset: the first `num_train` of one `subset_seed` permutation of the rest, so
+     subsets of one seed are nested (n=5 is inside n=10) and the test and validation splits do
+     not depend on `num_train` or `subset_seed`;
+  6. preprocessing: grey/RGB conversion, resize (optionally aspect-preserving with a pad),
      per-image normalisation to zero mean and unit std.
+Folds are dealt unit by unit to the fold with the fewest cases (round-robin when no case has a
+near-duplicate), so fold sizes differ by at most the size of a cluster.
 Splits are drawn on sorted case ids, never on record order (TFDS returns records hashed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import hashlib
 import io
@@ -29,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from unet_jax import io_utils
-from unet_jax.data import builders, folder
+from unet_jax.data import builders, duplicates, folder
 
 SPLITS = ('train', 'val', 'test')
 RESIZE_METHODS = {'bilinear': Image.BILINEAR, 'area': Image.BOX}
@@ -66,8 +77,22 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.split_seed = 0  # Seed of the test/val split by case (keep fixed across a study).
     c.test_fraction = 0.2  # Held-out test fraction where the set has no official test split.
     c.val_fraction = 0.15  # Validation fraction (of all cases) where there is no official val.
+    # Outer cross-validation (0 = off): every case (official splits pooled) falls into one of
+    # `outer_folds` seeded folds (split_seed); fold `outer_fold` is the test split, so over the
+    # folds every case is tested exactly once; validation is drawn from the other folds
+    # (val_fraction of all cases, or fold `fold` of `num_folds`) and training is the rest.
+    # 0 keeps the official test split where the set has one, else test_fraction.
+    c.outer_folds = 0
+    c.outer_fold = 0  # Which outer fold is the test split (0 .. outer_folds-1).
     c.num_folds = 0  # > 1: k-fold cross-validation on the non-test cases; fold `fold` is val.
     c.fold = 0  # Which fold is the validation split (0 .. num_folds-1).
+    # Near-duplicate clusters (data/duplicates.py: equal images and close perceptual hashes)
+    # fall into one fold and one split; one that an official split puts into two splits is an
+    # error. True: splits by case only (near-duplicates may straddle; the leak check lists them).
+    c.allow_near_duplicates = False
+    # Two images are near-duplicates when their 255-bit DCT hashes differ in at most this many
+    # bits; -1 = the set's own distance (duplicates.SET_NEAR_DUPLICATE_BITS: BUSI 64, else 26).
+    c.near_duplicate_bits = -1
     c.num_train = -1  # Training subset size (-1 = all training cases).
     c.subset_seed = 0  # Seed of the training subset; subsets of one seed are nested.
     c.drop_normal = False  # Leave out normal cases: labelled 'normal' or with an empty mask.
@@ -221,38 +246,97 @@ def _count(fraction: float, n: int, field: str) -> int:
     return max(1, round(fraction * n))
 
 
-def assign_splits(official: dict[str, list[str]], data_config) -> dict[str, list[str]]:
-    """Ids of train/val/test (train already cut to the subset) from the official splits."""
+def _units(order: list[str], group_of: Mapping[str, str]) -> list[list[str]]:
+    """The ids of `order` as units that are never split: a near-duplicate cluster (its members in
+    the order they come) or a single case, the units in the order their first member comes."""
+    units: dict[str, list[str]] = {}
+    for id_ in order:
+        units.setdefault(group_of.get(id_, id_), []).append(id_)
+    return list(units.values())
+
+
+def _take(units: list[list[str]], n: int) -> tuple[list[str], list[str]]:
+    """(the first units up to n cases or just over, the rest), ids in unit order."""
+    taken, rest = [], []
+    for unit in units:
+        (taken if len(taken) < n else rest).extend(unit)
+    return taken, rest
+
+
+def _deal(units: list[list[str]], k: int) -> list[list[str]]:
+    """k folds of the units: each unit goes to the fold with the fewest cases so far (the first
+    of those), which is round-robin when every unit is one case."""
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for unit in units:
+        min(folds, key=len).extend(unit)
+    return folds
+
+
+def _folds_field(folds: int, fold: int, names: tuple[str, str]) -> None:
+    if not 0 <= fold < folds:
+        raise ValueError(
+            f'config.data.{names[1]}={fold} must be in 0..{folds - 1} '
+            f'(config.data.{names[0]}={folds}).'
+        )
+
+
+def outer_folds(
+    official: Mapping[str, list[str]], data_config, group_of: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """The `outer_folds` test folds of every case (official splits pooled), sorted ids each:
+    seeded by `split_seed`, near-duplicate clusters (`group_of`) kept in one fold."""
+    pool = [i for ids in official.values() for i in ids]
+    units = _units(_permutation(pool, data_config.split_seed), group_of or {})
+    return [sorted(f) for f in _deal(units, data_config.outer_folds)]
+
+
+def assign_splits(
+    official: dict[str, list[str]], data_config, group_of: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Ids of train/val/test (train already cut to the subset) from the official splits.
+
+    `group_of` maps each case of a near-duplicate cluster to its cluster's name (cases not in it
+    are alone); every cluster falls into one fold and one split of the seeded draws, and a
+    cluster that official splits put into two splits is an error (see `_check_grouped`).
+    """
     unknown = set(official) - set(SPLITS)
     if unknown:
         raise ValueError(f'Unexpected splits {sorted(unknown)} in the data set.')
+    group_of = group_of or {}
     n_all = sum(len(v) for v in official.values())
     pool = list(official.get('train', []))
-    if 'test' in official:
+    if data_config.get('outer_folds', 0):
+        if data_config.outer_folds < 2:
+            raise ValueError(
+                f'config.data.outer_folds={data_config.outer_folds}: use 0 (no outer '
+                'cross-validation) or at least 2 folds (one fold would test every case and '
+                'train on none).'
+            )
+        _folds_field(data_config.outer_folds, data_config.outer_fold, ('outer_folds', 'outer_fold'))
+        test_folds = outer_folds(official, data_config, group_of)
+        test = test_folds[data_config.outer_fold]
+        pool = [i for k, f in enumerate(test_folds) if k != data_config.outer_fold for i in f]
+        official = {'train': pool}  # the official val is pooled too
+    elif 'test' in official:
         test = sorted(official['test'])
     else:
-        order = _permutation(pool, data_config.split_seed)
-        n_test = _count(data_config.test_fraction, n_all, 'test_fraction')
-        test, pool = sorted(order[:n_test]), order[n_test:]
+        units = _units(_permutation(pool, data_config.split_seed), group_of)
+        test, pool = _take(units, _count(data_config.test_fraction, n_all, 'test_fraction'))
+        test = sorted(test)
 
     folds, fold = data_config.num_folds, data_config.fold
     if folds and folds > 1:
-        if not 0 <= fold < folds:
-            raise ValueError(
-                f'config.data.fold={fold} must be in 0..{folds - 1} '
-                f'(config.data.num_folds={folds}).'
-            )
+        _folds_field(folds, fold, ('num_folds', 'fold'))
         pool = pool + list(official.get('val', []))
-        order = _permutation(pool, data_config.split_seed + 1)
-        val = sorted(order[fold::folds])
-        val_set = set(val)
-        pool = [i for i in order if i not in val_set]
+        val_folds = _deal(_units(_permutation(pool, data_config.split_seed + 1), group_of), folds)
+        val = sorted(val_folds[fold])
+        pool = [i for k, f in enumerate(val_folds) if k != fold for i in f]
     elif 'val' in official:
         val = sorted(official['val'])
     else:
-        order = _permutation(pool, data_config.split_seed + 1)
-        n_val = _count(data_config.val_fraction, n_all, 'val_fraction')
-        val, pool = sorted(order[:n_val]), order[n_val:]
+        units = _units(_permutation(pool, data_config.split_seed + 1), group_of)
+        val, pool = _take(units, _count(data_config.val_fraction, n_all, 'val_fraction'))
+        val = sorted(val)
 
     train = _permutation(pool, data_config.subset_seed)
     if data_config.num_train > 0:
@@ -271,7 +355,36 @@ def assign_splits(official: dict[str, list[str]], data_config) -> dict[str, list
                 f'The {name} split of {data_config.name!r} is empty ({n_all} cases); '
                 'use a larger set, or lower config.data.test_fraction and val_fraction.'
             )
-    return {'train': train, 'val': val, 'test': test}
+    splits = {'train': train, 'val': val, 'test': test}
+    _check_grouped(splits, pool, group_of, data_config)
+    return splits
+
+
+def _check_grouped(
+    splits: dict[str, list[str]], pool: list[str], group_of: Mapping[str, str], data_config
+) -> None:
+    """Raises when a near-duplicate cluster lies in more than one split (only official splits
+    can do that; the training pool counts as train even where the subset leaves a case out)."""
+    split_of = {i: 'train' for i in pool} | {i: s for s in ('val', 'test') for i in splits[s]}
+    members: dict[str, list[str]] = {}
+    for id_, group in group_of.items():
+        if id_ in split_of:
+            members.setdefault(group, []).append(id_)
+    straddling = [ids for ids in members.values() if len({split_of[i] for i in ids}) > 1]
+    if not straddling:
+        return
+    shown = '; '.join(
+        ' ~ '.join(f'{split_of[i]}/{i}' for i in sorted(ids)) for ids in straddling[:10]
+    )
+    more = f' ... ({len(straddling)} in all)' if len(straddling) > 10 else ''
+    raise ValueError(
+        f'{len(straddling)} near-duplicate clusters of {data_config.name!r} lie in two splits '
+        f'of its official split: {shown}{more}. A model tested on an image it was trained or '
+        'selected on scores too well. Fix: set config.data.outer_folds (e.g. 5; the folds '
+        'keep each cluster in one split), remove the duplicate files, or set '
+        'config.data.allow_near_duplicates=True to keep the official split as it is (the leak '
+        'check still lists them).'
+    )
 
 
 def _normal_cases(arrays: dict[str, dict]) -> set[str]:
@@ -283,6 +396,34 @@ def _normal_cases(arrays: dict[str, dict]) -> set[str]:
         for id_, label, mask in zip(a['ids'], a['labels'], a['mask'])
         if label == 'normal' or not mask.any()
     }
+
+
+def near_duplicate_bits(data_config) -> int:
+    """The hash distance within which a set's images are near-duplicates: the config's, or with
+    -1 (and in configs written before the field existed) the set's own."""
+    bits = int(data_config.get('near_duplicate_bits', -1))
+    if bits == -1:
+        return duplicates.set_near_duplicate_bits(data_config.name)
+    if not 0 <= bits < duplicates.HASH_BITS:
+        raise ValueError(
+            f'config.data.near_duplicate_bits={bits} must be -1 (the set\'s own) or in '
+            f'0..{duplicates.HASH_BITS - 1} (bits of the perceptual hash).'
+        )
+    return bits
+
+
+def near_duplicates(
+    arrays: Mapping[str, dict], kept: set[str], *, max_distance: int
+) -> duplicates.Grouping:
+    """The near-duplicate clusters among the `kept` cases of a set's preprocessed arrays."""
+    ids, images = [], []
+    for a in arrays.values():
+        for id_, image in zip(a['ids'], a['image']):
+            if str(id_) in kept:
+                ids.append(str(id_))
+                images.append(image)
+    bits = duplicates.hash_images(images)
+    return duplicates.find_clusters(ids, bits, max_distance=max_distance)
 
 
 def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> dict[str, Split]:
@@ -304,8 +445,17 @@ def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> 
     official = {
         split: [str(i) for i in a['ids'] if str(i) not in dropped] for split, a in arrays.items()
     }
+    group_of = {}
+    if not data_config.get('allow_near_duplicates', False):
+        grouping = near_duplicates(
+            arrays,
+            {i for ids in official.values() for i in ids},
+            max_distance=near_duplicate_bits(data_config),
+        )
+        logging.info('%s: %s, each kept in one split.', data_config.name, grouping.summary())
+        group_of = grouping.group_of()
     splits = {}
-    for split, kept in assign_splits(official, data_config).items():
+    for split, kept in assign_splits(official, data_config, group_of).items():
         images = np.stack([arrays[where[i][0]]['image'][where[i][1]] for i in kept])
         masks = np.stack([arrays[where[i][0]]['mask'][where[i][1]] for i in kept])
         splits[split] = Split(image=images, mask=masks, ids=kept)
