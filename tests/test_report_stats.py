@@ -195,3 +195,32 @@ def test_cheapest_within_one_point_of_full_is_chosen_on_validation():
     no_flops = runs.assign(train_flops=math.nan)  # older results: by trained parameters
     assert analysis.cheapest_near_full(no_flops)['configuration'] == 'a'
     assert analysis.cheapest_near_full(runs[runs['configuration'] != 'full']) is None
+
+
+def test_outer_folds_pool_every_image_once_per_seed_as_blocks():
+    from unet_jax.report import compare
+    from unet_jax.report.load import Study
+
+    rng = np.random.default_rng(10)
+    rows, images = [], []
+    for configuration, shift in (('a', 0.05), ('b', 0.0)):
+        for seed in (0, 1, 2):
+            for fold in (0, 1, 2):
+                dice = 0.7 + shift + rng.normal(0, 0.1, 8)
+                rows.append(dict(target='us', num_train=8, configuration=configuration,
+                                 seed=seed, fold=fold, status='done', test_dice=dice.mean()))
+                images += [
+                    dict(target='us', num_train=8, configuration=configuration, seed=seed,
+                         fold=fold, image_id=f'case{fold}_{i}', dice=d, lesion=True)
+                    for i, d in enumerate(dice)
+                ]  # fmt: skip
+    study = Study('w', {'pretrain_dirs': ['p']}, pd.DataFrame(rows), pd.DataFrame(images),
+                  pd.DataFrame(), [])  # fmt: skip
+    scores = compare.Scores(study)
+    test = compare.compare(scores, 'us', 8, 'a', 'b', stats.Settings())
+    assert (test.num_replicates, test.num_images) == (3, 24)  # every image of every fold
+    seeds, ids, (a, b) = scores.labelled('us', 8, ['a', 'b'])
+    folds = [int(i[4]) for i in ids]
+    expected = stats.crossed_test(a - b, blocks=folds)
+    assert test.se == pytest.approx(expected.se) and test.df == pytest.approx(expected.df)
+    assert test.se != pytest.approx(stats.crossed_test(a - b).se)  # the folds are blocks

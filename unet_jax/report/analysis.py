@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from unet_jax.report import stats
-from unet_jax.report.compare import FULL, Comparisons, Scores, all_comparisons, compare
+from unet_jax.report.compare import (
+    FULL,
+    Comparisons,
+    Scores,
+    all_comparisons,
+    compare,
+    mean_test,
+)
 from unet_jax.report.load import Study
 
 WITHIN_FULL = 0.01  # "within 1 Dice point of full"
@@ -118,9 +125,8 @@ def _dice_over_seeds(done, scores, target, num_train, configuration, settings) -
     if done['run'].nunique() < 2:  # one run (e.g. 'pretrained' for every seed): no spread
         return out
     out['dice_std'] = done['test_dice'].std(ddof=1)
-    matrices = scores.matrices(target, num_train, [configuration])
-    if matrices:
-        test = stats.crossed_test(matrices[0], margin=settings.margin)
+    test = mean_test(scores, target, num_train, configuration, settings)
+    if test is not None:
         out.update(dice_ci_low=test.low, dice_ci_high=test.high, num_images=test.num_images)
     return out
 
@@ -151,9 +157,7 @@ def answers(
             continue
         answer.best, answer.best_val = ranked['configuration'].iloc[0], ranked['val_dice_mean'].iloc[0]
         answer.test_best = runs.loc[runs['dice_mean'].idxmax(), 'configuration']
-        matrices = scores.matrices(target, num_train, [answer.best])
-        if matrices:
-            answer.best_test = stats.crossed_test(matrices[0], margin=settings.margin)
+        answer.best_test = mean_test(scores, target, num_train, answer.best, settings)
         if len(ranked) > 1:
             answer.runner_up = ranked['configuration'].iloc[1]
             answer.margin = compare(

@@ -143,9 +143,25 @@ class Scores:
         images = study.images
         lesion = images[images['lesion'].astype(bool)] if len(images) else images
         self._per_image = _matrices(lesion, 'image_id', 'dice')
-        done = study.runs[study.runs['status'] == 'done'].assign(image_id='(mean)')
+        done = study.runs[study.runs['status'] == 'done']
+        # per-run means: one column per outer fold (one column without folds)
+        done = done.assign(image_id=[f'(fold {f})' for f in done['fold']])
         self._per_seed = _matrices(done, 'image_id', 'test_dice')
         self.pretrain_runs = max(1, len(study.plan.get('pretrain_dirs') or []))
+        # the outer fold that tested each image (images of a study with outer folds)
+        self._fold_of = {}
+        if len(lesion) and 'fold' in lesion and (lesion['fold'] >= 0).any():
+            pairs = lesion[['target', 'num_train', 'image_id', 'fold']].drop_duplicates()
+            self._fold_of = {
+                (t, n, str(i)): int(f)
+                for t, n, i, f in pairs.itertuples(index=False)
+            }
+
+    def blocks(self, target: str, num_train: int, images: np.ndarray) -> np.ndarray | None:
+        """The outer fold of each image (crossed_test's blocks), or None without folds."""
+        if not self._fold_of:
+            return None
+        return np.array([self._fold_of.get((target, num_train, str(i)), -1) for i in images])
 
     def matrices(self, target: str, num_train: int, names: list[str]) -> list[np.ndarray]:
         """The configurations' matrices on the replicates and images all of them have.
@@ -207,12 +223,22 @@ def compare(scores, target, num_train, a, b, settings) -> stats.Test | None:
     """a - b (configuration names, or lists of names averaged with weights (name, w))."""
     a_terms, b_terms = _terms(a), _terms(b)
     names = [n for n, _ in a_terms + b_terms]
-    matrices = scores.matrices(target, num_train, names)
+    _, images, matrices = scores.labelled(target, num_train, names)
     if not matrices:
         return None
     weights = [w for _, w in a_terms] + [-w for _, w in b_terms]
     d = sum(w * m for w, m in zip(weights, matrices))
-    return stats.crossed_test(d, margin=settings.margin)
+    blocks = scores.blocks(target, num_train, images)
+    return stats.crossed_test(d, blocks=blocks, margin=settings.margin)
+
+
+def mean_test(scores, target, num_train, name: str, settings) -> stats.Test | None:
+    """The mean test Dice of one configuration with its CI (crossed t-test)."""
+    _, images, matrices = scores.labelled(target, num_train, [name])
+    if not matrices:
+        return None
+    blocks = scores.blocks(target, num_train, images)
+    return stats.crossed_test(matrices[0], blocks=blocks, margin=settings.margin)
 
 
 def _terms(side) -> list[tuple[str, float]]:

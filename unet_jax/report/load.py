@@ -3,7 +3,8 @@
 `load(workdir)` gives three pandas tables:
   runs    one row per named point (target x size x seed x configuration): its run's results,
           aliases resolved (a point whose run is another point's reports that run's numbers)
-  images  one row per named point x test image: the per-image scores of its run
+  images  one row per named point x test image: the per-image scores of its run (with outer
+          folds, a seed's folds together test every image once; `fold` says which)
   curves  one row per named point x validation evaluation (its run's val_curve)
 A key missing from an older results.json becomes nan (shown as '-').
 """
@@ -142,6 +143,7 @@ def _read(directory: str, problems: list[str]) -> tuple[str, dict[str, Any] | No
 
 
 POINT_KEYS = ('name', 'run', 'target', 'num_train', 'seed', 'family', 'order', 'granularity', 'k')
+NO_FOLD = -1  # the `fold` of a point of a study without outer folds
 
 
 def load(workdir: str) -> Study:
@@ -159,6 +161,7 @@ def load(workdir: str) -> Study:
             read[directory] = _read(directory, problems)
         status, results = read[directory]
         row = {key: point.get(key, '') for key in POINT_KEYS}
+        row['fold'] = NO_FOLD if point.get('fold') is None else int(point['fold'])
         row.update(
             configuration=point['name'].rsplit('/', 1)[1],
             run_configuration=run_configuration.get(point['run'], point['run']),
@@ -174,7 +177,9 @@ def load(workdir: str) -> Study:
             if results.get('auto'):  # what an auto: spec trains is known once it has run
                 units = results.get('trained_units') or []
                 row.update(num_units=len(units), trained_units=' '.join(units))
-            keys = {k: row[k] for k in ('name', 'target', 'num_train', 'seed', 'configuration')}
+            keys = {
+                k: row[k] for k in ('name', 'target', 'num_train', 'seed', 'fold', 'configuration')
+            }
             _extend(images, _per_image(results), keys)
             curve = results.get('val_curve') or {}
             steps = curve.get('step') or []
