@@ -51,6 +51,11 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose
                              from the pre-trained weights and a few training batches
 
+The report's inference is declared here too, before the study runs: `study.primary` (the
+primary endpoint, tested first and alone at 0.05; default: the shallow-vs-deep gap on each
+ultrasound target and its difference from the X-ray target's gap, at the first size) and
+`study.margin` (the TOST equivalence margin, 0.02 Dice).
+
 Each target of `study.targets` is a definition of overrides of the run's `data.*` and
 `augment.*` fields (config_lib.apply_target applies it to every point of the target); built-in
 ultrasound targets leave out normal cases (`data.drop_normal`), chest X-ray targets train

@@ -188,8 +188,13 @@ def primary_sentence(analysis: Analysis) -> str:
             what = f'the gap on {c.target} minus the gap on {c.versus}'
         else:
             what = f'the gap on {c.target}'
+        if c.kind == 'interaction':
+            better = {'a': f'larger on {c.target}', 'b': f'larger on {c.versus}'}
+        else:
+            better = {'a': f'{label(c.a)} better', 'b': f'{label(c.b)} better'}
         verdict = {
-            'a': 'is positive', 'b': 'is negative', 'no evidence': 'shows no evidence of a difference',
+            'a': f'is positive ({better["a"]})', 'b': f'is negative ({better["b"]})',
+            'no evidence': 'shows no evidence of a difference',
             'not reached': 'is not tested (fixed sequence stopped)', 'untested': 'is not tested',
         }[c.verdict]  # fmt: skip
         parts.append(f'{what} {verdict} ({numbers}, p {p_is(t.p)})')
