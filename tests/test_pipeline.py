@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import pipeline
+from unet_jax.data import fields, pipeline
 
 
 def _config(**kwargs):
-    c = pipeline.default_data_config()
+    c = fields.default_data_config()
     c.update(kwargs)
     return c
 
