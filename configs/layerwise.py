@@ -91,7 +91,7 @@ ARGUMENTS = {
     'families': f"'+'-separated subset of {'+'.join(families.NAMES)} (default: all but auto)",
     'criteria': (
         "'+'-separated criteria of the auto family: "
-        f"{', '.join(auto_spec.CRITERIA)} (default {'+'.join(auto_spec.CRITERIA)})"
+        f'{", ".join(auto_spec.CRITERIA)} (default {"+".join(auto_spec.CRITERIA)})'
     ),
 }
 # `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of

@@ -222,5 +222,7 @@ def test_scale_by_score_inside_the_freeze_optimizer_and_unit_scales(setup):
 
 def test_scales_must_cover_every_parameter(setup):
     _, _, variables, _ = setup
-    with pytest.raises(auto_spec.AutoSpecError, match='No score for parameter .*give one per block'):
+    with pytest.raises(
+        auto_spec.AutoSpecError, match='No score for parameter .*give one per block'
+    ):
         surgical.scale_by_score({'enc0': 1.0}).init(variables['params'])

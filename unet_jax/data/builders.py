@@ -26,9 +26,8 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unet_jax.data import fields
+from unet_jax.data import fields, imageio
 from unet_jax.data import folder as folder_set
-from unet_jax.data import imageio
 
 ULTRASOUND_LABELS = ('benign', 'malignant', 'normal')
 _VERSION = tfds.core.Version('1.0.0')
