@@ -55,7 +55,8 @@ def study_command(scale: str, args, workdir: str, extra: list[str]) -> list[str]
     return [sys.executable, '-m', 'unet_jax.main', *config, f'--workdir={workdir}', *extra]
 
 
-def run(command: list[str], cache: str, root: str = ROOT) -> float:
+def run(command: list[str], cache: str, root: str = ROOT, deadline: float | None = None) -> float:
+    """Wall seconds of one study process; it is killed at `deadline` (time.time()), if given."""
     env = dict(os.environ, PYTHONPATH=root)
     start = time.time()
     done = subprocess.run(
@@ -64,6 +65,7 @@ def run(command: list[str], cache: str, root: str = ROOT) -> float:
         env=env,
         capture_output=True,
         text=True,
+        timeout=None if deadline is None else max(1.0, deadline - start),
     )
     if done.returncode:
         sys.exit(f'benchmark: {" ".join(command)} failed:\n{done.stderr[-3000:]}')
@@ -101,6 +103,92 @@ def largest_difference(a: dict[str, float], b: dict[str, float]) -> tuple[int, f
     return len(shared), max((abs(a[k] - b[k]) for k in shared), default=float('nan'))
 
 
+def modes_of(args) -> list[str]:
+    return args.modes.split(',') + ([args.compare_root] if args.compare_root else [])
+
+
+def measure(args, root: str, deadline: float | None = None) -> list[dict]:
+    """One row per study process run: scale, mode, runs, wall, test Dice per run, time sections.
+
+    Raises subprocess.TimeoutExpired once `deadline` (time.time()) has passed.
+    """
+    os.environ.setdefault('UNET_JAX_DATA_DIR', os.path.join(root, 'data'))
+    modes = modes_of(args)
+    rows = []
+    for scale in args.scales.split(','):
+        pretrain = os.path.join(root, scale, 'pretrain')
+        print(f'{scale}: pre-training in {pretrain} (not counted)', flush=True)
+        run(
+            study_command(scale, args, os.path.join(root, scale, 'p'), ['--sweep_index=pretrain']),
+            os.path.join(root, scale, 'cache-pretrain'),
+            deadline=deadline,
+        )
+        os.replace(os.path.join(root, scale, 'p', 'pretrain'), pretrain)
+        order = [m for r in range(args.repeats) for m in (modes if r % 2 == 0 else modes[::-1])]
+        for i, mode in enumerate(order):
+            if mode not in MODES and scale != 'quick':
+                continue  # another checkout may not know the other scales
+            workdir = os.path.join(root, scale, f'{os.path.basename(mode)}-{i}')
+            extra = [*MODES.get(mode, []), f'--config.study.pretrained_workdir={pretrain}']
+            command = study_command(scale, args, workdir, extra)
+            cache = os.path.join(workdir, 'cache')
+            wall = run(command, cache, mode if mode not in MODES else ROOT, deadline)
+            count, times = per_run_times(workdir)
+            rows.append(
+                dict(
+                    scale=scale,
+                    mode=mode,
+                    runs=count,
+                    wall=wall,
+                    dice=test_dice_by_run(workdir),
+                    **times,
+                )
+            )
+            print(f'  {mode}: {count} runs in {wall:.0f} s', flush=True)
+    return rows
+
+
+def summarise(rows: list[dict], modes: list[str]) -> list[dict]:
+    """Per scale and mode: runs, mean wall, runs/hour, speed-up over the first mode and the
+    mean per-run time sections (over the repeats)."""
+    summary = []
+    for scale in dict.fromkeys(r['scale'] for r in rows):
+        mine = [r for r in rows if r['scale'] == scale]
+        base = [r['runs'] / r['wall'] for r in mine if r['mode'] == modes[0]]
+        base_rate = sum(base) / len(base) if base else float('nan')
+        for mode in modes:
+            same = [r for r in mine if r['mode'] == mode]
+            if not same:
+                continue
+            rate = sum(r['runs'] / r['wall'] for r in same) / len(same)
+            mean = {k: sum(r[k] for r in same) / len(same) for k in ('wall', *SECTIONS)}
+            summary.append(
+                dict(
+                    scale=scale,
+                    mode=mode,
+                    runs=same[0]['runs'],
+                    runs_per_hour=3600 * rate,
+                    speed_up=rate / base_rate,
+                    **mean,
+                )
+            )
+    return summary
+
+
+def dice_differences(rows: list[dict]) -> list[dict]:
+    """Per scale, every later study against the first: runs in both and the largest test Dice
+    difference."""
+    found = []
+    for scale in dict.fromkeys(r['scale'] for r in rows):
+        mine = [r for r in rows if r['scale'] == scale]
+        for other in mine[1:]:
+            shared, diff = largest_difference(mine[0]['dice'], other['dice'])
+            found.append(
+                dict(scale=scale, mode=other['mode'], base=mine[0]['mode'], runs=shared, diff=diff)
+            )
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--scales', default='quick,medium')
@@ -114,68 +202,25 @@ def main() -> None:
     parser.add_argument('--compare_root', default='', help='another checkout to time as well')
     args = parser.parse_args()
     root = args.workdir or tempfile.mkdtemp(prefix='sweep_throughput_')
-    os.environ.setdefault('UNET_JAX_DATA_DIR', os.path.join(root, 'data'))
-    modes = args.modes.split(',') + ([args.compare_root] if args.compare_root else [])
-    rows = []
-    for scale in args.scales.split(','):
-        pretrain = os.path.join(root, scale, 'pretrain')
-        print(f'{scale}: pre-training in {pretrain} (not counted)', flush=True)
-        run(
-            study_command(scale, args, os.path.join(root, scale, 'p'), ['--sweep_index=pretrain']),
-            os.path.join(root, scale, 'cache-pretrain'),
-        )
-        os.replace(os.path.join(root, scale, 'p', 'pretrain'), pretrain)
-        order = [m for r in range(args.repeats) for m in (modes if r % 2 == 0 else modes[::-1])]
-        for i, mode in enumerate(order):
-            if mode not in MODES and scale != 'quick':
-                continue  # another checkout may not know the other scales
-            workdir = os.path.join(root, scale, f'{os.path.basename(mode)}-{i}')
-            extra = [*MODES.get(mode, []), f'--config.study.pretrained_workdir={pretrain}']
-            command = study_command(scale, args, workdir, extra)
-            cache = os.path.join(workdir, 'cache')
-            wall = run(command, cache, mode if mode not in MODES else ROOT)
-            count, times = per_run_times(workdir)
-            rows.append(
-                dict(
-                    scale=scale,
-                    mode=mode,
-                    runs=count,
-                    wall=wall,
-                    dice=test_dice_by_run(workdir),
-                    **times,
-                )
-            )
-            print(f'  {mode}: {count} runs in {wall:.0f} s', flush=True)
+    rows = measure(args, root)
     print()
     print(
         '| scale | mode | runs | wall s | runs/hour | speed-up | per run: compile | steps '
         '| eval | checkpoint | write | setup |'
     )
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for scale in args.scales.split(','):
-        mine = [r for r in rows if r['scale'] == scale]
-        base = sum(r['runs'] / r['wall'] for r in mine if r['mode'] == modes[0])
-        base /= max(1, sum(r['mode'] == modes[0] for r in mine))
-        for mode in modes:
-            same = [r for r in mine if r['mode'] == mode]
-            if not same:
-                continue
-            rate = sum(r['runs'] / r['wall'] for r in same) / len(same)
-            mean = {k: sum(r[k] for r in same) / len(same) for k in ('wall', *SECTIONS)}
-            cells = ' | '.join(f'{mean[k]:.2f}' for k in SECTIONS)
-            print(
-                f'| {scale} | {mode} | {same[0]["runs"]} | {mean["wall"]:.0f} | '
-                f'{3600 * rate:.0f} | {rate / base:.2f}x | {cells} |'
-            )
+    for s in summarise(rows, modes_of(args)):
+        cells = ' | '.join(f'{s[k]:.2f}' for k in SECTIONS)
+        print(
+            f'| {s["scale"]} | {s["mode"]} | {s["runs"]} | {s["wall"]:.0f} | '
+            f'{s["runs_per_hour"]:.0f} | {s["speed_up"]:.2f}x | {cells} |'
+        )
     print()
-    for scale in args.scales.split(','):
-        mine = [r for r in rows if r['scale'] == scale]
-        for other in mine[1:]:
-            shared, diff = largest_difference(mine[0]['dice'], other['dice'])
-            print(
-                f'{scale}: {other["mode"]} vs {mine[0]["mode"]}: largest test Dice difference '
-                f'{diff:.2e} over {shared} runs'
-            )
+    for d in dice_differences(rows):
+        print(
+            f'{d["scale"]}: {d["mode"]} vs {d["base"]}: largest test Dice difference '
+            f'{d["diff"]:.2e} over {d["runs"]} runs'
+        )
 
 
 if __name__ == '__main__':

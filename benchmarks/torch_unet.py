@@ -86,16 +86,36 @@ def load_jax_params(model: TorchUNet, params) -> None:
 
 
 class TorchStep:
-    """Adam on the trained modules only; `compiled` wraps forward + loss in torch.compile."""
+    """Adam on the trained modules only; `compiled` wraps forward + loss in torch.compile.
 
-    def __init__(self, model: TorchUNet, trained_units, *, compiled: bool):
+    `half_precision` computes the forward pass in bfloat16 (torch.autocast) with float32
+    parameters, logits cast back to float32 for the loss: what the JAX model does with
+    `half_precision=True`. The model moves to `device`; the batch must be there too.
+    """
+
+    def __init__(
+        self,
+        model: TorchUNet,
+        trained_units,
+        *,
+        compiled: bool,
+        half_precision: bool = False,
+        device: str = 'cpu',
+    ):
         trained = set(trained_units)
+        model.to(device)
         for block, units in model.blocks.items():
             for unit, module in units.items():
                 module.requires_grad_(f'{block}/{unit}' in trained)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=1e-3)
-        loss_of = lambda images, masks: torch_loss(model(images), masks)
+        device_type = torch.device(device).type
+
+        def loss_of(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=half_precision):
+                logits = model(images)
+            return torch_loss(logits.float(), masks)
+
         self.loss_of = torch.compile(loss_of) if compiled else loss_of
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:

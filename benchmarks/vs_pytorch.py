@@ -18,6 +18,7 @@ process's CPU affinity and PyTorch gets `torch.set_num_threads` of the same coun
   python benchmarks/vs_pytorch.py --sizes=classic --specs=full --repeats=9
   python benchmarks/vs_pytorch.py --xla_defaults   # also JAX without the project's XLA options
   python benchmarks/vs_pytorch.py --quick --no_torch_compile   # PyTorch eager only
+  python benchmarks/vs_pytorch.py --quick --half_precision     # bfloat16 compute in both
 """
 
 from __future__ import annotations
@@ -57,18 +58,21 @@ JAX, DEFAULTS, EAGER, COMPILE = 'JAX', 'JAX, XLA defaults', 'PyTorch eager', 'to
 QUICK = dict(sizes=['quick'], specs=['full', 'first block only'], repeats=3)
 # Same relative tolerance for loss and gradient norm: float32 sums in different orders.
 CHECK_RTOL = 1e-3
+# In bfloat16 compute both libraries round activations to 8 significant bits, in different places.
+HALF_PRECISION_RTOL = 5e-2
 
 
 # ----------------------------------------------------------------------------- the comparison
 
 
-def check_same_step(first: dict[str, tuple[float, float]], where: str) -> None:
+def check_same_step(
+    first: dict[str, tuple[float, float]], where: str, rtol: float = CHECK_RTOL
+) -> None:
     """Fails unless every implementation's first step has the JAX loss and gradient norm."""
     loss, grad_norm = first[JAX]
     for name, (other_loss, other_norm) in first.items():
         if not (
-            np.isclose(other_loss, loss, rtol=CHECK_RTOL)
-            and np.isclose(other_norm, grad_norm, rtol=CHECK_RTOL)
+            np.isclose(other_loss, loss, rtol=rtol) and np.isclose(other_norm, grad_norm, rtol=rtol)
         ):
             sys.exit(
                 f'{where}: {name} computes loss {other_loss:.6g} and gradient norm '
@@ -78,35 +82,70 @@ def check_same_step(first: dict[str, tuple[float, float]], where: str) -> None:
 
 
 def implementations(
-    size: dict, spec: str, *, xla_defaults: bool = False, torch_compile: bool = True
+    size: dict,
+    spec: str,
+    *,
+    xla_defaults: bool = False,
+    torch_compile: bool = True,
+    half_precision: bool = False,
+    device: str = 'cpu',
 ) -> dict:
     """name -> a function running one step and returning (loss, gradient norm).
 
-    The PyTorch models start from the JAX step's initial weights and train the same units.
+    The PyTorch models start from the JAX step's initial weights and train the same units, on
+    `device` ('cpu', 'cuda'), in bfloat16 compute with `half_precision` (as the JAX step).
+    Without PyTorch installed only the JAX steps are returned.
     """
-    config = project_step.benchmark_config(**size, augment=False)
+    config = project_step.benchmark_config(**size, augment=False, half_precision=half_precision)
     project = project_step.JaxStep(config, spec)
     steps = {JAX: project}
     if xla_defaults:
         steps[DEFAULTS] = project_step.JaxStep(config, spec, xla_defaults=True)
+    if torch is not None:
+        variants = {EAGER: False, COMPILE: True} if torch_compile else {EAGER: False}
+        steps |= torch_steps(project, size, variants, half_precision=half_precision, device=device)
+    return steps
+
+
+def torch_steps(
+    project: project_step.JaxStep,
+    size: dict,
+    variants: dict[str, bool],
+    *,
+    half_precision: bool = False,
+    device: str = 'cpu',
+) -> dict:
+    """{name: step} of PyTorch U-Nets with `project`'s initial weights and trained units, on its
+    batch; `variants` maps each name to whether it is torch.compile'd."""
     images, masks = (
-        torch.from_numpy(project.batch[key][0].transpose(0, 3, 1, 2).copy())
+        torch.from_numpy(project.batch[key][0].transpose(0, 3, 1, 2).copy()).to(device)
         for key in ('image', 'mask')
     )
-    variants = {EAGER: False, COMPILE: True} if torch_compile else {EAGER: False}
+    steps = {}
     for name, compiled in variants.items():
         model = torch_unet.TorchUNet(size['depth'], size['base_width'])
         torch_unet.load_jax_params(model, project.initial_params)
-        step = torch_unet.TorchStep(model, project.plan.trained_units, compiled=compiled)
+        step = torch_unet.TorchStep(
+            model,
+            project.plan.trained_units,
+            compiled=compiled,
+            half_precision=half_precision,
+            device=device,
+        )
         steps[name] = functools.partial(step, images, masks)
     return steps
 
 
-def compare(steps: dict, repeats: int, where: str) -> dict[str, float]:
+def compare(steps: dict, repeats: int, where: str, rtol: float = CHECK_RTOL) -> dict[str, float]:
     """Median step times (s) of every implementation, interleaved, after the checked first step."""
     # The first call compiles torch.compile; from identical weights every step must agree.
     first = {name: step() for name, step in steps.items()}
-    check_same_step(first, where)
+    check_same_step(first, where, rtol)
+    return interleaved_medians(steps, repeats)
+
+
+def interleaved_medians(steps: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of `repeats` steps of each implementation, run in turn."""
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
@@ -156,6 +195,12 @@ def main() -> None:
         help=f"add a column '{DEFAULTS}': the JAX step compiled without models.compiler_options()",
     )
     parser.add_argument(
+        '--half_precision',
+        action='store_true',
+        help='bfloat16 compute in both libraries (float32 params and loss); the first-step '
+        f'check then allows a relative difference of {HALF_PRECISION_RTOL}',
+    )
+    parser.add_argument(
         '--no_torch_compile',
         action='store_true',
         help=f"leave out '{COMPILE}' (it needs a C compiler and takes a minute per model)",
@@ -176,7 +221,8 @@ def main() -> None:
         f'{datetime.date.today()}, {machine()}, {threads} threads each (XLA pool and '
         f'torch.set_num_threads); Python {platform.python_version()}, jax {jax.__version__}, '
         f'flax {flax.__version__}, torch {torch.__version__}; median of {repeats} interleaved '
-        f'steps, Adam, BCE + Dice; load average at start {load()}',
+        f'steps, Adam, BCE + Dice, {"bfloat16" if args.half_precision else "float32"} compute; '
+        f'load average at start {load()}',
         flush=True,
     )
     rows = []
@@ -187,8 +233,10 @@ def main() -> None:
                 SPECS[spec_name],
                 xla_defaults=args.xla_defaults,
                 torch_compile=not args.no_torch_compile,
+                half_precision=args.half_precision,
             )
-            medians = compare(steps, repeats, f'{size_name} / {spec_name}')
+            rtol = HALF_PRECISION_RTOL if args.half_precision else CHECK_RTOL
+            medians = compare(steps, repeats, f'{size_name} / {spec_name}', rtol)
             rows.append((size_name, spec_name, medians))
             print(f'  {size_name} / {spec_name}: {_ms(medians)} (load {load()})', flush=True)
     print(f'\nload average at end {load()}\n')

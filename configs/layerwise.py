@@ -79,7 +79,7 @@ Examples:
 
 import ml_collections
 
-from unet_jax import config_lib, families, surgical
+from unet_jax import auto_spec, config_lib, families
 
 WHERE = 'configs/layerwise.py'
 ARGUMENTS = {
@@ -94,7 +94,10 @@ ARGUMENTS = {
     'orders': "'+'-separated depth orders: forward, level",
     'granularities': "'+'-separated: block, unit",
     'families': f"'+'-separated subset of {'+'.join(families.NAMES)} (default: all but auto)",
-    'criteria': "'+'-separated criteria of the auto family: rgn, probe (default rgn+probe)",
+    'criteria': (
+        "'+'-separated criteria of the auto family: "
+        f'{", ".join(auto_spec.CRITERIA)} (default {"+".join(auto_spec.CRITERIA)})'
+    ),
 }
 # `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of
 # the pre-training.
@@ -116,7 +119,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
     family_names = _split(args.get('families', '+'.join(families.DEFAULTS)))
-    criteria = _split(args.get('criteria', '+'.join(surgical.CRITERIA)))
+    criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
     if quick and medium:
         raise ValueError(f'{WHERE}: choose one scale, quick or medium, not both.')
     if pretrain_data and (pretrain_data not in config_lib.REAL_SOURCES or not data_root):
@@ -157,7 +160,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.num_train = tuple(-1 if s == 'all' else _integer(s, 'sizes') for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
-    # Criteria of the `auto` family (unet_jax.surgical): rgn (relative gradient norm), probe.
+    # Criteria of the `auto` family (unet_jax.auto_spec.CRITERIA; scored by unet_jax.surgical):
+    # rgn (relative gradient norm), probe (a short training probe per block).
     study.auto_criteria = tuple(criteria)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)

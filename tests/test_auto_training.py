@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, surgical, train
+from unet_jax import auto_spec, checkpoint, surgical, train
 
 
 @pytest.fixture(scope='module')
@@ -79,5 +79,5 @@ def test_soft_scales_reach_the_optimiser():
 
 def test_auto_spec_without_pretrained_weights_names_the_field(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'auto:rgn:1', 'finetune.granularity': 'block'})
-    with pytest.raises(surgical.AutoSpecError, match='config.init_from'):
+    with pytest.raises(auto_spec.AutoSpecError, match='config.init_from'):
         train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())

@@ -1,10 +1,12 @@
 """The benchmarks' JAX side (and PyTorch side, where installed) at toy size: the step they time
-is the project's step, the profile attributes its operations, and the PyTorch U-Net computes
-the same first step from the same weights (else the comparison refuses to time)."""
+is the project's step, the profile attributes its operations, the PyTorch U-Net computes the
+same first step from the same weights (else the comparison refuses to time), and
+accelerator.sh --smoke writes the accelerator checks' table on CPU."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import jax
@@ -13,10 +15,14 @@ import pytest
 
 from unet_jax import freeze, metrics, models
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks')
+sys.path.insert(0, BENCHMARKS)
 
+import accelerator  # noqa: E402
 import profile_step  # noqa: E402
 import project_step  # noqa: E402
+import step_time  # noqa: E402
+import sweep_throughput  # noqa: E402
 import vs_pytorch  # noqa: E402
 
 TINY = dict(depth=2, base_width=4, image_size=32, batch_size=4)
@@ -94,3 +100,83 @@ def test_frozen_modules_get_no_gradient():
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trained == {'blocks.head.conv0.weight', 'blocks.head.conv0.bias'}
     assert freeze.merge({}, step.frozen).keys() == step.initial_params.keys() - {'head'}
+
+
+def test_accelerator_script_smoke_writes_one_table(tmp_path):
+    """benchmarks/accelerator.sh --smoke: every check's rows on CPU at toy size, one table."""
+    out = tmp_path / 'accelerator.md'
+    done = subprocess.run(
+        ['bash', os.path.join(BENCHMARKS, 'accelerator.sh'), '--smoke', f'--out={out}'],
+        env=dict(os.environ, PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == f'wrote {out}'
+    text = out.read_text()
+    table = [line for line in text.splitlines() if line.startswith('| ')]
+    assert table[0] == '| check | setting | quantity | measured | against | ratio |'
+    rows = [line.split(' | ') for line in table[1:]]
+    vs_torch = [r for r in rows if r[0] == '| vs PyTorch']
+    assert [r[1].split(', ')[-2] for r in vs_torch] == ['float32', 'bfloat16']
+    for r in vs_torch:
+        assert float(r[3].split()[1].replace(',', '')) > 0  # 'JAX N images/s, ...'
+        if vs_pytorch.torch is not None:
+            assert r[4].startswith(vs_pytorch.EAGER) and r[5].endswith('x')
+    frozen = [r for r in rows if r[0] == '| frozen step']
+    assert len(frozen) == len(accelerator.SMOKE.specs)
+    for spec_name, r in zip(accelerator.SMOKE.specs, frozen, strict=True):
+        assert f'`{step_time.SPECS[spec_name]}`' in r[1] and r[4].startswith('FLOP model')
+    if vs_pytorch.torch is None:
+        assert 'PyTorch is not installed: its columns are left out' in text
+    assert 'sweep: not run with --smoke' in text and 'whole run:' in text
+
+
+def test_accelerator_refuses_the_full_size_without_an_accelerator(tmp_path):
+    if jax.default_backend() != 'cpu':
+        pytest.skip('an accelerator is there')
+    rows = accelerator.Rows(str(tmp_path / 'rows.jsonl'))
+    assert accelerator.steps_part(accelerator.GPU, rows, 0.0, smoke=False, peak='') == 1
+    assert 'JAX finds no accelerator (backend cpu)' in (tmp_path / 'rows.jsonl').read_text()
+
+
+def test_flop_utilisation_and_the_table():
+    assert accelerator.peak_flops('NVIDIA H200', 'bfloat16') == pytest.approx(989.4e12)
+    assert accelerator.peak_flops('NVIDIA H200', 'float32', override='100,200') == 100e12
+    assert accelerator.peak_flops('cpu', 'float32') is None
+    # 32 images in 0.016 s at 1 TFLOP per image: 2,000 images/s, 2 PFLOP/s of a 4 PFLOP/s peak.
+    assert accelerator.throughput(0.016, 32, 1e12, 4e15) == '2,000 images/s, 50.0% of peak'
+    assert accelerator.throughput(2.0, 4, 1e9, None) == '2.0 images/s, peak unknown'
+    records = [
+        dict(kind='context', text='a GPU'),
+        dict(kind='row', check='c', setting='s', quantity='q', measured='m', against='', ratio=''),
+        dict(kind='note', text='left out: x'),
+    ]
+    text = accelerator.render(records, total_s=12.3)
+    assert text.splitlines() == [
+        '- a GPU',
+        '- whole run: 12 s',
+        '',
+        '| check | setting | quantity | measured | against | ratio |',
+        '|---|---|---|---|---|---|',
+        '| c | s | q | m | - | - |',
+        '',
+        '- left out: x',
+    ]
+
+
+def test_sweep_summary_speed_up_and_dice_differences():
+    times = dict.fromkeys(sweep_throughput.SECTIONS, 1.0)
+    rows = [
+        dict(
+            scale='quick', mode='sequential', runs=9, wall=90.0, dice={'a': 0.5, 'b': 0.7}, **times
+        ),
+        dict(scale='quick', mode='grouped', runs=9, wall=30.0, dice={'a': 0.5, 'b': 0.6}, **times),
+    ]
+    summary = sweep_throughput.summarise(rows, ['sequential', 'grouped'])
+    assert [(s['mode'], round(s['runs_per_hour']), round(s['speed_up'], 6)) for s in summary] == [
+        ('sequential', 360, 1.0),
+        ('grouped', 1080, 3.0),
+    ]
+    (difference,) = sweep_throughput.dice_differences(rows)
+    assert difference['runs'] == 2 and difference['diff'] == pytest.approx(0.1)

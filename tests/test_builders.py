@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import LAYOUT_SPLITS, make_layout
-from unet_jax.data import builders
+from unet_jax.data import builders, fields, pipeline
 
 
 def _records(builder) -> dict[str, dict[str, dict]]:
@@ -127,6 +127,16 @@ def test_wrong_layout_names_the_expected_folder(tmp_path):
         _build('montgomery', tmp_path / 'src', tmp_path / 'tfds')
 
 
+def test_the_config_fields_name_every_builder_and_resize_method():
+    """config_lib checks `data.name` and `data.resize` against unet_jax.data.fields, which loads
+    no TFDS: its names are those of the builders and the resampling filters."""
+    assert tuple(builders.BUILDERS) == fields.SETS
+    simulated = builders._SyntheticBuilder
+    synthetic = {n for n, cls in builders.BUILDERS.items() if issubclass(cls, simulated)}
+    assert synthetic == set(fields.SYNTHETIC)
+    assert tuple(pipeline.RESAMPLING) == fields.RESIZE_METHODS
+
+
 def test_unknown_set_lists_known_ones():
     with pytest.raises(ValueError, match=r"Unknown data set 'busy'.*busi.*'folder'"):
         builders.make_builder('busy')
@@ -183,11 +193,11 @@ _NO_TF = textwrap.dedent('''
         return importlib.machinery.ModuleSpec(name, Refuse())
   sys.meta_path.insert(0, NoTensorFlow())
   from tests.conftest import make_layout
-  from unet_jax.data import builders, pipeline
+  from unet_jax.data import builders, fields, pipeline
   root = sys.argv[1]
   sizes = {}
   for name in ('busi', 'ecssd', 'synthetic_ultrasound', 'synthetic_natural'):
-    c = pipeline.default_data_config()
+    c = fields.default_data_config()
     c.update(name=name, data_dir=root + '/tfds', image_size=32, num_examples=10,
              manual_dir=str(make_layout(name, __import__('pathlib').Path(root) / name)['root'])
              if not name.startswith('synthetic') else '')

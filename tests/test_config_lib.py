@@ -177,3 +177,62 @@ def test_sources_and_targets_are_one_table():
     for module in (pretrain, finetune, layerwise):
         assert not hasattr(module, 'SOURCES') and not hasattr(module, 'TARGETS')
     assert isinstance(layerwise.get_config('quick').study.targets, ml_collections.ConfigDict)
+
+
+# Arguments each config file is made with in the test below: '' and 'quick' for every file, and
+# these besides (a new file in configs/ is made with the first two until it is listed here).
+CONFIG_ARGUMENTS = {
+    'pretrain': ['source=ultrasound', 'quick,source=natural_speckle', 'data=ecssd'],
+    'finetune': ['target=xray', 'quick,target=busi,data_root=/data'],
+    'layerwise': [
+        'medium',
+        'quick,targets=us+xray,families=scratch+full+auto,criteria=rgn',
+        'targets=busi+jsrt,data_root=/data,sizes=10+all,seeds=2',
+        'medium,targets=busi,pretrain_data=ecssd,data_root=/data',
+        'quick,source=natural_speckle,targets=us+folder:mine',
+    ],
+}
+# What making a config must not import: JAX and its libraries, and TFDS / TensorFlow.
+HEAVY_MODULES = ('jax', 'jaxlib', 'flax', 'optax', 'tensorflow_datasets', 'tensorflow')
+_MAKE_EVERY_CONFIG = """
+import importlib, json, pathlib, sys
+import unet_jax.config_lib
+made, extra = [], json.loads(sys.argv[1])
+for path in sorted(pathlib.Path('configs').glob('*.py')):
+    module = importlib.import_module('configs.' + path.stem)
+    for arg in ['', 'quick', *extra.get(path.stem, [])]:
+        module.get_config(arg).to_json_best_effort()  # every field made and readable
+        made.append(f'{path.stem}:{arg}')
+heavy = sorted({name.split('.')[0] for name in sys.modules} & set(json.loads(sys.argv[2])))
+print(json.dumps({'made': made, 'heavy': heavy}))
+"""
+
+
+def test_configs_are_made_without_jax_or_tfds():
+    """config_lib's rule: a config is made without JAX (launchers, the report and `--help` make
+    configs), and without TFDS, which takes seconds to import. A fresh interpreter imports
+    config_lib and makes every configs/*.py with its arguments; neither was loaded."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [
+            sys.executable,
+            '-c',
+            _MAKE_EVERY_CONFIG,
+            json.dumps(CONFIG_ARGUMENTS),
+            json.dumps(HEAVY_MODULES),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {m.split(':')[0] for m in result['made']} == {'default', *CONFIG_ARGUMENTS}
+    assert len(result['made']) == 8 + sum(map(len, CONFIG_ARGUMENTS.values()))
+    assert result['heavy'] == [], f'making the configs imported {result["heavy"]}'

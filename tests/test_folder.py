@@ -5,11 +5,11 @@ from PIL import Image
 import pytest
 
 from tests.conftest import blob_mask, save_image
-from unet_jax.data import folder, imageio
+from unet_jax.data import fields, folder, imageio
 
 
 def _config(**kwargs):
-    c = folder.default_folder_config()
+    c = fields.default_folder_config()
     c.update(kwargs)
     return c
 

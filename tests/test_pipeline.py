@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import duplicates, leakage, pipeline
+from unet_jax.data import duplicates, fields, leakage, pipeline
 
 
 def _config(**kwargs):
-    c = pipeline.default_data_config()
+    c = fields.default_data_config()
     c.update(kwargs)
     return c
 

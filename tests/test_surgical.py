@@ -11,12 +11,12 @@ import optax
 import pytest
 
 from tests import tiny
-from unet_jax import freeze, metrics, surgical
+from unet_jax import auto_spec, freeze, metrics, surgical
 from unet_jax.layers import build_registry
 from unet_jax.models import UNet
 
 SIZE = 32
-AUTO = surgical.default_auto_config()
+AUTO = auto_spec.default_auto_config()
 AUTO.num_examples = 6
 AUTO.batch_size = 4  # two batches of 4 and 2: the accumulation over unequal batches is tested
 AUTO.probe_steps = 3
@@ -55,19 +55,19 @@ def _loss(model, params, images, masks):
 
 
 def test_auto_specs_parse_and_bad_ones_say_how_to_write_them():
-    assert surgical.is_auto(' auto:rgn:3') and not surgical.is_auto('enc0..enc2')
-    assert surgical.parse_auto('auto:rgn:3', 6) == surgical.AutoSpec('rgn', 3)
-    assert surgical.parse_auto('auto:probe:soft', 6).soft
-    with pytest.raises(surgical.AutoSpecError, match="valid: \\('rgn', 'probe'\\)"):
-        surgical.parse_auto('auto:fisher:2', 6)
-    with pytest.raises(surgical.AutoSpecError, match='from 1 to 6'):
-        surgical.parse_auto('auto:rgn:7', 6)
-    with pytest.raises(surgical.AutoSpecError, match='from 1 to 6'):
-        surgical.parse_auto('auto:rgn:0', 6)
-    with pytest.raises(surgical.AutoSpecError, match='whole spec'):
-        surgical.parse_auto('auto:rgn:2,head', 6)
-    with pytest.raises(surgical.AutoSpecError, match='auto:CRITERION:K'):
-        surgical.parse_auto('auto:rgn', 6)
+    assert auto_spec.is_auto(' auto:rgn:3') and not auto_spec.is_auto('enc0..enc2')
+    assert auto_spec.parse_auto('auto:rgn:3', 6) == auto_spec.AutoSpec('rgn', 3)
+    assert auto_spec.parse_auto('auto:probe:soft', 6).soft
+    with pytest.raises(auto_spec.AutoSpecError, match="valid: \\('rgn', 'probe'\\)"):
+        auto_spec.parse_auto('auto:fisher:2', 6)
+    with pytest.raises(auto_spec.AutoSpecError, match='from 1 to 6'):
+        auto_spec.parse_auto('auto:rgn:7', 6)
+    with pytest.raises(auto_spec.AutoSpecError, match='from 1 to 6'):
+        auto_spec.parse_auto('auto:rgn:0', 6)
+    with pytest.raises(auto_spec.AutoSpecError, match='whole spec'):
+        auto_spec.parse_auto('auto:rgn:2,head', 6)
+    with pytest.raises(auto_spec.AutoSpecError, match='auto:CRITERION:K'):
+        auto_spec.parse_auto('auto:rgn', 6)
 
 
 # ---------------------------------------------------------------------------- RGN
@@ -222,5 +222,7 @@ def test_scale_by_score_inside_the_freeze_optimizer_and_unit_scales(setup):
 
 def test_scales_must_cover_every_parameter(setup):
     _, _, variables, _ = setup
-    with pytest.raises(surgical.AutoSpecError, match='No score for parameter .*give one per block'):
+    with pytest.raises(
+        auto_spec.AutoSpecError, match='No score for parameter .*give one per block'
+    ):
         surgical.scale_by_score({'enc0': 1.0}).init(variables['params'])

@@ -27,8 +27,8 @@ from typing import Any
 
 import ml_collections
 
-from unet_jax import cli, modalities
-from unet_jax.data import builders, duplicates, folder, pipeline
+from unet_jax import auto_spec, cli, modalities
+from unet_jax.data import duplicates, fields
 
 ConfigError = cli.ConfigError
 
@@ -66,23 +66,10 @@ SYNTHETIC_TARGETS = {
 }
 OPTIMIZERS = ('adam', 'adamw')
 SCHEDULES = ('cosine', 'constant')
-REAL_TARGETS = tuple(name for name in builders.BUILDERS if name not in builders.SYNTHETIC)
+REAL_TARGETS = fields.REAL
 # Real natural-image saliency sets a study may pre-train on (`pretrain_data=`).
 REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
 _TARGET_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
-
-
-def default_auto_config() -> ml_collections.ConfigDict:
-    """`config.finetune.auto`: how much of the target's training set an `auto:` spec looks at
-    (unet_jax.surgical; here so that a config is made without importing JAX)."""
-    return ml_collections.ConfigDict(
-        dict(
-            num_examples=32,  # probe images (a few batches of the training set; fewer if small)
-            batch_size=8,  # images per forward/backward pass of the probe
-            probe_steps=10,  # 'probe': Adam steps of each block's short run
-            seed=0,  # which training images are the probe images (and which training subset)
-        )
-    )
 
 
 def default_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -102,14 +89,14 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
             upsample='transpose',  # transpose (2x2 stride-2 up-conv) | bilinear (resize + conv)
         )
     )
-    config.data = pipeline.default_data_config()
+    config.data = fields.default_data_config()
 
     config.finetune = ml_collections.ConfigDict(
         dict(
             train='@all',  # freeze spec: what trains; the rest is frozen
             order='forward',  # forward | level: the depth order of first:N / last:N
             granularity='unit',  # unit | block: what first:N / last:N count
-            auto=default_auto_config(),  # what an `auto:` spec looks at (unet_jax.surgical)
+            auto=auto_spec.default_auto_config(),  # what an `auto:` spec looks at
         )
     )
     config.init_from = ''  # workdir (or best/ folder) of a pre-training run; '' = scratch
@@ -229,7 +216,7 @@ def builtin_target(name: str, *, data_root: str = '', where: str) -> ml_collecti
 def folder_target() -> ml_collections.ConfigDict:
     """A folder-set target with every `data.folder` field present (empty), so that each can be
     set on the command line: --config.study.targets.NAME.data.folder.images=DIR."""
-    folder = pipeline.default_data_config().folder
+    folder = fields.default_folder_config()
     return ml_collections.ConfigDict(
         dict(data=dict(name='folder', drop_normal=False, folder=folder), augment=dict(flip=True))
     )
@@ -265,10 +252,10 @@ def apply_target(
             )
         _apply_fields(config[section], overrides, f'{where}.{section}', section)
     data = config.data
-    if data.name != 'folder' and data.name not in builders.BUILDERS:
+    if data.name != 'folder' and data.name not in fields.SETS:
         raise ConfigError(
             f'{where}.data.name={data.name!r} is not a data set; valid: '
-            f'{", ".join(builders.BUILDERS)}, folder.'
+            f'{", ".join(fields.SETS)}, folder.'
         )
     if data.name == 'folder' and not data.folder.images:
         raise ConfigError(
@@ -475,10 +462,10 @@ def run_problems(
 
 def _data_problems(data, where: str, need, problems: list[str]) -> None:
     """Appends what is wrong with config.data to `problems`."""
-    names = (*builders.BUILDERS, 'folder')
+    names = (*fields.SETS, 'folder')
     need('data.name', lambda v: v in names, f'is not a data set; use one of {", ".join(names)}')
     need('data.image_size', lambda v: _is_int(v) and v >= 2, 'must be an integer >= 2')
-    methods = tuple(pipeline.RESIZE_METHODS)
+    methods = fields.RESIZE_METHODS
     need('data.resize', lambda v: v in methods, f'is not a resize method; use one of {methods}')
     fraction = lambda v: _is_number(v) and 0 < v < 1
     need('data.test_fraction', fraction, 'must be in (0, 1)')
@@ -531,8 +518,8 @@ def _data_problems(data, where: str, need, problems: list[str]) -> None:
     if data.name == 'folder':
         need(
             'data.folder.pairing',
-            lambda v: v in folder.PAIRINGS,
-            f'is not a pairing rule; use one of {folder.PAIRINGS}',
+            lambda v: v in fields.PAIRINGS,
+            f'is not a pairing rule; use one of {fields.PAIRINGS}',
         )
         need(
             'data.folder.images',
@@ -545,7 +532,7 @@ def _data_problems(data, where: str, need, problems: list[str]) -> None:
 def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool) -> list[str]:
     """Model fields that only the model knows (norms, up-sampling, the image pyramid) and the
     freeze spec, resolved against the layer registry of this model."""
-    from unet_jax import freeze, layers, models, surgical  # JAX: once the plain fields are fine
+    from unet_jax import freeze, layers, models  # JAX: once the plain fields are fine
     from unet_jax.models import unet
 
     problems = []
@@ -576,13 +563,13 @@ def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool
     )
     spec, granularity = config.finetune.train, config.finetune.granularity
     try:
-        if surgical.is_auto(spec):  # resolved when the run starts; check its form and k here
-            surgical.parse_auto(spec, len(registry.order('forward', granularity)))
+        if auto_spec.is_auto(spec):  # resolved when the run starts; check its form and k here
+            auto_spec.parse_auto(spec, len(registry.order('forward', granularity)))
         else:
             freeze.compile_spec(
                 spec, registry, order=config.finetune.order, granularity=granularity
             )
-    except (freeze.FreezeSpecError, surgical.AutoSpecError) as e:
+    except (freeze.FreezeSpecError, auto_spec.AutoSpecError) as e:
         problems.append(str(e))
     return problems
 

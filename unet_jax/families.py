@@ -5,7 +5,7 @@ the same table, so a family or direction added here appears in every table and f
 
 A reference family trains one fixed freeze spec. A direction trains the first or last k
 units/blocks of a depth order (`first:k` / `last:k`), for k = 1..N. The automatic family trains
-what `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose (unet_jax.surgical), for
+what `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose (unet_jax.auto_spec), for
 each criterion of `study.auto_criteria`; it is not in the default list (DEFAULTS): it adds
 2(N+1) runs per target, size and seed.
 """

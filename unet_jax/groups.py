@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from unet_jax import (
+    auto_spec,
     freeze,
     io_utils,
     layers,
@@ -154,7 +155,7 @@ class Group:
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
         choice = None
-        if surgical.is_auto(config.finetune.train):  # its time counts in setup_s and probe_s
+        if auto_spec.is_auto(config.finetune.train):  # its time counts in setup_s and probe_s
             choice = auto_choice(members, splits_fn, model=model, registry=registry)
         plan = freeze.compile_spec(
             choice.spec if choice else config.finetune.train,

@@ -29,8 +29,11 @@ Both criteria look at the probe images without augmentation, with the model in i
 (no dropout, BatchNorm running statistics), so a choice is a deterministic function of the
 pre-trained weights and the training set.
 
-Over 400 lines because both criteria, the spec parser, the soft transform and the saved choice
-belong to one feature; each is a short function.
+The spec grammar (prefix, criteria, `parse_auto`) and the `config.finetune.auto` fields are in
+unet_jax.auto_spec, which imports no JAX, so that configs and the sweep are made without it.
+
+Over 400 lines because both criteria, the soft transform and the saved choice belong to one
+feature; each is a short function.
 """
 
 from __future__ import annotations
@@ -51,59 +54,10 @@ import numpy as np
 import optax
 
 from unet_jax import freeze, io_utils, metrics
-from unet_jax.config_lib import default_auto_config
+from unet_jax.auto_spec import AutoSpecError, default_auto_config, parse_auto
 from unet_jax.layers import GRANULARITIES, LayerRegistry
 
-PREFIX = 'auto:'
-CRITERIA = ('rgn', 'probe')
-SOFT = 'soft'
 CHOICE_FILE = 'auto_choice.json'
-
-
-class AutoSpecError(ValueError):
-    """An `auto:` freeze spec that cannot be resolved."""
-
-
-# ----------------------------------------------------------------------------- specs
-
-
-@dataclasses.dataclass(frozen=True)
-class AutoSpec:
-    """A parsed `auto:<criterion>:<k|soft>`; k is None for the soft variant."""
-
-    criterion: str
-    k: int | None
-
-    @property
-    def soft(self) -> bool:
-        return self.k is None
-
-
-def is_auto(spec: str) -> bool:
-    return spec.strip().startswith(PREFIX)
-
-
-def parse_auto(spec: str, num_names: int) -> AutoSpec:
-    """Checks `auto:<criterion>:<k|soft>` against the criteria and the number of blocks/units."""
-    where = f'Freeze spec {spec!r} (config.finetune.train)'
-    parts = [p.strip() for p in spec.strip().split(':')]
-    if len(parts) != 3 or parts[0] != PREFIX[:-1] or ',' in spec:
-        raise AutoSpecError(
-            f"{where}: write 'auto:CRITERION:K' (train the K highest-scoring blocks or units) or "
-            f"'auto:CRITERION:{SOFT}' (train all, learning rates scaled by the scores), as the "
-            f'whole spec; criteria: {", ".join(CRITERIA)}.'
-        )
-    _, criterion, count = parts
-    if criterion not in CRITERIA:
-        raise AutoSpecError(f'{where}: unknown criterion {criterion!r}; valid: {CRITERIA}.')
-    if count == SOFT:
-        return AutoSpec(criterion, None)
-    if not count.isdigit() or not 1 <= int(count) <= num_names:
-        raise AutoSpecError(
-            f'{where}: K must be an integer from 1 to {num_names} (the number of blocks or units '
-            f"at config.finetune.granularity) or '{SOFT}'."
-        )
-    return AutoSpec(criterion, int(count))
 
 
 # ----------------------------------------------------------------------------- the choice

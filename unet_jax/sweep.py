@@ -22,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from unet_jax import families, freeze, layers, models, surgical
+from unet_jax import auto_spec, families, freeze, layers, models
 from unet_jax.layout import size_name
 
 
@@ -94,7 +94,7 @@ def configuration_name(
         return f'{family}-{order}-{granularity}-k{k}'
     if families.get(family).is_auto:
         criterion = spec.split(':')[1]
-        return f'{family}-{criterion}-{granularity}-' + (f'k{k}' if k else surgical.SOFT)
+        return f'{family}-{criterion}-{granularity}-' + (f'k{k}' if k else auto_spec.SOFT)
     return family
 
 
@@ -122,9 +122,9 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
     for granularity in study.granularities:
         if granularity not in layers.GRANULARITIES:
             fail('granularities', granularity, layers.GRANULARITIES)
-    for criterion in study.get('auto_criteria', surgical.CRITERIA):
-        if criterion not in surgical.CRITERIA:
-            fail('auto_criteria', criterion, surgical.CRITERIA)
+    for criterion in study.get('auto_criteria', auto_spec.CRITERIA):
+        if criterion not in auto_spec.CRITERIA:
+            fail('auto_criteria', criterion, auto_spec.CRITERIA)
     for field in ('targets', 'num_train', 'seeds', 'families'):
         if not len(study[field]):
             raise ValueError(f'config.study.{field} is empty: the study would have no points.')
@@ -167,12 +167,11 @@ def _auto_configurations(
 ) -> Iterator[dict[str, Any]]:
     """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft`, per criterion and
     granularity (k counts blocks or units, whatever their order)."""
-    for criterion in study.get('auto_criteria', surgical.CRITERIA):
+    for criterion in study.get('auto_criteria', auto_spec.CRITERIA):
         for granularity in study.granularities:
             n = len(registry.order('forward', granularity))
             for k in [*range(1, n + 1), 0]:
-                count = k or surgical.SOFT
-                spec = f'{surgical.PREFIX}{criterion}:{count}'
+                spec = auto_spec.format_auto(criterion, k or None)
                 yield dict(family=families.AUTO, spec=spec, granularity=granularity, k=k)
 
 
@@ -203,9 +202,9 @@ def enumerate_sweep(
         )
         # What an auto: spec trains is only known once its run has scored the blocks (but for
         # k = N: everything, the same run as `full`).
-        units = () if surgical.is_auto(c['spec']) else _trained_units(c, registry)
+        units = () if auto_spec.is_auto(c['spec']) else _trained_units(c, registry)
         num_names = len(registry.order('forward', c.get('granularity') or 'unit'))
-        if surgical.is_auto(c['spec']) and c['k'] == num_names:
+        if auto_spec.is_auto(c['spec']) and c['k'] == num_names:
             c, units = dict(c, spec=freeze.ALL), registry.unit_names
         configurations.append((name, dict(c, trained_units=units)))
 
@@ -220,7 +219,7 @@ def enumerate_sweep(
                     init = families.get(c['family']).init
                     pretrain_index = seed % num_pretrain if init == 'pretrained' else None
                     units = frozenset(c['trained_units'])
-                    trains = c['spec'] if surgical.is_auto(c['spec']) else units
+                    trains = c['spec'] if auto_spec.is_auto(c['spec']) else units
                     key = (target, num_train, fold, init, pretrain_index, trains)
                     if families.get(c['family']).trains or config.dont_load:
                         key += (c['family'] == 'pretrained', seed)

@@ -26,8 +26,8 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unet_jax.data import fields, imageio
 from unet_jax.data import folder as folder_set
-from unet_jax.data import imageio
 
 ULTRASOUND_LABELS = ('benign', 'malignant', 'normal')
 _VERSION = tfds.core.Version('1.0.0')
@@ -606,12 +606,6 @@ BUILDERS: dict[str, type[_SegmentationBuilder]] = {
         Msra10k,
     )
 }
-SYNTHETIC = (
-    'synthetic_ultrasound',
-    'synthetic_xray',
-    'synthetic_natural',
-    'synthetic_natural_speckle',
-)
 
 
 def default_data_dir() -> str:
@@ -638,7 +632,7 @@ def make_builder(
         )
     cls = BUILDERS[name]
     data_dir = data_dir or default_data_dir()
-    if name in SYNTHETIC:
+    if name in fields.SYNTHETIC:
         config = synthetic_config(image_size=image_size, num_examples=num_examples, seed=seed)
     elif manual_dir:
         folder = Path(manual_dir).expanduser()

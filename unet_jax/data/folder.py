@@ -27,8 +27,8 @@ import ml_collections
 import numpy as np
 
 from unet_jax.data import imageio
+from unet_jax.data.fields import PAIRINGS
 
-PAIRINGS = ('stem', 'suffix', 'regex')
 _SHOWN = 10
 _FIX = 'set config.data.folder.skip_bad=True to skip such files (a summary is logged)'
 
@@ -62,19 +62,6 @@ class Report:
         for reason, files in self.skipped.items():
             text += f'\n  {len(files)} {reason}: {_show(files)}'
         return text
-
-
-def default_folder_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.images = ''  # A folder (all image files in it) or a glob ('data/img/**/*.jpg').
-    c.masks = ''  # A folder or a glob for the masks; '' = the images' folder (suffix pairing).
-    c.pairing = 'stem'  # 'stem' | 'suffix' | 'regex' (see unet_jax/data/folder.py).
-    c.mask_suffix = '_mask'  # For pairing='suffix': <stem>_mask.png, <stem>_mask_1.png, ...
-    c.regex = ''  # For pairing='regex': a regex with a named group `key`, searched in stems.
-    c.mask_threshold = 0  # Mask pixel > threshold is foreground (0: any non-zero; 127 for JPEG).
-    c.resize_masks = False  # Resize masks of another size than their image (nearest neighbour).
-    c.skip_bad = False  # Skip unpaired/unreadable files with a logged summary instead of failing.
-    return c
 
 
 def _show(files) -> str:

@@ -40,10 +40,11 @@ import numpy as np
 from PIL import Image
 
 from unet_jax import io_utils
-from unet_jax.data import builders, duplicates, folder
+from unet_jax.data import builders, duplicates, fields, folder
 
 SPLITS = ('train', 'val', 'test')
-RESIZE_METHODS = {'bilinear': Image.BILINEAR, 'area': Image.BOX}
+# The PIL filter of each of fields.RESIZE_METHODS (config.data.resize).
+RESAMPLING = {'bilinear': Image.BILINEAR, 'area': Image.BOX}
 # Bump when preprocessing changes, so cached arrays are not reused.
 _CACHE_VERSION = 1
 
@@ -60,49 +61,6 @@ class Split:
         return len(self.ids)
 
 
-def default_data_config() -> ml_collections.ConfigDict:
-    """All `config.data` fields with their defaults."""
-    c = ml_collections.ConfigDict()
-    # 'synthetic_ultrasound' | 'synthetic_xray' | 'synthetic_natural' | 'busi' | 'dataset_b' |
-    # 'jsrt' | 'montgomery' | 'shenzhen' | 'ecssd' | 'duts' | 'xpie' | 'msra10k' | 'folder'.
-    c.name = 'synthetic_ultrasound'
-    c.image_size = 128  # Side of the square model input after preprocessing.
-    c.data_dir = (
-        ''  # Where TFDS builds are cached; '' = $UNET_JAX_DATA_DIR or ~/tensorflow_datasets.
-    )
-    c.manual_dir = ''  # The folder of a downloaded real set (see docs/data.md per set).
-    c.max_size = 0  # Real sets: cap the longest side of stored images (0 = original size).
-    c.num_examples = 200  # Synthetic sets: number of examples generated.
-    c.seed = 0  # Synthetic sets: generation seed (example i uses default_rng([seed, i])).
-    c.split_seed = 0  # Seed of the test/val split by case (keep fixed across a study).
-    c.test_fraction = 0.2  # Held-out test fraction where the set has no official test split.
-    c.val_fraction = 0.15  # Validation fraction (of all cases) where there is no official val.
-    # Outer cross-validation (0 = off): every case (official splits pooled) falls into one of
-    # `outer_folds` seeded folds (split_seed); fold `outer_fold` is the test split, so over the
-    # folds every case is tested exactly once; validation is drawn from the other folds
-    # (val_fraction of all cases, or fold `fold` of `num_folds`) and training is the rest.
-    # 0 keeps the official test split where the set has one, else test_fraction.
-    c.outer_folds = 0
-    c.outer_fold = 0  # Which outer fold is the test split (0 .. outer_folds-1).
-    c.num_folds = 0  # > 1: k-fold cross-validation on the non-test cases; fold `fold` is val.
-    c.fold = 0  # Which fold is the validation split (0 .. num_folds-1).
-    # Near-duplicate clusters (data/duplicates.py: equal images and close perceptual hashes)
-    # fall into one fold and one split; one that an official split puts into two splits is an
-    # error. True: splits by case only (near-duplicates may straddle; the leak check lists them).
-    c.allow_near_duplicates = False
-    # Two images are near-duplicates when their 255-bit DCT hashes differ in at most this many
-    # bits; -1 = the set's own distance (duplicates.SET_NEAR_DUPLICATE_BITS: BUSI 64, else 26).
-    c.near_duplicate_bits = -1
-    c.num_train = -1  # Training subset size (-1 = all training cases).
-    c.subset_seed = 0  # Seed of the training subset; subsets of one seed are nested.
-    c.drop_normal = False  # Leave out normal cases: labelled 'normal' or with an empty mask.
-    c.resize = 'bilinear'  # Image resampling: 'bilinear' or 'area'; masks are always nearest.
-    c.pad = False  # Keep the aspect ratio: resize the longest side, pad to square.
-    c.cache = True  # Cache preprocessed arrays of TFDS sets next to the build (fast reloads).
-    c.folder = folder.default_folder_config()  # name='folder': your own images and masks.
-    return c
-
-
 def preprocess(
     image: np.ndarray,
     mask: np.ndarray,
@@ -117,8 +75,8 @@ def preprocess(
     The image is normalised per image (zero mean, unit std over its content, so a pad is 0 =
     the mean), which removes gain and exposure differences between scanners and sets.
     """
-    if resize not in RESIZE_METHODS:
-        raise ValueError(f'config.data.resize={resize!r}; use one of {sorted(RESIZE_METHODS)}.')
+    if resize not in RESAMPLING:
+        raise ValueError(f'config.data.resize={resize!r}; use one of {fields.RESIZE_METHODS}.')
     image = np.asarray(image, np.uint8)
     if image.ndim == 2:
         image = image[..., None]
@@ -132,7 +90,7 @@ def preprocess(
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
     else:
         size = (image_size, image_size)
-    pixels = np.asarray(pil.resize(size, RESIZE_METHODS[resize]), np.float32)
+    pixels = np.asarray(pil.resize(size, RESAMPLING[resize]), np.float32)
     pixels = pixels.reshape(size[1], size[0], -1)
     if in_channels == 3 and pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
