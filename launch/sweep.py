@@ -421,7 +421,6 @@ def run_slurm(*, config, args, workdir, sweep, groups, dry_run) -> int:
         for job in jobs:
             print(shell(sbatch_command(job, ids)))
         return 0
-    check_slurm_programs()
     queued = queued_jobs(workdir)
     if queued:
         sys.exit(
@@ -508,6 +507,8 @@ def main(argv):
     plan = dict(args=config_args(sys.argv), workdir=workdir, sweep=sweep, groups=groups)
     if FLAGS['dry-run'].value:
         return execute(config, **plan, dry_run=True)
+    if FLAGS.executor == 'slurm':
+        check_slurm_programs()
     # One launcher per study folder (the processes it starts lock their group folders).
     with runfolder.lock(workdir):
         study.write_plan(config, workdir, sweep)
