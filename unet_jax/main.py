@@ -1,7 +1,7 @@
 r"""Entry point: one training run, or the layer-wise study when the config declares one.
 
   python -m unet_jax.main --config=configs/finetune.py:quick --workdir=runs/ft \
-      --config.finetune.train='enc0..enc1'
+      --config.init_from=runs/pretrain --config.finetune.train='enc0..enc1'
   python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study
 """
 
