@@ -941,7 +941,8 @@ def test_a_killed_holder_leaves_no_stale_lock(good_data, tmp_path):
     holder.kill()
     holder.wait()
     with runfolder.lock(str(tmp_path / 'run')):
-        assert json.loads((tmp_path / 'run' / runfolder.LOCK_FILE).read_text())['pid'] == os.getpid()
+        record = json.loads((tmp_path / 'run' / runfolder.LOCK_FILE).read_text())
+        assert record['pid'] == os.getpid()
 
 
 def test_a_study_with_failed_runs_ends_non_zero_and_says_where(tmp_path, capfd):

@@ -170,7 +170,9 @@ def test_a_fine_tune_killed_at_20_random_moments_resumes_bit_for_bit(tmp_path):
 def checkpoint_steps(workdir: Path) -> list[int]:
     """The steps of the latest-state checkpoints a killed process left (for the failure text)."""
     folder = workdir / 'checkpoints'
-    return sorted(int(d.name) for d in folder.iterdir() if d.name.isdigit()) if folder.exists() else []
+    if not folder.exists():
+        return []
+    return sorted(int(d.name) for d in folder.iterdir() if d.name.isdigit())
 
 
 def log(tmp_path: Path) -> str:

@@ -451,13 +451,15 @@ def _point_problems(config: ml_collections.ConfigDict) -> list[str]:
     problem once with a point that has it. The freeze specs are checked by the enumeration."""
     from unet_jax import study  # JAX: only once the study's own fields are fine
 
-    sweep = study.enumerate_sweep(config)
+    alike: dict[tuple, list[Any]] = {}  # points whose runs differ in seed and spec only
+    for point in study.enumerate_sweep(config).runs:
+        alike.setdefault((point.target, point.num_train, point.family), []).append(point)
     first_point: dict[str, tuple[str, int]] = {}
-    for point in sweep.runs:
-        run = study.point_config(config, point, workdir='')
+    for points in alike.values():
+        run = study.point_config(config, points[0], workdir='')
         for problem in run_problems(run, spec=False):
-            name, count = first_point.get(problem, (point.name, 0))
-            first_point[problem] = (name, count + 1)
+            name, count = first_point.get(problem, (points[0].name, 0))
+            first_point[problem] = (name, count + len(points))
     problems = []
     for problem, (name, count) in first_point.items():
         field = problem.removeprefix('config.').split('=', 1)[0]
