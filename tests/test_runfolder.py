@@ -89,6 +89,10 @@ def test_a_study_group_and_a_whole_study_lock_their_folders(tmp_path):
         with pytest.raises(runfolder.FolderInUseError, match=f'{workdir} is in use'):
             study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
     assert fake.calls == []
+    with runfolder.lock(study.group_dir(workdir, scratch)):  # the whole study stops there
+        with pytest.raises(runfolder.FolderInUseError, match='scratch/s0 is in use'):
+            study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
+    assert study.run_dir(workdir, scratch.runs[0].run) not in fake.calls
 
 
 def test_a_study_refuses_run_folders_of_another_config_before_anything(tmp_path):

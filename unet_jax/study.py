@@ -393,6 +393,8 @@ def run_study(
             continue
         try:
             outcome = run_group(config, workdir, group, run_fn)
+        except (runfolder.FolderInUseError, cli.ConfigError):
+            raise  # another process trains the group, or its folders hold another config
         except Exception as e:  # recorded in error.txt; the other groups still run
             outcome = {'trained': [], 'failed': [p.run for p in group.runs]}
             logging.error('study: group %d (%s) failed: %s', group.index, group.name, e)
