@@ -7,8 +7,10 @@ Arguments (comma-separated): `quick` (CPU scale); `target=NAME`, a target of the
 `xray` (simulated; default `us`) or a real set (busi, dataset_b, jsrt, montgomery, shenzhen,
 ...) read from `data_root=DIR` (or --config.data.manual_dir=DIR). The target sets its data
 defaults as in the study: ultrasound sets leave out normal cases (`data.drop_normal`), chest
-X-ray sets train without left-right flips (`augment.flip`). Without init_from the run starts
-from scratch.
+X-ray sets train without left-right flips (`augment.flip`). The default spec, `@contracting`,
+freezes the rest of the U-Net, so it needs `init_from` (a pre-training workdir): without it,
+train `--config.finetune.train=@all` from scratch (or set
+`--config.finetune.allow_random_frozen=True` to freeze random layers on purpose).
 """
 
 from unet_jax import config_lib

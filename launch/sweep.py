@@ -31,6 +31,7 @@ import getpass
 import hashlib
 import os
 import shlex
+import shutil
 import string
 import subprocess
 import sys
@@ -44,7 +45,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from unet_jax import cli, io_utils, layout, report, study  # noqa: E402
+from unet_jax import cli, config_lib, io_utils, layout, report, runfolder, study  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -133,7 +134,7 @@ def detect_devices() -> list[str]:
     return listing.stdout.split()
 
 
-def run_local(*, args, workdir, groups, dry_run) -> int:
+def run_local(*, args, workdir, sweep, groups, dry_run) -> int:
     devices = detect_devices()
     parallel = FLAGS.parallel or max(1, len(devices))
     logs = os.path.join(workdir, 'logs')
@@ -152,24 +153,41 @@ def run_local(*, args, workdir, groups, dry_run) -> int:
     os.makedirs(logs, exist_ok=True)
     logging.info('sweep: pre-training and data preparation (log: %s/pretrain.log)', logs)
     if _start(args, workdir, 'pretrain', logs, None).wait() != 0:
-        logging.error(
-            'sweep: pre-training or data preparation failed; see %s/pretrain.log. '
-            'Nothing else ran.',
-            logs,
+        raise cli.UserError(
+            f'pre-training or data preparation failed: see {logs}/pretrain.log. Nothing else '
+            'ran; fix the cause and run the same command again.'
         )
-        return 1
     failed = _run_pool(args, workdir, jobs, logs, parallel, devices)
     path = report.write_report(workdir)
     logging.info('sweep: report in %s', path)
     if failed:
-        logging.error(
-            "sweep: %d group(s) failed: %s. Their runs' error.txt and %s/<index>.log say why; "
-            'run the same command again to retry only those.',
-            len(failed),
-            ', '.join(failed),
-            logs,
+        raise cli.UserError(failed_message(workdir, sweep, groups, failed, logs))
+    return 0
+
+
+def failed_message(workdir: str, sweep, groups, failed: list[str], logs: str) -> str:
+    """'N of M runs failed: see ...' from the runs' error.txt; groups that failed without one
+    (killed, or refused to start) are named with their log."""
+    total = len(sweep.runs)
+    runs = [
+        p.run
+        for g in groups
+        if g.name in failed
+        for p in g.runs
+        if layout.has_failed(layout.run_dir(workdir, p.run))
+    ]
+    silent = [
+        f'{logs}/{g.index}.log'
+        for g in groups
+        if g.name in failed and not any(p.run in runs for p in g.runs)
+    ]
+    parts = [study.failed_message(workdir, runs, total)] if runs else []
+    if silent:
+        parts.append(
+            f'{len(silent)} of {len(groups)} groups failed before a run could fail: see '
+            f'{", ".join(silent[:3])}{" ..." if len(silent) > 3 else ""}.'
         )
-    return 1 if failed else 0
+    return ' '.join(parts)
 
 
 def _start(args, workdir, sweep_index, logs, device) -> subprocess.Popen:
@@ -277,6 +295,17 @@ def job_prefix(workdir: str) -> str:
     return f'{os.path.basename(os.path.normpath(workdir))}-{digest}'
 
 
+def check_slurm_programs() -> None:
+    """sbatch and squeue are on the PATH, or the error says how to get on without them."""
+    missing = [p for p in ('sbatch', 'squeue') if not shutil.which(p, path=CHILD_ENV.get('PATH'))]
+    if missing:
+        raise cli.UserError(
+            f'--executor=slurm needs SLURM\'s {" and ".join(missing)}, not found on the PATH. '
+            'To fix: install SLURM (or run this command on a node of the cluster, where '
+            '`sbatch` works), or run the groups on this machine with --executor=local.'
+        )
+
+
 def queued_jobs(workdir: str) -> list[str]:
     """'id name' of this study's jobs that SLURM still holds (pending or running)."""
     listing = subprocess.run(
@@ -286,7 +315,10 @@ def queued_jobs(workdir: str) -> list[str]:
         env=CHILD_ENV,
     )
     if listing.returncode:
-        sys.exit(f'sweep: squeue failed: {listing.stderr.strip()}; is SLURM running here?')
+        raise cli.UserError(
+            f'squeue failed: {listing.stderr.strip()}. Is SLURM running here (`sinfo`)? Or run '
+            'the groups on this machine with --executor=local.'
+        )
     prefix = job_prefix(workdir) + '-'
     jobs = [line.split(maxsplit=1) for line in listing.stdout.splitlines()]
     return [' '.join(job) for job in jobs if len(job) == 2 and job[1].startswith(prefix)]
@@ -374,7 +406,7 @@ def sbatch_command(job, ids: dict[str, str]) -> list[str]:
     return command + [job['path']]
 
 
-def run_slurm(*, config, args, workdir, groups, dry_run) -> int:
+def run_slurm(*, config, args, workdir, sweep, groups, dry_run) -> int:
     jobs = slurm_scripts(config=config, args=args, workdir=workdir, groups=groups)
     if dry_run:
         for job in jobs:
@@ -458,8 +490,10 @@ def main(argv):
             '--config has no `study` field: launch/sweep.py runs studies '
             '(configs/layerwise.py); run single configs with unet_jax.main.'
         )
+    config_lib.check_config(config)  # every bad field, every sweep point, before anything runs
     workdir = os.path.abspath(FLAGS.workdir)
     sweep = study.enumerate_sweep(config)
+    study.check_run_folders(config, workdir, sweep.runs, pretraining=True)
     finished = {p.run for p in sweep.runs if layout.is_finished(layout.run_dir(workdir, p.run))}
     groups = [g for g in sweep.groups if any(p.run not in finished for p in g.runs)]
     logging.info(
@@ -470,19 +504,26 @@ def main(argv):
         len(finished),
         len(groups),
     )
-    if not FLAGS['dry-run'].value:
-        study.write_plan(config, workdir, sweep)
-    if not groups and not FLAGS['dry-run'].value:
-        logging.info('sweep: nothing to run; writing the report.')
-        print(report.write_report(workdir))
-        return 0
-    execute = run_local if FLAGS.executor == 'local' else run_slurm
-    kwargs = dict(
-        args=config_args(sys.argv), workdir=workdir, groups=groups, dry_run=FLAGS['dry-run'].value
-    )
+    plan = dict(args=config_args(sys.argv), workdir=workdir, sweep=sweep, groups=groups)
+    if FLAGS['dry-run'].value:
+        return execute(config, **plan, dry_run=True)
     if FLAGS.executor == 'slurm':
-        kwargs['config'] = config
-    return execute(**kwargs)
+        check_slurm_programs()
+    # One launcher per study folder (the processes it starts lock their group folders).
+    with runfolder.lock(workdir):
+        study.write_plan(config, workdir, sweep)
+        if not groups:
+            logging.info('sweep: nothing to run; writing the report.')
+            print(report.write_report(workdir))
+            return 0
+        return execute(config, **plan, dry_run=False)
+
+
+def execute(config, **plan) -> int:
+    """The plan run (or, with dry_run, printed) by the executor of --executor."""
+    if FLAGS.executor == 'local':
+        return run_local(**plan)
+    return run_slurm(config=config, **plan)
 
 
 if __name__ == '__main__':

@@ -196,6 +196,31 @@ COMMAND_CASES = {
     'spec-order-unknown': CommandCase(
         ('--config.finetune.order=depth',), ("config.finetune.order='depth'", 'level')
     ),
+    'spec-freezes-random-layers': CommandCase(
+        ('--config=configs/finetune.py:quick', '--workdir=w'),
+        (
+            "config.finetune.train='@contracting' freezes 12 of 18 units",
+            'config.init_from is empty',
+            'random initialisation',
+            '--config.init_from',
+            '--config.finetune.train=@all',
+            '--config.finetune.allow_random_frozen=True',
+        ),
+        tiny=False,
+    ),
+    'spec-none-from-scratch': CommandCase(
+        ('--config.finetune.train=@none', '--config.num_train_steps=0'),
+        ("'@none' freezes", 'config.init_from is empty', '--config.init_from'),
+    ),
+    'study-training-set-size-zero': CommandCase(
+        ('--config=configs/layerwise.py:quick,sizes=0', '--workdir=w'),
+        (
+            'config.data.num_train=0 must be -1',
+            'in sweep point us/n0/s0/scratch and 103 other run(s)',
+            'config.study.num_train (sizes=)',
+        ),
+        tiny=False,
+    ),
 }
 
 
@@ -808,3 +833,160 @@ def test_accepted_odd_inputs(tmp_path):
     for split in splits.values():
         for id_, mask in zip(split.ids, split.mask):
             np.testing.assert_array_equal(mask[..., 0], truth[id_])
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under folder, by relative path: what a refused process must leave as it was."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob('*'))
+        if path.is_file()
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderCase:
+    """The tiny run's command (main_args) on a folder that holds the trained run."""
+
+    extra: tuple[str, ...]
+    words: tuple[str, ...]
+    code: int
+    finished: bool = True  # the folder holds the finished run (else: its results.json removed)
+    held: bool = False  # this test process holds the folder's lock while the command runs
+
+
+FOLDER_CASES = {
+    'config-changed-in-a-finished-run': FolderCase(
+        ('--config.optimizer.learning_rate=0.01',),
+        (
+            'holds a run of another config',
+            'config.json',
+            '1 field(s) that change the result differ',
+            'config.optimizer.learning_rate: 0.001 there, 0.01 now',
+            'use a new --workdir',
+        ),
+        cli.USAGE_EXIT,
+    ),
+    'config-changed-in-an-unfinished-run': FolderCase(
+        ('--config.optimizer.learning_rate=0.01', '--config.model.base_width=8'),
+        (
+            '2 field(s) that change the result differ',
+            'config.model.base_width: 4 there, 8 now',
+            'config.optimizer.learning_rate: 0.001 there, 0.01 now',
+            'use a new --workdir',
+        ),
+        cli.USAGE_EXIT,
+        finished=False,
+    ),
+    'folder-in-use': FolderCase(
+        (),
+        ('is in use by process', 'since', 'Only one process', 'wait until', 'a new --workdir'),
+        cli.ERROR_EXIT,
+        finished=False,
+        held=True,
+    ),
+}
+
+
+@pytest.mark.parametrize('case', FOLDER_CASES.values(), ids=FOLDER_CASES.keys())
+def test_run_folders_refuse_a_second_process_and_another_config(
+    case, main_command, trained_run, good_data, tmp_path
+):
+    """Refused at once, with the exit status and message, and not one byte of the folder
+    changed (the lock file included)."""
+    from unet_jax import runfolder
+
+    workdir = Path(shutil.copytree(trained_run, tmp_path / 'run'))
+    if not case.finished:
+        os.remove(workdir / 'results.json')
+    args = [*main_args(good_data, workdir)[3:], *case.extra]
+    with runfolder.lock(str(workdir), enabled=case.held):
+        before = folder_bytes(workdir)
+        code, stderr = main_command(args, tmp_path)
+        after = folder_bytes(workdir)
+    assert_one_clear_message(stderr, code, case.code, case.words)
+    assert after == before
+    if case.held:
+        holder = json.loads((workdir / runfolder.LOCK_FILE).read_text())
+        assert f'{workdir} is in use by process {os.getpid()} on {holder["host"]} since ' in stderr
+
+
+def test_a_finished_run_says_so_and_does_nothing(main_command, trained_run, good_data, tmp_path):
+    """The same command again (with a logging interval changed, which is allowed and listed):
+    exit 0, one line, the folder untouched."""
+    workdir = Path(shutil.copytree(trained_run, tmp_path / 'run'))
+    dice = json.loads((workdir / 'results.json').read_text())['test']['dice']
+    before = folder_bytes(workdir)
+    args = [*main_args(good_data, workdir)[3:], '--config.log_every_steps=2']
+    code, stderr = main_command(args, tmp_path)
+    assert code == 0, stderr[-3000:]
+    stdout = (tmp_path / 'stdout.txt').read_text()
+    assert stdout == f'{workdir}: finished at step 2 (test Dice {dice:.4f}); nothing to do\n'
+    assert 'config.log_every_steps changes from 1 to 2 (allowed' in stderr
+    assert folder_bytes(workdir) == before
+
+
+def test_a_killed_holder_leaves_no_stale_lock(good_data, tmp_path):
+    """SIGKILL a process that holds a folder's lock: the next process takes it at once."""
+    from unet_jax import runfolder
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import sys, time; from unet_jax import runfolder\n'
+            'with runfolder.lock(sys.argv[1]):\n    print("held", flush=True); time.sleep(600)',
+            str(tmp_path / 'run'),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(runfolder.FolderInUseError, match=f'in use by process {holder.pid} '):
+        with runfolder.lock(str(tmp_path / 'run')):
+            pass
+    holder.kill()
+    holder.wait()
+    with runfolder.lock(str(tmp_path / 'run')):
+        record = json.loads((tmp_path / 'run' / runfolder.LOCK_FILE).read_text())
+        assert record['pid'] == os.getpid()
+
+
+def test_a_study_with_failed_runs_ends_non_zero_and_says_where(tmp_path, capfd):
+    """The report is written, then `N of M runs failed: see ...` and exit 1."""
+    from tests.test_study import FakeTrainer, tiny_study_config
+    from unet_jax import study
+
+    config = tiny_study_config(seeds=1, families=('scratch', 'full'))
+    failing = FakeTrainer(fail_on=('us/n16/s0/full',))
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        with cli.errors_reported('main'):
+            study.main(config, str(tmp_path), run_fn=failing, leak_check_fn=lambda _: None)
+    error_file = tmp_path / 'points' / 'us' / 'n16' / 's0' / 'full' / study.ERROR_FILE
+    words = (f'1 of 2 runs failed: see {error_file}', 'run the same command again')
+    assert_one_clear_message(capfd.readouterr().err, exit_.value.code, cli.ERROR_EXIT, words)
+    assert (tmp_path / 'report' / 'report.html').exists()
+
+
+def test_slurm_without_sbatch_names_it_and_the_fix(tmp_path):
+    empty = tmp_path / 'bin'
+    empty.mkdir()
+    env = dict(os.environ, PATH=str(empty), PYTHONPATH=REPO)
+    workdir = tmp_path / 'study'
+    args = ['--config=configs/layerwise.py:quick,seeds=1,families=scratch', f'--workdir={workdir}']
+    result = subprocess.run(
+        [sys.executable, 'launch/sweep.py', *args, '--executor=slurm'],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    words = ('sbatch and squeue', 'not found on the PATH', 'install SLURM', '--executor=local')
+    assert_one_clear_message(result.stderr, result.returncode, cli.ERROR_EXIT, words)
+    assert not workdir.exists()

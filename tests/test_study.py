@@ -363,7 +363,11 @@ def test_kill_and_rerun_finishes_with_nothing_run_twice(tmp_path):
 def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
     config = tiny_study_config(seeds=1, families=('pretrained', 'full', 'contracting', 'expanding'))
     failing = FakeTrainer(fail_on=('us/n16/s0/contracting',))
-    outcome = study.main(config, str(tmp_path), run_fn=failing)
+    with pytest.raises(study.RunsFailedError) as failed:  # after the report: exit 1
+        study.main(config, str(tmp_path), run_fn=failing)
+    error_file = tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE
+    assert str(failed.value).startswith(f'1 of 4 runs failed: see {error_file} ')
+    outcome = failed.value.outcome
     assert outcome['failed'] == ['us/n16/s0/contracting']
     assert len(outcome['done']) == 3
     error = (tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE).read_text()

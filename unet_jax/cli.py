@@ -4,10 +4,12 @@ Exit status of every command (`unet_jax.main`, `predict`, `analyze`, `report`, l
 
   0  success, and --help / --helpfull
   2  usage or config: an unknown or malformed flag, a missing required flag, an unknown config
-     argument or field, a config value out of range, a bad freeze spec (`ConfigError`)
+     argument or field, a config value out of range, a bad freeze spec, a workdir that holds a
+     run of another config (`ConfigError`)
   1  any other error the user caused: missing or unreadable data, checkpoints and files, a
      checkpoint of another model, a leak between splits, a loss that became NaN, a full or
-     read-only disk (`USER_ERRORS`)
+     read-only disk, a workdir in use by another process, runs of a study that failed
+     (`USER_ERRORS`)
 
 Such an error prints one message on stderr, `error: ...`, that says what was wrong, where and
 how to fix it; its traceback goes to a file named on the next line, and --traceback prints it

@@ -51,7 +51,7 @@ TARGET_SECTIONS = ('data', 'augment')
 # Fields a target must not set, with the reason (the study sets them per point or shares them).
 STUDY_OWNED_FIELDS = {
     'data.image_size': 'the model and the pre-training share it: set --config.data.image_size',
-    'data.num_train': 'the study sets it per point from config.study.num_train',
+    'data.num_train': 'the study sets it per point from config.study.num_train (sizes=)',
     'data.subset_seed': "the study sets it per point from the point's seed",
     'data.outer_folds': 'every target runs on the same folds: set --config.data.outer_folds',
     'data.outer_fold': 'the study runs every fold of config.data.outer_folds',
@@ -97,6 +97,9 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
             order='forward',  # forward | level: the depth order of first:N / last:N
             granularity='unit',  # unit | block: what first:N / last:N count
             auto=auto_spec.default_auto_config(),  # what an `auto:` spec looks at
+            # A spec that freezes layers needs init_from (frozen random weights are almost never
+            # meant); True allows it, e.g. for a control that freezes a random part on purpose.
+            allow_random_frozen=False,
         )
     )
     config.init_from = ''  # workdir (or best/ folder) of a pre-training run; '' = scratch
@@ -350,6 +353,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems += [
         p for where, run in runs for p in run_problems(run, where, spec='study' not in run)
     ]
+    if 'study' in config and not problems:
+        problems += _point_problems(config)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
@@ -460,6 +465,30 @@ def run_problems(
     return _model_problems(config, where, spec=spec)
 
 
+def _point_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """What is wrong with the runs of a study's sweep points: the fields a point sets (its
+    training-set size, seed and step budget; study.point_config) checked as for one run, each
+    problem once with a point that has it. The freeze specs are checked by the enumeration."""
+    from unet_jax import study  # JAX: only once the study's own fields are fine
+
+    alike: dict[tuple, list[Any]] = {}  # points whose runs differ in seed and spec only
+    for point in study.enumerate_sweep(config).runs:
+        alike.setdefault((point.target, point.num_train, point.family), []).append(point)
+    first_point: dict[str, tuple[str, int]] = {}
+    for points in alike.values():
+        run = study.point_config(config, points[0], workdir='')
+        for problem in run_problems(run, spec=False):
+            name, count = first_point.get(problem, (points[0].name, 0))
+            first_point[problem] = (name, count + len(points))
+    problems = []
+    for problem, (name, count) in first_point.items():
+        field = problem.removeprefix('config.').split('=', 1)[0]
+        origin = STUDY_OWNED_FIELDS.get(field, 'the study sets it per point')
+        others = f' and {count - 1} other run(s)' if count > 1 else ''
+        problems.append(f'{problem[:-1]}, in sweep point {name}{others}: {origin}.')
+    return problems
+
+
 def _data_problems(data, where: str, need, problems: list[str]) -> None:
     """Appends what is wrong with config.data to `problems`."""
     names = (*fields.SETS, 'folder')
@@ -566,12 +595,28 @@ def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool
         if auto_spec.is_auto(spec):  # resolved when the run starts; check its form and k here
             auto_spec.parse_auto(spec, len(registry.order('forward', granularity)))
         else:
-            freeze.compile_spec(
+            plan = freeze.compile_spec(
                 spec, registry, order=config.finetune.order, granularity=granularity
             )
+            problems += _random_frozen_problems(config, plan, where)
     except (freeze.FreezeSpecError, auto_spec.AutoSpecError) as e:
         problems.append(str(e))
     return problems
+
+
+def _random_frozen_problems(config: ml_collections.ConfigDict, plan, where: str) -> list[str]:
+    """A spec that freezes units of a run without init_from keeps them random (an error
+    unless config.finetune.allow_random_frozen says it is meant)."""
+    if not plan.frozen_units or config.init_from or config.finetune.get('allow_random_frozen'):
+        return []
+    frozen = ', '.join(plan.frozen_units[:4]) + (', ...' if len(plan.frozen_units) > 4 else '')
+    return [
+        f'{where}.finetune.train={config.finetune.train!r} freezes {len(plan.frozen_units)} of '
+        f'{len(plan.registry.unit_names)} units ({frozen}), but {where}.init_from is empty: '
+        'they would stay at their random initialisation. To fix: set --config.init_from to a '
+        'pre-training workdir, or train everything with --config.finetune.train=@all '
+        '(or set --config.finetune.allow_random_frozen=True if random frozen layers are meant).'
+    ]
 
 
 def _is_int(value: Any) -> bool:

@@ -3,10 +3,12 @@
 The study runner, the launchers and the report all read these names from here, so the report
 can be made from a workdir without importing JAX. A study's workdir:
 
+  .lock                      held by the whole study's process or launch/sweep.py (runfolder)
   study.json                 the plan: every named point, its run, aliases (unet_jax.study)
   leak_check.json            the leak check: images compared, duplicates found (data.leakage)
   pretrain/                  the pre-training run (unless `study.pretrained_workdir` is set)
   points/<run name>/         one run folder per unique run; results.json there = finished
+  groups/<group name>/       a group's checkpoint while it trains, and the .lock its process holds
   report/                    tables, figures, report.html (unet_jax.report)
 """
 

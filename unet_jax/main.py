@@ -1,7 +1,7 @@
 r"""Entry point: one training run, or the layer-wise study when the config declares one.
 
   python -m unet_jax.main --config=configs/finetune.py:quick --workdir=runs/ft \
-      --config.finetune.train='enc0..enc1'
+      --config.init_from=runs/pretrain --config.finetune.train='enc0..enc1'
   python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study
 """
 
@@ -65,12 +65,20 @@ def join_processes(config) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    from unet_jax import config_lib
+    from unet_jax import config_lib, runfolder
 
-    config_lib.check_config(FLAGS.config)  # every bad field named before anything is written
+    config, workdir = FLAGS.config, os.path.abspath(FLAGS.workdir)
+    config_lib.check_config(config)  # every bad field named before anything is written
+    if 'study' not in config:
+        if FLAGS.sweep_index is not None:
+            raise app.UsageError('--sweep_index needs a study config (configs/layerwise.py).')
+        runfolder.check_config(config, workdir)  # a folder keeps its run's config
+        if finished := runfolder.finished_line(workdir):
+            print(finished)
+            return
     import jax  # after flag parsing, so --help is instant
 
-    join_processes(FLAGS.config)
+    join_processes(config)
     if FLAGS.compilation_cache:
         jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
         jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
@@ -81,17 +89,15 @@ def main(argv):
         jax.process_count(),
         jax.devices(),
     )
-    config = FLAGS.config
     if 'study' in config:
         from unet_jax import study
 
-        study.main(config, FLAGS.workdir, sweep_index=FLAGS.sweep_index)
+        study.main(config, workdir, sweep_index=FLAGS.sweep_index)
     else:
         from unet_jax import train
 
-        if FLAGS.sweep_index is not None:
-            raise app.UsageError('--sweep_index needs a study config (configs/layerwise.py).')
-        train.train_and_evaluate(config, FLAGS.workdir)
+        with runfolder.lock(workdir, enabled=jax.process_index() == 0):  # one process a folder
+            train.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':

@@ -25,7 +25,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import config_lib, families, io_utils, modalities
+from unet_jax import cli, config_lib, families, io_utils, modalities, runfolder
 from unet_jax.layout import (
     ERROR_FILE,
     LEAK_CHECK_FILE,
@@ -235,12 +235,57 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
         for i, d in enumerate(directories)
     ]
     directory = os.path.join(workdir, GROUPS_DIR, PRETRAIN_DIR)
-    outcome = run_fn(runs, directory, PRETRAIN_DIR)
+    with runfolder.lock(directory, enabled=is_chief()):  # one process per group folder
+        outcome = run_fn(runs, directory, PRETRAIN_DIR)
     for d in directories:
         if isinstance(outcome.get(d), Exception):
             raise outcome[d]
     if all(is_finished(d) for d in directories):
         remove_group_state(directory)
+
+
+def check_run_folders(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    points: Sequence[SweepPoint],
+    *,
+    pretraining: bool = False,
+) -> None:
+    """Fails (exit 2) when the folder of one of `points`' runs (and, with `pretraining`, of a
+    pre-training in the workdir) holds a run of another config (unet_jax.runfolder): the study
+    would otherwise report runs trained under two configs as one. Reads config.json only."""
+    folders = []
+    if pretraining and not config.study.get('pretrained_workdir'):
+        folders += [
+            (functools.partial(pretrain_config, config, i), d)
+            for i, d in enumerate(pretrain_dirs(config, workdir))
+        ]
+    folders += [
+        (functools.partial(point_config, config, p, workdir), run_dir(workdir, p.run))
+        for p in points
+    ]
+    for make_config, folder in folders:
+        if os.path.exists(os.path.join(folder, runfolder.CONFIG_FILE)):
+            runfolder.check_config(make_config(), folder, log_changes=False)
+
+
+def failed_message(workdir: str, failed: Sequence[str], total: int, *, of: str = '') -> str:
+    """'N of M runs failed: see <their error.txt>', with what to do next."""
+    files = [os.path.join(run_dir(workdir, name), ERROR_FILE) for name in failed]
+    more = f' and {len(files) - 3} more error.txt under {workdir}' if len(files) > 3 else ''
+    return (
+        f'{len(failed)} of {total} runs{of} failed: see {", ".join(files[:3])}{more} (each '
+        'holds its traceback). To fix: remove the cause, then run the same command again; '
+        'finished runs are kept and only the failed ones run.'
+    )
+
+
+class RunsFailedError(cli.UserError):
+    """Some runs of a study failed (exit 1); `outcome` is what study.main returns otherwise."""
+
+    def __init__(self, message: str, outcome: dict[str, Any]):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def prepare_data(data_config: ml_collections.ConfigDict, *, in_channels: int) -> None:
@@ -276,10 +321,22 @@ def run_group(
     Returns {'trained': run names, 'failed': run names}. The group's checkpoint folder is
     removed once every run of it is finished.
     """
+    check_run_folders(config, workdir, group.runs)
+    state_dir = group_dir(workdir, group)
+    with runfolder.lock(state_dir, enabled=is_chief()):  # one process per group folder
+        return _run_group(config, workdir, group, run_fn, state_dir)
+
+
+def _run_group(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    group: RunGroup,
+    run_fn: RunFn,
+    state_dir: str,
+) -> dict[str, list[str]]:
     from unet_jax.groups import Run
 
     pending = [p for p in group.runs if not is_finished(run_dir(workdir, p.run))]
-    state_dir = group_dir(workdir, group)
     if not pending:
         remove_group_state(state_dir)
         return {'trained': [], 'failed': []}
@@ -346,6 +403,8 @@ def run_study(
             continue
         try:
             outcome = run_group(config, workdir, group, run_fn)
+        except (runfolder.FolderInUseError, cli.ConfigError):
+            raise  # another process trains the group, or its folders hold another config
         except Exception as e:  # recorded in error.txt; the other groups still run
             outcome = {'trained': [], 'failed': [p.run for p in group.runs]}
             logging.error('study: group %d (%s) failed: %s', group.index, group.name, e)
@@ -384,11 +443,32 @@ def main(
     to build the same data set. Before anything trains (None, 'pretrain') the leak check
     (`data.leakage.check_study`, or `leak_check_fn`) runs: it raises when a target's test or
     validation image is in its training split or in the pre-training set, and writes
-    leak_check.json."""
+    leak_check.json.
+
+    A run folder holding a run of another config stops everything before a file is written
+    (exit 2; a group checks its own runs); the whole study holds its folder's lock
+    (unet_jax.runfolder), each group its group folder's. When runs failed, the report is
+    still written, then RunsFailedError (exit 1) says how many and where their error.txt is."""
+    sweep = enumerate_sweep(config)
+    if sweep_index in (None, 'pretrain'):
+        check_run_folders(config, workdir, sweep.runs, pretraining=True)  # before any write
+    # The whole study in this process: one process per study folder (groups lock their own).
+    with runfolder.lock(workdir, enabled=sweep_index is None and is_chief()):
+        return _main(config, workdir, sweep, sweep_index, run_fn, prepare_fn, leak_check_fn)
+
+
+def _main(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    sweep: Sweep,
+    sweep_index: int | str | None,
+    run_fn: RunFn | None,
+    prepare_fn: PrepareFn | None,
+    leak_check_fn: Callable[[ml_collections.ConfigDict], Any] | None,
+) -> dict[str, Any]:
     from unet_jax import report  # matplotlib; only needed where a report is written
 
     os.makedirs(workdir, exist_ok=True)
-    sweep = enumerate_sweep(config)
     write_plan(config, workdir, sweep)
     if sweep_index == 'report':
         return {'report': report.write_report(workdir)}
@@ -413,10 +493,9 @@ def main(
         if not outcome['trained'] and not outcome['failed']:
             logging.info('study: %s finished earlier; nothing to do.', group.name)
         if outcome['failed']:
-            raise RuntimeError(
-                f'study: run(s) {", ".join(outcome["failed"])} of group {group.name} failed; '
-                'their error.txt says why.'
-            )
+            of = f' of group {group.index} ({group.name})'
+            message = failed_message(workdir, outcome['failed'], len(group.runs), of=of)
+            raise RunsFailedError(message, outcome)
         return outcome
     if needs_pretraining:
         run_pretrain(config, workdir, run_fn)
@@ -424,12 +503,9 @@ def main(
     analyze_full_runs(workdir)
     outcome['report'] = report.write_report(workdir)
     logging.info('study: report in %s', outcome['report'])
-    if outcome['failed']:
-        logging.warning(
-            'study: %d run(s) failed: %s. Their error.txt says why; run the same '
-            'command again to retry them.',
-            len(outcome['failed']),
-            ', '.join(outcome['failed']),
+    if outcome['failed']:  # the report shows the others; the command still fails
+        raise RunsFailedError(
+            failed_message(workdir, outcome['failed'], len(sweep.runs)), outcome
         )
     return outcome
 
