@@ -56,10 +56,10 @@ class JaxStep:
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
         self.plan = freeze.compile_spec(spec, self.registry, order='forward', granularity='block')
-        tx = steps.create_train_tx(config)
         self.state, self.frozen, frozen_axis = steps.create_train_state(
-            [config], model=model, plan=self.plan, tx=tx
+            [config], model=model, plan=self.plan
         )
+        tx = steps.create_optimizer(config, freeze.labels_of(self.state.trainable, self.frozen))
         # The first run's full parameter tree, before any step (to copy into another library).
         first_run = jax.tree.map(lambda leaf: leaf[0], self.state.trainable)
         self.initial_params = freeze.merge(first_run, self.frozen)

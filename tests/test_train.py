@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,12 +13,14 @@ import time
 import types
 
 from flax import traverse_util
+import jax
 import numpy as np
+import optax
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, groups, layers, models, train
-from unet_jax.data import pipeline
+from unet_jax import checkpoint, freeze, groups, layers, metrics, models, steps, train
+from unet_jax.data import augment, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -322,3 +325,96 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
     # Seeds differ (own init or subset, order and augmentation): the runs are not copies.
     first, second = best_variables(runs[0].workdir), best_variables(runs[1].workdir)
     assert any(not np.allclose(first[p], second[p]) for p in first)
+
+
+def _trained_half_step(state, frozen, batch, rngs, *, model, tx, frozen_units, config):
+    """The train step as it was before the optimiser covered the whole tree (one run, no
+    batch statistics): `tx` of the trained half only, updated with its own gradients."""
+    trainable, opt_state = jax.tree.map(lambda x: x[0], (state.trainable, state.opt_state))
+    augment_rng, dropout_rng = jax.random.split(jax.random.fold_in(rngs[0], state.step))
+    images, masks = augment.augment_batch(
+        augment_rng, batch['image'][0], batch['mask'][0], config.augment
+    )
+
+    def loss_fn(trainable):
+        logits = model.apply(
+            {'params': freeze.merge(trainable, frozen)},
+            images,
+            train=True,
+            frozen_units=frozen_units,
+            rngs={'dropout': dropout_rng},
+        )
+        return metrics.segmentation_loss(
+            logits, masks, bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight
+        ).mean()
+
+    grads = jax.grad(loss_fn)(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    return state.replace(
+        step=state.step + 1,
+        trainable=jax.tree.map(lambda x: x[None], trainable),
+        opt_state=jax.tree.map(lambda x: x[None], opt_state),
+    )
+
+
+def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
+    """A fixed fine-tune (AdamW with weight decay, gradient clipping, a soft spec's per-block
+    scales) through optax.multi_transform on the whole tree: the trained leaves end within
+    1e-6 of the trained-half optimiser's, and no frozen leaf is written."""
+    config = tiny.tiny_config(
+        **{
+            'optimizer.name': 'adamw',
+            'optimizer.weight_decay': 0.1,
+            'optimizer.grad_clip_norm': 0.5,
+        }
+    )
+    model = models.create_model(config.model)
+    registry = layers.build_registry(model, image_size=32, in_channels=1)
+    plan = freeze.compile_spec('enc0,dec0', registry)
+    scales = {'enc0': 0.5, 'dec0': 1.0}
+    state, frozen, frozen_axis = steps.create_train_state(
+        [config], model=model, plan=plan, scales=scales
+    )
+    assert frozen_axis is None and set(state.trainable) == {'enc0', 'dec0'}
+    labels = freeze.labels_of(state.trainable, frozen)
+    frozen_before = jax.tree.map(np.array, frozen)
+    new_step = jax.jit(
+        functools.partial(
+            steps.train_step,
+            model=model,
+            tx=steps.create_optimizer(config, labels, scales),
+            frozen_units=plan.frozen_units,
+            frozen_axis=frozen_axis,
+            config=config,
+        )
+    )
+    half_tx = steps.create_train_tx(config, scales)
+    half_state = half_tx.init(jax.tree.map(lambda x: x[0], state.trainable))
+    old_state = state.replace(opt_state=jax.tree.map(lambda x: x[None], half_state))
+    old_step = jax.jit(
+        functools.partial(
+            _trained_half_step,
+            model=model,
+            tx=half_tx,
+            frozen_units=plan.frozen_units,
+            config=config,
+        )
+    )
+    split = tiny.disk_split(8)
+    rngs = jax.random.key(0)[None]
+    for step in range(4):
+        picks = groups.batch_indices(step, 4, 8, seed=0)
+        batch = {'image': split.image[picks][None], 'mask': split.mask[picks][None]}
+        state, _ = new_step(state, frozen, batch, rngs)
+        old_state = old_step(old_state, frozen, batch, rngs)
+    initial = initial_params(config)
+    trained = traverse_util.flatten_dict(state.trainable, sep='/')
+    for path, old in traverse_util.flatten_dict(old_state.trainable, sep='/').items():
+        assert not np.array_equal(trained[path][0], initial[path]), f'{path} should have trained'
+        np.testing.assert_allclose(trained[path], old, atol=1e-6, rtol=0, err_msg=path)
+    for before, after in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen)):
+        assert np.array_equal(before, after)
+    trained_state = [x for x in jax.tree.leaves(state.opt_state) if x.ndim > 1]
+    num_trained = sum(x.size for x in jax.tree.leaves(state.trainable))
+    assert sum(x.size for x in trained_state) == 2 * num_trained  # Adam's moments, nothing frozen

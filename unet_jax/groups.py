@@ -226,13 +226,7 @@ class Group:
             if fresh:
                 writer.write_hparams(_flat_hparams(member.config))
             self.writers.append(writer)
-        logging.info(
-            'Freeze spec %r -> %s; %d run(s) in %s.',
-            self.config.finetune.train,
-            self.plan.canonical,
-            len(self.members),
-            self.name,
-        )
+        logging.info('%s: %d run(s): %s.', self.name, len(self.members), ', '.join(self.labels))
 
     def _write(self, r: int, step: int, prefix: str, values: Mapping[str, Any]) -> None:
         if self.writers[r] is not None:

@@ -84,8 +84,7 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
 def create_train_tx(
     config: ml_collections.ConfigDict, scales: Mapping[str, float] | None = None
 ) -> optax.GradientTransformation:
-    """The optimiser of the trained parameters only: frozen ones get no update and no state,
-    and weight decay can never touch them (as `freeze.make_optimizer` on the whole tree).
+    """The optimiser of the trained leaves: the 'train' part of `create_optimizer`.
 
     `scales` (a soft `auto:` spec's scores, by block or unit) multiply each block's updates:
     per-block learning rates (surgical.scale_by_score).
@@ -103,6 +102,16 @@ def create_train_tx(
     if scales is not None:
         tx = optax.chain(tx, surgical.scale_by_score(scales))
     return tx
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict, labels: Any, scales: Mapping[str, float] | None = None
+) -> optax.GradientTransformation:
+    """The optimiser of the whole parameter tree, as training uses it:
+    ``optax.multi_transform({'train': create_train_tx(...), 'freeze': optax.set_to_zero()},
+    labels)`` (freeze.make_optimizer). Frozen leaves get zero updates and hold no optimiser
+    state, and weight decay inside the 'train' part never reaches them."""
+    return freeze.make_optimizer(create_train_tx(config, scales), labels)
 
 
 @functools.lru_cache(maxsize=8)
@@ -139,25 +148,32 @@ def _all_equal(trees: Sequence[Any]) -> bool:
 
 
 def create_train_state(
-    configs: Sequence[ml_collections.ConfigDict], *, model, plan: freeze.FreezePlan, tx
+    configs: Sequence[ml_collections.ConfigDict],
+    *,
+    model,
+    plan: freeze.FreezePlan,
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[TrainState, Any, int | None]:
     """The initial state of a group (run axis first) and its frozen params.
 
-    Each run starts from its own initialisation (seeded) or its `init_from`. The frozen
-    params come back shared (axis None) when equal in every run, else with the run axis (0).
+    Each run starts from its own initialisation (seeded) or its `init_from`. The optimiser
+    state is `create_optimizer`'s on the whole tree: it holds the trained leaves only. The
+    frozen params come back shared (axis None) when equal in every run, else with the run
+    axis (0).
     """
     variables = []
     for config in configs:
         v = initial_variables(model, config)
         variables.append(load_init_from(v, config) if config.init_from else v)
     labels = plan.labels(variables[0]['params'])
+    tx = create_optimizer(configs[0], labels, scales)
     trainable, frozen = zip(*(freeze.split_trainable(v['params'], labels) for v in variables))
     shared = _all_equal(frozen)
     state = TrainState(
         step=np.zeros((), np.int32),
         trainable=_stack(trainable),
         batch_stats=_stack([v.get('batch_stats', {}) for v in variables]),
-        opt_state=_stack([tx.init(t) for t in trainable]),
+        opt_state=_stack([tx.init(v['params']) for v in variables]),
     )
     return state, (frozen[0] if shared else _stack(frozen)), (None if shared else 0)
 
@@ -169,7 +185,10 @@ def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_ax
     """One step of every run of the group, differentiating only the trained parameters.
 
     The frozen subtree is a constant of the loss, so XLA computes no weight gradients for it
-    and, past the shallowest trained layer, no activation gradients either.
+    and, past the shallowest trained layer, no activation gradients either. `tx`
+    (`create_optimizer`) updates the whole tree: the frozen leaves' gradients enter it as
+    zeros and their updates come out zero (set_to_zero); only the trained leaves' updates are
+    applied, so a frozen leaf is never written and stays bit-identical.
     """
     has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
 
@@ -203,14 +222,19 @@ def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_ax
             return per_image.mean(), (logits, updates.get('batch_stats', batch_stats))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
+        updates, opt_state = tx.update(
+            freeze.merge(grads, jax.tree.map(jnp.zeros_like, frozen)),
+            opt_state,
+            freeze.merge(trainable, frozen),
+        )
         counts = metrics.overlap_counts((logits > 0).astype(jnp.float32), masks)
         summary = {
             'loss': loss,
             'dice': metrics.dice_from_counts(**counts).mean(),
             'grad_norm': optax.global_norm(grads),
         }
-        return optax.apply_updates(trainable, updates), batch_stats, opt_state, summary
+        trained_updates = freeze.select(updates, like=trainable)
+        return optax.apply_updates(trainable, trained_updates), batch_stats, opt_state, summary
 
     trainable, batch_stats, opt_state, summary = jax.vmap(
         run_step, in_axes=(0, 0, 0, frozen_axis, 0, 0, 0)

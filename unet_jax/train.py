@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, hosts, io_utils, layout, models
+from unet_jax import checkpoint, freeze, hosts, io_utils, layout, models
 from unet_jax.data import pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
 from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
@@ -41,8 +41,8 @@ from unet_jax.steps import (
     check_batch_size,
     create_learning_rate_fn,
     create_mesh,
+    create_optimizer,
     create_train_state,
-    create_train_tx,
     eval_step,
     initial_variables,
     load_init_from,
@@ -297,9 +297,16 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
         [s.image for s in (group.val, group.test, *group.train_splits)], where=group.name
     )
     mesh = create_mesh()
-    tx = create_train_tx(config, scales=group.scales)  # scales: a soft auto: spec
     state, frozen, frozen_axis = create_train_state(
-        [m.config for m in group.members], model=group.model, plan=group.plan, tx=tx
+        [m.config for m in group.members], model=group.model, plan=group.plan, scales=group.scales
+    )  # scales: a soft auto: spec
+    tx = create_optimizer(config, freeze.labels_of(state.trainable, frozen), group.scales)
+    logging.info(
+        '%s: freeze spec %r -> %s; trained and frozen parameters:\n%s',
+        group.name,
+        config.finetune.train,
+        group.plan.canonical,
+        group.plan.parameter_table(_first_run(state.trainable, frozen, frozen_axis)),
     )
     width = lane_width(len(group.members), vectorize)
     lanes = Lanes(state, frozen, frozen_axis, width, NamedSharding(mesh, PartitionSpec()))
@@ -415,6 +422,17 @@ def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
     return hosts.first_then_others(
         lambda: pipeline.load_splits(config.data, in_channels=config.model.in_channels)
+    )
+
+
+def _first_run(trainable: Any, frozen: Any, frozen_axis: int | None) -> Any:
+    """The parameter shapes of one run (what the parameter table counts)."""
+
+    def without_run_axis(tree):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
+
+    return freeze.merge(
+        without_run_axis(trainable), frozen if frozen_axis is None else without_run_axis(frozen)
     )
 
 
