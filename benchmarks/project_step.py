@@ -59,7 +59,6 @@ class JaxStep:
         self.state, self.frozen, frozen_axis = steps.create_train_state(
             [config], model=model, plan=self.plan
         )
-        tx = steps.create_optimizer(config, freeze.labels_of(self.state.trainable, self.frozen))
         # The first run's full parameter tree, before any step (to copy into another library).
         first_run = jax.tree.map(lambda leaf: leaf[0], self.state.trainable)
         self.initial_params = freeze.merge(first_run, self.frozen)
@@ -68,10 +67,9 @@ class JaxStep:
         build = functools.partial(
             steps.train_step,
             model=model,
-            tx=tx,
+            config=steps.StepConfig.of(config),
             frozen_units=self.plan.frozen_units,
             frozen_axis=frozen_axis,
-            config=config,
         )
         start = time.perf_counter()
         self.lowered = jax.jit(build, donate_argnums=0).lower(

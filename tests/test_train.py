@@ -19,7 +19,7 @@ import optax
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, freeze, groups, layers, metrics, models, steps, train
+from unet_jax import checkpoint, freeze, groups, io_utils, layers, metrics, models, steps, train
 from unet_jax.data import augment, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -377,16 +377,14 @@ def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
         [config], model=model, plan=plan, scales=scales
     )
     assert frozen_axis is None and set(state.trainable) == {'enc0', 'dec0'}
-    labels = freeze.labels_of(state.trainable, frozen)
     frozen_before = jax.tree.map(np.array, frozen)
     new_step = jax.jit(
         functools.partial(
             steps.train_step,
             model=model,
-            tx=steps.create_optimizer(config, labels, scales),
+            config=steps.StepConfig.of(config, per_block_scales=True),
             frozen_units=plan.frozen_units,
             frozen_axis=frozen_axis,
-            config=config,
         )
     )
     half_tx = steps.create_train_tx(config, scales)
@@ -418,3 +416,31 @@ def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
     trained_state = [x for x in jax.tree.leaves(state.opt_state) if x.ndim > 1]
     num_trained = sum(x.size for x in jax.tree.leaves(state.trainable))
     assert sum(x.size for x in trained_state) == 2 * num_trained  # Adam's moments, nothing frozen
+
+
+def test_programs_are_keyed_by_their_inputs_half_precision_included():
+    """Two groups that differ only in half_precision have the same argument signature (params
+    stay float32) but not the same model: they get different executables; the same inputs
+    again get the cached one."""
+    watch = io_utils.Stopwatch()
+    split = tiny.disk_split(4)
+    batch = {'image': split.image[None], 'mask': split.mask[None]}
+    programs = []
+    for half_precision in (False, True, False):
+        config = tiny.tiny_config(half_precision=half_precision)
+        model = models.create_model(config.model, half_precision=half_precision)
+        registry = layers.build_registry(model, image_size=32, in_channels=1)
+        plan = freeze.compile_spec('enc0,dec0', registry)
+        state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan)
+        inputs = dict(
+            model=model,
+            config=steps.StepConfig.of(config),
+            frozen_units=plan.frozen_units,
+            frozen_axis=frozen_axis,
+        )
+        args = (state, frozen, batch, jax.random.key(0)[None])
+        programs.append(steps.compiled(steps.train_step, inputs, args, watch, donate_argnums=(0,)))
+    assert programs[0] is not programs[1] and programs[2] is programs[0]
+    assert 'bf16' in programs[1].as_text() and 'bf16' not in programs[0].as_text()
+    with pytest.raises(TypeError, match='config cannot be hashed'):
+        steps.compiled(steps.train_step, dict(inputs, config=config), args, watch)

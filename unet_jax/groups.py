@@ -271,17 +271,15 @@ class Group:
             for k in (*TIME_SECTIONS, 'wall')
         }
 
-    def finish(
-        self, best: Any, frozen: Any, frozen_axis: int | None, final: dict[str, tuple]
-    ) -> dict[str, dict[str, Any] | Exception]:
+    def finish(self, best: Any, final: dict[str, tuple]) -> dict[str, dict[str, Any] | Exception]:
         """Scores, best params and results.json of every unfinished member.
 
-        `final` holds, per split ('val', 'test'), the best params' per-image stats and
-        probabilities with the run axis first. The best params of every run are saved
-        (asynchronously) before any results.json is written, so a finished run has them.
+        `best` holds every run's best variables and `final`, per split ('val', 'test'), the
+        best params' per-image stats and probabilities, both with the run axis first. The best
+        params of every run are saved (asynchronously) before any results.json is written, so
+        a finished run has them.
         """
         outcomes: dict[str, dict[str, Any] | Exception] = {}
-        best, frozen = to_host((best, frozen))
         pending = []
         for r, member in enumerate(self.members):
             if layout.is_finished(member.workdir):
@@ -289,11 +287,10 @@ class Group:
             if self.ledger['failed'][r] is not None:
                 outcomes[member.workdir] = NonFiniteLossError(self.ledger['failed'][r])
                 continue
-            run_frozen = frozen if frozen_axis is None else _run_slice(frozen, r)
-            variables = {'params': freeze.merge(_run_slice(best['trainable'], r), run_frozen)}
+            variables = {'params': _run_slice(best['params'], r)}
             if jax.tree.leaves(best['batch_stats']):
                 variables['batch_stats'] = _run_slice(best['batch_stats'], r)
-            results = self._results(r, _run_slice(final, r), best['trainable'], run_frozen)
+            results = self._results(r, _run_slice(final, r), variables['params'])
             with self.watch('checkpoint'):
                 manager = outputs.start_saving_best(
                     member.workdir, results['best_step'], variables, results['val']
@@ -328,7 +325,7 @@ class Group:
                 writer.close()
         return outcomes
 
-    def _results(self, r: int, final: dict[str, tuple], trainable: Any, frozen: Any) -> dict:
+    def _results(self, r: int, final: dict[str, tuple], params: Any) -> dict:
         """results.json of member r, but for the times (known once everything is written)."""
         member = self.members[r]
         with self.watch('eval'):
@@ -351,7 +348,7 @@ class Group:
             'test': test,
             'test_per_image': test_per_image,
             'val_curve': self.ledger['val_curve'][r],
-            'params': outputs.param_counts(_run_slice(trainable, r), frozen),
+            'params': outputs.param_counts(params, self.plan.labels(params)),
             'cost': cost,
             'pretrain': {'dir': init_from, 'index': 0} if init_from else None,
             'group': {'name': self.name, 'size': len(self.members)},

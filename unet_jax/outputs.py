@@ -18,7 +18,9 @@ from unet_jax import checkpoint, freeze, io_utils, layers, layout, metrics
 from unet_jax.data import pipeline
 
 
-def param_counts(trainable: Any, frozen: Any) -> dict[str, Any]:
+def param_counts(params: Any, labels: Any) -> dict[str, Any]:
+    """Trained and frozen parameter counts of a run's params (labels: FreezePlan.labels)."""
+    trainable, frozen = freeze.split_trainable(params, labels)
     trained = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
     total = trained + sum(int(np.size(x)) for x in jax.tree.leaves(frozen))
     return {

@@ -15,7 +15,9 @@ compute the same step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import collections
+from collections.abc import Callable, Hashable, Mapping, Sequence
+import dataclasses
 import functools
 from typing import Any
 
@@ -27,10 +29,39 @@ import ml_collections
 import numpy as np
 import optax
 
-from unet_jax import checkpoint, freeze, metrics, surgical
+from unet_jax import checkpoint, freeze, io_utils, metrics, models, surgical
 from unet_jax.data import augment
 
 DATA_AXIS = 'data'
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What the train step reads of a run's config, and nothing else. Hashable: it is part of
+    the key of the step's compiled program (`compiled`), so a field the step reads cannot be
+    left out of that key.
+
+    `per_block_scales`: a soft `auto:` spec's per-block learning rates are in the optimiser
+    (their values are its state, surgical.scale_by_score, so they are not part of the key).
+    """
+
+    loss: ml_collections.FrozenConfigDict
+    augment: ml_collections.FrozenConfigDict
+    optimizer: ml_collections.FrozenConfigDict
+    num_train_steps: int
+    warmup_steps: int
+    per_block_scales: bool = False
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, *, per_block_scales: bool = False):
+        return cls(
+            loss=ml_collections.FrozenConfigDict(config.loss),
+            augment=ml_collections.FrozenConfigDict(config.augment),
+            optimizer=ml_collections.FrozenConfigDict(config.optimizer),
+            num_train_steps=int(config.num_train_steps),
+            warmup_steps=int(config.warmup_steps),
+            per_block_scales=per_block_scales,
+        )
 
 
 @flax.struct.dataclass
@@ -59,7 +90,7 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         )
 
 
-def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
+def create_learning_rate_fn(config: ml_collections.ConfigDict | StepConfig) -> optax.Schedule:
     """Linear warm-up, then cosine decay to zero or a constant rate."""
     opt = config.optimizer
     total = max(config.num_train_steps, 1)
@@ -82,7 +113,7 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
 
 
 def create_train_tx(
-    config: ml_collections.ConfigDict, scales: Mapping[str, float] | None = None
+    config: ml_collections.ConfigDict | StepConfig, scales: Mapping[str, float] | None = None
 ) -> optax.GradientTransformation:
     """The optimiser of the trained leaves: the 'train' part of `create_optimizer`.
 
@@ -105,7 +136,9 @@ def create_train_tx(
 
 
 def create_optimizer(
-    config: ml_collections.ConfigDict, labels: Any, scales: Mapping[str, float] | None = None
+    config: ml_collections.ConfigDict | StepConfig,
+    labels: Any,
+    scales: Mapping[str, float] | None = None,
 ) -> optax.GradientTransformation:
     """The optimiser of the whole parameter tree, as training uses it:
     ``optax.multi_transform({'train': create_train_tx(...), 'freeze': optax.set_to_zero()},
@@ -181,15 +214,19 @@ def create_train_state(
 # ----------------------------------------------------------------------------- steps
 
 
-def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_axis, config):
+def train_step(state, frozen, batch, rngs, *, model, config: StepConfig, frozen_units, frozen_axis):
     """One step of every run of the group, differentiating only the trained parameters.
 
     The frozen subtree is a constant of the loss, so XLA computes no weight gradients for it
-    and, past the shallowest trained layer, no activation gradients either. `tx`
-    (`create_optimizer`) updates the whole tree: the frozen leaves' gradients enter it as
-    zeros and their updates come out zero (set_to_zero); only the trained leaves' updates are
-    applied, so a frozen leaf is never written and stays bit-identical.
+    and, past the shallowest trained layer, no activation gradients either. The optimiser
+    (`create_optimizer`, labelled by the two halves) updates the whole tree: the frozen leaves'
+    gradients enter it as zeros and their updates come out zero (set_to_zero); only the trained
+    leaves' updates are applied, so a frozen leaf is never written and stays bit-identical.
+    Everything the step depends on is an argument (`compiled` keys its program on them).
     """
+    # The per-block scales' values are the optimiser state's; the step needs the chain's shape.
+    scales = {} if config.per_block_scales else None
+    tx = create_optimizer(config, freeze.labels_of(state.trainable, frozen), scales)
     has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
 
     def run_step(trainable, batch_stats, opt_state, frozen, rng, images, masks):
@@ -251,24 +288,76 @@ def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_ax
     return new_state, summary
 
 
-def eval_step(trainable, batch_stats, frozen, batch, *, model, frozen_axis, num_runs, config):
-    """Per-image loss and pixel counts [runs, batch], and probabilities, of one eval batch."""
+def eval_step(variables, batch, *, model, loss):
+    """Per-image loss and pixel counts [runs, batch], and probabilities, of one eval batch.
 
-    def run_eval(trainable, batch_stats, frozen):
-        variables = {'params': freeze.merge(trainable, frozen)}
-        if jax.tree.leaves(batch_stats):
-            variables['batch_stats'] = batch_stats
+    `variables` are every run's whole params (and BatchNorm statistics), run axis first: the
+    program depends on the model and the image size, not on what a spec trains.
+    """
+
+    def run_eval(variables):
+        if not jax.tree.leaves(variables['batch_stats']):
+            variables = {'params': variables['params']}
         logits = model.apply(variables, batch['image'], train=False)
-        loss = metrics.segmentation_loss(
-            logits,
-            batch['mask'],
-            bce_weight=config.loss.bce_weight,
-            dice_weight=config.loss.dice_weight,
+        per_image = metrics.segmentation_loss(
+            logits, batch['mask'], bce_weight=loss.bce_weight, dice_weight=loss.dice_weight
         )
         counts = metrics.overlap_counts((logits > 0).astype(jnp.float32), batch['mask'])
-        return {'loss': loss, **counts}, jax.nn.sigmoid(logits)
+        return {'loss': per_image, **counts}, jax.nn.sigmoid(logits)
 
-    # axis_size: a group that trains nothing may hold no array with the run axis at all.
-    return jax.vmap(run_eval, in_axes=(0, 0, frozen_axis), axis_size=num_runs)(
-        trainable, batch_stats, frozen
-    )
+    return jax.vmap(run_eval)(variables)
+
+
+# ----------------------------------------------------------------------------- programs
+
+# Compiled programs of this process, keyed by what determines them: every group whose step
+# (or evaluation) has the same inputs reuses the executable.
+_PROGRAMS: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+_MAX_PROGRAMS = 64
+
+
+def _signature(args: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, 'sharding', None)) for x in leaves)
+
+
+def compiled(
+    fn: Callable[..., Any],
+    static: Mapping[str, Hashable],
+    args: tuple,
+    watch: io_utils.Stopwatch,
+    *,
+    donate_argnums: tuple[int, ...] = (),
+):
+    """The executable of `fn(*args, **static)`, compiled once per process.
+
+    Its key is what the program computes: `fn`, its static inputs (the model, a StepConfig:
+    hashable values, never a hand-kept list of fields) and the shapes, dtypes and shardings of
+    `args`. A static input that cannot be hashed fails here, naming it.
+    """
+    unhashable = [name for name, value in static.items() if not _is_hashable(value)]
+    if unhashable:
+        raise TypeError(
+            f'{fn.__name__}: static input(s) {", ".join(unhashable)} cannot be hashed, so they '
+            'cannot key its compiled program; pass them as frozen dataclasses, tuples or '
+            'ml_collections.FrozenConfigDict.'
+        )
+    key = (fn, tuple(sorted(static.items())), _signature(args))
+    if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key]
+    with watch('compile'):
+        jitted = jax.jit(functools.partial(fn, **static), donate_argnums=donate_argnums)
+        program = jitted.lower(*args).compile(models.compiler_options())
+    _PROGRAMS[key] = program
+    if len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

@@ -1,9 +1,9 @@
 """Training: `train_and_evaluate(config, workdir)` trains one run; `train_group(runs, group_dir)`
 trains runs that differ only in seed together, in one jitted step. A run is a group of one.
 
-Read top to bottom: the programs (unet_jax.steps, compiled once per process for each distinct
-config, freeze spec and lane width, and reused by every later group: a study compiles one
-program per configuration, not per run) -> the group's session (its members and data,
+Read top to bottom: the programs (unet_jax.steps.compiled, keyed by their own inputs and
+compiled once per process: a study compiles one step per configuration and one evaluation
+per model and image size, not per run) -> the group's session (its members and data,
 unet_jax.groups; its state in lanes, unet_jax.lanes; resumed from its checkpoint or started)
 -> the loop: steps, validation that keeps each run's best params, checkpoints -> each run's
 best params scored on val and test, and its folder written (unet_jax.outputs).
@@ -14,7 +14,6 @@ are short functions kept together so the order of a run reads in one file.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
@@ -32,16 +31,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, freeze, hosts, io_utils, layout, models
+from unet_jax import checkpoint, freeze, hosts, io_utils, layout
 from unet_jax.data import pipeline
 from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
 from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
 from unet_jax.steps import (
     DATA_AXIS,
+    StepConfig,
     check_batch_size,
+    compiled,
     create_learning_rate_fn,
     create_mesh,
-    create_optimizer,
     create_train_state,
     eval_step,
     initial_variables,
@@ -68,76 +68,29 @@ SplitsFn = Callable[[ml_collections.ConfigDict], Mapping[str, pipeline.Split]]
 
 # ----------------------------------------------------------------------------- programs
 
-# Compiled programs of this process, keyed by what determines them (config fields, freeze
-# spec, group shape): every group with the same key reuses the executable.
-_PROGRAMS: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-_MAX_PROGRAMS = 64
-_STEP_FIELDS = ('model', 'loss', 'optimizer', 'augment', 'num_train_steps', 'warmup_steps')
-
-
-def _plain(value: Any) -> Any:
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-
-
-def _signature(args: Any) -> tuple:
-    leaves, treedef = jax.tree.flatten(args)
-    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, 'sharding', None)) for x in leaves)
-
-
-def compiled(key: tuple, build: Callable[[], Any], args: tuple, watch: io_utils.Stopwatch):
-    """The executable of `build()` (a jitted function) for `args`, compiled once per process."""
-    full_key = (key, _signature(args))
-    if full_key in _PROGRAMS:
-        _PROGRAMS.move_to_end(full_key)
-        return _PROGRAMS[full_key]
-    with watch('compile'):
-        program = build().lower(*args).compile(models.compiler_options())
-    _PROGRAMS[full_key] = program
-    if len(_PROGRAMS) > _MAX_PROGRAMS:
-        _PROGRAMS.popitem(last=False)
-    return program
-
 
 class Programs:
-    """The compiled step and evaluation of a group's lanes, from the process's cache."""
+    """The compiled step and evaluation of a group, from the process's cache (steps.compiled):
+    keyed by their own inputs, so a group reuses every program an earlier group compiled for
+    the same model, step config, freeze spec and shapes."""
 
-    def __init__(self, group: Group, tx, frozen_axis: int | None, width: int, watch):
-        self.group, self.tx, self.frozen_axis, self.width, self.watch = (
-            group,
-            tx,
-            frozen_axis,
-            width,
-            watch,
+    def __init__(self, group: Group, frozen_axis: int | None, watch):
+        self.watch = watch
+        self.step_inputs = dict(
+            model=group.model,
+            config=StepConfig.of(group.config, per_block_scales=group.scales is not None),
+            frozen_units=group.plan.frozen_units,
+            frozen_axis=frozen_axis,
         )
-
-    def _key(self, kind: str, fields: Sequence[str], *extra) -> tuple:
-        config = self.group.config
-        described = json.dumps({f: _plain(config[f]) for f in fields}, sort_keys=True, default=str)
-        return (kind, config.data.image_size, described, self.frozen_axis, self.width, *extra)
+        self.eval_inputs = dict(
+            model=group.model, loss=ml_collections.FrozenConfigDict(group.config.loss)
+        )
 
     def step(self, *args):
-        group = self.group
-        build = functools.partial(
-            train_step,
-            model=group.model,
-            tx=self.tx,
-            frozen_units=group.plan.frozen_units,
-            frozen_axis=self.frozen_axis,
-            config=group.config,
-        )
-        key = self._key('step', _STEP_FIELDS, group.plan.frozen_units)
-        return compiled(key, lambda: jax.jit(build, donate_argnums=0), args, self.watch)
+        return compiled(train_step, self.step_inputs, args, self.watch, donate_argnums=(0,))
 
-    def evaluation(self, params: tuple, batch):
-        build = functools.partial(
-            eval_step,
-            model=self.group.model,
-            frozen_axis=self.frozen_axis,
-            num_runs=self.width,
-            config=self.group.config,
-        )
-        key = self._key('eval', ('model', 'loss'))
-        return compiled(key, lambda: jax.jit(build), (*params, batch), self.watch)
+    def evaluation(self, variables, batch):
+        return compiled(eval_step, self.eval_inputs, (variables, batch), self.watch)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -300,7 +253,6 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
     state, frozen, frozen_axis = create_train_state(
         [m.config for m in group.members], model=group.model, plan=group.plan, scales=group.scales
     )  # scales: a soft auto: spec
-    tx = create_optimizer(config, freeze.labels_of(state.trainable, frozen), group.scales)
     logging.info(
         '%s: freeze spec %r -> %s; trained and frozen parameters:\n%s',
         group.name,
@@ -325,7 +277,7 @@ def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> 
     return Session(
         group=group,
         lanes=lanes,
-        programs=Programs(group, tx, frozen_axis, width, group.watch),
+        programs=Programs(group, frozen_axis, group.watch),
         manager=manager,
         mesh=mesh,
         val_batches=device_batches(group.val, group.eval_batch_size, eval_sharding),
@@ -338,7 +290,8 @@ def validate(session: Session, step: int) -> None:
     """Validation Dice of every run; each run's best params follow its best lesion Dice."""
     group, lanes = session.group, session.lanes
     with group.watch('eval'):
-        program = session.programs.evaluation(lanes.params(0, best=False), session.val_batches[0])
+        variables = lanes.variables(0, best=False)
+        program = session.programs.evaluation(variables, session.val_batches[0])
         stats, _ = lanes.evaluate(program, session.val_batches, len(group.val), best=False)
         lanes.keep_best(group.record_validation(step, stats))
 
@@ -411,12 +364,11 @@ def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
         final = {}
         for split_name, split in (('val', group.val), ('test', group.test)):
             batches = device_batches(split, group.eval_batch_size, session.sharding(DATA_AXIS))
-            program = session.programs.evaluation(lanes.params(0, best=True), batches[0])
+            program = session.programs.evaluation(lanes.variables(0, best=True), batches[0])
             final[split_name] = lanes.evaluate(
                 program, batches, len(split), best=True, with_probs=True
             )
-    frozen = lanes.frozen_group()
-    return group.finish(to_host(lanes.joined()['best']), frozen, lanes.frozen_axis, final)
+    return group.finish(to_host(lanes.joined()['best']), final)
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
