@@ -45,6 +45,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from unet_jax import cli, io_utils, layout, report, study  # noqa: E402
+from unet_jax.sweep import enumerate_sweep  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -459,9 +460,13 @@ def main(argv):
             '(configs/layerwise.py); run single configs with unet_jax.main.'
         )
     workdir = os.path.abspath(FLAGS.workdir)
-    sweep = study.enumerate_sweep(config)
-    finished = {p.run for p in sweep.runs if layout.is_finished(layout.run_dir(workdir, p.run))}
-    groups = [g for g in sweep.groups if any(p.run not in finished for p in g.runs)]
+    sweep = enumerate_sweep(config)
+    finished = {
+        p.run_name
+        for p in sweep.runs
+        if layout.is_finished(layout.run_dir(workdir, p.run_name))
+    }
+    groups = [g for g in sweep.groups if any(p.run_name not in finished for p in g.runs)]
     logging.info(
         'sweep: %d runs (%d named points) in %d groups; %d runs finished, %d groups to run.',
         len(sweep.runs),

@@ -41,7 +41,7 @@ def latest_trained(workdir: str) -> dict:
 
 def initial_params(config) -> dict:
     model = models.create_model(config.model)
-    return traverse_util.flatten_dict(train.initial_variables(model, config)['params'], sep='/')
+    return traverse_util.flatten_dict(steps.initial_variables(model, config)['params'], sep='/')
 
 
 def test_run_writes_results_and_freezes_exactly(tmp_path):
@@ -119,7 +119,7 @@ def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     stats = best_variables(str(tmp_path), 'batch_stats')
     model = models.create_model(config.model)
     initial = traverse_util.flatten_dict(
-        train.initial_variables(model, config)['batch_stats'], sep='/'
+        steps.initial_variables(model, config)['batch_stats'], sep='/'
     )
     for path, value in initial.items():
         moved = not np.array_equal(value, stats[path])
@@ -136,25 +136,25 @@ def test_pretrained_only_point_evaluates_without_training(tmp_path):
 def test_nan_loss_stops_with_step_and_advice(tmp_path):
     splits = tiny.disk_splits()
     splits['train'].image[:] = np.nan
-    with pytest.raises(train.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
+    with pytest.raises(groups.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
         train.train_and_evaluate(tiny.tiny_config(), str(tmp_path), splits=splits)
     assert not (tmp_path / 'results.json').exists()
 
 
 def test_batch_not_divisible_by_devices_is_explained():
     two_devices = types.SimpleNamespace(size=2)
-    train.check_batch_size(4, two_devices)
+    steps.check_batch_size(4, two_devices)
     with pytest.raises(
         ValueError, match=r'batch_size=5 must be a positive multiple of the 2 device'
     ):
-        train.check_batch_size(5, two_devices)
+        steps.check_batch_size(5, two_devices)
     with pytest.raises(ValueError, match=r'batch_size=0 must be a positive multiple'):
-        train.check_batch_size(0, two_devices)
+        steps.check_batch_size(0, two_devices)
 
 
 def test_batch_order_is_keyed_by_step():
-    a = [train.batch_indices(s, 4, 10, seed=1) for s in range(6)]
-    b = [train.batch_indices(s, 4, 10, seed=1) for s in reversed(range(6))][::-1]
+    a = [groups.batch_indices(s, 4, 10, seed=1) for s in range(6)]
+    b = [groups.batch_indices(s, 4, 10, seed=1) for s in reversed(range(6))][::-1]
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     seen = np.concatenate(a[:5])  # 20 positions = two epochs, each a permutation of 0..9
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
@@ -193,14 +193,14 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
         }
     )
     model = models.create_model(two_classes.model)
-    init = train.load_init_from(train.initial_variables(model, two_classes), two_classes)
+    init = steps.load_init_from(steps.initial_variables(model, two_classes), two_classes)
     assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
 
 
 RUN_SCRIPT = textwrap.dedent("""
     import os, sys
     from tests import tiny
-    from unet_jax import train
+    from unet_jax import groups, train
     workdir, steps, seeds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     def config(seed):
         return tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
@@ -209,7 +209,7 @@ RUN_SCRIPT = textwrap.dedent("""
     if seeds == 1:
         train.train_and_evaluate(config(0), workdir, splits=tiny.disk_splits())
     else:  # a group of seeds in one vmapped step
-        runs = [train.Run(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
+        runs = [groups.Member(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
         train.train_group(runs, workdir, name='g', splits_fn=lambda c: tiny.disk_splits(),
                           vectorize='vmap')
 """)
@@ -304,7 +304,9 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
         return tiny.tiny_config(**overrides)
 
     seeds = (0, 1, 2)
-    runs = [train.Run(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds]
+    runs = [
+        groups.Member(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds
+    ]
     outcome = train.train_group(
         runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits, vectorize='vmap'
     )

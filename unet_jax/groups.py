@@ -51,8 +51,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-    """One run of a group: its config, its folder, its name in logs and checkpoints.
+class Member:
+    """A run as its group trains it: its config, its folder, its name in logs and checkpoints.
 
     `extra` holds results.json keys that the caller knows and training does not (the study's
     pre-training index and group name).
@@ -84,7 +84,9 @@ def _sorted_by_id(split: pipeline.Split) -> pipeline.Split:
     return pipeline.Split(split.image[order], split.mask[order], [split.ids[i] for i in order])
 
 
-def _check_members(members: Sequence[Run], splits: Sequence[Mapping[str, pipeline.Split]]) -> None:
+def _check_members(
+    members: Sequence[Member], splits: Sequence[Mapping[str, pipeline.Split]]
+) -> None:
     shared = shared_part(members[0].config)
     for member, member_splits in zip(members[1:], splits[1:]):
         if shared_part(member.config) != shared:
@@ -113,7 +115,7 @@ class Group:
 
     name: str
     directory: str
-    members: list[Run]
+    members: list[Member]
     config: ml_collections.ConfigDict
     model: Any
     registry: layers.LayerRegistry
@@ -136,7 +138,7 @@ class Group:
     @classmethod
     def create(
         cls,
-        members: Sequence[Run],
+        members: Sequence[Member],
         directory: str,
         splits_fn: Callable[[ml_collections.ConfigDict], Mapping[str, pipeline.Split]],
         *,
@@ -371,7 +373,7 @@ class Group:
 
 
 def auto_choice(
-    members: Sequence[Run],
+    members: Sequence[Member],
     splits_fn: Callable[[ml_collections.ConfigDict], Mapping[str, pipeline.Split]],
     *,
     model: Any,
@@ -448,7 +450,7 @@ def batch_indices(step: int, batch_size: int, num_examples: int, seed: int) -> n
     return indices
 
 
-def new_ledger(members: Sequence[Run]) -> dict[str, Any]:
+def new_ledger(members: Sequence[Member]) -> dict[str, Any]:
     """Per-run bookkeeping kept in the group checkpoint's metadata (JSON)."""
     return {
         'members': [m.label for m in members],

@@ -33,7 +33,7 @@ import numpy as np
 
 from unet_jax import checkpoint, freeze, hosts, io_utils, layout
 from unet_jax.data import pipeline
-from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
+from unet_jax.groups import Group, Member
 from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
 from unet_jax.steps import (
     DATA_AXIS,
@@ -44,22 +44,8 @@ from unet_jax.steps import (
     create_mesh,
     create_train_state,
     eval_step,
-    initial_variables,
-    load_init_from,
     train_step,
 )
-
-__all__ = [
-    'NonFiniteLossError',
-    'Run',
-    'batch_indices',
-    'check_batch_size',
-    'create_train_state',
-    'initial_variables',
-    'load_init_from',
-    'train_and_evaluate',
-    'train_group',
-]
 
 GROUP_FILE = 'group.json'  # the members of a group's checkpoint, in run-axis order
 
@@ -132,7 +118,7 @@ def check_finite(history: list[tuple[int, Any]], ledger: dict[str, Any], labels)
                 )
 
 
-def choose_members(runs: Sequence[Run], group_dir: str) -> list[Run]:
+def choose_members(runs: Sequence[Member], group_dir: str) -> list[Member]:
     """The runs to train: those of the group's checkpoint if it covers every unfinished run
     (it was killed mid-way), else the unfinished ones from the start."""
     unfinished = [r for r in runs if not layout.is_finished(r.workdir)]
@@ -164,9 +150,9 @@ def train_and_evaluate(
     `splits` lets a caller that already holds the data in memory pass it in.
     """
     workdir = os.path.abspath(workdir)
-    run = Run(config, workdir)
+    member = Member(config, workdir)
     outcome = train_group(
-        [run], workdir, name=run.label, splits_fn=(lambda _: splits) if splits else None
+        [member], workdir, name=member.label, splits_fn=(lambda _: splits) if splits else None
     )
     result = outcome.get(workdir)
     if isinstance(result, Exception):
@@ -206,7 +192,7 @@ class Session:
 
 
 def train_group(
-    runs: Sequence[Run],
+    runs: Sequence[Member],
     group_dir: str,
     *,
     name: str,
