@@ -19,7 +19,7 @@ import optax
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, freeze, groups, io_utils, layers, metrics, models, steps, train
+from unet_jax import checkpoint, freeze, groups, io_utils, layers, ledger, metrics, models, steps, train
 from unet_jax.data import augment, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +73,7 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
     assert on_disk['val_curve']['step'] == [3, 6] and len(on_disk['val_curve']['dice']) == 2
     assert on_disk['pretrain'] is None and on_disk['group'] == {'name': tmp_path.name, 'size': 1}
     time = on_disk['time']
-    assert set(time) == {f'{k}_s' for k in groups.TIME_SECTIONS + ('wall',)}
+    assert set(time) == {f'{k}_s' for k in ledger.TIME_SECTIONS + ('wall',)}
     assert sum(v for k, v in time.items() if k != 'wall_s') <= time['wall_s']
     assert on_disk['wall_time_s'] == time['wall_s']
 
@@ -136,7 +136,7 @@ def test_pretrained_only_point_evaluates_without_training(tmp_path):
 def test_nan_loss_stops_with_step_and_advice(tmp_path):
     splits = tiny.disk_splits()
     splits['train'].image[:] = np.nan
-    with pytest.raises(groups.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
+    with pytest.raises(ledger.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
         train.train_and_evaluate(tiny.tiny_config(), str(tmp_path), splits=splits)
     assert not (tmp_path / 'results.json').exists()
 

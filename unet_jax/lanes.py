@@ -19,6 +19,7 @@ Checkpoints hold the whole run axis (lanes joined), so a group resumes with any 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from typing import Any
 
 import jax
@@ -64,6 +65,20 @@ def to_devices(tree: Any, sharding) -> Any:
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(place, tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """A split's per-image stats {loss, tp, pred, true} and probabilities (None unless asked
+    for), of every run of a group (run axis first) or of one run (`run(r)`)."""
+
+    stats: dict[str, np.ndarray]
+    probs: np.ndarray | None = None
+
+    def run(self, r: int) -> Evaluation:
+        return Evaluation(
+            {k: v[r] for k, v in self.stats.items()}, None if self.probs is None else self.probs[r]
+        )
 
 
 def _take(tree: Any, lane: slice) -> Any:
@@ -164,8 +179,10 @@ class Lanes:
         params = freeze.merge(state.trainable, self._frozen_runs[i])
         return {'params': params, 'batch_stats': state.batch_stats}
 
-    def evaluate(self, program, batches, num: int, *, best: bool, with_probs: bool = False):
-        """Per-image stats {loss, tp, pred, true: [runs, num]} (and probabilities) of a split."""
+    def evaluate(
+        self, program, batches, num: int, *, best: bool, with_probs: bool = False
+    ) -> Evaluation:
+        """Every run's per-image stats [runs, num] (and probabilities) of a split."""
         outs = to_host(
             [
                 [program(self.variables(i, best=best), batch) for batch in batches]
@@ -179,9 +196,9 @@ class Lanes:
             for key in outs[0][0][0]
         }
         if not with_probs:
-            return stats, None
+            return Evaluation(stats)
         probs = np.concatenate([np.concatenate([o[1] for o in lane], axis=1) for lane in outs])
-        return stats, probs[:, :num]
+        return Evaluation(stats, probs[:, :num])
 
     def keep_best(self, improved: np.ndarray) -> None:
         """Copies the current variables of the runs that improved into their best ones."""
