@@ -56,9 +56,8 @@ class JaxStep:
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
         self.plan = freeze.compile_spec(spec, self.registry, order='forward', granularity='block')
-        tx = steps.create_train_tx(config)
         self.state, self.frozen, frozen_axis = steps.create_train_state(
-            [config], model=model, plan=self.plan, tx=tx
+            [config], model=model, plan=self.plan
         )
         # The first run's full parameter tree, before any step (to copy into another library).
         first_run = jax.tree.map(lambda leaf: leaf[0], self.state.trainable)
@@ -68,10 +67,9 @@ class JaxStep:
         build = functools.partial(
             steps.train_step,
             model=model,
-            tx=tx,
+            config=steps.StepConfig.of(config),
             frozen_units=self.plan.frozen_units,
             frozen_axis=frozen_axis,
-            config=config,
         )
         start = time.perf_counter()
         self.lowered = jax.jit(build, donate_argnums=0).lower(

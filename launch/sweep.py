@@ -46,6 +46,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from unet_jax import cli, config_lib, io_utils, layout, report, runfolder, study  # noqa: E402
+from unet_jax.sweep import enumerate_sweep  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -170,16 +171,16 @@ def failed_message(workdir: str, sweep, groups, failed: list[str], logs: str) ->
     (killed, or refused to start) are named with their log."""
     total = len(sweep.runs)
     runs = [
-        p.run
+        p.run_name
         for g in groups
         if g.name in failed
         for p in g.runs
-        if layout.has_failed(layout.run_dir(workdir, p.run))
+        if layout.has_failed(layout.run_dir(workdir, p.run_name))
     ]
     silent = [
         f'{logs}/{g.index}.log'
         for g in groups
-        if g.name in failed and not any(p.run in runs for p in g.runs)
+        if g.name in failed and not any(p.run_name in runs for p in g.runs)
     ]
     parts = [study.failed_message(workdir, runs, total)] if runs else []
     if silent:
@@ -492,10 +493,14 @@ def main(argv):
         )
     config_lib.check_config(config)  # every bad field, every sweep point, before anything runs
     workdir = os.path.abspath(FLAGS.workdir)
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     study.check_run_folders(config, workdir, sweep.runs, pretraining=True)
-    finished = {p.run for p in sweep.runs if layout.is_finished(layout.run_dir(workdir, p.run))}
-    groups = [g for g in sweep.groups if any(p.run not in finished for p in g.runs)]
+    finished = {
+        p.run_name
+        for p in sweep.runs
+        if layout.is_finished(layout.run_dir(workdir, p.run_name))
+    }
+    groups = [g for g in sweep.groups if any(p.run_name not in finished for p in g.runs)]
     logging.info(
         'sweep: %d runs (%d named points) in %d groups; %d runs finished, %d groups to run.',
         len(sweep.runs),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import auto_spec, checkpoint, surgical, train
+from unet_jax import auto_spec, checkpoint, steps, surgical, train
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +71,7 @@ def test_soft_variant_scales_each_block_by_its_score(pretrained, tmp_path):
 
 def test_soft_scales_reach_the_optimiser():
     config = tiny.tiny_config()
-    tx = train.create_train_tx(config, scales={'a': 0.5})
+    tx = steps.create_train_tx(config, scales={'a': 0.5})
     state = tx.init({'a': {'kernel': np.ones(3, np.float32)}})
     leaves = [s for s in state if isinstance(s, surgical.ScoreScaleState)]
     assert leaves and float(leaves[0].scales['a']['kernel']) == 0.5

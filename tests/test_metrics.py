@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unet_jax import metrics, outputs
+from unet_jax import lanes, metrics, outputs
 from unet_jax.data import pipeline
 
 
@@ -41,7 +41,8 @@ def test_per_image_table_keeps_every_image_with_its_kind_and_predicted_pixels():
     true, pred = masks_and_predictions()
     counts = {k: np.asarray(v) for k, v in metrics.overlap_counts(pred, true).items()}
     split = pipeline.Split(image=true, mask=true, ids=['a', 'b', 'c', 'd'])
-    summary, per_image = outputs.scores(dict(counts, loss=np.zeros(4)), pred, split)
+    evaluation = lanes.Evaluation(dict(counts, loss=np.zeros(4)), probs=pred)
+    summary, per_image = outputs.scores(evaluation, split)
     assert per_image['ids'] == ['a', 'b', 'c', 'd']
     assert per_image['lesion'] == [True, True, False, False]
     assert per_image['pred_pixels'] == [4, 2, 0, 3]

@@ -10,6 +10,7 @@ import pytest
 
 from tests import tiny
 from unet_jax import cli, runfolder, study
+from unet_jax.sweep import enumerate_sweep
 from unet_jax.layout import run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +81,7 @@ def test_a_study_group_and_a_whole_study_lock_their_folders(tmp_path):
     from tests.test_study import FakeTrainer
 
     config, workdir, fake = tiny_study(), str(tmp_path), FakeTrainer()
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     scratch = next(g for g in sweep.groups if 'scratch' in g.name)
     with runfolder.lock(study.group_dir(workdir, scratch)):
         with pytest.raises(runfolder.FolderInUseError, match='groups/us/n16/scratch/s0 is in use'):
@@ -92,17 +93,17 @@ def test_a_study_group_and_a_whole_study_lock_their_folders(tmp_path):
     with runfolder.lock(study.group_dir(workdir, scratch)):  # the whole study stops there
         with pytest.raises(runfolder.FolderInUseError, match='scratch/s0 is in use'):
             study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
-    assert study.run_dir(workdir, scratch.runs[0].run) not in fake.calls
+    assert study.run_dir(workdir, scratch.runs[0].run_name) not in fake.calls
 
 
 def test_a_study_refuses_run_folders_of_another_config_before_anything(tmp_path):
     from tests.test_study import FakeTrainer
 
     config, workdir = tiny_study(), str(tmp_path)
-    point = next(p for p in study.enumerate_sweep(config).runs if p.family == 'full')
+    point = next(p for p in enumerate_sweep(config).runs if p.family == 'full')
     stored = study.point_config(config, point, workdir)
     stored.optimizer.learning_rate = 0.5
-    store(stored, run_dir(workdir, point.run))
+    store(stored, run_dir(workdir, point.run_name))
     fake = FakeTrainer()
     with pytest.raises(cli.ConfigError, match='learning_rate: 0.5 there, 0.001 now'):
         study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)

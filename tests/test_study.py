@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import layerwise
-from unet_jax import families, io_utils, study
+from unet_jax import families, io_utils, layout, study
+from unet_jax.sweep import enumerate_sweep, registry_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +60,7 @@ class FakeTrainer:
         os.makedirs(group_dir, exist_ok=True)  # where train keeps a group's checkpoint
         outcome = {}
         for run in runs:
-            if not study.is_finished(run.workdir):
+            if not layout.is_finished(run.workdir):
                 outcome[run.workdir] = self.train(run.config, run.workdir)
         return outcome
 
@@ -115,7 +116,7 @@ class FakeTrainer:
             results['auto'] = dict(criterion=spec.split(':')[1], k=k, chosen=['enc0'])
             results['cost'] = dict(train_flops=1e9 * k, probe_flops=1e8)
         io_utils.write_text_atomically(
-            os.path.join(workdir, study.RESULTS_FILE), json.dumps(results)
+            os.path.join(workdir, layout.RESULTS_FILE), json.dumps(results)
         )
         return results
 
@@ -125,8 +126,8 @@ class FakeTrainer:
 
 def test_counts_per_family_and_duplicates_follow_the_registry():
     config = tiny_study_config(seeds=2, orders='forward+level', granularities='block+unit')
-    registry = study.registry_for(config)
-    sweep = study.enumerate_sweep(config, registry=registry)
+    registry = registry_for(config)
+    sweep = enumerate_sweep(config, registry=registry)
     per_cell = collections.Counter(p.family for p in sweep.points if p.seed == 0)
     steps = sum(len(registry.order(o, g)) for o in ('forward', 'level') for g in ('block', 'unit'))
     assert per_cell == {
@@ -162,12 +163,12 @@ def test_counts_per_family_and_duplicates_follow_the_registry():
 
 
 def test_names_are_stable_and_do_not_depend_on_what_else_is_swept():
-    small = study.enumerate_sweep(tiny_study_config(seeds=1))
-    large = study.enumerate_sweep(
+    small = enumerate_sweep(tiny_study_config(seeds=1))
+    large = enumerate_sweep(
         tiny_study_config(seeds=3, targets='us+xray', orders='forward+level')
     )
     assert [p.name for p in small.points] == [
-        p.name for p in study.enumerate_sweep(tiny_study_config(seeds=1)).points
+        p.name for p in enumerate_sweep(tiny_study_config(seeds=1)).points
     ]
     assert {p.name for p in small.points} <= {p.name for p in large.points}
     assert 'xray/n16/s2/deep_to_shallow-level-block-k3' in {p.name for p in large.points}
@@ -178,7 +179,7 @@ def test_bad_study_fields_name_the_field_and_the_valid_values():
     config = tiny_study_config()
     config.study.orders = ('forward', 'depthwise')
     with pytest.raises(ValueError, match=r"config\.study\.orders: 'depthwise'.*forward"):
-        study.enumerate_sweep(config)
+        enumerate_sweep(config)
     with pytest.raises(ValueError, match='unknown target'):
         layerwise.get_config('quick,targets=us+mri')
     with pytest.raises(ValueError, match='data_root'):
@@ -188,7 +189,7 @@ def test_bad_study_fields_name_the_field_and_the_valid_values():
 def test_point_config_modifies_the_base_config():
     config = tiny_study_config()
     config.optimizer.learning_rate = 0.123
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     point = next(p for p in sweep.points if p.name == 'us/n16/s1/deep_to_shallow-forward-block-k2')
     run = study.point_config(config, point, '/w')
     assert 'study' not in run
@@ -207,15 +208,15 @@ def test_point_config_modifies_the_base_config():
 
 def test_pretrained_is_one_run_per_target_size_and_pretraining():
     config = tiny_study_config(seeds=3, families=('pretrained', 'full'))
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     pretrained = [p for p in sweep.points if p.family == 'pretrained']
-    assert [p.run for p in pretrained] == ['us/n16/s0/pretrained'] * 3
+    assert [p.run_name for p in pretrained] == ['us/n16/s0/pretrained'] * 3
     assert len([p for p in sweep.runs if p.family == 'pretrained']) == 1
     assert len([p for p in sweep.runs if p.family == 'full']) == 3  # trained runs stay per seed
 
     config.study.pretrain_seeds = 2
-    sweep = study.enumerate_sweep(config)
-    runs = {p.name: p.run for p in sweep.points if p.family == 'pretrained'}
+    sweep = enumerate_sweep(config)
+    runs = {p.name: p.run_name for p in sweep.points if p.family == 'pretrained'}
     assert runs == {
         'us/n16/s0/pretrained': 'us/n16/s0/pretrained',
         'us/n16/s1/pretrained': 'us/n16/s1/pretrained',
@@ -247,7 +248,7 @@ def test_seeds_are_paired_with_pretrainings(tmp_path):
 def test_groups_hold_the_seeds_of_one_configuration(tmp_path):
     config = tiny_study_config(seeds=5, families=('scratch', 'pretrained', 'full'))
     config.study.group_size = 2
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     assert [(g.name, len(g.runs)) for g in sweep.groups] == [
         ('us/n16/scratch/s0-1', 2),
         ('us/n16/pretrained/s0', 1),
@@ -262,9 +263,9 @@ def test_groups_hold_the_seeds_of_one_configuration(tmp_path):
     )
     assert all(p.group for p in sweep.points)
     config.study.group_size = 0  # automatic: every seed fits the default memory budget
-    assert len(study.enumerate_sweep(config).groups) == 3
+    assert len(enumerate_sweep(config).groups) == 3
     config.study.group_memory_mb = 0
-    assert len(study.enumerate_sweep(config).groups) == 11  # nothing fits: one run at a time
+    assert len(enumerate_sweep(config).groups) == 11  # nothing fits: one run at a time
 
     fake = FakeTrainer()
     study.main(config, str(tmp_path), run_fn=fake, sweep_index=None)
@@ -281,12 +282,12 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     config.data.outer_folds = 3
     config.study.num_train = (8, 16)
     config.study.group_size = 2
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     assert len(sweep.points) == 2 * 3 * 2 * 3  # seeds x folds x sizes x families
     assert sweep.points[0].name == 'us/n8/s0/f0/scratch' and sweep.points[0].fold == 0
-    pretrained = {p.name: p.run for p in sweep.points if p.family == 'pretrained'}
+    pretrained = {p.name: p.run_name for p in sweep.points if p.family == 'pretrained'}
     assert pretrained['us/n8/s1/f2/pretrained'] == 'us/n8/s0/f2/pretrained'
-    assert len({p.run for p in sweep.points if p.family == 'pretrained'}) == 2 * 3
+    assert len({p.run_name for p in sweep.points if p.family == 'pretrained'}) == 2 * 3
     for group in sweep.groups:
         assert len({p.fold for p in group.runs}) == 1
         assert f'/f{group.runs[0].fold}/' in group.name
@@ -309,13 +310,13 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     plan = json.loads((tmp_path / 'study.json').read_text())
     assert plan['outer_folds'] == [0, 1, 2] and plan['points'][0]['fold'] == 0
     config.data.outer_folds = 0
-    assert study.enumerate_sweep(config).points[0].name == 'us/n8/s0/scratch'
+    assert enumerate_sweep(config).points[0].name == 'us/n8/s0/scratch'
 
 
 def test_scratch_gets_its_own_step_budget():
     config = tiny_study_config(seeds=1, families=('scratch', 'full'))
     config.num_train_steps, config.study.scratch_steps_factor = 100, 2.5
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     steps = {p.family: study.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
     assert steps == {'scratch': 250, 'full': 100}
 
@@ -327,7 +328,7 @@ def test_study_json_of_a_folder_target_is_plain_json(tmp_path):
     config.study.targets = ml_collections.ConfigDict(
         {'mine': {'data': {'name': 'folder', 'folder': folder.to_dict()}}}
     )
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     plan = json.loads(open(study.write_plan(config, str(tmp_path), sweep)).read())
     assert plan['targets']['mine'] == config.study.targets.mine.to_dict()
     assert plan['targets']['mine']['data']['folder']['images'] == '/data/mine/images'
@@ -342,17 +343,17 @@ def test_kill_and_rerun_finishes_with_nothing_run_twice(tmp_path):
     config = tiny_study_config(
         seeds=1, families=('scratch', 'pretrained', 'full', 'shallow_to_deep')
     )
-    sweep = study.enumerate_sweep(config)
+    sweep = enumerate_sweep(config)
     killed = FakeTrainer(kill_on_call=4)  # pre-training, two runs, then killed in the third
     with pytest.raises(KeyboardInterrupt):
         study.main(config, str(tmp_path), run_fn=killed)
-    assert not os.path.exists(os.path.join(killed.calls[-1], study.RESULTS_FILE))
+    assert not os.path.exists(os.path.join(killed.calls[-1], layout.RESULTS_FILE))
 
     rerun = FakeTrainer()
     outcome = study.main(config, str(tmp_path), run_fn=rerun)
-    run_dirs = [study.run_dir(str(tmp_path), p.run) for p in sweep.runs]
+    run_dirs = [layout.run_dir(str(tmp_path), p.run_name) for p in sweep.runs]
     assert rerun.calls == run_dirs[2:]  # the killed run again, then the rest; no pre-training
-    assert all(study.is_finished(d) for d in run_dirs)
+    assert all(layout.is_finished(d) for d in run_dirs)
     assert os.path.exists(outcome['report'])
 
     again = FakeTrainer()
@@ -370,7 +371,7 @@ def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
     outcome = failed.value.outcome
     assert outcome['failed'] == ['us/n16/s0/contracting']
     assert len(outcome['done']) == 3
-    error = (tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE).read_text()
+    error = (tmp_path / 'points/us/n16/s0/contracting' / layout.ERROR_FILE).read_text()
     assert 'Traceback' in error and 'made-up failure' in error
     summary = (tmp_path / 'report/summary.md').read_text()
     assert 'contracting: failed' in (tmp_path / 'report/report.html').read_text()
@@ -380,7 +381,7 @@ def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
     outcome = study.main(config, str(tmp_path), run_fn=retry)
     assert retry.calls == [str(tmp_path / 'points/us/n16/s0/contracting')]
     assert outcome['failed'] == []
-    assert not (tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE).exists()
+    assert not (tmp_path / 'points/us/n16/s0/contracting' / layout.ERROR_FILE).exists()
 
 
 def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
@@ -402,9 +403,9 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     study.main(config, workdir, sweep_index=1, run_fn=fake)
     study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
     assert fake.calls == [
-        study.run_dir(workdir, 'us/n16/s0/scratch'),
+        layout.run_dir(workdir, 'us/n16/s0/scratch'),
         study.pretrain_dirs(config, workdir)[0],
-        study.run_dir(workdir, 'us/n16/s0/full'),
+        layout.run_dir(workdir, 'us/n16/s0/full'),
     ]
     with pytest.raises(ValueError, match=r'out of range.*2 groups'):
         study.main(config, workdir, sweep_index='7', run_fn=fake)
@@ -435,7 +436,7 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(workdir, 'report', 'representation_change.png'))
     results = {}
     for name in ('scratch', 'contracting', 'expanding'):
-        with open(os.path.join(study.run_dir(workdir, f'us/n8/s1/{name}'), 'results.json')) as f:
+        with open(os.path.join(layout.run_dir(workdir, f'us/n8/s1/{name}'), 'results.json')) as f:
             results[name] = json.load(f)
     pretrained = json.loads(
         (tmp_path / 'study/points/us/n8/s0/pretrained/results.json').read_text()
@@ -462,14 +463,14 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
 def test_auto_family_enumerates_every_k_and_soft_and_the_report_shows_it(tmp_path):
     config = tiny_study_config(families=('full', 'shallow_to_deep', 'auto'))
     config.study.auto_criteria = ('rgn',)
-    sweep = study.enumerate_sweep(config)
-    n = len(study.registry_for(config).order('forward', 'block'))
+    sweep = enumerate_sweep(config)
+    n = len(registry_for(config).order('forward', 'block'))
     names = [p.configuration for p in sweep.points if p.seed == 0 and p.family == 'auto']
     assert names == [f'auto-rgn-block-k{k}' for k in range(1, n + 1)] + ['auto-rgn-block-soft']
     by_name = {p.configuration: p for p in sweep.points if p.seed == 0}
-    assert by_name[f'auto-rgn-block-k{n}'].run.endswith('/full')  # all blocks: full's run
+    assert by_name[f'auto-rgn-block-k{n}'].run_name.endswith('/full')  # all blocks: full's run
     assert by_name['auto-rgn-block-k1'].spec == 'auto:rgn:1'
-    assert by_name['auto-rgn-block-soft'].run.endswith('auto-rgn-block-soft')
+    assert by_name['auto-rgn-block-soft'].run_name.endswith('auto-rgn-block-soft')
     outcome = study.main(config, str(tmp_path), run_fn=FakeTrainer())
     assert outcome['failed'] == []
     run = json.loads((tmp_path / 'points/us/n16/s0/auto-rgn-block-k2/results.json').read_text())
@@ -483,7 +484,7 @@ def test_auto_criteria_are_checked():
     config = tiny_study_config(families=('auto',))
     config.study.auto_criteria = ('rgn', 'guess')
     with pytest.raises(ValueError, match='auto_criteria'):
-        study.enumerate_sweep(config)
+        enumerate_sweep(config)
 
 
 class SpeckleTrainer(FakeTrainer):
@@ -494,7 +495,7 @@ class SpeckleTrainer(FakeTrainer):
         if config.finetune.train.startswith('first:'):
             results['test_per_image']['dice'] = [results['test']['dice'] + 0.1]
             io_utils.write_text_atomically(
-                os.path.join(workdir, study.RESULTS_FILE), json.dumps(results)
+                os.path.join(workdir, layout.RESULTS_FILE), json.dumps(results)
             )
         return results
 
@@ -555,8 +556,8 @@ def finished_results(workdir: str) -> dict[str, tuple[int, int]]:
     """results.json files of a study: run folder -> (inode, mtime); a rewrite changes both."""
     found = {}
     for folder, _, files in os.walk(os.path.join(workdir, 'points')):
-        if study.RESULTS_FILE in files:
-            info = os.stat(os.path.join(folder, study.RESULTS_FILE))
+        if layout.RESULTS_FILE in files:
+            info = os.stat(os.path.join(folder, layout.RESULTS_FILE))
             found[os.path.relpath(folder, workdir)] = (info.st_ino, info.st_mtime_ns)
     return found
 
@@ -565,7 +566,7 @@ def progress_marks(workdir: str) -> int:
     """Group checkpoint steps and results written so far: each is a moment to kill at."""
     marks = 0
     for folder, dirs, files in os.walk(workdir):
-        marks += study.RESULTS_FILE in files
+        marks += layout.RESULTS_FILE in files
         if os.path.basename(folder) == 'checkpoints':
             marks += sum(d.isdigit() for d in dirs)
     return marks
@@ -599,7 +600,7 @@ def test_a_grouped_study_killed_at_random_moments_does_every_run_once(tmp_path, 
     assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
     final = finished_results(killed)
     assert all(final[run] == stamp for run, stamp in seen.items()), 'a finished run re-ran'
-    assert not [f for _, _, files in os.walk(killed) for f in files if f == study.ERROR_FILE]
+    assert not [f for _, _, files in os.walk(killed) for f in files if f == layout.ERROR_FILE]
     assert sorted(final) == sorted(finished_results(reference))
     for run in final:
         expected, got = (

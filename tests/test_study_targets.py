@@ -7,7 +7,7 @@ import numpy as np
 
 from configs import layerwise
 from tests.conftest import save_image
-from unet_jax import study
+from unet_jax import layout, study
 from unet_jax.data import leakage, pipeline
 
 
@@ -65,7 +65,7 @@ def test_a_study_with_two_folder_targets_end_to_end(tmp_path, monkeypatch):
     assert outcome['failed'] == [] and len(outcome['done']) == 4
     for target, folder, flip in (('left', left, True), ('right', right, False)):
         for family in ('scratch', 'contracting'):
-            path = os.path.join(study.run_dir(workdir, f'{target}/n4/s0/{family}'), 'results.json')
+            path = os.path.join(layout.run_dir(workdir, f'{target}/n4/s0/{family}'), 'results.json')
             with open(path) as f:
                 results = json.load(f)
             data = results['config']['data']

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,12 +13,14 @@ import time
 import types
 
 from flax import traverse_util
+import jax
 import numpy as np
+import optax
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, groups, layers, models, train
-from unet_jax.data import pipeline
+from unet_jax import checkpoint, freeze, groups, io_utils, layers, ledger, metrics, models, steps, train
+from unet_jax.data import augment, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +41,7 @@ def latest_trained(workdir: str) -> dict:
 
 def initial_params(config) -> dict:
     model = models.create_model(config.model)
-    return traverse_util.flatten_dict(train.initial_variables(model, config)['params'], sep='/')
+    return traverse_util.flatten_dict(steps.initial_variables(model, config)['params'], sep='/')
 
 
 def test_run_writes_results_and_freezes_exactly(tmp_path):
@@ -70,7 +73,7 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
     assert on_disk['val_curve']['step'] == [3, 6] and len(on_disk['val_curve']['dice']) == 2
     assert on_disk['pretrain'] is None and on_disk['group'] == {'name': tmp_path.name, 'size': 1}
     time = on_disk['time']
-    assert set(time) == {f'{k}_s' for k in groups.TIME_SECTIONS + ('wall',)}
+    assert set(time) == {f'{k}_s' for k in ledger.TIME_SECTIONS + ('wall',)}
     assert sum(v for k, v in time.items() if k != 'wall_s') <= time['wall_s']
     assert on_disk['wall_time_s'] == time['wall_s']
 
@@ -116,7 +119,7 @@ def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     stats = best_variables(str(tmp_path), 'batch_stats')
     model = models.create_model(config.model)
     initial = traverse_util.flatten_dict(
-        train.initial_variables(model, config)['batch_stats'], sep='/'
+        steps.initial_variables(model, config)['batch_stats'], sep='/'
     )
     for path, value in initial.items():
         moved = not np.array_equal(value, stats[path])
@@ -133,25 +136,25 @@ def test_pretrained_only_point_evaluates_without_training(tmp_path):
 def test_nan_loss_stops_with_step_and_advice(tmp_path):
     splits = tiny.disk_splits()
     splits['train'].image[:] = np.nan
-    with pytest.raises(train.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
+    with pytest.raises(ledger.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
         train.train_and_evaluate(tiny.tiny_config(), str(tmp_path), splits=splits)
     assert not (tmp_path / 'results.json').exists()
 
 
 def test_batch_not_divisible_by_devices_is_explained():
     two_devices = types.SimpleNamespace(size=2)
-    train.check_batch_size(4, two_devices)
+    steps.check_batch_size(4, two_devices)
     with pytest.raises(
         ValueError, match=r'batch_size=5 must be a positive multiple of the 2 device'
     ):
-        train.check_batch_size(5, two_devices)
+        steps.check_batch_size(5, two_devices)
     with pytest.raises(ValueError, match=r'batch_size=0 must be a positive multiple'):
-        train.check_batch_size(0, two_devices)
+        steps.check_batch_size(0, two_devices)
 
 
 def test_batch_order_is_keyed_by_step():
-    a = [train.batch_indices(s, 4, 10, seed=1) for s in range(6)]
-    b = [train.batch_indices(s, 4, 10, seed=1) for s in reversed(range(6))][::-1]
+    a = [groups.batch_indices(s, 4, 10, seed=1) for s in range(6)]
+    b = [groups.batch_indices(s, 4, 10, seed=1) for s in reversed(range(6))][::-1]
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     seen = np.concatenate(a[:5])  # 20 positions = two epochs, each a permutation of 0..9
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
@@ -190,14 +193,14 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
         }
     )
     model = models.create_model(two_classes.model)
-    init = train.load_init_from(train.initial_variables(model, two_classes), two_classes)
+    init = steps.load_init_from(steps.initial_variables(model, two_classes), two_classes)
     assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
 
 
 RUN_SCRIPT = textwrap.dedent("""
     import os, sys
     from tests import tiny
-    from unet_jax import train
+    from unet_jax import groups, train
     workdir, steps, seeds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     def config(seed):
         return tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
@@ -206,7 +209,7 @@ RUN_SCRIPT = textwrap.dedent("""
     if seeds == 1:
         train.train_and_evaluate(config(0), workdir, splits=tiny.disk_splits())
     else:  # a group of seeds in one vmapped step
-        runs = [train.Run(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
+        runs = [groups.Member(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
         train.train_group(runs, workdir, name='g', splits_fn=lambda c: tiny.disk_splits(),
                           vectorize='vmap')
 """)
@@ -301,7 +304,9 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
         return tiny.tiny_config(**overrides)
 
     seeds = (0, 1, 2)
-    runs = [train.Run(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds]
+    runs = [
+        groups.Member(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds
+    ]
     outcome = train.train_group(
         runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits, vectorize='vmap'
     )
@@ -322,3 +327,122 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
     # Seeds differ (own init or subset, order and augmentation): the runs are not copies.
     first, second = best_variables(runs[0].workdir), best_variables(runs[1].workdir)
     assert any(not np.allclose(first[p], second[p]) for p in first)
+
+
+def _trained_half_step(state, frozen, batch, rngs, *, model, tx, frozen_units, config):
+    """The train step as it was before the optimiser covered the whole tree (one run, no
+    batch statistics): `tx` of the trained half only, updated with its own gradients."""
+    trainable, opt_state = jax.tree.map(lambda x: x[0], (state.trainable, state.opt_state))
+    augment_rng, dropout_rng = jax.random.split(jax.random.fold_in(rngs[0], state.step))
+    images, masks = augment.augment_batch(
+        augment_rng, batch['image'][0], batch['mask'][0], config.augment
+    )
+
+    def loss_fn(trainable):
+        logits = model.apply(
+            {'params': freeze.merge(trainable, frozen)},
+            images,
+            train=True,
+            frozen_units=frozen_units,
+            rngs={'dropout': dropout_rng},
+        )
+        return metrics.segmentation_loss(
+            logits, masks, bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight
+        ).mean()
+
+    grads = jax.grad(loss_fn)(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    return state.replace(
+        step=state.step + 1,
+        trainable=jax.tree.map(lambda x: x[None], trainable),
+        opt_state=jax.tree.map(lambda x: x[None], opt_state),
+    )
+
+
+def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
+    """A fixed fine-tune (AdamW with weight decay, gradient clipping, a soft spec's per-block
+    scales) through optax.multi_transform on the whole tree: the trained leaves end within
+    1e-6 of the trained-half optimiser's, and no frozen leaf is written."""
+    config = tiny.tiny_config(
+        **{
+            'optimizer.name': 'adamw',
+            'optimizer.weight_decay': 0.1,
+            'optimizer.grad_clip_norm': 0.5,
+        }
+    )
+    model = models.create_model(config.model)
+    registry = layers.build_registry(model, image_size=32, in_channels=1)
+    plan = freeze.compile_spec('enc0,dec0', registry)
+    scales = {'enc0': 0.5, 'dec0': 1.0}
+    state, frozen, frozen_axis = steps.create_train_state(
+        [config], model=model, plan=plan, scales=scales
+    )
+    assert frozen_axis is None and set(state.trainable) == {'enc0', 'dec0'}
+    frozen_before = jax.tree.map(np.array, frozen)
+    new_step = jax.jit(
+        functools.partial(
+            steps.train_step,
+            model=model,
+            config=steps.StepConfig.of(config, per_block_scales=True),
+            frozen_units=plan.frozen_units,
+            frozen_axis=frozen_axis,
+        )
+    )
+    half_tx = steps.create_train_tx(config, scales)
+    half_state = half_tx.init(jax.tree.map(lambda x: x[0], state.trainable))
+    old_state = state.replace(opt_state=jax.tree.map(lambda x: x[None], half_state))
+    old_step = jax.jit(
+        functools.partial(
+            _trained_half_step,
+            model=model,
+            tx=half_tx,
+            frozen_units=plan.frozen_units,
+            config=config,
+        )
+    )
+    split = tiny.disk_split(8)
+    rngs = jax.random.key(0)[None]
+    for step in range(4):
+        picks = groups.batch_indices(step, 4, 8, seed=0)
+        batch = {'image': split.image[picks][None], 'mask': split.mask[picks][None]}
+        state, _ = new_step(state, frozen, batch, rngs)
+        old_state = old_step(old_state, frozen, batch, rngs)
+    initial = initial_params(config)
+    trained = traverse_util.flatten_dict(state.trainable, sep='/')
+    for path, old in traverse_util.flatten_dict(old_state.trainable, sep='/').items():
+        assert not np.array_equal(trained[path][0], initial[path]), f'{path} should have trained'
+        np.testing.assert_allclose(trained[path], old, atol=1e-6, rtol=0, err_msg=path)
+    for before, after in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen)):
+        assert np.array_equal(before, after)
+    trained_state = [x for x in jax.tree.leaves(state.opt_state) if x.ndim > 1]
+    num_trained = sum(x.size for x in jax.tree.leaves(state.trainable))
+    assert sum(x.size for x in trained_state) == 2 * num_trained  # Adam's moments, nothing frozen
+
+
+def test_programs_are_keyed_by_their_inputs_half_precision_included():
+    """Two groups that differ only in half_precision have the same argument signature (params
+    stay float32) but not the same model: they get different executables; the same inputs
+    again get the cached one."""
+    watch = io_utils.Stopwatch()
+    split = tiny.disk_split(4)
+    batch = {'image': split.image[None], 'mask': split.mask[None]}
+    programs = []
+    for half_precision in (False, True, False):
+        config = tiny.tiny_config(half_precision=half_precision)
+        model = models.create_model(config.model, half_precision=half_precision)
+        registry = layers.build_registry(model, image_size=32, in_channels=1)
+        plan = freeze.compile_spec('enc0,dec0', registry)
+        state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan)
+        inputs = dict(
+            model=model,
+            config=steps.StepConfig.of(config),
+            frozen_units=plan.frozen_units,
+            frozen_axis=frozen_axis,
+        )
+        args = (state, frozen, batch, jax.random.key(0)[None])
+        programs.append(steps.compiled(steps.train_step, inputs, args, watch, donate_argnums=(0,)))
+    assert programs[0] is not programs[1] and programs[2] is programs[0]
+    assert 'bf16' in programs[1].as_text() and 'bf16' not in programs[0].as_text()
+    with pytest.raises(TypeError, match='config cannot be hashed'):
+        steps.compiled(steps.train_step, dict(inputs, config=config), args, watch)

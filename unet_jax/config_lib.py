@@ -469,10 +469,10 @@ def _point_problems(config: ml_collections.ConfigDict) -> list[str]:
     """What is wrong with the runs of a study's sweep points: the fields a point sets (its
     training-set size, seed and step budget; study.point_config) checked as for one run, each
     problem once with a point that has it. The freeze specs are checked by the enumeration."""
-    from unet_jax import study  # JAX: only once the study's own fields are fine
+    from unet_jax import study, sweep  # JAX: only once the study's own fields are fine
 
     alike: dict[tuple, list[Any]] = {}  # points whose runs differ in seed and spec only
-    for point in study.enumerate_sweep(config).runs:
+    for point in sweep.enumerate_sweep(config).runs:
         alike.setdefault((point.target, point.num_train, point.family), []).append(point)
     first_point: dict[str, tuple[str, int]] = {}
     for points in alike.values():

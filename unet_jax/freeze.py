@@ -23,9 +23,15 @@ written 'a..b' (a single name when it is one block or one unit), where an end is
 its block when the run covers that whole block, else as the unit. So 'enc1,enc0,-enc0/conv0'
 becomes 'enc0/conv1..enc1', and 'first:2' at block granularity in forward order 'enc0..enc1'.
 
-The compiled plan labels every parameter 'train' or 'freeze' for
-``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)``: frozen leaves
-get no update and hold no optimiser state, and weight decay inside ``tx`` cannot touch them.
+How training uses a plan (unet_jax.steps): the plan labels every parameter 'train' or
+'freeze'; the params are split into the trained and the frozen half (`split_trainable`); the
+loss is differentiated with respect to the trained half only, the frozen half being a constant
+of it, so XLA computes no weight gradients for frozen units; the optimiser is
+``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)`` on the whole
+tree (`make_optimizer`), given the trained half's gradients and zeros for the frozen leaves:
+frozen leaves get zero updates and hold no optimiser state, and weight decay inside ``tx``
+cannot touch them. Only the trained half's updates are applied (`select`), so a frozen leaf is
+never written: it stays bit-identical, and a group of runs shares one copy of it.
 """
 
 from collections.abc import Iterable, Sequence
@@ -281,6 +287,20 @@ def merge(trainable: dict, frozen: dict) -> dict:
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(frozen))
     flat.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(trainable)))
     return flax.traverse_util.unflatten_dict(flat)
+
+
+def labels_of(trainable: dict, frozen: dict) -> dict:
+    """The labels of the tree ``merge(trainable, frozen)``: 'train' / 'freeze' by half."""
+    return merge(
+        jax.tree.map(lambda _: TRAIN, trainable), jax.tree.map(lambda _: FREEZE, frozen)
+    )
+
+
+def select(tree: dict, *, like: dict) -> dict:
+    """The leaves of ``tree`` at the paths of ``like`` (e.g. the trained half's updates)."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
+    paths = flax.traverse_util.flatten_dict(flax.core.unfreeze(like)).keys()
+    return flax.traverse_util.unflatten_dict({path: flat[path] for path in paths})
 
 
 def parameter_table(params: Any, labels: Any, *, block_order: Sequence[str] | None = None) -> str:

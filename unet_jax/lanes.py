@@ -8,17 +8,25 @@ is 2-3x slower than the runs one after another (measured on the `:quick` U-Net: 
 run for a full step), so there the group shares compilation, evaluation and checkpoints, and
 its runs step one by one through the same single-run program.
 
+Evaluation and the best params work on whole parameter trees (trained and frozen leaves
+merged, every leaf with the run axis), so their programs depend on the model and the image
+size, not on the freeze spec: one compilation serves every group of a study. The frozen
+params are broadcast to the runs of a lane once, when the lanes are made.
+
 Checkpoints hold the whole run axis (lanes joined), so a group resumes with any lane width.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from unet_jax import freeze
 
 
 def lane_width(num_runs: int, vectorize: str = 'auto') -> int:
@@ -59,6 +67,20 @@ def to_devices(tree: Any, sharding) -> Any:
     return jax.tree.map(place, tree)
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """A split's per-image stats {loss, tp, pred, true} and probabilities (None unless asked
+    for), of every run of a group (run axis first) or of one run (`run(r)`)."""
+
+    stats: dict[str, np.ndarray]
+    probs: np.ndarray | None = None
+
+    def run(self, r: int) -> Evaluation:
+        return Evaluation(
+            {k: v[r] for k, v in self.stats.items()}, None if self.probs is None else self.probs[r]
+        )
+
+
 def _take(tree: Any, lane: slice) -> Any:
     return jax.tree.map(lambda x: x[lane], tree)
 
@@ -78,10 +100,11 @@ def _keep_best(best: Any, candidate: Any, improved: jax.Array) -> Any:
 
 
 class Lanes:
-    """The trained state and best-validation params of a group's runs, lane by lane.
+    """The trained state and best-validation variables of a group's runs, lane by lane.
 
     `state` is a TrainState whose `step` is shared and whose other fields carry the run axis;
-    `frozen` is shared (frozen_axis None) or carries it (0).
+    `frozen` is shared (frozen_axis None) or carries it (0). The best variables are whole
+    trees {'params', 'batch_stats'} with the run axis.
     """
 
     def __init__(self, state, frozen, frozen_axis: int | None, width: int, sharding):
@@ -93,24 +116,26 @@ class Lanes:
             to_devices(frozen if frozen_axis is None else _take(frozen, s), sharding)
             for s in self.slices
         ]
+        # The frozen params of every run of a lane, for the whole trees of evaluation.
+        self._frozen_runs = [
+            lane_frozen if frozen_axis == 0 else to_devices(_broadcast(frozen, width), sharding)
+            for lane_frozen in self.frozen
+        ]
         self.load(state)
 
     @property
     def width(self) -> int:
         return self.slices[0].stop - self.slices[0].start
 
-    def frozen_group(self) -> Any:
-        """The frozen params of the whole group (shared, or with the run axis)."""
-        return self.frozen[0] if self.frozen_axis is None else _join(self.frozen)
-
     def load(self, state, best: Any = None) -> None:
-        """Puts a whole-group state (and best params; default: the state's) into the lanes."""
-        best = variables_of(state) if best is None else best
+        """Puts a whole-group state (and best variables; default: the state's) into the lanes."""
         self.states = [self._lane_state(state, s) for s in self.slices]
+        if best is None:
+            best = [self.variables(i, best=False) for i in range(len(self.slices))]
+        else:
+            best = [_take(best, s) for s in self.slices]
         # Copies: the state's buffers are donated to the step, the best ones must survive it.
-        self.best = [
-            to_devices(jax.tree.map(jnp.array, _take(best, s)), self._sharding) for s in self.slices
-        ]
+        self.best = [to_devices(jax.tree.map(jnp.array, b), self._sharding) for b in best]
 
     def _lane_state(self, state, lane: slice):
         # Every lane owns its buffers (`step` too): a lane's step donates them.
@@ -146,15 +171,21 @@ class Lanes:
             summaries.append(summary)
         return summaries
 
-    def params(self, i: int, *, best: bool) -> tuple:
-        variables = self.best[i] if best else variables_of(self.states[i])
-        return variables['trainable'], variables['batch_stats'], self.frozen[i]
+    def variables(self, i: int, *, best: bool) -> dict[str, Any]:
+        """Lane i's whole {'params', 'batch_stats'} (run axis first): current or best."""
+        if best:
+            return self.best[i]
+        state = self.states[i]
+        params = freeze.merge(state.trainable, self._frozen_runs[i])
+        return {'params': params, 'batch_stats': state.batch_stats}
 
-    def evaluate(self, program, batches, num: int, *, best: bool, with_probs: bool = False):
-        """Per-image stats {loss, tp, pred, true: [runs, num]} (and probabilities) of a split."""
+    def evaluate(
+        self, program, batches, num: int, *, best: bool, with_probs: bool = False
+    ) -> Evaluation:
+        """Every run's per-image stats [runs, num] (and probabilities) of a split."""
         outs = to_host(
             [
-                [program(*self.params(i, best=best), batch) for batch in batches]
+                [program(self.variables(i, best=best), batch) for batch in batches]
                 for i in range(len(self.slices))
             ]
         )
@@ -165,22 +196,21 @@ class Lanes:
             for key in outs[0][0][0]
         }
         if not with_probs:
-            return stats, None
+            return Evaluation(stats)
         probs = np.concatenate([np.concatenate([o[1] for o in lane], axis=1) for lane in outs])
-        return stats, probs[:, :num]
+        return Evaluation(stats, probs[:, :num])
 
     def keep_best(self, improved: np.ndarray) -> None:
-        """Copies the current params of the runs that improved into their best params."""
+        """Copies the current variables of the runs that improved into their best ones."""
         for i, lane in enumerate(self.slices):
             if improved[lane].any():
-                candidate = variables_of(self.states[i])
                 flags = to_devices(improved[lane], self._sharding)
-                self.best[i] = _keep_best(self.best[i], candidate, flags)
+                self.best[i] = _keep_best(self.best[i], self.variables(i, best=False), flags)
 
     def block(self) -> None:
         jax.block_until_ready([s.step for s in self.states])
 
 
-def variables_of(state) -> dict[str, Any]:
-    """The part of the state that evaluation needs (and the best-params store keeps)."""
-    return {'trainable': state.trainable, 'batch_stats': state.batch_stats}
+def _broadcast(tree: Any, width: int) -> Any:
+    """Host copies of `tree` with a leading run axis of `width`."""
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (width, *np.shape(x))), tree)

@@ -1,24 +1,179 @@
-"""What a finished run writes into its folder: best params, predictions.npz, results.json.
+"""Everything a run leaves in its folder: config.json, metric writers (TensorBoard events, the
+log, metrics.jsonl), the best params (Orbax, best/), predictions.npz and results.json.
 
-results.json is written last and atomically (a run is finished iff it exists); its keys are
-listed in the README ("What a run writes").
+`RunFolders` holds the members' folders while their group trains; `write_runs` ends every
+unfinished member: best params first (every run's, asynchronously), then its test scalars,
+predictions and results.json. results.json is written last and atomically (a run is finished
+iff it exists); its keys are listed in the README ("What a run writes").
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, freeze, io_utils, layers, layout, metrics
+from unet_jax import checkpoint, freeze, io_utils, layers, layout, metrics, writers
 from unet_jax.data import pipeline
+from unet_jax.groups import GroupSetup
+from unet_jax.lanes import Evaluation
+from unet_jax.ledger import Ledger, NonFiniteLossError
 
 
-def param_counts(trainable: Any, frozen: Any) -> dict[str, Any]:
+class RunFolders:
+    """The metric writers of a group's unfinished members (None for a finished member of a
+    resumed group: it only trains along); config.json and hyper-parameters when the group
+    starts afresh."""
+
+    def __init__(self, setup: GroupSetup, *, fresh: bool):
+        self.writers = []
+        for member in setup.members:
+            if layout.is_finished(member.workdir):
+                self.writers.append(None)
+                continue
+            os.makedirs(member.workdir, exist_ok=True)
+            if jax.process_index() == 0:
+                with open(os.path.join(member.workdir, 'config.json'), 'w') as f:
+                    f.write(member.config.to_json_best_effort(indent=2))
+            writer = writers.create_writer(member.workdir)
+            if fresh:
+                writer.write_hparams(_flat_hparams(member.config))
+            self.writers.append(writer)
+
+    def write(self, r: int, step: int, prefix: str, values: Mapping[str, Any]) -> None:
+        """Member r's scalars `prefix/name` at `step` (None values left out)."""
+        if self.writers[r] is not None:
+            scalars = {f'{prefix}/{k}': v for k, v in values.items() if v is not None}
+            self.writers[r].write_scalars(step, scalars)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            if writer is not None:
+                writer.close()
+
+
+def write_runs(
+    setup: GroupSetup,
+    ledger: Ledger,
+    folders: RunFolders,
+    best: Any,
+    final: Mapping[str, Evaluation],
+    *,
+    time: dict[str, float],
+    watch: io_utils.Stopwatch,
+) -> dict[str, dict[str, Any] | Exception]:
+    """Every unfinished member's folder: best params, test scalars, predictions, results.json.
+
+    `best`: every run's best variables and `final` ('val', 'test'): their per-image stats and
+    probabilities, run axis first, on the host. The best params of every run are saved
+    (asynchronously) before any results.json is written, so a finished run has them. Returns
+    {workdir: results, or the NonFiniteLossError of a run that diverged}.
+    """
+    outcomes: dict[str, dict[str, Any] | Exception] = {}
+    pending = []
+    for r, member in enumerate(setup.members):
+        record = ledger.runs[r]
+        if layout.is_finished(member.workdir):
+            continue
+        if record.failure is not None:
+            outcomes[member.workdir] = NonFiniteLossError(record.failure)
+            continue
+        variables = {'params': _run(best['params'], r)}
+        if jax.tree.leaves(best['batch_stats']):
+            variables['batch_stats'] = _run(best['batch_stats'], r)
+        with watch('eval'):
+            run_final = {split: evaluation.run(r) for split, evaluation in final.items()}
+            results = run_results(setup, ledger, r, run_final, variables['params'])
+        with watch('checkpoint'):
+            manager = start_saving_best(
+                member.workdir, results['best_step'], variables, results['val']
+            )
+        pending.append((r, member, manager, results))
+    with watch('checkpoint'):
+        for _, _, manager, _ in pending:
+            manager.wait_until_finished()
+            manager.close()
+    share = time_share(setup, ledger, time)
+    for r, member, _, results in pending:
+        with watch('write'):
+            folders.write(r, results['best_step'], 'test', results['test'])
+            folders.writers[r].flush()
+            if jax.process_index() == 0:
+                count = member.config.num_saved_predictions
+                save_predictions(member.workdir, setup.test, final['test'].probs[r], count)
+        results.update(share)
+        if jax.process_index() == 0:
+            write_results(member.workdir, results)
+        logging.info(
+            '%s: test (best step %d): dice %s over %d lesion images, normal FP rate %s',
+            member.label,
+            results['best_step'],
+            _fmt(results['test']['dice']),
+            results['test']['num_lesion'],
+            _fmt(results['test']['normal_fp_rate']),
+        )
+        outcomes[member.workdir] = results
+    folders.close()
+    return outcomes
+
+
+def run_results(
+    setup: GroupSetup, ledger: Ledger, r: int, final: Mapping[str, Evaluation], params: Any
+) -> dict[str, Any]:
+    """results.json of member r (`final`: its own evaluations; `params`: its best), but for
+    the times (known once everything is written)."""
+    member, record = setup.members[r], ledger.runs[r]
+    val, _ = scores(final['val'], setup.val)
+    test, test_per_image = scores(final['test'], setup.test)
+    init_from = member.config.init_from
+    cost = training_cost(setup.registry, setup.plan, member.config)
+    auto = {}
+    if setup.choice:
+        cost['probe_flops'] = setup.choice.cost['flops']
+        auto = {'auto': setup.choice.to_dict()}
+    return {
+        'name': os.path.basename(member.workdir),
+        'config': member.config.to_dict(),
+        'spec': setup.plan.canonical,
+        'trained_units': list(setup.plan.trained_units),
+        'best_step': int(record.best_step),
+        'num_train_examples': len(setup.train_splits[r]),
+        'val': val,
+        'test': test,
+        'test_per_image': test_per_image,
+        'val_curve': record.val_curve,
+        'params': param_counts(params, setup.plan.labels(params)),
+        'cost': cost,
+        'pretrain': {'dir': init_from, 'index': 0} if init_from else None,
+        'group': {'name': setup.name, 'size': len(setup.members)},
+        **auto,
+        **member.extra,
+    }
+
+
+def time_share(setup: GroupSetup, ledger: Ledger, time: dict[str, float]) -> dict[str, Any]:
+    """A member's share of the group's time (`time`, seconds per section): over its size."""
+    size = len(setup.members)
+    share = {k: v / size for k, v in time.items()}
+    if setup.choice:  # the probe ran once for the group, and every run needed all of it
+        share['probe_s'] = setup.choice.cost['seconds']
+    steps = ledger.interval_times
+    return {
+        'time': share,
+        'step_time_s': float(np.median(steps)) / size if steps else None,
+        'wall_time_s': share['wall_s'],
+    }
+
+
+def param_counts(params: Any, labels: Any) -> dict[str, Any]:
+    """Trained and frozen parameter counts of a run's params (labels: FreezePlan.labels)."""
+    trainable, frozen = freeze.split_trainable(params, labels)
     trained = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
     total = trained + sum(int(np.size(x)) for x in jax.tree.leaves(frozen))
     return {
@@ -43,10 +198,11 @@ def training_cost(
     }
 
 
-def scores(stats: dict[str, np.ndarray], probs: np.ndarray, split: pipeline.Split):
-    """(split metrics, per-image table) of one run: Dice/IoU from the on-device pixel counts,
-    HD95 from the predicted masks (host side, only for the best params)."""
-    predicted = probs > 0.5
+def scores(evaluation: Evaluation, split: pipeline.Split):
+    """(split metrics, per-image table) of one run's evaluation: Dice/IoU from the on-device
+    pixel counts, HD95 from the predicted masks (host side, only for the best params)."""
+    stats = evaluation.stats
+    predicted = evaluation.probs > 0.5
     hd95 = np.array([metrics.hd95(p, m) for p, m in zip(predicted, split.mask)])
     summary = metrics.split_metrics(hd95=hd95, **stats)
     per_image = {
@@ -93,3 +249,18 @@ def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     return str(value)
+
+
+def _run(tree: Any, r: int) -> Any:
+    return jax.tree.map(lambda x: x[r], tree)
+
+
+def _fmt(value: float | None) -> str:
+    return '-' if value is None else f'{value:.4f}'
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(config.to_dict(), sep='.')
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}

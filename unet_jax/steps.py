@@ -15,7 +15,9 @@ compute the same step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import collections
+from collections.abc import Callable, Hashable, Mapping, Sequence
+import dataclasses
 import functools
 from typing import Any
 
@@ -27,10 +29,39 @@ import ml_collections
 import numpy as np
 import optax
 
-from unet_jax import checkpoint, freeze, metrics, surgical
+from unet_jax import checkpoint, freeze, io_utils, metrics, models, surgical
 from unet_jax.data import augment
 
 DATA_AXIS = 'data'
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What the train step reads of a run's config, and nothing else. Hashable: it is part of
+    the key of the step's compiled program (`compiled`), so a field the step reads cannot be
+    left out of that key.
+
+    `per_block_scales`: a soft `auto:` spec's per-block learning rates are in the optimiser
+    (their values are its state, surgical.scale_by_score, so they are not part of the key).
+    """
+
+    loss: ml_collections.FrozenConfigDict
+    augment: ml_collections.FrozenConfigDict
+    optimizer: ml_collections.FrozenConfigDict
+    num_train_steps: int
+    warmup_steps: int
+    per_block_scales: bool = False
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, *, per_block_scales: bool = False):
+        return cls(
+            loss=ml_collections.FrozenConfigDict(config.loss),
+            augment=ml_collections.FrozenConfigDict(config.augment),
+            optimizer=ml_collections.FrozenConfigDict(config.optimizer),
+            num_train_steps=int(config.num_train_steps),
+            warmup_steps=int(config.warmup_steps),
+            per_block_scales=per_block_scales,
+        )
 
 
 @flax.struct.dataclass
@@ -59,7 +90,7 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         )
 
 
-def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
+def create_learning_rate_fn(config: ml_collections.ConfigDict | StepConfig) -> optax.Schedule:
     """Linear warm-up, then cosine decay to zero or a constant rate."""
     opt = config.optimizer
     total = max(config.num_train_steps, 1)
@@ -82,10 +113,9 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
 
 
 def create_train_tx(
-    config: ml_collections.ConfigDict, scales: Mapping[str, float] | None = None
+    config: ml_collections.ConfigDict | StepConfig, scales: Mapping[str, float] | None = None
 ) -> optax.GradientTransformation:
-    """The optimiser of the trained parameters only: frozen ones get no update and no state,
-    and weight decay can never touch them (as `freeze.make_optimizer` on the whole tree).
+    """The optimiser of the trained leaves: the 'train' part of `create_optimizer`.
 
     `scales` (a soft `auto:` spec's scores, by block or unit) multiply each block's updates:
     per-block learning rates (surgical.scale_by_score).
@@ -103,6 +133,18 @@ def create_train_tx(
     if scales is not None:
         tx = optax.chain(tx, surgical.scale_by_score(scales))
     return tx
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict | StepConfig,
+    labels: Any,
+    scales: Mapping[str, float] | None = None,
+) -> optax.GradientTransformation:
+    """The optimiser of the whole parameter tree, as training uses it:
+    ``optax.multi_transform({'train': create_train_tx(...), 'freeze': optax.set_to_zero()},
+    labels)`` (freeze.make_optimizer). Frozen leaves get zero updates and hold no optimiser
+    state, and weight decay inside the 'train' part never reaches them."""
+    return freeze.make_optimizer(create_train_tx(config, scales), labels)
 
 
 @functools.lru_cache(maxsize=8)
@@ -139,25 +181,32 @@ def _all_equal(trees: Sequence[Any]) -> bool:
 
 
 def create_train_state(
-    configs: Sequence[ml_collections.ConfigDict], *, model, plan: freeze.FreezePlan, tx
+    configs: Sequence[ml_collections.ConfigDict],
+    *,
+    model,
+    plan: freeze.FreezePlan,
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[TrainState, Any, int | None]:
     """The initial state of a group (run axis first) and its frozen params.
 
-    Each run starts from its own initialisation (seeded) or its `init_from`. The frozen
-    params come back shared (axis None) when equal in every run, else with the run axis (0).
+    Each run starts from its own initialisation (seeded) or its `init_from`. The optimiser
+    state is `create_optimizer`'s on the whole tree: it holds the trained leaves only. The
+    frozen params come back shared (axis None) when equal in every run, else with the run
+    axis (0).
     """
     variables = []
     for config in configs:
         v = initial_variables(model, config)
         variables.append(load_init_from(v, config) if config.init_from else v)
     labels = plan.labels(variables[0]['params'])
+    tx = create_optimizer(configs[0], labels, scales)
     trainable, frozen = zip(*(freeze.split_trainable(v['params'], labels) for v in variables))
     shared = _all_equal(frozen)
     state = TrainState(
         step=np.zeros((), np.int32),
         trainable=_stack(trainable),
         batch_stats=_stack([v.get('batch_stats', {}) for v in variables]),
-        opt_state=_stack([tx.init(t) for t in trainable]),
+        opt_state=_stack([tx.init(v['params']) for v in variables]),
     )
     return state, (frozen[0] if shared else _stack(frozen)), (None if shared else 0)
 
@@ -165,12 +214,19 @@ def create_train_state(
 # ----------------------------------------------------------------------------- steps
 
 
-def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_axis, config):
+def train_step(state, frozen, batch, rngs, *, model, config: StepConfig, frozen_units, frozen_axis):
     """One step of every run of the group, differentiating only the trained parameters.
 
     The frozen subtree is a constant of the loss, so XLA computes no weight gradients for it
-    and, past the shallowest trained layer, no activation gradients either.
+    and, past the shallowest trained layer, no activation gradients either. The optimiser
+    (`create_optimizer`, labelled by the two halves) updates the whole tree: the frozen leaves'
+    gradients enter it as zeros and their updates come out zero (set_to_zero); only the trained
+    leaves' updates are applied, so a frozen leaf is never written and stays bit-identical.
+    Everything the step depends on is an argument (`compiled` keys its program on them).
     """
+    # The per-block scales' values are the optimiser state's; the step needs the chain's shape.
+    scales = {} if config.per_block_scales else None
+    tx = create_optimizer(config, freeze.labels_of(state.trainable, frozen), scales)
     has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
 
     def run_step(trainable, batch_stats, opt_state, frozen, rng, images, masks):
@@ -203,14 +259,19 @@ def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_ax
             return per_image.mean(), (logits, updates.get('batch_stats', batch_stats))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
+        updates, opt_state = tx.update(
+            freeze.merge(grads, jax.tree.map(jnp.zeros_like, frozen)),
+            opt_state,
+            freeze.merge(trainable, frozen),
+        )
         counts = metrics.overlap_counts((logits > 0).astype(jnp.float32), masks)
         summary = {
             'loss': loss,
             'dice': metrics.dice_from_counts(**counts).mean(),
             'grad_norm': optax.global_norm(grads),
         }
-        return optax.apply_updates(trainable, updates), batch_stats, opt_state, summary
+        trained_updates = freeze.select(updates, like=trainable)
+        return optax.apply_updates(trainable, trained_updates), batch_stats, opt_state, summary
 
     trainable, batch_stats, opt_state, summary = jax.vmap(
         run_step, in_axes=(0, 0, 0, frozen_axis, 0, 0, 0)
@@ -227,24 +288,76 @@ def train_step(state, frozen, batch, rngs, *, model, tx, frozen_units, frozen_ax
     return new_state, summary
 
 
-def eval_step(trainable, batch_stats, frozen, batch, *, model, frozen_axis, num_runs, config):
-    """Per-image loss and pixel counts [runs, batch], and probabilities, of one eval batch."""
+def eval_step(variables, batch, *, model, loss):
+    """Per-image loss and pixel counts [runs, batch], and probabilities, of one eval batch.
 
-    def run_eval(trainable, batch_stats, frozen):
-        variables = {'params': freeze.merge(trainable, frozen)}
-        if jax.tree.leaves(batch_stats):
-            variables['batch_stats'] = batch_stats
+    `variables` are every run's whole params (and BatchNorm statistics), run axis first: the
+    program depends on the model and the image size, not on what a spec trains.
+    """
+
+    def run_eval(variables):
+        if not jax.tree.leaves(variables['batch_stats']):
+            variables = {'params': variables['params']}
         logits = model.apply(variables, batch['image'], train=False)
-        loss = metrics.segmentation_loss(
-            logits,
-            batch['mask'],
-            bce_weight=config.loss.bce_weight,
-            dice_weight=config.loss.dice_weight,
+        per_image = metrics.segmentation_loss(
+            logits, batch['mask'], bce_weight=loss.bce_weight, dice_weight=loss.dice_weight
         )
         counts = metrics.overlap_counts((logits > 0).astype(jnp.float32), batch['mask'])
-        return {'loss': loss, **counts}, jax.nn.sigmoid(logits)
+        return {'loss': per_image, **counts}, jax.nn.sigmoid(logits)
 
-    # axis_size: a group that trains nothing may hold no array with the run axis at all.
-    return jax.vmap(run_eval, in_axes=(0, 0, frozen_axis), axis_size=num_runs)(
-        trainable, batch_stats, frozen
-    )
+    return jax.vmap(run_eval)(variables)
+
+
+# ----------------------------------------------------------------------------- programs
+
+# Compiled programs of this process, keyed by what determines them: every group whose step
+# (or evaluation) has the same inputs reuses the executable.
+_PROGRAMS: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+_MAX_PROGRAMS = 64
+
+
+def _signature(args: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, 'sharding', None)) for x in leaves)
+
+
+def compiled(
+    fn: Callable[..., Any],
+    static: Mapping[str, Hashable],
+    args: tuple,
+    watch: io_utils.Stopwatch,
+    *,
+    donate_argnums: tuple[int, ...] = (),
+):
+    """The executable of `fn(*args, **static)`, compiled once per process.
+
+    Its key is what the program computes: `fn`, its static inputs (the model, a StepConfig:
+    hashable values, never a hand-kept list of fields) and the shapes, dtypes and shardings of
+    `args`. A static input that cannot be hashed fails here, naming it.
+    """
+    unhashable = [name for name, value in static.items() if not _is_hashable(value)]
+    if unhashable:
+        raise TypeError(
+            f'{fn.__name__}: static input(s) {", ".join(unhashable)} cannot be hashed, so they '
+            'cannot key its compiled program; pass them as frozen dataclasses, tuples or '
+            'ml_collections.FrozenConfigDict.'
+        )
+    key = (fn, tuple(sorted(static.items())), _signature(args))
+    if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key]
+    with watch('compile'):
+        jitted = jax.jit(functools.partial(fn, **static), donate_argnums=donate_argnums)
+        program = jitted.lower(*args).compile(models.compiler_options())
+    _PROGRAMS[key] = program
+    if len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

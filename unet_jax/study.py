@@ -42,12 +42,9 @@ from unet_jax.sweep import (
     enumerate_sweep,
     num_pretrainings,
     outer_folds,
-    registry_for,
 )
 
-__all__ = ['RunGroup', 'Sweep', 'SweepPoint', 'enumerate_sweep', 'main', 'registry_for']
-
-# run_fn(runs, group_dir, name) trains a group (train.Run objects) and returns, per run
+# run_fn(members, group_dir, name) trains a group (groups.Member objects) and returns, per run
 # folder, its results or the exception that ended it.
 RunFn = Callable[[Sequence[Any], str, str], Mapping[str, Any]]
 PrepareFn = Callable[[ml_collections.ConfigDict], None]
@@ -128,6 +125,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _plan_point(point: SweepPoint, directory: str) -> dict[str, Any]:
+    """A point as study.json lists it: its fields, `run` (its run's name) and `dir`."""
+    fields = dataclasses.asdict(point)
+    fields['run'] = fields.pop('run_name')
+    fields['dir'] = directory
+    return fields
+
+
 def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) -> str:
     """study.json: what the report needs to know about the sweep, without the config code."""
     plan = {
@@ -147,7 +152,7 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         'pretrain_dirs': pretrain_dirs(config, workdir),
         'num_runs': len(sweep.runs),
         'points': [
-            dict(dataclasses.asdict(p), dir=os.path.relpath(run_dir(workdir, p.run), workdir))
+            _plan_point(p, os.path.relpath(run_dir(workdir, p.run_name), workdir))
             for p in sweep.points
         ],
         'groups': [
@@ -227,11 +232,11 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
             "pre-training run did not finish. Finish it, or set the field to '' to pre-train "
             'inside the study workdir.'
         )
-    from unet_jax.groups import Run
+    from unet_jax.groups import Member
 
     logging.info('study: pre-training on %s in %s', config.study.pretrain.data.name, directories)
     runs = [
-        Run(pretrain_config(config, i), d, name=os.path.basename(d))
+        Member(pretrain_config(config, i), d, name=os.path.basename(d))
         for i, d in enumerate(directories)
     ]
     directory = os.path.join(workdir, GROUPS_DIR, PRETRAIN_DIR)
@@ -261,7 +266,7 @@ def check_run_folders(
             for i, d in enumerate(pretrain_dirs(config, workdir))
         ]
     folders += [
-        (functools.partial(point_config, config, p, workdir), run_dir(workdir, p.run))
+        (functools.partial(point_config, config, p, workdir), run_dir(workdir, p.run_name))
         for p in points
     ]
     for make_config, folder in folders:
@@ -334,9 +339,9 @@ def _run_group(
     run_fn: RunFn,
     state_dir: str,
 ) -> dict[str, list[str]]:
-    from unet_jax.groups import Run
+    from unet_jax.groups import Member
 
-    pending = [p for p in group.runs if not is_finished(run_dir(workdir, p.run))]
+    pending = [p for p in group.runs if not is_finished(run_dir(workdir, p.run_name))]
     if not pending:
         remove_group_state(state_dir)
         return {'trained': [], 'failed': []}
@@ -348,14 +353,14 @@ def _run_group(
                 f'{dirs[point.pretrain_index]} has no {RESULTS_FILE}. Run '
                 '--sweep_index=pretrain first (launch/sweep.py and the whole-study run do).'
             )
-        os.makedirs(run_dir(workdir, point.run), exist_ok=True)
-        if os.path.exists(os.path.join(run_dir(workdir, point.run), ERROR_FILE)):
-            os.remove(os.path.join(run_dir(workdir, point.run), ERROR_FILE))
+        os.makedirs(run_dir(workdir, point.run_name), exist_ok=True)
+        if os.path.exists(os.path.join(run_dir(workdir, point.run_name), ERROR_FILE)):
+            os.remove(os.path.join(run_dir(workdir, point.run_name), ERROR_FILE))
     runs = [
-        Run(
+        Member(
             point_config(config, p, workdir),
-            run_dir(workdir, p.run),
-            name=p.run,
+            run_dir(workdir, p.run_name),
+            name=p.run_name,
             extra={
                 'pretrain': None
                 if p.pretrain_index is None
@@ -368,17 +373,17 @@ def _run_group(
         outcome = run_fn(runs, state_dir, group.name)
     except Exception as error:
         for point in pending:
-            _record_failure(run_dir(workdir, point.run), point, error)
+            _record_failure(run_dir(workdir, point.run_name), point, error)
         raise
     trained, failed = [], []
     for point in pending:
-        result = outcome.get(run_dir(workdir, point.run))
+        result = outcome.get(run_dir(workdir, point.run_name))
         if isinstance(result, Exception):
-            _record_failure(run_dir(workdir, point.run), point, result)
-            failed.append(point.run)
-        elif is_finished(run_dir(workdir, point.run)):
-            trained.append(point.run)
-    if all(is_finished(run_dir(workdir, p.run)) for p in group.runs):
+            _record_failure(run_dir(workdir, point.run_name), point, result)
+            failed.append(point.run_name)
+        elif is_finished(run_dir(workdir, point.run_name)):
+            trained.append(point.run_name)
+    if all(is_finished(run_dir(workdir, p.run_name)) for p in group.runs):
         remove_group_state(state_dir)
     return {'trained': trained, 'failed': failed}
 
@@ -388,7 +393,7 @@ def run_study(
 ) -> dict[str, list[str]]:
     """Every unfinished group in index order; a failure is recorded and the study goes on."""
     total = len(sweep.runs)
-    done = [p.run for p in sweep.runs if is_finished(run_dir(workdir, p.run))]
+    done = [p.run_name for p in sweep.runs if is_finished(run_dir(workdir, p.run_name))]
     failed, trained = [], []
     logging.info(
         'study: %d runs (%d names) in %d groups, %d finished earlier.',
@@ -399,14 +404,14 @@ def run_study(
     )
     progress = io_utils.Progress(total, done=len(done), unit='runs')
     for group in sweep.groups:
-        if all(is_finished(run_dir(workdir, p.run)) for p in group.runs):
+        if all(is_finished(run_dir(workdir, p.run_name)) for p in group.runs):
             continue
         try:
             outcome = run_group(config, workdir, group, run_fn)
         except (runfolder.FolderInUseError, cli.ConfigError):
             raise  # another process trains the group, or its folders hold another config
         except Exception as e:  # recorded in error.txt; the other groups still run
-            outcome = {'trained': [], 'failed': [p.run for p in group.runs]}
+            outcome = {'trained': [], 'failed': [p.run_name for p in group.runs]}
             logging.error('study: group %d (%s) failed: %s', group.index, group.name, e)
         trained += outcome['trained']
         done += outcome['trained']

@@ -3,11 +3,23 @@
 `enumerate_sweep(config)` is the one place that turns `configs/layerwise.py` into runs; the
 study runner, `launch/sweep.py` (local processes, SLURM arrays) and the report all use it.
 
-A run is a unique (target, size, seed, outer fold, initialisation, trained units); points that
-train the same are aliases of one run (e.g. shallow_to_deep k=N and `full`; `pretrained`, which
-trains nothing, under every seed that uses the same pre-training). Runs that differ only in
-seed form groups of up to `study.group_size` runs, trained together
-(unet_jax.train.train_group).
+Glossary (every module of the package uses these words in these meanings only):
+  point   one named cell of the study: target, training-set size, seed (and outer fold) and
+          configuration,
+          e.g. `us/n16/s0/full` (`SweepPoint`). The report reads results by point.
+  run     one training of one config into one folder, ending with its results.json. Points
+          that train the same (same target, size, seed, fold, initialisation and trained units;
+          e.g. shallow_to_deep k=N and `full`, or `pretrained`, which trains nothing, under
+          every seed that uses the same pre-training) are aliases of one run: a run is named
+          after its first point (`SweepPoint.run_name`, `run` in study.json), and `Sweep.runs`
+          holds every run's first point.
+  group   runs that differ only in seed, up to `study.group_size` of them, trained together
+          in one compiled step (`RunGroup`, its `index` the --sweep_index;
+          unet_jax.train.train_group).
+  member  a run as its group trains it: its config, folder and name
+          (unet_jax.groups.Member).
+  lane    the members that one compiled program steps at once: all of a group on an
+          accelerator, one on CPU (unet_jax.lanes).
 
 With outer cross-validation (`config.data.outer_folds` = F >= 2) every (target, size, seed)
 runs on each of the F test folds: the replication unit is fold x seed, the point names carry
@@ -28,15 +40,15 @@ from unet_jax.layout import size_name
 
 @dataclasses.dataclass(frozen=True)
 class SweepPoint:
-    """One named point of the study; `index`/`run` name the run that produces its results.
+    """One named point of the study; `index`/`run_name` say which run produces its results.
 
     For a duplicate (same target, size, seed, initialisation and trained units as an earlier
-    point) `run` is the earlier point's name and `index` its index.
+    point) `run_name` is the earlier point's name and `index` its index.
     """
 
     name: str
     index: int
-    run: str
+    run_name: str
     target: str
     num_train: int
     seed: int
@@ -57,13 +69,13 @@ class SweepPoint:
 
     @property
     def is_alias(self) -> bool:
-        return self.run != self.name
+        return self.run_name != self.name
 
 
 @dataclasses.dataclass(frozen=True)
 class RunGroup:
-    """Runs that differ only in seed (one fold), trained together; `index` is its
-    --sweep_index."""
+    """Runs that differ only in seed (one fold), trained together; `runs` are their first
+    points, `index` is its --sweep_index."""
 
     name: str
     index: int
@@ -73,13 +85,13 @@ class RunGroup:
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     points: tuple[SweepPoint, ...]  # every named point, duplicates included
-    runs: tuple[SweepPoint, ...]  # one per index, runs[i].index == i
+    runs: tuple[SweepPoint, ...]  # every run's first point, runs[i].index == i
     groups: tuple[RunGroup, ...] = ()  # every run in exactly one group, groups[i].index == i
 
     @property
     def aliases(self) -> dict[str, str]:
         """Duplicate name -> name of the run that produces it."""
-        return {p.name: p.run for p in self.points if p.is_alias}
+        return {p.name: p.run_name for p in self.points if p.is_alias}
 
 
 # ----------------------------------------------------------------------------- enumeration
@@ -227,7 +239,7 @@ def enumerate_sweep(
                     point = SweepPoint(
                         name=name,
                         index=run.index if run else len(runs),
-                        run=run.name if run else name,
+                        run_name=run.name if run else name,
                         target=target,
                         num_train=num_train,
                         seed=seed,
@@ -247,7 +259,7 @@ def enumerate_sweep(
         )
     groups = _groups(runs, group_size(config, registry))
     group_of = {p.name: g.name for g in groups for p in g.runs}
-    points = [dataclasses.replace(p, group=group_of[p.run]) for p in points]
+    points = [dataclasses.replace(p, group=group_of[p.run_name]) for p in points]
     runs = [dataclasses.replace(p, group=group_of[p.name]) for p in runs]
     groups = [dataclasses.replace(g, runs=tuple(runs[p.index] for p in g.runs)) for g in groups]
     return Sweep(points=tuple(points), runs=tuple(runs), groups=tuple(groups))

@@ -1,25 +1,26 @@
-"""Training: `train_and_evaluate(config, workdir)` trains one run; `train_group(runs, group_dir)`
-trains runs that differ only in seed together, in one jitted step. A run is a group of one.
+"""Training: `train_and_evaluate(config, workdir)` trains one run; `train_group(members,
+group_dir)` trains runs that differ only in seed together, in one jitted step. A run is a group
+of one.
 
-Read top to bottom: the programs (unet_jax.steps, compiled once per process for each distinct
-config, freeze spec and lane width, and reused by every later group: a study compiles one
-program per configuration, not per run) -> the group's session (its members and data,
-unet_jax.groups; its state in lanes, unet_jax.lanes; resumed from its checkpoint or started)
--> the loop: steps, validation that keeps each run's best params, checkpoints -> each run's
-best params scored on val and test, and its folder written (unet_jax.outputs).
-
-Just over 400 lines: the loop's parts (session, validation, checkpoint policy, steps, scoring)
-are short functions kept together so the order of a run reads in one file.
+Read top to bottom, in the order a group trains:
+  set-up     members, data, model, registry, freeze plan (unet_jax.groups.set_up)
+  state      the group's train state in lanes (unet_jax.lanes) and its ledger
+             (unet_jax.ledger), resumed from its checkpoint or initialised (unet_jax.steps);
+             the members' folders opened (unet_jax.outputs.RunFolders)
+  the loop   steps of every lane, then, when due, logging, validation (each run's best
+             params follow its best validation Dice) and checkpoints
+  the end    each run's best params scored on val and test, and every run's folder written
+             (unet_jax.outputs.write_runs)
+The compiled programs come from the process's cache (unet_jax.steps.compiled), keyed by their
+own inputs: a study compiles one step per configuration and one evaluation per model.
 """
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
 import functools
 import json
-import math
 import os
 import shutil
 import time
@@ -32,172 +33,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, hosts, io_utils, layout, models
+from unet_jax import checkpoint, freeze, groups, hosts, io_utils, layout, metrics, outputs, steps
 from unet_jax.data import pipeline
-from unet_jax.groups import Group, NonFiniteLossError, Run, batch_indices
-from unet_jax.lanes import Lanes, lane_width, to_devices, to_host
-from unet_jax.steps import (
-    DATA_AXIS,
-    check_batch_size,
-    create_learning_rate_fn,
-    create_mesh,
-    create_train_state,
-    create_train_tx,
-    eval_step,
-    initial_variables,
-    load_init_from,
-    train_step,
-)
-
-__all__ = [
-    'NonFiniteLossError',
-    'Run',
-    'batch_indices',
-    'check_batch_size',
-    'create_train_state',
-    'initial_variables',
-    'load_init_from',
-    'train_and_evaluate',
-    'train_group',
-]
+from unet_jax.groups import GroupSetup, Member
+from unet_jax.lanes import Evaluation, Lanes, lane_width, to_devices, to_host
+from unet_jax.ledger import Ledger
 
 GROUP_FILE = 'group.json'  # the members of a group's checkpoint, in run-axis order
-
-SplitsFn = Callable[[ml_collections.ConfigDict], Mapping[str, pipeline.Split]]
-
-
-# ----------------------------------------------------------------------------- programs
-
-# Compiled programs of this process, keyed by what determines them (config fields, freeze
-# spec, group shape): every group with the same key reuses the executable.
-_PROGRAMS: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-_MAX_PROGRAMS = 64
-_STEP_FIELDS = ('model', 'loss', 'optimizer', 'augment', 'num_train_steps', 'warmup_steps')
-
-
-def _plain(value: Any) -> Any:
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-
-
-def _signature(args: Any) -> tuple:
-    leaves, treedef = jax.tree.flatten(args)
-    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, 'sharding', None)) for x in leaves)
-
-
-def compiled(key: tuple, build: Callable[[], Any], args: tuple, watch: io_utils.Stopwatch):
-    """The executable of `build()` (a jitted function) for `args`, compiled once per process."""
-    full_key = (key, _signature(args))
-    if full_key in _PROGRAMS:
-        _PROGRAMS.move_to_end(full_key)
-        return _PROGRAMS[full_key]
-    with watch('compile'):
-        program = build().lower(*args).compile(models.compiler_options())
-    _PROGRAMS[full_key] = program
-    if len(_PROGRAMS) > _MAX_PROGRAMS:
-        _PROGRAMS.popitem(last=False)
-    return program
-
-
-class Programs:
-    """The compiled step and evaluation of a group's lanes, from the process's cache."""
-
-    def __init__(self, group: Group, tx, frozen_axis: int | None, width: int, watch):
-        self.group, self.tx, self.frozen_axis, self.width, self.watch = (
-            group,
-            tx,
-            frozen_axis,
-            width,
-            watch,
-        )
-
-    def _key(self, kind: str, fields: Sequence[str], *extra) -> tuple:
-        config = self.group.config
-        described = json.dumps({f: _plain(config[f]) for f in fields}, sort_keys=True, default=str)
-        return (kind, config.data.image_size, described, self.frozen_axis, self.width, *extra)
-
-    def step(self, *args):
-        group = self.group
-        build = functools.partial(
-            train_step,
-            model=group.model,
-            tx=self.tx,
-            frozen_units=group.plan.frozen_units,
-            frozen_axis=self.frozen_axis,
-            config=group.config,
-        )
-        key = self._key('step', _STEP_FIELDS, group.plan.frozen_units)
-        return compiled(key, lambda: jax.jit(build, donate_argnums=0), args, self.watch)
-
-    def evaluation(self, params: tuple, batch):
-        build = functools.partial(
-            eval_step,
-            model=self.group.model,
-            frozen_axis=self.frozen_axis,
-            num_runs=self.width,
-            config=self.group.config,
-        )
-        key = self._key('eval', ('model', 'loss'))
-        return compiled(key, lambda: jax.jit(build), (*params, batch), self.watch)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def device_batches(split: pipeline.Split, batch_size: int, sharding) -> list[dict[str, Any]]:
-    """The split as padded batches on device (put there once per group, not per evaluation)."""
-    batches = []
-    for start in range(0, len(split), batch_size):
-        image = split.image[start : start + batch_size]
-        mask = split.mask[start : start + batch_size]
-        pad = ((0, batch_size - len(image)), (0, 0), (0, 0), (0, 0))
-        batch = {'image': np.pad(image, pad), 'mask': np.pad(mask, pad)}
-        batches.append(to_devices(batch, sharding))
-    return batches
-
-
-# ----------------------------------------------------------------------------- bookkeeping
-
-
-def is_due(done: int, every: int, last: int) -> bool:
-    """The 'every N steps, and at the last step' rule of logging, evaluation and checkpoints."""
-    return done == last or (every > 0 and done % every == 0)
-
-
-def check_finite(history: list[tuple[int, Any]], ledger: dict[str, Any], labels) -> None:
-    """Marks each run whose loss or gradient norm became NaN/Inf, with the first such step."""
-    for step, values in to_host(history):
-        for r, label in enumerate(labels):
-            loss, grad_norm = float(values['loss'][r]), float(values['grad_norm'][r])
-            if ledger['failed'][r] is None and not (
-                math.isfinite(loss) and math.isfinite(grad_norm)
-            ):
-                ledger['failed'][r] = (
-                    f'Training of {label} stopped at step {step}: loss={loss}, gradient '
-                    f'norm={grad_norm}. Lower config.optimizer.learning_rate, add warm-up '
-                    '(config.warmup_steps) or gradient clipping (config.optimizer.grad_clip_norm), '
-                    'and check the inputs.'
-                )
-
-
-def choose_members(runs: Sequence[Run], group_dir: str) -> list[Run]:
-    """The runs to train: those of the group's checkpoint if it covers every unfinished run
-    (it was killed mid-way), else the unfinished ones from the start."""
-    unfinished = [r for r in runs if not layout.is_finished(r.workdir)]
-    if len(runs) == 1 and os.path.abspath(runs[0].workdir) == os.path.abspath(group_dir):
-        return unfinished  # a run in its own folder: its checkpoint is its own, even if moved
-    path = os.path.join(group_dir, GROUP_FILE)
-    by_label = {r.label: r for r in runs}
-    if unfinished and os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)['members']
-        if set(saved) <= set(by_label) and {r.label for r in unfinished} <= set(saved):
-            return [by_label[label] for label in saved]
-        logging.warning('%s: checkpoint of other members %s; starting afresh.', group_dir, saved)
-        shutil.rmtree(os.path.join(group_dir, checkpoint.LATEST_DIR), ignore_errors=True)
-    return unfinished
-
-
-# ----------------------------------------------------------------------------- the runs
 
 
 def train_and_evaluate(
@@ -211,9 +53,9 @@ def train_and_evaluate(
     `splits` lets a caller that already holds the data in memory pass it in.
     """
     workdir = os.path.abspath(workdir)
-    run = Run(config, workdir)
+    member = Member(config, workdir)
     outcome = train_group(
-        [run], workdir, name=run.label, splits_fn=(lambda _: splits) if splits else None
+        [member], workdir, name=member.label, splits_fn=(lambda _: splits) if splits else None
     )
     result = outcome.get(workdir)
     if isinstance(result, Exception):
@@ -231,37 +73,16 @@ class CheckpointPolicy:
     final: bool = True
 
 
-@dataclasses.dataclass
-class Session:
-    """Everything a group's training needs after set-up: its data, lanes, programs, files."""
-
-    group: Group
-    lanes: Lanes
-    programs: Programs
-    manager: Any  # the group checkpoint's Orbax manager
-    mesh: Mesh
-    val_batches: list[dict[str, Any]]
-    policy: CheckpointPolicy
-    last_save: float = 0.0
-
-    @property
-    def num_steps(self) -> int:
-        return self.group.config.num_train_steps
-
-    def sharding(self, *axes) -> NamedSharding:
-        return NamedSharding(self.mesh, PartitionSpec(*axes))
-
-
 def train_group(
-    runs: Sequence[Run],
+    members: Sequence[Member],
     group_dir: str,
     *,
     name: str,
-    splits_fn: SplitsFn | None = None,
+    splits_fn: groups.SplitsFn | None = None,
     policy: CheckpointPolicy = CheckpointPolicy(),
     vectorize: str = 'auto',
 ) -> dict[str, dict[str, Any] | Exception]:
-    """Trains the unfinished runs of a group together and writes each run's folder.
+    """Trains the unfinished members of a group together and writes each one's folder.
 
     The group's checkpoint lives in `group_dir/checkpoints` (a run's own folder for a group of
     one), saved as `policy` says. `vectorize` says how many runs one program steps
@@ -269,15 +90,15 @@ def train_group(
     runs it finished; a run that diverged does not stop the others.
     """
     start, watch = time.time(), io_utils.Stopwatch()
-    members = choose_members(runs, group_dir)
+    members = choose_members(members, group_dir)
     if not members:
         return {}
     with watch('setup'):
-        check_batch_size(members[0].config.batch_size, create_mesh())  # before loading data
-        group = Group.create(
-            members, group_dir, splits_fn or _load_splits, name=name, watch=watch, start=start
+        steps.check_batch_size(members[0].config.batch_size, steps.create_mesh())  # before data
+        setup = groups.set_up(members, group_dir, splits_fn or _load_splits, name=name)
+        session = start_session(
+            setup, policy=policy, vectorize=vectorize, watch=watch, start=start
         )
-        session = start_session(group, policy=policy, vectorize=vectorize)
     try:
         if session.num_steps == 0:
             validate(session, 0)
@@ -287,53 +108,219 @@ def train_group(
         with watch('checkpoint'):
             session.manager.wait_until_finished()
             session.manager.close()
-    return score_best(session)
+    return finish(session)
 
 
-def start_session(group: Group, *, policy: CheckpointPolicy, vectorize: str) -> Session:
-    """The group's state (resumed from its checkpoint, else initialised), programs, files."""
-    config = group.config
+def choose_members(members: Sequence[Member], group_dir: str) -> list[Member]:
+    """The members to train: those of the group's checkpoint if it covers every unfinished
+    one (it was killed mid-way), else the unfinished ones from the start."""
+    unfinished = [m for m in members if not layout.is_finished(m.workdir)]
+    if len(members) == 1 and os.path.abspath(members[0].workdir) == os.path.abspath(group_dir):
+        return unfinished  # a run in its own folder: its checkpoint is its own, even if moved
+    path = os.path.join(group_dir, GROUP_FILE)
+    by_label = {m.label: m for m in members}
+    if unfinished and os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)['members']
+        if set(saved) <= set(by_label) and {m.label for m in unfinished} <= set(saved):
+            return [by_label[label] for label in saved]
+        logging.warning('%s: checkpoint of other members %s; starting afresh.', group_dir, saved)
+        shutil.rmtree(os.path.join(group_dir, checkpoint.LATEST_DIR), ignore_errors=True)
+    return unfinished
+
+
+# ----------------------------------------------------------------------------- state
+
+
+@dataclasses.dataclass
+class Session:
+    """A group while it trains: its set-up, state (lanes and ledger), programs and files."""
+
+    setup: GroupSetup
+    lanes: Lanes
+    ledger: Ledger
+    programs: Programs
+    folders: outputs.RunFolders
+    manager: Any  # the group checkpoint's Orbax manager
+    mesh: Mesh
+    val_batches: list[dict[str, Any]]
+    policy: CheckpointPolicy
+    watch: io_utils.Stopwatch
+    start: float  # when this process began the group
+    last_save: float
+
+    @property
+    def num_steps(self) -> int:
+        return self.setup.config.num_train_steps
+
+    def sharding(self, *axes) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(*axes))
+
+    def times(self) -> dict[str, float]:
+        return self.ledger.times(self.watch.seconds, wall=time.time() - self.start)
+
+
+class Programs:
+    """The compiled step and evaluation of a group, from the process's cache (steps.compiled):
+    keyed by their own inputs, so a group reuses every program an earlier group compiled for
+    the same model, step config, freeze spec and shapes."""
+
+    def __init__(self, setup: GroupSetup, frozen_axis: int | None, watch: io_utils.Stopwatch):
+        self.watch = watch
+        self.step_inputs = dict(
+            model=setup.model,
+            config=steps.StepConfig.of(setup.config, per_block_scales=setup.scales is not None),
+            frozen_units=setup.plan.frozen_units,
+            frozen_axis=frozen_axis,
+        )
+        self.eval_inputs = dict(
+            model=setup.model, loss=ml_collections.FrozenConfigDict(setup.config.loss)
+        )
+
+    def step(self, *args):
+        return steps.compiled(
+            steps.train_step, self.step_inputs, args, self.watch, donate_argnums=(0,)
+        )
+
+    def evaluation(self, variables, batch):
+        return steps.compiled(steps.eval_step, self.eval_inputs, (variables, batch), self.watch)
+
+
+def start_session(
+    setup: GroupSetup,
+    *,
+    policy: CheckpointPolicy,
+    vectorize: str,
+    watch: io_utils.Stopwatch,
+    start: float,
+) -> Session:
+    """The group's state (resumed from its checkpoint, else initialised), programs, folders."""
     hosts.check_same_data(
-        [s.image for s in (group.val, group.test, *group.train_splits)], where=group.name
+        [s.image for s in (setup.val, setup.test, *setup.train_splits)], where=setup.name
     )
-    mesh = create_mesh()
-    tx = create_train_tx(config, scales=group.scales)  # scales: a soft auto: spec
-    state, frozen, frozen_axis = create_train_state(
-        [m.config for m in group.members], model=group.model, plan=group.plan, tx=tx
+    mesh = steps.create_mesh()
+    state, frozen, frozen_axis = steps.create_train_state(
+        [m.config for m in setup.members],
+        model=setup.model,
+        plan=setup.plan,
+        scales=setup.scales,  # a soft auto: spec
     )
-    width = lane_width(len(group.members), vectorize)
+    logging.info(
+        '%s: %d run(s) (%s); freeze spec %r -> %s; trained and frozen parameters:\n%s',
+        setup.name,
+        len(setup.members),
+        ', '.join(setup.labels),
+        setup.config.finetune.train,
+        setup.plan.canonical,
+        setup.plan.parameter_table(_first_run(state.trainable, frozen, frozen_axis)),
+    )
+    width = lane_width(len(setup.members), vectorize)
     lanes = Lanes(state, frozen, frozen_axis, width, NamedSharding(mesh, PartitionSpec()))
-    manager = checkpoint.create_manager(os.path.join(group.directory, checkpoint.LATEST_DIR))
+    ledger = Ledger.new(setup.labels)
+    manager = checkpoint.create_manager(os.path.join(setup.directory, checkpoint.LATEST_DIR))
     if manager.latest_step() is not None:
-        restored, ledger = checkpoint.restore(manager, lanes.joined())
+        restored, saved = checkpoint.restore(manager, lanes.joined())
         lanes.load(restored['state'], restored['best'])
-        group.resume(ledger)
-        logging.info('%s: resumed at step %d.', group.name, lanes.step)
+        ledger = Ledger.from_json(saved)
+        logging.info('%s: resumed at step %d.', setup.name, lanes.step)
     elif jax.process_index() == 0:
         io_utils.write_text_atomically(
-            os.path.join(group.directory, GROUP_FILE), json.dumps({'members': group.labels})
+            os.path.join(setup.directory, GROUP_FILE), json.dumps({'members': setup.labels})
         )
-    group.open_writers(fresh=lanes.step == 0)
-    eval_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    eval_sharding = NamedSharding(mesh, PartitionSpec(steps.DATA_AXIS))
     return Session(
-        group=group,
+        setup=setup,
         lanes=lanes,
-        programs=Programs(group, tx, frozen_axis, width, group.watch),
+        ledger=ledger,
+        programs=Programs(setup, frozen_axis, watch),
+        folders=outputs.RunFolders(setup, fresh=lanes.step == 0),
         manager=manager,
         mesh=mesh,
-        val_batches=device_batches(group.val, group.eval_batch_size, eval_sharding),
+        val_batches=device_batches(setup.val, setup.eval_batch_size, eval_sharding),
         policy=policy,
+        watch=watch,
+        start=start,
         last_save=time.time(),
+    )
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_steps(session: Session) -> None:
+    """Steps of every lane; logging, validation and checkpoints when due."""
+    setup, lanes, watch = session.setup, session.lanes, session.watch
+    config, ledger = setup.config, session.ledger
+    first_step, num_steps = lanes.step, session.num_steps
+    rngs = [run_keys(setup.members[s], session.sharding()) for s in lanes.slices]
+    put = functools.partial(to_devices, sharding=session.sharding(None, steps.DATA_AXIS))
+    first_batch = put({k: v[lanes.slices[0]] for k, v in setup.batch(first_step).items()})
+    program = session.programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
+    learning_rate = steps.create_learning_rate_fn(config)
+    progress = io_utils.Progress(num_steps, done=first_step)
+    history, interval_start = [], watch.seconds['steps']
+    for step in range(first_step, num_steps):
+        with watch('steps'):
+            history.append((step, lanes.train_step(program, setup.batch(step), rngs, put)))
+        done = step + 1
+        if is_due(done, config.log_every_steps, num_steps):
+            with watch('steps'):
+                summaries = to_host([_join_lanes(lane_summaries) for _, lane_summaries in history])
+                history = [(s, summary) for (s, _), summary in zip(history, summaries)]
+                ledger.record_losses(history)
+            seconds = (watch.seconds['steps'] - interval_start) / len(history)
+            if history[0][0] != first_step or done == num_steps:  # the first one warms up
+                ledger.interval_times.append(seconds)
+            with watch('write'):
+                rates = {'learning_rate': float(learning_rate(step)), 'steps_per_sec': 1 / seconds}
+                log_train(session, done, history, progress, rates)
+            history, interval_start = [], watch.seconds['steps']
+            if ledger.all_failed:
+                return
+        if is_due(done, config.eval_every_steps, num_steps):
+            validate(session, done)
+        if is_due(done, config.checkpoint_every_steps, num_steps):
+            save_checkpoint(session, done)
+
+
+def is_due(done: int, every: int, last: int) -> bool:
+    """The 'every N steps, and at the last step' rule of logging, evaluation and checkpoints."""
+    return done == last or (every > 0 and done % every == 0)
+
+
+def run_keys(members: Sequence[Member], sharding) -> jax.Array:
+    """The random keys of a lane's runs (each run's own seed), on device."""
+    data = np.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in members])
+    return jax.random.wrap_key_data(to_devices(data, sharding))
+
+
+def log_train(session: Session, done: int, history: list, progress, extra: dict) -> None:
+    """Each run's mean train loss, Dice and gradient norm over the interval; one log line."""
+    values = [summary for _, summary in history]
+    means = {k: np.mean([v[k] for v in values], axis=0) for k in values[0]}
+    for r in range(len(session.setup.members)):
+        run_means = {k: float(v[r]) for k, v in means.items()}
+        session.folders.write(r, done, 'train', {**run_means, **extra})
+    logging.info(
+        '%s: %s | loss %s | dice %s',
+        session.setup.name,
+        progress.line(done),
+        ' '.join(f'{x:.4f}' for x in means['loss']),
+        ' '.join(f'{x:.3f}' for x in means['dice']),
     )
 
 
 def validate(session: Session, step: int) -> None:
     """Validation Dice of every run; each run's best params follow its best lesion Dice."""
-    group, lanes = session.group, session.lanes
-    with group.watch('eval'):
-        program = session.programs.evaluation(lanes.params(0, best=False), session.val_batches[0])
-        stats, _ = lanes.evaluate(program, session.val_batches, len(group.val), best=False)
-        lanes.keep_best(group.record_validation(step, stats))
+    setup, lanes = session.setup, session.lanes
+    with session.watch('eval'):
+        variables = lanes.variables(0, best=False)
+        program = session.programs.evaluation(variables, session.val_batches[0])
+        evaluation = lanes.evaluate(program, session.val_batches, len(setup.val), best=False)
+        val = [metrics.split_metrics(**evaluation.run(r).stats) for r in range(len(setup.members))]
+        for r, run_val in enumerate(val):
+            session.folders.write(r, step, 'val', run_val)
+        lanes.keep_best(session.ledger.record_validation(step, [v['dice'] for v in val]))
 
 
 def save_checkpoint(session: Session, step: int) -> None:
@@ -342,79 +329,69 @@ def save_checkpoint(session: Session, step: int) -> None:
         not last and time.time() - session.last_save < policy.every_secs
     ):
         return
-    with session.group.watch('checkpoint'):
-        session.group.ledger['time'] = session.group.times()
-        checkpoint.save(session.manager, step, session.lanes.joined(), session.group.ledger)
+    with session.watch('checkpoint'):
+        metadata = session.ledger.to_json(session.times())
+        checkpoint.save(session.manager, step, session.lanes.joined(), metadata)
     session.last_save = time.time()
 
 
-def train_steps(session: Session) -> None:
-    """The loop: steps of every lane, then logging, validation and checkpoints when due."""
-    group, lanes, config, watch = (
-        session.group,
-        session.lanes,
-        session.group.config,
-        session.group.watch,
-    )
-    first_step, num_steps = lanes.step, session.num_steps
-    rngs = [
-        jax.random.wrap_key_data(
-            to_devices(
-                np.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in lane]),
-                session.sharding(),
-            )
-        )
-        for lane in (group.members[s] for s in lanes.slices)
-    ]
-    put = functools.partial(to_devices, sharding=session.sharding(None, DATA_AXIS))
-    first_batch = put({k: v[lanes.slices[0]] for k, v in group.batch(first_step).items()})
-    program = session.programs.step(lanes.states[0], lanes.frozen[0], first_batch, rngs[0])
-    learning_rate = create_learning_rate_fn(config)
-    progress = io_utils.Progress(num_steps, done=first_step)
-    history, interval_start = [], watch.seconds['steps']
-    for step in range(first_step, num_steps):
-        with watch('steps'):
-            history.append((step, lanes.train_step(program, group.batch(step), rngs, put)))
-        done = step + 1
-        if is_due(done, config.log_every_steps, num_steps):
-            with watch('steps'):
-                history = [(s, _join_lanes(summaries)) for s, summaries in history]
-                check_finite(history, group.ledger, group.labels)
-                lanes.block()
-            seconds = (watch.seconds['steps'] - interval_start) / len(history)
-            if history[0][0] != first_step or done == num_steps:  # the first one warms up
-                group.ledger['interval_times'].append(seconds)
-            with watch('write'):
-                rates = {'learning_rate': float(learning_rate(step)), 'steps_per_sec': 1 / seconds}
-                group.log_train(done, history, progress, rates)
-            history, interval_start = [], watch.seconds['steps']
-            if all(f is not None for f in group.ledger['failed']):
-                return
-        if is_due(done, config.eval_every_steps, num_steps):
-            validate(session, done)
-        if is_due(done, config.checkpoint_every_steps, num_steps):
-            save_checkpoint(session, done)
+# ----------------------------------------------------------------------------- the end
 
 
-def score_best(session: Session) -> dict[str, dict[str, Any] | Exception]:
+def finish(session: Session) -> dict[str, dict[str, Any] | Exception]:
     """Every run's best params on val and test (per-image stats and probabilities), then its
     folder: best params, predictions, results.json."""
-    group, lanes = session.group, session.lanes
-    with group.watch('eval'):
-        final = {}
-        for split_name, split in (('val', group.val), ('test', group.test)):
-            batches = device_batches(split, group.eval_batch_size, session.sharding(DATA_AXIS))
-            program = session.programs.evaluation(lanes.params(0, best=True), batches[0])
+    setup, lanes = session.setup, session.lanes
+    with session.watch('eval'):
+        final: dict[str, Evaluation] = {}
+        for split_name, split in (('val', setup.val), ('test', setup.test)):
+            sharding = session.sharding(steps.DATA_AXIS)
+            batches = device_batches(split, setup.eval_batch_size, sharding)
+            program = session.programs.evaluation(lanes.variables(0, best=True), batches[0])
             final[split_name] = lanes.evaluate(
                 program, batches, len(split), best=True, with_probs=True
             )
-    frozen = lanes.frozen_group()
-    return group.finish(to_host(lanes.joined()['best']), frozen, lanes.frozen_axis, final)
+    best = to_host(lanes.joined()['best'])
+    return outputs.write_runs(
+        setup,
+        session.ledger,
+        session.folders,
+        best,
+        final,
+        time=session.times(),
+        watch=session.watch,
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def device_batches(split: pipeline.Split, batch_size: int, sharding) -> list[dict[str, Any]]:
+    """The split as padded batches on device (put there once per group, not per evaluation)."""
+    batches = []
+    for start in range(0, len(split), batch_size):
+        image = split.image[start : start + batch_size]
+        mask = split.mask[start : start + batch_size]
+        pad = ((0, batch_size - len(image)), (0, 0), (0, 0), (0, 0))
+        batch = {'image': np.pad(image, pad), 'mask': np.pad(mask, pad)}
+        batches.append(to_devices(batch, sharding))
+    return batches
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Mapping[str, pipeline.Split]:
     return hosts.first_then_others(
         lambda: pipeline.load_splits(config.data, in_channels=config.model.in_channels)
+    )
+
+
+def _first_run(trainable: Any, frozen: Any, frozen_axis: int | None) -> Any:
+    """The parameter shapes of one run (what the parameter table counts)."""
+
+    def without_run_axis(tree):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
+
+    return freeze.merge(
+        without_run_axis(trainable), frozen if frozen_axis is None else without_run_axis(frozen)
     )
 
 
