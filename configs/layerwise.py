@@ -13,7 +13,7 @@ Pre-train once on natural images, then fine-tune on each target set with every s
                            rates scaled by the scores (`auto:rgn:soft`); unet_jax.surgical
 in each depth order (`forward`, `level`) and granularity (`block`, `unit`) listed in
 `study.orders` / `study.granularities`, for every target, training-set size and seed.
-`unet_jax.study.enumerate_sweep` turns this config into the list of runs.
+`unet_jax.sweep.enumerate_sweep` turns this config into the list of runs.
 
 The top level of this config is the base fine-tuning run that every point modifies (so
 `--config.optimizer.learning_rate=1e-4` changes every point); `study.pretrain` is the full
