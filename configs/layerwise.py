@@ -169,10 +169,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # and apart from every other comparison (fixed sequence), and opens with its answer. It is
     # the gap a - b (test Dice averaged over k, in the first order and granularity) at
     # training size num_train on each target of `targets`, then each of those gaps minus the
-    # gap on `versus` (the target x direction interaction). Defaults ('' / 0): every
-    # ultrasound target, the first X-ray target ('none': no interaction), the first size.
+    # gap on `versus` (the target x direction interaction). Defaults ('' / 0): a, b =
+    # shallow_to_deep, deep_to_shallow (the report then states no primary endpoint if the
+    # study lacks them), every ultrasound target, the first X-ray target ('none': no
+    # interaction), the first size.
     study.primary = ml_collections.ConfigDict(
-        dict(a='shallow_to_deep', b='deep_to_shallow', targets='', versus='', num_train=0)
+        dict(a='', b='', targets='', versus='', num_train=0)
     )
     # Equivalence margin of the report's TOST, in Dice ("equivalent within +-margin").
     study.margin = 0.02

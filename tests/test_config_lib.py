@@ -236,3 +236,19 @@ def test_configs_are_made_without_jax_or_tfds():
     assert {m.split(':')[0] for m in result['made']} == {'default', *CONFIG_ARGUMENTS}
     assert len(result['made']) == 8 + sum(map(len, CONFIG_ARGUMENTS.values()))
     assert result['heavy'] == [], f'making the configs imported {result["heavy"]}'
+
+
+def test_the_declared_inference_is_checked():
+    import runpy
+
+    layerwise = runpy.run_path('configs/layerwise.py')['get_config']
+    config = layerwise('quick,families=scratch+full')  # the default primary needs no directions
+    config_lib.check_config(config)
+    config.study.primary.a, config.study.primary.versus = 'shallow_to_deep', 'jsrt'
+    config.study.margin = 0
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.check_config(config)
+    text = str(error.value)
+    assert "config.study.primary.a='shallow_to_deep' is not a family of this study" in text
+    assert "target 'jsrt' is not a target of this study" in text
+    assert 'config.study.margin=0: the TOST margin is a positive Dice' in text

@@ -373,7 +373,7 @@ def inference_problems(study: ml_collections.ConfigDict) -> list[str]:
     where = 'config.study.primary'
     for side in ('a', 'b'):
         name = primary.get(side, '')
-        if name not in study.families:
+        if name and name not in study.families:  # '' = the default (shallow vs deep)
             problems.append(
                 f'{where}.{side}={name!r} is not a family of this study; choose one of '
                 f'{", ".join(study.families)} (or add it with families=...).'
