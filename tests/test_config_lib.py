@@ -251,4 +251,4 @@ def test_the_declared_inference_is_checked():
     text = str(error.value)
     assert "config.study.primary.a='shallow_to_deep' is not a family of this study" in text
     assert "target 'jsrt' is not a target of this study" in text
-    assert 'config.study.margin=0: the TOST margin is a positive Dice' in text
+    assert 'config.study.margin=0.0: the TOST margin is a positive Dice' in text

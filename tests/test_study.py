@@ -477,7 +477,7 @@ def test_auto_family_enumerates_every_k_and_soft_and_the_report_shows_it(tmp_pat
     assert run['auto']['k'] == 2
     page = open(outcome['report']).read()
     assert 'Automatic choice vs the sweep' in page and 'auto-rgn-block-k2' in page
-    assert 'the best automatic pick' in page
+    assert 'with k chosen on validation' in page
 
 
 def test_auto_criteria_are_checked():
