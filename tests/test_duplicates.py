@@ -2,16 +2,8 @@
 
 import numpy as np
 
+from tests.test_leakage import _images  # standardised smooth random scenes
 from unet_jax.data import duplicates
-
-
-def _images(n, seed, size=32):
-    """Standardised smooth random scenes (unlike each other, like preprocessed images)."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.standard_normal((n, 4, 4))
-    images = np.kron(coarse, np.ones((size // 4, size // 4)))[..., None]
-    images += 0.2 * rng.standard_normal(images.shape)
-    return (images - images.mean((1, 2, 3), keepdims=True)) / images.std((1, 2, 3), keepdims=True)
 
 
 def test_perceptual_hash_tells_near_duplicates_from_other_images():

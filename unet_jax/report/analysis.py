@@ -63,6 +63,7 @@ class Analysis:
     comparisons: Comparisons
     answers: list[Answer]
     settings: stats.Settings
+    scores: Scores  # the score matrices every test of the report is made on
 
 
 # ----------------------------------------------------------------------------- summary
@@ -209,8 +210,7 @@ def analyse(study: Study, settings: stats.Settings | None = None) -> Analysis:
     scores = Scores(study)
     summary = summarize(study, scores, settings)
     if summary.empty:
-        return Analysis(summary, Comparisons([], None, [], []), [], settings)
+        return Analysis(summary, Comparisons([], None, [], []), [], settings, scores)
     comparisons = all_comparisons(study, scores, summary, settings)
-    return Analysis(
-        summary, comparisons, answers(study, scores, summary, comparisons, settings), settings
-    )
+    cells = answers(study, scores, summary, comparisons, settings)
+    return Analysis(summary, comparisons, cells, settings, scores)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from unet_jax import families
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import FULL, Scores, compare
+from unet_jax.report.compare import FULL, compare
 from unet_jax.report.conclusions import Finding, cell_name, ci_text, p_is
 from unet_jax.report.load import Study
 from unet_jax.report.tables import Table, fmt
@@ -79,7 +79,7 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
     out = []
     if frame.empty:
         return out
-    scores, settings = Scores(study), analysis.settings
+    scores, settings = analysis.scores, analysis.settings
     summary = analysis.summary
     groups = frame.groupby(['target', 'num_train', 'criterion'], sort=False)
     for (target, num_train, criterion), rows in groups:

@@ -159,10 +159,7 @@ def design_of(d: np.ndarray, name: str = 'this comparison') -> Design:
     if num_r == 1:
         return Design(name, 1, num_i, sd_replicate=0.0, sd_image=float(column.std(ddof=1)),
                       sd_residual=0.0, skewness=skewness)  # fmt: skip
-    mean, row = d.mean(), d.mean(axis=1)
-    ms_r = num_i * np.sum((row - mean) ** 2) / (num_r - 1)
-    ms_i = num_r * np.sum((column - mean) ** 2) / (num_i - 1)
-    ms_e = np.sum((d - row[:, None] - column[None, :] + mean) ** 2) / ((num_r - 1) * (num_i - 1))
+    ms_r, ms_i, ms_e = (float(ms) for ms in stats.mean_squares(d))
     return Design(
         name,
         num_r,

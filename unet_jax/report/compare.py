@@ -32,7 +32,7 @@ import pandas as pd
 
 from unet_jax import families, modalities
 from unet_jax.report import stats
-from unet_jax.report.load import Study
+from unet_jax.report.load import Study, family
 
 FULL, SCRATCH = 'full', 'scratch'
 PATH_PAIR = ('contracting', 'expanding')
@@ -163,16 +163,12 @@ class Scores:
             return None
         return np.array([self._fold_of.get((target, num_train, str(i)), -1) for i in images])
 
-    def matrices(self, target: str, num_train: int, names: list[str]) -> list[np.ndarray]:
-        """The configurations' matrices on the replicates and images all of them have.
-
-        Per-image scores where every one has them, else per-seed means (one column)."""
-        return self.labelled(target, num_train, names)[2]
-
     def labelled(
         self, target: str, num_train: int, names: list[str]
     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(replicates, image ids, matrices) of `matrices`; empty when there are none."""
+        """(replicates, image ids, matrices): the configurations' matrices on the replicates
+        and images all of them have; per-image scores where every one has them, else per-run
+        means (one column per outer fold). Empty when there are none."""
         none = (np.array([]), np.array([]), [])
         keys = [(target, num_train, n) for n in names]
         if all(k in self._per_image for k in keys):
@@ -364,8 +360,6 @@ class PrimaryPlan:
     num_train: int
 
     def describe(self) -> str:
-        from unet_jax.report.load import family  # noqa: PLC0415 (labels only)
-
         gap = f'{family(self.a).label} minus {family(self.b).label}'
         where = ', '.join(self.targets) or 'no target'
         text = f'the gap {gap} (test Dice averaged over k) on {where} at n = {self.num_train}'

@@ -95,8 +95,10 @@ def compare_sources(
     workdir_a: str, workdir_b: str, settings: stats.Settings | None = None
 ) -> list[SourceComparison]:
     """gap(B) - gap(A) for every cell, order and granularity both studies ran."""
-    settings = settings or stats.Settings()
-    studies = [load(workdir_a), load(workdir_b)]
+    return _compare([load(workdir_a), load(workdir_b)], settings or stats.Settings())
+
+
+def _compare(studies: list[Study], settings: stats.Settings) -> list[SourceComparison]:
     scores = [compare.Scores(s) for s in studies]
     out = []
     for target, num_train in studies[0].cells:
@@ -159,8 +161,9 @@ def source_name(workdir: str) -> str:
 
 def write(workdir_a: str, workdir_b: str, out: str, settings: stats.Settings | None = None) -> str:
     a, b = source_name(workdir_a), source_name(workdir_b)
-    found = compare_sources(workdir_a, workdir_b, settings)
-    runs = max(len(load(w).plan.get('pretrain_dirs') or [1]) for w in (workdir_a, workdir_b))
+    studies = [load(workdir_a), load(workdir_b)]
+    found = _compare(studies, settings or stats.Settings())
+    runs = max(len(s.plan.get('pretrain_dirs') or [1]) for s in studies)
     lines = [
         f'# Shallow-vs-deep gap: {a} ({workdir_a}) vs {b} ({workdir_b})',
         '',
@@ -179,7 +182,7 @@ def write(workdir_a: str, workdir_b: str, out: str, settings: stats.Settings | N
     lines += [f'- {c.sentence(a, b)}' for c in found] or [
         '- No cell has both directions finished in both studies.'
     ]
-    between = specificity(load(workdir_b), found)
+    between = specificity(studies[1], found)
     if between:
         lines += ['', 'Specific to ultrasound? (interaction, not adjusted)', '']
         lines += [f'- {line}' for line in between]

@@ -88,16 +88,11 @@ class Test:
 
     @property
     def low(self) -> float:
-        return self._bound(-1)
+        return self._p_and_interval()[1]
 
     @property
     def high(self) -> float:
-        return self._bound(+1)
-
-    def _bound(self, sign: int) -> float:
-        if not self.defined:
-            return math.nan
-        return self.estimate + sign * scipy_stats.t.ppf(1 - ALPHA / 2, self.df) * self.se
+        return self._p_and_interval()[2]
 
     @property
     def t(self) -> float:
@@ -106,7 +101,13 @@ class Test:
     @property
     def p(self) -> float:
         """Two-sided p of 'difference = 0'."""
-        return float(2 * scipy_stats.t.sf(abs(self.t), self.df)) if self.defined else math.nan
+        return self._p_and_interval()[0]
+
+    def _p_and_interval(self) -> tuple[float, float, float]:
+        if not self.defined:
+            return math.nan, math.nan, math.nan
+        p, low, high = t_p_and_interval(self.estimate, self.se, self.df)
+        return float(p), float(low), float(high)
 
     @property
     def p_tost(self) -> float:
@@ -178,12 +179,8 @@ def _block_terms(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         flat = x.reshape(*x.shape[:-2], n)
         var = flat.var(axis=-1, ddof=1) if n > 1 else np.full(flat.shape[:-1], np.nan)
         return [(var / n, np.full_like(var, n - 1.0))]
-    mean = x.mean(axis=(-2, -1), keepdims=True)
-    row, column = x.mean(axis=-1, keepdims=True), x.mean(axis=-2, keepdims=True)
-    ms_r = num_i * np.sum((row - mean) ** 2, axis=(-2, -1)) / (num_r - 1)
-    ms_i = num_r * np.sum((column - mean) ** 2, axis=(-2, -1)) / (num_i - 1)
+    ms_r, ms_i, ms_e = mean_squares(x)
     df_e = (num_r - 1) * (num_i - 1)
-    ms_e = np.sum((x - row - column + mean) ** 2, axis=(-2, -1)) / df_e
     keep_r, keep_i = ms_r > ms_e, ms_i > ms_e  # components s2_r, s2_i truncated at 0 otherwise
     scale = 1.0 / (num_r * num_i)
     full = lambda value: np.full_like(ms_e, value)
@@ -192,6 +189,18 @@ def _block_terms(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         (scale * ms_r * keep_r, full(num_r - 1.0)),
         (scale * ms_i * keep_i, full(num_i - 1.0)),
     ]
+
+
+def mean_squares(x: np.ndarray):
+    """(MS_replicate, MS_image, MS_residual) of the two-way ANOVA without interaction of
+    x[..., replicate, image] (at least 2 x 2), batched over leading axes."""
+    num_r, num_i = x.shape[-2:]
+    mean = x.mean(axis=(-2, -1), keepdims=True)
+    row, column = x.mean(axis=-1, keepdims=True), x.mean(axis=-2, keepdims=True)
+    ms_r = num_i * np.sum((row - mean) ** 2, axis=(-2, -1)) / (num_r - 1)
+    ms_i = num_r * np.sum((column - mean) ** 2, axis=(-2, -1)) / (num_i - 1)
+    ms_e = np.sum((x - row - column + mean) ** 2, axis=(-2, -1)) / ((num_r - 1) * (num_i - 1))
+    return ms_r, ms_i, ms_e
 
 
 def _satterthwaite(variance: float, terms: Sequence[tuple[float, float]]) -> float:

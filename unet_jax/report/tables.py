@@ -14,7 +14,7 @@ import pandas as pd
 
 from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer
 from unet_jax.report.analysis import pick_agreement
-from unet_jax.report.compare import COST_AXES, FULL, PRIMARY, Comparison
+from unet_jax.report.compare import COST_AXES, FULL, PRIMARY, Comparison, cost_text
 from unet_jax.report.conclusions import cell_name, label, p_text
 from unet_jax.report.load import Study
 
@@ -205,8 +205,6 @@ def budget_table(analysis: Analysis) -> Table | None:
 
 
 def _range(c: Comparison) -> str:
-    from unet_jax.report.compare import cost_text  # noqa: PLC0415
-
     return f'[{cost_text(c.axis, c.cost_range[0])}, {cost_text(c.axis, c.cost_range[1])}]'
 
 
