@@ -131,8 +131,16 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
 
     config.batch_size = 8  # global; split over all devices
     config.half_precision = False  # bfloat16 compute, float32 params and loss (GPU/TPU)
-    config.num_train_steps = 2000
+    config.num_train_steps = 2000  # the cap, with early stopping
     config.warmup_steps = 100
+    # Early stopping on validation lesion Dice (unet_jax.ledger.EarlyStopping), checked at every
+    # evaluation: a run stops once the mean of its last `smoothing` validation Dice values has
+    # not risen by more than `min_delta` for `patience_steps`, never before `min_steps`.
+    # patience_steps=0: off (every run trains num_train_steps). Use it with
+    # optimizer.schedule='constant': cosine decay flattens a curve by itself.
+    config.early_stopping = ml_collections.ConfigDict(
+        dict(patience_steps=0, min_delta=0.0, min_steps=0, smoothing=1)
+    )
     config.log_every_steps = 50
     config.eval_every_steps = 200
     config.checkpoint_every_steps = 200
@@ -428,6 +436,21 @@ def run_problems(
     for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
         need(field, positive, 'must be a positive number of steps')
     need('num_saved_predictions', lambda v: _is_int(v) and v >= 0, 'must be >= 0')
+    if 'early_stopping' in config:
+        stop = 'early_stopping'
+        count = lambda v: _is_int(v) and v >= 0
+        need(f'{stop}.patience_steps', count, 'must be >= 0 steps (0: no early stopping)')
+        need(f'{stop}.min_steps', count, 'must be >= 0 steps (the floor)')
+        need(f'{stop}.min_delta', not_negative, 'must be a finite Dice difference >= 0')
+        need(f'{stop}.smoothing', positive, 'must be >= 1 evaluations (1: no smoothing)')
+        rule = config.early_stopping
+        if not problems and 0 < rule.patience_steps < config.eval_every_steps:
+            problems.append(
+                f'{where}.early_stopping.patience_steps={rule.patience_steps} is shorter than '
+                f'eval_every_steps={config.eval_every_steps}: the rule is checked at each '
+                'evaluation, so patience must span at least one; raise patience_steps (e.g. '
+                f'{4 * config.eval_every_steps}) or evaluate more often.'
+            )
 
     need('model.depth', positive, 'must be >= 1 (the number of poolings)')
     need('model.base_width', positive, 'must be >= 1 (channels of enc0)')

@@ -13,6 +13,9 @@ merged, every leaf with the run axis), so their programs depend on the model and
 size, not on the freeze spec: one compilation serves every group of a study. The frozen
 params are broadcast to the runs of a lane once, when the lanes are made.
 
+A lane whose runs have all stopped (early stopping, divergence) is no longer stepped; its
+state keeps the step it stopped at, and the group's step is that of the lanes still training.
+
 Checkpoints hold the whole run axis (lanes joined), so a group resumes with any lane width.
 """
 
@@ -152,6 +155,7 @@ class Lanes:
     def joined(self) -> dict[str, Any]:
         """{'state', 'best'} of the whole group (what a checkpoint holds)."""
         state = self.states[0].replace(
+            step=jnp.array(self.step),
             trainable=_join([s.trainable for s in self.states]),
             batch_stats=_join([s.batch_stats for s in self.states]),
             opt_state=_join([s.opt_state for s in self.states]),
@@ -160,15 +164,31 @@ class Lanes:
 
     @property
     def step(self) -> int:
-        return int(self.states[0].step)
+        """The group's step: that of its most advanced lane (a stopped lane stays behind)."""
+        return max(int(s.step) for s in self.states)
 
-    def train_step(self, program, batch: dict[str, np.ndarray], rngs, put) -> list[Any]:
-        """One step of every lane (dispatched without waiting); the lanes' summaries."""
-        summaries = []
+    def training(self, runs: np.ndarray) -> list[bool]:
+        """Which lanes step on: those with a run still training (`runs`: one flag per run)."""
+        return [bool(np.any(runs[lane])) for lane in self.slices]
+
+    def train_step(
+        self, program, batch: dict[str, np.ndarray], rngs, put, training: Sequence[bool]
+    ) -> list[Any]:
+        """One step of every lane still `training` (dispatched without waiting); the lanes'
+        summaries, NaN for the runs of a lane that no longer steps."""
+        summaries: list[Any] = [None] * len(self.slices)
         for i, lane in enumerate(self.slices):
+            if not training[i]:
+                continue
             lane_batch = put({k: v[lane] for k, v in batch.items()})
-            self.states[i], summary = program(self.states[i], self.frozen[i], lane_batch, rngs[i])
-            summaries.append(summary)
+            self.states[i], summaries[i] = program(
+                self.states[i], self.frozen[i], lane_batch, rngs[i]
+            )
+        shown = next(s for s in summaries if s is not None)
+        for i, lane in enumerate(self.slices):
+            if summaries[i] is None:
+                width = lane.stop - lane.start
+                summaries[i] = {k: jnp.full((width,), jnp.nan, v.dtype) for k, v in shown.items()}
         return summaries
 
     def variables(self, i: int, *, best: bool) -> dict[str, Any]:

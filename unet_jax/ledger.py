@@ -1,7 +1,8 @@
 """A group's ledger: what training has learnt about each run so far, kept in its checkpoint.
 
-Per run: the best validation (lesion) Dice and its step, the validation curve, and why it
-stopped if it diverged; for the group: the measured step times and the time per section of the
+Per run: the best validation (lesion) Dice and its step, the validation curve, and why and
+when it stopped (`stop`: 'plateau' by the early-stopping rule, 'cap' at config.num_train_steps,
+'nan' when it diverged; '' while it trains); for the group: the measured step times and the time per section of the
 processes that worked on it before. It is saved as the metadata of the group's checkpoint
 (`to_json`) and read back on resume (`from_json`), so a resumed group continues it.
 """
@@ -19,8 +20,66 @@ import numpy as np
 TIME_SECTIONS = ('setup', 'compile', 'steps', 'eval', 'checkpoint', 'write')
 
 
+# Why a run stopped training (RunRecord.stop; results.json `stop.reason`).
+STOP_REASONS = ('plateau', 'cap', 'nan')
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training diverged: a loss or gradient norm became NaN or Inf."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """The plateau rule (config.early_stopping), applied to a run's validation curve.
+
+    The curve is smoothed by the mean of its last `smoothing` evaluations; its last improvement
+    is the last evaluation where the smoothed value rose more than `min_delta` above every
+    earlier one. A run has reached a plateau once `patience_steps` have passed since its last
+    improvement, but never before step `min_steps` (the floor); config.num_train_steps is the
+    cap. `patience_steps=0` turns the rule off (every run trains to the cap). The rule reads
+    only the curve, so a resumed run decides exactly as an uninterrupted one.
+    """
+
+    patience_steps: int = 0
+    min_delta: float = 0.0
+    min_steps: int = 0
+    smoothing: int = 1
+
+    @classmethod
+    def of(cls, config) -> EarlyStopping:
+        rule = config.get('early_stopping') or {}
+        return cls(
+            patience_steps=int(rule.get('patience_steps', 0)),
+            min_delta=float(rule.get('min_delta', 0.0)),
+            min_steps=int(rule.get('min_steps', 0)),
+            smoothing=int(rule.get('smoothing', 1)),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience_steps > 0
+
+    def smoothed(self, dice: Sequence[float]) -> np.ndarray:
+        """The trailing mean of the last `smoothing` values (fewer at the curve's start)."""
+        dice = np.asarray(dice, np.float64)
+        sums = np.cumsum(np.concatenate([[0.0], dice]))
+        ends = np.arange(1, dice.size + 1)
+        starts = np.maximum(ends - self.smoothing, 0)
+        return (sums[ends] - sums[starts]) / (ends - starts)
+
+    def last_improvement(self, steps: Sequence[int], dice: Sequence[float]) -> int:
+        """The step of the smoothed curve's last rise of more than min_delta over its best."""
+        best, best_step = -math.inf, int(steps[0])
+        for step, value in zip(steps, self.smoothed(dice)):
+            if value > best + self.min_delta:
+                best, best_step = value, int(step)
+        return best_step
+
+    def plateaued(self, steps: Sequence[int], dice: Sequence[float]) -> bool:
+        """Whether a run with this validation curve stops now."""
+        if not self.enabled or not len(steps) or steps[-1] < self.min_steps:
+            return False
+        return steps[-1] - self.last_improvement(steps, dice) >= self.patience_steps
 
 
 @dataclasses.dataclass
@@ -32,6 +91,12 @@ class RunRecord:
     curve_steps: list[int] = dataclasses.field(default_factory=list)
     curve_dice: list[float] = dataclasses.field(default_factory=list)
     failure: str | None = None
+    stop: str = ''  # '' while training, else one of STOP_REASONS
+    stop_step: int = -1  # the step it stopped at (its steps trained)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.stop)
 
     @property
     def val_curve(self) -> dict[str, list]:
@@ -61,17 +126,38 @@ class Ledger:
     def all_failed(self) -> bool:
         return all(run.failure is not None for run in self.runs)
 
-    def record_validation(self, step: int, dice: Sequence[float]) -> np.ndarray:
-        """Extends every run's curve with its validation Dice; which runs improved on their
-        best (a diverged run never does)."""
+    @property
+    def all_stopped(self) -> bool:
+        return all(run.stopped for run in self.runs)
+
+    def training(self) -> np.ndarray:
+        """Which runs still train (not stopped on a plateau, at the cap or by divergence)."""
+        return np.array([not run.stopped for run in self.runs])
+
+    def record_validation(
+        self, step: int, dice: Sequence[float], rule: EarlyStopping = EarlyStopping()
+    ) -> np.ndarray:
+        """Extends the curve of every run still training with its validation Dice, and stops
+        those that reached a plateau (`rule`); which runs improved on their best (a diverged
+        or stopped run never does)."""
         improved = np.zeros(len(self.runs), bool)
         for r, (run, value) in enumerate(zip(self.runs, dice)):
+            if run.stopped:
+                continue  # its curve ends where it stopped
             run.curve_steps.append(int(step))
             run.curve_dice.append(float(value))
-            if run.failure is None and value > run.best_dice:
+            if value > run.best_dice:
                 run.best_dice, run.best_step = float(value), int(step)
                 improved[r] = True
+            if rule.plateaued(run.curve_steps, run.curve_dice):
+                run.stop, run.stop_step = 'plateau', int(step)
         return improved
+
+    def record_cap(self, step: int) -> None:
+        """Runs still training when the loop ended stopped at the cap, at `step`."""
+        for run in self.runs:
+            if not run.stopped:
+                run.stop, run.stop_step = 'cap', int(step)
 
     def record_losses(self, history: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Marks each run whose loss or gradient norm became NaN/Inf, with the first such step.
@@ -82,8 +168,11 @@ class Ledger:
             for run, label, loss, grad_norm in zip(
                 self.runs, self.members, values['loss'], values['grad_norm']
             ):
+                if run.stopped:
+                    continue  # a stopped run's lane is not stepped (its values are NaN)
                 loss, grad_norm = float(loss), float(grad_norm)
-                if run.failure is None and not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    run.stop, run.stop_step = 'nan', int(step)
                     run.failure = (
                         f'Training of {label} stopped at step {step}: loss={loss}, gradient '
                         f'norm={grad_norm}. Lower config.optimizer.learning_rate, add warm-up '

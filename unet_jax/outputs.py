@@ -132,7 +132,7 @@ def run_results(
     val, _ = scores(final['val'], setup.val)
     test, test_per_image = scores(final['test'], setup.test)
     init_from = member.config.init_from
-    cost = training_cost(setup.registry, setup.plan, member.config)
+    cost = training_cost(setup.registry, setup.plan, member.config, steps=record.stop_step)
     auto = {}
     if setup.choice:
         cost['probe_flops'] = setup.choice.cost['flops']
@@ -143,6 +143,7 @@ def run_results(
         'spec': setup.plan.canonical,
         'trained_units': list(setup.plan.trained_units),
         'best_step': int(record.best_step),
+        'stop': {'reason': record.stop, 'step': int(record.stop_step)},
         'num_train_examples': len(setup.train_splits[r]),
         'val': val,
         'test': test,
@@ -185,16 +186,23 @@ def param_counts(params: Any, labels: Any) -> dict[str, Any]:
 
 
 def training_cost(
-    registry: layers.LayerRegistry, plan: freeze.FreezePlan, config: ml_collections.ConfigDict
+    registry: layers.LayerRegistry,
+    plan: freeze.FreezePlan,
+    config: ml_collections.ConfigDict,
+    *,
+    steps: int | None = None,
 ) -> dict[str, Any]:
-    """Training FLOPs from the layer registry's model of forward + partial backward."""
+    """Training FLOPs from the layer registry's model of forward + partial backward, over the
+    `steps` the run trained (default, or negative: the cap, config.num_train_steps)."""
     per_image = registry.train_step_flops(plan.trained_units)
+    trained = int(config.num_train_steps) if steps is None or steps < 0 else int(steps)
     return {
-        'num_steps': int(config.num_train_steps),
+        'num_steps': trained,
+        'step_cap': int(config.num_train_steps),
         'batch_size': int(config.batch_size),
         'forward_flops_per_image': registry.forward_flops(),
         'step_flops_per_image': per_image,
-        'train_flops': per_image * config.batch_size * config.num_train_steps,
+        'train_flops': per_image * config.batch_size * trained,
     }
 
 

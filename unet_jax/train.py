@@ -37,7 +37,7 @@ from unet_jax import checkpoint, freeze, groups, hosts, io_utils, layout, metric
 from unet_jax.data import pipeline
 from unet_jax.groups import GroupSetup, Member
 from unet_jax.lanes import Evaluation, Lanes, lane_width, to_devices, to_host
-from unet_jax.ledger import Ledger
+from unet_jax.ledger import EarlyStopping, Ledger
 
 GROUP_FILE = 'group.json'  # the members of a group's checkpoint, in run-axis order
 
@@ -248,10 +248,14 @@ def start_session(
 
 
 def train_steps(session: Session) -> None:
-    """Steps of every lane; logging, validation and checkpoints when due."""
+    """Steps of every lane still training; logging, validation and checkpoints when due. Ends
+    at the cap (config.num_train_steps) or once every run has stopped (early stopping,
+    divergence)."""
     setup, lanes, watch = session.setup, session.lanes, session.watch
     config, ledger = setup.config, session.ledger
     first_step, num_steps = lanes.step, session.num_steps
+    if ledger.all_stopped:
+        return  # resumed after its last run stopped
     rngs = [run_keys(setup.members[s], session.sharding()) for s in lanes.slices]
     put = functools.partial(to_devices, sharding=session.sharding(None, steps.DATA_AXIS))
     first_batch = put({k: v[lanes.slices[0]] for k, v in setup.batch(first_step).items()})
@@ -259,9 +263,11 @@ def train_steps(session: Session) -> None:
     learning_rate = steps.create_learning_rate_fn(config)
     progress = io_utils.Progress(num_steps, done=first_step)
     history, interval_start = [], watch.seconds['steps']
+    training = lanes.training(ledger.training())
     for step in range(first_step, num_steps):
         with watch('steps'):
-            history.append((step, lanes.train_step(program, setup.batch(step), rngs, put)))
+            summaries = lanes.train_step(program, setup.batch(step), rngs, put, training)
+            history.append((step, summaries))
         done = step + 1
         if is_due(done, config.log_every_steps, num_steps):
             with watch('steps'):
@@ -270,17 +276,24 @@ def train_steps(session: Session) -> None:
                 ledger.record_losses(history)
             seconds = (watch.seconds['steps'] - interval_start) / len(history)
             if history[0][0] != first_step or done == num_steps:  # the first one warms up
-                ledger.interval_times.append(seconds)
+                ledger.interval_times.append(seconds / max(np.mean(training), 1e-9))
             with watch('write'):
                 rates = {'learning_rate': float(learning_rate(step)), 'steps_per_sec': 1 / seconds}
                 log_train(session, done, history, progress, rates)
             history, interval_start = [], watch.seconds['steps']
-            if ledger.all_failed:
-                return
-        if is_due(done, config.eval_every_steps, num_steps):
+        if is_due(done, config.eval_every_steps, num_steps) and not ledger.all_stopped:
             validate(session, done)
+        if ledger.all_stopped:
+            logging.info(
+                '%s: every run has stopped by step %d (%s).',
+                setup.name,
+                done,
+                ', '.join(f'{r.stop} at {r.stop_step}' for r in ledger.runs),
+            )
+            return
         if is_due(done, config.checkpoint_every_steps, num_steps):
             save_checkpoint(session, done)
+        training = lanes.training(ledger.training())
 
 
 def is_due(done: int, every: int, last: int) -> bool:
@@ -297,10 +310,12 @@ def run_keys(members: Sequence[Member], sharding) -> jax.Array:
 def log_train(session: Session, done: int, history: list, progress, extra: dict) -> None:
     """Each run's mean train loss, Dice and gradient norm over the interval; one log line."""
     values = [summary for _, summary in history]
-    means = {k: np.mean([v[k] for v in values], axis=0) for k in values[0]}
-    for r in range(len(session.setup.members)):
-        run_means = {k: float(v[r]) for k, v in means.items()}
-        session.folders.write(r, done, 'train', {**run_means, **extra})
+    with np.errstate(invalid='ignore'):  # a stopped run's values are NaN
+        means = {k: np.mean([v[k] for v in values], axis=0) for k in values[0]}
+    for r, record in enumerate(session.ledger.runs):
+        if record.stop in ('', 'nan'):  # a run stopped earlier writes nothing more
+            run_means = {k: float(v[r]) for k, v in means.items()}
+            session.folders.write(r, done, 'train', {**run_means, **extra})
     logging.info(
         '%s: %s | loss %s | dice %s',
         session.setup.name,
@@ -318,9 +333,13 @@ def validate(session: Session, step: int) -> None:
         program = session.programs.evaluation(variables, session.val_batches[0])
         evaluation = lanes.evaluate(program, session.val_batches, len(setup.val), best=False)
         val = [metrics.split_metrics(**evaluation.run(r).stats) for r in range(len(setup.members))]
+        training = session.ledger.training()
         for r, run_val in enumerate(val):
-            session.folders.write(r, step, 'val', run_val)
-        lanes.keep_best(session.ledger.record_validation(step, [v['dice'] for v in val]))
+            if training[r]:
+                session.folders.write(r, step, 'val', run_val)
+        dice = [v['dice'] for v in val]
+        rule = EarlyStopping.of(setup.config)
+        lanes.keep_best(session.ledger.record_validation(step, dice, rule))
 
 
 def save_checkpoint(session: Session, step: int) -> None:
@@ -342,6 +361,7 @@ def finish(session: Session) -> dict[str, dict[str, Any] | Exception]:
     """Every run's best params on val and test (per-image stats and probabilities), then its
     folder: best params, predictions, results.json."""
     setup, lanes = session.setup, session.lanes
+    session.ledger.record_cap(lanes.step)
     with session.watch('eval'):
         final: dict[str, Evaluation] = {}
         for split_name, split in (('val', setup.val), ('test', setup.test)):

@@ -106,7 +106,17 @@ def _run_fields(results: dict[str, Any]) -> dict[str, Any]:
     steps = curve.get('step') or []
     num_steps = fields['num_steps'] if math.isfinite(fields['num_steps']) else max(steps, default=0)
     flag, gain = stats.still_improving(steps, curve.get('dice') or [], num_steps)
-    fields.update(still_improving=flag, late_gain=gain)
+    stop = results.get('stop') or {}
+    if stop.get('reason') in ('plateau', 'nan'):  # only a run stopped by the cap can be cut off
+        flag = False
+    cap = cost.get('step_cap', config.get('num_train_steps'))
+    fields.update(
+        still_improving=flag,
+        late_gain=gain,
+        stop=stop.get('reason') or 'cap',
+        stop_step=_float(stop.get('step', fields['num_steps'])),
+        step_cap=_float(cap),
+    )
     return fields
 
 
