@@ -164,7 +164,7 @@ def _configurations(
         for order in study.orders:
             for granularity in study.granularities:
                 n = len(registry.order(order, granularity))
-                for k in range(1, n + 1):
+                for k in _k_values(study, n, granularity):
                     yield dict(
                         family=name,
                         spec=f'{family.selector}:{k}',
@@ -172,6 +172,20 @@ def _configurations(
                         granularity=granularity,
                         k=k,
                     )
+
+
+def _k_values(study: ml_collections.ConfigDict, n: int, granularity: str) -> list[int]:
+    """The k of shallow_to_deep / deep_to_shallow: study.k_values (() = every k, 1..n)."""
+    chosen = tuple(study.get('k_values', ()))
+    if not chosen:
+        return list(range(1, n + 1))
+    wrong = [k for k in chosen if not (isinstance(k, int) and 1 <= k <= n)]
+    if wrong:
+        raise ValueError(
+            f'config.study.k_values={chosen}: {wrong} not in 1..{n} (the model has {n} '
+            f"{granularity}s); choose k among them, e.g. ks=1+2+{n} (configs/layerwise.py)."
+        )
+    return sorted(set(chosen))
 
 
 def _auto_configurations(

@@ -93,6 +93,9 @@ def summarize(study: Study, scores: Scores, settings: stats.Settings) -> pd.Data
                 runs_done=done['run'].nunique(),
                 still_improving=int((done['still_improving'] == True).sum()),  # noqa: E712
                 convergence_known=int(done['still_improving'].notna().sum()),
+                stopped_plateau=int((done['stop'] == 'plateau').sum()),
+                stopped_cap=int(((done['stop'] == 'cap') & (done['num_steps'] > 0)).sum()),
+                steps_trained=done['num_steps'].mean(),
                 pretrain_runs=max(1, done['pretrain_index'].nunique()),
             )
             row.update(_dice_over_seeds(done, scores, target, num_train, configuration, settings))

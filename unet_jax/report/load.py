@@ -56,6 +56,26 @@ class Study:
             if len(rows):
                 yield (target, num_train), rows
 
+    def pretrainings(self) -> pd.DataFrame:
+        """One row per pre-training of the study (study.json's pretrain_dirs): its index, seed,
+        data set and Dice on its own set's test split (nan while it is not finished)."""
+        rows = []
+        for index, directory in enumerate(self.plan.get('pretrain_dirs') or []):
+            results = layout.read_results(directory) or {}
+            config, test = results.get('config') or {}, results.get('test') or {}
+            rows.append(
+                dict(
+                    index=index,
+                    seed=config.get('seed', math.nan),
+                    data=(config.get('data') or {}).get('name', ''),
+                    test_dice=_float(test.get('dice')),
+                    num_test=_float(test.get('num_lesion')),
+                    steps=_float((results.get('stop') or {}).get('step')),
+                    dir=directory,
+                )
+            )
+        return pd.DataFrame(rows)
+
     def orders(self) -> list[tuple[str, str]]:
         """(order, granularity) pairs of the direction families."""
         return [

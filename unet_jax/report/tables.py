@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -257,7 +258,8 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
 
 
 def time_tables(study: Study, analysis: Analysis) -> list[Table]:
-    columns = ('configuration', 'trained params', 'training FLOPs', 'step ms')
+    columns = ('configuration', 'trained params', 'steps (plateau/cap)', 'training FLOPs')
+    columns += ('step ms',)
     columns += tuple(p.removesuffix('_s') + ' s' for p in TIME_PARTS)
     out = []
     for target, num_train, cell in _cells(study, analysis.summary):
@@ -269,13 +271,16 @@ def time_tables(study: Study, analysis: Analysis) -> list[Table]:
                 (
                     row['configuration'],
                     f'{params:,.0f}' if np.isfinite(params) else '-',
+                    _steps(row),
                     f'{row["train_flops"]:.3g}' if np.isfinite(row['train_flops']) else '-',
                     fmt(1000 * row['step_time_s'], 1),
                     *(fmt(row[p], 1) for p in TIME_PARTS),
                 )
             )
         note = (
-            'Mean over seeds. compile: tracing and compiling; steps: the training steps; eval: '
+            'Mean over seeds. steps: the mean steps trained, and how many runs stopped on a '
+            'validation plateau / at the step cap (early stopping, config.early_stopping). '
+            'compile: tracing and compiling; steps: the training steps; eval: '
             'validation and test scoring; checkpoint and write: saving; wall: all of it, '
             'summed over every process of a resumed run.'
         )
@@ -285,6 +290,40 @@ def time_tables(study: Study, analysis: Analysis) -> list[Table]:
             Table(f'Cost and time: {cell_name(target, num_train)}', columns, tuple(rows), note)
         )
     return out
+
+
+def pretraining_table(study: Study) -> Table | None:
+    """Each pre-training's Dice on its own set's test split (None with fewer than two)."""
+    frame = study.pretrainings()
+    if len(frame) < 2:
+        return None
+    rows = tuple(
+        (
+            str(int(r.index)),
+            '-' if r.seed != r.seed else str(int(r.seed)),
+            r.data or '-',
+            fmt(r.test_dice),
+            '-' if not np.isfinite(r.num_test) else f'{r.num_test:.0f}',
+        )
+        for r in frame.itertuples()
+    )
+    note = (
+        'Fine-tuning seed s starts from pre-training s mod R (R = study.pretrain_seeds), so '
+        'the replicates of every comparison include the pre-training variance. Test Dice of '
+        "each pre-training on its own set's test split (lesion / foreground images)."
+    )
+    return Table(
+        'Pre-trainings', ('pre-training', 'seed', 'data', 'test Dice', 'test images'), rows, note
+    )
+
+
+def _steps(row) -> str:
+    steps = row.get('steps_trained', math.nan)
+    if not np.isfinite(steps):
+        return '-'
+    if not steps:
+        return '0'
+    return f'{steps:.0f} ({row.get("stopped_plateau", 0)}/{row.get("stopped_cap", 0)})'
 
 
 def _comparison_row(c: Comparison) -> tuple[str, ...]:

@@ -46,9 +46,10 @@ def methods(settings: stats.Settings) -> list[str]:
         'Interactions (does a gap differ between targets?): the gap on one target minus the '
         'gap on another, two independent test sets, an unpaired test with Welch-Satterthwaite '
         'df.',
-        f'A run counts as still improving when its best validation Dice in the last '
-        f'{stats.LATE_FRACTION:.0%} of its steps exceeds its best before by more than '
-        f'{stats.CONVERGENCE_TOLERANCE} Dice.',
+        f'A run that trained to its step cap counts as still improving when its best '
+        f'validation Dice in the last {stats.LATE_FRACTION:.0%} of its steps exceeds its best '
+        f'before by more than {stats.CONVERGENCE_TOLERANCE} Dice; a run stopped early on a '
+        'validation plateau (config.early_stopping) never does.',
         "Over a common cost range: each direction's Dice is interpolated linearly in log(cost) "
         'between its k points, at 16 costs evenly spaced in log over the range [a, b] both '
         'directions cover, and the difference averaged over those costs is tested like any '
@@ -125,6 +126,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
             *tables.comparison_tables(study, result),
             *auto.auto_tables(study, result),
             *tables.time_tables(study, result),
+            *filter(None, [tables.pretraining_table(study)]),
         ],
     )
     for name, fmt, full in (
