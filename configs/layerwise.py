@@ -50,6 +50,11 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                                FILE.py  a file whose get_targets() returns target definitions
                                  {name: {'data': {...}, 'augment': {...}}} (docs/data.md)
   data_root=DIR              folder holding the real sets' release folders (their manual_dir)
+  external=SET@TARGET        external test sets, '+'-separated: every case of SET (a built-in
+                             name, or folder:NAME set as a target is) is scored with the best
+                             params of every run trained on TARGET (TARGET_on_SET in the
+                             report), never trained or selected on; e.g. external=folder:b@busi
+                             --config.study.external.b.data.folder.images=DIR ...
   sizes=10+all               training-set sizes ('all' = every training image)
   seeds=3                    number of seeds (0..seeds-1)
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
@@ -106,6 +111,7 @@ ARGUMENTS = {
     'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
     'targets': "'+'-separated targets: built-in names, folder:NAME, FILE.py (default us+xray)",
     'data_root': "DIR holding the real sets' release folders (their manual_dir)",
+    'external': "'+'-separated SET@TARGET: external test sets scored by TARGET's runs",
     'sizes': "'+'-separated training-set sizes, 'all' = every training image",
     'seeds': 'number of seeds (0..seeds-1; default 3)',
     'orders': "'+'-separated depth orders: forward, level",
@@ -191,6 +197,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
     study.targets = _targets(targets, data_root=data_root)
+    # External test sets {name: {'data': {...}, 'of': (targets,)}}: scored, never trained on.
+    study.external = _external(_split(args.get('external', '')), data_root=data_root)
     study.num_train = tuple(-1 if s == 'all' else _integer(s, 'sizes') for s in sizes)
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
@@ -354,6 +362,28 @@ def _targets(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:
                 )
             targets[name] = definition
     return ml_collections.ConfigDict(targets)
+
+
+def _external(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:
+    """study.external from SET@TARGET tokens (SET: a built-in name or folder:NAME)."""
+    external: dict[str, ml_collections.ConfigDict] = {}
+    for token in tokens:
+        set_name, at, target = token.partition('@')
+        if not at or not target:
+            raise config_lib.ConfigError(
+                f'{WHERE}: external={token!r} must be SET@TARGET, e.g. external=folder:b@busi '
+                '(the runs trained on busi also score every image of folder set b).'
+            )
+        if set_name.startswith('folder:'):
+            name, definition = set_name.removeprefix('folder:'), config_lib.folder_target()
+        else:
+            name, definition = set_name, _builtin_target(set_name, data_root=data_root)
+        config_lib.check_target_name(name, where=f'{WHERE}:external')
+        if name in external:
+            external[name].of = (*external[name].of, target)
+            continue
+        external[name] = ml_collections.ConfigDict(dict(data=definition.data, of=(target,)))
+    return ml_collections.ConfigDict(external)
 
 
 def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:

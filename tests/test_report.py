@@ -189,7 +189,7 @@ def test_flags_time_breakdown_and_failures_in_the_tables(study):
     assert '| scratch | 3/3 |' in summary
     assert re.search(r'\| scratch \| 3/3 \|[^\n]*\| yes, 3 of 3 \|', summary)
     assert '**Cost and time: us, n = 16**' in summary
-    header = '| configuration | trained params | training FLOPs | step ms | compile s | steps s |'
+    header = '| configuration | trained params | steps (plateau/cap) | training FLOPs | step ms |'
     assert header in summary
     assert 'xray/n16/s2/contracting: failed' in summary
     assert '174 of 176 runs finished, 1 failed, 1 pending' in summary

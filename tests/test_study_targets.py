@@ -3,12 +3,16 @@
 import json
 import os
 
+import ml_collections
 import numpy as np
+import pandas as pd
+import pytest
 
 from configs import layerwise
 from tests.conftest import save_image
-from unet_jax import layout, study
+from unet_jax import layout, study, train
 from unet_jax.data import leakage, pipeline
+from unet_jax.report import load
 
 
 def _disk_images(folder, n, *, seed, mask_folder=None, mask_suffix='', empty=()):
@@ -79,3 +83,59 @@ def test_a_study_with_two_folder_targets_end_to_end(tmp_path, monkeypatch):
     assert plan['targets']['right']['data']['folder']['images'] == str(right)
     page = open(outcome['report']).read()
     assert 'left' in page and 'right' in page
+
+
+def test_an_external_set_is_scored_by_every_run_and_never_selects(tmp_path, monkeypatch):
+    """external=folder:clinic@left: every run trained on `left` (2 outer folds x 2 seeds) also
+    scores every image of the folder set `clinic`; the report has the cell left_on_clinic
+    with its own comparison; a run trained again without the external set picks the same
+    step and scores the same test Dice (the external set plays no part in selection)."""
+    monkeypatch.setenv('UNET_JAX_DATA_DIR', str(tmp_path / 'tfds'))
+    left, clinic = tmp_path / 'left' / 'images', tmp_path / 'clinic'
+    _disk_images(left, 12, seed=1, mask_folder=tmp_path / 'left' / 'masks')
+    _disk_images(clinic, 9, seed=3, mask_suffix='_mask')
+    config = layerwise.get_config(
+        'quick,seeds=2,sizes=4,targets=folder:left,families=scratch+full,'
+        'external=folder:clinic@left'
+    )
+    config.study.targets.left.data.folder.images = str(left)
+    config.study.targets.left.data.folder.masks = str(tmp_path / 'left' / 'masks')
+    config.study.external.clinic.data.folder.images = str(clinic)
+    config.study.external.clinic.data.folder.pairing = 'suffix'
+    config.data.outer_folds = 2
+    config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
+    for run in (config, config.study.pretrain):
+        run.batch_size = 4
+        run.num_train_steps, run.eval_every_steps = 6, 2
+        run.checkpoint_every_steps = run.log_every_steps = 2
+        run.warmup_steps = 1
+    config.study.pretrain.data.num_examples = 24
+    workdir = str(tmp_path / 'study')
+
+    outcome = study.main(config, workdir)
+
+    assert outcome['failed'] == [] and len(outcome['done']) == 8
+    external_dice = []
+    for name in ('s0/f0', 's0/f1', 's1/f0', 's1/f1'):
+        directory = layout.run_dir(workdir, f'left/n4/{name}/full')
+        results = layout.read_results(directory)
+        scored = results['external']['clinic']
+        assert scored['per_image']['ids'] == [f'case{i:02d}' for i in range(9)]
+        assert results['config']['data']['folder']['images'] == str(left)  # trained on left
+        external_dice.append(scored['dice'])
+    # Trained again without the external set: the same chosen step and test Dice.
+    alone = ml_collections.ConfigDict(results['config'])
+    alone.external = ml_collections.ConfigDict()
+    again = train.train_and_evaluate(alone, str(tmp_path / 'alone'))
+    assert again['best_step'] == results['best_step'] and 'external' not in again
+    assert again['test']['dice'] == pytest.approx(results['test']['dice'], abs=1e-6)
+
+    loaded = load.load(workdir)
+    assert 'left_on_clinic' in loaded.targets
+    summary = pd.read_csv(os.path.join(workdir, 'report', 'summary.csv'))
+    row = summary[(summary.target == 'left_on_clinic') & (summary.configuration == 'full')]
+    assert row['dice_mean'].iloc[0] == pytest.approx(np.mean(external_dice))
+    comparisons = pd.read_csv(os.path.join(workdir, 'report', 'comparisons.csv'))
+    on_clinic = comparisons[comparisons.target == 'left_on_clinic']
+    assert len(on_clinic) and (on_clinic['num_images'] == 9).all()
+    assert 'left_on_clinic' in open(outcome['report']).read()

@@ -102,6 +102,10 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
             allow_random_frozen=False,
         )
     )
+    # External test sets, {name: data config}: every case of each is scored with the run's best
+    # params (chosen on val) once training ends, never trained or selected on (a study sets
+    # them from config.study.external).
+    config.external = ml_collections.ConfigDict()
     config.init_from = ''  # workdir (or best/ folder) of a pre-training run; '' = scratch
     config.dont_load = ()  # regexes of variable paths left at their initialisation
 

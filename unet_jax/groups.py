@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import auto_spec, freeze, layers, models, steps, surgical
+from unet_jax import auto_spec, freeze, hosts, layers, models, steps, surgical
 from unet_jax.data import pipeline
 
 # Config fields in which the members of a group may differ: what the seed decides.
@@ -103,6 +103,9 @@ class GroupSetup:
     val: pipeline.Split
     test: pipeline.Split
     choice: surgical.Choice | None = None  # what an `auto:` spec resolved to
+    # External test sets (config.external): every case of each, scored with every run's best
+    # params once training ends; never trained or selected on.
+    external: Mapping[str, pipeline.Split] = dataclasses.field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -170,7 +173,25 @@ def set_up(
         val=_sorted_by_id(splits[0]['val']),
         test=_sorted_by_id(splits[0]['test']),
         choice=choice,
+        external=external_sets(config),
     )
+
+
+_EXTERNAL: dict[str, pipeline.Split] = {}  # the process's external sets, by their data config
+
+
+def external_sets(config: ml_collections.ConfigDict) -> dict[str, pipeline.Split]:
+    """{name: every case} of config.external ({name: data config}), loaded once per process."""
+    out = {}
+    for name, data in (config.get('external') or {}).items():
+        key = json.dumps([data.to_dict(), config.model.in_channels], sort_keys=True, default=str)
+        if key not in _EXTERNAL:
+            _EXTERNAL[key] = hosts.first_then_others(
+                lambda: pipeline.load_all(data, in_channels=config.model.in_channels)
+            )
+            logging.info('external test set %s: %d images', name, len(_EXTERNAL[key]))
+        out[name] = _EXTERNAL[key]
+    return out
 
 
 def auto_choice(

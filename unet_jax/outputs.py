@@ -131,6 +131,10 @@ def run_results(
     member, record = setup.members[r], ledger.runs[r]
     val, _ = scores(final['val'], setup.val)
     test, test_per_image = scores(final['test'], setup.test)
+    external = {}
+    for name, split in setup.external.items():
+        summary, per_image = scores(final[f'external/{name}'], split)
+        external[name] = {**summary, 'per_image': per_image}
     init_from = member.config.init_from
     cost = training_cost(setup.registry, setup.plan, member.config, steps=record.stop_step)
     auto = {}
@@ -148,6 +152,8 @@ def run_results(
         'val': val,
         'test': test,
         'test_per_image': test_per_image,
+        # external test sets: scored with the best params (chosen on val), never trained on
+        **({'external': external} if external else {}),
         'val_curve': record.val_curve,
         'params': param_counts(params, setup.plan.labels(params)),
         'cost': cost,

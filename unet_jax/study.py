@@ -76,6 +76,28 @@ def pretrain_config(config: ml_collections.ConfigDict, index: int = 0) -> ml_col
     return run
 
 
+def external_data(
+    config: ml_collections.ConfigDict, target: str, data: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
+    """{name: data config} of the external test sets (config.study.external) that score the
+    runs of `target`: the target's own data config (image size, preprocessing) with the
+    external definition's data fields applied."""
+    out = ml_collections.ConfigDict()
+    for name, external in (config.study.get('external') or {}).items():
+        if target not in external.of:
+            continue
+        scored = ml_collections.ConfigDict(
+            dict(data=data.copy_and_resolve_references(), augment=config.augment.to_dict())
+        )
+        scored.data.outer_folds = 0
+        scored.data.folder = config_lib.fields.default_folder_config()
+        config_lib.apply_target(
+            scored, {'data': external.data}, where=f'config.study.external.{name}'
+        )
+        out[name] = scored.data
+    return out
+
+
 def point_config(
     config: ml_collections.ConfigDict, point: SweepPoint, workdir: str
 ) -> ml_collections.ConfigDict:
@@ -86,6 +108,7 @@ def point_config(
     config_lib.apply_target(
         run, config.study.targets[point.target], where=f'config.study.targets.{point.target}'
     )
+    run.external = external_data(config, point.target, run.data)
     run.seed = point.seed
     run.data.num_train = point.num_train
     if point.fold is not None:  # outer cross-validation: this point's test fold
@@ -150,6 +173,10 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         'primary': _plain(config.study.get('primary', {})),
         'margin': config.study.get('margin', None),
         'pretrain_dirs': pretrain_dirs(config, workdir),
+        'external': {
+            name: {'of': list(external.of), 'data': _plain(external.data)}
+            for name, external in (config.study.get('external') or {}).items()
+        },
         'num_runs': len(sweep.runs),
         'points': [
             _plan_point(p, os.path.relpath(run_dir(workdir, p.run_name), workdir))

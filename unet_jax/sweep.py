@@ -146,6 +146,19 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
                 f'config.study.{field}={study[field]!r} must be >= {low:g} '
                 f'(--config.study.{field}=...).'
             )
+    for name, external in (study.get('external') or {}).items():
+        unknown = [t for t in external.get('of', ()) if t not in study.targets]
+        if not external.get('of') or unknown:
+            raise ValueError(
+                f'config.study.external.{name}.of={tuple(external.get("of", ()))}: name the '
+                f'targets whose runs it scores, among {list(study.targets)} (e.g. '
+                f'external={name}@{next(iter(study.targets))} in configs/layerwise.py).'
+            )
+        if name in study.targets:
+            raise ValueError(
+                f'config.study.external.{name}: {name!r} is also a target; an external test set '
+                'is never trained on, so give it another name.'
+            )
     if any(seed < 0 for seed in study.seeds):
         raise ValueError(f'config.study.seeds={tuple(study.seeds)}: seeds must be >= 0.')
 

@@ -358,13 +358,14 @@ def save_checkpoint(session: Session, step: int) -> None:
 
 
 def finish(session: Session) -> dict[str, dict[str, Any] | Exception]:
-    """Every run's best params on val and test (per-image stats and probabilities), then its
-    folder: best params, predictions, results.json."""
+    """Every run's best params on val, test and each external set (per-image stats and
+    probabilities), then its folder: best params, predictions, results.json."""
     setup, lanes = session.setup, session.lanes
     session.ledger.record_cap(lanes.step)
     with session.watch('eval'):
         final: dict[str, Evaluation] = {}
-        for split_name, split in (('val', setup.val), ('test', setup.test)):
+        external = [(f'external/{name}', split) for name, split in setup.external.items()]
+        for split_name, split in (('val', setup.val), ('test', setup.test), *external):
             sharding = session.sharding(steps.DATA_AXIS)
             batches = device_batches(split, setup.eval_batch_size, sharding)
             program = session.programs.evaluation(lanes.variables(0, best=True), batches[0])

@@ -386,13 +386,38 @@ def near_duplicates(
 
 def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> dict[str, Split]:
     """train/val/test splits of `config.data` in memory, preprocessed (see the module doc)."""
+    arrays, official = _load_cases(data_config, in_channels)
+    group_of = {}
+    if not data_config.get('allow_near_duplicates', False):
+        grouping = near_duplicates(
+            arrays,
+            {i for ids in official.values() for i in ids},
+            max_distance=near_duplicate_bits(data_config),
+        )
+        logging.info('%s: %s, each kept in one split.', data_config.name, grouping.summary())
+        group_of = grouping.group_of()
+    return {
+        split: _gather(arrays, kept)
+        for split, kept in assign_splits(official, data_config, group_of).items()
+    }
+
+
+def load_all(data_config: ml_collections.ConfigDict, *, in_channels: int) -> Split:
+    """Every case of `config.data` (official splits pooled, normal cases left out with
+    `drop_normal`), preprocessed as load_splits does, in sorted id order: an external test set,
+    which no run trains or selects on."""
+    arrays, official = _load_cases(data_config, in_channels)
+    return _gather(arrays, sorted(i for ids in official.values() for i in ids))
+
+
+def _load_cases(data_config, in_channels: int) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """(preprocessed arrays per official split, the kept case ids per official split)."""
     if in_channels not in (1, 3):
         raise ValueError(f'config.model.in_channels={in_channels}: use 1 (grey) or 3 (RGB).')
     if data_config.name == 'folder':
         arrays = _load_folder(data_config, in_channels)
     else:
         arrays = _load_tfds(data_config, in_channels)
-    where = {str(i): (split, k) for split, a in arrays.items() for k, i in enumerate(a['ids'])}
     dropped = _normal_cases(arrays) if data_config.drop_normal else set()
     if dropped:
         logging.info(
@@ -403,18 +428,11 @@ def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> 
     official = {
         split: [str(i) for i in a['ids'] if str(i) not in dropped] for split, a in arrays.items()
     }
-    group_of = {}
-    if not data_config.get('allow_near_duplicates', False):
-        grouping = near_duplicates(
-            arrays,
-            {i for ids in official.values() for i in ids},
-            max_distance=near_duplicate_bits(data_config),
-        )
-        logging.info('%s: %s, each kept in one split.', data_config.name, grouping.summary())
-        group_of = grouping.group_of()
-    splits = {}
-    for split, kept in assign_splits(official, data_config, group_of).items():
-        images = np.stack([arrays[where[i][0]]['image'][where[i][1]] for i in kept])
-        masks = np.stack([arrays[where[i][0]]['mask'][where[i][1]] for i in kept])
-        splits[split] = Split(image=images, mask=masks, ids=kept)
-    return splits
+    return arrays, official
+
+
+def _gather(arrays: dict[str, dict], kept: list[str]) -> Split:
+    where = {str(i): (split, k) for split, a in arrays.items() for k, i in enumerate(a['ids'])}
+    images = np.stack([arrays[where[i][0]]['image'][where[i][1]] for i in kept])
+    masks = np.stack([arrays[where[i][0]]['mask'][where[i][1]] for i in kept])
+    return Split(image=images, mask=masks, ids=list(kept))

@@ -197,7 +197,9 @@ class Scores:
 
 
 def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:
-    """(target, size, configuration) -> (sorted seeds, sorted columns, seeds x columns)."""
+    """(target, size, configuration) -> (sorted seeds, sorted columns, seeds x columns); a
+    cell scored more than once for a seed (an external set, by every outer fold's run) holds
+    the mean."""
     out = {}
     if table.empty:
         return out
@@ -206,9 +208,13 @@ def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:
     for key, rows in table.groupby(['target', 'num_train', 'configuration']).indices.items():
         seed_values, seed_index = np.unique(seeds[rows], return_inverse=True)
         id_values, id_index = np.unique(ids[rows], return_inverse=True)
-        matrix = np.full((seed_values.size, id_values.size), np.nan)
-        matrix[seed_index, id_index] = values[rows]
-        out[key] = (seed_values, id_values, matrix)
+        # An external set's image is scored by every outer fold's run of a seed: the mean
+        sums = np.zeros((seed_values.size, id_values.size))
+        counts = np.zeros_like(sums)
+        np.add.at(sums, (seed_index, id_index), values[rows])
+        np.add.at(counts, (seed_index, id_index), 1)
+        with np.errstate(invalid='ignore'):
+            out[key] = (seed_values, id_values, np.where(counts > 0, sums / counts, np.nan))
     return out
 
 

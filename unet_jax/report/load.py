@@ -37,7 +37,13 @@ class Study:
 
     @property
     def targets(self) -> list[str]:
-        return list(self.plan['targets'])
+        """The study's targets, then each external test set's cells (external_cell)."""
+        return list(self.plan['targets']) + [
+            external_cell(target, name)
+            for name, external in (self.plan.get('external') or {}).items()
+            for target in external.get('of', [])
+            if target in self.plan['targets']
+        ]
 
     @property
     def sizes(self) -> list[int]:
@@ -140,9 +146,30 @@ def _run_fields(results: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _per_image(results: dict[str, Any]) -> dict[str, list]:
-    """The run's test_per_image as columns (nan for a score an older run did not keep)."""
-    scores = results.get('test_per_image') or {}
+def _external_rows(row: dict[str, Any], results: dict[str, Any], images) -> list[dict]:
+    """A run's rows for its external test sets: its row with the external set's scores, the
+    target named by external_cell, no fold (every fold's run scores the same images), and
+    its per-image scores appended to `images`."""
+    out = []
+    for name, external in (results.get('external') or {}).items():
+        cell = external_cell(row['target'], name)
+        out_row = dict(row, target=cell, name=f"{cell}/{row['name'].split('/', 1)[1]}")
+        out_row.update(fold=NO_FOLD, external=name)
+        out_row.update({f'test_{m}': _float(external.get(m)) for m in TEST_METRICS})
+        out_row.update(num_lesion=_float(external.get('num_lesion')))
+        out_row.update(num_normal=_float(external.get('num_normal')))
+        keys = {
+            k: out_row[k] for k in ('name', 'target', 'num_train', 'seed', 'fold', 'configuration')
+        }
+        _extend(images, _per_image(external.get('per_image')), keys)
+        out.append(out_row)
+    return out
+
+
+def _per_image(scores: dict[str, Any] | None) -> dict[str, list]:
+    """A run's per-image scores (results.json test_per_image) as columns (nan for a score an
+    older run did not keep)."""
+    scores = scores or {}
     ids = [str(i) for i in scores.get('ids') or []]
     columns: dict[str, list] = {'image_id': ids}
     for key in ('dice', 'iou', 'hd95', 'pred_pixels'):
@@ -170,6 +197,11 @@ def _read(directory: str, problems: list[str]) -> tuple[str, dict[str, Any] | No
     if layout.has_failed(directory):
         return 'failed', None
     return 'pending', None
+
+
+def external_cell(target: str, name: str) -> str:
+    """The report's name of external set `name` scored by the runs trained on `target`."""
+    return f'{target}_on_{name}'
 
 
 POINT_KEYS = ('name', 'run', 'target', 'num_train', 'seed', 'family', 'order', 'granularity', 'k')
@@ -210,7 +242,8 @@ def load(workdir: str) -> Study:
             keys = {
                 k: row[k] for k in ('name', 'target', 'num_train', 'seed', 'fold', 'configuration')
             }
-            _extend(images, _per_image(results), keys)
+            _extend(images, _per_image(results.get('test_per_image')), keys)
+            rows.extend(_external_rows(row, results, images))
             curve = results.get('val_curve') or {}
             steps = curve.get('step') or []
             dice = curve.get('dice') or []
