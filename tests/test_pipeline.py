@@ -335,3 +335,23 @@ def test_near_duplicate_distance_is_the_sets_own_unless_set():
     c.near_duplicate_bits = 255
     with pytest.raises(ValueError, match=r'near_duplicate_bits=255 must be -1 .* or in 0..254'):
         pipeline.near_duplicate_bits(c)
+
+
+def test_folds_and_subsets_of_one_set_read_and_hash_it_once(tmp_path, monkeypatch):
+    """The runs of a study differ in split fields only: the set is read, preprocessed and
+    hashed once; a field that changes the cases (the image size) reads it again."""
+    pipeline._CASES.clear()
+    reads = []
+    load_cases = pipeline._load_cases
+    monkeypatch.setattr(
+        pipeline, '_load_cases', lambda *a, **k: reads.append(1) or load_cases(*a, **k)
+    )
+    c = _busi_config(tmp_path, outer_folds=5)
+    tests = set()
+    for fold, subset_seed in ((0, 0), (1, 0), (1, 3)):
+        c.outer_fold, c.subset_seed = fold, subset_seed
+        tests.add(tuple(pipeline.load_splits(c, in_channels=1)['test'].ids))
+    assert len(reads) == 1 and len(tests) == 2
+    c.image_size = 24
+    assert pipeline.load_splits(c, in_channels=1)['test'].image.shape[1:3] == (24, 24)
+    assert len(reads) == 2

@@ -384,22 +384,49 @@ def near_duplicates(
     return duplicates.find_clusters(ids, bits, max_distance=max_distance)
 
 
+# The fields that only choose which cases go where (assign_splits); every other field changes
+# the cases themselves (their arrays, which are kept, their near-duplicate clusters).
+SPLIT_FIELDS = (
+    'num_train', 'subset_seed', 'split_seed', 'test_fraction', 'val_fraction',
+    'num_folds', 'fold', 'outer_folds', 'outer_fold',
+)  # fmt: skip
+_CASES: dict[str, tuple] = {}  # the process's preprocessed cases, by their fields
+_MAX_CACHED_SETS = 4
+
+
 def load_splits(data_config: ml_collections.ConfigDict, *, in_channels: int) -> dict[str, Split]:
-    """train/val/test splits of `config.data` in memory, preprocessed (see the module doc)."""
-    arrays, official = _load_cases(data_config, in_channels)
-    group_of = {}
-    if not data_config.get('allow_near_duplicates', False):
-        grouping = near_duplicates(
-            arrays,
-            {i for ids in official.values() for i in ids},
-            max_distance=near_duplicate_bits(data_config),
-        )
-        logging.info('%s: %s, each kept in one split.', data_config.name, grouping.summary())
-        group_of = grouping.group_of()
+    """train/val/test splits of `config.data` in memory, preprocessed (see the module doc).
+
+    The preprocessed cases and their near-duplicate clusters are kept for the process, so that
+    the runs of a study that differ only in split fields (folds, subsets, seeds) read,
+    preprocess and hash a set once."""
+    arrays, official, group_of = _cases_and_clusters(data_config, in_channels)
     return {
         split: _gather(arrays, kept)
         for split, kept in assign_splits(official, data_config, group_of).items()
     }
+
+
+def _cases_and_clusters(data_config, in_channels: int):
+    """(arrays, official ids, near-duplicate cluster of each case), cached by every field but
+    SPLIT_FIELDS."""
+    fields = {k: v for k, v in data_config.to_dict().items() if k not in SPLIT_FIELDS}
+    key = json.dumps([fields, in_channels], sort_keys=True, default=str)
+    if key not in _CASES:
+        arrays, official = _load_cases(data_config, in_channels)
+        group_of = {}
+        if not data_config.get('allow_near_duplicates', False):
+            grouping = near_duplicates(
+                arrays,
+                {i for ids in official.values() for i in ids},
+                max_distance=near_duplicate_bits(data_config),
+            )
+            logging.info('%s: %s, each kept in one split.', data_config.name, grouping.summary())
+            group_of = grouping.group_of()
+        while len(_CASES) >= _MAX_CACHED_SETS:
+            _CASES.pop(next(iter(_CASES)))
+        _CASES[key] = (arrays, official, group_of)
+    return _CASES[key]
 
 
 def load_all(data_config: ml_collections.ConfigDict, *, in_channels: int) -> Split:
