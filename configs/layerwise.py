@@ -33,9 +33,10 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              (floor 120, cap 300 steps)
   medium                     the earlier real-data scale (superseded by real): depth-4, base-8
                              U-Net at 64x64, 3 seeds, every training image, fixed 150 steps
-  source=natural|natural_speckle|ultrasound
+  source=natural|natural_speckle|natural_imaging|ultrasound
                              pre-training set: synthetic natural scenes, the same scenes imaged
-                             as B-mode ultrasound (speckle), or simulated breast ultrasound; all
+                             as B-mode ultrasound (speckle), the same imaging chain without
+                             speckle (its control), or simulated breast ultrasound; all
                              generated with their own seed, so they never hold a target's images
                              (the speckle test: one study per source, then
                              `python -m unet_jax.report.sources WORKDIR_A WORKDIR_B`)

@@ -149,3 +149,39 @@ def test_natural_speckle_images_the_natural_scene_with_its_mask(index):
     flat = np.abs(np.diff(luminance, axis=1)) < 1
     speckle_steps = np.abs(np.diff(speckle['image'].astype(float), axis=1))
     assert flat.mean() > 0.2 and speckle_steps[flat].mean() > 8
+
+
+def test_the_imaging_control_has_no_speckle_and_the_speckled_sources_statistics_are_rayleigh():
+    """A uniform scene through the chain: speckle gives mean/std 1.91 (Rayleigh), the
+    imaging-chain control's expected envelope is nearly constant (mean/std far above it);
+    both keep the echogenicity's 20 dB step as mean intensity."""
+    uniform = np.ones((128, 128), np.float32)
+    speckled, upsample = simulate.b_mode_envelope(np.random.default_rng(0), uniform)
+    control, control_upsample = simulate.expected_b_mode_envelope(uniform)
+    assert control.shape == speckled.shape and control_upsample == upsample
+    rayleigh = math.sqrt(math.pi / (4 - math.pi))
+    assert abs(speckled.mean() / speckled.std() - rayleigh) < 0.1
+    inner = control[32:-32, 32:-32]
+    assert inner.mean() / inner.std() > 20 * rayleigh
+    assert np.mean(inner**2) == pytest.approx(np.mean(speckled**2), rel=0.1)
+    step = np.ones((128, 128), np.float32)
+    step[:, 64:] = 0.1
+    control, _ = simulate.expected_b_mode_envelope(step)
+    contrast_db = 10 * np.log10(np.mean(control[:, :56] ** 2) / np.mean(control[:, 72:] ** 2))
+    assert contrast_db == pytest.approx(20, abs=1.0)
+
+
+@pytest.mark.parametrize('index', range(2))
+def test_the_imaging_control_shares_the_speckled_sets_scene_mask_and_display(index):
+    speckle = simulate.simulate_example('natural_speckle', 4, index, 64)
+    control = simulate.simulate_example('natural_imaging', 4, index, 64)
+    np.testing.assert_array_equal(speckle['mask'], control['mask'])
+    # The same scene and display settings: the speckle-averaged images agree ...
+    smooth = lambda x: scipy.ndimage.gaussian_filter(x['image'].astype(np.float32), 3)
+    assert np.corrcoef(smooth(speckle).ravel(), smooth(control).ravel())[0, 1] > 0.9
+    # ... but only the speckled one has texture where the scene is flat.
+    natural = simulate.simulate_example('natural', 4, index, 64)
+    luminance = natural['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    flat = np.abs(np.diff(luminance, axis=1)) < 1
+    steps = lambda x: np.abs(np.diff(x['image'].astype(float), axis=1))[flat].mean()
+    assert steps(speckle) > 8 > 3 * steps(control)

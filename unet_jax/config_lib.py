@@ -39,6 +39,7 @@ DEFAULT_ARGUMENTS = {'quick': 'CPU scale: a small U-Net at 64x64 that trains in 
 SOURCES = {
     'natural': 'synthetic_natural',
     'natural_speckle': 'synthetic_natural_speckle',  # the natural scenes imaged as B-mode
+    'natural_imaging': 'synthetic_natural_imaging',  # the same imaging chain, without speckle
     'ultrasound': 'synthetic_ultrasound',
 }
 # Generation seed of simulated pre-training sets. Example i of a synthetic set is a function

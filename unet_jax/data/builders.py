@@ -202,6 +202,22 @@ class SyntheticNaturalSpeckle(_SyntheticBuilder, skip_registration=True):
     )
 
 
+class SyntheticNaturalImaging(_SyntheticBuilder, skip_registration=True):
+    """The speckled scenes' imaging chain without speckle: the control of the speckle source.
+
+    Example i of seed s has the mask, scene and display settings of synthetic_natural_speckle's
+    example i of seed s; only the speckle differs (its expected envelope instead).
+    """
+
+    name = 'synthetic_natural_imaging'
+    SIMULATE = 'simulate_natural_imaging'
+    DESCRIPTION = (
+        'Dead-leaves natural-like scenes through the B-mode imaging chain of '
+        'synthetic_natural_speckle (echogenicity, pulse-echo PSF, envelope, log compression) '
+        'without speckle (the expected envelope), salient-object masks.'
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # Real sets, read from a manual download.
 
@@ -595,6 +611,7 @@ BUILDERS: dict[str, type[_SegmentationBuilder]] = {
         SyntheticXray,
         SyntheticNatural,
         SyntheticNaturalSpeckle,
+        SyntheticNaturalImaging,
         Busi,
         DatasetB,
         Jsrt,

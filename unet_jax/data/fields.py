@@ -16,6 +16,7 @@ SYNTHETIC = (
     'synthetic_xray',
     'synthetic_natural',
     'synthetic_natural_speckle',
+    'synthetic_natural_imaging',
 )
 # Real sets, read from the folder a user downloaded (docs/data.md per set).
 REAL = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen', 'ecssd', 'duts', 'xpie', 'msra10k')
