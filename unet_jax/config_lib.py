@@ -108,6 +108,9 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     # them from config.study.external).
     config.external = ml_collections.ConfigDict()
     config.init_from = ''  # workdir (or best/ folder) of a pre-training run; '' = scratch
+    # With init_from: random params with each tensor's mean and std taken from init_from's
+    # (a statistics-matched initialisation, Raghu et al. 2019); BatchNorm statistics start fresh.
+    config.init_matched = False
     config.dont_load = ()  # regexes of variable paths left at their initialisation
 
     config.loss = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0))

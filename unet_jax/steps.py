@@ -162,11 +162,29 @@ def initial_variables(model, config: ml_collections.ConfigDict) -> dict[str, Any
 
 
 def load_init_from(variables: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Params (and BN statistics) of a pre-training run, strictly matched to the model."""
+    """Params (and BN statistics) of a pre-training run, strictly matched to the model; with
+    `config.init_matched`, random params of the same per-tensor statistics instead."""
     loaded, _ = checkpoint.load_variables(config.init_from)
-    return checkpoint.merge_pretrained(
+    merged = checkpoint.merge_pretrained(
         variables, loaded, dont_load=tuple(config.dont_load), source=config.init_from
     )
+    if not config.get('init_matched', False):
+        return merged
+    rng = np.random.default_rng([config.seed, 7])  # 7: a stream apart from the model's init
+    return {**variables, 'params': matched_params(merged['params'], rng)}
+
+
+def matched_params(params: Any, rng: np.random.Generator) -> Any:
+    """Every tensor drawn i.i.d. from a normal with that tensor's own mean and standard
+    deviation (a one-element tensor keeps its value): pre-trained weight scales without
+    pre-trained features (Raghu et al., "Transfusion", NeurIPS 2019)."""
+
+    def draw(x):
+        x = np.asarray(x)
+        mean, std = x.mean(), x.std()
+        return (mean + std * rng.standard_normal(x.shape)).astype(x.dtype)
+
+    return jax.tree.map(draw, params)
 
 
 def _stack(trees: Sequence[Any]) -> Any:

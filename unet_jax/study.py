@@ -124,6 +124,7 @@ def point_config(
         run.init_from = ''
     else:
         run.init_from = pretrain_dirs(config, workdir)[point.pretrain_index]
+    run.init_matched = families.get(point.family).init == 'matched'
     if point.family == 'scratch':
         factor = config.study.get('scratch_steps_factor', 1.0)
         run.num_train_steps = max(1, round(config.num_train_steps * factor))

@@ -256,7 +256,8 @@ def enumerate_sweep(
                     replicate = f's{seed}' if fold is None else f's{seed}/f{fold}'
                     name = f'{target}/n{size_name(num_train)}/{replicate}/{configuration}'
                     init = families.get(c['family']).init
-                    pretrain_index = seed % num_pretrain if init == 'pretrained' else None
+                    uses = families.get(c['family']).uses_pretraining
+                    pretrain_index = seed % num_pretrain if uses else None
                     units = frozenset(c['trained_units'])
                     trains = c['spec'] if auto_spec.is_auto(c['spec']) else units
                     key = (target, num_train, fold, init, pretrain_index, trains)

@@ -34,7 +34,7 @@ from unet_jax import families, modalities
 from unet_jax.report import stats
 from unet_jax.report.load import Study, family
 
-FULL, SCRATCH = 'full', 'scratch'
+FULL, SCRATCH, MATCHED = 'full', 'scratch', 'matched'
 PATH_PAIR = ('contracting', 'expanding')
 SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
 COST_AXES = {'trained_fraction': 'trained-parameter fraction', 'train_flops': 'training FLOPs'}
@@ -317,6 +317,8 @@ def cell_contrasts(study: Study, cell: pd.DataFrame, summary_cell, skipped: list
                 out.append(Contrast('budget', a, b, *sides, involved, fields))
     if {FULL, SCRATCH} <= present:
         out.append(Contrast('pretraining', FULL, SCRATCH, FULL, SCRATCH, (FULL, SCRATCH), {}))
+    if {FULL, MATCHED} <= present:  # pre-trained features, or only their weight scales?
+        out.append(Contrast('pretraining', FULL, MATCHED, FULL, MATCHED, (FULL, MATCHED), {}))
     return out
 
 
