@@ -316,12 +316,16 @@ def log_train(session: Session, done: int, history: list, progress, extra: dict)
         if record.stop in ('', 'nan'):  # a run stopped earlier writes nothing more
             run_means = {k: float(v[r]) for k, v in means.items()}
             session.folders.write(r, done, 'train', {**run_means, **extra})
+    shown = lambda values, digits: ' '.join(
+        'stopped' if record.stop == 'plateau' else f'{x:.{digits}f}'
+        for x, record in zip(values, session.ledger.runs)
+    )
     logging.info(
         '%s: %s | loss %s | dice %s',
         session.setup.name,
         progress.line(done),
-        ' '.join(f'{x:.4f}' for x in means['loss']),
-        ' '.join(f'{x:.3f}' for x in means['dice']),
+        shown(means['loss'], 4),
+        shown(means['dice'], 3),
     )
 
 
