@@ -268,7 +268,7 @@ def make_study(
         targets=targets,
         sizes=sizes,
         seeds=seeds,
-        names=names or [n for n in families.NAMES if not families.get(n).is_auto],
+        names=names or [n for n in families.NAMES if families.get(n).default],
         orders=orders,
         granularities=granularities,
     )

@@ -312,3 +312,15 @@ def test_the_report_imports_no_jax(study):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith('[]')
+
+
+def test_full_is_compared_with_the_statistics_matched_control(tmp_path):
+    workdir = str(tmp_path)
+    report_fixture.make_study(
+        workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12,
+        names=('pretrained', 'scratch', 'full', 'matched'), failed=(), pending=(),
+    )  # fmt: skip
+    write_report(workdir)
+    pairs = {(r['kind'], r['a'], r['b']) for r in read_csv(workdir, 'comparisons.csv')}
+    assert {('pretraining', 'full', 'scratch'), ('pretraining', 'full', 'matched')} <= pairs
+    assert '| matched |' in read(workdir, 'summary.md')

@@ -65,6 +65,7 @@ class Comparison:
     p_adjusted: float = math.nan  # Holm (secondary); the raw p (primary, see `decision`)
     p_tost_adjusted: float = math.nan
     decision: str = ''  # primary: 'rejected', 'not rejected', 'not reached'
+    seeds_averaged: bool = False  # several seeds share a pre-training: averaged within each
 
     @property
     def where(self) -> str:
@@ -148,6 +149,7 @@ class Scores:
         done = done.assign(image_id=[f'(fold {f})' for f in done['fold']])
         self._per_seed = _matrices(done, 'image_id', 'test_dice')
         self.pretrain_runs = max(1, len(study.plan.get('pretrain_dirs') or []))
+        self.seeds_averaged = 1 < self.pretrain_runs < len(study.plan.get('seeds') or [])
         # the outer fold that tested each image (images of a study with outer folds)
         self._fold_of = {}
         if len(lesion) and 'fold' in lesion and (lesion['fold'] >= 0).any():
@@ -303,7 +305,7 @@ def cell_contrasts(study: Study, cell: pd.DataFrame, summary_cell, skipped: list
             pairs = pairs_by_k(pa, pb)
             if pairs:
                 out.append(directions_contrast(a, b, pairs, where))
-            for k, ca, cb in pairs:
+            for k, ca, cb in pairs if len(pairs) > 1 else ():  # one k: the average is it
                 out.append(Contrast('direction_k', a, b, ca, cb, (ca, cb), dict(ks=(k,), **where)))
             for axis in COST_AXES:
                 sides, grid, why = _budget_sides(summary_cell, pa, pb, axis)
@@ -339,6 +341,7 @@ def _comparison(study, scores, cell, summary_cell, contrast: Contrast, settings)
         target, num_train, contrast.kind, contrast.a, contrast.b,
         compare(scores, target, num_train, contrast.a_side, contrast.b_side, settings),
         _flagged(summary_cell, contrast.involved), scores.pretrain_runs, **contrast.fields,
+        seeds_averaged=scores.seeds_averaged,
     )  # fmt: skip
 
 
@@ -350,7 +353,7 @@ def interaction(first: Comparison, second: Comparison, settings) -> Comparison:
     return Comparison(
         first.target, first.num_train, 'interaction', first.a, first.b, test,
         first.flagged + second.flagged, first.pretrain_runs, first.order, first.granularity,
-        first.ks, versus=second.target, of=first.kind,
+        first.ks, versus=second.target, of=first.kind, seeds_averaged=first.seeds_averaged,
     )  # fmt: skip
 
 

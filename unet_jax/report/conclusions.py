@@ -72,11 +72,15 @@ def evidence(c: Comparison) -> str:
             if t.num_images > 1
             else 'per-seed means (no per-image scores)'
         )
-        replicates = (
-            f'{t.num_replicates} pre-trainings (seeds averaged within each)'
-            if c.pretrain_runs > 1 and t.num_replicates <= c.pretrain_runs
-            else f'{t.num_replicates} seed{"s" if t.num_replicates != 1 else ""}'
-        )
+        replicates = f'{t.num_replicates} seed{"s" if t.num_replicates != 1 else ""}'
+        if c.pretrain_runs > 1 and t.num_replicates < c.pretrain_runs:
+            replicates = f'{t.num_replicates} of {c.pretrain_runs} pre-trainings'
+        elif c.pretrain_runs > 1 and t.num_replicates == c.pretrain_runs:
+            replicates = (
+                f'{t.num_replicates} pre-trainings (seeds averaged within each)'
+                if c.seeds_averaged
+                else f'{t.num_replicates} seeds (each from its own pre-training)'
+            )
         runs = (
             '1 pre-training run (the answer is about that pre-trained model)'
             if c.pretrain_runs <= 1
@@ -180,7 +184,8 @@ def primary_sentence(analysis: Analysis) -> str:
     parts = []
     for c in comparisons.primary:
         if c.test is None or not c.test.defined:
-            parts.append(f'{cell_name(c.target, c.num_train)}: not tested')
+            versus = f' minus the gap on {c.versus}' if c.kind == 'interaction' else ''
+            parts.append(f'the gap on {cell_name(c.target, c.num_train)}{versus}: not tested')
             continue
         t = c.test
         numbers = f'{t.estimate:+.3f} Dice, 95% CI {ci_text(t.low, t.high)}'
