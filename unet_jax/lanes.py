@@ -154,8 +154,9 @@ class Lanes:
 
     def joined(self) -> dict[str, Any]:
         """{'state', 'best'} of the whole group (what a checkpoint holds)."""
+        ahead = max(self.states, key=lambda s: int(s.step))  # a stopped lane stays behind
         state = self.states[0].replace(
-            step=jnp.array(self.step),
+            step=ahead.step,  # on the mesh, as every lane's (a new host array is not, with hosts)
             trainable=_join([s.trainable for s in self.states]),
             batch_stats=_join([s.batch_stats for s in self.states]),
             opt_state=_join([s.opt_state for s in self.states]),
