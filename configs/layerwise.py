@@ -38,8 +38,15 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              as B-mode ultrasound (speckle), the same imaging chain without
                              speckle (its control), or simulated breast ultrasound; all
                              generated with their own seed, so they never hold a target's images
-                             (the speckle test: one study per source, then
-                             `python -m unet_jax.report.sources WORKDIR_A WORKDIR_B`)
+                             (with real: instead of ECSSD, 600 generated scenes)
+  sources=natural+natural_speckle+natural_imaging
+                             the speckle test: one study per source (WORKDIR/sources/NAME), each
+                             pre-trained 3 times (study.pretrain_seeds; seed s starts from
+                             pre-training s), the same fine-tuning sweep for each (default
+                             families shallow_to_deep+deep_to_shallow), then
+                             WORKDIR/report/sources.md: the shallow-vs-deep gap per source and
+                             its changes (source x direction, and x target) with CIs; with
+                             real: 2 outer folds (every image still tested once)
   pretrain_data=NAME         pre-train on a real set instead (ecssd, duts, xpie, msra10k; needs
                              data_root)
   targets=us+xray            target sets, '+'-separated, each one of:
@@ -111,6 +118,7 @@ ARGUMENTS = {
     'medium': 'the earlier real-data scale (depth 4, base 8, 64x64, 3 seeds; superseded by real)',
     'pretrain_data': f'pre-train on a real set, one of {list(config_lib.REAL_SOURCES)}',
     'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
+    'sources': "'+'-separated pre-training sources: one study each, gaps compared (speckle test)",
     'targets': "'+'-separated targets: built-in names, folder:NAME, FILE.py (default us+xray)",
     'data_root': "DIR holding the real sets' release folders (their manual_dir)",
     'external': "'+'-separated SET@TARGET: external test sets scored by TARGET's runs",
@@ -133,6 +141,15 @@ MEDIUM_PRETRAIN_STEPS = 1000
 # the steps of each pre-training.
 REAL_STEP_CAP = 300
 REAL_PRETRAIN_STEPS = 600
+# `real` with a generated pre-training source (source= or sources=): scenes generated (ECSSD,
+# the default, has 1000 images).
+REAL_GENERATED_PRETRAIN_EXAMPLES = 600
+# `sources=`: pre-trainings per source (R >= 3, so that the gap's change has pre-training
+# variance in its CI) and the families of each source's sweep.
+SOURCES_PRETRAIN_SEEDS = 3
+SOURCES_FAMILIES = 'shallow_to_deep+deep_to_shallow'
+# `real,sources=`: outer folds (every image tested once with fewer runs than real's 5).
+REAL_SOURCES_OUTER_FOLDS = 2
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -141,8 +158,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     medium = bool(args.get('medium', False))
     real = bool(args.get('real', False))
     cpu_scale = quick or medium or real
-    source = str(args.get('source', 'natural'))
-    pretrain_data = str(args.get('pretrain_data', 'ecssd' if real else ''))
+    source_names = _sources(args)
+    source = source_names[0] if source_names else str(args.get('source', 'natural'))
+    generated = bool(source_names) or 'source' in args  # a generated pre-training set asked for
+    pretrain_data = str(args.get('pretrain_data', 'ecssd' if real and not generated else ''))
     targets = _split(args.get('targets', 'busi+jsrt' if real else 'us+xray'))
     data_root = str(args.get('data_root', ''))
     default_sizes = '16' if quick else 'all' if medium else '20' if real else '10+50+all'
@@ -150,8 +169,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     num_seeds = _integer(args.get('seeds', 3), 'seeds')
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
-    default_families = [f for f in families.DEFAULTS if not (real and f == 'scratch')]
-    family_names = _split(args.get('families', '+'.join(default_families)))
+    default_families = '+'.join(f for f in families.DEFAULTS if not (real and f == 'scratch'))
+    if source_names:
+        default_families = SOURCES_FAMILIES
+    family_names = _split(args.get('families', default_families))
     criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
     ks = [_integer(k, 'ks') for k in _split(args.get('ks', '4' if real else ''))]
     if quick + medium + real > 1:
@@ -160,6 +181,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         raise config_lib.ConfigError(
             f'{WHERE}: real reads BUSI, JSRT and ECSSD from disk; pass data_root=DIR (the folder '
             f'holding their release folders), e.g. --config={WHERE}:real,data_root=/data.'
+        )
+    if pretrain_data and generated:
+        raise config_lib.ConfigError(
+            f'{WHERE}: pretrain_data={pretrain_data!r} and a generated source (source= or '
+            'sources=) both name the pre-training set: keep one.'
         )
     if pretrain_data and (pretrain_data not in config_lib.REAL_SOURCES or not data_root):
         raise ValueError(
@@ -181,6 +207,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         _apply_medium(config)
     elif real:
         _apply_real(config)
+        if source_names:
+            config.data.outer_folds = REAL_SOURCES_OUTER_FOLDS
     else:
         config.data.image_size = 128
         config.num_train_steps = 1000
@@ -190,12 +218,19 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     config.finetune.granularity = 'block'
 
     study = ml_collections.ConfigDict()
-    study.pretrain = _pretrain_config(
-        config, source=source, quick=quick, medium=medium, real=real
-    )
+    scale = dict(quick=quick, medium=medium, real=real)
+    study.pretrain = _pretrain_config(config, source=source, **scale)
     if pretrain_data:
         study.pretrain.data.name = pretrain_data
         study.pretrain.data.manual_dir = data_root
+    # Several pre-training sources (sources=; the first is the baseline of the comparisons):
+    # one study per source in <workdir>/sources/<name> with study.pretrain =
+    # study.source_pretrain[name] (unet_jax.study.run_sources), gaps compared by
+    # unet_jax.report.sources; () = one study pre-trained as study.pretrain says.
+    study.sources = tuple(source_names)
+    study.source_pretrain = ml_collections.ConfigDict(
+        {name: _pretrain_config(config, source=name, **scale) for name in source_names}
+    )
     # A finished pre-training workdir to reuse instead of pre-training inside this study's
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
     study.pretrained_workdir = ''
@@ -233,7 +268,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # a single-run program; faster on CPU), 'auto' (loop on CPU, vmap on accelerators).
     study.vectorize = 'auto'
     # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
-    study.pretrain_seeds = 3 if real else 1
+    study.pretrain_seeds = 3 if real else SOURCES_PRETRAIN_SEEDS if source_names else 1
     # Scratch trains this many times the steps of the other families (it starts from nothing;
     # with early stopping the factor scales its cap: `real` gives every family the same rule).
     study.scratch_steps_factor = 1.0 if real else 2.0 if medium else 3.0
@@ -325,6 +360,7 @@ def _pretrain_config(
         pretrain.checkpoint_every_steps = 100
         pretrain.log_every_steps = 50
     elif real:
+        pretrain.data.num_examples = REAL_GENERATED_PRETRAIN_EXAMPLES  # if generated
         pretrain.num_train_steps = REAL_PRETRAIN_STEPS
         pretrain.warmup_steps = 50
         pretrain.eval_every_steps = 200
@@ -397,6 +433,29 @@ def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
             f'e.g. --config={WHERE}:targets={name},data_root=/data.'
         )
     return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:targets')
+
+
+def _sources(args: dict[str, object]) -> list[str]:
+    """The generated pre-training sources of sources=A+B+... (none: one source)."""
+    names = _split(args.get('sources', ''))
+    if not names:
+        return []
+    if 'source' in args:
+        raise config_lib.ConfigError(
+            f'{WHERE}: source= and sources= both given; sources=A+B compares several, '
+            'source=A pre-trains on one: keep one.'
+        )
+    for name in names:
+        if name not in config_lib.SOURCES:
+            raise config_lib.ConfigError(
+                f'{WHERE}: sources: {name!r} is not one of {sorted(config_lib.SOURCES)} '
+                '(e.g. sources=natural+natural_speckle+natural_imaging).'
+            )
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise config_lib.ConfigError(
+            f'{WHERE}: sources={"+".join(names)} must name at least two different sources.'
+        )
+    return names
 
 
 def _integer(value: object, argument: str) -> int:

@@ -493,6 +493,16 @@ def main(argv):
         )
     config_lib.check_config(config)  # every bad field, every sweep point, before anything runs
     workdir = os.path.abspath(FLAGS.workdir)
+    if config.study.get('sources'):
+        names = '+'.join(config.study.sources)
+        raise app.UsageError(
+            f'sources={names}: launch/sweep.py launches one study; launch each source as its own '
+            f'(source=NAME with the same families= and --config.study.pretrain_seeds='
+            f'{config.study.pretrain_seeds}, --workdir={layout.source_dir(workdir, "NAME")}), '
+            f'then compare them with python -m unet_jax.report.sources '
+            f'{layout.source_dir(workdir, "*")}; or run the whole sources study in one process '
+            'with python -m unet_jax.main.'
+        )
     sweep = enumerate_sweep(config)
     study.check_run_folders(config, workdir, sweep.runs, pretraining=True)
     finished = {

@@ -223,3 +223,15 @@ def test_sweep_on_a_real_slurm_cluster(tmp_path):
     again = sweep(workdir, '--executor=slurm')  # everything finished: nothing is submitted
     assert again.returncode == 0, again.stderr
     assert 'nothing to run' in again.stderr and 'submitted' not in again.stderr
+
+
+def test_a_study_of_several_sources_is_refused_with_what_to_run_instead(tmp_path):
+    out = subprocess.run(
+        [sys.executable, 'launch/sweep.py',
+         '--config=configs/layerwise.py:quick,targets=us,sources=natural+natural_speckle',
+         f'--workdir={tmp_path}', '--executor=local', '--dry-run'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert 'launch each source as its own' in out.stderr
+    assert os.path.join(str(tmp_path), 'sources', 'NAME') in out.stderr

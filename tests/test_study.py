@@ -487,37 +487,6 @@ def test_auto_criteria_are_checked():
         enumerate_sweep(config)
 
 
-class SpeckleTrainer(FakeTrainer):
-    """The fake, with shallow->deep 0.1 Dice better: a pre-training that widens the gap."""
-
-    def train(self, config, workdir):
-        results = super().train(config, workdir)
-        if config.finetune.train.startswith('first:'):
-            results['test_per_image']['dice'] = [results['test']['dice'] + 0.1]
-            io_utils.write_text_atomically(
-                os.path.join(workdir, layout.RESULTS_FILE), json.dumps(results)
-            )
-        return results
-
-
-def test_two_pretraining_sources_compare_the_shallow_vs_deep_gap(tmp_path):
-    from unet_jax.report import sources
-
-    config = tiny_study_config(families=('shallow_to_deep', 'deep_to_shallow'))
-    a, b, same = (str(tmp_path / n) for n in ('natural', 'speckle', 'same'))
-    study.main(config, a, run_fn=FakeTrainer())
-    study.main(config, same, run_fn=FakeTrainer())
-    study.main(config, b, run_fn=SpeckleTrainer())
-    [unchanged] = sources.compare_sources(a, same)
-    assert unchanged.change.estimate == 0 and 'untestable' in unchanged.sentence('A', 'B')
-    [wider] = sources.compare_sources(a, b)
-    assert wider.change.estimate == pytest.approx(0.1)
-    assert wider.gap_b.estimate == pytest.approx(wider.gap_a.estimate + 0.1)
-    assert 'change +0.100' in wider.sentence('A', 'B')  # the same +0.1 for every seed: no spread
-    text = open(sources.write(a, b, str(tmp_path / 'sources.md'))).read()
-    assert 'us n=16 (forward order, by block)' in text or 'forward order, by block' in text
-
-
 # A grouped study that runs as a process: two seeds per group, checkpoints every other step.
 KILL_ARGS = [
     '--config=configs/layerwise.py:quick,seeds=2,targets=us,sizes=8,'

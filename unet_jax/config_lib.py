@@ -359,6 +359,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems = []
     if 'study' in config:
         runs.append(('config.study.pretrain', config.study.pretrain))
+        for name, source in (config.study.get('source_pretrain') or {}).items():
+            runs.append((f'config.study.source_pretrain.{name}', source))
         for name, target in config.study.targets.items():
             where = f'config.study.targets.{name}'
             try:

@@ -10,6 +10,12 @@ can be made from a workdir without importing JAX. A study's workdir:
   points/<run name>/         one run folder per unique run; results.json there = finished
   groups/<group name>/       a group's checkpoint while it trains, and the .lock its process holds
   report/                    tables, figures, report.html (unet_jax.report)
+
+A study of several pre-training sources (`study.sources`) holds one such study per source:
+
+  sources.json               the sources in order (the first is the baseline) and their folders
+  sources/<name>/            the study pre-trained on source <name> (the layout above)
+  report/sources.md          the shallow-vs-deep gap per source and its changes (report.sources)
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ REPORT_DIR = 'report'
 RESULTS_FILE = 'results.json'
 ERROR_FILE = 'error.txt'
 LEAK_CHECK_FILE = 'leak_check.json'
+SOURCES_FILE = 'sources.json'
+SOURCES_DIR = 'sources'
 
 
 def size_name(num_train: int) -> str:
@@ -35,6 +43,11 @@ def size_name(num_train: int) -> str:
 def run_dir(workdir: str, run_name: str) -> str:
     """The folder of run `run_name` ('us/n16/s0/full') in a study workdir."""
     return os.path.join(workdir, POINTS_DIR, *run_name.split('/'))
+
+
+def source_dir(workdir: str, source: str) -> str:
+    """The study of pre-training source `source` in a study of several sources."""
+    return os.path.join(workdir, SOURCES_DIR, source)
 
 
 def is_finished(directory: str) -> bool:

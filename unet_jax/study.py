@@ -32,8 +32,10 @@ from unet_jax.layout import (
     PLAN_FILE,
     PRETRAIN_DIR,
     RESULTS_FILE,
+    SOURCES_FILE,
     is_finished,
     run_dir,
+    source_dir,
 )
 from unet_jax.sweep import (
     RunGroup,
@@ -482,6 +484,15 @@ def main(
     (exit 2; a group checks its own runs); the whole study holds its folder's lock
     (unet_jax.runfolder), each group its group folder's. When runs failed, the report is
     still written, then RunsFailedError (exit 1) says how many and where their error.txt is."""
+    if config.study.get('sources'):
+        return run_sources(
+            config,
+            workdir,
+            sweep_index,
+            run_fn=run_fn,
+            prepare_fn=prepare_fn,
+            leak_check_fn=leak_check_fn,
+        )
     sweep = enumerate_sweep(config)
     if sweep_index in (None, 'pretrain'):
         check_run_folders(config, workdir, sweep.runs, pretraining=True)  # before any write
@@ -539,6 +550,73 @@ def _main(
     if outcome['failed']:  # the report shows the others; the command still fails
         raise RunsFailedError(
             failed_message(workdir, outcome['failed'], len(sweep.runs)), outcome
+        )
+    return outcome
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def source_config(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
+    """The study of one pre-training source of `study.sources`: the same config (targets,
+    sweep, seeds) with study.pretrain = study.source_pretrain[source] and no sources."""
+    if source not in config.study.source_pretrain:
+        raise ValueError(
+            f'config.study.sources names {source!r}, which config.study.source_pretrain lacks '
+            f'(it has {", ".join(config.study.source_pretrain)}): make both with sources=.'
+        )
+    one = config.copy_and_resolve_references()
+    one.study.pretrain = one.study.source_pretrain[source]
+    one.study.sources = ()
+    one.study.source_pretrain = ml_collections.ConfigDict()
+    return one
+
+
+def run_sources(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    sweep_index: int | str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """A study of several pre-training sources: each source's whole study in
+    <workdir>/sources/<name> (in order; a source whose runs failed does not stop the next),
+    then <workdir>/report/sources.md (unet_jax.report.sources) compares their gaps. Resumes
+    like any study. `sweep_index`: None (everything) or 'report'; a launcher runs one source's
+    groups with source=NAME and --workdir=<workdir>/sources/NAME."""
+    from unet_jax.report import sources as source_report
+
+    if sweep_index not in (None, 'report'):
+        raise ValueError(
+            f'--sweep_index={sweep_index!r}: a study of several sources (sources=) runs whole '
+            "in one process, or 'report'; to launch one source's groups, use source=NAME "
+            f'with --workdir={source_dir(workdir, "NAME")}.'
+        )
+    names = list(config.study.sources)
+    outcome: dict[str, Any] = {'sources': {}, 'failed': []}
+    with runfolder.lock(workdir, enabled=sweep_index is None and is_chief()):
+        os.makedirs(workdir, exist_ok=True)
+        if is_chief():
+            plan = dict(sources=names, dirs=[source_dir('', n) for n in names])
+            io_utils.write_text_atomically(
+                os.path.join(workdir, SOURCES_FILE), json.dumps(plan, indent=1)
+            )
+        for i, name in enumerate(names):
+            logging.info('study: source %d/%d: %s', i + 1, len(names), name)
+            try:
+                found = main(source_config(config, name), source_dir(workdir, name), sweep_index, **kwargs)
+            except RunsFailedError as error:
+                found = error.outcome
+                outcome['failed'] += [f'{name}: {r}' for r in error.outcome.get('failed', [])]
+            outcome['sources'][name] = found
+        if is_chief():
+            outcome['report'] = source_report.write_study(workdir)
+            logging.info('study: sources compared in %s', outcome['report'])
+    if outcome['failed']:
+        total = len(outcome['failed'])
+        raise RunsFailedError(
+            f'{total} runs of the sources study failed (each source\'s error.txt files are '
+            f'under {os.path.join(workdir, "sources")}): ' + ', '.join(outcome['failed'][:5]),
+            outcome,
         )
     return outcome
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 import sys
 
@@ -37,6 +38,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     with cli.errors_reported('report', show_traceback=args.traceback):
+        from unet_jax.report import sources
+
+        if sources.read_sources_plan(args.workdir) is not None:  # a study of several sources
+            for name in sources.read_sources_plan(args.workdir)['dirs']:
+                print(report.write_report(os.path.join(args.workdir, name), margin=args.margin))
+            print(sources.write_study(args.workdir))
+            return 0
         plan.read_plan(args.workdir)  # a bad workdir is reported before the heavy imports
         path = report.write_report(args.workdir, margin=args.margin)
     print(path)

@@ -144,6 +144,59 @@ def error_rates(
 CHUNK = 2000  # studies simulated at once
 
 
+# The target interactions of report.sources and of the primary endpoint: a change measured on
+# two independent test sets (an ultrasound and an X-ray target) and their Welch difference.
+# Sizes of the speckle studies: :quick,sources= (3 seeds x 20 us and 24 X-ray images) and
+# :real,sources= (3 seeds x 2 outer folds x about 320 BUSI and 123 JSRT images), with a heavy
+# seed component (each seed's own pre-trainings differ between the sources) and skewed images.
+INTERACTION_DESIGNS = (
+    (
+        Design('quick us: 3 seeds x 20 images, seed-heavy', 3, 20, sd_replicate=0.02, sd_image=0.05),
+        Design('quick xray: 3 seeds x 24 images, seed-heavy', 3, 24, sd_replicate=0.01, sd_image=0.02),
+    ),
+    (
+        Design('real busi: 3 seeds x 2 folds x 320, skewed', 3, 320, folds=2, sd_replicate=0.02,
+               sd_image=0.12, skewness=1.3),
+        Design('real jsrt: 3 seeds x 2 folds x 123', 3, 123, folds=2, sd_replicate=0.005,
+               sd_image=0.03),
+    ),
+)  # fmt: skip
+
+
+def interaction_error_rates(
+    a: Design, b: Design, *, simulations: int, effect: float, seed: int = 0
+) -> ErrorRates:
+    """Error rates of the Welch difference (stats.unpaired_difference) of two crossed tests on
+    independent sets: `effect` is added to design b's differences."""
+    rng = np.random.default_rng(seed)
+
+    def test(true_effect: float, count: int):
+        moments = [stats.crossed_moments(*design.simulate(rng, count, e)) for design, e in
+                   ((a, 0.0), (b, true_effect))]  # fmt: skip
+        (mean_a, var_a, df_a), (mean_b, var_b, df_b) = moments
+        variance = var_a + var_b
+        df = variance**2 / (var_a**2 / df_a + var_b**2 / df_b)
+        return stats.t_p_and_interval(mean_b - mean_a, np.sqrt(variance), df)
+
+    null_p, covered, rejected = [], [], []
+    for start in range(0, simulations, CHUNK):
+        count = min(CHUNK, simulations - start)
+        null_p.append(test(0.0, count)[0])
+        p, low, high = test(effect, count)
+        covered.append((low <= effect) & (effect <= high))
+        rejected.append(p < stats.ALPHA)
+    null_p = np.concatenate(null_p)
+    return ErrorRates(
+        f'{b.name} minus {a.name}',
+        'Welch difference of crossed t',
+        simulations,
+        float(np.mean(null_p < 0.05)),
+        float(np.mean(null_p < 0.002)),
+        float(np.mean(np.concatenate(covered))),
+        float(np.mean(np.concatenate(rejected))),
+    )
+
+
 def design_of(d: np.ndarray, name: str = 'this comparison') -> Design:
     """A design with the size of d[replicate, image] and its estimated variance components
     (two-way ANOVA, method of moments, truncated at 0) and image skewness (of the

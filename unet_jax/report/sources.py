@@ -1,19 +1,28 @@
-"""Does the pre-training source change the shallow-vs-deep gap? Two study workdirs compared.
+"""Does the pre-training source change the shallow-vs-deep gap? Several studies compared.
 
-Run the same study once per pre-training source (configs/layerwise.py:source=natural and
-source=natural_speckle, in two workdirs), then
+  python -m unet_jax.main --config=configs/layerwise.py:quick,sources=natural+natural_speckle \
+      --workdir=W          # one study per source in W/sources/NAME, then W/report/sources.md
+  python -m unet_jax.report.sources W                    # re-make W/report/sources.md
+  python -m unet_jax.report.sources RUNS_A RUNS_B ...    # studies run apart, one per source
 
-    python -m unet_jax.report.sources RUNS_A RUNS_B [--out FILE]
+The gap. In every cell (target, training size), depth order and granularity all studies have,
+a source's gap is shallow->deep minus deep->shallow test Dice per seed and lesion test image,
+averaged over a set of k: every k where both directions train different layers ('all k'),
+k >= 2 (at k = 1 deep->shallow trains only the head, so the gap there mostly measures how well
+the untouched pre-trained model fits the target), and each k alone.
 
-For every target, training size, depth order and granularity both studies have, the gap is the
-study's headline direction comparison: shallow->deep minus deep->shallow test Dice, averaged
-over the k both directions train differently (per seed and lesion test image). The two studies
-share seeds (training subsets, data order) and test images, so the change of the gap,
-gap(B) - gap(A), is paired by seed and image and gets the same crossed t-test as any comparison
-of a study (unet_jax.report.stats). With one pre-training run per source the change is
-confounded with run-to-run pre-training variance, which this test cannot see: the output says
-so. Whether the change is specific to ultrasound is the interaction: the change on each
-ultrasound target minus the change on each X-ray target (independent test sets, unpaired).
+The source x direction interaction is the change of the gap, gap(B) - gap(A), for every pair
+of sources (A listed before B). The studies share seeds (training subsets, data order) and test
+images, so the change is paired by seed and image and gets the report's crossed t-test (outer
+folds as blocks; unet_jax.report.stats). Run-to-run pre-training variance is inside its CI
+only when every seed fine-tunes from its own pre-training of each source (study.pretrain_seeds
+>= the number of seeds, as sources= sets up); otherwise the output says that the change is
+confounded with it. The source x direction x target interaction (is the change specific to
+ultrasound?) is the change on an ultrasound target minus the change on an X-ray target:
+independent test sets, so a Welch difference. Both tests' error rates at these sizes are
+simulated in tests/test_calibration.py. Nothing here is adjusted for multiplicity; every test
+states its minimum detectable change at 80% power, and "no evidence of a change" is not "the
+same".
 """
 
 from __future__ import annotations
@@ -22,61 +31,133 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
-from unet_jax import modalities
-from unet_jax.report import compare, stats
+from unet_jax import layout, modalities
+from unet_jax.report import calibration, compare, stats
 from unet_jax.report.compare import DEEP, SHALLOW
-from unet_jax.report.conclusions import cell_name
+from unet_jax.report.conclusions import cell_name, p_text
 from unet_jax.report.load import Study, load
+
+ALL_K = 'all k'
+K_FROM_2 = 'k >= 2'
 
 
 @dataclasses.dataclass(frozen=True)
-class SourceComparison:
+class Cell:
+    """Where a gap is measured: target, size, depth order, granularity and the k averaged."""
+
     target: str
     num_train: int
     order: str
     granularity: str
+    ks: str  # ALL_K, K_FROM_2 or 'k = 3'
+
+    @property
+    def name(self) -> str:
+        return (
+            f'{cell_name(self.target, self.num_train)} ({self.order} order, by '
+            f'{self.granularity}, {self.ks})'
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """gap(b) - gap(a) in one cell: the source x direction interaction."""
+
+    cell: Cell
+    a: str
+    b: str
     gap_a: stats.Test
     gap_b: stats.Test
-    change: stats.Test  # gap_b - gap_a
+    change: stats.Test
 
-    def sentence(self, a: str, b: str) -> str:
-        """The answer in words that claim no more than the CI allows."""
+    @property
+    def verdict(self) -> str:
         c = self.change
-        where = (
-            f'{cell_name(self.target, self.num_train)} ({self.order} order, by {self.granularity})'
-        )
-        gaps = (
-            f'shallow->deep minus deep->shallow Dice is {_interval(self.gap_a)} with {a} and '
-            f'{_interval(self.gap_b)} with {b}; change {c.estimate:+.3f} '
-            f'(95% CI {c.low:+.3f} to {c.high:+.3f}, p = {c.p:.3g}, crossed t-test over '
-            f'{c.num_replicates} seeds x {c.num_images} images, df {c.df:.1f})'
-        )
         if not c.defined:
-            verdict = (
+            return (
                 f'untestable: the change has no spread over its {c.num_replicates} seeds x '
                 f'{c.num_images} images (identical runs?)'
             )
-        elif c.p < stats.ALPHA:
+        if c.p < stats.ALPHA:
             smaller = abs(self.gap_b.estimate) < abs(self.gap_a.estimate)
-            verdict = f'the gap {"shrinks" if smaller else "grows"} with {b}'
-        elif c.p_tost < stats.ALPHA:
-            verdict = f'the gap is unchanged within +-{c.margin:g} Dice (TOST p = {c.p_tost:.3g})'
-        else:
-            verdict = (
-                f'no evidence of a change (detectable at 80% power: {c.mdd:.3f} Dice)'
-            )
-        return f'{where}: {gaps}: {verdict}.'
+            return f'the gap {"shrinks" if smaller else "grows"} with {self.b}'
+        if c.p_tost < stats.ALPHA:
+            return f'the gap is unchanged within +-{c.margin:g} Dice (TOST p = {c.p_tost:.3g})'
+        return f'no evidence of a change (detectable at 80% power: {c.mdd:.3f} Dice)'
+
+    def sentence(self) -> str:
+        """The answer in words that claim no more than the CI allows."""
+        c = self.change
+        return (
+            f'{self.cell.name}: shallow->deep minus deep->shallow Dice is '
+            f'{_interval(self.gap_a)} with {self.a} and {_interval(self.gap_b)} with {self.b}; '
+            f'change {c.estimate:+.3f} (95% CI {c.low:+.3f} to {c.high:+.3f}, p = {c.p:.3g}, '
+            f'crossed t-test over {c.num_replicates} seeds x {c.num_images} images, '
+            f'df {c.df:.1f}): {self.verdict}.'
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetInteraction:
+    """The change on an ultrasound target minus the change on an X-ray target (same sources,
+    size, order, granularity and k): the source x direction x target interaction."""
+
+    ultrasound: Change
+    xray: Change
+    test: stats.Test
+
+    @property
+    def verdict(self) -> str:
+        t = self.test
+        if not t.defined:
+            return 'untestable'
+        if t.p < stats.ALPHA:
+            return 'the change differs between the targets'
+        return f'no evidence that it differs (detectable at 80% power: {t.mdd:.3f} Dice)'
+
+    def sentence(self) -> str:
+        u, x, t = self.ultrasound, self.xray, self.test
+        where = (
+            f'{u.b} vs {u.a}, {u.cell.target} vs {x.cell.target} (n = '
+            f'{layout.size_name(u.cell.num_train)}, {u.cell.order} order, by '
+            f'{u.cell.granularity}, {u.cell.ks})'
+        )
+        return (
+            f'{where}: change on {u.cell.target} minus change on {x.cell.target} = '
+            f'{t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, Welch '
+            f'over {u.change.num_images} + {x.change.num_images} images, df {t.df:.1f}): '
+            f'{self.verdict}.'
+        )
 
 
 def _interval(i: stats.Test) -> str:
+    if not i.defined:  # no spread: no CI
+        return f'{i.estimate:+.3f} [no spread]'
     return f'{i.estimate:+.3f} [{i.low:+.3f}, {i.high:+.3f}]'
 
 
-def _gap(study: Study, scores: compare.Scores, target: str, num_train: int, order, granularity):
-    """(seeds, images, gap[seed, image]) of one study, or None when it lacks the points."""
+def _mdd(i: stats.Test) -> str:
+    return f'{i.mdd:.3f}' if i.defined else '-'
+
+
+# ----------------------------------------------------------------------------- the gaps
+
+
+@dataclasses.dataclass(frozen=True)
+class _Gaps:
+    """One study's gap matrices [seed, image] by k in one cell, order and granularity."""
+
+    seeds: np.ndarray
+    images: np.ndarray
+    by_k: dict[int, np.ndarray]
+
+
+def _gaps(study: Study, scores: compare.Scores, target, num_train, order, granularity):
+    """The study's per-k gaps (shallow->deep minus deep->shallow), or None without the points."""
     runs = study.runs
     cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
     sides = [compare.direction_points(cell, d, order, granularity) for d in (SHALLOW, DEEP)]
@@ -87,121 +168,316 @@ def _gap(study: Study, scores: compare.Scores, target: str, num_train: int, orde
     seeds, images, matrices = scores.labelled(target, num_train, names)
     if not matrices:
         return None
-    gap = sum(matrices[2 * i] - matrices[2 * i + 1] for i in range(len(pairs))) / len(pairs)
-    return seeds, images, gap
+    by_k = {k: matrices[2 * i] - matrices[2 * i + 1] for i, (k, _, _) in enumerate(pairs)}
+    return _Gaps(seeds, images, by_k)
 
 
-def compare_sources(
-    workdir_a: str, workdir_b: str, settings: stats.Settings | None = None
-) -> list[SourceComparison]:
-    """gap(B) - gap(A) for every cell, order and granularity both studies ran."""
-    return _compare([load(workdir_a), load(workdir_b)], settings or stats.Settings())
-
-
-def _compare(studies: list[Study], settings: stats.Settings) -> list[SourceComparison]:
-    scores = [compare.Scores(s) for s in studies]
-    out = []
-    for target, num_train in studies[0].cells:
-        if (target, num_train) not in studies[1].cells:
-            continue
-        for order, granularity in studies[0].orders():
-            found = [
-                _gap(s, sc, target, num_train, order, granularity) for s, sc in zip(studies, scores)
-            ]
-            if any(f is None for f in found):
-                continue
-            (seeds_a, images_a, gap_a), (seeds_b, images_b, gap_b) = found
-            seeds, images = np.intersect1d(seeds_a, seeds_b), np.intersect1d(images_a, images_b)
-            if not seeds.size or not images.size:
-                continue
-            a = gap_a[np.ix_(np.searchsorted(seeds_a, seeds), np.searchsorted(images_a, images))]
-            b = gap_b[np.ix_(np.searchsorted(seeds_b, seeds), np.searchsorted(images_b, images))]
-            out.append(
-                SourceComparison(
-                    target, num_train, order, granularity,
-                    stats.crossed_test(a, margin=settings.margin),
-                    stats.crossed_test(b, margin=settings.margin),
-                    stats.crossed_test(b - a, margin=settings.margin),
-                )
-            )  # fmt: skip
+def k_sets(ks: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """(label, k averaged): every k, k >= 2 (when k = 1 is among others), each k alone (when
+    there are several)."""
+    ks = sorted(ks)
+    out = [(ALL_K, ks)]
+    if 1 in ks and len(ks) > 1:
+        out.append((K_FROM_2, [k for k in ks if k >= 2]))
+    if len(ks) > 1:
+        out += [(f'k = {k}', [k]) for k in ks]
     return out
 
 
-def specificity(study: Study, found: list[SourceComparison]) -> list[str]:
-    """The change on each ultrasound target minus the change on each X-ray target (same size,
-    order and granularity): is the effect of the source specific to ultrasound?"""
-    by = lambda m: [c for c in found if compare.target_modality(study, c.target) == m]
-    lines = []
-    for u in by(modalities.ULTRASOUND):
-        for x in by(modalities.XRAY):
-            if (u.num_train, u.order, u.granularity) != (x.num_train, x.order, x.granularity):
+def _aligned(found: list[_Gaps]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    seeds = found[0].seeds
+    images = found[0].images
+    for f in found[1:]:
+        seeds, images = np.intersect1d(seeds, f.seeds), np.intersect1d(images, f.images)
+    ks = sorted(set.intersection(*(set(f.by_k) for f in found)))
+    if not seeds.size or not images.size or not ks:
+        return None
+    return seeds, images, ks
+
+
+def _take(g: _Gaps, seeds: np.ndarray, images: np.ndarray, ks: list[int]) -> np.ndarray:
+    index = np.ix_(np.searchsorted(g.seeds, seeds), np.searchsorted(g.images, images))
+    return sum(g.by_k[k][index] for k in ks) / len(ks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Every source's gap and every pair's change, per cell and set of k."""
+
+    sources: list[str]
+    gaps: dict[Cell, list[stats.Test]]  # one per source, in order
+    changes: list[Change]
+
+
+def compare_studies(
+    studies: Sequence[Study], names: Sequence[str], settings: stats.Settings | None = None
+) -> Comparison:
+    """The gaps and their changes for every cell, order, granularity and k all studies have."""
+    settings = settings or stats.Settings()
+    scores = [compare.Scores(s) for s in studies]
+    gaps: dict[Cell, list[stats.Test]] = {}
+    changes: list[Change] = []
+    for target, num_train in studies[0].cells:
+        if any((target, num_train) not in s.cells for s in studies[1:]):
+            continue
+        for order, granularity in studies[0].orders():
+            found = [_gaps(s, sc, target, num_train, order, granularity) for s, sc in zip(studies, scores)]  # fmt: skip
+            if any(f is None for f in found):
                 continue
-            t = stats.unpaired_difference(u.change, x.change)
-            verdict = (
-                'the change differs between them' if t.p < stats.ALPHA
-                else f'no evidence that it differs (detectable at 80% power: {t.mdd:.3f})'
-            )  # fmt: skip
-            lines.append(
-                f'{u.target} vs {x.target} (n = {u.num_train}, {u.order} order, by '
-                f'{u.granularity}): change on {u.target} minus change on {x.target} = '
-                f'{t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, '
-                f'unpaired, Welch-Satterthwaite df {t.df:.1f}): {verdict}.'
-            )
-    return lines
+            aligned = _aligned(found)
+            if aligned is None:
+                continue
+            seeds, images, ks = aligned
+            blocks = scores[0].blocks(target, num_train, images)
+            for label, chosen in k_sets(ks):
+                cell = Cell(target, num_train, order, granularity, label)
+                matrices = [_take(f, seeds, images, chosen) for f in found]
+                test = lambda m: stats.crossed_test(m, blocks=blocks, margin=settings.margin)
+                gaps[cell] = [test(m) for m in matrices]
+                for i in range(len(names)):
+                    for j in range(i + 1, len(names)):
+                        change = test(matrices[j] - matrices[i])
+                        changes.append(
+                            Change(cell, names[i], names[j], gaps[cell][i], gaps[cell][j], change)
+                        )
+    return Comparison(list(names), gaps, changes)
+
+
+def target_interactions(study: Study, changes: Sequence[Change]) -> list[TargetInteraction]:
+    """Each ultrasound target's change minus each X-ray target's (same sources, size, order,
+    granularity, k)."""
+    modality = lambda c: compare.target_modality(study, c.cell.target)
+    key = lambda c: (c.a, c.b, c.cell.num_train, c.cell.order, c.cell.granularity, c.cell.ks)
+    xray = [c for c in changes if modality(c) == modalities.XRAY]
+    out = []
+    for u in (c for c in changes if modality(c) == modalities.ULTRASOUND):
+        for x in xray:
+            if key(u) == key(x):
+                out.append(TargetInteraction(u, x, stats.unpaired_difference(u.change, x.change)))
+    return out
+
+
+# ----------------------------------------------------------------------------- what varies
 
 
 def source_name(workdir: str) -> str:
-    """The pre-training set a study used (its study.json's pre-training), else its folder."""
-    path = os.path.join(workdir, 'pretrain', 'config.json')
+    """The pre-training set a study used (its pre-training's config), else its folder."""
+    path = os.path.join(workdir, layout.PRETRAIN_DIR, 'config.json')
     if os.path.exists(path):
         with open(path) as f:
             return str(json.load(f).get('data', {}).get('name', os.path.basename(workdir)))
     return os.path.basename(os.path.normpath(workdir))
 
 
-def write(workdir_a: str, workdir_b: str, out: str, settings: stats.Settings | None = None) -> str:
-    a, b = source_name(workdir_a), source_name(workdir_b)
-    studies = [load(workdir_a), load(workdir_b)]
-    found = _compare(studies, settings or stats.Settings())
-    runs = max(len(s.plan.get('pretrain_dirs') or [1]) for s in studies)
-    lines = [
-        f'# Shallow-vs-deep gap: {a} ({workdir_a}) vs {b} ({workdir_b})',
-        '',
-        'Gap: shallow->deep minus deep->shallow test Dice averaged over k (mean over seeds and '
-        'lesion test images, 95% CI of the crossed t-test); change: gap with B minus gap with '
-        'A, paired by seed and image. Not adjusted for the number of cells.'
-        + (
-            ' Each source was pre-trained once: the change includes run-to-run pre-training '
+def replicates_note(studies: Sequence[Study]) -> str:
+    """What the seeds of the change are, and whether pre-training variance is in its CI."""
+    pretrainings = min(max(1, len(s.plan.get('pretrain_dirs') or [])) for s in studies)
+    seeds = max(len(s.plan.get('seeds') or []) for s in studies)
+    if pretrainings >= seeds:
+        return (
+            f'Each of the {seeds} seeds fine-tunes from its own pre-training of each source '
+            f'({pretrainings} per source), so the seed-to-seed spread of the change, and its '
+            'CI, contain run-to-run pre-training variance.'
+        )
+    if pretrainings == 1:
+        return (
+            'Each source was pre-trained once: the change includes run-to-run pre-training '
             'variance, which no CI here contains, so a change is not evidence about the source '
-            'alone.'
-            if runs <= 1
-            else ''
-        ),
+            'alone (pre-train several times: study.pretrain_seeds, as sources= does).'
+        )
+    return (
+        f'{seeds} seeds share {pretrainings} pre-trainings per source: the seeds of one '
+        'pre-training are not independent, and the CIs, which treat them as such, are too '
+        'narrow (set study.pretrain_seeds to the number of seeds).'
+    )
+
+
+def pretraining_rows(studies: Sequence[Study], names: Sequence[str]) -> list[dict]:
+    """Each pre-training's own test Dice, per source."""
+    rows = []
+    for name, study in zip(names, studies):
+        for row in study.pretrainings().to_dict('records'):
+            rows.append(dict(source=name, **row))
+    return rows
+
+
+# ----------------------------------------------------------------------------- the page
+
+CALIBRATION_SIMULATIONS = 4000
+
+
+def calibration_note(changes: Sequence[Change], between: Sequence[TargetInteraction]) -> str:
+    """The error rates of the first source x direction x target interaction (all k), simulated
+    with its two changes' own sizes and estimated components (unet_jax.report.calibration)."""
+    usable = lambda t: t.defined and t.data is not None and t.data.shape[1] >= 3
+    first = next(
+        (i for i in between if i.ultrasound.cell.ks == ALL_K
+         and usable(i.ultrasound.change) and usable(i.xray.change)),
+        None,
+    )  # fmt: skip
+    if first is None:
+        return ''
+    designs = [calibration.design_of(c.change.data, c.cell.target) for c in (first.xray, first.ultrasound)]  # fmt: skip
+    rates = calibration.interaction_error_rates(
+        *designs, simulations=CALIBRATION_SIMULATIONS, effect=0.0
+    )
+    parts = [
+        f'{d.name}: {d.replicates} x {d.images}, sd over seeds {d.sd_replicate:.4f}, over '
+        f'images {d.sd_image:.4f}, residual {d.sd_residual:.4f}, skewness {d.skewness:.2f}'
+        for d in designs
+    ]
+    return (
+        f'Error rate of the target interaction at these sizes, simulated {rates.simulations} '
+        f'times with the changes\' estimated components ({"; ".join(parts)}): false-positive '
+        f'rate {rates.false_positive_05:.3f} at 0.05 and {rates.false_positive_002:.4f} at '
+        f'0.002, 95% CI coverage {rates.coverage:.3f}. (Where a few seeds carry most of the '
+        'variance, the test rejects at 0.002 up to about 2.5x as often as nominal: '
+        'tests/test_calibration.py.)'
+    )
+
+
+def _verdict_cell(change: Change) -> str:
+    return change.verdict.replace('|', '/')
+
+
+def markdown(
+    studies: Sequence[Study], names: Sequence[str], dirs: Sequence[str], found: Comparison
+) -> str:
+    lines = [
+        '# Pre-training source and the shallow-vs-deep gap',
         '',
+        'Sources (the first is the baseline): '
+        + ', '.join(f'{n} (`{d}`)' for n, d in zip(names, dirs))
+        + '.',
+        '',
+        'Gap: shallow->deep minus deep->shallow test Dice on lesion images, averaged over the k '
+        'named (mean over seeds and images, 95% CI of the crossed t-test, outer folds as '
+        'blocks). Change (source x direction): gap with B minus gap with A, paired by seed and '
+        'image. ' + replicates_note(studies) + ' Not adjusted for the number of tests.',
+        '',
+        '## Pre-trainings',
+        '',
+        '| source | pre-training | seed | data | test Dice on its own set | test images |',
+        '|---|---|---|---|---|---|',
     ]
-    lines += [f'- {c.sentence(a, b)}' for c in found] or [
-        '- No cell has both directions finished in both studies.'
-    ]
-    between = specificity(studies[1], found)
+    for r in pretraining_rows(studies, names):
+        dice = '-' if not np.isfinite(r['test_dice']) else f'{r["test_dice"]:.3f}'
+        images = '-' if not np.isfinite(r['num_test']) else f'{int(r["num_test"])}'
+        lines.append(
+            f'| {r["source"]} | {r["index"]} | {r["seed"]} | {r["data"]} | {dice} | {images} |'
+        )
+    lines += ['', '## The gap per source', '']
+    if not found.gaps:
+        lines.append('No cell has both directions finished in every study.')
+    else:
+        lines += [
+            '| where | ' + ' | '.join(names) + ' |',
+            '|---|' + '---|' * len(names),
+        ]
+        lines += [
+            f'| {cell.name} | ' + ' | '.join(_interval(t) for t in tests) + ' |'
+            for cell, tests in found.gaps.items()
+        ]
+    if found.changes:
+        lines += [
+            '',
+            '## Source x direction: the change of the gap',
+            '',
+            '| where | B - A | change [95% CI] | p | seeds x images | detectable (80%) | verdict |',
+            '|---|---|---|---|---|---|---|',
+        ]
+        for c in found.changes:
+            t = c.change
+            lines.append(
+                f'| {c.cell.name} | {c.b} - {c.a} | {_interval(t)} | {p_text(t.p)} | '
+                f'{t.num_replicates} x {t.num_images} | {_mdd(t)} | {_verdict_cell(c)} |'
+            )
+    between = target_interactions(studies[0], found.changes)
     if between:
-        lines += ['', 'Specific to ultrasound? (interaction, not adjusted)', '']
-        lines += [f'- {line}' for line in between]
+        lines += [
+            '',
+            '## Source x direction x target: is the change specific to ultrasound?',
+            '',
+            '| sources | ultrasound - X-ray | where | difference of changes [95% CI] | p | '
+            'detectable (80%) | verdict |',
+            '|---|---|---|---|---|---|---|',
+        ]
+        for i in between:
+            u, x, t = i.ultrasound, i.xray, i.test
+            where = f'n = {layout.size_name(u.cell.num_train)}, {u.cell.order}, by {u.cell.granularity}, {u.cell.ks}'  # fmt: skip
+            lines.append(
+                f'| {u.b} - {u.a} | {u.cell.target} - {x.cell.target} | {where} | '
+                f'{_interval(t)} | {p_text(t.p)} | {_mdd(t)} | {i.verdict} |'
+            )
+    note = calibration_note(found.changes, between)
+    if note:
+        lines += ['', note]
+    lines += ['', '## In words', '']
+    lines += [f'- {c.sentence()}' for c in found.changes if c.cell.ks in (ALL_K, K_FROM_2)]
+    lines += [f'- {i.sentence()}' for i in between if i.ultrasound.cell.ks in (ALL_K, K_FROM_2)]
+    return '\n'.join(lines) + '\n'
+
+
+def write_sources(
+    workdirs: Sequence[str],
+    out: str,
+    *,
+    names: Sequence[str] | None = None,
+    settings: stats.Settings | None = None,
+) -> str:
+    """Writes the comparison of the studies in `workdirs` (one per source, the first the
+    baseline) to `out` (Markdown); returns its path."""
+    if len(workdirs) < 2:
+        raise ValueError(f'report.sources: needs two or more study workdirs, got {list(workdirs)}.')
+    studies = [load(w) for w in workdirs]
+    names = list(names or [source_name(w) for w in workdirs])
+    found = compare_studies(studies, names, settings)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+        f.write(markdown(studies, names, list(workdirs), found))
     return out
+
+
+def read_sources_plan(workdir: str) -> dict | None:
+    """sources.json of a study of several sources, or None for any other folder."""
+    path = os.path.join(workdir, layout.SOURCES_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_study(workdir: str, out: str = '') -> str:
+    """`out` (default WORKDIR/report/sources.md) of a study of several sources (sources.json)."""
+    plan = read_sources_plan(workdir)
+    if plan is None:
+        raise FileNotFoundError(
+            f'{workdir} has no {layout.SOURCES_FILE}: it is not a study of several sources '
+            '(sources=); compare separate studies with python -m unet_jax.report.sources A B.'
+        )
+    dirs = [os.path.join(workdir, d) for d in plan['dirs']]
+    out = out or os.path.join(workdir, layout.REPORT_DIR, 'sources.md')
+    return write_sources(dirs, out, names=plan['sources'])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('workdir_a', help='study workdir pre-trained on source A')
-    parser.add_argument('workdir_b', help='study workdir pre-trained on source B')
     parser.add_argument(
-        '--out', default='', help='markdown file (default WORKDIR_B/report/sources.md)'
+        'workdirs',
+        nargs='+',
+        help='a study of several sources (its workdir), or two or more study workdirs, one per '
+        'source, the baseline first',
+    )
+    parser.add_argument(
+        '--out', default='', help='markdown file (default LAST/report/sources.md or W/report/...)'
     )
     args = parser.parse_args(argv)
-    out = args.out or os.path.join(args.workdir_b, 'report', 'sources.md')
-    with open(write(args.workdir_a, args.workdir_b, out)) as f:
+    if len(args.workdirs) == 1:
+        path = write_study(args.workdirs[0], args.out)
+    else:
+        out = args.out or os.path.join(args.workdirs[-1], layout.REPORT_DIR, 'sources.md')
+        path = write_sources(args.workdirs, out)
+    with open(path) as f:
         print(f.read())
 
 

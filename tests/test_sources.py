@@ -1,0 +1,205 @@
+"""The speckle test: a study of several pre-training sources (sources=), the gap per source,
+the source x direction and source x direction x target interactions (checked against an
+independent computation on fixed data), and the comparison of separately run studies."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from configs import layerwise
+from unet_jax import config_lib, io_utils, layout, study
+from unet_jax.report import sources
+from tests.test_study import FakeTrainer
+
+IMAGES = ['a', 'b', 'c', 'd', 'e']
+
+
+def source_of(config) -> str:
+    """The source a fine-tune starts from (its pre-training folder's study), '' for others."""
+    parts = config.init_from.split(os.sep)
+    return parts[parts.index(layout.SOURCES_DIR) + 1] if layout.SOURCES_DIR in parts else ''
+
+
+def fixed_dice(config, image: int) -> float:
+    """A made-up, fixed per-image Dice: the speckled source widens the shallow-vs-deep gap on
+    us by 0.1 and on xray by 0.04, with seed x image noise so that every test is defined."""
+    spec, seed = config.finetune.train, config.seed
+    target = 'us' if config.data.name == 'synthetic_ultrasound' else 'xray'
+    value = 0.6 + 0.03 * image + 0.01 * ((7 * seed + 3 * image) % 5)
+    k = int(spec.split(':')[1]) if ':' in spec else 0
+    if spec.startswith('first:'):
+        value += 0.05 + 0.01 * k
+        if source_of(config) == 'natural_speckle':
+            value += 0.1 if target == 'us' else 0.04
+            # the change varies by seed, by image and by both
+            value += 0.006 * seed + 0.002 * image + 0.004 * ((seed * 5 + image * 2) % 3)
+    return value
+
+
+class SourceTrainer(FakeTrainer):
+    """The fake trainer with five test images scored by fixed_dice."""
+
+    def train(self, config, workdir):
+        results = super().train(config, workdir)
+        if config.init_from and layout.PRETRAIN_DIR not in os.path.basename(workdir):
+            dice = [fixed_dice(config, i) for i in range(len(IMAGES))]
+            results['test_per_image'] = dict(
+                ids=IMAGES, dice=dice, iou=dice, hd95=[1.0] * 5, lesion=[True] * 5,
+                pred_pixels=[3] * 5,
+            )  # fmt: skip
+            results['test']['dice'] = float(np.mean(dice))
+            io_utils.write_text_atomically(
+                os.path.join(workdir, layout.RESULTS_FILE), json.dumps(results)
+            )
+        return results
+
+
+def tiny_sources_config(sources_arg='natural+natural_speckle'):
+    config = layerwise.get_config(f'quick,seeds=3,targets=us+xray,sources={sources_arg}')
+    config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
+    return config
+
+
+def test_sources_config_pretrains_each_source_three_times_with_one_sweep():
+    config = tiny_sources_config('natural+natural_speckle+natural_imaging')
+    assert config.study.sources == ('natural', 'natural_speckle', 'natural_imaging')
+    assert config.study.pretrain_seeds == 3
+    assert config.study.families == ('shallow_to_deep', 'deep_to_shallow')
+    config_lib.check_config(config)
+    one = study.source_config(config, 'natural_imaging')
+    assert one.study.pretrain.data.name == 'synthetic_natural_imaging'
+    assert one.study.sources == () and one.study.targets.to_dict() == config.study.targets.to_dict()
+    real = layerwise.get_config('real,data_root=/data,sources=natural+natural_speckle')
+    assert real.study.source_pretrain.natural.data.name == 'synthetic_natural'  # not ECSSD
+    assert real.data.outer_folds == 2 and real.data.image_size == 128
+    with pytest.raises(config_lib.ConfigError, match='source= and sources='):
+        layerwise.get_config('quick,source=natural,sources=natural+natural_speckle')
+    with pytest.raises(config_lib.ConfigError, match='at least two'):
+        layerwise.get_config('quick,sources=natural')
+    with pytest.raises(config_lib.ConfigError, match="'speckle' is not one of"):
+        layerwise.get_config('quick,sources=natural+speckle')
+    # source= with real pre-trains on that generated source, not on ECSSD
+    assert layerwise.get_config('real,data_root=/d,source=natural_speckle').study.pretrain.data.name == (
+        'synthetic_natural_speckle'
+    )
+
+
+def test_a_study_of_sources_runs_every_source_and_compares_their_gaps(tmp_path):
+    config = tiny_sources_config()
+    workdir = str(tmp_path / 'w')
+    trainer = SourceTrainer()
+    outcome = study.main(config, workdir, run_fn=trainer)
+    assert outcome['failed'] == [] and set(outcome['sources']) == {'natural', 'natural_speckle'}
+    plan = json.loads((tmp_path / 'w' / layout.SOURCES_FILE).read_text())
+    assert plan['sources'] == ['natural', 'natural_speckle']
+    for name in plan['sources']:
+        folder = tmp_path / 'w' / 'sources' / name
+        assert (folder / 'pretrain_2' / layout.RESULTS_FILE).exists()  # three pre-trainings
+        assert (folder / 'report' / 'report.html').exists()
+        pretrain = json.loads((folder / 'pretrain' / layout.RESULTS_FILE).read_text())
+        assert pretrain['config']['data']['name'] == f'synthetic_{name}'
+    text = open(outcome['report']).read()
+    assert '## Pre-trainings' in text and 'synthetic_natural_speckle' in text
+    assert 'Each of the 3 seeds fine-tunes from its own pre-training' in text
+    assert 'Source x direction x target' in text and 'k >= 2' in text
+    calls = len(trainer.calls)
+    assert study.main(config, workdir, run_fn=trainer)['failed'] == []
+    assert len(trainer.calls) == calls  # resumed: nothing trained twice
+    with pytest.raises(ValueError, match='runs whole'):
+        study.main(config, workdir, sweep_index='0', run_fn=trainer)
+
+
+def _crossed(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean, variance of the mean and df of x[seed, image] from the variance components of the
+    two-way random-effects model, computed with loops (an independent implementation)."""
+    r, n = x.shape
+    grand = float(np.mean(x))
+    rows = [sum(x[i]) / n for i in range(r)]
+    cols = [sum(x[:, j]) / r for j in range(n)]
+    ss_r = n * sum((m - grand) ** 2 for m in rows)
+    ss_i = r * sum((m - grand) ** 2 for m in cols)
+    ss_e = sum((x[i, j] - rows[i] - cols[j] + grand) ** 2 for i in range(r) for j in range(n))
+    ms_r, ms_i, ms_e = ss_r / (r - 1), ss_i / (n - 1), ss_e / ((r - 1) * (n - 1))
+    assert ms_r > ms_e and ms_i > ms_e  # the fixed data keep both components
+    s2_r, s2_i, s2_e = (ms_r - ms_e) / n, (ms_i - ms_e) / r, ms_e
+    variance = s2_r / r + s2_i / n + s2_e / (r * n)
+    terms = [(ms_r / (r * n), r - 1), (ms_i / (r * n), n - 1), (-ms_e / (r * n), (r - 1) * (n - 1))]
+    df = variance**2 / sum(t**2 / d for t, d in terms)
+    return grand, variance, df
+
+
+def _matrix(config, target_name: str, source: str, k_values, seeds=(0, 1, 2)):
+    """gap[seed, image] averaged over k_values, from fixed_dice directly."""
+    out = np.zeros((len(seeds), len(IMAGES)))
+    for s in seeds:
+        for i in range(len(IMAGES)):
+            run = config.copy_and_resolve_references()
+            run.seed = s
+            run.data.name = config_lib.SYNTHETIC_TARGETS[target_name]
+            run.init_from = os.path.join('w', layout.SOURCES_DIR, source, 'pretrain')
+            gap = 0.0
+            for k in k_values:
+                run.finetune.train = f'first:{k}'
+                shallow = fixed_dice(run, i)
+                run.finetune.train = f'last:{k}'
+                gap += shallow - fixed_dice(run, i)
+            out[s, i] = gap / len(k_values)
+    return out
+
+
+def test_the_interactions_equal_an_independent_computation_on_fixed_data(tmp_path):
+    config = tiny_sources_config()
+    workdir = str(tmp_path / 'w')
+    study.main(config, workdir, run_fn=SourceTrainer())
+    dirs = [layout.source_dir(workdir, n) for n in ('natural', 'natural_speckle')]
+    loaded = [sources.load(d) for d in dirs]
+    found = sources.compare_studies(loaded, ['natural', 'natural_speckle'])
+    ks = sorted({int(c.cell.ks.split('= ')[1]) for c in found.changes if c.cell.ks.startswith('k =')})
+    assert ks[0] == 1 and len(ks) >= 3
+    by = {(c.cell.target, c.cell.ks): c for c in found.changes}
+    for label, chosen in ((sources.ALL_K, ks), (sources.K_FROM_2, ks[1:]), ('k = 2', [2])):
+        changes = {}
+        for target in ('us', 'xray'):
+            d = _matrix(config, target, 'natural_speckle', chosen) - _matrix(
+                config, target, 'natural', chosen
+            )
+            mean, variance, df = _crossed(d)
+            c = by[(target, label)].change
+            assert c.estimate == pytest.approx(mean, abs=1e-12)
+            assert c.se**2 == pytest.approx(variance, rel=1e-9)
+            assert c.df == pytest.approx(df, rel=1e-9)
+            half = scipy_stats.t.ppf(0.975, df) * np.sqrt(variance)
+            assert (c.low, c.high) == pytest.approx((mean - half, mean + half), rel=1e-9)
+            changes[target] = (mean, variance, df)
+        (mu, vu, du), (mx, vx, dx) = changes['us'], changes['xray']
+        [between] = [
+            i for i in sources.target_interactions(loaded[0], found.changes)
+            if i.ultrasound.cell.ks == label
+        ]  # fmt: skip
+        welch_df = (vu + vx) ** 2 / (vu**2 / du + vx**2 / dx)
+        t = (mu - mx) / np.sqrt(vu + vx)
+        assert between.test.estimate == pytest.approx(mu - mx, abs=1e-12)
+        assert between.test.df == pytest.approx(welch_df, rel=1e-9)
+        assert between.test.p == pytest.approx(2 * scipy_stats.t.sf(abs(t), welch_df), rel=1e-9)
+    # the built-in effect: +0.1 on us, +0.04 on xray (+ 0.014 on average from the variation)
+    assert by[('us', sources.ALL_K)].change.estimate == pytest.approx(0.114, abs=0.002)
+    assert by[('xray', sources.ALL_K)].change.estimate == pytest.approx(0.054, abs=0.002)
+
+
+def test_two_studies_run_apart_compare_as_before(tmp_path, capsys):
+    from tests.test_study import tiny_study_config
+
+    config = tiny_study_config(families=('shallow_to_deep', 'deep_to_shallow'))
+    a, same = str(tmp_path / 'a'), str(tmp_path / 'same')
+    study.main(config, a, run_fn=FakeTrainer())
+    study.main(config, same, run_fn=FakeTrainer())
+    found = sources.compare_studies([sources.load(a), sources.load(same)], ['A', 'B'])
+    assert all(c.change.estimate == 0 and 'untestable' in c.sentence() for c in found.changes)
+    sources.main([a, same, '--out', str(tmp_path / 'out.md')])
+    text = capsys.readouterr().out
+    assert 'Each source was pre-trained once' in text and '| us, n = 16 (forward order' in text
+    with pytest.raises(FileNotFoundError, match='not a study of several sources'):
+        sources.write_study(a)
