@@ -105,6 +105,8 @@ def test_a_study_of_sources_runs_every_source_and_compares_their_gaps(tmp_path):
     assert '## Pre-trainings' in text and 'synthetic_natural_speckle' in text
     assert 'Each of the 3 seeds fine-tunes from its own pre-training' in text
     assert 'Source x direction x target' in text and 'k >= 2' in text
+    assert f'({sources.FIGURE_FILE})' in text
+    assert (tmp_path / 'w' / 'report' / sources.FIGURE_FILE).stat().st_size > 10_000
     calls = len(trainer.calls)
     assert study.main(config, workdir, run_fn=trainer)['failed'] == []
     assert len(trainer.calls) == calls  # resumed: nothing trained twice

@@ -304,6 +304,45 @@ def pretraining_rows(studies: Sequence[Study], names: Sequence[str]) -> list[dic
 # ----------------------------------------------------------------------------- the page
 
 CALIBRATION_SIMULATIONS = 4000
+FIGURE_FILE = 'sources_gap.png'
+SOURCE_COLORS = ('0.35', 'tab:orange', 'tab:purple', 'tab:green', 'tab:brown')
+
+
+def gap_figure(found: Comparison, path: str) -> str | None:
+    """One panel per target, size, order and granularity: each source's gap with its 95% CI
+    at every set of k. None when there is no gap to draw."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple, list[tuple[str, list[stats.Test]]]] = {}
+    for cell, tests in found.gaps.items():
+        key = (cell.target, cell.num_train, cell.order, cell.granularity)
+        panels.setdefault(key, []).append((cell.ks, tests))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    width = 0.7 / len(found.sources)
+    for ax, ((target, num_train, order, granularity), rows) in zip(axes[0], panels.items()):
+        for s, name in enumerate(found.sources):
+            x = np.arange(len(rows)) + (s - (len(found.sources) - 1) / 2) * width
+            tests = [t[s] for _, t in rows]
+            y = [t.estimate for t in tests]
+            err = [[t.estimate - t.low if t.defined else 0 for t in tests],
+                   [t.high - t.estimate if t.defined else 0 for t in tests]]  # fmt: skip
+            ax.errorbar(x, y, yerr=err, fmt='o', ms=4, capsize=3, label=name,
+                        color=SOURCE_COLORS[s % len(SOURCE_COLORS)])  # fmt: skip
+        ax.axhline(0, color='k', lw=0.7)
+        ax.set_xticks(range(len(rows)), [label for label, _ in rows], rotation=45, fontsize=8)
+        ax.set_title(f'{cell_name(target, num_train)} ({order}, by {granularity})', fontsize=9)
+        ax.set_ylabel('shallow->deep minus deep->shallow Dice')
+    axes[0][-1].legend(fontsize=8, title='pre-training source', title_fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+    return path
 
 
 def calibration_note(changes: Sequence[Change], between: Sequence[TargetInteraction]) -> str:
@@ -341,7 +380,11 @@ def _verdict_cell(change: Change) -> str:
 
 
 def markdown(
-    studies: Sequence[Study], names: Sequence[str], dirs: Sequence[str], found: Comparison
+    studies: Sequence[Study],
+    names: Sequence[str],
+    dirs: Sequence[str],
+    found: Comparison,
+    figure: str = '',
 ) -> str:
     lines = [
         '# Pre-training source and the shallow-vs-deep gap',
@@ -367,6 +410,14 @@ def markdown(
             f'| {r["source"]} | {r["index"]} | {r["seed"]} | {r["data"]} | {dice} | {images} |'
         )
     lines += ['', '## The gap per source', '']
+    if figure:
+        lines += [
+            f'![The gap per source, each with its 95% CI]({figure})',
+            '',
+            'Each point: one source\'s gap (shallow->deep minus deep->shallow test Dice) with '
+            'its 95% CI, at every set of k.',
+            '',
+        ]
     if not found.gaps:
         lines.append('No cell has both directions finished in every study.')
     else:
@@ -433,8 +484,9 @@ def write_sources(
     names = list(names or [source_name(w) for w in workdirs])
     found = compare_studies(studies, names, settings)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    figure = gap_figure(found, os.path.join(os.path.dirname(os.path.abspath(out)), FIGURE_FILE))
     with open(out, 'w') as f:
-        f.write(markdown(studies, names, list(workdirs), found))
+        f.write(markdown(studies, names, list(workdirs), found, os.path.basename(figure or '')))
     return out
 
 
