@@ -277,7 +277,11 @@ def replicates_note(studies: Sequence[Study]) -> str:
         return (
             f'Each of the {seeds} seeds fine-tunes from its own pre-training of each source '
             f'({pretrainings} per source), so the seed-to-seed spread of the change, and its '
-            'CI, contain run-to-run pre-training variance.'
+            'CI, contain run-to-run pre-training variance. Pre-training s of every source has '
+            'the same seed (initial weights, batch order) and the generated sources share their '
+            'scenes and masks, so a change also pairs the pre-trainings: where two sources '
+            'differ little (natural_speckle and natural_imaging differ only in speckle) their '
+            'pre-trainings stay alike and the change varies little from seed to seed.'
         )
     if pretrainings == 1:
         return (
