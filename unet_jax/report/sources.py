@@ -56,6 +56,12 @@ class Cell:
     ks: str  # ALL_K, K_FROM_2 or 'k = 3'
 
     @property
+    def headline(self) -> bool:
+        """Averaged over every k or over k >= 2, or the study's only k: the sets the text and
+        the calibration note use (single k are in the tables)."""
+        return self.ks in (ALL_K, K_FROM_2) or self.ks.endswith(' (the only k)')
+
+    @property
     def name(self) -> str:
         return (
             f'{cell_name(self.target, self.num_train)} ({self.order} order, by '
@@ -174,8 +180,10 @@ def _gaps(study: Study, scores: compare.Scores, target, num_train, order, granul
 
 def k_sets(ks: Sequence[int]) -> list[tuple[str, list[int]]]:
     """(label, k averaged): every k, k >= 2 (when k = 1 is among others), each k alone (when
-    there are several)."""
+    there are several); a single k is its own set."""
     ks = sorted(ks)
+    if len(ks) == 1:
+        return [(f'k = {ks[0]} (the only k)', ks)]
     out = [(ALL_K, ks)]
     if 1 in ks and len(ks) > 1:
         out.append((K_FROM_2, [k for k in ks if k >= 2]))
@@ -350,11 +358,12 @@ def gap_figure(found: Comparison, path: str) -> str | None:
 
 
 def calibration_note(changes: Sequence[Change], between: Sequence[TargetInteraction]) -> str:
-    """The error rates of the first source x direction x target interaction (all k), simulated
+    """The error rates of the first source x direction x target interaction (all k, or the
+    only k), simulated
     with its two changes' own sizes and estimated components (unet_jax.report.calibration)."""
     usable = lambda t: t.defined and t.data is not None and t.data.shape[1] >= 3
     first = next(
-        (i for i in between if i.ultrasound.cell.ks == ALL_K
+        (i for i in between if i.ultrasound.cell.headline
          and usable(i.ultrasound.change) and usable(i.xray.change)),
         None,
     )  # fmt: skip
@@ -468,8 +477,8 @@ def markdown(
     if note:
         lines += ['', note]
     lines += ['', '## In words', '']
-    lines += [f'- {c.sentence()}' for c in found.changes if c.cell.ks in (ALL_K, K_FROM_2)]
-    lines += [f'- {i.sentence()}' for i in between if i.ultrasound.cell.ks in (ALL_K, K_FROM_2)]
+    lines += [f'- {c.sentence()}' for c in found.changes if c.cell.headline]
+    lines += [f'- {i.sentence()}' for i in between if i.ultrasound.cell.headline]
     return '\n'.join(lines) + '\n'
 
 
