@@ -2,7 +2,8 @@
 bit for bit as the uninterrupted run (test probabilities and results.json's test metrics).
 
 The moments are drawn from a fixed seed, uniformly over the wall time of an uninterrupted
-process, so they fall in every phase it goes through: start-up and data loading, compilation,
+process (the latest whole run's, so that a machine whose load drops mid-test does not draw
+most moments after the end), so they fall in every phase it goes through: start-up and data loading, compilation,
 steps, validation, checkpoint writes and the final scoring. A folder is killed up to
 KILLS_PER_FOLDER times in a row (each time in the process that resumed it), then finished and
 compared; the next folder starts afresh. Every process is `python -m unet_jax.main`, forked
@@ -147,12 +148,14 @@ def test_a_fine_tune_killed_at_20_random_moments_resumes_bit_for_bit(tmp_path):
             workdir = tmp_path / f'killed{folders}'
             folders += 1
             args = fine_tune_args(data, pretrained, workdir)
-            for _ in range(KILLS_PER_FOLDER):
+            for attempt in range(KILLS_PER_FOLDER):
                 if len(kills) == NUM_KILLS:
                     break
                 moment = rng.uniform(0, seconds)
-                code, _ = commands.run(args, kill_after=moment)
+                code, ran = commands.run(args, kill_after=moment)
                 if code == 0:  # it ended before the moment: the folder is finished
+                    if attempt == 0:  # a whole run, faster than measured: the cores are
+                        seconds = ran  # freer now, so draw the next moments from its time
                     break
                 assert code == -9, log(tmp_path)
                 kills.append((workdir.name, round(moment, 2), checkpoint_steps(workdir)))
