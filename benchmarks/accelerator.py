@@ -357,7 +357,7 @@ def _frozen_rows(bench: Bench, full: FullStep) -> None:
             bench.rows.note(f'frozen step `{spec}`: left out, the steps part reached its deadline')
             continue
         else:
-            times, ideal = step_time.step_times(config, spec, setting.repeats)
+            [(times, ideal)] = step_time.step_times(config, {name: spec}, setting.repeats).values()
             median = statistics.median(times)
         ratio = median / full.median
         bench.rows.row(

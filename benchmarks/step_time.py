@@ -29,16 +29,20 @@ SPECS = {
 }
 
 
-def step_times(config, spec: str, num_steps: int) -> tuple[list[float], float]:
-    """Times of `num_steps` train steps after one untimed step, and the spec's FLOP ratio."""
-    step = project_step.JaxStep(config, spec)
-    step()
-    times = []
+def step_times(config, specs: dict[str, str], num_steps: int) -> dict[str, tuple[list[float], float]]:
+    """{name: (times of `num_steps` train steps, FLOP ratio)} of every spec, after one untimed
+    step each, timed in turns (one step of each spec, then the next round), so that a change
+    of the machine's load during the run hits every spec alike."""
+    steps = {name: project_step.JaxStep(config, spec) for name, spec in specs.items()}
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(num_steps):
-        start = time.perf_counter()
-        step()  # returns Python floats: the step has finished
-        times.append(time.perf_counter() - start)
-    return times, step.flop_ratio()
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()  # returns Python floats: the step has finished
+            times[name].append(time.perf_counter() - start)
+    return {name: (times[name], step.flop_ratio()) for name, step in steps.items()}
 
 
 def main() -> None:
@@ -62,8 +66,8 @@ def main() -> None:
         f' batch {args.batch_size}, median of {args.steps} steps\n'
     )
     rows, full = [], None
-    for name, spec in SPECS.items():
-        times, ideal = step_times(config, spec, args.steps)
+    for name, (times, ideal) in step_times(config, SPECS, args.steps).items():
+        spec = SPECS[name]
         median = statistics.median(times)
         full = median if full is None else full
         rows.append((name, spec, median, median / full, ideal))
