@@ -40,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with cli.errors_reported('report', show_traceback=args.traceback):
         from unet_jax.report import sources
 
-        if sources.read_sources_plan(args.workdir) is not None:  # a study of several sources
-            for name in sources.read_sources_plan(args.workdir)['dirs']:
+        several = sources.read_sources_plan(args.workdir)
+        if several is not None:  # a study of several sources: each one's report, then theirs
+            for name in several['dirs']:
                 print(report.write_report(os.path.join(args.workdir, name), margin=args.margin))
             print(sources.write_study(args.workdir))
             return 0

@@ -122,17 +122,24 @@ def error_rates(
 ) -> ErrorRates:
     """Rejection rates under the null and CI coverage and power under `effect`."""
     rng = np.random.default_rng(seed)
+    tested = lambda count, true_effect: method(*design.simulate(rng, count, true_effect))
+    return _rates(design.name, name, simulations, effect, tested)
+
+
+def _rates(design: str, method: str, simulations: int, effect: float, tested) -> ErrorRates:
+    """ErrorRates of `tested(count, true effect) -> (p, low, high)`, one value per simulated
+    study: `simulations` studies under no effect and as many under `effect`, in chunks."""
     null_p, covered, rejected = [], [], []
     for start in range(0, simulations, CHUNK):
         count = min(CHUNK, simulations - start)
-        null_p.append(method(*design.simulate(rng, count))[0])
-        p, low, high = method(*design.simulate(rng, count, effect))
+        null_p.append(tested(count, 0.0)[0])
+        p, low, high = tested(count, effect)
         covered.append((low <= effect) & (effect <= high))
         rejected.append(p < stats.ALPHA)
     null_p = np.concatenate(null_p)
     return ErrorRates(
-        design.name,
-        name,
+        design,
+        method,
         simulations,
         float(np.mean(null_p < 0.05)),
         float(np.mean(null_p < 0.002)),
@@ -170,7 +177,7 @@ def interaction_error_rates(
     independent sets: `effect` is added to design b's differences."""
     rng = np.random.default_rng(seed)
 
-    def test(true_effect: float, count: int):
+    def tested(count: int, true_effect: float):
         moments = [stats.crossed_moments(*design.simulate(rng, count, e)) for design, e in
                    ((a, 0.0), (b, true_effect))]  # fmt: skip
         (mean_a, var_a, df_a), (mean_b, var_b, df_b) = moments
@@ -178,22 +185,8 @@ def interaction_error_rates(
         df = variance**2 / (var_a**2 / df_a + var_b**2 / df_b)
         return stats.t_p_and_interval(mean_b - mean_a, np.sqrt(variance), df)
 
-    null_p, covered, rejected = [], [], []
-    for start in range(0, simulations, CHUNK):
-        count = min(CHUNK, simulations - start)
-        null_p.append(test(0.0, count)[0])
-        p, low, high = test(effect, count)
-        covered.append((low <= effect) & (effect <= high))
-        rejected.append(p < stats.ALPHA)
-    null_p = np.concatenate(null_p)
-    return ErrorRates(
-        f'{b.name} minus {a.name}',
-        'Welch difference of crossed t',
-        simulations,
-        float(np.mean(null_p < 0.05)),
-        float(np.mean(null_p < 0.002)),
-        float(np.mean(np.concatenate(covered))),
-        float(np.mean(np.concatenate(rejected))),
+    return _rates(
+        f'{b.name} minus {a.name}', 'Welch difference of crossed t', simulations, effect, tested
     )
 
 

@@ -185,11 +185,9 @@ def k_sets(ks: Sequence[int]) -> list[tuple[str, list[int]]]:
     if len(ks) == 1:
         return [(f'k = {ks[0]} (the only k)', ks)]
     out = [(ALL_K, ks)]
-    if 1 in ks and len(ks) > 1:
+    if 1 in ks:
         out.append((K_FROM_2, [k for k in ks if k >= 2]))
-    if len(ks) > 1:
-        out += [(f'k = {k}', [k]) for k in ks]
-    return out
+    return out + [(f'k = {k}', [k]) for k in ks]
 
 
 def _aligned(found: list[_Gaps]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
