@@ -64,6 +64,7 @@ class JaxStep:
         self.initial_params = freeze.merge(first_run, self.frozen)
         self.rngs = jax.numpy.stack([jax.random.key(config.seed)])
         self.batch = make_batch(config)
+        self.batch_size = config.batch_size
         build = functools.partial(
             steps.train_step,
             model=model,
@@ -88,5 +89,6 @@ class JaxStep:
 
     def flop_ratio(self) -> float:
         """The registry's FLOP model of this spec's step relative to training everything."""
-        flops = self.registry.train_step_flops
-        return flops(self.plan.trained_units) / flops(self.registry.unit_names)
+        full = self.registry.train_step_flops(self.registry.unit_names)
+        per_image = self.plan.step_flops_per_image()
+        return (per_image + self.plan.adapter_flops_per_step() / self.batch_size) / full

@@ -26,14 +26,26 @@ SPECS = {
     'first block only (enc0)': 'first:1',
     'last block only (head)': 'last:1',
     'last decoder block + head': 'dec0,head',
+    'LoRA r=8 everywhere': 'lora:8@@all',
+    'biases only': 'bias@@all',
+}
+# Norm-only training needs norm layers: timed on the same U-Net with BatchNorm, against its own
+# full step.
+BATCHNORM_SPECS = {
+    'full (BatchNorm U-Net)': '@all',
+    'norm layers only (BatchNorm U-Net)': 'norm@@all',
 }
 
 
-def step_times(config, specs: dict[str, str], num_steps: int) -> dict[str, tuple[list[float], float]]:
-    """{name: (times of `num_steps` train steps, FLOP ratio)} of every spec, after one untimed
-    step each, timed in turns (one step of each spec, then the next round), so that a change
-    of the machine's load during the run hits every spec alike."""
-    steps = {name: project_step.JaxStep(config, spec) for name, spec in specs.items()}
+def step_times(config, specs: dict, num_steps: int) -> dict[str, tuple[list[float], float]]:
+    """{name: (times of `num_steps` train steps, FLOP ratio)} of every spec (a freeze spec, or
+    (spec, config) to time it on another config), after one untimed step each, timed in turns
+    (one step of each spec, then the next round), so that a change of the machine's load during
+    the run hits every spec alike."""
+    steps = {
+        name: project_step.JaxStep(*((spec, config) if isinstance(spec, str) else spec)[::-1])
+        for name, spec in specs.items()
+    }
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -65,16 +77,20 @@ def main() -> None:
         f'U-Net depth {args.depth} base {args.base_width}, {args.image_size}x{args.image_size},'
         f' batch {args.batch_size}, median of {args.steps} steps\n'
     )
-    rows, full = [], None
-    for name, (times, ideal) in step_times(config, SPECS, args.steps).items():
-        spec = SPECS[name]
+    batchnorm = config.copy_and_resolve_references()
+    batchnorm.model.norm = 'batch'
+    specs = {**SPECS, **{name: (spec, batchnorm) for name, spec in BATCHNORM_SPECS.items()}}
+    rows, full = [], {}
+    for name, (times, ideal) in step_times(config, specs, args.steps).items():
+        spec = specs[name] if isinstance(specs[name], str) else specs[name][0]
+        norm = name in BATCHNORM_SPECS
         median = statistics.median(times)
-        full = median if full is None else full
-        rows.append((name, spec, median, median / full, ideal))
-    print(f'| {"tuned":<28} | {"spec":<12} | step ms | ratio to full | ideal (FLOPs) |')
-    print(f'|{"-" * 30}|{"-" * 14}|---------|---------------|---------------|')
+        full.setdefault(norm, median)  # each model's first spec is its full step
+        rows.append((name, spec, median, median / full[norm], ideal))
+    print(f'| {"tuned":<34} | {"spec":<12} | step ms | ratio to full | ideal (FLOPs) |')
+    print(f'|{"-" * 36}|{"-" * 14}|---------|---------------|---------------|')
     for name, spec, median, ratio, ideal in rows:
-        print(f'| {name:<28} | {spec:<12} | {median * 1e3:7.0f} | {ratio:13.2f} | {ideal:13.2f} |')
+        print(f'| {name:<34} | {spec:<12} | {median * 1e3:7.0f} | {ratio:13.2f} | {ideal:13.2f} |')
 
 
 if __name__ == '__main__':

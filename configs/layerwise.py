@@ -69,10 +69,16 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
   granularities=block+unit   what k counts (quick: block)
   ks=1+3+5                   the k of shallow_to_deep / deep_to_shallow (default: every k)
-  families=scratch+full      a subset of the families (default: all but auto)
-  criteria=rgn+probe         criteria of the `auto` family (families=...+auto): it trains what
-                             `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose
-                             from the pre-trained weights and a few training batches
+  families=scratch+full      a subset of the families (default: all but auto, matched and the
+                             parameter-efficient ones); `lora` stands for lora-r2+lora-r8,
+                             `peft` for lora-r2+lora-r8+norm+bias (each over the whole
+                             network; NAME-shallow / NAME-deep: over the first / last k
+                             blocks, e.g. lora-r8-shallow); with a norm family the U-Net and
+                             its pre-training have BatchNorm (model.norm=batch)
+  criteria=rgn+probe+greedy  criteria of the `auto` family (families=...+auto): it trains what
+                             `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` (not
+                             greedy) choose from the pre-trained weights and a few training
+                             batches (greedy: and the validation split)
 
 `real` is sized to finish in about 2 hours on 2 CPU cores. What was cut to fit: batch 4 (not
 8), base width 8, one training size (20 images), one k (4 blocks) of the forward order by
@@ -128,7 +134,10 @@ ARGUMENTS = {
     'orders': "'+'-separated depth orders: forward, level",
     'granularities': "'+'-separated: block, unit",
     'ks': "'+'-separated k of shallow_to_deep / deep_to_shallow (default: every k)",
-    'families': f"'+'-separated subset of {'+'.join(families.NAMES)} (default: all but auto)",
+    'families': (
+        f"'+'-separated subset of {'+'.join(families.NAMES)}, or the aliases "
+        f"{', '.join(families.ALIASES)} (default: {'+'.join(families.DEFAULTS)})"
+    ),
     'criteria': (
         "'+'-separated criteria of the auto family: "
         f'{", ".join(auto_spec.CRITERIA)} (default {"+".join(auto_spec.CRITERIA)})'
@@ -138,6 +147,9 @@ ARGUMENTS = {
 # the pre-training.
 MEDIUM_STEPS = 150
 MEDIUM_PRETRAIN_STEPS = 1000
+# The norm layers of a study with a `norm` family (norm@: only their scale and shift train):
+# the default U-Net has none (model.norm='none').
+NORM_FOR_NORM_FAMILIES = 'batch'
 # `real`: the step cap of every fine-tuning run (early stopping ends most runs before it) and
 # the steps of each pre-training.
 REAL_STEP_CAP = 300
@@ -176,7 +188,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     default_families = '+'.join(f for f in families.DEFAULTS if not (real and f == 'scratch'))
     if source_names:
         default_families = SOURCES_FAMILIES
-    family_names = _split(args.get('families', default_families))
+    family_names = list(families.expand(_split(args.get('families', default_families))))
     criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
     default_ks = '4' if real else SOURCES_QUICK_KS if quick and source_names else ''
     ks = [_integer(k, 'ks') for k in _split(args.get('ks', default_ks))]
@@ -200,6 +212,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         )
 
     config = config_lib.default_config('quick' if quick else '')
+    if _known(family_names) and families.needs_norm_layers(family_names):
+        # `norm` trains norm layers only: the U-Net (and its pre-training) gets BatchNorm.
+        config.model.norm = NORM_FOR_NORM_FAMILIES
     _shared_model_and_size(config)
     if quick:
         config.model.base_width = 8
@@ -246,7 +261,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.seeds = tuple(range(num_seeds))
     study.families = tuple(family_names)
     # Criteria of the `auto` family (unet_jax.auto_spec.CRITERIA; scored by unet_jax.surgical):
-    # rgn (relative gradient norm), probe (a short training probe per block).
+    # rgn (relative gradient norm), probe (a short training probe per block), greedy (blocks
+    # added one at a time by the validation Dice of short runs).
     study.auto_criteria = tuple(criteria)
     study.orders = tuple(orders)
     study.granularities = tuple(granularities)
@@ -293,6 +309,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     )
     config.study = study
     return config
+
+
+def _known(names) -> bool:
+    """Whether every name is a family (unknown names fail later, in the study's check)."""
+    return all(n in families.BY_NAME for n in names)
 
 
 def _shared_model_and_size(config: ml_collections.ConfigDict) -> None:

@@ -2,12 +2,14 @@
 ml_collections only, so that configs, the sweep and its launchers are made without JAX).
 
   auto:<criterion>:<k>     train the k blocks or units (config.finetune.granularity) that the
-                           criterion scores highest on the target, before training
-  auto:<criterion>:soft    train everything, each block's updates scaled by its score
+                           criterion scores highest on the target, before training ('greedy':
+                           the k it picks one at a time by validation Dice)
+  auto:<criterion>:soft    train everything, each block's updates scaled by its score (not for
+                           'greedy', which picks a set and scores nothing to scale by)
 
 The criteria (CRITERIA) are computed by unet_jax.surgical, which resolves a spec into a concrete
-freeze spec (or per-block scales) from the pre-trained weights; this module only names and
-checks them.
+freeze spec (or per-block scales) from the pre-trained weights and the training split ('greedy'
+also scores on the validation split, never on test); this module only names and checks them.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ import dataclasses
 import ml_collections
 
 PREFIX = 'auto:'
-CRITERIA = ('rgn', 'probe')  # relative gradient norm; a short training probe per block
+# Relative gradient norm; a short training probe per block; greedy forward selection by the
+# validation Dice of short runs (SubTuning).
+CRITERIA = ('rgn', 'probe', 'greedy')
 SOFT = 'soft'
+# Criteria that pick a set instead of scoring each block on its own: no soft variant.
+SET_CRITERIA = ('greedy',)
 
 
 class AutoSpecError(ValueError):
@@ -41,6 +47,11 @@ def is_auto(spec: str) -> bool:
     return spec.strip().startswith(PREFIX)
 
 
+def has_soft(criterion: str) -> bool:
+    """Whether `auto:<criterion>:soft` exists (the criterion scores every block on its own)."""
+    return criterion not in SET_CRITERIA
+
+
 def format_auto(criterion: str, k: int | None) -> str:
     """The spec that trains the k best blocks by `criterion` (k None: the soft variant)."""
     return f'{PREFIX}{criterion}:{SOFT if k is None else k}'
@@ -60,6 +71,14 @@ def parse_auto(spec: str, num_names: int) -> AutoSpec:
     if criterion not in CRITERIA:
         raise AutoSpecError(f'{where}: unknown criterion {criterion!r}; valid: {CRITERIA}.')
     if count == SOFT:
+        if not has_soft(criterion):
+            soft_specs = ' or '.join(f"'{format_auto(c, None)}'" for c in CRITERIA if has_soft(c))
+            raise AutoSpecError(
+                f"{where}: '{criterion}' has no '{SOFT}' variant: it picks blocks one at a time "
+                'by validation Dice, and its scores (the Dice gain of each pick) are not '
+                f"learning-rate factors. Write 'auto:{criterion}:K' (K from 1 to {num_names}), "
+                f'or {soft_specs} for per-block learning rates.'
+            )
         return AutoSpec(criterion, None)
     if not count.isdigit() or not 1 <= int(count) <= num_names:
         raise AutoSpecError(
@@ -74,8 +93,8 @@ def default_auto_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
             num_examples=32,  # probe images (a few batches of the training set; fewer if small)
-            batch_size=8,  # images per forward/backward pass of the probe
-            probe_steps=10,  # 'probe': Adam steps of each block's short run
+            batch_size=8,  # images per pass of the probe (and of greedy's validation passes)
+            probe_steps=10,  # 'probe', 'greedy': Adam steps of each short run
             seed=0,  # which training images are the probe images (and which training subset)
         )
     )

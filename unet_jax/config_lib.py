@@ -640,12 +640,14 @@ def _model_problems(config: ml_collections.ConfigDict, where: str, *, spec: bool
 def _random_frozen_problems(config: ml_collections.ConfigDict, plan, where: str) -> list[str]:
     """A spec that freezes units of a run without init_from keeps them random (an error
     unless config.finetune.allow_random_frozen says it is meant)."""
-    if not plan.frozen_units or config.init_from or config.finetune.get('allow_random_frozen'):
+    frozen_units = plan.frozen_units + tuple(unit for unit, _ in plan.partial)
+    if not frozen_units or config.init_from or config.finetune.get('allow_random_frozen'):
         return []
-    frozen = ', '.join(plan.frozen_units[:4]) + (', ...' if len(plan.frozen_units) > 4 else '')
+    frozen = ', '.join(frozen_units[:4]) + (', ...' if len(frozen_units) > 4 else '')
     return [
-        f'{where}.finetune.train={config.finetune.train!r} freezes {len(plan.frozen_units)} of '
-        f'{len(plan.registry.unit_names)} units ({frozen}), but {where}.init_from is empty: '
+        f'{where}.finetune.train={config.finetune.train!r} freezes {len(frozen_units)} of '
+        f'{len(plan.registry.unit_names)} units in whole or in part ({frozen}), but '
+        f'{where}.init_from is empty: '
         'they would stay at their random initialisation. To fix: set --config.init_from to a '
         'pre-training workdir, or train everything with --config.finetune.train=@all '
         '(or set --config.finetune.allow_random_frozen=True if random frozen layers are meant).'

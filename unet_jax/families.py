@@ -5,11 +5,16 @@ the same table, so a family or direction added here appears in every table and f
 
 A reference family trains one fixed freeze spec. A direction trains the first or last k
 units/blocks of a depth order (`first:k` / `last:k`), for k = 1..N. The automatic family trains
-what `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` choose (unet_jax.auto_spec), for
-each criterion of `study.auto_criteria`; it is not in the default list (DEFAULTS): it adds
-2(N+1) runs per target, size and seed. Neither is `matched` (random weights with the
+what `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` (not greedy) choose
+(unet_jax.auto_spec), for each criterion of `study.auto_criteria`; it is not in the default list
+(DEFAULTS): it adds N + 1 runs per criterion with a soft variant and N for greedy, per target,
+size and seed. Neither is `matched` (random weights with the
 pre-trained tensors' means and standard deviations), the control that tells pre-trained
-features from pre-trained weight scales.
+features from pre-trained weight scales. Nor are the parameter-efficient families (METHODS):
+`lora-r2`, `lora-r8` (low-rank adapters of every 3x3 and up-conv kernel), `norm` (norm layers'
+scale and shift only) and `bias` (biases only) over the whole network, and each as a direction
+over the shallowest / deepest k blocks (`lora-r8-shallow`: `lora:8@first:k`, `lora-r8-deep`:
+`lora:8@last:k`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ class Family:
     init: str
     spec: str = ''  # reference families: the freeze spec they train
     selector: str = ''  # directions: 'first' (shallow->deep), 'last' (deep->shallow); or 'auto'
+    # Parameter-efficient directions: what each selected block trains, as the method part of a
+    # freeze spec ('lora:8', 'norm', 'bias'); a direction's spec is then `method@first:k`.
+    method: str = ''
     trains: bool = True  # False: evaluated as initialised (no training steps)
     default: bool = True  # in a study's families unless it names them (DEFAULTS)
 
@@ -44,6 +52,48 @@ class Family:
     def is_auto(self) -> bool:
         return self.selector == AUTO
 
+    def direction_spec(self, k: int) -> str:
+        """The freeze spec of a direction at k: 'first:3', or 'lora:8@first:3'."""
+        spec = f'{self.selector}:{k}'
+        return f'{self.method}@{spec}' if self.method else spec
+
+
+# Parameter-efficient methods (name, label, freeze-spec method part): each is a reference family
+# over the whole network and two directions over the shallowest / deepest k blocks.
+METHODS = (
+    ('lora-r2', 'LoRA r=2', 'lora:2'),
+    ('lora-r8', 'LoRA r=8', 'lora:8'),
+    ('norm', 'norm only', 'norm'),
+    ('bias', 'bias only', 'bias'),
+)
+# Names that stand for several families in config lists (configs/layerwise.py families=).
+ALIASES = {
+    'lora': ('lora-r2', 'lora-r8'),
+    'peft': tuple(name for name, _, _ in METHODS),
+}
+
+
+DIRECTION_SUFFIXES = (('shallow', 'first', 'shallow->deep'), ('deep', 'last', 'deep->shallow'))
+
+
+def _method_families() -> tuple[Family, ...]:
+    out = []
+    for name, label, method in METHODS:
+        out.append(Family(name, label, init='pretrained', spec=f'{method}@@all', default=False))
+    for name, label, method in METHODS:
+        for suffix, selector, arrow in DIRECTION_SUFFIXES:
+            out.append(
+                Family(
+                    f'{name}-{suffix}',
+                    f'{label}, {arrow}',
+                    init='pretrained',
+                    selector=selector,
+                    method=method,
+                    default=False,
+                )
+            )
+    return tuple(out)
+
 
 FAMILIES: tuple[Family, ...] = (
     Family('scratch', 'from scratch', init='scratch', spec='@all'),
@@ -57,12 +107,28 @@ FAMILIES: tuple[Family, ...] = (
     # The Transfusion control (Raghu et al., NeurIPS 2019): pre-trained weight scales without
     # pre-trained features; everything trains, as in `full`.
     Family('matched', 'statistics-matched init', init='matched', spec='@all', default=False),
+    *_method_families(),
 )
 BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 REFERENCES: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.spec)
 DIRECTIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.is_direction)
 DEFAULTS: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.default)
+
+
+def expand(names) -> tuple[str, ...]:
+    """Family names with every alias (ALIASES: 'lora', 'peft') replaced by its families."""
+    out = []
+    for name in names:
+        for family in ALIASES.get(name, (name,)):
+            if family not in out:
+                out.append(family)
+    return tuple(out)
+
+
+def needs_norm_layers(names) -> bool:
+    """Whether a family of `names` trains norm layers only (the model must have them)."""
+    return any(get(n).method == 'norm' or get(n).spec.startswith('norm@') for n in names)
 
 
 def get(name: str) -> Family:

@@ -16,15 +16,31 @@ selectors, resolved against the layer registry (so every name is checked):
   -SELECTOR             subtraction, applied after all additions; a spec of subtractions
                         only subtracts from @all ('-enc0' trains everything but enc0)
 
+Parameter-efficient selectors train a part of each unit that SELECTOR (any selector above)
+stands for, the rest of the unit frozen; they combine with the others ('enc0,norm@@all'):
+
+  lora:R@SELECTOR       a rank-R adapter of every 3x3 and up-conv kernel (unet_jax.adapters:
+                        W + scale * reshape(A @ B), A and B trained, W frozen, B zero at first)
+  norm@SELECTOR         only the norm layers' scale and shift (and BatchNorm statistics); the
+                        model needs norms (config.model.norm='batch' or 'group')
+  bias@SELECTOR         only biases: of the convs (there are none before a norm) and the
+                        norms' shift
+
+A unit trained whole trains every part, so 'enc0,lora:4@@all' trains enc0 whole and adapters
+elsewhere. A unit of a parameter-efficient selector counts as trained (its BatchNorm updates
+its statistics, as in full fine-tuning), and its kernel is frozen.
+
 Canonical form (names the run and its results row): '@all' or '@none' when the trained
 set is everything or nothing; the group name when it is exactly one group; otherwise the
 trained units split into runs of consecutive units in forward order, joined by ',', each run
 written 'a..b' (a single name when it is one block or one unit), where an end is written as
 its block when the run covers that whole block, else as the unit. So 'enc1,enc0,-enc0/conv0'
 becomes 'enc0/conv1..enc1', and 'first:2' at block granularity in forward order 'enc0..enc1'.
+Parameter-efficient parts follow, as METHOD@NAME with NAME the canonical form of the units
+selected for that method ('lora:8@@all', 'enc0,norm@dec0..head').
 
 How training uses a plan (unet_jax.steps): the plan labels every parameter 'train' or
-'freeze'; the params are split into the trained and the frozen half (`split_trainable`); the
+'freeze' (adapters, added by `steps.create_train_state`, are 'train', their kernels 'freeze'); the params are split into the trained and the frozen half (`split_trainable`); the
 loss is differentiated with respect to the trained half only, the frozen half being a constant
 of it, so XLA computes no weight gradients for frozen units; the optimiser is
 ``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)`` on the whole
@@ -34,7 +50,7 @@ cannot touch them. Only the trained half's updates are applied (`select`), so a 
 never written: it stays bit-identical, and a group of runs shares one copy of it.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import math
 import re
@@ -44,13 +60,20 @@ import flax
 import jax
 import optax
 
-from unet_jax import cli
+from unet_jax import adapters, cli
 from unet_jax.layers import GRANULARITIES, ORDERS, LayerRegistry
 
 TRAIN = 'train'
 FREEZE = 'freeze'
 ALL = '@all'
 NONE = '@none'
+# The parts of a unit that a parameter-efficient selector trains (a unit trained whole: WHOLE).
+WHOLE = 'whole'
+LORA = 'lora'
+NORM = 'norm'
+BIAS = 'bias'
+METHODS = (LORA, NORM, BIAS)  # also the order of their parts in a canonical spec
+_METHOD_SELECTOR = re.compile(r'(?P<method>lora:[^@,]*|norm|bias)@(?P<selector>.*)')
 
 
 class FreezeSpecError(cli.ConfigError):
@@ -59,25 +82,54 @@ class FreezeSpecError(cli.ConfigError):
 
 @dataclasses.dataclass(frozen=True)
 class FreezePlan:
-    """A compiled spec: the units that train (forward order) and the canonical name."""
+    """A compiled spec: the units that train (forward order) and the canonical name.
+
+    `trained_units` holds every unit with a trained parameter; `partial` says, for the units a
+    parameter-efficient selector trains, which parts ('lora:R', 'norm', 'bias'); a trained unit
+    not in it trains whole.
+    """
 
     spec: str
     canonical: str
     trained_units: tuple[str, ...]
     frozen_units: tuple[str, ...]
     registry: LayerRegistry = dataclasses.field(repr=False, compare=False)
+    partial: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def trains_nothing(self) -> bool:
         return not self.trained_units
 
+    def parts(self, unit: str) -> tuple[str, ...]:
+        """What of `unit` trains: (WHOLE,), parameter-efficient parts, or () when frozen."""
+        partial = dict(self.partial)
+        if unit in partial:
+            return partial[unit]
+        return (WHOLE,) if unit in self.trained_units else ()
+
+    @property
+    def lora_ranks(self) -> dict[str, int]:
+        """{unit: rank} of the units whose kernels carry low-rank adapters."""
+        return {
+            unit: int(part.split(':')[1])
+            for unit, parts in self.partial
+            for part in parts
+            if part.startswith(LORA)
+        }
+
+    @property
+    def kernel_units(self) -> tuple[str, ...]:
+        """The trained units whose kernel gradient a step computes (whole or adapted)."""
+        ranks = self.lora_ranks
+        partial = dict(self.partial)
+        return tuple(u for u in self.trained_units if u not in partial or u in ranks)
+
     def labels(self, params: Any) -> Any:
         """'train' / 'freeze' for every leaf of ``params``, in the same container types."""
-        trained = set(self.trained_units)
         known = set(self.registry.unit_names)
 
-        def label(path, _):
-            keys = [str(getattr(k, 'key', k)) for k in path]
+        def label(path, value):
+            keys = tuple(str(getattr(k, 'key', k)) for k in path)
             unit = '/'.join(keys[:2])
             if unit not in known:
                 raise ValueError(
@@ -85,13 +137,68 @@ class FreezePlan:
                     f'({", ".join(self.registry.unit_names)}): the params come from another '
                     'model than the registry. Build both from the same config.model.'
                 )
-            return TRAIN if unit in trained else FREEZE
+            return TRAIN if trains_leaf(self.parts(unit), keys) else FREEZE
 
         return jax.tree_util.tree_map_with_path(label, params)
 
     def parameter_table(self, params: Any) -> str:
         """The per-block table of trained / frozen parameter counts, blocks in forward order."""
         return parameter_table(params, self.labels(params), block_order=self.registry.block_names)
+
+    def param_counts(self) -> dict[str, Any]:
+        """Trained and frozen parameter counts from the registry: `total` is the U-Net's (the
+        folded model's), `trained` includes adapters, `frozen` the U-Net's untrained ones."""
+        trained = frozen = 0
+        for unit in self.registry.units:
+            parts = self.parts(unit.name)
+            for path, shape in zip(unit.param_paths, unit.param_shapes):
+                if trains_leaf(parts, path):
+                    trained += math.prod(shape)
+                else:
+                    frozen += math.prod(shape)
+                trained += sum(math.prod(s) for s in _adapter_shapes(parts, path, shape))
+        total = self.registry.param_count
+        return {
+            'trained': trained,
+            'frozen': frozen,
+            'total': total,
+            'trained_fraction': trained / max(total, 1),
+        }
+
+    def step_flops_per_image(self) -> float:
+        """The layer registry's model of one training step's FLOPs per image."""
+        return self.registry.train_step_flops(self.trained_units, kernel_units=self.kernel_units)
+
+    def adapter_flops_per_step(self) -> float:
+        """The adapters' own FLOPs per training step (independent of the batch)."""
+        ranks = self.lora_ranks
+        return float(
+            sum(
+                adapters.step_flops(shape, ranks[unit.name])
+                for unit in self.registry.units
+                if unit.name in ranks
+                for path, shape in zip(unit.param_paths, unit.param_shapes)
+                if adapters.adapts(path, shape)
+            )
+        )
+
+
+def trains_leaf(parts: Sequence[str], path: Sequence[str]) -> bool:
+    """Whether a leaf (its path: block, unit, ..., name) trains, given its unit's parts."""
+    if WHOLE in parts:
+        return True
+    leaf = path[-1]
+    if leaf in adapters.LEAVES:
+        return any(p.startswith(LORA) for p in parts)
+    return (NORM in parts and NORM in path[2:-1]) or (BIAS in parts and leaf == 'bias')
+
+
+def _adapter_shapes(parts, path, shape) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the adapters a unit with `parts` puts next to the leaf (path, shape)."""
+    ranks = [int(p.split(':')[1]) for p in parts if p.startswith(LORA)]
+    if WHOLE in parts or not ranks or not adapters.adapts(tuple(path), tuple(shape)):
+        return ()
+    return adapters.adapter_shapes(tuple(shape), ranks[0])
 
 
 def compile_spec(
@@ -105,8 +212,9 @@ def compile_spec(
             f'config.finetune.granularity={granularity!r} is not one of {GRANULARITIES}.'
         )
     tokens = [t.strip() for t in spec.split(',')]
+    methods: dict[str, set[str]] = {}  # method part ('lora:8', 'norm', 'bias') -> its units
     if tokens == [NONE]:
-        trained = set()
+        whole = set()
     else:
         if any(not t for t in tokens):
             raise FreezeSpecError(
@@ -123,23 +231,116 @@ def compile_spec(
         subtracts_only = all(t.startswith('-') for t in tokens)
         for token in tokens:
             if token.startswith('-'):
+                if _METHOD_SELECTOR.fullmatch(token[1:].strip()):
+                    raise FreezeSpecError(
+                        f'{token!r} in freeze spec {spec!r} (config.finetune.train): a '
+                        'subtraction removes whole units; subtract from the selector instead '
+                        "(e.g. 'norm@@all' with '-enc0' trains the norms of every unit but enc0)."
+                    )
                 removed.update(_select(token[1:].strip(), spec, registry, order, granularity))
+            elif match := _METHOD_SELECTOR.fullmatch(token):
+                part = _method_part(match.group('method'), spec)
+                units = _select(match.group('selector').strip(), spec, registry, order, granularity)
+                methods.setdefault(part, set()).update(units)
             else:
                 added.update(_select(token, spec, registry, order, granularity))
-        trained = (set(registry.unit_names) if subtracts_only else added) - removed
-        if not trained:
-            raise FreezeSpecError(
-                f'Freeze spec {spec!r} (config.finetune.train) trains nothing. If that is meant '
-                f"(evaluate a pre-trained model), write exactly '{NONE}'."
-            )
+        whole = (set(registry.unit_names) if subtracts_only else added) - removed
+        methods = {part: units - removed - whole for part, units in methods.items()}
+        _check_one_rank(methods, spec)
+    partial = _partial_parts(methods, registry)
+    trained = whole | {unit for unit, _ in partial}
+    if not trained and tokens != [NONE]:
+        raise FreezeSpecError(
+            f'Freeze spec {spec!r} (config.finetune.train) trains nothing. '
+            + _nothing_to_train_hint(methods, registry)
+            + f"If that is meant (evaluate a pre-trained model), write exactly '{NONE}'."
+        )
     trained_units = tuple(n for n in registry.unit_names if n in trained)
     return FreezePlan(
         spec=spec,
-        canonical=canonical_spec(trained_units, registry),
+        canonical=_canonical(whole, methods, registry),
         trained_units=trained_units,
         frozen_units=tuple(n for n in registry.unit_names if n not in trained),
         registry=registry,
+        partial=partial,
     )
+
+
+def _method_part(method: str, spec: str) -> str:
+    """'norm', 'bias', or 'lora:R' with R checked."""
+    if not method.startswith(LORA):
+        return method
+    rank = method.split(':', 1)[1].strip()
+    if not rank.isdigit() or int(rank) < 1:
+        raise FreezeSpecError(
+            f'{method!r} in freeze spec {spec!r} (config.finetune.train): the rank R of '
+            "'lora:R@SELECTOR' must be a positive integer, e.g. 'lora:8@@all'."
+        )
+    return f'{LORA}:{int(rank)}'
+
+
+def _check_one_rank(methods: Mapping[str, set[str]], spec: str) -> None:
+    ranks = [p for p in methods if p.startswith(LORA)]
+    for i, a in enumerate(ranks):
+        for b in ranks[i + 1 :]:
+            if both := sorted(methods[a] & methods[b]):
+                raise FreezeSpecError(
+                    f'Freeze spec {spec!r} (config.finetune.train) gives {", ".join(both[:3])} '
+                    f'two adapter ranks ({a}, {b}); give each unit one rank.'
+                )
+
+
+def _partial_parts(
+    methods: Mapping[str, set[str]], registry: LayerRegistry
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(unit, its parts) of every unit where a method trains at least one leaf, forward order.
+    A part that trains nothing in a unit (no norm, no bias, no kernel wider than 1x1) is left
+    out of that unit."""
+    out = []
+    for unit in registry.units:
+        parts = tuple(
+            part
+            for part in sorted(methods, key=_method_order)
+            if unit.name in methods[part] and _part_trains(part, unit)
+        )
+        if parts:
+            out.append((unit.name, parts))
+    return tuple(out)
+
+
+def _method_order(part: str) -> tuple[int, str]:
+    return METHODS.index(part.split(':')[0]), part
+
+
+def _part_trains(part: str, unit) -> bool:
+    return any(
+        trains_leaf((part,), path) or _adapter_shapes((part,), path, shape)
+        for path, shape in zip(unit.param_paths, unit.param_shapes)
+    )
+
+
+def _nothing_to_train_hint(methods: Mapping[str, set[str]], registry: LayerRegistry) -> str:
+    if NORM in methods and methods[NORM]:
+        return (
+            'norm@ trains norm layers and the model has none there (config.model.norm='
+            "'none' unless set): use --config.model.norm=batch (for pre-training too). "
+        )
+    if methods:
+        return 'Its parameter-efficient selectors select no parameter of those units. '
+    return ''
+
+
+def _canonical(
+    whole: set[str], methods: Mapping[str, set[str]], registry: LayerRegistry
+) -> str:
+    """canonical_spec of the whole units, then METHOD@<canonical of its units> per method."""
+    names = [canonical_spec(whole, registry)] if whole or not methods else []
+    for part in sorted(methods, key=_method_order):
+        if methods[part]:
+            names.append(f'{part}@{canonical_spec(methods[part], registry)}')
+    if not names:
+        return NONE
+    return ','.join(names)
 
 
 def _valid_names(registry: LayerRegistry) -> str:

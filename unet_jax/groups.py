@@ -202,12 +202,14 @@ def auto_choice(
     registry: layers.LayerRegistry,
 ) -> surgical.Choice:
     """Resolves the group's `auto:` spec once, from the pre-trained weights (config.init_from)
-    and the probe images of the training split.
+    and the probe images of the training split (and, for `greedy`, the validation split).
 
     The choice is a function of the target, the training-set size and the pre-training only:
     the probe images come from the training subset of seed `finetune.auto.seed` (not each run's
     own seed), so every seed of a group trains the same blocks and shares one compiled step.
-    It is kept in each run's auto_choice.json, so a resumed run keeps its choice.
+    The validation split is the group's (in id order, as training validates on it); the test
+    split is never read. The choice is kept in each run's auto_choice.json, so a resumed run
+    keeps it.
     """
     config = members[0].config
     spec = config.finetune.train
@@ -225,7 +227,8 @@ def auto_choice(
     probe_config = config.copy_and_resolve_references()
     if 'subset_seed' in probe_config.data:
         probe_config.data.subset_seed = config.finetune.auto.seed
-    train = splits_fn(probe_config)['train']
+    splits = splits_fn(probe_config)
+    train, val = splits['train'], _sorted_by_id(splits['val'])
     variables = steps.load_init_from(steps.initial_variables(model, config), config)
     choice = surgical.load_or_choose(
         members[0].workdir,
@@ -235,6 +238,8 @@ def auto_choice(
         variables=variables,
         images=train.image,
         masks=train.mask,
+        val_images=val.image,
+        val_masks=val.mask,
         granularity=config.finetune.granularity,
         loss_weights=config.loss.to_dict(),
         learning_rate=config.optimizer.learning_rate,

@@ -9,7 +9,7 @@ run for a full step), so there the group shares compilation, evaluation and chec
 its runs step one by one through the same single-run program.
 
 Evaluation and the best params work on whole parameter trees (trained and frozen leaves
-merged, every leaf with the run axis), so their programs depend on the model and the image
+merged, low-rank adapters folded into their kernels, every leaf with the run axis), so their programs depend on the model and the image
 size, not on the freeze spec: one compilation serves every group of a study. The frozen
 params are broadcast to the runs of a lane once, when the lanes are made.
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unet_jax import freeze
+from unet_jax import adapters, freeze
 
 
 def lane_width(num_runs: int, vectorize: str = 'auto') -> int:
@@ -100,6 +100,11 @@ def _keep_best(best: Any, candidate: Any, improved: jax.Array) -> Any:
         return jnp.where(improved.reshape((-1,) + (1,) * (b.ndim - 1)), c, b)
 
     return jax.tree.map(pick, best, candidate)
+
+
+# Low-rank adapters merged into their kernels (every leaf with the run axis): the whole trees
+# of evaluation and the best params are plain U-Net params whatever the spec.
+_fold = jax.jit(adapters.fold)
 
 
 class Lanes:
@@ -197,7 +202,7 @@ class Lanes:
         if best:
             return self.best[i]
         state = self.states[i]
-        params = freeze.merge(state.trainable, self._frozen_runs[i])
+        params = _fold(freeze.merge(state.trainable, self._frozen_runs[i]))
         return {'params': params, 'batch_stats': state.batch_stats}
 
     def evaluate(

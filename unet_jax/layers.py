@@ -49,6 +49,7 @@ class Unit:
     level: int
     forward_index: int
     param_paths: tuple[ParamPath, ...]
+    param_shapes: tuple[tuple[int, ...], ...]  # of each leaf of param_paths
     param_count: int
     flops: float
     input_shape: tuple[int, int, int]
@@ -156,7 +157,9 @@ class LayerRegistry:
         """FLOPs of one forward pass on one image (convolutions, biases, norms, activations)."""
         return float(sum(u.flops for u in self.units))
 
-    def train_step_flops(self, trained_units: Iterable[str]) -> float:
+    def train_step_flops(
+        self, trained_units: Iterable[str], *, kernel_units: Iterable[str] | None = None
+    ) -> float:
         """FLOPs of one training step on one image when only ``trained_units`` train.
 
         Model: the whole forward pass; then the backward pass computes activation gradients
@@ -166,15 +169,23 @@ class LayerRegistry:
         a unit's input and the gradient with respect to its weights each cost about as much as
         its forward pass; an input gradient that is only partly needed (the skip half of a
         decoder conv0 when nothing at or before that skip trains) costs its channel share.
+
+        ``kernel_units`` (default: all of ``trained_units``) are the trained units whose kernel
+        gradient is needed (trained whole, or through a low-rank adapter of the kernel); the
+        others train only vectors (norm scale and shift, biases: freeze spec `norm@`, `bias@`),
+        whose gradients are a sum over the unit's output, 2 FLOPs per output element.
         """
         trained = set(self.expand(trained_units))
+        kernels = trained if kernel_units is None else set(self.expand(kernel_units))
         flops = self.forward_flops()
         if not trained:
             return flops
         shallowest = min(self._unit[n].forward_index for n in trained)
         for u in self.units:
-            if u.name in trained:
+            if u.name in kernels:
                 flops += u.flops
+            elif u.name in trained:
+                flops += 2 * math.prod(u.output_shape)
             for producer, channels in self._inputs(u):
                 if producer is not None and self._unit[producer].forward_index >= shallowest:
                     flops += u.flops * channels / u.input_shape[-1]
@@ -232,6 +243,7 @@ def build_registry(model: UNet, *, image_size: int, in_channels: int) -> LayerRe
                 level=round(math.log2(image_size // out_shape[0])),
                 forward_index=index,
                 param_paths=paths,
+                param_shapes=tuple(tuple(flat[p].shape) for p in paths),
                 param_count=sum(math.prod(flat[p].shape) for p in paths),
                 flops=float(_unit_flops(module, kernel, tuple(in_shape), tuple(out_shape))),
                 input_shape=tuple(in_shape),

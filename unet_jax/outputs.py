@@ -89,7 +89,7 @@ def write_runs(
             variables['batch_stats'] = _run(best['batch_stats'], r)
         with watch('eval'):
             run_final = {split: evaluation.run(r) for split, evaluation in final.items()}
-            results = run_results(setup, ledger, r, run_final, variables['params'])
+            results = run_results(setup, ledger, r, run_final)
         with watch('checkpoint'):
             manager = start_saving_best(
                 member.workdir, results['best_step'], variables, results['val']
@@ -124,10 +124,10 @@ def write_runs(
 
 
 def run_results(
-    setup: GroupSetup, ledger: Ledger, r: int, final: Mapping[str, Evaluation], params: Any
+    setup: GroupSetup, ledger: Ledger, r: int, final: Mapping[str, Evaluation]
 ) -> dict[str, Any]:
-    """results.json of member r (`final`: its own evaluations; `params`: its best), but for
-    the times (known once everything is written)."""
+    """results.json of member r (`final`: its own evaluations), but for the times (known
+    once everything is written)."""
     member, record = setup.members[r], ledger.runs[r]
     val, _ = scores(final['val'], setup.val)
     test, test_per_image = scores(final['test'], setup.test)
@@ -155,7 +155,7 @@ def run_results(
         # external test sets: scored with the best params (chosen on val), never trained on
         **({'external': external} if external else {}),
         'val_curve': record.val_curve,
-        'params': param_counts(params, setup.plan.labels(params)),
+        'params': setup.plan.param_counts(),
         'cost': cost,
         'pretrain': {'dir': init_from, 'index': 0} if init_from else None,
         'group': {'name': setup.name, 'size': len(setup.members)},
@@ -178,19 +178,6 @@ def time_share(setup: GroupSetup, ledger: Ledger, time: dict[str, float]) -> dic
     }
 
 
-def param_counts(params: Any, labels: Any) -> dict[str, Any]:
-    """Trained and frozen parameter counts of a run's params (labels: FreezePlan.labels)."""
-    trainable, frozen = freeze.split_trainable(params, labels)
-    trained = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
-    total = trained + sum(int(np.size(x)) for x in jax.tree.leaves(frozen))
-    return {
-        'trained': trained,
-        'frozen': total - trained,
-        'total': total,
-        'trained_fraction': trained / max(total, 1),
-    }
-
-
 def training_cost(
     registry: layers.LayerRegistry,
     plan: freeze.FreezePlan,
@@ -198,9 +185,11 @@ def training_cost(
     *,
     steps: int | None = None,
 ) -> dict[str, Any]:
-    """Training FLOPs from the layer registry's model of forward + partial backward, over the
-    `steps` the run trained (default, or negative: the cap, config.num_train_steps)."""
-    per_image = registry.train_step_flops(plan.trained_units)
+    """Training FLOPs from the layer registry's model of forward + partial backward (and a
+    `lora:` plan's adapters, per step), over the `steps` the run trained (default, or negative:
+    the cap, config.num_train_steps)."""
+    per_image = plan.step_flops_per_image()
+    per_step = plan.adapter_flops_per_step()
     trained = int(config.num_train_steps) if steps is None or steps < 0 else int(steps)
     return {
         'num_steps': trained,
@@ -208,7 +197,8 @@ def training_cost(
         'batch_size': int(config.batch_size),
         'forward_flops_per_image': registry.forward_flops(),
         'step_flops_per_image': per_image,
-        'train_flops': per_image * config.batch_size * trained,
+        'adapter_flops_per_step': per_step,
+        'train_flops': (per_image * config.batch_size + per_step) * trained,
     }
 
 

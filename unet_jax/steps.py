@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from unet_jax import checkpoint, freeze, io_utils, metrics, models, surgical
+from unet_jax import adapters, checkpoint, freeze, io_utils, metrics, models, surgical
 from unet_jax.data import augment
 
 DATA_AXIS = 'data'
@@ -195,6 +195,16 @@ def matched_params(params: Any, rng: np.random.Generator) -> Any:
     return jax.tree.map(draw, params)
 
 
+def with_adapters(variables: dict[str, Any], plan: freeze.FreezePlan, seed: int) -> dict:
+    """The variables with the low-rank adapters of a `lora:` plan added (A drawn from the
+    run's seed, B zero: the model is unchanged at step 0); unchanged for other plans."""
+    ranks = plan.lora_ranks
+    if not ranks:
+        return variables
+    rng = np.random.default_rng([seed, 13])  # 13: a stream apart from the model's init
+    return {**variables, 'params': adapters.add(variables['params'], ranks, rng)}
+
+
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
 
@@ -223,7 +233,8 @@ def create_train_state(
     variables = []
     for config in configs:
         v = initial_variables(model, config)
-        variables.append(load_init_from(v, config) if config.init_from else v)
+        v = load_init_from(v, config) if config.init_from else v
+        variables.append(with_adapters(v, plan, config.seed))
     labels = plan.labels(variables[0]['params'])
     tx = create_optimizer(configs[0], labels, scales)
     trainable, frozen = zip(*(freeze.split_trainable(v['params'], labels) for v in variables))
@@ -264,7 +275,7 @@ def train_step(state, frozen, batch, rngs, *, model, config: StepConfig, frozen_
         )
 
         def loss_fn(trainable):
-            variables = {'params': freeze.merge(trainable, frozen)}
+            variables = {'params': adapters.fold(freeze.merge(trainable, frozen))}
             if has_batch_stats:
                 variables['batch_stats'] = batch_stats
             output = model.apply(

@@ -1,8 +1,9 @@
 """Automatic layer choice: score every block (or unit) on the target, then pick what trains.
 
 The study answers "which layers?" with a sweep that trains every first-k and last-k set. This
-module answers it from the pre-trained weights and a few batches of the target's training set,
-before training, for the cost of a fraction of one run:
+module answers it from the pre-trained weights and a few batches of the target's training set
+(and, for `greedy`, its validation split), before training, for the cost of a fraction of one
+run:
 
   rgn    relative gradient norm (Auto-RGN of "Surgical fine-tuning", Lee et al., ICLR 2023).
          For a set of parameter tensors S (a unit or a block), with g the gradient of the mean
@@ -16,29 +17,39 @@ before training, for the cost of a fraction of one run:
          the pre-trained weights, and scores the relative drop of the probe images' loss,
          (L_before - L_after) / L_before. It measures what the choice is for (which layer lowers
          the loss fastest) rather than a proxy; it costs N short runs of `probe_steps` steps.
+  greedy greedy forward selection by validation Dice (SubTuning, Kaplun et al. 2023). From the
+         empty set, k rounds: every name not chosen yet trains together with the chosen ones
+         for `probe_steps` Adam steps from the pre-trained weights on the probe images, and the
+         one whose short run reaches the highest validation Dice (the number that picks a run's
+         best checkpoint: mean per-image Dice over the lesion images) joins the set. It scores
+         the set the run will train, interactions included, on held-out images; it costs
+         N + (N-1) + ... + (N-k+1) short runs, each followed by one pass over the validation
+         split. The test split is never looked at.
 
 Scores are normalised by their maximum (the best block scores 1). Two ways to use them:
   * `auto:<criterion>:<k>` (config.finetune.train) trains the k highest-scoring blocks or units
-    (config.finetune.granularity; ties go to the shallower one): `choose` resolves it into a
-    concrete spec that compiles to optax labels like any other (freeze.compile_spec);
-  * `auto:<criterion>:soft` trains everything, each block's updates scaled by its score
-    (Auto-RGN's per-layer learning rates): `scale_by_score`, an optax transform whose scales are
-    state, so `set_scales` changes them without recompiling the step.
+    (config.finetune.granularity; ties go to the shallower one), or for `greedy` the k it picked:
+    `choose` resolves it into a concrete spec that compiles to optax labels like any other
+    (freeze.compile_spec);
+  * `auto:<criterion>:soft` (rgn, probe) trains everything, each block's updates scaled by its
+    score (Auto-RGN's per-layer learning rates): `scale_by_score`, an optax transform whose
+    scales are state, so `set_scales` changes them without recompiling the step. `greedy` has
+    no soft variant (auto_spec.has_soft): its scores are gains of a set, not per-block rates.
 
-Both criteria look at the probe images without augmentation, with the model in inference mode
+Every criterion looks at its images without augmentation, with the model in inference mode
 (no dropout, BatchNorm running statistics), so a choice is a deterministic function of the
-pre-trained weights and the training set.
+pre-trained weights, the training set (and the validation split for `greedy`).
 
 The spec grammar (prefix, criteria, `parse_auto`) and the `config.finetune.auto` fields are in
 unet_jax.auto_spec, which imports no JAX, so that configs and the sweep are made without it.
 
-Over 400 lines because both criteria, the soft transform and the saved choice belong to one
+Over 600 lines because the three criteria, the soft transform and the saved choice belong to one
 feature; each is a short function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
 import math
@@ -68,10 +79,16 @@ class Choice:
     """What an `auto:` spec resolved to, with the evidence and its cost.
 
     `scores` (normalised, max 1) and `raw_scores` are keyed by block or unit name in forward
-    order; `chosen` lists the trained names, highest score first (every name when soft).
+    order; `chosen` lists the trained names, highest score first (every name when soft), or for
+    `greedy` in the order picked. `greedy`'s raw score of a picked name is the validation Dice
+    gain of its round (the Dice of the set with it minus the Dice of the set before; the first
+    round's is over the pre-trained weights), and of a name never picked the gain it would have
+    brought in the last round (at most that round's pick's); so the pre-trained Dice plus the
+    picks' raw scores is the validation Dice of the chosen set's short run.
     `cost`: seconds (wall, compilation included), compile_s, flops (registry model of the work
-    done, padding of the last batch included), num_examples (probe images), image_passes
-    (passes of one image through the network, forward only or forward and backward).
+    done, padding of the last batch included), num_examples (probe images), val_examples
+    (validation images looked at: `greedy` only, else 0), image_passes (passes of one image
+    through the network, forward only or forward and backward).
     """
 
     spec: str  # the concrete freeze spec: the chosen names, or '@all' when soft
@@ -128,6 +145,8 @@ def choose(
     variables: Mapping[str, Any],
     images: np.ndarray,
     masks: np.ndarray,
+    val_images: np.ndarray | None = None,
+    val_masks: np.ndarray | None = None,
     granularity: str = 'unit',
     loss_weights: Mapping[str, float] | None = None,
     learning_rate: float = 1e-3,
@@ -136,8 +155,10 @@ def choose(
     """Resolves an `auto:` spec with the pre-trained `variables` and the training split.
 
     `images`/`masks` are the target's (preprocessed) training split; the probe images are
-    `auto.num_examples` of them drawn with `auto.seed`. `learning_rate` is the probe's Adam rate
-    (the run's peak rate). `loss_weights` are config.loss (bce_weight, dice_weight).
+    `auto.num_examples` of them drawn with `auto.seed`. `val_images`/`val_masks` are its
+    validation split, which only `greedy` reads (and needs); never pass the test split.
+    `learning_rate` is the probe's Adam rate (the run's peak rate). `loss_weights` are
+    config.loss (bce_weight, dice_weight).
     """
     if granularity not in GRANULARITIES:
         raise AutoSpecError(
@@ -150,10 +171,12 @@ def choose(
     probe_images, probe_masks = probe_set(images, masks, auto.num_examples, auto.seed)
     batches = probe_batches(probe_images, probe_masks, auto.batch_size)
     loss_fn = _loss_fn(model, variables, loss_weights)
+    full_step = registry.train_step_flops(registry.unit_names)
     start = time.perf_counter()
+    picked = None
     if parsed.criterion == 'rgn':
         raw, work = rgn_scores(loss_fn, variables['params'], batches, registry, granularity)
-    else:
+    elif parsed.criterion == 'probe':
         raw, work = probe_scores(
             loss_fn,
             variables['params'],
@@ -163,11 +186,27 @@ def choose(
             steps=auto.probe_steps,
             learning_rate=learning_rate,
         )
+    else:
+        val_batches = validation_batches(spec, val_images, val_masks, auto.batch_size)
+        raw, picked, work = greedy_scores(
+            loss_fn,
+            _counts_fn(model, variables, loss_weights),
+            variables['params'],
+            batches,
+            val_batches,
+            registry,
+            granularity,
+            k=parsed.k,
+            steps=auto.probe_steps,
+            learning_rate=learning_rate,
+        )
     seconds = time.perf_counter() - start
     scores = normalise(raw)
     ranked = sorted(names, key=lambda n: (-scores[n], names.index(n)))
-    chosen = tuple(ranked if parsed.soft else ranked[: parsed.k])
-    full_step = registry.train_step_flops(registry.unit_names)
+    chosen = picked or tuple(ranked if parsed.soft else ranked[: parsed.k])
+    # A gradient pass of rgn and probe costs a full training step (they differentiate every
+    # parameter); greedy's is modelled as a step that trains its set (see greedy_scores).
+    gradient_flops = work['gradient'] * full_step
     return Choice(
         spec=freeze.ALL if parsed.soft else ','.join(chosen),
         criterion=parsed.criterion,
@@ -179,9 +218,10 @@ def choose(
         cost={
             'seconds': seconds,
             'compile_s': work['compile_s'],
-            # A gradient pass costs a full training step; an evaluation pass a forward pass.
-            'flops': work['gradient'] * full_step + work['forward'] * registry.forward_flops(),
+            # An evaluation pass (of the probe or the validation images) costs a forward pass.
+            'flops': gradient_flops + work['forward'] * registry.forward_flops(),
             'num_examples': len(probe_images),
+            'val_examples': work.get('val_examples', 0),
             'image_passes': work['gradient'] + work['forward'],
         },
     )
@@ -257,18 +297,26 @@ def probe_batches(images: np.ndarray, masks: np.ndarray, batch_size: int) -> lis
     return batches
 
 
-def _loss_fn(model: Any, variables: Mapping[str, Any], loss_weights: Mapping[str, float]):
-    """Weighted sum of per-image training losses as a function of the params.
-
-    The forward pass is in inference mode (no dropout, BatchNorm running statistics).
-    """
+def _inference(model: Any, variables: Mapping[str, Any]):
+    """(params, images) -> logits in inference mode (no dropout, BatchNorm running statistics),
+    with the BatchNorm statistics of `variables`."""
     batch_stats = variables.get('batch_stats')
 
-    def loss(params, images, masks, weights):
+    def apply(params, images):
         model_variables = {'params': params}
         if batch_stats:
             model_variables['batch_stats'] = batch_stats
-        logits = model.apply(model_variables, images, train=False)
+        return model.apply(model_variables, images, train=False)
+
+    return apply
+
+
+def _loss_fn(model: Any, variables: Mapping[str, Any], loss_weights: Mapping[str, float]):
+    """Weighted sum of per-image training losses as a function of the params (inference mode)."""
+    apply = _inference(model, variables)
+
+    def loss(params, images, masks, weights):
+        logits = apply(params, images)
         return jnp.sum(metrics.segmentation_loss(logits, masks, **loss_weights) * weights)
 
     return loss
@@ -317,6 +365,56 @@ def rgn_scores(
     return scores, work
 
 
+@dataclasses.dataclass
+class ShortRuns:
+    """Short Adam runs from the pre-trained `params` that train any set of names.
+
+    One compiled step serves every set: the set's scales (1 for its names, 0 for the others)
+    live in the state of `scale_by_score`, so only they change between runs. The step
+    differentiates every parameter. Steps cycle through the probe batches; each step's loss is
+    the mean over its batch's real images.
+    """
+
+    step: Any  # the compiled (params, opt_state, images, masks, weights) -> (params, opt_state)
+    tx: optax.GradientTransformation
+    params: Any
+    batches: list[Batch]
+    names: tuple[str, ...]
+    steps: int
+    compile_s: float
+
+    @classmethod
+    def compile(
+        cls, loss_fn, params, batches: list[Batch], names, *, steps: int, learning_rate: float
+    ) -> ShortRuns:
+        if steps < 1:
+            raise AutoSpecError(f'config.finetune.auto.probe_steps={steps} must be >= 1.')
+        tx = optax.chain(optax.adam(learning_rate), scale_by_score({n: 0.0 for n in names}))
+
+        def train_step(params, opt_state, images, masks, weights):
+            grads = jax.grad(loss_fn)(params, images, masks, weights)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        step, compile_s = _compile(train_step, params, tx.init(params), *batches[0].weighted(1.0))
+        return cls(step, tx, params, batches, tuple(names), steps, compile_s)
+
+    @property
+    def image_passes(self) -> int:
+        """Gradient passes of one run (padding included)."""
+        return sum(len(self.batches[s % len(self.batches)].valid) for s in range(self.steps))
+
+    def train(self, trained: Sequence[str]) -> Any:
+        """The params after `steps` steps that train `trained` (block or unit names) only."""
+        scales = {n: float(n in trained) for n in self.names}
+        opt_state = set_scales(self.tx.init(self.params), scales)
+        tuned = self.params
+        for s in range(self.steps):
+            batch = self.batches[s % len(self.batches)]
+            tuned, opt_state = self.step(tuned, opt_state, *batch.weighted(batch.valid.sum()))
+        return tuned
+
+
 def probe_scores(
     loss_fn,
     params,
@@ -329,44 +427,124 @@ def probe_scores(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Relative drop of the probe loss after `steps` Adam steps that train one name alone.
 
-    One compiled step serves every name: the name's one-hot scales live in the state of
-    `scale_by_score`, so only they change between the short runs. The step differentiates every
-    parameter (the work counts full gradient passes). Steps cycle through the batches.
+    The short runs share one compiled step (`ShortRuns`), which differentiates every parameter:
+    the work counts full gradient passes.
     """
-    if steps < 1:
-        raise AutoSpecError(f'config.finetune.auto.probe_steps={steps} must be >= 1.')
     names = registry.order('forward', granularity)
-    tx = optax.chain(optax.adam(learning_rate), scale_by_score({n: 0.0 for n in names}))
-
-    def train_step(params, opt_state, images, masks, weights):
-        grads = jax.grad(loss_fn)(params, images, masks, weights)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
+    runs = ShortRuns.compile(
+        loss_fn, params, batches, names, steps=steps, learning_rate=learning_rate
+    )
     total = float(sum(b.valid.sum() for b in batches))
-    first = batches[0]
-    step, step_compile_s = _compile(train_step, params, tx.init(params), *first.weighted(1.0))
-    mean_loss, eval_compile_s = _compile(loss_fn, params, *first.weighted(total))
+    mean_loss, eval_compile_s = _compile(loss_fn, params, *batches[0].weighted(total))
 
     def probe_loss(p):
         return sum(float(mean_loss(p, *b.weighted(total))) for b in batches)
 
     before = probe_loss(params)
-    scores, gradient_passes = {}, 0
+    scores = {}
     for name in names:
-        opt_state = set_scales(tx.init(params), {n: float(n == name) for n in names})
-        tuned = params
-        for s in range(steps):
-            batch = batches[s % len(batches)]
-            tuned, opt_state = step(tuned, opt_state, *batch.weighted(batch.valid.sum()))
-            gradient_passes += len(batch.valid)
-        scores[name] = (before - probe_loss(tuned)) / max(before, 1e-12)
+        scores[name] = (before - probe_loss(runs.train([name]))) / max(before, 1e-12)
     work = {
-        'gradient': gradient_passes,
+        'gradient': len(names) * runs.image_passes,
         'forward': (len(names) + 1) * sum(len(b.valid) for b in batches),
-        'compile_s': step_compile_s + eval_compile_s,
+        'compile_s': runs.compile_s + eval_compile_s,
     }
     return scores, work
+
+
+def validation_batches(
+    spec: str, images: np.ndarray | None, masks: np.ndarray | None, batch_size: int
+) -> list[Batch]:
+    """The validation split in batches, checked to be there and to hold a lesion image."""
+    where = f'Freeze spec {spec!r} (config.finetune.train) picks blocks by validation Dice'
+    if images is None or masks is None or len(images) == 0:
+        raise AutoSpecError(
+            f'{where}, but no validation images were given: pass the validation split to '
+            'surgical.choose (val_images=, val_masks=), as groups.auto_choice does.'
+        )
+    if not (np.asarray(masks).reshape(len(masks), -1).max(axis=1) > 0).any():
+        raise AutoSpecError(
+            f'{where}, but no validation image has a lesion (every mask is empty), so its Dice '
+            'is undefined. Use a larger config.data.val_fraction, or a criterion that needs '
+            "no validation split ('rgn', 'probe')."
+        )
+    return probe_batches(np.asarray(images), np.asarray(masks), batch_size)
+
+
+def _counts_fn(model: Any, variables: Mapping[str, Any], loss_weights: Mapping[str, float]):
+    """Per-image loss and pixel counts of thresholded predictions (steps.eval_step's numbers)
+    as a function of the params; inference mode."""
+    apply = _inference(model, variables)
+
+    def counts(params, images, masks):
+        logits = apply(params, images)
+        loss = metrics.segmentation_loss(logits, masks, **loss_weights)
+        return {'loss': loss, **metrics.overlap_counts((logits > 0).astype(jnp.float32), masks)}
+
+    return counts
+
+
+def validation_dice(evaluate, params, batches: list[Batch]) -> float:
+    """The validation Dice of `params`: what picks a run's best checkpoint (train.validate),
+    metrics.split_metrics' 'dice', the mean per-image Dice over the lesion images."""
+    stats = {'loss': [], 'tp': [], 'pred': [], 'true': []}
+    for batch in batches:
+        out = evaluate(params, batch.images, batch.masks)
+        real = batch.valid > 0
+        for key, values in stats.items():
+            values.append(np.asarray(out[key], np.float64)[real])
+    return float(metrics.split_metrics(**{k: np.concatenate(v) for k, v in stats.items()})['dice'])
+
+
+def greedy_scores(
+    loss_fn,
+    counts_fn,
+    params,
+    batches: list[Batch],
+    val_batches: list[Batch],
+    registry: LayerRegistry,
+    granularity: str,
+    *,
+    k: int,
+    steps: int,
+    learning_rate: float,
+) -> tuple[dict[str, float], tuple[str, ...], dict[str, float]]:
+    """Greedy forward selection of k names by the validation Dice of short runs.
+
+    Each round, every name not chosen trains with the chosen ones (`ShortRuns`, from the
+    pre-trained params) and the validation Dice of the result is its candidate's; the best one
+    is picked (ties: the shallower, in forward order). Returns the raw scores (Choice: the Dice
+    gain of each pick's round; a name never picked, its gain in the last round), the picks in
+    order, and the work. A gradient pass counts as a full training step, as `probe`'s do: the
+    one compiled step differentiates every parameter (so that sets change without
+    recompiling), and the cost counted is the work done; a validation image counts as a
+    forward pass, the pre-trained params' evaluation included.
+    """
+    names = registry.order('forward', granularity)
+    runs = ShortRuns.compile(
+        loss_fn, params, batches, names, steps=steps, learning_rate=learning_rate
+    )
+    first = val_batches[0]
+    evaluate, eval_compile_s = _compile(counts_fn, params, first.images, first.masks)
+    current = validation_dice(evaluate, params, val_batches)  # the pre-trained params'
+    chosen, gains, num_runs = [], {}, 0
+    for _ in range(k):
+        dice = {}
+        for name in (n for n in names if n not in chosen):
+            trained = [*chosen, name]
+            dice[name] = validation_dice(evaluate, runs.train(trained), val_batches)
+            num_runs += 1
+        pick = max(dice, key=dice.get)  # the first of equal ones: the shallowest
+        gains.update({n: d - current for n, d in dice.items()})  # unpicked: the last round's
+        chosen.append(pick)
+        current = dice[pick]
+    work = {
+        'gradient': num_runs * runs.image_passes,
+        'forward': (num_runs + 1) * sum(len(b.valid) for b in val_batches),
+        'val_examples': sum(int(b.valid.sum()) for b in val_batches),
+        'compile_s': runs.compile_s + eval_compile_s,
+    }
+    return {n: gains[n] for n in names}, tuple(chosen), work
 
 
 # ----------------------------------------------------------------------------- soft variant

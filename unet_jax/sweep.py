@@ -180,7 +180,7 @@ def _configurations(
                 for k in _k_values(study, n, granularity):
                     yield dict(
                         family=name,
-                        spec=f'{family.selector}:{k}',
+                        spec=family.direction_spec(k),
                         order=order,
                         granularity=granularity,
                         k=k,
@@ -204,12 +204,14 @@ def _k_values(study: ml_collections.ConfigDict, n: int, granularity: str) -> lis
 def _auto_configurations(
     study: ml_collections.ConfigDict, registry: layers.LayerRegistry
 ) -> Iterator[dict[str, Any]]:
-    """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft`, per criterion and
-    granularity (k counts blocks or units, whatever their order)."""
+    """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft` (for a criterion that has
+    it: not greedy), per criterion and granularity (k counts blocks or units, whatever their
+    order)."""
     for criterion in study.get('auto_criteria', auto_spec.CRITERIA):
+        soft = [0] if auto_spec.has_soft(criterion) else []
         for granularity in study.granularities:
             n = len(registry.order('forward', granularity))
-            for k in [*range(1, n + 1), 0]:
+            for k in [*range(1, n + 1), *soft]:
                 spec = auto_spec.format_auto(criterion, k or None)
                 yield dict(family=families.AUTO, spec=spec, granularity=granularity, k=k)
 
@@ -222,8 +224,9 @@ def enumerate_sweep(
 
     Seeds vary slowest, so the first part of a study is one complete replicate (with outer
     folds: every image tested once). Two points are duplicates when they share target, size,
-    seed, outer fold, initialisation (scratch, or which pre-training) and train the same units
-    (compiled by `freeze.compile_spec`, whatever the order/granularity said); `pretrained`
+    seed, outer fold, initialisation (scratch, or which pre-training) and train the same
+    (the canonical form of `freeze.compile_spec`'s plan, whatever the order/granularity said,
+    parameter-efficient parts included); `pretrained`
     points (no training) are also duplicates across seeds (of one fold) that use the same
     pre-training.
     """
@@ -241,25 +244,25 @@ def enumerate_sweep(
         )
         # What an auto: spec trains is only known once its run has scored the blocks (but for
         # k = N: everything, the same run as `full`).
-        units = () if auto_spec.is_auto(c['spec']) else _trained_units(c, registry)
+        plan = None if auto_spec.is_auto(c['spec']) else _plan(c, registry)
+        units = plan.trained_units if plan else ()
+        trains = plan.canonical if plan else c['spec']  # what it trains, parts included
         num_names = len(registry.order('forward', c.get('granularity') or 'unit'))
         if auto_spec.is_auto(c['spec']) and c['k'] == num_names:
-            c, units = dict(c, spec=freeze.ALL), registry.unit_names
-        configurations.append((name, dict(c, trained_units=units)))
+            c, units, trains = dict(c, spec=freeze.ALL), registry.unit_names, freeze.ALL
+        configurations.append((name, dict(c, trained_units=units), trains))
 
     num_pretrain = num_pretrainings(config)
     points, runs, first_of = [], [], {}
     for seed, fold in ((s, f) for s in study.seeds for f in outer_folds(config)):
         for target in study.targets:
             for num_train in study.num_train:
-                for configuration, c in configurations:
+                for configuration, c, trains in configurations:
                     replicate = f's{seed}' if fold is None else f's{seed}/f{fold}'
                     name = f'{target}/n{size_name(num_train)}/{replicate}/{configuration}'
                     init = families.get(c['family']).init
                     uses = families.get(c['family']).uses_pretraining
                     pretrain_index = seed % num_pretrain if uses else None
-                    units = frozenset(c['trained_units'])
-                    trains = c['spec'] if auto_spec.is_auto(c['spec']) else units
                     key = (target, num_train, fold, init, pretrain_index, trains)
                     if families.get(c['family']).trains or config.dont_load:
                         key += (c['family'] == 'pretrained', seed)
@@ -293,14 +296,13 @@ def enumerate_sweep(
     return Sweep(points=tuple(points), runs=tuple(runs), groups=tuple(groups))
 
 
-def _trained_units(c: dict[str, Any], registry: layers.LayerRegistry) -> tuple[str, ...]:
-    plan = freeze.compile_spec(
+def _plan(c: dict[str, Any], registry: layers.LayerRegistry) -> freeze.FreezePlan:
+    return freeze.compile_spec(
         c['spec'],
         registry,
         order=c.get('order') or 'forward',
         granularity=c.get('granularity') or 'unit',
     )
-    return plan.trained_units
 
 
 def _groups(runs: Sequence[SweepPoint], size: int) -> list[RunGroup]:

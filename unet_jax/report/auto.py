@@ -2,7 +2,9 @@
 gap to the sweep point chosen on validation among those that train as many blocks or units
 (same k and granularity) and to the configuration of the sweep chosen on validation, and its
 cost, probe included, relative to the sweep. The findings pick each criterion's k on
-validation and test that pick on test against `full` and against the sweep's validation pick.
+validation and test that pick on test against `full`, against the sweep's validation pick and
+against the sweep's validation pick among the configurations that cost no more training FLOPs
+than the automatic pick with its probe (matched cost).
 
 The sweep here is every configuration of the cell that is neither `auto` nor `pretrained`, one
 run each (its mean training FLOPs over seeds); the automatic point costs its own training and
@@ -61,6 +63,7 @@ def auto_rows(analysis: Analysis) -> pd.DataFrame:
                     gap_same_k=_gap(row, best_k),
                     best=None if best is None else best['configuration'],
                     gap_best=_gap(row, best),
+                    cost_flops=row['train_flops'] + probe,
                     cost_vs_sweep=(row['train_flops'] + probe) / sweep_flops,
                     probe_share=probe / (row['train_flops'] + probe),
                 )
@@ -91,6 +94,9 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
         versus = [(FULL, 'full')]
         if pick['best'] not in (None, FULL):
             versus.append((pick['best'], "the sweep's validation pick"))
+        matched = matched_cost_pick(cell, pick['cost_flops'])
+        if matched is not None and matched not in [name for name, _ in versus]:
+            versus.append((matched, "the sweep's validation pick at no more FLOPs"))
         parts, details = [], []
         for name, role in versus:
             test = compare(scores, target, num_train, pick['configuration'], name, settings)
@@ -116,7 +122,8 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
                 f'({pick["configuration"]}, val Dice {pick["val_dice"]:.3f}){cost}: '
                 + ('; '.join(parts) or 'not tested')
                 + ' on test.',
-                "The k (or soft) of each criterion and the sweep's configuration are chosen on "
+                "The k (or soft) of each criterion and the sweep's configurations (the best, and "
+                'the best at no more training FLOPs than the pick with its probe) are chosen on '
                 'validation Dice, then compared on test, paired by seed and image (crossed '
                 't-test, not adjusted: these lines are descriptive, outside the Holm family). '
                 + '; '.join(details)
@@ -124,6 +131,17 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
             )
         )
     return [('Automatic layer choice (k chosen on validation)', out)] if out else []
+
+
+def matched_cost_pick(cell: pd.DataFrame, flops: float) -> str | None:
+    """The sweep configuration (neither auto nor pretrained) with the best validation Dice
+    among those whose training FLOPs are at most `flops` (an automatic pick's training plus
+    its probe): the fair opponent at matched cost. None when none is that cheap."""
+    sweep = cell[~cell['family'].isin([families.AUTO, 'pretrained'])]
+    sweep = sweep[sweep['val_dice_mean'].notna() & (sweep['train_flops'] <= flops * (1 + 1e-9))]
+    if sweep.empty or not np.isfinite(flops):
+        return None
+    return str(sweep.loc[sweep['val_dice_mean'].idxmax()]['configuration'])
 
 
 def _flops_vs_full(cell: pd.DataFrame, configuration: str) -> float:
