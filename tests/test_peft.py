@@ -51,9 +51,11 @@ def test_method_selectors_name_parts_of_units(plain, batchnorm):
     assert plan.canonical == 'lora:4@@contracting'
     assert plan.trained_units == registry.expand(['enc0', 'enc1'])
     assert plan.lora_ranks == dict.fromkeys(registry.expand(['enc0', 'enc1']), 4)
-    # The head's 1x1 kernel is not adapted, so lora@@all leaves it frozen.
-    assert 'head/conv0' in compile_spec('lora:8@@all', registry).frozen_units
-    assert compile_spec('lora:8@@all', registry).canonical == 'lora:8@@all'
+    # The head's 1x1 kernel is not adapted: lora@@all trains the head whole.
+    lora = compile_spec('lora:8@@all', registry)
+    assert lora.canonical == 'lora:8@@all' and lora.trained_units == registry.unit_names
+    assert lora.parts('head/conv0') == (freeze.WHOLE,) and 'head/conv0' not in lora.lora_ranks
+    assert compile_spec('lora:2@last:1', registry).trained_units == ('head/conv0',)
     bias = compile_spec('bias@@all', registry)
     assert bias.trained_units == registry.unit_names and bias.frozen_units == ()
     assert bias.parts('enc0/conv0') == ('bias',) and bias.kernel_units == ()
@@ -77,7 +79,7 @@ def test_method_selectors_name_parts_of_units(plain, batchnorm):
         ('lora:2@enc0,lora:4@enc0..enc1', r'two adapter ranks \(lora:2, lora:4\)'),
         ('@all,-norm@enc0', 'a subtraction removes whole units'),
         ('norm@@all', r'--config.model.norm=batch'),
-        ('lora:2@head', 'select no parameter'),
+        ('bias@@all,-@all', 'trains nothing'),
         ('bias@enc9', "Unknown layer 'enc9'"),
     ],
 )
@@ -158,7 +160,7 @@ def test_lora_starts_as_the_pretrained_model_and_folds_exactly(plain):
 @pytest.mark.parametrize(
     'spec, norm, trains',
     [
-        ('lora:2@@all', 'none', lambda p: p.endswith('/kernel') and not p.startswith('head/')),
+        ('lora:2@@all', 'none', lambda p: p.endswith('/kernel') or p.startswith('head/')),
         ('norm@@all', 'batch', lambda p: '/norm/' in p),
         ('bias@@all', 'none', lambda p: p.endswith('/bias')),
     ],

@@ -20,7 +20,9 @@ Parameter-efficient selectors train a part of each unit that SELECTOR (any selec
 stands for, the rest of the unit frozen; they combine with the others ('enc0,norm@@all'):
 
   lora:R@SELECTOR       a rank-R adapter of every 3x3 and up-conv kernel (unet_jax.adapters:
-                        W + scale * reshape(A @ B), A and B trained, W frozen, B zero at first)
+                        W + scale * reshape(A @ B), A and B trained, W frozen, B zero at first);
+                        a unit without one (the head's 1x1 conv) trains whole, as the task
+                        head does in parameter-efficient fine-tuning
   norm@SELECTOR         only the norm layers' scale and shift (and BatchNorm statistics); the
                         model needs norms (config.model.norm='batch' or 'group')
   bias@SELECTOR         only biases: of the convs (there are none before a norm) and the
@@ -247,8 +249,10 @@ def compile_spec(
         whole = (set(registry.unit_names) if subtracts_only else added) - removed
         methods = {part: units - removed - whole for part, units in methods.items()}
         _check_one_rank(methods, spec)
-    partial = _partial_parts(methods, registry)
-    trained = whole | {unit for unit, _ in partial}
+    canonical = _canonical(whole, methods, registry)
+    trained_whole = whole | _unadaptable(methods, registry)
+    partial = _partial_parts(methods, registry, whole=trained_whole)
+    trained = trained_whole | {unit for unit, _ in partial}
     if not trained and tokens != [NONE]:
         raise FreezeSpecError(
             f'Freeze spec {spec!r} (config.finetune.train) trains nothing. '
@@ -258,7 +262,7 @@ def compile_spec(
     trained_units = tuple(n for n in registry.unit_names if n in trained)
     return FreezePlan(
         spec=spec,
-        canonical=_canonical(whole, methods, registry),
+        canonical=canonical,
         trained_units=trained_units,
         frozen_units=tuple(n for n in registry.unit_names if n not in trained),
         registry=registry,
@@ -290,14 +294,29 @@ def _check_one_rank(methods: Mapping[str, set[str]], spec: str) -> None:
                 )
 
 
+def _unadaptable(methods: Mapping[str, set[str]], registry: LayerRegistry) -> set[str]:
+    """The units of a `lora:` selector without a kernel wider than 1x1 (the head): they train
+    whole, as the task head does in parameter-efficient fine-tuning (its [cin, cout] kernel is
+    smaller than an adapter of it)."""
+    selected = set().union(*(units for part, units in methods.items() if part.startswith(LORA)))
+    return {
+        unit.name
+        for unit in registry.units
+        if unit.name in selected
+        and not any(adapters.adapts(p, s) for p, s in zip(unit.param_paths, unit.param_shapes))
+    }
+
+
 def _partial_parts(
-    methods: Mapping[str, set[str]], registry: LayerRegistry
+    methods: Mapping[str, set[str]], registry: LayerRegistry, *, whole: set[str]
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(unit, its parts) of every unit where a method trains at least one leaf, forward order.
-    A part that trains nothing in a unit (no norm, no bias, no kernel wider than 1x1) is left
-    out of that unit."""
+    """(unit, its parts) of every unit not trained `whole` where a method trains at least one
+    leaf, forward order. A part that trains nothing in a unit (no norm, no bias) is left out of
+    that unit."""
     out = []
     for unit in registry.units:
+        if unit.name in whole:
+            continue
         parts = tuple(
             part
             for part in sorted(methods, key=_method_order)
