@@ -259,3 +259,41 @@ def test_method_families_enumerate_and_never_alias_full():
     assert shallow.spec == 'lora:8@first:2' and shallow.k == 2
     assert not any(p.is_alias for p in points.values())
     assert families.get('lora-r8-deep').direction_spec(3) == 'lora:8@last:3'
+
+
+def test_method_families_reach_every_cost_figure_of_the_report(tmp_path):
+    """Through families.py alone: the report's tables, cost figures (their legends are the
+    page's alt text) and Pareto front name the parameter-efficient families."""
+    from tests.test_study import FakeTrainer, tiny_study_config
+    from unet_jax import study
+
+    config = tiny_study_config(
+        families=('full', 'shallow_to_deep', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow')
+    )
+    config.model.norm = 'batch'
+    config.study.k_values = (1, 2)
+    outcome = study.main(config, str(tmp_path), run_fn=FakeTrainer())
+    assert outcome['failed'] == []
+    page = open(outcome['report']).read()
+    for label in ('LoRA r=8', 'norm only', 'bias only', 'LoRA r=8, shallow-&gt;deep'):
+        assert label in page, label
+    assert 'lora-r8-shallow-forward-block-k2' in page
+
+
+def test_the_matched_cost_opponent_is_the_validation_pick_among_cheaper_configurations():
+    import pandas as pd
+
+    from unet_jax.report import auto
+
+    cell = pd.DataFrame(
+        dict(
+            family=['full', 'contracting', 'lora-r8', 'auto', 'pretrained'],
+            configuration=['full', 'contracting', 'lora-r8', 'auto-rgn-block-k2', 'pretrained'],
+            val_dice_mean=[0.90, 0.80, 0.85, 0.99, 0.95],
+            train_flops=[10.0, 6.0, 7.0, 4.0, 0.0],
+        )
+    )
+    assert auto.matched_cost_pick(cell, 7.0) == 'lora-r8'  # full costs more; auto excluded
+    assert auto.matched_cost_pick(cell, 6.5) == 'contracting'
+    assert auto.matched_cost_pick(cell, 20.0) == 'full'
+    assert auto.matched_cost_pick(cell, 5.0) is None  # pretrained trains nothing: not a pick
