@@ -69,6 +69,8 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
   granularities=block+unit   what k counts (quick: block)
   ks=1+3+5                   the k of shallow_to_deep / deep_to_shallow (default: every k)
+  auto_ks=4                  the k of the auto family, fixed in advance (default: every k, and
+                             the soft variant; the report chooses k on validation)
   families=scratch+full      a subset of the families (default: all but auto, matched and the
                              parameter-efficient ones); `lora` stands for lora-r2+lora-r8,
                              `peft` for lora-r2+lora-r8+norm+bias (each over the whole
@@ -134,6 +136,7 @@ ARGUMENTS = {
     'orders': "'+'-separated depth orders: forward, level",
     'granularities': "'+'-separated: block, unit",
     'ks': "'+'-separated k of shallow_to_deep / deep_to_shallow (default: every k)",
+    'auto_ks': "'+'-separated k of the auto family, fixed in advance (default: every k and soft)",
     'families': (
         f"'+'-separated subset of {'+'.join(families.NAMES)}, or the aliases "
         f"{', '.join(families.ALIASES)} (default: {'+'.join(families.DEFAULTS)})"
@@ -192,6 +195,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
     default_ks = '4' if real else SOURCES_QUICK_KS if quick and source_names else ''
     ks = [_integer(k, 'ks') for k in _split(args.get('ks', default_ks))]
+    auto_ks = [_integer(k, 'auto_ks') for k in _split(args.get('auto_ks', ''))]
     if quick + medium + real > 1:
         raise ValueError(f'{WHERE}: choose one scale (quick, medium or real), not several.')
     if real and not data_root:
@@ -268,6 +272,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     study.granularities = tuple(granularities)
     # The k of shallow_to_deep:k / deep_to_shallow:k (blocks or units); () = every k.
     study.k_values = tuple(ks)
+    # The k of the auto family's `auto:<criterion>:k`, fixed before the study runs (no soft
+    # variant then); () = every k and soft (the report then picks k on validation).
+    study.auto_k_values = tuple(auto_ks)
     # The primary endpoint, declared before the study runs: the report tests it first, at 0.05
     # and apart from every other comparison (fixed sequence), and opens with its answer. It is
     # the gap a - b (test Dice averaged over k, in the first order and granularity) at

@@ -297,3 +297,15 @@ def test_the_matched_cost_opponent_is_the_validation_pick_among_cheaper_configur
     assert auto.matched_cost_pick(cell, 6.5) == 'contracting'
     assert auto.matched_cost_pick(cell, 20.0) == 'full'
     assert auto.matched_cost_pick(cell, 5.0) is None  # pretrained trains nothing: not a pick
+
+
+def test_auto_k_fixed_in_advance_enumerates_only_those_k():
+    config = layerwise.get_config('quick,families=full+auto,criteria=rgn+greedy,auto_ks=2+4')
+    names = sorted({p.configuration for p in sweep.enumerate_sweep(config).points})
+    assert names == [
+        'auto-greedy-block-k2', 'auto-greedy-block-k4', 'auto-rgn-block-k2', 'auto-rgn-block-k4',
+        'full',
+    ]  # fmt: skip
+    config.study.auto_k_values = (0,)
+    with pytest.raises(ValueError, match=r'auto_k_values=\(0,\).*auto_ks=1\+2\+9'):
+        sweep.enumerate_sweep(config)

@@ -192,11 +192,17 @@ def _k_values(study: ml_collections.ConfigDict, n: int, granularity: str) -> lis
     chosen = tuple(study.get('k_values', ()))
     if not chosen:
         return list(range(1, n + 1))
+    return _checked_k_values(chosen, n, granularity, 'k_values')
+
+
+def _checked_k_values(chosen: tuple, n: int, granularity: str, field: str) -> list[int]:
     wrong = [k for k in chosen if not (isinstance(k, int) and 1 <= k <= n)]
+    argument = {'k_values': 'ks', 'auto_k_values': 'auto_ks'}[field]
     if wrong:
         raise ValueError(
-            f'config.study.k_values={chosen}: {wrong} not in 1..{n} (the model has {n} '
-            f"{granularity}s); choose k among them, e.g. ks=1+2+{n} (configs/layerwise.py)."
+            f'config.study.{field}={chosen}: {wrong} not in 1..{n} (the model has {n} '
+            f'{granularity}s); choose k among them, e.g. {argument}=1+2+{n} '
+            '(configs/layerwise.py).'
         )
     return sorted(set(chosen))
 
@@ -206,12 +212,14 @@ def _auto_configurations(
 ) -> Iterator[dict[str, Any]]:
     """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft` (for a criterion that has
     it: not greedy), per criterion and granularity (k counts blocks or units, whatever their
-    order)."""
+    order); with `study.auto_k_values`, only those k (fixed in advance) and no soft."""
+    fixed = tuple(study.get('auto_k_values', ()))
     for criterion in study.get('auto_criteria', auto_spec.CRITERIA):
-        soft = [0] if auto_spec.has_soft(criterion) else []
+        soft = [0] if auto_spec.has_soft(criterion) and not fixed else []
         for granularity in study.granularities:
             n = len(registry.order('forward', granularity))
-            for k in [*range(1, n + 1), *soft]:
+            ks = _checked_k_values(fixed, n, granularity, 'auto_k_values') if fixed else None
+            for k in [*(ks or range(1, n + 1)), *soft]:
                 spec = auto_spec.format_auto(criterion, k or None)
                 yield dict(family=families.AUTO, spec=spec, granularity=granularity, k=k)
 
