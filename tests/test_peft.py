@@ -307,5 +307,5 @@ def test_auto_k_fixed_in_advance_enumerates_only_those_k():
         'full',
     ]  # fmt: skip
     config.study.auto_k_values = (0,)
-    with pytest.raises(ValueError, match=r'auto_k_values=\(0,\).*auto_ks=1\+2\+9'):
+    with pytest.raises(ValueError, match=r'auto_k_values=\(0,\).*auto_ks=1\+2\+8'):
         sweep.enumerate_sweep(config)
