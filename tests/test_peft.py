@@ -309,3 +309,21 @@ def test_auto_k_fixed_in_advance_enumerates_only_those_k():
     config.study.auto_k_values = (0,)
     with pytest.raises(ValueError, match=r'auto_k_values=\(0,\).*auto_ks=1\+2\+8'):
         sweep.enumerate_sweep(config)
+
+
+def test_the_budget_pick_is_chosen_on_validation_within_the_parameter_share():
+    import pandas as pd
+
+    from unet_jax.report import budget
+
+    cell = pd.DataFrame(
+        dict(
+            family=['full', 'lora-r8', 'bias', 'norm', 'pretrained', 'shallow_to_deep'],
+            configuration=['full', 'lora-r8', 'bias', 'norm', 'pretrained', 'shallow_to_deep-k1'],
+            val_dice_mean=[0.90, 0.85, 0.70, 0.75, 0.99, 0.80],
+            trained_fraction=[1.0, 0.08, 0.002, 0.004, 0.0, 0.011],
+        )
+    )
+    assert budget.budget_pick(cell, 0.10)['configuration'] == 'lora-r8'
+    assert budget.budget_pick(cell, 0.01)['configuration'] == 'norm'  # pretrained left out
+    assert budget.budget_pick(cell, 0.001) is None

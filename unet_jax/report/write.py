@@ -10,6 +10,7 @@ from unet_jax import layout
 from unet_jax.report import (
     analysis,
     auto,
+    budget,
     calibration,
     conclusions,
     figures,
@@ -117,7 +118,8 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
             if t is not None
         ],
         findings=conclusions.findings(study, result)
-        + auto.findings(study, result, auto.auto_rows(result)),
+        + auto.findings(study, result, auto.auto_rows(result))
+        + budget.findings(result),
         methods=[*methods(result.settings), *filter(None, [calibration_note(result)])],
         figures=[f for f in made if f is not None],
         figure_notes=_figure_notes(study, made),
