@@ -327,3 +327,11 @@ def test_the_budget_pick_is_chosen_on_validation_within_the_parameter_share():
     assert budget.budget_pick(cell, 0.10)['configuration'] == 'lora-r8'
     assert budget.budget_pick(cell, 0.01)['configuration'] == 'norm'  # pretrained left out
     assert budget.budget_pick(cell, 0.001) is None
+
+
+def test_every_family_has_a_colour_of_its_own():
+    from unet_jax.report import figures
+
+    names = [n for n in families.NAMES if not families.get(n).is_auto]
+    colours = [figures.family_color(n) for n in names]
+    assert len(set(colours)) == len(colours), dict(zip(names, colours))

@@ -32,11 +32,18 @@ from unet_jax.report.load import Study, family  # noqa: E402
 
 LINE_STYLES = ('-', '--', ':', '-.')
 MARKERS = ('o', 's', '^', 'D', 'v', 'P')
-REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8')
+REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8', 's', 'v', '^')
 GT_COLOR, PREDICTION_COLOR = '#00d000', '#ff3030'
-DIRECTION_COLORS = ('tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink')
+# One colour per family of families.py (directions, references: table order), none shared.
+DIRECTION_COLORS = (
+    'tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink', 'sienna', 'slateblue',
+    'darkorange', 'teal', 'navy',
+)  # fmt: skip
 AUTO_COLORS = {'rgn': 'tab:red', 'probe': 'tab:cyan'}
-REFERENCE_COLORS = ('0.55', 'k', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'gold')
+REFERENCE_COLORS = (
+    '0.55', 'k', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'gold', 'magenta',
+    'darkcyan', 'yellowgreen',
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
