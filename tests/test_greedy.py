@@ -24,6 +24,13 @@ AUTO.probe_steps = 3
 LR = 1e-2  # large enough that 3 steps move a tiny model's validation Dice
 
 
+@pytest.fixture(autouse=True)
+def fresh_rounds(monkeypatch):
+    """Each test computes its greedy rounds (some replace validation_dice, which the rounds'
+    key cannot see)."""
+    monkeypatch.setattr(surgical, '_GREEDY_ROUNDS', {})
+
+
 @pytest.fixture(scope='module')
 def setup():
     model = UNet(depth=2, base_width=4)
@@ -291,3 +298,17 @@ def test_sweep_enumerates_greedy_k_without_soft():
     points = sweep.enumerate_sweep(config, registry=registry).points
     assert {p.spec for p in points if p.family == 'auto'} >= {'auto:greedy:1', 'auto:rgn:soft'}
     assert not any(p.spec == 'auto:greedy:soft' for p in points)
+
+
+def test_greedy_rounds_are_computed_once_per_process_for_every_k(setup):
+    """auto:greedy:k picks the first k of auto:greedy:k+1's: a later k reuses the rounds; its
+    choice and counted cost are those it has alone."""
+    after_two = (_greedy(setup, 'auto:greedy:2'), _greedy(setup, 'auto:greedy:3'))
+    again = _greedy(setup, 'auto:greedy:2')
+    assert again.cost['compile_s'] == 0.0  # nothing left to train: no probe step compiled
+    assert again.chosen == after_two[0].chosen and again.cost['flops'] == after_two[0].cost['flops']
+    surgical._GREEDY_ROUNDS.clear()
+    alone = _greedy(setup, 'auto:greedy:3')
+    assert alone.chosen == after_two[1].chosen and alone.chosen[:2] == after_two[0].chosen
+    assert alone.cost['flops'] == after_two[1].cost['flops']
+    assert alone.raw_scores == after_two[1].raw_scores

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -188,6 +189,10 @@ def choose(
         )
     else:
         val_batches = validation_batches(spec, val_images, val_masks, auto.batch_size)
+        settings = dict(
+            granularity=granularity, steps=auto.probe_steps, learning_rate=learning_rate,
+            loss=sorted(loss_weights.items()),
+        )  # fmt: skip
         raw, picked, work = greedy_scores(
             loss_fn,
             _counts_fn(model, variables, loss_weights),
@@ -199,13 +204,14 @@ def choose(
             k=parsed.k,
             steps=auto.probe_steps,
             learning_rate=learning_rate,
+            memo_key=greedy_key(model, variables, batches, val_batches, **settings),
         )
     seconds = time.perf_counter() - start
     scores = normalise(raw)
     ranked = sorted(names, key=lambda n: (-scores[n], names.index(n)))
     chosen = picked or tuple(ranked if parsed.soft else ranked[: parsed.k])
-    # A gradient pass of rgn and probe costs a full training step (they differentiate every
-    # parameter); greedy's is modelled as a step that trains its set (see greedy_scores).
+    # A gradient pass costs a full training step (each criterion's step differentiates every
+    # parameter).
     gradient_flops = work['gradient'] * full_step
     return Choice(
         spec=freeze.ALL if parsed.soft else ','.join(chosen),
@@ -508,6 +514,7 @@ def greedy_scores(
     k: int,
     steps: int,
     learning_rate: float,
+    memo_key: str | None = None,
 ) -> tuple[dict[str, float], tuple[str, ...], dict[str, float]]:
     """Greedy forward selection of k names by the validation Dice of short runs.
 
@@ -518,33 +525,70 @@ def greedy_scores(
     order, and the work. A gradient pass counts as a full training step, as `probe`'s do: the
     one compiled step differentiates every parameter (so that sets change without
     recompiling), and the cost counted is the work done; a validation image counts as a
-    forward pass, the pre-trained params' evaluation included.
+    forward pass, the pre-trained params' evaluation included. With `memo_key` (greedy_key),
+    rounds an earlier call of this process computed are reused; the work returned is still
+    what the k rounds cost alone (compile_s: what this call compiled).
     """
     names = registry.order('forward', granularity)
-    runs = ShortRuns.compile(
-        loss_fn, params, batches, names, steps=steps, learning_rate=learning_rate
-    )
-    first = val_batches[0]
-    evaluate, eval_compile_s = _compile(counts_fn, params, first.images, first.masks)
-    current = validation_dice(evaluate, params, val_batches)  # the pre-trained params'
-    chosen, gains, num_runs = [], {}, 0
-    for _ in range(k):
-        dice = {}
-        for name in (n for n in names if n not in chosen):
-            trained = [*chosen, name]
-            dice[name] = validation_dice(evaluate, runs.train(trained), val_batches)
-            num_runs += 1
-        pick = max(dice, key=dice.get)  # the first of equal ones: the shallowest
+    rounds = _GREEDY_ROUNDS.setdefault(memo_key or object(), GreedyRounds())
+    compile_s = 0.0
+    if len(rounds.picks) < k:  # rounds not known yet: train and evaluate them
+        runs = ShortRuns.compile(
+            loss_fn, params, batches, names, steps=steps, learning_rate=learning_rate
+        )
+        first = val_batches[0]
+        evaluate, eval_compile_s = _compile(counts_fn, params, first.images, first.masks)
+        compile_s = runs.compile_s + eval_compile_s
+        if rounds.base is None:
+            rounds.base = validation_dice(evaluate, params, val_batches)  # pre-trained params'
+        while len(rounds.picks) < k:
+            chosen = list(rounds.picks)
+            dice = {
+                name: validation_dice(evaluate, runs.train([*chosen, name]), val_batches)
+                for name in names
+                if name not in chosen
+            }
+            rounds.picks.append(max(dice, key=dice.get))  # the first of equals: the shallowest
+            rounds.dice.append(dice)
+    gains, current = {}, rounds.base
+    for pick, dice in zip(rounds.picks[:k], rounds.dice[:k]):
         gains.update({n: d - current for n, d in dice.items()})  # unpicked: the last round's
-        chosen.append(pick)
         current = dice[pick]
+    num_runs = sum(len(dice) for dice in rounds.dice[:k])  # what the k rounds need, alone
+    image_passes = sum(len(batches[s % len(batches)].valid) for s in range(steps))
     work = {
-        'gradient': num_runs * runs.image_passes,
+        'gradient': num_runs * image_passes,
         'forward': (num_runs + 1) * sum(len(b.valid) for b in val_batches),
         'val_examples': sum(int(b.valid.sum()) for b in val_batches),
-        'compile_s': runs.compile_s + eval_compile_s,
+        'compile_s': compile_s,
     }
-    return {n: gains[n] for n in names}, tuple(chosen), work
+    return {n: gains[n] for n in names}, tuple(rounds.picks[:k]), work
+
+
+@dataclasses.dataclass
+class GreedyRounds:
+    """The greedy rounds known for one probe setting: the pre-trained validation Dice, then
+    each round's pick and every candidate's validation Dice. `auto:greedy:k` picks the first k
+    of `auto:greedy:k+1`'s, so a process computes each round once for every k."""
+
+    base: float | None = None
+    picks: list[str] = dataclasses.field(default_factory=list)
+    dice: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+# The greedy rounds of this process, by what determines them (greedy_key).
+_GREEDY_ROUNDS: dict[Any, GreedyRounds] = {}
+
+
+def greedy_key(model, variables, batches, val_batches, **settings) -> str:
+    """A digest of everything greedy's rounds depend on: the model, the pre-trained variables,
+    the probe and validation batches and the settings (granularity, steps, rate, loss)."""
+    digest = hashlib.sha1(repr((model, sorted(settings.items()))).encode())
+    arrays = [*jax.tree.leaves(variables)]
+    arrays += [a for b in (*batches, *val_batches) for a in (b.images, b.masks, b.valid)]
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- soft variant
