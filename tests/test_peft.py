@@ -257,7 +257,16 @@ def test_method_families_enumerate_and_never_alias_full():
     assert points['lora-r8'].spec == 'lora:8@@all' and points['norm'].spec == 'norm@@all'
     shallow = points['lora-r8-shallow-forward-block-k2']
     assert shallow.spec == 'lora:8@first:2' and shallow.k == 2
-    assert not any(p.is_alias for p in points.values())
+    aliases = {name for name, p in points.items() if p.is_alias}
+    # lora:8@last:1 trains the head whole (no kernel to adapt): deep_to_shallow k=1's run.
+    assert aliases == set()  # ks=2 only: no k=1 here
+    config.study.k_values = (1,)
+    config.study.families = ('deep_to_shallow', 'lora-r8-deep', 'lora-r8')
+    points = {p.configuration: p for p in sweep.enumerate_sweep(config).points}
+    assert points['lora-r8-deep-forward-block-k1'].run_name.endswith(
+        'deep_to_shallow-forward-block-k1'
+    )
+    assert not points['lora-r8'].is_alias
     assert families.get('lora-r8-deep').direction_spec(3) == 'lora:8@last:3'
 
 

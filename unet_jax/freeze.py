@@ -102,6 +102,14 @@ class FreezePlan:
     def trains_nothing(self) -> bool:
         return not self.trained_units
 
+    @property
+    def signature(self) -> tuple:
+        """What trains, leaf by leaf (whole units and the parts of the others): equal for two
+        specs that train the same parameters ('lora:8@head' and 'head': the head has no kernel
+        to adapt), whatever their canonical names."""
+        partial = dict(self.partial)
+        return (tuple(u for u in self.trained_units if u not in partial), self.partial)
+
     def parts(self, unit: str) -> tuple[str, ...]:
         """What of `unit` trains: (WHOLE,), parameter-efficient parts, or () when frozen."""
         partial = dict(self.partial)

@@ -233,7 +233,7 @@ def enumerate_sweep(
     Seeds vary slowest, so the first part of a study is one complete replicate (with outer
     folds: every image tested once). Two points are duplicates when they share target, size,
     seed, outer fold, initialisation (scratch, or which pre-training) and train the same
-    (the canonical form of `freeze.compile_spec`'s plan, whatever the order/granularity said,
+    parameters (`freeze.FreezePlan.signature`, whatever the order/granularity said,
     parameter-efficient parts included); `pretrained`
     points (no training) are also duplicates across seeds (of one fold) that use the same
     pre-training.
@@ -254,10 +254,11 @@ def enumerate_sweep(
         # k = N: everything, the same run as `full`).
         plan = None if auto_spec.is_auto(c['spec']) else _plan(c, registry)
         units = plan.trained_units if plan else ()
-        trains = plan.canonical if plan else c['spec']  # what it trains, parts included
+        trains = plan.signature if plan else c['spec']  # what it trains, leaf by leaf
         num_names = len(registry.order('forward', c.get('granularity') or 'unit'))
         if auto_spec.is_auto(c['spec']) and c['k'] == num_names:
-            c, units, trains = dict(c, spec=freeze.ALL), registry.unit_names, freeze.ALL
+            c, units = dict(c, spec=freeze.ALL), registry.unit_names
+            trains = _plan(c, registry).signature
         configurations.append((name, dict(c, trained_units=units), trains))
 
     num_pretrain = num_pretrainings(config)
