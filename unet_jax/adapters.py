@@ -10,7 +10,8 @@ Kalajdzievski 2023): an entry of the product then moves at about the rate of a k
 trained directly with Adam, whatever R, so one learning rate serves every rank and `full`.
 
 Every 3x3 conv and up-convolution kernel is adapted; 1x1 kernels (the head) are not (their
-[cin, cout] matrix is smaller than an adapter of it): the freeze plan trains such a unit whole. A and B sit next to their kernel in the params tree
+[cin, cout] matrix is smaller than an adapter of it): the freeze plan trains such a unit
+whole. A and B sit next to their kernel in the params tree
 (`.../conv/lora_a`, `.../conv/lora_b`), so they belong to the kernel's unit for the freeze plan;
 `fold` merges them into the kernels, which gives the plain U-Net tree that evaluation, the best
 params, checkpoints of them and `predict` use.

@@ -42,7 +42,8 @@ Parameter-efficient parts follow, as METHOD@NAME with NAME the canonical form of
 selected for that method ('lora:8@@all', 'enc0,norm@dec0..head').
 
 How training uses a plan (unet_jax.steps): the plan labels every parameter 'train' or
-'freeze' (adapters, added by `steps.create_train_state`, are 'train', their kernels 'freeze'); the params are split into the trained and the frozen half (`split_trainable`); the
+'freeze' (adapters, added by `steps.create_train_state`, are 'train', their kernels
+'freeze'); the params are split into the trained and the frozen half (`split_trainable`); the
 loss is differentiated with respect to the trained half only, the frozen half being a constant
 of it, so XLA computes no weight gradients for frozen units; the optimiser is
 ``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)`` on the whole
@@ -121,10 +122,7 @@ class FreezePlan:
     def lora_ranks(self) -> dict[str, int]:
         """{unit: rank} of the units whose kernels carry low-rank adapters."""
         return {
-            unit: int(part.split(':')[1])
-            for unit, parts in self.partial
-            for part in parts
-            if part.startswith(LORA)
+            unit: _rank(part) for unit, parts in self.partial for part in parts if _is_lora(part)
         }
 
     @property
@@ -136,18 +134,18 @@ class FreezePlan:
 
     def labels(self, params: Any) -> Any:
         """'train' / 'freeze' for every leaf of ``params``, in the same container types."""
-        known = set(self.registry.unit_names)
+        parts = {unit: self.parts(unit) for unit in self.registry.unit_names}
 
-        def label(path, value):
+        def label(path, _):
             keys = tuple(str(getattr(k, 'key', k)) for k in path)
             unit = '/'.join(keys[:2])
-            if unit not in known:
+            if unit not in parts:
                 raise ValueError(
                     f'Parameter {"/".join(keys)} belongs to no unit of the layer registry '
                     f'({", ".join(self.registry.unit_names)}): the params come from another '
                     'model than the registry. Build both from the same config.model.'
                 )
-            return TRAIN if trains_leaf(self.parts(unit), keys) else FREEZE
+            return TRAIN if trains_leaf(parts[unit], keys) else FREEZE
 
         return jax.tree_util.tree_map_with_path(label, params)
 
@@ -199,13 +197,22 @@ def trains_leaf(parts: Sequence[str], path: Sequence[str]) -> bool:
         return True
     leaf = path[-1]
     if leaf in adapters.LEAVES:
-        return any(p.startswith(LORA) for p in parts)
+        return any(_is_lora(p) for p in parts)
     return (NORM in parts and NORM in path[2:-1]) or (BIAS in parts and leaf == 'bias')
+
+
+def _is_lora(part: str) -> bool:
+    return part.startswith(LORA + ':')
+
+
+def _rank(part: str) -> int:
+    """R of a 'lora:R' part."""
+    return int(part.split(':')[1])
 
 
 def _adapter_shapes(parts, path, shape) -> tuple[tuple[int, ...], ...]:
     """The shapes of the adapters a unit with `parts` puts next to the leaf (path, shape)."""
-    ranks = [int(p.split(':')[1]) for p in parts if p.startswith(LORA)]
+    ranks = [_rank(p) for p in parts if _is_lora(p)]
     if WHOLE in parts or not ranks or not adapters.adapts(tuple(path), tuple(shape)):
         return ()
     return adapters.adapter_shapes(tuple(shape), ranks[0])
@@ -292,7 +299,7 @@ def _method_part(method: str, spec: str) -> str:
 
 
 def _check_one_rank(methods: Mapping[str, set[str]], spec: str) -> None:
-    ranks = [p for p in methods if p.startswith(LORA)]
+    ranks = [p for p in methods if _is_lora(p)]
     for i, a in enumerate(ranks):
         for b in ranks[i + 1 :]:
             if both := sorted(methods[a] & methods[b]):
@@ -306,7 +313,7 @@ def _unadaptable(methods: Mapping[str, set[str]], registry: LayerRegistry) -> se
     """The units of a `lora:` selector without a kernel wider than 1x1 (the head): they train
     whole, as the task head does in parameter-efficient fine-tuning (its [cin, cout] kernel is
     smaller than an adapter of it)."""
-    selected = set().union(*(units for part, units in methods.items() if part.startswith(LORA)))
+    selected = set().union(*(units for part, units in methods.items() if _is_lora(part)))
     return {
         unit.name
         for unit in registry.units

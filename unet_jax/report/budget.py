@@ -54,7 +54,9 @@ def findings(analysis: Analysis) -> list:
                 f'val Dice {pick["val_dice_mean"]:.3f}) is chosen on validation: test Dice '
                 f'{own.estimate:.3f} {ci_text(own.low, own.high)}'
             )
-            details = f'n = {own.base} (seeds x test images); its CI is the crossed test of the mean'
+            details = (
+                f'n = {own.base} (seeds x test images); its CI is the crossed test of the mean'
+            )
             if versus is not None and versus.defined:
                 claim += f', {versus.estimate:+.3f} vs full {ci_text(versus.low, versus.high)}'
                 details += (
