@@ -86,9 +86,10 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
     out = tmp_path / 'out'
     # The median probability as threshold makes every mask part foreground, part background.
     predictor = predict.load_predictor(run)
+    settings = predict.pairing_settings()
     names = sorted(IMAGES)
     probs = predictor.probabilities(
-        [predict._read_image(images / f'{n}{IMAGES[n][3]}') for n in names]
+        [predict.read_input(images / f'{n}{IMAGES[n][3]}', None, settings)[0] for n in names]
     )
     threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
     result = predict.predict_images(
@@ -96,7 +97,7 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
         str(images),
         str(out),
         masks=str(masks),
-        mask_suffix='_mask',
+        pairing='suffix',
         probabilities=True,
         batch_size=3,
         threshold=threshold,
@@ -131,22 +132,25 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
         per_image = [float(r[key]) for r in rows[:-1]]
         assert float(rows[-1][key]) == pytest.approx(np.mean(per_image), abs=1e-4)
     assert result['mean']['dice'] == pytest.approx(float(rows[-1]['dice']), abs=1e-5)
+    assert rows[-1]['empty'].startswith('Dice and IoU over the 4 images with a non-empty mask')
 
 
 def test_masks_next_to_their_images_with_several_files_ored(run, tmp_path):
+    scans = tmp_path / 'scans'
+    scans.mkdir()
     image, mask = disk_image(40, 40, False, 5)
-    Image.fromarray(image).save(tmp_path / 'case 1.png')
+    Image.fromarray(image).save(scans / 'case 1.png')
     top, bottom = mask.copy(), mask.copy()
     top[20:], bottom[:20] = 0, 0
-    Image.fromarray(top * 255).save(tmp_path / 'case 1_mask.png')  # BUSI: one file per lesion.
-    Image.fromarray(bottom * 255).save(tmp_path / 'case 1_mask_1.png')
+    Image.fromarray(top * 255).save(scans / 'case 1_mask.png')  # BUSI: one file per lesion.
+    Image.fromarray(bottom * 255).save(scans / 'case 1_mask_1.png')
     out = tmp_path / 'out'
     result = predict.predict_images(
         run,
-        str(tmp_path / '*.png'),
+        str(scans / '*.png'),
         str(out),
-        masks=str(tmp_path / '*.png'),
-        mask_suffix='_mask',
+        masks=str(scans / '*.png'),
+        pairing='suffix',
         threshold=0.0,
     )  # All foreground: Dice tells the OR.
     (row,) = result['rows']
@@ -223,19 +227,24 @@ def test_errors_name_what_is_wrong(run, folders, tmp_path):
     os.remove(images / 'broken.png')
 
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(images / 'orphan.png')
+    kwargs = dict(masks=str(masks), pairing='suffix')
     with pytest.raises(
         predict.PredictError,
-        match=r'1 image\(s\) have no mask named '
-        r'<stem>_mask.*orphan\.png',
+        match=r"1 images without a mask \(pairing='suffix'\): .*orphan\.png.*"
+        r'--pairing, --mask_suffix, --regex.*--skip_bad',
     ):
-        predict.predict_images(run, str(images), out, masks=str(masks), mask_suffix='_mask')
+        predict.predict_images(run, str(images), out, **kwargs)
+    with pytest.raises(
+        predict.PredictError, match=r'their masks are named <stem>_mask: pass --pairing=suffix'
+    ):  # the default pairing is the folder set's: 'stem'
+        predict.predict_images(run, str(images), out, masks=str(masks))
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / 'orphan_mask.png')
     with pytest.raises(
         predict.PredictError,
-        match=r'orphan_mask\.png: mask is 10x10 .* but its '
-        r'image .*orphan\.png is 20x20',
+        match=r'orphan_mask\.png: mask is 10x10 \(WxH\) but its image is 20x20.*--resize_masks',
     ):
-        predict.predict_images(run, str(images), out, masks=str(masks), mask_suffix='_mask')
+        predict.predict_images(run, str(images), out, **kwargs)
+    assert not os.path.exists(out)
 
 
 def test_command_line_prints_the_mean(run, folders, tmp_path):
@@ -250,7 +259,7 @@ def test_command_line_prints_the_mean(run, folders, tmp_path):
             f'--input={images / "wide.png"},{images / "photo.tif"}',
             f'--output={out}',
             f'--masks={masks}',
-            '--mask_suffix=_mask',
+            '--pairing=suffix',
         ],
         cwd=REPO,
         capture_output=True,
@@ -258,7 +267,8 @@ def test_command_line_prints_the_mean(run, folders, tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert 'Mean over 2 images: Dice' in done.stdout
+    assert 'Mean: Dice' in done.stdout
+    assert 'Dice and IoU over the 2 images with a non-empty mask; HD95 over 2' in done.stdout
     assert sorted(os.listdir(out)) == [
         'photo_mask.png',
         'photo_overlay.png',
@@ -269,51 +279,43 @@ def test_command_line_prints_the_mean(run, folders, tmp_path):
 
 
 def test_bad_inputs_are_all_listed_before_anything_is_written_or_skipped(run, folders, tmp_path):
-    """A mask of the wrong size and an unreadable image: one error naming both and no output;
-    with skip_bad the others are segmented and scored. A file whose header reads but whose
-    pixels do not fails late: the others' scores.csv is still written."""
+    """A mask of the wrong size, an unreadable image, a file whose header reads but whose
+    pixels do not and a mask of many values under threshold 0: one error naming all four and
+    no output (every file is decoded before the first is written); with skip_bad the others
+    are segmented and scored."""
     images, masks, _ = folders
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / 'wide_mask.png')  # wide is 72x40
     (images / 'broken.png').write_bytes(b'not a png at all')
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / 'broken_mask.png')
-    out = tmp_path / 'out'
-    kwargs = dict(masks=str(masks), mask_suffix='_mask')
-    with pytest.raises(predict.PredictError) as error:
-        predict.predict_images(run, str(images), str(out), **kwargs)
-    message = str(error.value)
-    assert '2 of 5 inputs cannot be segmented or scored (nothing was written)' in message
-    assert re.search(
-        r'wide_mask\.png: mask is 10x10 \(WxH\) but its image .*wide\.png is 72x40', message
-    )
-    assert (
-        re.search(r'broken\.png: cannot be read as an image', message) and '--skip_bad' in message
-    )
-    assert not out.exists()
-
-    result = predict.predict_images(run, str(images), str(out), skip_bad=True, **kwargs)
-    assert sorted(os.path.basename(p) for p in result['skipped']) == ['broken.png', 'wide.png']
-    with open(out / predict.SCORES_FILE) as f:
-        rows = list(csv.DictReader(f))
-    assert [os.path.basename(r['image']) for r in rows] == [
-        'photo.tif',
-        'square.bmp',
-        'tall.png',
-        'mean',
-    ]
-    assert not (out / 'wide_mask.png').exists()
-
-    os.remove(images / 'broken.png')
-    os.remove(images / 'wide.png')
     good = io.BytesIO()
     Image.fromarray(disk_image(30, 30, False, 9)[0]).save(good, format='PNG')
     (images / 'cut.png').write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
     Image.fromarray(disk_image(30, 30, False, 9)[1] * 255).save(masks / 'cut_mask.png')
-    late = tmp_path / 'late'
-    with pytest.raises(
-        predict.PredictError,
-        match=r'(?s)1 inputs failed while being read \(the '
-        r'other 3 were segmented and scored in scores\.csv\).*cut\.png',
-    ):
-        predict.predict_images(run, str(images), str(late), **kwargs)
-    with open(late / predict.SCORES_FILE) as f:
-        assert len(list(csv.DictReader(f))) == 4
+    ramp = np.tile(np.arange(48, dtype=np.uint8) * 5, (64, 1))  # photo is 48x64
+    Image.fromarray(ramp).save(masks / 'photo_mask.png')
+    out = tmp_path / 'out'
+    kwargs = dict(masks=str(masks), pairing='suffix')
+    with pytest.raises(predict.PredictError) as error:
+        predict.predict_images(run, str(images), str(out), **kwargs)
+    message = str(error.value)
+    assert '4 of 6 inputs cannot be segmented or scored (nothing was written)' in message
+    assert re.search(r'wide_mask\.png: mask is 10x10 \(WxH\) but its image is 72x40', message)
+    assert re.search(r'broken\.png: cannot be read as an image', message)
+    assert re.search(r'cut\.png: cannot be read as an image', message)
+    assert re.search(r'photo_mask\.png: the mask has 48 values.*--mask_threshold', message)
+    assert '--skip_bad' in message
+    assert not out.exists()
+
+    result = predict.predict_images(run, str(images), str(out), skip_bad=True, **kwargs)
+    skipped = sorted(os.path.basename(p) for p in result['skipped'])
+    assert skipped == ['broken.png', 'cut.png', 'photo.tif', 'wide.png']
+    with open(out / predict.SCORES_FILE) as f:
+        rows = list(csv.DictReader(f))
+    assert [os.path.basename(r['image']) for r in rows] == ['square.bmp', 'tall.png', 'mean']
+    assert sorted(os.listdir(out)) == [
+        'scores.csv',
+        'square_mask.png',
+        'square_overlay.png',
+        'tall_mask.png',
+        'tall_overlay.png',
+    ]

@@ -1,7 +1,8 @@
 r"""Segments new images with a trained run: masks, probability maps, overlays and scores.
 
   python -m unet_jax.predict --checkpoint=runs/busi --input=scans/ --output=out/ \
-      [--masks=scans_gt/ --mask_suffix=_mask] [--probabilities] [--threshold=0.5]
+      [--masks=scans_gt/ --pairing=stem|suffix|regex --mask_suffix=_mask --regex=...
+       --resize_masks --mask_threshold=0] [--probabilities] [--threshold=0.5] [--overwrite]
 
 Images of any size and format (PNG/JPEG/BMP/TIFF/GIF, grey, RGB, 16-bit) go through the
 training preprocessing of the run (`pipeline.preprocess` with the run's `config.data`: grey
@@ -13,14 +14,23 @@ Per image `<stem>` the output folder gets `<stem>_mask.png` (0/255), `<stem>_pro
 (probability x 255, with --probabilities) and `<stem>_overlay.png`: the image with the
 prediction's contour in red and, when masks are given, the ground truth's in green and the Dice
 written on it. With masks, `scores.csv` holds per-image Dice, IoU and HD95 (pixels, original
-resolution) and a final `mean` row.
+resolution), which of prediction and mask are empty, and a final `mean` row (see _scores).
 
-Masks pair with images by file stem plus `--mask_suffix` (`a.jpg` <-> `a_mask.png`); further
-masks of one image, `<stem><suffix>_<k>`, are OR-ed (BUSI's `_mask_1`), as in the folder set.
+Masks pair with their images by the folder set's code and settings (unet_jax.data.folder, the
+same names and defaults as `config.data.folder`): --pairing=stem (same stem, two folders),
+suffix (`<stem><mask_suffix>[_<k>]`, several masks OR-ed, one folder is fine) or regex (group
+`key` of --regex in both stems); --resize_masks resizes masks of another size (nearest),
+--mask_threshold sets what counts as foreground. A folder that works as a `folder:` target of
+the study works here with the same words.
 
-Every input is checked before anything is written: unreadable files and masks of another size
-than their image are listed together in one error, or skipped with `--skip_bad` (the others
-are segmented, the skipped ones listed at the end).
+Nothing a user has is ever overwritten:
+  * --output may not be an input or mask folder, nor inside one;
+  * an output file that exists already is an error listing them, unless --overwrite;
+  * a file named as a mask (`<stem><mask_suffix>[_<k>]`, default `_mask`) or matched by
+    --masks is never segmented as an image.
+Every input is read and checked (decoded, masks thresholded and sized) before the first file is
+written: every problem is listed in one error and nothing is written, or with --skip_bad the bad
+inputs are skipped and listed.
 
 Over 400 lines because the command does the whole path from files to files (input checks,
 the run's preprocessing, resizing back, overlays, scores); each step is a short function.
@@ -34,25 +44,32 @@ import dataclasses
 import functools
 import glob
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from absl import app, flags, logging
 import jax
+import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 import scipy.ndimage
 
-from unet_jax import checkpoint, cli, io_utils, metrics, models
+from unet_jax import checkpoint, cli, find_run, io_utils, metrics, models
+from unet_jax.data import fields, imageio, pipeline
 from unet_jax.data import folder as folder_set
-from unet_jax.data import imageio, pipeline
 
 PREDICTION_COLOUR = (255, 40, 40)
 TRUTH_COLOUR = (40, 255, 40)
 SCORES_FILE = 'scores.csv'
+OUTPUT_SUFFIXES = ('_mask.png', '_overlay.png')  # per image; _prob.png with --probabilities
+PROB_SUFFIX = '_prob.png'
 _SHOWN = 10
 _ACCEPTED = ', '.join(imageio.IMAGE_SUFFIXES)
+_NAMING = folder_set.FLAG_NAMING
+# The folder set's settings (config.data.folder) that predict takes as flags of the same names.
+PAIRING_FLAGS = ('pairing', 'mask_suffix', 'regex', 'mask_threshold', 'resize_masks', 'skip_bad')
 
 
 class PredictError(ValueError):
@@ -130,32 +147,21 @@ def _sigmoid_probabilities(variables, images, *, model):
 
 
 def run_folder(path: str) -> str:
-    """The workdir of the finished run at or above `path` (a workdir, its best/ or a step)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(path):
-        raise PredictError(
-            f'--checkpoint={path!r} does not exist. Pass the workdir of a '
-            'finished run (the --workdir given to unet_jax.main).'
-        )
-    for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-        if os.path.isfile(os.path.join(folder, 'config.json')):
-            if not os.path.isfile(os.path.join(folder, 'results.json')):
-                raise PredictError(
-                    f'--checkpoint={path!r}: the run in {folder} has not finished (it has no '
-                    'results.json). Let it finish, or re-run its unet_jax.main command to '
-                    'resume it, then predict.'
-                )
-            return folder
-    raise PredictError(
-        f'--checkpoint={path!r} holds no run: no config.json there or above. '
-        'Pass the workdir of a finished run (the --workdir given to '
-        'unet_jax.main).'
-    )
+    """The workdir of the finished run at or above `path` (a workdir, its best/ or a step),
+    or of the run a study point names (see unet_jax.find_run)."""
+    try:
+        return find_run.run_folder(path, flag='--checkpoint')
+    except find_run.RunNotFoundError as e:
+        raise PredictError(str(e)) from None
 
 
 def load_predictor(checkpoint_path: str) -> Predictor:
     """The finished run's model with its best-validation variables, checked against its config."""
-    workdir = run_folder(checkpoint_path)
+    return _load_run(run_folder(checkpoint_path))
+
+
+def _load_run(workdir: str) -> Predictor:
+    """The model of the finished run in `workdir` (run_folder's answer)."""
     config = checkpoint.load_run_config(workdir)
     model_config, data_config = config['model'], config['data']
     if model_config.get('out_channels', 1) != 1:
@@ -191,6 +197,16 @@ def load_predictor(checkpoint_path: str) -> Predictor:
 # ----------------------------------------------------------------------------- finding files
 
 
+def pairing_settings(**settings: Any) -> ml_collections.ConfigDict:
+    """The folder set's pairing settings (`config.data.folder`, its defaults) with `settings`
+    (pairing, mask_suffix, regex, mask_threshold, resize_masks, skip_bad) set."""
+    config = fields.default_folder_config().to_dict()
+    unknown = sorted(set(settings) - set(PAIRING_FLAGS))
+    if unknown:
+        raise TypeError(f'pairing_settings: no setting {unknown}; valid: {PAIRING_FLAGS}.')
+    return ml_collections.ConfigDict({**config, **settings})
+
+
 def _image_files(candidates: Sequence[Path]) -> list[Path]:
     return sorted(
         p
@@ -222,12 +238,34 @@ def _expand(spec: str, flag: str) -> list[Path]:
     return files
 
 
-def find_inputs(inputs: str | Sequence[str]) -> list[Path]:
-    """The images to segment from folders, globs and files; each output stem must be unique."""
-    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+def _specs(inputs: str | Sequence[str]) -> list[str]:
+    return [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(s) for s in inputs]
+
+
+def find_inputs(inputs: str | Sequence[str], mask_suffix: str = '_mask') -> list[Path]:
+    """The images to segment from folders, globs and files; each output stem must be unique.
+
+    Files named as masks (`<stem><mask_suffix>[_<k>]`) are never images: they are left out
+    and logged (`mask_suffix=''` keeps them)."""
+    specs = _specs(inputs)
     if not specs:
         raise PredictError('--input is empty: pass a folder, a glob or image files.')
-    files = sorted({f for spec in specs for f in _expand(str(spec), 'input')})
+    files = sorted({f for spec in specs for f in _expand(spec, 'input')})
+    masks = [f for f in files if mask_suffix and folder_set.mask_owner(f.stem, mask_suffix)]
+    if masks and len(masks) == len(files):
+        raise PredictError(
+            f'Every --input file is named as a mask (<stem>{mask_suffix}[_<k>]): '
+            f'{_show(masks)}. Point --input at the images, or set --mask_suffix to the '
+            "masks' suffix if these are images."
+        )
+    if masks:
+        logging.info(
+            'Not segmenting %d --input files named as masks (<stem>%s[_<k>]; --mask_suffix): %s',
+            len(masks),
+            mask_suffix,
+            _show(masks),
+        )
+    files = [f for f in files if f not in masks]
     by_stem: dict[str, list[Path]] = {}
     for f in files:
         by_stem.setdefault(f.stem, []).append(f)
@@ -241,95 +279,229 @@ def find_inputs(inputs: str | Sequence[str]) -> list[Path]:
 
 
 def pair_masks(
-    images: Sequence[Path], masks: str, mask_suffix: str = ''
-) -> tuple[list[Path], dict[Path, list[Path]]]:
-    """(images, their mask files): a mask is named <image stem><mask_suffix>[_<k>] (the folder
-    set's rule, `folder_set.mask_owner`); masks of other images are ignored, mask files that
-    --input also matched are not segmented."""
+    images: Sequence[Path], masks: str, settings: ml_collections.ConfigDict
+) -> tuple[list[Path], dict[Path, tuple[Path, ...]], dict[Path, str]]:
+    """(images, their mask files, skipped image -> reason) by the folder set's pairing code
+    (`folder_set.pair_files`, messages in predict's flags). Masks of images not in --input
+    are ignored; files that --input and --masks both match are masks, never images."""
     mask_files = _expand(masks, 'masks')
-    mask_set = set(mask_files)
-    if not mask_suffix and mask_set.issuperset(images):
-        raise PredictError(
-            f'--masks={masks!r} matches the input images themselves. Give the '
-            'mask folder, or --mask_suffix when masks sit next to their images '
-            '(e.g. --mask_suffix=_mask for a_mask.png).'
-        )
-    # Masks next to their images: files that are masks by name are not images to segment.
-    images = [
-        p
-        for p in images
-        if not (mask_suffix and p in mask_set and folder_set.mask_owner(p.stem, mask_suffix))
-    ]
-    if not images:
-        raise PredictError(
-            f'Every --input file is a mask by its name (<stem>{mask_suffix}); '
-            'point --input at the images.'
-        )
-    by_owner = folder_set.masks_by_owner(mask_files, mask_suffix)
-    lacking = [str(p) for p in images if p.stem not in by_owner]
-    if lacking:
-        rule = f'<stem>{mask_suffix}' if mask_suffix else 'the same stem'
-        raise PredictError(
-            f'{len(lacking)} image(s) have no mask named {rule} in --masks={masks!r}: '
-            f'{_show(lacking)}. Add their masks, fix --mask_suffix, or leave them out of --input.'
-        )
-    return images, {p: by_owner[p.stem] for p in images}
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
+    report = folder_set.Report()
     try:
-        with Image.open(path) as image:
-            imageio.check_size(path, *image.size)
-            return image.size
+        pairs = folder_set.pair_files(
+            list(images), mask_files, settings, report, _NAMING, lonely_masks='ignore'
+        )
+    except folder_set.FolderError as e:
+        raise PredictError(f'--masks={masks!r}: {e}') from None
+    skipped = {
+        Path(file): f'{file}: {reason} (pairing={settings.pairing!r})'
+        for reason, files in report.skipped.items()
+        if reason.startswith('images')
+        for file in files
+    }
+    if not pairs:
+        raise PredictError(f'No --input image has a mask in --masks={masks!r}.')
+    return [image for _, image, _ in pairs], {image: m for _, image, m in pairs}, skipped
+
+
+# ----------------------------------------------------------------------------- the output folder
+
+
+def _spec_folder(spec: str) -> Path | None:
+    """The folder an --input/--masks spec reads from: the folder, a file's folder, or the
+    part of a glob before its first wildcard (None for a path that does not exist)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.is_file():
+        return path.resolve().parent
+    if not glob.has_magic(spec):
+        return None
+    parts = []
+    for part in path.parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts).resolve() if parts else Path.cwd()
+
+
+def check_output_folder(output: str, inputs: Sequence[str], masks: str) -> None:
+    """Refuses an --output that is, or is inside, a folder that --input or --masks reads."""
+    out = Path(output).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise PredictError(f'--output={output!r} is a file; pass a folder (it is created).')
+    named = [('--input', spec) for spec in inputs] + ([('--masks', masks)] if masks else [])
+    for flag, spec in named:
+        folder = _spec_folder(spec)
+        if folder is not None and (out == folder or folder in out.parents):
+            where = 'is' if out == folder else 'is inside'
+            raise PredictError(
+                f'--output={output!r} {where} the folder that {flag}={spec!r} reads ({folder}): '
+                'predict would write its files among yours (and <stem>_mask.png is how masks '
+                f'are named). Pass an --output outside it, e.g. --output={folder}_predicted.'
+            )
+
+
+def output_files(stems: Sequence[str], *, probabilities: bool, scored: bool) -> list[str]:
+    """The names predict writes into --output for images of these stems."""
+    suffixes = OUTPUT_SUFFIXES + ((PROB_SUFFIX,) if probabilities else ())
+    names = [f'{stem}{suffix}' for stem in stems for suffix in suffixes]
+    return names + ([SCORES_FILE] if scored else [])
+
+
+def check_no_overwrite(output: str, names: Sequence[str], *, overwrite: bool) -> None:
+    """Refuses to replace files in --output unless --overwrite."""
+    existing = [n for n in names if os.path.lexists(os.path.join(output, n))]
+    if existing and not overwrite:
+        raise PredictError(
+            f'--output={output!r} holds {len(existing)} of the files predict would write: '
+            f'{_show(existing)}. Nothing was written. Pass a new --output, or --overwrite to '
+            'replace them.'
+        )
+
+
+# ----------------------------------------------------------------------------- checking inputs
+
+
+def _read_error(error: imageio.ImageReadError) -> str:
+    return str(error).replace('Lower the mask threshold', 'Lower --mask_threshold')
+
+
+def read_input(
+    image: Path, masks: Sequence[Path] | None, settings: ml_collections.ConfigDict
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image (uint8 RGB, own size) and the OR of its masks (folder set rules), or
+    PredictError naming the file and the fix."""
+    try:
+        if masks is None:
+            return imageio.read_image(image, channels=3), None
+        return folder_set.read_pair(image, tuple(masks), settings, channels=3)
     except imageio.ImageReadError as e:
-        raise PredictError(str(e)) from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise PredictError(f'{path}: cannot be read as an image ({e}).') from None
+        raise PredictError(_read_error(e)) from None
 
 
 def check_inputs(
-    images: Sequence[Path], mask_files: Mapping[Path, Sequence[Path]]
+    images: Sequence[Path],
+    mask_files: Mapping[Path, Sequence[Path]] | None,
+    settings: ml_collections.ConfigDict,
 ) -> dict[Path, str]:
-    """What is wrong with each input that its file headers already show (unreadable files,
-    masks of another size than their image): image -> the reason, before anything is written."""
+    """Reads every image and its masks as the segmenting will (decoded, thresholded, sized):
+    image -> what is wrong, before anything is written. Nothing is kept in memory."""
     problems = {}
     for image in images:
         try:
-            width, height = _header_size(image)
-            for mask in mask_files.get(image, ()):
-                mask_width, mask_height = _header_size(mask)
-                if (mask_width, mask_height) != (width, height):
-                    raise PredictError(
-                        f'{mask}: mask is {mask_width}x{mask_height} (WxH) but its image '
-                        f"{image} is {width}x{height}; a mask must have its image's size."
-                    )
+            read_input(image, _masks_of(image, mask_files), settings)
         except PredictError as e:
             problems[image] = str(e)
     return problems
 
 
+def _masks_of(image: Path, mask_files: Mapping[Path, Sequence[Path]] | None):
+    return None if mask_files is None else mask_files[image]
+
+
+def _problem_list(problems: Mapping[Path, str]) -> str:
+    lines = [f'  {reason}' for reason in list(problems.values())[:_SHOWN]]
+    if len(problems) > _SHOWN:
+        lines.append(f'  ... ({len(problems)} in all)')
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------- scores
+
+SCORE_COLUMNS = (
+    'image', 'mask', 'height', 'width', 'mask_pixels', 'predicted_pixels', 'empty',
+    'dice', 'iou', 'hd95',
+)  # fmt: skip
+
+
+def score(prediction: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """Dice, IoU and HD95 of one image, with what is empty.
+
+    `empty` is '' | 'prediction' | 'mask' | 'both'. HD95 is a distance between two contours,
+    so it is None (missing) when either is empty, instead of metrics.hd95's image diagonal,
+    which would stand for a distance that was never measured and dominate a mean."""
+    predicted, truth = int(prediction.sum()), int(mask.sum())
+    empty = {(True, True): 'both', (True, False): 'prediction', (False, True): 'mask'}.get(
+        (predicted == 0, truth == 0), ''
+    )
+    scores = metrics.per_image_scores(prediction[None, ..., None], mask[None, ..., None])
+    return {
+        'mask_pixels': truth,
+        'predicted_pixels': predicted,
+        'empty': empty,
+        'dice': float(scores['dice'][0]),
+        'iou': float(scores['iou'][0]),
+        'hd95': None if empty else float(scores['hd95'][0]),
+    }
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The means and what they are over, as the study scores a test split: Dice and IoU over
+    images whose mask is not empty (a missed lesion counts, with Dice 0); HD95 over those
+    whose prediction is not empty either. Images with an empty mask are counted apart."""
+    lesion = [r for r in rows if r['empty'] not in ('mask', 'both')]
+    measured = [r for r in lesion if r['hd95'] is not None]
+    empty_masks = [r for r in rows if r['empty'] in ('mask', 'both')]
+    mean = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else None
+    return {
+        'dice': mean(lesion, 'dice'),
+        'iou': mean(lesion, 'iou'),
+        'hd95': mean(measured, 'hd95'),
+        'images': len(rows),
+        'scored': len(lesion),
+        'hd95_scored': len(measured),
+        'empty_prediction': sum(r['empty'] == 'prediction' for r in rows),
+        'empty_mask': len(empty_masks),
+        'empty_mask_predicted': sum(r['empty'] == 'mask' for r in rows),
+    }
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+    """What the means are over, in words (scores.csv's mean row and the screen)."""
+    text = f'Dice and IoU over the {summary["scored"]} images with a non-empty mask'
+    if summary['empty_prediction']:
+        text += (
+            f' ({summary["empty_prediction"]} with an empty prediction: Dice 0, HD95 missing)'
+        )
+    text += f'; HD95 over {summary["hd95_scored"]}'
+    if summary['empty_mask']:
+        text += (
+            f'; {summary["empty_mask"]} images with an empty mask are not in the means '
+            f'({summary["empty_mask_predicted"]} of them with a predicted foreground)'
+        )
+    return text
+
+
+def _number(value: float | None, digits: int) -> str:
+    return '' if value is None or math.isnan(value) else f'{value:.{digits}f}'
+
+
+def _write_scores(path: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """scores.csv: a row per image, then the mean row whose `empty` cell says what the means
+    are over (describe); written atomically. Returns the summary."""
+    summary = summarise(rows)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(SCORE_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [
+                r['image'], ';'.join(r['mask']), r['height'], r['width'], r['mask_pixels'],
+                r['predicted_pixels'], r['empty'], _number(r['dice'], 6), _number(r['iou'], 6),
+                _number(r['hd95'], 4),
+            ]
+        )  # fmt: skip
+    writer.writerow(
+        [
+            'mean', '', '', '', '', '', describe(summary), _number(summary['dice'], 6),
+            _number(summary['iou'], 6), _number(summary['hd95'], 4),
+        ]
+    )  # fmt: skip
+    io_utils.write_text_atomically(path, text.getvalue())
+    return summary
+
+
 # ----------------------------------------------------------------------------- outputs
-
-
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        return imageio.read_image(path, channels=3)
-    except imageio.ImageReadError as e:
-        cause = e.__cause__ or e
-        raise PredictError(f'{path}: cannot be read as an image ({cause}).') from e
-
-
-def _read_mask(paths: Sequence[Path], image_path: Path, threshold: float) -> np.ndarray:
-    """The OR of an image's masks (their sizes were checked against the image's already)."""
-    try:
-        return imageio.read_mask(list(paths), threshold=threshold, binary=True)
-    except imageio.ImageReadError as e:
-        if e.__cause__ is None:  # Values under the threshold: the message says what to change.
-            raise PredictError(f'{e} (--mask_threshold)') from e
-        raise PredictError(
-            f'Mask of {image_path} ({_show(paths)}) cannot be read as an image ({e.__cause__}).'
-        ) from e
 
 
 def _contour(mask: np.ndarray, width: int) -> np.ndarray:
@@ -369,47 +541,15 @@ def overlay(
     return picture
 
 
-def _write_scores(path: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """scores.csv with one row per image and a final mean row; written atomically."""
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ('dice', 'iou', 'hd95')}
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(['image', 'mask', 'height', 'width', 'dice', 'iou', 'hd95'])
-    for r in rows:
-        writer.writerow(
-            [
-                r['image'],
-                ';'.join(r['mask']),
-                r['height'],
-                r['width'],
-                f'{r["dice"]:.6f}',
-                f'{r["iou"]:.6f}',
-                f'{r["hd95"]:.4f}',
-            ]
-        )
-    writer.writerow(
-        ['mean', '', '', '', f'{mean["dice"]:.6f}', f'{mean["iou"]:.6f}', f'{mean["hd95"]:.4f}']
-    )
-    io_utils.write_text_atomically(path, text.getvalue())
-    return mean
-
-
-def _problem_list(problems: Mapping[Path, str]) -> str:
-    lines = [f'  {reason}' for reason in list(problems.values())[:_SHOWN]]
-    if len(problems) > _SHOWN:
-        lines.append(f'  ... ({len(problems)} in all)')
-    return '\n'.join(lines)
-
-
 def _segment_one(
     path: Path,
     original: np.ndarray,
     prob: np.ndarray,
-    masks: Sequence[Path] | None,
+    mask: np.ndarray | None,
+    mask_paths: Sequence[Path] | None,
     output: str,
     *,
     threshold: float,
-    mask_threshold: float,
     probabilities: bool,
 ) -> dict[str, Any]:
     """Writes the outputs of one image (mask, overlay, probabilities) and returns its row."""
@@ -420,54 +560,39 @@ def _segment_one(
         'width': original.shape[1],
         'foreground': float(prediction.mean()),
     }
-    mask = None
-    if masks is not None:
-        mask = _read_mask(masks, path, mask_threshold)
-        scores = metrics.per_image_scores(prediction[None, ..., None], mask[None, ..., None])
-        row.update(mask=[str(m) for m in masks], **{k: float(v[0]) for k, v in scores.items()})
+    if mask is not None:
+        row.update(mask=[str(m) for m in mask_paths], **score(prediction, mask))
     stem = os.path.join(output, path.stem)
     Image.fromarray(prediction.astype(np.uint8) * 255).save(f'{stem}_mask.png')
     if probabilities:
-        Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(f'{stem}_prob.png')
+        Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(f'{stem}{PROB_SUFFIX}')
     overlay(original, prediction, mask, row.get('dice')).save(f'{stem}_overlay.png')
     return row
 
 
-def predict_images(
-    checkpoint_path: str,
-    inputs: str | Sequence[str],
-    output: str,
-    *,
-    masks: str = '',
-    mask_suffix: str = '',
-    mask_threshold: float = 0,
-    probabilities: bool = False,
-    threshold: float = 0.5,
-    batch_size: int = 8,
-    skip_bad: bool = False,
-) -> dict[str, Any]:
-    """Segments `inputs` with the run at `checkpoint_path` and writes the outputs to `output`.
-
-    Every input is checked first (unreadable files, masks of another size): without
-    `skip_bad` any problem is an error listing them all, and nothing is written. With it, bad
-    inputs are skipped (logged, returned in 'skipped') and the others segmented. An input that
-    fails only while it is decoded is skipped too; scores.csv of the others is written in any
-    case, then the error is raised unless `skip_bad`.
-
-    Returns {'rows': one dict per image (image, height, width, foreground fraction and, with
-    masks, mask, dice, iou, hd95), 'mean': mean scores or None without masks, 'output': dir,
-    'skipped': {image path: reason}}.
-    """
+def _check_numbers(threshold: float, batch_size: int, settings: ml_collections.ConfigDict) -> None:
     if not 0.0 <= threshold <= 1.0:
         raise cli.ConfigError(f'--threshold={threshold} must be a probability in [0, 1].')
     if batch_size < 1:
         raise cli.ConfigError(f'--batch_size={batch_size} must be >= 1.')
-    images = find_inputs(inputs)
-    mask_files: dict[Path, list[Path]] = {}
+    if settings.mask_threshold < 0:
+        raise cli.ConfigError(
+            f'--mask_threshold={settings.mask_threshold} must be >= 0 (0: any non-zero value is '
+            'foreground; 127 for JPEG masks).'
+        )
+
+
+def plan_inputs(
+    inputs: str | Sequence[str], masks: str, settings: ml_collections.ConfigDict
+) -> tuple[list[Path], dict[Path, tuple[Path, ...]] | None, dict[Path, str]]:
+    """(images, their masks or None without --masks, skipped image -> reason): found, paired
+    and every file read and checked; without skip_bad any problem is one error listing all."""
+    images = find_inputs(inputs, settings.mask_suffix)
+    mask_files, skipped = None, {}
     if masks:
-        images, mask_files = pair_masks(images, masks, mask_suffix)
-    skipped = check_inputs(images, mask_files)
-    if skipped and not skip_bad:
+        images, mask_files, skipped = pair_masks(images, masks, settings)
+    skipped.update(check_inputs(images, mask_files, settings))
+    if skipped and not settings.skip_bad:
         raise PredictError(
             f'{len(skipped)} of {len(images)} inputs cannot be segmented or scored (nothing '
             f'was written):\n{_problem_list(skipped)}\nFix or remove these files, or pass '
@@ -476,50 +601,69 @@ def predict_images(
     images = [p for p in images if p not in skipped]
     if not images:
         raise PredictError(f'No input can be segmented:\n{_problem_list(skipped)}')
-    predictor = load_predictor(checkpoint_path)
+    return images, mask_files, skipped
+
+
+def predict_images(
+    checkpoint_path: str,
+    inputs: str | Sequence[str],
+    output: str,
+    *,
+    masks: str = '',
+    probabilities: bool = False,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    **pairing: Any,
+) -> dict[str, Any]:
+    """Segments `inputs` with the run at `checkpoint_path` and writes the outputs to `output`.
+
+    `pairing` holds the folder set's settings (pairing, mask_suffix, regex, mask_threshold,
+    resize_masks, skip_bad; its defaults otherwise). Before anything is written: the output
+    folder is checked (not an input or mask folder, no file replaced unless `overwrite`), every
+    input is read and checked, and the run is loaded; a problem is an error and nothing is
+    written, unless `skip_bad`, which skips bad inputs (logged, returned in 'skipped').
+
+    Returns {'rows': one dict per image (image, height, width, foreground fraction and, with
+    masks, mask, mask_pixels, predicted_pixels, empty, dice, iou, hd95), 'mean': the summary
+    (means and counts, see summarise) or None without masks, 'output': dir, 'skipped':
+    {image path: reason}}.
+    """
+    settings = pairing_settings(**pairing)
+    _check_numbers(threshold, batch_size, settings)
+    check_output_folder(output, _specs(inputs), masks)
+    workdir = run_folder(checkpoint_path)
+    images, mask_files, skipped = plan_inputs(inputs, masks, settings)
+    names = output_files([p.stem for p in images], probabilities=probabilities, scored=bool(masks))
+    check_no_overwrite(output, names, overwrite=overwrite)
+    predictor = _load_run(workdir)
     os.makedirs(output, exist_ok=True)
 
-    rows, failed = [], {}
+    rows = []
     # Read in chunks of a batch: originals of any size are never all held in memory at once.
     for start in range(0, len(images), batch_size):
-        originals = {}
-        for path in images[start : start + batch_size]:
-            try:
-                originals[path] = _read_image(path)
-            except PredictError as e:
-                failed[path] = str(e)
-        maps = predictor.probabilities(list(originals.values()), batch_size=batch_size)
-        for (path, original), prob in zip(originals.items(), maps):
-            try:
-                row = _segment_one(
+        chunk = images[start : start + batch_size]
+        read = [read_input(p, _masks_of(p, mask_files), settings) for p in chunk]
+        maps = predictor.probabilities([image for image, _ in read], batch_size=batch_size)
+        for path, (original, mask), prob in zip(chunk, read, maps):
+            rows.append(
+                _segment_one(
                     path,
                     original,
                     prob,
-                    mask_files[path] if masks else None,
+                    mask,
+                    _masks_of(path, mask_files),
                     output,
                     threshold=threshold,
-                    mask_threshold=mask_threshold,
                     probabilities=probabilities,
                 )
-            except PredictError as e:
-                failed[path] = str(e)
-                continue
-            rows.append(row)
+            )
         logging.info('Segmented %d/%d images.', len(rows), len(images))
 
-    mean = _write_scores(os.path.join(output, SCORES_FILE), rows) if masks and rows else None
-    skipped.update(failed)
-    if failed and not skip_bad:
-        written = f'the other {len(rows)} were segmented' + (
-            f' and scored in {SCORES_FILE}' if mean else ''
-        )
-        raise PredictError(
-            f'{len(failed)} inputs failed while being read ({written}):\n'
-            f'{_problem_list(failed)}\nFix or remove these files, or pass --skip_bad.'
-        )
+    summary = _write_scores(os.path.join(output, SCORES_FILE), rows) if masks else None
     if skipped:
         logging.warning('Skipped %d inputs:\n%s', len(skipped), _problem_list(skipped))
-    return {'rows': rows, 'mean': mean, 'output': os.path.abspath(output), 'skipped': skipped}
+    return {'rows': rows, 'mean': summary, 'output': os.path.abspath(output), 'skipped': skipped}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -528,29 +672,51 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The command's flags (defined only when run as a command, so importing the API adds none)."""
+    """The command's flags (defined only when run as a command, so importing the API adds none).
+    The pairing flags take the folder set's names and defaults (config.data.folder)."""
+    folder = fields.default_folder_config()
     flags.DEFINE_string('checkpoint', None, 'Workdir of a finished run (or its best/ folder).')
     flags.DEFINE_list('input', None, 'Image folder(s), glob(s) or files, comma-separated.')
-    flags.DEFINE_string('output', None, 'Folder for <stem>_mask.png, _prob.png, _overlay.png.')
-    flags.DEFINE_string('masks', '', 'Ground-truth folder or glob: scores.csv and truth contours.')
+    flags.DEFINE_string(
+        'output',
+        None,
+        'Folder for <stem>_mask.png, _prob.png, _overlay.png; not an input or mask folder.',
+    )
+    flags.DEFINE_bool('overwrite', False, 'Replace files of an earlier predict in --output.')
+    flags.DEFINE_string('masks', '', 'Ground-truth folder, glob or file: scores.csv and contours.')
+    flags.DEFINE_enum(
+        'pairing',
+        folder.pairing,
+        fields.PAIRINGS,
+        'How masks pair with images, as config.data.folder.pairing: stem (same stem, two '
+        'folders), suffix (<stem><mask_suffix>[_<k>], one folder is fine), regex (--regex).',
+    )
     flags.DEFINE_string(
         'mask_suffix',
-        '',
-        'Mask stem = image stem + this (e.g. _mask); '
-        'masks <stem><suffix>_<k> of the same image are OR-ed.',
+        folder.mask_suffix,
+        'Mask stem = image stem + this (--pairing=suffix; <stem><suffix>_<k> are OR-ed). '
+        "--input files named so are masks, never segmented ('' to segment them).",
+    )
+    flags.DEFINE_string(
+        'regex', folder.regex, '--pairing=regex: a regex with a named group `key`, in both stems.'
     )
     flags.DEFINE_float(
         'mask_threshold',
-        0,
+        folder.mask_threshold,
         'A mask pixel > this is foreground (0: any non-zero; 127 for JPEG masks).',
+    )
+    flags.DEFINE_bool(
+        'resize_masks',
+        folder.resize_masks,
+        'Resize masks of another size than their image (nearest) instead of failing.',
     )
     flags.DEFINE_bool('probabilities', False, 'Also write probability maps (<stem>_prob.png).')
     flags.DEFINE_float('threshold', 0.5, 'Foreground where the probability exceeds this.')
     flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
     flags.DEFINE_bool(
         'skip_bad',
-        False,
-        'Skip unreadable inputs and masks of the wrong size (listed at the end) instead of '
+        folder.skip_bad,
+        'Skip unpaired and unreadable inputs and bad masks (listed at the end) instead of '
         'stopping before anything is written.',
     )
     flags.mark_flags_as_required(['checkpoint', 'input', 'output'])
@@ -564,23 +730,27 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.input,
         FLAGS.output,
         masks=FLAGS.masks,
-        mask_suffix=FLAGS.mask_suffix,
-        mask_threshold=FLAGS.mask_threshold,
         probabilities=FLAGS.probabilities,
         threshold=FLAGS.threshold,
         batch_size=FLAGS.batch_size,
-        skip_bad=FLAGS.skip_bad,
+        overwrite=FLAGS.overwrite,
+        **{name: FLAGS[name].value for name in PAIRING_FLAGS},
     )
     print(f'Wrote {len(result["rows"])} segmentations to {result["output"]}.')
     if result['skipped']:
         print(f'Skipped {len(result["skipped"])} inputs:\n{_problem_list(result["skipped"])}')
     if result['mean'] is not None:
-        mean = result['mean']
-        print(
-            f'Mean over {len(result["rows"])} images: Dice {mean["dice"]:.4f}, '
-            f'IoU {mean["iou"]:.4f}, HD95 {mean["hd95"]:.2f} px '
-            f'({os.path.join(result["output"], SCORES_FILE)}).'
-        )
+        print(_mean_line(result['mean'], os.path.join(result['output'], SCORES_FILE)))
+
+
+def _mean_line(summary: Mapping[str, Any], scores_file: str) -> str:
+    if summary['dice'] is None:
+        return f'No image has a non-empty mask, so no mean: {describe(summary)} ({scores_file}).'
+    hd95 = _number(summary['hd95'], 2) or 'missing'
+    return (
+        f'Mean: Dice {summary["dice"]:.4f}, IoU {summary["iou"]:.4f}, HD95 {hd95} px. '
+        f'{describe(summary)} ({scores_file}).'
+    )
 
 
 if __name__ == '__main__':

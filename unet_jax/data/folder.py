@@ -13,6 +13,10 @@ Pairing rules (`config.data.folder.pairing`):
             `a_mask_1.png`). Images and masks may share one folder.
   'regex'   `regex` has a named group `key`, searched in each file stem; files with the same key
             pair up (several masks of one key are OR-ed).
+
+`unet_jax.predict` pairs a user's images and masks with the same code, settings and defaults
+(`fields.default_folder_config`); its messages name the settings as flags (`--pairing`) where
+the folder set's name config fields (`config.data.folder.pairing`): see `Naming`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,43 @@ from unet_jax.data import imageio
 from unet_jax.data.fields import PAIRINGS
 
 _SHOWN = 10
-_FIX = 'set config.data.folder.skip_bad=True to skip such files (a summary is logged)'
 
 
 class FolderError(ValueError):
     """The folder set cannot be read as configured; the message says which files and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Naming:
+    """How the user wrote the pairing settings, so that a message names them in their words:
+    `config.data.folder.pairing='suffix'` for the folder set, `--pairing=suffix` for predict."""
+
+    prefix: str
+
+    @property
+    def is_flag(self) -> bool:
+        return self.prefix.startswith('--')
+
+    def field(self, name: str) -> str:
+        return f'{self.prefix}{name}'
+
+    def setting(self, name: str, value) -> str:
+        """The setting as the user writes it: `config.data.folder.x='v'`, `--x=v` or `--x`."""
+        if not self.is_flag:
+            return f'{self.prefix}{name}={value!r}'
+        return f'--{name}' if value is True else f'--{name}={value}'
+
+    @property
+    def verb(self) -> str:
+        return 'pass' if self.is_flag else 'set'
+
+    def skip_fix(self) -> str:
+        told = 'they are listed' if self.is_flag else 'a summary is logged'
+        return f'{self.verb} {self.setting("skip_bad", True)} to skip such files ({told})'
+
+
+CONFIG_NAMING = Naming('config.data.folder.')
+FLAG_NAMING = Naming('--')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +169,7 @@ def _keys(
     report: Report,
     skip_bad: bool,
     allow_several: bool,
+    naming: Naming,
 ) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = collections.defaultdict(list)
     unmatched = []
@@ -147,7 +184,7 @@ def _keys(
             raise FolderError(
                 f'{len(unmatched)} {what} are not named by the pairing rule ({rule}): '
                 f'{_show(unmatched)}. Fix the pairing settings, narrow the glob, '
-                f'or {_FIX}.'
+                f'or {naming.skip_fix()}.'
             )
         report.skipped[f'{what} not named by the pairing rule'] += [str(f) for f in unmatched]
     clashes = {k: v for k, v in groups.items() if len(v) > 1}
@@ -160,64 +197,115 @@ def _keys(
     return groups
 
 
-def pair_files(
-    images: list[Path], masks: list[Path], config: ml_collections.ConfigDict, report: Report
-) -> list[tuple[str, Path, tuple[Path, ...]]]:
-    """(id, image, masks) per case by the pairing rule; unpaired files are errors or skipped."""
+def _pairing_keys(images, masks, config, naming: Naming):
+    """(images, masks, image key, mask key) of the pairing rule; files that both settings
+    match are masks under 'suffix' when named so, and an error under the other rules."""
     if config.pairing not in PAIRINGS:
-        raise FolderError(f'config.data.folder.pairing={config.pairing!r}; use one of {PAIRINGS}.')
+        raise FolderError(
+            f'{naming.setting("pairing", config.pairing)}: unknown pairing; use one of '
+            f'{", ".join(PAIRINGS)}.'
+        )
     overlap = set(images) & set(masks)
     if config.pairing == 'suffix':
         if not config.mask_suffix:
-            raise FolderError("config.data.folder.mask_suffix is empty; set it (e.g. '_mask').")
+            raise FolderError(
+                f"{naming.field('mask_suffix')} is empty; set it (e.g. "
+                f"{naming.setting('mask_suffix', '_mask')})."
+            )
         mask_key = lambda p: mask_owner(p.stem, config.mask_suffix)
         images = [p for p in images if p not in overlap or mask_key(p) is None]
         masks = [p for p in masks if mask_key(p) is not None or p not in overlap]
-        image_key = lambda p: p.stem
-    elif overlap:
+        return images, masks, (lambda p: p.stem), mask_key
+    if overlap:
         raise FolderError(
             f'The images and masks settings both match {_show(sorted(overlap))}. '
             'Use globs that separate them (e.g. "*.jpg" and "*.png"), or '
-            "pairing='suffix' when masks are named <stem>_mask."
+            f"{naming.setting('pairing', 'suffix')} when masks are named <stem>"
+            f'{config.mask_suffix or "_mask"}.'
         )
-    elif config.pairing == 'stem':
-        image_key = mask_key = lambda p: p.stem
-    else:
-        try:
-            pattern = re.compile(config.regex)
-        except re.error as e:
-            raise FolderError(
-                f'config.data.folder.regex={config.regex!r} is not a regex: {e}.'
-            ) from e
-        if 'key' not in pattern.groupindex:
-            raise FolderError(
-                f'config.data.folder.regex={config.regex!r} needs a named group '
-                "`key`, e.g. r'(?P<key>case\\d+)'."
-            )
-        image_key = mask_key = lambda p: m.group('key') if (m := pattern.search(p.stem)) else None
+    if config.pairing == 'stem':
+        return images, masks, (lambda p: p.stem), (lambda p: p.stem)
+    key = _regex_key(config.regex, naming)
+    return images, masks, key, key
 
-    rule = {
+
+def _regex_key(regex: str, naming: Naming):
+    """The pairing key of a file under pairing 'regex': group `key` of `regex` in its stem."""
+    try:
+        pattern = re.compile(regex)
+    except re.error as e:
+        raise FolderError(f'{naming.setting("regex", regex)} is not a regex: {e}.') from e
+    if 'key' not in pattern.groupindex:
+        raise FolderError(
+            f'{naming.setting("regex", regex)} needs a named group `key`, e.g. '
+            f"{naming.setting('regex', '(?P<key>case[0-9]+)')}."
+        )
+    return lambda p: m.group('key') if (m := pattern.search(p.stem)) else None
+
+
+def _rule(config) -> str:
+    return {
         'stem': 'same stem',
         'suffix': f'<stem>{config.mask_suffix}[_<k>]',
         'regex': f'regex {config.regex!r}',
     }[config.pairing]
-    image_groups = _keys(images, image_key, 'images', rule, report, config.skip_bad, False)
+
+
+def _suffix_hint(lonely_images: list[str], masks: list[Path], config, naming: Naming) -> str:
+    """' (their masks are named <stem>_mask: ...)' when another rule would pair them."""
+    if config.pairing == 'suffix' or not config.mask_suffix:
+        return ''
+    owners = masks_by_owner(masks, config.mask_suffix)
+    if not any(Path(image).stem in owners for image in lonely_images):
+        return ''
+    return (
+        f'; their masks are named <stem>{config.mask_suffix}: {naming.verb} '
+        f"{naming.setting('pairing', 'suffix')}"
+    )
+
+
+def pair_files(
+    images: list[Path],
+    masks: list[Path],
+    config: ml_collections.ConfigDict,
+    report: Report,
+    naming: Naming = CONFIG_NAMING,
+    *,
+    lonely_masks: str = 'error',
+) -> list[tuple[str, Path, tuple[Path, ...]]]:
+    """(id, image, masks) per case by the pairing rule; unpaired files are errors or skipped.
+
+    `naming` says how the messages name the settings (`config.data.folder.` or predict's
+    flags); the rule, the defaults and the words are otherwise the same for both.
+    `lonely_masks='ignore'` (predict, which segments the images it is given) leaves masks
+    without an image out without a word; 'error' treats them as unpaired images are.
+    """
+    images, masks, image_key, mask_key = _pairing_keys(images, masks, config, naming)
+    rule = _rule(config)
+    image_groups = _keys(images, image_key, 'images', rule, report, config.skip_bad, False, naming)
     mask_groups = _keys(
-        masks, mask_key, 'masks', rule, report, config.skip_bad, config.pairing != 'stem'
+        masks, mask_key, 'masks', rule, report, config.skip_bad, config.pairing != 'stem', naming
     )
     lonely_images = sorted(str(image_groups[k][0]) for k in image_groups if k not in mask_groups)
-    lonely_masks = sorted(
+    unpaired_masks = sorted(
         str(f) for k, v in mask_groups.items() if k not in image_groups for f in v
     )
+    if lonely_masks == 'ignore':
+        unpaired_masks = []
+    settings = ', '.join(naming.field(f) for f in ('pairing', 'mask_suffix', 'regex'))
     for files, what, hint in (
-        (lonely_images, 'images without a mask', 'add their masks or fix the pairing rule'),
-        (lonely_masks, 'masks without an image', 'remove them or fix the pairing rule'),
+        (
+            lonely_images,
+            'images without a mask',
+            'add their masks or fix the pairing rule'
+            + _suffix_hint(lonely_images, masks, config, naming),
+        ),
+        (unpaired_masks, 'masks without an image', 'remove them or fix the pairing rule'),
     ):
         if files and not config.skip_bad:
             raise FolderError(
                 f'{len(files)} {what} (pairing={config.pairing!r}): {_show(files)}. '
-                f'To fix: {hint} (config.data.folder.pairing, mask_suffix, regex), '
-                f'or {_FIX}.'
+                f'To fix: {hint} ({settings}), or {naming.skip_fix()}.'
             )
         if files:
             report.skipped[what] += files
@@ -226,6 +314,23 @@ def pair_files(
         for k in sorted(image_groups)
         if k in mask_groups
     ]
+
+
+def read_pair(
+    image_path: Path, mask_paths: tuple[Path, ...], config, *, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image (uint8 [H, W, channels]) and the OR of its masks ({0, 1} at the image's size,
+    resized when `config.resize_masks`), with the folder set's mask rules (threshold, two
+    values under threshold 0); imageio.ImageReadError names the file otherwise."""
+    image = imageio.read_image(image_path, channels=channels)
+    mask = imageio.read_mask(
+        mask_paths,
+        threshold=config.mask_threshold,
+        size=image.shape[:2],
+        resize=config.resize_masks,
+        binary=True,
+    )
+    return image, mask
 
 
 def read_folder(
@@ -238,17 +343,10 @@ def read_folder(
     examples = []
     for id_, image_path, mask_paths in pair_files(images, masks, config, report):
         try:
-            image = imageio.read_image(image_path, channels=channels)
-            mask = imageio.read_mask(
-                mask_paths,
-                threshold=config.mask_threshold,
-                size=image.shape[:2],
-                resize=config.resize_masks,
-                binary=True,
-            )
+            image, mask = read_pair(image_path, mask_paths, config, channels=channels)
         except imageio.ImageReadError as e:
             if not config.skip_bad:
-                raise FolderError(f'{e}\n(or {_FIX})') from e
+                raise FolderError(f'{e}\n(or {CONFIG_NAMING.skip_fix()})') from e
             report.skipped['unreadable or mismatched files'].append(str(e).splitlines()[0])
             continue
         examples.append(Example(id=id_, image=image, mask=mask))

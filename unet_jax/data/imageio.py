@@ -157,7 +157,8 @@ def read_mask(
                 raise ImageReadError(
                     f'{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is '
                     f'{size[1]}x{size[0]}. Fix the file, or set resize_masks=True '
-                    '(config.data.folder.resize_masks) to resize masks with nearest neighbour.'
+                    '(config.data.folder.resize_masks, predict --resize_masks) to resize masks '
+                    'with nearest neighbour.'
                 )
             mask = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
         if union is not None and mask.shape != union.shape:
