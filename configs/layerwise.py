@@ -93,7 +93,10 @@ near-duplicate grouping of BUSI, the same stopping rule for every family.
 The report's inference is declared here too, before the study runs: `study.primary` (the
 primary endpoint, tested first and alone at 0.05; default: the shallow-vs-deep gap on each
 ultrasound target and its difference from the X-ray target's gap, at the first size) and
-`study.margin` (the TOST equivalence margin, 0.02 Dice).
+`study.margin` (the TOST equivalence margin, 0.02 Dice). The first start registers them, with
+the sweep, in WORKDIR/registration.json; a later start that changes them is refused unless
+--config.study.amend_registration=True, which appends the amendment (its time, the runs
+finished by then) and the report says so in its first screen.
 
 Each target of `study.targets` is a definition of overrides of the run's `data.*` and
 `augment.*` fields (config_lib.apply_target applies it to every point of the target); built-in
@@ -288,6 +291,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     )
     # Equivalence margin of the report's TOST, in Dice ("equivalent within +-margin").
     study.margin = 0.02
+    # The first start records the declaration (primary, margin, families, ks, sizes, targets,
+    # folds, seeds) in WORKDIR/registration.json (unet_jax.registration); a later start that
+    # declares otherwise is refused unless this is True: it appends an amendment (its time,
+    # the runs finished by then) that the report states in its first screen.
+    study.amend_registration = False
     # Runs that differ only in seed train together in one compiled step, up to group_size at
     # once (1 = one run at a time; 0 = as many as fit group_memory_mb, from the config).
     study.group_size = 0

@@ -5,6 +5,8 @@ can be made from a workdir without importing JAX. A study's workdir:
 
   .lock                      held by the whole study's process or launch/sweep.py (runfolder)
   study.json                 the plan: every named point, its run, aliases (unet_jax.study)
+  registration.json          what the study declared when it started, and every amendment
+                             (unet_jax.registration)
   leak_check.json            the leak check: images compared, duplicates found (data.leakage)
   pretrain/                  the pre-training run (unless `study.pretrained_workdir` is set)
   points/<run name>/         one run folder per unique run; results.json there = finished
@@ -25,6 +27,7 @@ import os
 from typing import Any
 
 PLAN_FILE = 'study.json'
+REGISTRATION_FILE = 'registration.json'
 PRETRAIN_DIR = 'pretrain'
 POINTS_DIR = 'points'
 REPORT_DIR = 'report'

@@ -25,7 +25,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import cli, config_lib, families, io_utils, modalities, runfolder
+from unet_jax import cli, config_lib, families, io_utils, modalities, registration, runfolder
 from unet_jax.layout import (
     ERROR_FILE,
     LEAK_CHECK_FILE,
@@ -160,7 +160,19 @@ def _plan_point(point: SweepPoint, directory: str) -> dict[str, Any]:
 
 
 def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) -> str:
-    """study.json: what the report needs to know about the sweep, without the config code."""
+    """study.json: what the report needs to know about the sweep, without the config code.
+
+    Every start of a study passes here (the whole-study run, each launcher step, the report
+    step, launch/sweep.py), so here, before study.json changes, the study's declaration is
+    registered (unet_jax.registration: recorded on the first start; a later start that
+    declares otherwise raises RegistrationError unless study.amend_registration is set)."""
+    registration.register(
+        workdir,
+        config,
+        total_runs=len(sweep.runs),
+        runs_finished=registration.count_finished(workdir),
+        write=is_chief(),
+    )
     plan = {
         'targets': {t: _plain(config.study.targets[t]) for t in config.study.targets},
         'num_train': list(config.study.num_train),

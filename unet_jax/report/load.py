@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from unet_jax import families, layout
-from unet_jax.report import stats
+from unet_jax import families, layout, registration as registration_record
+from unet_jax.report import registration as registration_lines, stats
 from unet_jax.report.plan import ReportError, read_plan
 
 
@@ -34,6 +34,14 @@ class Study:
     images: pd.DataFrame
     curves: pd.DataFrame
     problems: list[str]
+    # registration.json (unet_jax.registration): what the study declared and when; None = none
+    registration: dict[str, Any] | None = None
+
+    @property
+    def registration_note(self) -> str:
+        """'registered before any run', 'amended after N of M runs', ... (the primary
+        endpoint's heading; unet_jax.report.registration.heading)."""
+        return registration_lines.heading(self.registration)
 
     @property
     def targets(self) -> list[str]:
@@ -257,6 +265,11 @@ def load(workdir: str) -> Study:
         if column not in runs:
             runs[column] = math.nan
     runs['still_improving'] = runs['still_improving'].astype(object)
+    try:
+        registered = registration_record.read(workdir)
+    except registration_record.RegistrationError as error:
+        registered = None
+        problems.append(str(error))
     return Study(
         workdir=workdir,
         plan=plan,
@@ -264,6 +277,7 @@ def load(workdir: str) -> Study:
         images=pd.DataFrame(images or {k: [] for k in ('name', 'image_id', 'dice', 'lesion')}),
         curves=pd.DataFrame(curves or {k: [] for k in ('name', 'step', 'dice')}),
         problems=problems,
+        registration=registered,
     )
 
 

@@ -15,6 +15,7 @@ from unet_jax.report import (
     conclusions,
     figures,
     qualitative,
+    registration,
     render,
     stats,
     tables,
@@ -37,10 +38,12 @@ def methods(settings: stats.Settings) -> list[str]:
         'variance it is the paired t over test images of the seed-averaged differences (df = '
         'images - 1). What varies: test images and seeds (initialisation, training subset, data '
         'order, augmentation); the pre-training only where the study made several.',
-        'The primary endpoint is declared in the config before the study runs (study.primary) '
-        'and tested first, by fixed sequence at 0.05 (each hypothesis while every earlier one '
-        'was rejected), apart from the rest. Every other comparison is secondary: their p-values '
-        'are Holm-adjusted together (family-wise 0.05), and so are their equivalence tests '
+        'The primary endpoint is declared in the config (study.primary) and registered when the '
+        'study starts (registration.json: the time, the runs finished by then and every '
+        'amendment, stated at the top of this report); it is tested first, by fixed sequence '
+        'at 0.05 (each hypothesis while every earlier one was rejected), apart from the rest. '
+        'Every other comparison is secondary: their p-values are Holm-adjusted together '
+        '(family-wise 0.05), and so are their equivalence tests '
         f'(TOST at +-{settings.margin:g} Dice, study.margin). 95% CIs are not adjusted. '
         '"No evidence of a difference" gives the difference that its n would have detected '
         'with 80% power at 0.05; it is never a claim that the two are alike.',
@@ -107,6 +110,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
         status=conclusions.status_line(study),
         problems=_problems(study),
         primary=conclusions.primary_sentence(result),
+        registration=registration.lines(study.registration),
         primary_figure=primary_figure,
         answer_tables=[
             t
