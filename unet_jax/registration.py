@@ -1,8 +1,9 @@
 """A study's pre-registration record: what it declares, when, and every amendment (no JAX).
 
 When a study starts (unet_jax.study.write_plan: the whole-study run, each launcher step,
-launch/sweep.py), `register` compares what the config declares (`declaration`: the primary
-endpoint, the margin, the sweep) with WORKDIR/registration.json:
+launch/sweep.py; a study of several sources registers each source's study in its own
+folder), `register` compares what the config declares (`declaration`: the primary endpoint,
+the margin, the sweep) with WORKDIR/registration.json:
 
   no record          the declaration is recorded with its time and the number of runs finished
                      (0 for a new study; more for one started before this record existed)
@@ -224,8 +225,8 @@ def refusal(path: str, record: dict[str, Any], new: dict[str, Any], changed: lis
         f'this start declares another study than {path} registers ({when} '
         f'{entry.get("time", "at an unknown time")}, {entry.get("runs_finished", "?")} runs '
         f'finished then; {runs_finished} of {total_runs} have finished now). Changed:\n{lines}\n'
-        'A study whose declaration changes after it started reports an endpoint chosen with '
-        'its runs in view, so this is refused. To fix: set these fields back to the registered '
+        'A declaration changed after a study started may have been chosen with its results in '
+        'view, so this is refused. To fix: set these fields back to the registered '
         f'values; or amend the registration with {AMEND_FLAG}, which appends the change with '
         'its time and the runs finished by then (the report states it in its first screen); '
         'or start a new study in another --workdir.'
