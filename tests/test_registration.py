@@ -161,6 +161,7 @@ def _record(tmp_path, *changes, finished=(0, 6)):
     changes a config) after `finished[i]` runs."""
     config = tiny_study_config(seeds=3)
     config.study.k_values = (1, 4)
+    config.study.pretrain_seeds = 3
     registration.register(str(tmp_path), config, total_runs=30, runs_finished=finished[0], time=T0)
     for i, change in enumerate(changes):
         change(config)
