@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
+import logging
 import os
+from pathlib import Path
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,8 +20,9 @@ from PIL import Image
 import pytest
 
 from tests import tiny
+from tests.conftest import save_image
 from unet_jax import predict, train
-from unet_jax.data import pipeline
+from unet_jax.data import fields, folder, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -319,3 +324,166 @@ def test_bad_inputs_are_all_listed_before_anything_is_written_or_skipped(run, fo
         'tall_mask.png',
         'tall_overlay.png',
     ]
+
+
+# ----------------------------------------------------------------------------- a user's folders
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob('*'))
+        if p.is_file()
+    }
+
+
+def busi_layout(root: Path) -> Path:
+    """BUSI's release layout: images and their <stem>_mask[_k].png in one folder."""
+    root.mkdir(parents=True)
+    for i, (h, w) in enumerate([(40, 56), (48, 40)], start=1):
+        image, mask = disk_image(h, w, False, i)
+        Image.fromarray(image).save(root / f'benign ({i}).png')
+        Image.fromarray(mask * 255).save(root / f'benign ({i})_mask.png')
+    Image.fromarray(np.zeros((48, 40), np.uint8)).save(root / 'benign (2)_mask_1.png')
+    return root
+
+
+def fake_study(root: Path, run: str) -> Path:
+    """A study workdir around copies of the tiny run: point us/n4/s0/contracting, its alias
+    us/n4/s0/deep_to_shallow-k3 (no folder of its own) and the pre-training."""
+    for rel in ('points/us/n4/s0/contracting', 'pretrain'):
+        shutil.copytree(run, root / rel)
+    point = dict(target='us', run='us/n4/s0/contracting', dir='points/us/n4/s0/contracting')
+    plan = {
+        'pretrain_dirs': [str(root / 'pretrain')],
+        'points': [
+            dict(point, name='us/n4/s0/contracting', family='contracting'),
+            dict(point, name='us/n4/s0/deep_to_shallow-k3', family='deep_to_shallow'),
+        ],
+    }
+    (root / 'study.json').write_text(json.dumps(plan))
+    return root
+
+
+def test_busi_layout_command_refuses_to_write_among_the_inputs(run, tmp_path):
+    """The issue's case: --output = the input folder. Exit 1 naming --output, every input
+    byte-identical; into a folder of its own the masks are not segmented as images."""
+    busi = busi_layout(tmp_path / 'busi')
+    before = checksums(busi)
+    command = [sys.executable, '-m', 'unet_jax.predict', f'--checkpoint={run}', f'--input={busi}']
+    done = subprocess.run(
+        [*command, f'--output={busi}'], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"error: --output='{busi}' is the folder that --input" in done.stderr
+    assert 'Pass an --output outside it' in done.stderr
+    assert checksums(busi) == before
+
+    out = tmp_path / 'out'
+    result = predict.predict_images(run, str(busi), str(out))
+    assert sorted(os.path.basename(r['image']) for r in result['rows']) == [
+        'benign (1).png',
+        'benign (2).png',
+    ]
+    assert not any('_mask_mask' in name for name in os.listdir(out))
+    assert checksums(busi) == before
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(run, tmp_path):
+    busi = busi_layout(tmp_path / 'busi')
+    out = tmp_path / 'out'
+    kwargs = dict(masks=str(busi), pairing='suffix')
+    predict.predict_images(run, str(busi), str(out), **kwargs)
+    before = checksums(out)
+    with pytest.raises(predict.PredictError, match=r'holds 5 of the files.*--overwrite'):
+        predict.predict_images(run, str(busi), str(out), threshold=1.0, **kwargs)
+    assert checksums(out) == before
+    predict.predict_images(run, str(busi), str(out), threshold=1.0, overwrite=True, **kwargs)
+    assert checksums(out) != before
+    with pytest.raises(predict.PredictError, match=r'is inside the folder that --input'):
+        predict.predict_images(run, str(busi), str(busi / 'pred'), overwrite=True)
+
+
+def test_a_folder_target_with_regex_pairing_and_larger_masks_scores_with_the_same_words(
+    run, tmp_path
+):
+    """Another hospital's release: Test_Image_<k>.png beside mask_<k>.png at twice the size.
+    The settings that make it a folder: target make predict score it, under the same names."""
+    images, masks = tmp_path / 'release' / 'images', tmp_path / 'release' / 'masks'
+    truth = {}
+    for k in range(3):
+        image, mask = disk_image(30, 40, False, k)
+        save_image(images / f'Test_Image_{k}.png', image)
+        save_image(masks / f'mask_{k}.png', mask.repeat(2, 0).repeat(2, 1) * 255)
+        truth[str(k)] = mask
+    settings = dict(pairing='regex', regex=r'(?P<key>\d+)$', resize_masks=True)
+    fields_of_a_target = set(fields.default_folder_config())
+    assert set(settings) <= set(predict.PAIRING_FLAGS) <= fields_of_a_target
+    target = fields.default_folder_config()
+    target.update(dict(images=str(images), masks=str(masks), **settings))
+    examples, _ = folder.read_folder(target, channels=1)  # it works as a study target
+    assert sorted(e.id for e in examples) == ['0', '1', '2']
+
+    out = tmp_path / 'out'
+    with pytest.raises(predict.PredictError, match=r'mask_0\.png: mask is 80x60.*--resize_masks'):
+        predict.predict_images(
+            run, str(images), str(out), masks=str(masks), pairing='regex', regex=settings['regex']
+        )
+    result = predict.predict_images(
+        run, str(images), str(out), masks=str(masks), threshold=0.0, **settings
+    )
+    assert len(result['rows']) == 3 and result['mean']['scored'] == 3
+    for row, example in zip(result['rows'], sorted(examples, key=lambda e: e.id)):
+        np.testing.assert_array_equal(example.mask, truth[example.id])
+        all_foreground = np.ones_like(example.mask)
+        assert row['dice'] == pytest.approx(dice(all_foreground, example.mask), abs=1e-5)
+
+
+def test_empty_predictions_and_masks_are_counted_and_hd95_missing(run, tmp_path):
+    """threshold 1 predicts nothing: HD95 is missing (not the 50 px diagonal), the empties are
+    counted in scores.csv and in the summary, and an empty mask is not in the means."""
+    images, masks = tmp_path / 'images', tmp_path / 'masks'
+    images.mkdir(), masks.mkdir()
+    for k in range(3):
+        image, mask = disk_image(30, 40, False, k)
+        Image.fromarray(image).save(images / f'c{k}.png')
+        Image.fromarray(mask * 255 if k else np.zeros_like(mask)).save(masks / f'c{k}.png')
+    out = tmp_path / 'out'
+    result = predict.predict_images(run, str(images), str(out), masks=str(masks), threshold=1.0)
+    summary = result['mean']
+    assert (summary['scored'], summary['empty_prediction'], summary['empty_mask']) == (2, 2, 1)
+    assert summary['hd95'] is None and summary['dice'] == pytest.approx(0.0, abs=1e-4)
+    with open(out / predict.SCORES_FILE) as f:
+        rows = list(csv.DictReader(f))
+    assert [r['empty'] for r in rows[:-1]] == ['both', 'prediction', 'prediction']
+    assert [r['hd95'] for r in rows] == ['', '', '', '']
+    assert rows[-1]['empty'] == (
+        'Dice and IoU over the 2 images with a non-empty mask (2 with an empty prediction: '
+        'Dice 0, HD95 missing); HD95 over 0; 1 images with an empty mask are not in the means '
+        '(0 of them with a predicted foreground)'
+    )
+    assert 'HD95 missing. Dice and IoU over the 2' in predict._mean_line(summary, 'scores.csv')
+
+
+def test_study_points_aliases_and_the_pretraining(run, tmp_path, caplog):
+    study = fake_study(tmp_path / 'study', run)
+    with pytest.raises(predict.PredictError) as error:
+        predict.run_folder(str(study))
+    message = str(error.value)
+    assert 'is the workdir of a study, not a run' in message
+    assert f'us contracting: {study}/points/us/n4/s0/contracting (val Dice' in message
+    assert 'us deep_to_shallow: ' in message and '1 of 1 runs finished' in message
+
+    caplog.set_level(logging.WARNING)
+    alias = study / 'points' / 'us' / 'n4' / 's0' / 'deep_to_shallow-k3'
+    assert predict.run_folder(str(alias)) == str(study / 'points/us/n4/s0/contracting')
+    assert 'is an alias of run us/n4/s0/contracting' in caplog.text
+    with pytest.raises(predict.PredictError, match="has no point 'us/n4/s0/full'"):
+        predict.run_folder(str(study / 'points/us/n4/s0/full'))
+    caplog.clear()
+    assert predict.run_folder(str(study / 'pretrain')) == str(study / 'pretrain')
+    assert 'is a pre-training run' in caplog.text and 'not fine-tuned on a target' in caplog.text
+    caplog.clear()
+    predict.run_folder(str(study / 'points/us/n4/s0/contracting'))
+    assert 'pre-training' not in caplog.text

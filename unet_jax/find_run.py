@@ -105,32 +105,31 @@ def _point_run(path: str, flag: str) -> str:
 
 def _study_runs(root: str, plan: dict[str, Any]) -> str:
     """The best finished run of each target and family (validation Dice), and how many more."""
-    points = {os.path.normpath(os.path.join(root, p['dir'])): p for p in plan.get('points', [])}
-    best: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = {}
-    finished = 0
-    for folder, point in points.items():
-        results = _results(folder)
-        if results is None:
+    points = [(os.path.normpath(os.path.join(root, p['dir'])), p) for p in plan.get('points', [])]
+    results = {folder: _results(folder) for folder in {folder for folder, _ in points}}
+    best: dict[tuple[str, str], tuple[float, str]] = {}
+    for folder, point in points:
+        if results[folder] is None:
             continue
-        finished += 1
-        val = _dice(results, 'val')
+        val = _dice(results[folder], 'val')
         key = (point.get('target', '?'), point.get('family', '?'))
         if key not in best or val > best[key][0]:
-            best[key] = (val, folder, results)
+            best[key] = (val, folder)
+    finished = sum(r is not None for r in results.values())
     if not best:
         return (
-            f'None of its {len(points)} runs has finished yet: wait for them (or run the '
+            f'None of its {len(results)} runs has finished yet: wait for them (or run the '
             'study again to resume it), then pass one of its points/ folders.'
         )
     lines = [
         f'  {target} {family}: {folder} (val Dice {val:.4f}, '
-        f'test Dice {_dice(results, "test"):.4f})'
-        for (target, family), (val, folder, results) in sorted(best.items())
+        f'test Dice {_dice(results[folder], "test"):.4f})'
+        for (target, family), (val, folder) in sorted(best.items())
     ]
     return (
         'Pass one of its runs; the best of each target and family by validation Dice:\n'
         + '\n'.join(lines)
-        + f'\n({finished} of {len(points)} runs finished, under {os.path.join(root, "points")}; '
+        + f'\n({finished} of {len(results)} runs finished, under {os.path.join(root, "points")}; '
         'report/report.html lists them.)'
     )
 

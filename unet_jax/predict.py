@@ -746,9 +746,9 @@ def main(argv: Sequence[str]) -> None:
 def _mean_line(summary: Mapping[str, Any], scores_file: str) -> str:
     if summary['dice'] is None:
         return f'No image has a non-empty mask, so no mean: {describe(summary)} ({scores_file}).'
-    hd95 = _number(summary['hd95'], 2) or 'missing'
+    hd95 = f'{summary["hd95"]:.2f} px' if summary['hd95'] is not None else 'missing'
     return (
-        f'Mean: Dice {summary["dice"]:.4f}, IoU {summary["iou"]:.4f}, HD95 {hd95} px. '
+        f'Mean: Dice {summary["dice"]:.4f}, IoU {summary["iou"]:.4f}, HD95 {hd95}. '
         f'{describe(summary)} ({scores_file}).'
     )
 

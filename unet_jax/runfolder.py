@@ -61,6 +61,10 @@ class FolderInUseError(cli.UserError):
     """Another process trains in the folder (exit 1)."""
 
 
+class NotAFolderError(cli.UserError):
+    """The run folder's path is a file, or lies under one (exit 1)."""
+
+
 # ----------------------------------------------------------------------------- the lock
 
 
@@ -75,7 +79,7 @@ def lock(folder: str, *, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    os.makedirs(folder, exist_ok=True)
+    _make_folder(folder)
     path = os.path.join(folder, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -97,6 +101,31 @@ def lock(folder: str, *, enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+def _make_folder(folder: str) -> None:
+    """Creates the run folder, or says which part of its path is a file and what to pass."""
+    blocking = next(
+        (p for p in _self_and_parents(folder) if os.path.exists(p) and not os.path.isdir(p)), None
+    )
+    if blocking is not None:
+        what = 'is a file' if blocking == folder else f'lies under {blocking}, which is a file'
+        raise NotAFolderError(
+            f'--workdir={folder} {what}, not a folder: a run keeps its files in a folder. To '
+            'fix: pass a --workdir that is a folder or does not exist yet (it is created), or '
+            'move the file away.'
+        )
+    os.makedirs(folder, exist_ok=True)
+
+
+def _self_and_parents(folder: str) -> list[str]:
+    path, paths = os.path.abspath(folder), []
+    while True:
+        paths.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            return paths
+        path = parent
 
 
 def _write_holder(fd: int) -> None:
