@@ -31,6 +31,7 @@ import pytest
 
 from tests import tiny
 from tests.conftest import blob_mask, save_image
+from tests.test_predict import busi_layout, checksums, fake_study
 from unet_jax import analyze, checkpoint, cli, config_lib, predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,6 +293,38 @@ def test_command_line_and_config(case, main_command, tmp_path):
     assert not workdir.exists() and not (Path(REPO) / 'w').exists()  # nothing written
 
 
+def test_workdir_that_is_a_file(main_command, tmp_path):
+    """--workdir naming a file (or a path under one), for a run and for a study: one message
+    naming --workdir (a FileExistsError traceback from the run-folder lock before), the file
+    untouched."""
+    file = tmp_path / 'notes.txt'
+    file.write_text('a user file')
+    study = ('--config=configs/layerwise.py:quick,seeds=1,families=scratch',)
+    for args, workdir in (
+        ((*TINY_ARGS, f'--workdir={file}'), file),
+        ((*study, f'--workdir={file}'), file),
+        ((*TINY_ARGS, f'--workdir={file / "run"}'), file / 'run'),
+    ):
+        code, stderr = main_command(args, tmp_path)
+        what = 'is a file' if workdir == file else f'lies under {file}, which is a file'
+        words = (f'--workdir={workdir} {what}', 'pass a --workdir that is a folder')
+        assert_one_clear_message(stderr, code, cli.ERROR_EXIT, words)
+        assert file.read_text() == 'a user file'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='configs/layerwise.py (not this change) parses external= with the targets= '
+    'message; the two-line patch is in the closing note of issue #28',
+)
+def test_unknown_external_set_names_external(main_command, tmp_path):
+    args = ('--config=configs/layerwise.py:quick,external=nope@us', '--workdir=w')
+    code, stderr = main_command(args, tmp_path)
+    words = ('configs/layerwise.py:external', "'nope'")
+    assert_one_clear_message(stderr, code, cli.USAGE_EXIT, words)
+    assert 'targets' not in stderr[stderr.index('error: ') :].split(';')[0]
+
+
 @pytest.mark.parametrize(
     'command',
     [
@@ -384,6 +417,7 @@ class Bad:
     workdir: Path | None = None  # the run folder: no results.json may appear in it
     untouched: Path | None = None  # a folder that must not be created
     fix: Callable[[], object] | None = None  # repairs the input and runs the command again
+    unchanged: tuple[Path, ...] = ()  # folders whose every file keeps its checksum
 
 
 @dataclasses.dataclass
@@ -431,11 +465,13 @@ def ctx(tmp_path, good_data, trained_run) -> Context:
 @pytest.mark.parametrize('name', RUN_CASES)
 def test_runs_and_files(name, ctx, capfd):
     bad = RUN_CASES[name](ctx)
+    before = [checksums(folder) for folder in bad.unchanged]
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
         with cli.errors_reported(bad.prog):
             bad.run()
     assert_one_clear_message(capfd.readouterr().err, exit_.value.code, bad.code, bad.words)
+    assert [checksums(folder) for folder in bad.unchanged] == before
     if bad.workdir is not None:
         assert not (bad.workdir / 'results.json').exists()
     if bad.untouched is not None:
@@ -700,6 +736,92 @@ def _(ctx):
     return Bad(
         lambda: predict.predict_images(str(ctx.trained_run), str(data / 'images'), str(ctx.tmp)),
         ('case1.png', 'cannot be read as an image', '--skip_bad'),
+        prog='predict',
+    )
+
+
+def predict_run(ctx, *args, **kwargs) -> Callable[[], object]:
+    return lambda: predict.predict_images(str(ctx.trained_run), *map(str, args), **kwargs)
+
+
+@case('predict-output-is-the-input-folder')
+def _(ctx):
+    """BUSI as released: images and <stem>_mask.png in one folder, --output the same folder
+    (which replaced the ground truth by the prediction, exit 0, before issue #28)."""
+    busi = busi_layout(ctx.tmp / 'busi')
+    return Bad(
+        predict_run(ctx, busi, busi),
+        (f"--output='{busi}' is the folder that --input", 'Pass an --output outside it'),
+        prog='predict',
+        unchanged=(busi,),
+    )
+
+
+@case('predict-output-inside-the-mask-folder')
+def _(ctx):
+    data = ctx.data()
+    out = data / 'masks' / 'predicted'
+    return Bad(
+        predict_run(ctx, data / 'images', out, masks=data / 'masks'),
+        ('--output=', 'is inside the folder that --masks', 'Pass an --output outside it'),
+        prog='predict',
+        untouched=out,
+        unchanged=(data,),
+    )
+
+
+@case('predict-output-files-exist')
+def _(ctx):
+    busi = busi_layout(ctx.tmp / 'busi')
+    out = ctx.tmp / 'out'
+    out.mkdir()
+    shutil.copy(busi / 'benign (1)_mask.png', out / 'benign (1)_mask.png')  # a user's copy
+    return Bad(
+        predict_run(ctx, busi, out),
+        ('holds 1 of the files', 'benign (1)_mask.png', 'Nothing was written', '--overwrite'),
+        prog='predict',
+        unchanged=(busi, out),
+    )
+
+
+@case('predict-mask-of-several-values-writes-nothing')
+def _(ctx):
+    """Masks of several values under --mask_threshold=0: one error, not 1 of 4 segmented and
+    a scores.csv over it."""
+    data = ctx.data()
+    ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    for name in ('case1.png', 'case2.png', 'case3.png'):
+        save_image(data / 'masks' / name, ramp)
+    out = ctx.tmp / 'out'
+    return Bad(
+        predict_run(ctx, data / 'images', out, masks=data / 'masks', mask_threshold=0),
+        ('3 of 12 inputs', 'nothing was written', 'case3.png: the mask has 32 values',
+         '--mask_threshold', '--skip_bad'),  # fmt: skip
+        prog='predict',
+        untouched=out,
+        unchanged=(data,),
+    )
+
+
+@case('predict-study-root')
+def _(ctx):
+    study = fake_study(ctx.tmp / 'study', str(ctx.trained_run))
+    return Bad(
+        lambda: predict.predict_images(str(study), str(ctx.good_data / 'images'), 'out'),
+        ('is the workdir of a study, not a run', 'the best of each target and family',
+         f'us contracting: {study}/points/us/n4/s0/contracting'),  # fmt: skip
+        prog='predict',
+    )
+
+
+@case('predict-unknown-point')
+def _(ctx):
+    study = fake_study(ctx.tmp / 'study', str(ctx.trained_run))
+    return Bad(
+        lambda: predict.predict_images(
+            str(study / 'points/us/n4/s0/ful'), str(ctx.good_data / 'images'), 'out'
+        ),
+        ("has no point 'us/n4/s0/ful'", 'us contracting: '),
         prog='predict',
     )
 
