@@ -11,7 +11,9 @@ can be made from a workdir without importing JAX. A study's workdir:
   pretrain/                  the pre-training run (unless `study.pretrained_workdir` is set)
   points/<run name>/         one run folder per unique run; results.json there = finished
   groups/<group name>/       a group's checkpoint while it trains, and the .lock its process holds
-  report/                    tables, figures, report.html (unet_jax.report)
+  report/                    tables, figures, report.html (unet_jax.report), and the event
+                             files of the study's Dice against k (unet_jax.summaries)
+  log.txt                    the whole study's log (unet_jax.console: the console shows less)
 
 A study of several pre-training sources (`study.sources`) holds one such study per source:
 
@@ -36,6 +38,7 @@ ERROR_FILE = 'error.txt'
 LEAK_CHECK_FILE = 'leak_check.json'
 SOURCES_FILE = 'sources.json'
 SOURCES_DIR = 'sources'
+LOG_FILE = 'log.txt'
 
 
 def size_name(num_train: int) -> str:

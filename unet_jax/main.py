@@ -6,6 +6,7 @@ r"""Entry point: one training run, or the layer-wise study when the config decla
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -76,6 +77,28 @@ def main(argv):
         if finished := runfolder.finished_line(workdir):
             print(finished)
             return
+    if 'study' in config and FLAGS.sweep_index is None:
+        run_study(config, workdir)
+    else:
+        run(config, workdir)
+
+
+def run_study(config, workdir: str) -> None:
+    """The whole study in this process: its story on stdout, its log in WORKDIR/log.txt
+    (unet_jax.console); -v/--verbosity prints the log on stderr too."""
+    from unet_jax import console
+
+    verbose = FLAGS['verbosity'].present
+    if not verbose:
+        console.quiet_environment()  # before TensorFlow is imported
+    with console.study_log(workdir, verbose=verbose) as log_path:
+        if not verbose:
+            console.import_quietly('tensorflow', log_path)
+            console.quiet_tfds()
+        run(config, workdir, console=console.Console(sys.stdout))
+
+
+def run(config, workdir: str, console=None) -> None:
     import jax  # after flag parsing, so --help is instant
 
     join_processes(config)
@@ -92,9 +115,9 @@ def main(argv):
     if 'study' in config:
         from unet_jax import study
 
-        study.main(config, workdir, sweep_index=FLAGS.sweep_index)
+        study.main(config, workdir, sweep_index=FLAGS.sweep_index, console=console)
     else:
-        from unet_jax import train
+        from unet_jax import runfolder, train
 
         with runfolder.lock(workdir, enabled=jax.process_index() == 0):  # one process a folder
             train.train_and_evaluate(config, workdir)

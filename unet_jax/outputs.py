@@ -19,19 +19,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, freeze, io_utils, layers, layout, metrics, writers
+from unet_jax import checkpoint, freeze, io_utils, layers, layout, metrics, summaries, writers
 from unet_jax.data import pipeline
 from unet_jax.groups import GroupSetup
 from unet_jax.lanes import Evaluation
 from unet_jax.ledger import Ledger, NonFiniteLossError
 
 
+SUMMARY_IMAGES = 3  # validation images (the first lesion images by id) shown at each evaluation
+FREEZE_FILE = 'freeze.txt'  # a run's freeze spec and its trained / frozen parameters per block
+
+
 class RunFolders:
     """The metric writers of a group's unfinished members (None for a finished member of a
-    resumed group: it only trains along); config.json and hyper-parameters when the group
-    starts afresh."""
+    resumed group: it only trains along); config.json, freeze.txt (`freeze_text`: the spec
+    and its parameter table) and hyper-parameters when the group starts afresh."""
 
-    def __init__(self, setup: GroupSetup, *, fresh: bool):
+    def __init__(self, setup: GroupSetup, *, fresh: bool, freeze_text: str = ''):
         self.writers = []
         for member in setup.members:
             if layout.is_finished(member.workdir):
@@ -41,6 +45,10 @@ class RunFolders:
             if jax.process_index() == 0:
                 with open(os.path.join(member.workdir, 'config.json'), 'w') as f:
                     f.write(member.config.to_json_best_effort(indent=2))
+                if freeze_text:
+                    io_utils.write_text_atomically(
+                        os.path.join(member.workdir, FREEZE_FILE), freeze_text + '\n'
+                    )
             writer = writers.create_writer(member.workdir)
             if fresh:
                 writer.write_hparams(_flat_hparams(member.config))
@@ -51,6 +59,15 @@ class RunFolders:
         if self.writers[r] is not None:
             scalars = {f'{prefix}/{k}': v for k, v in values.items() if v is not None}
             self.writers[r].write_scalars(step, scalars)
+
+    def write_predictions(
+        self, r: int, step: int, split: pipeline.Split, probs: np.ndarray, shown: np.ndarray
+    ) -> None:
+        """Member r's predictions on `split`'s images `shown` as the image summary
+        `val/predictions`, each overlaid on its image (summaries.overlays)."""
+        if self.writers[r] is not None and len(shown):
+            images = summaries.overlays(split.image[shown], split.mask[shown], probs[shown])
+            self.writers[r].write_images(step, {'val/predictions': images})
 
     def close(self) -> None:
         for writer in self.writers:
@@ -218,6 +235,15 @@ def scores(evaluation: Evaluation, split: pipeline.Split):
         'pred_pixels': np.asarray(stats['pred']).astype(int).tolist(),
     }
     return summary, per_image
+
+
+def summary_indices(split: pipeline.Split, count: int = SUMMARY_IMAGES) -> np.ndarray:
+    """The images of `split` shown in the summaries: its first `count` lesion images (then
+    normal ones if it has fewer), in the split's order (sorted ids: the same at every
+    evaluation and in every run of the target)."""
+    lesion = split.mask.reshape(len(split), -1).max(axis=1) > 0
+    order = np.concatenate([np.flatnonzero(lesion), np.flatnonzero(~lesion)])
+    return order[:count]
 
 
 def save_predictions(workdir: str, split: pipeline.Split, probs: np.ndarray, count: int) -> None:

@@ -19,13 +19,24 @@ import functools
 import json
 import os
 import shutil
+import time
 import traceback
 from typing import Any
 
 from absl import logging
 import ml_collections
 
-from unet_jax import cli, config_lib, families, io_utils, modalities, registration, runfolder
+from unet_jax import (
+    cli,
+    config_lib,
+    families,
+    io_utils,
+    layout,
+    modalities,
+    registration,
+    runfolder,
+)
+from unet_jax import console as console_lib
 from unet_jax.layout import (
     ERROR_FILE,
     LEAK_CHECK_FILE,
@@ -265,8 +276,10 @@ def remove_group_state(directory: str) -> None:
 def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn) -> None:
     """Every pre-training (one group of `study.pretrain_seeds` runs) unless finished."""
     directories = pretrain_dirs(config, workdir)
+    console = console_lib.current()
     if all(is_finished(d) for d in directories):
         logging.info('study: pre-training finished earlier (%s); reusing it.', directories[0])
+        console.line(f'pre-training: finished earlier ({directories[0]}); reusing it')
         return
     if config.study.get('pretrained_workdir'):
         raise FileNotFoundError(
@@ -282,11 +295,22 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
         for i, d in enumerate(directories)
     ]
     directory = os.path.join(workdir, GROUPS_DIR, PRETRAIN_DIR)
+    start = time.time()
+    console.group_started(PRETRAIN_DIR)
     with runfolder.lock(directory, enabled=is_chief()):  # one process per group folder
         outcome = run_fn(runs, directory, PRETRAIN_DIR)
     for d in directories:
         if isinstance(outcome.get(d), Exception):
+            console.failure(os.path.basename(d), outcome[d], d)
             raise outcome[d]
+    console.group_done(
+        'pre-training',
+        config.study.pretrain.data.name,
+        [test_dice(d) for d in directories],
+        seconds=time.time() - start,
+        progress=f'{len(directories)}/{len(directories)} runs',
+        runs=len(directories),
+    )
     if all(is_finished(d) for d in directories):
         remove_group_state(directory)
 
@@ -325,6 +349,22 @@ def failed_message(workdir: str, failed: Sequence[str], total: int, *, of: str =
         'holds its traceback). To fix: remove the cause, then run the same command again; '
         'finished runs are kept and only the failed ones run.'
     )
+
+
+def test_dice(directory: str) -> float | None:
+    """The test Dice of a finished run (None if it has none)."""
+    results = layout.read_results(directory) or {}
+    return (results.get('test') or {}).get('dice')
+
+
+def error_line(path: str) -> str:
+    """The last line of an error.txt (the exception and its message)."""
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return 'failed'
+    return lines[-1] if lines else 'failed'
 
 
 class RunsFailedError(cli.UserError):
@@ -444,26 +484,32 @@ def run_study(
         len(sweep.groups),
         len(done),
     )
+    console = console_lib.current()
+    if done:
+        console.line(f'{len(done)} of {total} runs finished earlier; they are kept.')
     progress = io_utils.Progress(total, done=len(done), unit='runs')
+    width = len(str(len(sweep.groups)))
     for group in sweep.groups:
         if all(is_finished(run_dir(workdir, p.run_name)) for p in group.runs):
             continue
+        start = time.time()
+        console.group_started(group.name)
+        errors: dict[str, str | BaseException] = {}
         try:
             outcome = run_group(config, workdir, group, run_fn)
         except (runfolder.FolderInUseError, cli.ConfigError):
             raise  # another process trains the group, or its folders hold another config
         except Exception as e:  # recorded in error.txt; the other groups still run
             outcome = {'trained': [], 'failed': [p.run_name for p in group.runs]}
-            logging.error('study: group %d (%s) failed: %s', group.index, group.name, e)
+            errors = {p.run_name: e for p in group.runs}
+            logging.info('study: group %d (%s) failed: %s', group.index, group.name, e)
         trained += outcome['trained']
         done += outcome['trained']
         failed += outcome['failed']
         for name in outcome['failed']:
-            logging.error(
-                'study: %s failed (see %s)',
-                name,
-                os.path.join(run_dir(workdir, name), ERROR_FILE),
-            )
+            path = os.path.join(run_dir(workdir, name), ERROR_FILE)
+            logging.info('study: %s failed (see %s)', name, path)
+            console.failure(name, errors.get(name) or error_line(path), path)
         logging.info(
             'study: group %d/%d (%s): %s; %d failed',
             group.index + 1,
@@ -471,6 +517,20 @@ def run_study(
             group.name,
             progress.line(len(done) + len(failed)),
             len(failed),
+        )
+        scored = [
+            test_dice(run_dir(workdir, p.run_name))
+            for p in group.runs
+            if is_finished(run_dir(workdir, p.run_name)) and p.run_name not in outcome['failed']
+        ]
+        console.group_done(
+            f'{group.index + 1:{width}d}/{len(sweep.groups)}',
+            group.name,
+            scored,
+            seconds=time.time() - start,
+            progress=progress.line(len(done) + len(failed)),
+            runs=len(group.runs),
+            failed=len(outcome['failed']),
         )
     return {'done': done, 'failed': failed, 'trained': trained}
 
@@ -483,6 +543,7 @@ def main(
     run_fn: RunFn | None = None,
     prepare_fn: PrepareFn | None = None,
     leak_check_fn: Callable[[ml_collections.ConfigDict], Any] | None = None,
+    console: console_lib.Console | None = None,
 ) -> dict[str, Any]:
     """The study from `unet_jax.main`: `sweep_index` None = everything, an int = that group of
     runs, 'report' = only the report, 'pretrain' = pre-training (if not finished) and building
@@ -495,22 +556,26 @@ def main(
     A run folder holding a run of another config stops everything before a file is written
     (exit 2; a group checks its own runs); the whole study holds its folder's lock
     (unet_jax.runfolder), each group its group folder's. When runs failed, the report is
-    still written, then RunsFailedError (exit 1) says how many and where their error.txt is."""
-    if config.study.get('sources'):
-        return run_sources(
-            config,
-            workdir,
-            sweep_index,
-            run_fn=run_fn,
-            prepare_fn=prepare_fn,
-            leak_check_fn=leak_check_fn,
-        )
-    sweep = enumerate_sweep(config)
-    if sweep_index in (None, 'pretrain'):
-        check_run_folders(config, workdir, sweep.runs, pretraining=True)  # before any write
-    # The whole study in this process: one process per study folder (groups lock their own).
-    with runfolder.lock(workdir, enabled=sweep_index is None and is_chief()):
-        return _main(config, workdir, sweep, sweep_index, run_fn, prepare_fn, leak_check_fn)
+    still written, then RunsFailedError (exit 1) says how many and where their error.txt is.
+
+    `console` (unet_jax.console) tells the story of the study (a line per group, failures,
+    the answer, the report's path); default: the current one, silent unless activated."""
+    with console_lib.activate(console):
+        if config.study.get('sources'):
+            return run_sources(
+                config,
+                workdir,
+                sweep_index,
+                run_fn=run_fn,
+                prepare_fn=prepare_fn,
+                leak_check_fn=leak_check_fn,
+            )
+        sweep = enumerate_sweep(config)
+        if sweep_index in (None, 'pretrain'):
+            check_run_folders(config, workdir, sweep.runs, pretraining=True)  # before any write
+        # The whole study in this process: one process per study folder (groups lock theirs).
+        with runfolder.lock(workdir, enabled=sweep_index is None and is_chief()):
+            return _main(config, workdir, sweep, sweep_index, run_fn, prepare_fn, leak_check_fn)
 
 
 def _main(
@@ -527,7 +592,9 @@ def _main(
     os.makedirs(workdir, exist_ok=True)
     write_plan(config, workdir, sweep)
     if sweep_index == 'report':
-        return {'report': report.write_report(workdir)}
+        path = report.write_report(workdir)
+        write_study_summaries(workdir)
+        return {'report': path}
     if sweep_index in (None, 'pretrain'):
         check_leaks(config, workdir, leak_check_fn)
     run_fn = run_fn or default_run_fn(config)
@@ -553,17 +620,64 @@ def _main(
             message = failed_message(workdir, outcome['failed'], len(group.runs), of=of)
             raise RunsFailedError(message, outcome)
         return outcome
+    console = console_lib.current()
+    pretraining = ''
+    if needs_pretraining:
+        count = num_pretrainings(config)
+        pretraining = f' after pre-training ({count} run{"s" if count > 1 else ""})'
+    console.line(
+        f'Study in {workdir}: {len(sweep.runs)} runs in {len(sweep.groups)} groups'
+        f'{pretraining}. Log: {os.path.join(workdir, layout.LOG_FILE)} (-v 0 prints it); '
+        f'TensorBoard: tensorboard --logdir {workdir}'
+    )
     if needs_pretraining:
         run_pretrain(config, workdir, run_fn)
     outcome = run_study(config, workdir, sweep, run_fn)
     analyze_full_runs(workdir)
     outcome['report'] = report.write_report(workdir)
     logging.info('study: report in %s', outcome['report'])
+    write_study_summaries(workdir)
+    console.line(f'Answer: {answer(workdir, outcome["report"])}')
+    console.line(f'Report: {outcome["report"]}')
     if outcome['failed']:  # the report shows the others; the command still fails
         raise RunsFailedError(
             failed_message(workdir, outcome['failed'], len(sweep.runs)), outcome
         )
     return outcome
+
+
+ANSWER_FILE = 'answer.txt'  # in the report folder, when the report writes it
+
+
+def answer(workdir: str, report_path: str) -> str:
+    """The report's answer in a sentence (the primary endpoint's): the report folder's
+    answer.txt if the report wrote one, else made again from the runs by the report's own
+    functions (what the report's first line says)."""
+    path = os.path.join(os.path.dirname(report_path), ANSWER_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return ' '.join(f.read().split())
+    try:
+        from unet_jax.report import analysis, conclusions, stats
+        from unet_jax.report.load import load
+
+        study = load(workdir)
+        margin = study.plan.get('margin') or stats.Settings().margin
+        return conclusions.primary_sentence(analysis.analyse(study, stats.Settings(margin)))
+    except Exception as error:  # the answer is a courtesy; the report has it
+        logging.warning('study: no answer sentence (%s: %s)', type(error).__name__, error)
+        return f'see the report ({type(error).__name__} while making the sentence).'
+
+
+def write_study_summaries(workdir: str) -> None:
+    """The study's Dice against k per target and direction family as TensorBoard scalars
+    (step = k) in WORKDIR/report/ (unet_jax.summaries.write_study_curves)."""
+    if not is_chief():
+        return
+    from unet_jax import summaries
+
+    curves = summaries.write_study_curves(workdir, os.path.join(workdir, layout.REPORT_DIR))
+    logging.info('study: %d curves of Dice against k in TensorBoard', len(curves))
 
 
 # ----------------------------------------------------------------------------- sources
@@ -614,6 +728,7 @@ def run_sources(
             )
         for i, name in enumerate(names):
             logging.info('study: source %d/%d: %s', i + 1, len(names), name)
+            console_lib.current().line(f'Source {i + 1}/{len(names)}: {name}')
             try:
                 found = main(source_config(config, name), source_dir(workdir, name), sweep_index, **kwargs)
             except RunsFailedError as error:
@@ -623,6 +738,7 @@ def run_sources(
         if is_chief():
             outcome['report'] = source_report.write_study(workdir)
             logging.info('study: sources compared in %s', outcome['report'])
+            console_lib.current().line(f'Sources compared: {outcome["report"]}')
     if outcome['failed']:
         total = len(outcome['failed'])
         raise RunsFailedError(

@@ -33,7 +33,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, freeze, groups, hosts, io_utils, layout, metrics, outputs, steps
+from unet_jax import (
+    checkpoint,
+    console,
+    freeze,
+    groups,
+    hosts,
+    io_utils,
+    layout,
+    metrics,
+    outputs,
+    steps,
+)
 from unet_jax.data import pipeline
 from unet_jax.groups import GroupSetup, Member
 from unet_jax.lanes import Evaluation, Lanes, lane_width, to_devices, to_host
@@ -205,15 +216,15 @@ def start_session(
         plan=setup.plan,
         scales=setup.scales,  # a soft auto: spec
     )
-    logging.info(
-        '%s: %d run(s) (%s); freeze spec %r -> %s; trained and frozen parameters:\n%s',
-        setup.name,
-        len(setup.members),
-        ', '.join(setup.labels),
-        setup.config.finetune.train,
-        setup.plan.canonical,
-        setup.plan.parameter_table(_first_run(state.trainable, frozen, frozen_axis)),
+    freeze_text = (
+        f'freeze spec {setup.config.finetune.train!r} -> {setup.plan.canonical}; trained and '
+        'frozen parameters:\n'
+        + setup.plan.parameter_table(_first_run(state.trainable, frozen, frozen_axis))
     )
+    logging.info(
+        '%s: %d run(s) (%s); %s', setup.name, len(setup.members), ', '.join(setup.labels),
+        freeze_text,
+    )  # fmt: skip
     width = lane_width(len(setup.members), vectorize)
     lanes = Lanes(state, frozen, frozen_axis, width, NamedSharding(mesh, PartitionSpec()))
     ledger = Ledger.new(setup.labels)
@@ -233,7 +244,7 @@ def start_session(
         lanes=lanes,
         ledger=ledger,
         programs=Programs(setup, frozen_axis, watch),
-        folders=outputs.RunFolders(setup, fresh=lanes.step == 0),
+        folders=outputs.RunFolders(setup, fresh=lanes.step == 0, freeze_text=freeze_text),
         manager=manager,
         mesh=mesh,
         val_batches=device_batches(setup.val, setup.eval_batch_size, eval_sharding),
@@ -327,20 +338,30 @@ def log_train(session: Session, done: int, history: list, progress, extra: dict)
         shown(means['loss'], 4),
         shown(means['dice'], 3),
     )
+    console.current().progress(session.setup.name, done, session.num_steps)
 
 
 def validate(session: Session, step: int) -> None:
-    """Validation Dice of every run; each run's best params follow its best lesion Dice."""
+    """Validation Dice of every run; each run's best params follow its best lesion Dice. Each
+    run's summaries get its scalars and its predictions on a few fixed validation images
+    (outputs.SUMMARY_IMAGES, overlaid on them: from the probabilities the evaluation brought
+    to the host anyway)."""
     setup, lanes = session.setup, session.lanes
     with session.watch('eval'):
         variables = lanes.variables(0, best=False)
         program = session.programs.evaluation(variables, session.val_batches[0])
-        evaluation = lanes.evaluate(program, session.val_batches, len(setup.val), best=False)
+        evaluation = lanes.evaluate(
+            program, session.val_batches, len(setup.val), best=False, with_probs=True
+        )
         val = [metrics.split_metrics(**evaluation.run(r).stats) for r in range(len(setup.members))]
         training = session.ledger.training()
+    with session.watch('write'):
+        shown = outputs.summary_indices(setup.val)
         for r, run_val in enumerate(val):
             if training[r]:
                 session.folders.write(r, step, 'val', run_val)
+                session.folders.write_predictions(r, step, setup.val, evaluation.probs[r], shown)
+    with session.watch('eval'):
         dice = [v['dice'] for v in val]
         rule = EarlyStopping.of(setup.config)
         lanes.keep_best(session.ledger.record_validation(step, dice, rule))

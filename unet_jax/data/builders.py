@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unet_jax import console
 from unet_jax.data import fields, imageio
 from unet_jax.data import folder as folder_set
 
@@ -704,4 +705,5 @@ def build(builder: tfds.core.DatasetBuilder, *, manual_dir: str = '') -> None:
     download_config = tfds.download.DownloadConfig(
         manual_dir=str(Path(manual_dir).expanduser()) if manual_dir else None
     )
-    builder.download_and_prepare(download_config=download_config, file_format='array_record')
+    with console.printed_to_log():  # TFDS prints 'Downloading and preparing dataset ...'
+        builder.download_and_prepare(download_config=download_config, file_format='array_record')

@@ -1,0 +1,111 @@
+"""TensorBoard beyond a run's scalars: its predictions overlaid on a few validation images
+(`overlays`, written at each evaluation through the run's writer) and the study's Dice against
+k (`write_study_curves`: event files in WORKDIR/report/, written with TensorBoard's own writer).
+
+No TensorFlow and no JAX: the study writes its curves from the runs' results.json alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- images
+
+PREDICTION_COLOUR = np.array([1.0, 0.25, 0.1])  # predicted foreground, blended over the image
+TRUTH_COLOUR = np.array([0.1, 1.0, 0.2])  # the ground truth's outline
+PREDICTION_ALPHA = 0.45
+
+
+def overlays(images: np.ndarray, masks: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """uint8 [n, H, W, 3]: each image in grey (its own min-max range), the prediction
+    (probability > 0.5) blended in orange and the ground truth's outline in green.
+
+    images [n, H, W, C], masks and probs [n, H, W, 1] (or [n, H, W])."""
+    grey = np.asarray(images, np.float32).mean(axis=-1)
+    low = grey.min(axis=(1, 2), keepdims=True)
+    high = grey.max(axis=(1, 2), keepdims=True)
+    grey = (grey - low) / np.maximum(high - low, 1e-6)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    predicted = _plane(probs) > 0.5
+    rgb[predicted] = (1 - PREDICTION_ALPHA) * rgb[predicted] + PREDICTION_ALPHA * PREDICTION_COLOUR
+    rgb[_outline(_plane(masks) > 0.5)] = TRUTH_COLOUR
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def _plane(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x[..., 0] if x.ndim == 4 else x
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` [n, H, W] with a 4-neighbour outside it (the image's edge is
+    outside)."""
+    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)), constant_values=False)
+    inner = (
+        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
+    )
+    return mask & ~inner
+
+
+# ----------------------------------------------------------------------------- the study
+
+STUDY_CURVES_PREFIX = 'dice_vs_k'
+
+
+def study_curves(workdir: str) -> dict[str, dict[int, float]]:
+    """{tag: {k: mean test Dice}} of the study's families that have a k (shallow_to_deep,
+    deep_to_shallow, their parameter-efficient kin, auto), over every finished run (seeds,
+    folds) of each target: tag `dice_vs_k/<target>/<family>`, with `/n<size>` after the target
+    when the study has several sizes, and `-<order>`, `-<granularity>` after the family when
+    it has several of them. From the runs' results.json (unet_jax.report.load)."""
+    import pandas as pd
+
+    from unet_jax.report.load import load
+
+    runs = load(workdir).runs
+    runs = runs.assign(k=pd.to_numeric(runs['k'], errors='coerce'))
+    runs = runs[(runs['status'] == 'done') & (runs['k'] > 0) & runs['test_dice'].notna()]
+    keys = ['target', 'num_train', 'family', 'order', 'granularity']
+    several = {key: runs[key].nunique() > 1 for key in ('num_train', 'order', 'granularity')}
+    curves: dict[str, dict[int, float]] = {}
+    for values, rows in runs.groupby(keys, sort=True):
+        target, num_train, family, order, granularity = values
+        where = [str(target)] + ([f'n{num_train}'] if several['num_train'] else [])
+        name = str(family)
+        name += f'-{order}' if several['order'] else ''
+        name += f'-{granularity}' if several['granularity'] else ''
+        tag = '/'.join([STUDY_CURVES_PREFIX, *where, name])
+        means = rows.groupby('k')['test_dice'].mean()
+        curves[tag] = {int(k): float(v) for k, v in means.items()}
+    return curves
+
+
+def write_study_curves(workdir: str, folder: str) -> dict[str, dict[int, float]]:
+    """`study_curves` as TensorBoard scalars (step = k) in `folder` (the study's report
+    folder: `tensorboard --logdir WORKDIR` shows them as the run `report`), replacing the
+    event files written there before. Returns the curves."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    curves = study_curves(workdir)
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.startswith('events.out.tfevents.'):
+            os.remove(os.path.join(folder, name))
+    if not curves:
+        return curves
+    writer = EventFileWriter(folder)  # TensorBoard's own writer: no TensorFlow to import
+    for k in sorted({k for curve in curves.values() for k in curve}):
+        values = [
+            summary_pb2.Summary.Value(tag=tag, simple_value=curve[k])
+            for tag, curve in curves.items()
+            if k in curve
+        ]
+        summary = summary_pb2.Summary(value=values)
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=k, summary=summary))
+    writer.close()
+    return curves
