@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging as std_logging
 import os
 import re
 import shutil
@@ -98,6 +99,39 @@ class OneRunDiverges(FakeTrainer):
             elif not layout.is_finished(run.workdir):
                 outcome[run.workdir] = self.train(run.config, run.workdir)
         return outcome
+
+
+def test_the_log_file_gets_everything_and_the_console_only_our_warnings(tmp_path):
+    from absl import logging
+
+    shown = console_lib._ShownOnConsole()
+
+    def record(level, pathname):
+        return std_logging.LogRecord('absl', level, pathname, 1, 'text', (), None)
+
+    ours = os.path.join(ROOT, 'unet_jax', 'study.py')
+    tfds = '/venv/site-packages/tensorflow_datasets/core/dataset_builder.py'
+    assert shown.filter(record(std_logging.WARNING, ours))
+    assert not shown.filter(record(std_logging.INFO, ours))  # the story is printed, not logged
+    assert not shown.filter(record(std_logging.WARNING, tfds))  # 'Using custom data config'
+    assert shown.filter(record(std_logging.ERROR, tfds))
+    def filtered():
+        return any(isinstance(f, console_lib._ShownOnConsole) for f in handler.filters)
+
+    handler = logging.get_absl_handler()
+    with console_lib.study_log(str(tmp_path), verbose=True):
+        assert not filtered()  # -v: the whole log on stderr
+    with console_lib.study_log(str(tmp_path), verbose=False) as path:
+        assert filtered()
+        logging.info('[Hyperparameters] {"seed": 0}')
+        std_logging.getLogger('jax._src.xla_bridge').info("Unable to initialize backend 'tpu'")
+        with console_lib.printed_to_log():
+            print('Downloading and preparing dataset Unknown size')
+    assert path == str(tmp_path / layout.LOG_FILE)
+    log = (tmp_path / layout.LOG_FILE).read_text()
+    for line in ('[Hyperparameters]', "backend 'tpu'", 'Downloading and preparing dataset'):
+        assert line in log
+    assert not filtered()  # removed after the study
 
 
 def test_study_tells_its_story_with_a_fake_trainer(tmp_path):

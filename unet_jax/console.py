@@ -170,9 +170,10 @@ class _ShownOnConsole(std_logging.Filter):
 
 @contextlib.contextmanager
 def study_log(workdir: str, *, verbose: bool) -> Iterator[str | None]:
-    """The absl log at INFO into WORKDIR/log.txt (appended) while the block runs; on stderr
-    only `_ShownOnConsole`'s records unless `verbose`. Yields the log file's path (None when
-    the workdir cannot be made: the study then says why, with its own message)."""
+    """The absl log at INFO (and Python's warnings) into WORKDIR/log.txt (appended) while the
+    block runs; on stderr only `_ShownOnConsole`'s records unless `verbose`. Yields the log
+    file's path (None when the workdir cannot be made: the study then says why, with its own
+    message)."""
     from absl import logging
 
     try:
@@ -193,9 +194,11 @@ def study_log(workdir: str, *, verbose: bool) -> Iterator[str | None]:
             root.setLevel(std_logging.INFO)  # the file gets INFO whatever stderr shows
     if not verbose:
         absl_handler.addFilter(console_filter)
+    std_logging.captureWarnings(True)  # Python warnings of libraries: into the log as well
     try:
         yield path
     finally:
+        std_logging.captureWarnings(False)
         absl_handler.removeFilter(console_filter)
         absl_handler.setLevel(previous_handler_level)
         root.setLevel(previous_level)
