@@ -1,6 +1,6 @@
 r"""The layer-wise study: which U-Net layers to fine-tune (Amiri, Brooks and Rivaz 2019/2020).
 
-Pre-train once on natural images, then fine-tune on each target set with every sweep point:
+Pre-train on natural images (once per seed), then fine-tune on each target set with every sweep point:
   scratch      random init, everything trains
   pretrained   pre-trained weights, no tuning (only evaluated)
   full         pre-trained, everything trains
@@ -304,7 +304,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # a single-run program; faster on CPU), 'auto' (loop on CPU, vmap on accelerators).
     study.vectorize = 'auto'
     # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
-    study.pretrain_seeds = 3 if real else SOURCES_PRETRAIN_SEEDS if source_names else 1
+    # Default: one pre-training per seed, so that no default answer is about one pre-trained
+    # model (its noise can flip a conclusion from one CPU to another); 1 = the older design.
+    study.pretrain_seeds = SOURCES_PRETRAIN_SEEDS if source_names else num_seeds
     # Scratch trains this many times the steps of the other families (it starts from nothing;
     # with early stopping the factor scales its cap: `real` gives every family the same rule).
     study.scratch_steps_factor = 1.0 if real else 2.0 if medium else 3.0
@@ -457,7 +459,8 @@ def _external(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict
         if set_name.startswith('folder:'):
             name, definition = set_name.removeprefix('folder:'), config_lib.folder_target()
         else:
-            name, definition = set_name, _builtin_target(set_name, data_root=data_root)
+            name = set_name
+            definition = _builtin_target(set_name, data_root=data_root, argument='external')
         config_lib.check_target_name(name, where=f'{WHERE}:external')
         if name in external:
             external[name].of = (*external[name].of, target)
@@ -466,14 +469,17 @@ def _external(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict
     return ml_collections.ConfigDict(external)
 
 
-def _builtin_target(name: str, *, data_root: str) -> ml_collections.ConfigDict:
+def _builtin_target(
+    name: str, *, data_root: str, argument: str = 'targets'
+) -> ml_collections.ConfigDict:
+    """A built-in set named in `argument=` (targets or external); errors name that argument."""
     if name in config_lib.REAL_TARGETS and not data_root:
         raise config_lib.ConfigError(
-            f'{WHERE}: target {name!r} is a real set read from disk; pass '
+            f'{WHERE}: {argument}= names {name!r}, a real set read from disk; pass '
             f'data_root=DIR (the folder holding its release folder) in the config argument, '
-            f'e.g. --config={WHERE}:targets={name},data_root=/data.'
+            f'e.g. --config={WHERE}:{argument}={name},data_root=/data.'
         )
-    return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:targets')
+    return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:{argument}')
 
 
 def _sources(args: dict[str, object]) -> list[str]:

@@ -217,7 +217,7 @@ COMMAND_CASES = {
         ('--config=configs/layerwise.py:quick,sizes=0', '--workdir=w'),
         (
             'config.data.num_train=0 must be -1',
-            'in sweep point us/n0/s0/scratch and 103 other run(s)',
+            'in sweep point us/n0/s0/scratch and 107 other run(s)',
             'config.study.num_train (sizes=)',
         ),
         tiny=False,
@@ -312,11 +312,6 @@ def test_workdir_that_is_a_file(main_command, tmp_path):
         assert file.read_text() == 'a user file'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='configs/layerwise.py (not this change) parses external= with the targets= '
-    'message; the two-line patch is in the closing note of issue #28',
-)
 def test_unknown_external_set_names_external(main_command, tmp_path):
     args = ('--config=configs/layerwise.py:quick,external=nope@us', '--workdir=w')
     code, stderr = main_command(args, tmp_path)

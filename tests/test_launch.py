@@ -132,10 +132,11 @@ def test_dry_run_lists_groups_of_seeds(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    # pretrained: one run (its seed-1 point is an alias); the others: both seeds in one group
+    # pretrained: one run per pre-training (seed s from pre-training s, the default); the
+    # others: both seeds in one group
     assert re.findall(r'# group (\d+): (\S+) \((\d) runs\)', out.stdout) == [
         ('0', 'us/n8/scratch/s0-1', '2'),
-        ('1', 'us/n8/pretrained/s0', '1'),
+        ('1', 'us/n8/pretrained/s0-1', '2'),
         ('2', 'us/n8/contracting/s0-1', '2'),
         ('3', 'us/n8/expanding/s0-1', '2'),
     ]

@@ -50,6 +50,6 @@ def test_the_matched_family_starts_from_a_pretraining_and_is_not_a_default():
     config = layerwise.get_config('quick,families=full+matched,seeds=2')
     points = {p.name: p for p in sweep.enumerate_sweep(config).runs}
     matched = points['us/n16/s1/matched']
-    assert matched.pretrain_index == 0 and matched.spec == '@all'
+    assert matched.pretrain_index == 1 and matched.spec == '@all'  # seed s from pre-training s
     assert matched.run_name != points['us/n16/s1/full'].run_name  # not a duplicate of full
     assert 'matched' not in layerwise.get_config('quick').study.families

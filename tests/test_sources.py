@@ -146,6 +146,38 @@ def _crossed(x: np.ndarray) -> tuple[float, float, float]:
     return grand, variance, df
 
 
+def _paired(u: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
+    """Mean, variance and df of mean(u) - mean(x), two targets' [seed, image] changes whose
+    seeds share pre-trainings, with loops: the pre-training component of the difference is
+    the variance of the seeds' differences of means less what each target's residual puts
+    into them (truncated at 0); the image components are each target's own."""
+    r = u.shape[0]
+    row_difference = [sum(u[i]) / u.shape[1] - sum(x[i]) / x.shape[1] for i in range(r)]
+    spread = sum((v - sum(row_difference) / r) ** 2 for v in row_difference) / (r - 1)
+    terms, residual_in_rows, image_part = [], 0.0, []
+    for m in (u, x):
+        n = m.shape[1]
+        grand = float(np.mean(m))
+        rows = [sum(m[i]) / n for i in range(r)]
+        cols = [sum(m[:, j]) / r for j in range(n)]
+        ms_i = r * sum((c - grand) ** 2 for c in cols) / (n - 1)
+        ss_e = sum((m[i, j] - rows[i] - cols[j] + grand) ** 2 for i in range(r) for j in range(n))
+        ms_e = ss_e / ((r - 1) * (n - 1))
+        residual_in_rows += ms_e / n
+        image_part.append((ms_i, ms_e, n))
+    kept = spread > residual_in_rows
+    # each mean square once, with its net coefficient (Satterthwaite over independent ones)
+    terms = [(spread / r, r - 1)] if kept else []
+    for ms_i, ms_e, n in image_part:
+        image = float(ms_i > ms_e)  # the image component kept: s2_i = (ms_i - ms_e) / r
+        # V gains s2_i / n, and s2_e / (r n) unless the pre-training term already holds it
+        terms += [(image * ms_i / (r * n), n - 1),
+                  ((-image + (not kept)) * ms_e / (r * n), (r - 1) * (n - 1))]  # fmt: skip
+    variance = sum(t for t, _ in terms)
+    df = variance**2 / sum(t**2 / d for t, d in terms if t)
+    return float(np.mean(u) - np.mean(x)), variance, df
+
+
 def _matrix(config, target_name: str, source: str, k_values, seeds=(0, 1, 2)):
     """gap[seed, image] averaged over k_values, from fixed_dice directly."""
     out = np.zeros((len(seeds), len(IMAGES)))
@@ -174,7 +206,7 @@ def test_the_interactions_equal_an_independent_computation_on_fixed_data(sources
     assert ks == [1, 2, 3]
     by = {(c.cell.target, c.cell.ks): c for c in found.changes}
     for label, chosen in ((sources.ALL_K, ks), (sources.K_FROM_2, ks[1:]), ('k = 2', [2])):
-        changes = {}
+        matrices = []
         for target in ('us', 'xray'):
             d = _matrix(config, target, 'natural_speckle', chosen) - _matrix(
                 config, target, 'natural', chosen
@@ -186,17 +218,17 @@ def test_the_interactions_equal_an_independent_computation_on_fixed_data(sources
             assert c.df == pytest.approx(df, rel=1e-9)
             half = scipy_stats.t.ppf(0.975, df) * np.sqrt(variance)
             assert (c.low, c.high) == pytest.approx((mean - half, mean + half), rel=1e-9)
-            changes[target] = (mean, variance, df)
-        (mu, vu, du), (mx, vx, dx) = changes['us'], changes['xray']
+            matrices.append(d)
         [between] = [
             i for i in sources.target_interactions(loaded[0], found.changes)
             if i.ultrasound.cell.ks == label
         ]  # fmt: skip
-        welch_df = (vu + vx) ** 2 / (vu**2 / du + vx**2 / dx)
-        t = (mu - mx) / np.sqrt(vu + vx)
-        assert between.test.estimate == pytest.approx(mu - mx, abs=1e-12)
-        assert between.test.df == pytest.approx(welch_df, rel=1e-9)
-        assert between.test.p == pytest.approx(2 * scipy_stats.t.sf(abs(t), welch_df), rel=1e-9)
+        mean, variance, df = _paired(*matrices)
+        t = mean / np.sqrt(variance)
+        assert between.test.estimate == pytest.approx(mean, abs=1e-12)
+        assert between.test.se**2 == pytest.approx(variance, rel=1e-9)
+        assert between.test.df == pytest.approx(df, rel=1e-9)
+        assert between.test.p == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-9)
     # the built-in effect: +0.1 on us, +0.04 on xray (+ 0.014 on average from the variation)
     assert by[('us', sources.ALL_K)].change.estimate == pytest.approx(0.114, abs=0.002)
     assert by[('xray', sources.ALL_K)].change.estimate == pytest.approx(0.054, abs=0.002)

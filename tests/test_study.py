@@ -21,11 +21,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_study_config(
-    *, seeds=2, orders='forward', granularities='block', targets='us', families=None
+    *, seeds=2, orders='forward', granularities='block', targets='us', families=None,
+    pretrain_seeds=1,
 ) -> ml_collections.ConfigDict:
+    """A tiny study; one pre-training unless asked (the config's default, one per seed, is
+    tested in test_every_seed_has_its_own_pre_training_by_default): fewer runs to train."""
     config = layerwise.get_config(
         f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets}'
     )
+    config.study.pretrain_seeds = pretrain_seeds
     config.model.depth = 2
     config.model.base_width = 4
     config.data.image_size = 32
@@ -428,7 +432,7 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     config.study.scratch_steps_factor = 2.0
     workdir = str(tmp_path / 'study')
     outcome = study.main(config, workdir)
-    assert outcome['failed'] == [] and len(outcome['done']) == 9  # pretrained: one run
+    assert outcome['failed'] == [] and len(outcome['done']) == 10  # pretrained: one per pre-training
     change = json.loads(
         (tmp_path / 'study/points/us/n8/s1/full/representation_change.json').read_text()
     )
@@ -441,15 +445,16 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     pretrained = json.loads(
         (tmp_path / 'study/points/us/n8/s0/pretrained/results.json').read_text()
     )
-    assert not (tmp_path / 'study/points/us/n8/s1/pretrained').exists()  # an alias of s0's
-    assert pretrained['params']['trained'] == 0 and pretrained['group']['size'] == 1
+    # one pretrained run per pre-training (seed s from pre-training s): a group of two
+    assert (tmp_path / 'study/points/us/n8/s1/pretrained/results.json').exists()
+    assert pretrained['params']['trained'] == 0 and pretrained['group']['size'] == 2
     assert results['scratch']['params']['trained_fraction'] == 1.0
     assert results['scratch']['cost']['num_steps'] == 6 and results['scratch']['best_step'] > 0
     assert results['contracting']['num_train_examples'] == 8
     assert results['contracting']['group'] == {'name': 'us/n8/contracting/s0-1', 'size': 2}
-    assert results['contracting']['pretrain'] == {
-        'dir': os.path.join(workdir, 'pretrain'),
-        'index': 0,
+    assert results['contracting']['pretrain'] == {  # seed 1 from pre-training 1
+        'dir': os.path.join(workdir, 'pretrain_1'),
+        'index': 1,
     }
     assert 0 < results['contracting']['params']['trained'] < results['scratch']['params']['trained']
     assert not os.path.exists(os.path.join(workdir, study.GROUPS_DIR))  # all written: state gone
@@ -578,3 +583,14 @@ def test_a_grouped_study_killed_at_random_moments_does_every_run_once(tmp_path, 
         )
         for key in ('best_step', 'test', 'val', 'val_curve', 'test_per_image'):
             assert got[key] == expected[key], f'{run}: {key}'
+
+
+def test_every_seed_has_its_own_pre_training_by_default():
+    """No default answer rests on one pre-trained model: seed s fine-tunes from pre-training s."""
+    for arguments in ('quick', 'quick,seeds=5', 'medium'):
+        config = layerwise.get_config(arguments)
+        assert config.study.pretrain_seeds == len(config.study.seeds), arguments
+    points = enumerate_sweep(layerwise.get_config('quick,seeds=3,targets=us')).runs
+    assert {(p.seed, p.pretrain_index) for p in points if p.family != 'scratch'} == {
+        (0, 0), (1, 1), (2, 2)
+    }

@@ -124,8 +124,8 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
                 + ' on test.',
                 "The k (or soft) of each criterion and the sweep's configurations (the best, and "
                 'the best at no more training FLOPs than the pick with its probe) are chosen on '
-                'validation Dice, then compared on test, paired by seed and image (crossed '
-                't-test, not adjusted: these lines are descriptive, outside the Holm family). '
+                'validation Dice, then compared on test, paired by pre-training, fold and image '
+                '(the design\'s t-test, not adjusted: these lines are descriptive, outside the Holm family). '
                 + '; '.join(details)
                 + '.',
             )

@@ -16,7 +16,8 @@ The secondary comparisons of a cell (one target and training size):
     trained-parameter fraction and for the training FLOPs; made only where that range is at
     least 2x wide and no curve is interpolated across more than a decade without a point;
   * full fine-tuning (from pre-training) vs training from scratch;
-and between targets (interactions, unpaired: independent test sets): the paths gap and the
+and between targets (interactions, paired by pre-training: both targets fine-tune from the
+same pre-trainings; stats.difference_of_gaps): the paths gap and the
 directions gap of every ultrasound target against every X-ray target, at each size.
 """
 
@@ -134,60 +135,54 @@ class Skipped:
 
 
 class Scores:
-    """Lesion test Dice as replicate x image matrices per (target, size, configuration).
+    """Lesion test Dice per (target, size, configuration) as replicate x image matrices, with
+    the layout the design's test needs (stats.design_test): the outer fold of each image
+    (images nested in folds), or, for an external set scored by every fold's run, replicate
+    x fold x image arrays (crossed).
 
     A replicate is a seed; where the study pre-trained R times and several seeds share a
     pre-training (seed s starts from pre-training s mod R, R < seeds), the seeds of each
-    pre-training are averaged, so that a replicate is a pre-training (stats)."""
+    pre-training are averaged, so that a replicate is a pre-training."""
 
     def __init__(self, study: Study):
         images = study.images
         lesion = images[images['lesion'].astype(bool)] if len(images) else images
-        self._per_image = _matrices(lesion, 'image_id', 'dice')
+        self._per_image = _tables(lesion, 'image_id', 'dice')
         done = study.runs[study.runs['status'] == 'done']
         # per-run means: one column per outer fold (one column without folds)
         done = done.assign(image_id=[f'(fold {f})' for f in done['fold']])
-        self._per_seed = _matrices(done, 'image_id', 'test_dice')
+        self._per_seed = _tables(done, 'image_id', 'test_dice')
         self.pretrain_runs = max(1, len(study.plan.get('pretrain_dirs') or []))
         self.seeds_averaged = 1 < self.pretrain_runs < len(study.plan.get('seeds') or [])
-        # the outer fold that tested each image (images of a study with outer folds)
-        self._fold_of = {}
-        if len(lesion) and 'fold' in lesion and (lesion['fold'] >= 0).any():
-            pairs = lesion[['target', 'num_train', 'image_id', 'fold']].drop_duplicates()
-            self._fold_of = {
-                (t, n, str(i)): int(f)
-                for t, n, i, f in pairs.itertuples(index=False)
-            }
+        self.replicate = 'pre-training' if self.pretrain_runs > 1 else 'seed'
 
-    def blocks(self, target: str, num_train: int, images: np.ndarray) -> np.ndarray | None:
-        """The outer fold of each image (crossed_test's blocks), or None without folds."""
-        if not self._fold_of:
-            return None
-        return np.array([self._fold_of.get((target, num_train, str(i)), -1) for i in images])
-
-    def labelled(
-        self, target: str, num_train: int, names: list[str]
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(replicates, image ids, matrices): the configurations' matrices on the replicates
-        and images all of them have; per-image scores where every one has them, else per-run
-        means (one column per outer fold). Empty when there are none."""
-        none = (np.array([]), np.array([]), [])
+    def labelled(self, target: str, num_train: int, names: list[str]) -> Labelled | None:
+        """The configurations' score arrays on the replicates, folds and images all of them
+        have: per-image scores where every one has them, else per-run means (one column per
+        outer fold). None when there are none."""
         keys = [(target, num_train, n) for n in names]
         if all(k in self._per_image for k in keys):
             found = [self._per_image[k] for k in keys]
         elif all(k in self._per_seed for k in keys):
             found = [self._per_seed[k] for k in keys]
         else:
-            return none
-        seeds = functools.reduce(np.intersect1d, [f[0] for f in found])
-        images = functools.reduce(np.intersect1d, [f[1] for f in found])
-        matrices = [
-            m[np.ix_(np.searchsorted(s, seeds), np.searchsorted(i, images))] for s, i, m in found
-        ]
-        if not seeds.size or not images.size or any(np.isnan(m).any() for m in matrices):
-            return none
-        replicates, matrices = self._by_pretraining(seeds, matrices)
-        return replicates, images, matrices
+            return None
+        common = lambda field: functools.reduce(np.intersect1d, [getattr(f, field) for f in found])
+        seeds, folds, images = common('seeds'), common('folds'), common('images')
+        if not seeds.size or not images.size or not folds.size:
+            return None
+        values = [f.take(seeds, folds, images) for f in found]
+        crossed = found[0].crossed
+        if not crossed:  # each image tested by its own fold's runs only
+            fold_of = np.argmax(np.isfinite(values[0]).any(axis=0), axis=0)
+            values = [np.take_along_axis(v, fold_of[None, None], axis=1)[:, 0] for v in values]
+            fold_labels = folds[fold_of]
+        else:
+            fold_labels = folds
+        if any(np.isnan(v).any() for v in values):
+            return None
+        replicates, values = self._by_pretraining(seeds, values)
+        return Labelled(replicates, images, fold_labels, crossed, values, self.replicate)
 
     def _by_pretraining(self, seeds: np.ndarray, matrices: list[np.ndarray]):
         r = self.pretrain_runs
@@ -198,25 +193,68 @@ class Scores:
         return used, [np.stack([m[index == p].mean(axis=0) for p in used]) for m in matrices]
 
 
-def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:
-    """(target, size, configuration) -> (sorted seeds, sorted columns, seeds x columns); a
-    cell scored more than once for a seed (an external set, by every outer fold's run) holds
-    the mean."""
+@dataclasses.dataclass(frozen=True)
+class Labelled:
+    """Aligned score arrays of some configurations: values[k][replicate, image] with `folds`
+    the fold of each image (nested), or values[k][replicate, fold, image] (crossed)."""
+
+    replicates: np.ndarray
+    images: np.ndarray
+    folds: np.ndarray
+    crossed: bool
+    values: list[np.ndarray]
+    replicate: str = 'seed'
+
+    def subset(self, replicates: np.ndarray, images: np.ndarray) -> Labelled:
+        """The same arrays on some of the replicates and images (sorted ids)."""
+        rows, columns = np.searchsorted(self.replicates, replicates), np.searchsorted(self.images, images)
+        take = lambda v: v[rows][..., columns]
+        folds = self.folds if self.crossed else self.folds[columns]
+        values = [take(v) for v in self.values]
+        return dataclasses.replace(self, replicates=replicates, images=images, folds=folds, values=values)
+
+    def test(self, d: np.ndarray, margin: float) -> stats.Test:
+        """The design's test of the mean of d (an array shaped as `values`)."""
+        folds = None if self.crossed else self.folds
+        return stats.design_test(
+            d, folds=folds, margin=margin, replicates=tuple(self.replicates.tolist()),
+            replicate=self.replicate,
+        )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+    """One configuration's scores: values[seed, fold, column] (nan where not scored)."""
+
+    seeds: np.ndarray
+    folds: np.ndarray
+    images: np.ndarray
+    values: np.ndarray
+
+    @property
+    def crossed(self) -> bool:
+        """Whether a column is scored by more than one fold's run (an external set)."""
+        return bool((np.isfinite(self.values).any(axis=0).sum(axis=0) > 1).any())
+
+    def take(self, seeds, folds, images) -> np.ndarray:
+        index = (np.searchsorted(self.seeds, seeds), np.searchsorted(self.folds, folds),
+                 np.searchsorted(self.images, images))  # fmt: skip
+        return self.values[np.ix_(*index)]
+
+
+def _tables(table: pd.DataFrame, column: str, value: str) -> dict:
+    """(target, size, configuration) -> _Table of `value` by seed, fold and `column`."""
     out = {}
     if table.empty:
         return out
     seeds, ids = table['seed'].to_numpy(), table[column].astype(str).to_numpy()
+    folds = table['fold'].to_numpy(int) if 'fold' in table else np.zeros(len(table), int)
     values = table[value].to_numpy(float)
     for key, rows in table.groupby(['target', 'num_train', 'configuration']).indices.items():
-        seed_values, seed_index = np.unique(seeds[rows], return_inverse=True)
-        id_values, id_index = np.unique(ids[rows], return_inverse=True)
-        # An external set's image is scored by every outer fold's run of a seed: the mean
-        sums = np.zeros((seed_values.size, id_values.size))
-        counts = np.zeros_like(sums)
-        np.add.at(sums, (seed_index, id_index), values[rows])
-        np.add.at(counts, (seed_index, id_index), 1)
-        with np.errstate(invalid='ignore'):
-            out[key] = (seed_values, id_values, np.where(counts > 0, sums / counts, np.nan))
+        axes = [np.unique(a[rows], return_inverse=True) for a in (seeds, folds, ids)]
+        array = np.full(tuple(u.size for u, _ in axes), np.nan)
+        array[tuple(index for _, index in axes)] = values[rows]
+        out[key] = _Table(*(u for u, _ in axes), array)
     return out
 
 
@@ -226,23 +264,18 @@ def _matrices(table: pd.DataFrame, column: str, value: str) -> dict:
 def compare(scores, target, num_train, a, b, settings) -> stats.Test | None:
     """a - b (configuration names, or lists of names averaged with weights (name, w))."""
     a_terms, b_terms = _terms(a), _terms(b)
-    names = [n for n, _ in a_terms + b_terms]
-    _, images, matrices = scores.labelled(target, num_train, names)
-    if not matrices:
+    found = scores.labelled(target, num_train, [n for n, _ in a_terms + b_terms])
+    if found is None:
         return None
     weights = [w for _, w in a_terms] + [-w for _, w in b_terms]
-    d = sum(w * m for w, m in zip(weights, matrices))
-    blocks = scores.blocks(target, num_train, images)
-    return stats.crossed_test(d, blocks=blocks, margin=settings.margin)
+    d = sum(w * m for w, m in zip(weights, found.values))
+    return found.test(d, settings.margin)
 
 
 def mean_test(scores, target, num_train, name: str, settings) -> stats.Test | None:
-    """The mean test Dice of one configuration with its CI (crossed t-test)."""
-    _, images, matrices = scores.labelled(target, num_train, [name])
-    if not matrices:
-        return None
-    blocks = scores.blocks(target, num_train, images)
-    return stats.crossed_test(matrices[0], blocks=blocks, margin=settings.margin)
+    """The mean test Dice of one configuration with its CI (the design's test)."""
+    found = scores.labelled(target, num_train, [name])
+    return None if found is None else found.test(found.values[0], settings.margin)
 
 
 def _terms(side) -> list[tuple[str, float]]:
@@ -349,7 +382,7 @@ def interaction(first: Comparison, second: Comparison, settings) -> Comparison:
     """The gap of `first` (a - b on its target) minus the same gap on `second`'s target."""
     test = None
     if first.test is not None and second.test is not None:
-        test = stats.unpaired_difference(first.test, second.test, margin=settings.margin)
+        test = stats.difference_of_gaps(first.test, second.test, margin=settings.margin)
     return Comparison(
         first.target, first.num_train, 'interaction', first.a, first.b, test,
         first.flagged + second.flagged, first.pretrain_runs, first.order, first.granularity,

@@ -61,10 +61,15 @@ def evidence(c: Comparison) -> str:
     """n, what varies, the test and its numbers behind a comparison."""
     t = c.test
     if c.kind == 'interaction':
+        pairing = (
+            f'paired by the {t.num_replicates} pre-trainings both fine-tune from'
+            if t.layout == 'difference'
+            else 'unpaired (no shared pre-trainings), Welch-Satterthwaite'
+        )
         base = (
-            f'two independent test sets ({c.target} and {c.versus}, {t.num_images} lesion '
-            'test images in all), each gap paired by seed and image; unpaired difference of '
-            f'the two gaps, Welch-Satterthwaite df = {t.df:.1f}'
+            f'two test sets ({c.target} and {c.versus}, {t.num_images} lesion test images in '
+            f'all), each gap paired by pre-training, fold and image; the difference of the two '
+            f'gaps {pairing}, df = {t.df:.1f}'
         )
     else:
         images = (
@@ -86,13 +91,17 @@ def evidence(c: Comparison) -> str:
             if c.pretrain_runs <= 1
             else f'{c.pretrain_runs} pre-training runs'
         )
+        folds = f' x {t.num_folds} outer folds' if t.num_folds > 1 else ''
         method = (
             f'paired t-test over test images, df = {t.df:.0f}'
-            if t.num_replicates == 1
-            else 'crossed t-test (images and seeds random), Satterthwaite df = '
-            f'{t.df:.1f}'
+            if t.num_replicates == 1 and t.num_folds == 1
+            else f'the design\'s t-test (components, SD: {t.component_sds()}), Satterthwaite '
+            f'df = {t.df:.1f}'
         )
-        base = f'n = {replicates} x {images}, {runs}; paired by seed and image; {method}'
+        base = (
+            f'n = {replicates}{folds} x {images}, {runs}; paired by replicate, fold and image; '
+            f'{method}'
+        )
     p = f't = {t.t:.2f}, p {p_is(t.p)}'
     if c.role == PRIMARY:
         p += f' (primary endpoint, fixed sequence at {stats.ALPHA:g}: {c.decision})'
@@ -218,7 +227,7 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
         for c, f in ((c, finding(c)) for c in analysis.comparisons.primary)
     ]
     if primary:
-        out.append(('Primary endpoint (declared before the study ran)', primary))
+        out.append((f'Primary endpoint ({study.registration_note})', primary))
     secondary = analysis.comparisons.secondary
     for target, num_train in study.cells:
         cell = [

@@ -517,8 +517,9 @@ def primary_endpoint(study: Study, analysis: Analysis, folder: str) -> Figure | 
     plt.close(fig)
     return Figure(
         os.path.basename(path),
-        f'The primary endpoint: the {gap} gap per target (paired by seed and image, crossed '
-        't-test) and its difference between targets (interaction, unpaired), each with its '
+        f'The primary endpoint: the {gap} gap per target (paired by pre-training, fold and '
+        'image; the design\'s t-test) and its difference between targets (interaction, paired '
+        'by pre-training), each with its '
         '95% CI; blue: rejected in the fixed sequence at 0.05, grey: not rejected or not '
         'reached.',
         tuple(names),

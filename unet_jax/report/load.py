@@ -157,7 +157,7 @@ def _run_fields(results: dict[str, Any]) -> dict[str, Any]:
 def _external_rows(row: dict[str, Any], results: dict[str, Any], images) -> list[dict]:
     """A run's rows for its external test sets: its row with the external set's scores, the
     target named by external_cell, no fold (every fold's run scores the same images), and
-    its per-image scores appended to `images`."""
+    its per-image scores appended to `images` with the run's fold."""
     out = []
     for name, external in (results.get('external') or {}).items():
         cell = external_cell(row['target'], name)
@@ -166,9 +166,9 @@ def _external_rows(row: dict[str, Any], results: dict[str, Any], images) -> list
         out_row.update({f'test_{m}': _float(external.get(m)) for m in TEST_METRICS})
         out_row.update(num_lesion=_float(external.get('num_lesion')))
         out_row.update(num_normal=_float(external.get('num_normal')))
-        keys = {
-            k: out_row[k] for k in ('name', 'target', 'num_train', 'seed', 'fold', 'configuration')
-        }
+        keys = {k: out_row[k] for k in ('name', 'target', 'num_train', 'seed', 'configuration')}
+        # the run's outer fold: every fold's run scores the external images (crossed)
+        keys['fold'] = row['fold']
         _extend(images, _per_image(external.get('per_image')), keys)
         out.append(out_row)
     return out

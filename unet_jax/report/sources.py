@@ -12,17 +12,19 @@ k >= 2 (at k = 1 deep->shallow trains only the head, so the gap there mostly mea
 the untouched pre-trained model fits the target), and each k alone.
 
 The source x direction interaction is the change of the gap, gap(B) - gap(A), for every pair
-of sources (A listed before B). The studies share seeds (training subsets, data order) and test
-images, so the change is paired by seed and image and gets the report's crossed t-test (outer
-folds as blocks; unet_jax.report.stats). Run-to-run pre-training variance is inside its CI
-only when every seed fine-tunes from its own pre-training of each source (study.pretrain_seeds
->= the number of seeds, as sources= sets up); otherwise the output says that the change is
-confounded with it. The source x direction x target interaction (is the change specific to
-ultrasound?) is the change on an ultrasound target minus the change on an X-ray target:
-independent test sets, so a Welch difference. Both tests' error rates at these sizes are
-simulated in tests/test_calibration.py. Nothing here is adjusted for multiplicity; every test
-states its minimum detectable change at 80% power, and "no evidence of a change" is not "the
-same".
+of sources (A listed before B). The studies share seeds (training subsets, data order), folds
+and test images, so the change is paired by seed, fold and image and gets the report's
+design-based t-test (pre-training, fold, run, image and residual components;
+unet_jax.report.stats). Run-to-run pre-training variance is inside its CI only when every seed
+fine-tunes from its own pre-training of each source (study.pretrain_seeds >= the number of
+seeds, as sources= sets up); otherwise the output says that the change is confounded with it.
+The source x direction x target interaction (is the change specific to ultrasound?) is the
+change on an ultrasound target minus the change on an X-ray target, paired by pre-training
+(both targets fine-tune from the same pre-trainings). The changes are Holm-adjusted together
+(difference and TOST apart), and so are the target interactions: "the gap is unchanged" needs
+the Holm-adjusted TOST; "no evidence of a change" is not "the same". Every test states its
+minimum detectable change at 80% power; its error rates at these sizes are simulated in
+tests/test_calibration.py.
 """
 
 from __future__ import annotations
@@ -79,20 +81,26 @@ class Change:
     gap_a: stats.Test
     gap_b: stats.Test
     change: stats.Test
+    # Holm-adjusted over every change of the comparison (difference and TOST apart)
+    p_adjusted: float = float('nan')
+    p_tost_adjusted: float = float('nan')
 
     @property
     def verdict(self) -> str:
         c = self.change
         if not c.defined:
             return (
-                f'untestable: the change has no spread over its {c.num_replicates} seeds x '
-                f'{c.num_images} images (identical runs?)'
+                f'untestable: the change has no spread over its {c.base} replicates x images '
+                '(identical runs?)'
             )
-        if c.p < stats.ALPHA:
+        if self.p_adjusted < stats.ALPHA:
             smaller = abs(self.gap_b.estimate) < abs(self.gap_a.estimate)
             return f'the gap {"shrinks" if smaller else "grows"} with {self.b}'
-        if c.p_tost < stats.ALPHA:
-            return f'the gap is unchanged within +-{c.margin:g} Dice (TOST p = {c.p_tost:.3g})'
+        if self.p_tost_adjusted < stats.ALPHA:
+            return (
+                f'the gap is unchanged within +-{c.margin:g} Dice (TOST, Holm-adjusted p = '
+                f'{self.p_tost_adjusted:.3g})'
+            )
         return f'no evidence of a change (detectable at 80% power: {c.mdd:.3f} Dice)'
 
     def sentence(self) -> str:
@@ -102,7 +110,7 @@ class Change:
             f'{self.cell.name}: shallow->deep minus deep->shallow Dice is '
             f'{_interval(self.gap_a)} with {self.a} and {_interval(self.gap_b)} with {self.b}; '
             f'change {c.estimate:+.3f} (95% CI {c.low:+.3f} to {c.high:+.3f}, p = {c.p:.3g}, '
-            f'crossed t-test over {c.num_replicates} seeds x {c.num_images} images, '
+            f'Holm-adjusted {self.p_adjusted:.3g}; the design\'s t-test over {_base(c)}, '
             f'df {c.df:.1f}): {self.verdict}.'
         )
 
@@ -115,13 +123,14 @@ class TargetInteraction:
     ultrasound: Change
     xray: Change
     test: stats.Test
+    p_adjusted: float = float('nan')  # Holm over every target interaction
 
     @property
     def verdict(self) -> str:
         t = self.test
         if not t.defined:
             return 'untestable'
-        if t.p < stats.ALPHA:
+        if self.p_adjusted < stats.ALPHA:
             return 'the change differs between the targets'
         return f'no evidence that it differs (detectable at 80% power: {t.mdd:.3f} Dice)'
 
@@ -134,10 +143,22 @@ class TargetInteraction:
         )
         return (
             f'{where}: change on {u.cell.target} minus change on {x.cell.target} = '
-            f'{t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, Welch '
-            f'over {u.change.num_images} + {x.change.num_images} images, df {t.df:.1f}): '
+            f'{t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, '
+            f'Holm-adjusted {self.p_adjusted:.3g}; {_pairing(t)} over '
+            f'{u.change.num_images} + {x.change.num_images} images, df {t.df:.1f}): '
             f'{self.verdict}.'
         )
+
+
+def _base(t: stats.Test) -> str:
+    folds = ' x folds' if t.num_folds > 1 else ''
+    return f'{t.base} (pre-trainings{folds} x images)'
+
+
+def _pairing(t: stats.Test) -> str:
+    if t.layout == 'difference':
+        return 'paired by pre-training (both targets fine-tune from them)'
+    return 'independent targets (Welch)'
 
 
 def _interval(i: stats.Test) -> str:
@@ -155,10 +176,9 @@ def _mdd(i: stats.Test) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Gaps:
-    """One study's gap matrices [seed, image] by k in one cell, order and granularity."""
+    """One study's gap arrays by k in one cell, order and granularity, with their layout."""
 
-    seeds: np.ndarray
-    images: np.ndarray
+    found: compare.Labelled
     by_k: dict[int, np.ndarray]
 
 
@@ -171,11 +191,11 @@ def _gaps(study: Study, scores: compare.Scores, target, num_train, order, granul
     if not pairs:
         return None
     names = [n for _, ca, cb in pairs for n in (ca, cb)]
-    seeds, images, matrices = scores.labelled(target, num_train, names)
-    if not matrices:
+    found = scores.labelled(target, num_train, names)
+    if found is None:
         return None
-    by_k = {k: matrices[2 * i] - matrices[2 * i + 1] for i, (k, _, _) in enumerate(pairs)}
-    return _Gaps(seeds, images, by_k)
+    by_k = {k: found.values[2 * i] - found.values[2 * i + 1] for i, (k, _, _) in enumerate(pairs)}
+    return _Gaps(found, by_k)
 
 
 def k_sets(ks: Sequence[int]) -> list[tuple[str, list[int]]]:
@@ -191,19 +211,20 @@ def k_sets(ks: Sequence[int]) -> list[tuple[str, list[int]]]:
 
 
 def _aligned(found: list[_Gaps]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
-    seeds = found[0].seeds
-    images = found[0].images
+    replicates = found[0].found.replicates
+    images = found[0].found.images
     for f in found[1:]:
-        seeds, images = np.intersect1d(seeds, f.seeds), np.intersect1d(images, f.images)
+        replicates = np.intersect1d(replicates, f.found.replicates)
+        images = np.intersect1d(images, f.found.images)
     ks = sorted(set.intersection(*(set(f.by_k) for f in found)))
-    if not seeds.size or not images.size or not ks:
+    if not replicates.size or not images.size or not ks:
         return None
-    return seeds, images, ks
+    return replicates, images, ks
 
 
-def _take(g: _Gaps, seeds: np.ndarray, images: np.ndarray, ks: list[int]) -> np.ndarray:
-    index = np.ix_(np.searchsorted(g.seeds, seeds), np.searchsorted(g.images, images))
-    return sum(g.by_k[k][index] for k in ks) / len(ks)
+def _take(g: _Gaps, replicates: np.ndarray, images: np.ndarray, ks: list[int]) -> np.ndarray:
+    rows, columns = np.searchsorted(g.found.replicates, replicates), np.searchsorted(g.found.images, images)  # fmt: skip
+    return sum(g.by_k[k][rows][..., columns] for k in ks) / len(ks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,12 +254,12 @@ def compare_studies(
             aligned = _aligned(found)
             if aligned is None:
                 continue
-            seeds, images, ks = aligned
-            blocks = scores[0].blocks(target, num_train, images)
+            replicates, images, ks = aligned
+            design = found[0].found.subset(replicates, images)
             for label, chosen in k_sets(ks):
                 cell = Cell(target, num_train, order, granularity, label)
-                matrices = [_take(f, seeds, images, chosen) for f in found]
-                test = lambda m: stats.crossed_test(m, blocks=blocks, margin=settings.margin)
+                matrices = [_take(f, replicates, images, chosen) for f in found]
+                test = lambda m: design.test(m, settings.margin)
                 gaps[cell] = [test(m) for m in matrices]
                 for i in range(len(names)):
                     for j in range(i + 1, len(names)):
@@ -246,7 +267,17 @@ def compare_studies(
                         changes.append(
                             Change(cell, names[i], names[j], gaps[cell][i], gaps[cell][j], change)
                         )
-    return Comparison(list(names), gaps, changes)
+    return Comparison(list(names), gaps, _holm(changes))
+
+
+def _holm(changes: list[Change]) -> list[Change]:
+    """Every change with its Holm-adjusted p (difference) and TOST p (equivalence)."""
+    p = stats.holm([c.change.p for c in changes])
+    p_tost = stats.holm([c.change.p_tost for c in changes])
+    return [
+        dataclasses.replace(c, p_adjusted=float(a), p_tost_adjusted=float(b))
+        for c, a, b in zip(changes, p, p_tost)
+    ]
 
 
 def target_interactions(study: Study, changes: Sequence[Change]) -> list[TargetInteraction]:
@@ -259,8 +290,9 @@ def target_interactions(study: Study, changes: Sequence[Change]) -> list[TargetI
     for u in (c for c in changes if modality(c) == modalities.ULTRASOUND):
         for x in xray:
             if key(u) == key(x):
-                out.append(TargetInteraction(u, x, stats.unpaired_difference(u.change, x.change)))
-    return out
+                out.append(TargetInteraction(u, x, stats.difference_of_gaps(u.change, x.change)))
+    adjusted = stats.holm([i.test.p for i in out])
+    return [dataclasses.replace(i, p_adjusted=float(p)) for i, p in zip(out, adjusted)]
 
 
 # ----------------------------------------------------------------------------- what varies
@@ -357,9 +389,9 @@ def gap_figure(found: Comparison, path: str) -> str | None:
 
 def calibration_note(changes: Sequence[Change], between: Sequence[TargetInteraction]) -> str:
     """The error rates of the first source x direction x target interaction (all k, or the
-    only k), simulated
-    with its two changes' own sizes and estimated components (unet_jax.report.calibration)."""
-    usable = lambda t: t.defined and t.data is not None and t.data.shape[1] >= 3
+    only k), simulated with its two changes' own sizes and estimated components, their
+    pre-training effects shared (unet_jax.report.calibration)."""
+    usable = lambda t: t.defined and t.layout == 'nested' and t.num_images >= 3
     first = next(
         (i for i in between if i.ultrasound.cell.headline
          and usable(i.ultrasound.change) and usable(i.xray.change)),
@@ -367,22 +399,19 @@ def calibration_note(changes: Sequence[Change], between: Sequence[TargetInteract
     )  # fmt: skip
     if first is None:
         return ''
-    designs = [calibration.design_of(c.change.data, c.cell.target) for c in (first.xray, first.ultrasound)]  # fmt: skip
+    designs = [calibration.design_of(c.change, c.cell.target) for c in (first.xray, first.ultrasound)]  # fmt: skip
     rates = calibration.interaction_error_rates(
         *designs, simulations=CALIBRATION_SIMULATIONS, effect=0.0
     )
-    parts = [
-        f'{d.name}: {d.replicates} x {d.images}, sd over seeds {d.sd_replicate:.4f}, over '
-        f'images {d.sd_image:.4f}, residual {d.sd_residual:.4f}, skewness {d.skewness:.2f}'
-        for d in designs
-    ]
     return (
         f'Error rate of the target interaction at these sizes, simulated {rates.simulations} '
-        f'times with the changes\' estimated components ({"; ".join(parts)}): false-positive '
-        f'rate {rates.false_positive_05:.3f} at 0.05 and {rates.false_positive_002:.4f} at '
-        f'0.002, 95% CI coverage {rates.coverage:.3f}. (Where a few seeds carry most of the '
-        'variance, the test rejects at 0.002 up to about 2.5x as often as nominal: '
-        'tests/test_calibration.py.)'
+        f'times with the changes\' estimated components ('
+        + '; '.join(calibration.describe(d) for d in designs)
+        + f'; pre-training effects shared): false-positive rate {rates.false_positive_05:.3f} '
+        f'at 0.05 and {rates.false_positive_002:.4f} at 0.002, 95% CI coverage '
+        f'{rates.coverage:.3f}. (With 3 pre-trainings the test is conservative where a '
+        'component is absent and rejects too often at 0.002 where pre-trainings carry most of '
+        'the variance: tests/test_calibration.py.)'
     )
 
 
@@ -405,9 +434,9 @@ def markdown(
         + '.',
         '',
         'Gap: shallow->deep minus deep->shallow test Dice on lesion images, averaged over the k '
-        'named (mean over seeds and images, 95% CI of the crossed t-test, outer folds as '
-        'blocks). Change (source x direction): gap with B minus gap with A, paired by seed and '
-        'image. ' + replicates_note(studies) + ' Not adjusted for the number of tests.',
+        'named (mean over seeds and images, 95% CI of the design\'s t-test: pre-training, '
+        'fold, run, image and residual components). Change (source x direction): gap with B '
+        'minus gap with A, paired by seed, fold and image; Holm-adjusted p in brackets. ' + replicates_note(studies) + ' Not adjusted for the number of tests.',
         '',
         '## Pre-trainings',
         '',
@@ -445,14 +474,14 @@ def markdown(
             '',
             '## Source x direction: the change of the gap',
             '',
-            '| where | B - A | change [95% CI] | p | seeds x images | detectable (80%) | verdict |',
+            '| where | B - A | change [95% CI] | p (Holm) | replicates x images | detectable (80%) | verdict |',
             '|---|---|---|---|---|---|---|',
         ]
         for c in found.changes:
             t = c.change
             lines.append(
-                f'| {c.cell.name} | {c.b} - {c.a} | {_interval(t)} | {p_text(t.p)} | '
-                f'{t.num_replicates} x {t.num_images} | {_mdd(t)} | {_verdict_cell(c)} |'
+                f'| {c.cell.name} | {c.b} - {c.a} | {_interval(t)} | {p_text(t.p)} '
+                f'({p_text(c.p_adjusted)}) | {t.base} | {_mdd(t)} | {_verdict_cell(c)} |'
             )
     between = target_interactions(studies[0], found.changes)
     if between:
@@ -460,7 +489,7 @@ def markdown(
             '',
             '## Source x direction x target: is the change specific to ultrasound?',
             '',
-            '| sources | ultrasound - X-ray | where | difference of changes [95% CI] | p | '
+            '| sources | ultrasound - X-ray | where | difference of changes [95% CI] | p (Holm) | '
             'detectable (80%) | verdict |',
             '|---|---|---|---|---|---|---|',
         ]
@@ -469,7 +498,7 @@ def markdown(
             where = f'n = {layout.size_name(u.cell.num_train)}, {u.cell.order}, by {u.cell.granularity}, {u.cell.ks}'  # fmt: skip
             lines.append(
                 f'| {u.b} - {u.a} | {u.cell.target} - {x.cell.target} | {where} | '
-                f'{_interval(t)} | {p_text(t.p)} | {_mdd(t)} | {i.verdict} |'
+                f'{_interval(t)} | {p_text(t.p)} ({p_text(i.p_adjusted)}) | {_mdd(t)} | {i.verdict} |'
             )
     note = calibration_note(found.changes, between)
     if note:

@@ -1,34 +1,31 @@
-"""The report's statistics: a crossed-design t-test, Holm, TOST, power, cost curves.
+"""The report's statistics: the design-based t-test, Holm, TOST, power, cost curves.
 
 The test (every comparison, every CI). A comparison of configurations A and B on one target
-and training size has a matrix of paired differences d[r, i] = score_A(r, i) - score_B(r, i)
-over its replicates r (the seeds both finished; or, where the study pre-trained R times and
-seeds share pre-trainings, the seeds averaged within each pre-training, so that r is a
-pre-training) and its lesion test images i (matched by image id). Replicates and images are
-crossed (every replicate is tested on every image), so d follows the two-way random-effects
-model d = mu + a_r + b_i + e_ri, and the variance of the mean of d is
-
-    V = s2_r / R + s2_i / I + s2_e / (R I),
-
-estimated from the two-way ANOVA's mean squares (MS_r, MS_i, MS_e, method of moments, each
-component truncated at 0) and referred to a t distribution with Satterthwaite's degrees of
-freedom. When the replicates vary little this is the paired t over test images of the
-differences averaged over replicates (df = I - 1); when they vary a lot, their spread enters
-V with its own, small df. With one replicate it is exactly that paired t over images; with
-one column (per-replicate means only) the t over replicates. Images tested in separate outer
-folds (a different model per fold) are blocks: each block is its own crossed table, and the
-blocks' means and variances are pooled by their numbers of images.
+and training size has paired differences d = score_A - score_B per replicate r (a
+pre-training, the seeds fine-tuned from it averaged; or a seed where the study pre-trained
+once), outer fold f and lesion test image i (matched by image id). Its mean is tested with the
+variance the study's design gives it (unet_jax.report.variance): a random-effects model with
+a pre-training effect shared by every fold (and every target), a fold effect shared by every
+replicate (the fold's split chooses every run's stopping step), their interaction (the run),
+the image and image x run effects; images nested in the outer folds that test them, or
+crossed with every run for an external set. Each component's variance comes from the
+balanced ANOVA's mean squares (method of moments, truncated at 0), the variance of the mean
+is their sum over their numbers of levels, and the t statistic has Satterthwaite's degrees of
+freedom. With every component kept this is the crossed analysis of the pre-training x fold
+table of run means; without folds, the crossed analysis of replicates x images; with one
+replicate, the paired t over images.
 
 What varies, and what the CI is about: test images (drawn from the same source as the test
-set) and replicates (seeds: initialisation, training subset, data order, augmentation; and
-pre-trainings where the study made several). With one pre-training run the answer is about
-that pre-trained model.
+set), folds (training subsets and validation splits) and replicates (pre-trainings where the
+study made several; else seeds, and the answer is about that one pre-trained model).
 
-Error rates, simulated at the study's own sizes (tests/test_calibration.py and
-benchmarks/calibration_table.py): false-positive rates at 0.05 and 0.002 and 95% CI
-coverage within their binomial error of nominal at 3 seeds x 12 images and at 3 seeds x
-5 outer folds x 130 images, and with skewed image effects. The earlier hierarchical
-percentile bootstrap rejected 2x too often at 0.05 and 5x too often at 0.002 at 3 x 12.
+Error rates, simulated with every source of variation of the outer-fold design
+(tests/test_calibration.py, benchmarks/calibration_table.py): with 3 pre-trainings x 5 folds x
+130 images the false-positive rate at 0.05 stays at or below 0.053 whatever the pre-training
+and fold components; where a component is absent the test is conservative (0.013 with neither),
+the price of allowing for it with 3 pre-trainings; at 0.002 a pre-training component 1.5x the
+run's rejects at 0.007 with 3 pre-trainings and 0.003 with 5. The test it replaced (folds as
+independent blocks, a pre-training counted once per fold) rejected at 0.28 there.
 
 Two-sided p of "difference = 0", and a CI from the same t. Equivalence is claimed only from
 a TOST (two one-sided t-tests) at a stated margin delta: p_TOST = max(P(T >= (est + delta) /
@@ -37,9 +34,11 @@ se), P(T <= (est - delta) / se)). The minimum detectable difference at 80% power
 found 80% of the time at alpha 0.05 (before any adjustment). No p-value floor: any p is
 reachable, so Holm's smallest threshold 0.05/m can always be met.
 
-Interactions (does a gap differ between targets?): two gaps measured on independent test
-sets are compared unpaired, est = gap_1 - gap_2, V = V_1 + V_2, with the Welch-Satterthwaite
-df from the two tests' own (V, df).
+Interactions (does a gap differ between targets?): both targets fine-tune from the same
+pre-trainings, so the difference of their gaps is paired by pre-training
+(`difference_of_gaps`: the pre-training component of the difference from the pre-trainings'
+differences); folds and images are each target's own. Without shared replicates, the two
+tests are independent: V = V_1 + V_2 with the Welch-Satterthwaite df.
 
 Holm's step-down method adjusts the secondary comparisons together (family-wise 0.05), once
 for the difference tests and once for the equivalence tests. The primary endpoint is tested
@@ -56,7 +55,7 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-from unet_jax.report import DEFAULT_MARGIN
+from unet_jax.report import DEFAULT_MARGIN, variance
 
 ALPHA = 0.05
 POWER = 0.8
@@ -76,11 +75,18 @@ class Test:
     estimate: float
     se: float
     df: float
-    num_replicates: int  # seeds (or pre-trainings); 0 for an interaction
+    num_replicates: int  # pre-trainings (or seeds); 0 for an interaction
     num_images: int
     margin: float = DEFAULT_MARGIN
-    # The replicates x images matrix tested (None for an interaction); for calibration.
-    data: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    num_folds: int = 1
+    layout: str = 'nested'  # images nested in folds; 'crossed': an external set; 'difference'
+    # Estimated variance components (name, variance), as the design gives them.
+    components: tuple[tuple[str, float], ...] = ()
+    skewness: float = 0.0  # |skewness| of the replicate-averaged image differences, at most 2
+    replicates: tuple = dataclasses.field(default=(), compare=False, repr=False)
+    # The balanced ANOVA and the per-replicate means (pairing two targets' tests).
+    anova: variance.Anova | None = dataclasses.field(default=None, compare=False, repr=False)
+    row_means: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def defined(self) -> bool:
@@ -128,67 +134,100 @@ class Test:
 
     @property
     def base(self) -> str:
-        """'3 seeds x 12 test images' (what the test rests on)."""
+        """'3 x 5 folds x 647' (replicates x folds x test images: what the test rests on)."""
         if not self.num_replicates:
             return f'{self.num_images} test images'
-        return f'{self.num_replicates} x {self.num_images}'
+        folds = f' x {self.num_folds} folds' if self.num_folds > 1 else ''
+        return f'{self.num_replicates}{folds} x {self.num_images}'
+
+    def component_sds(self) -> str:
+        """'pre-training 0.012, fold 0, run 0.040, image 0.129, residual 0.164' (SDs)."""
+        return ', '.join(f'{name} {math.sqrt(max(v, 0.0)):.3g}' for name, v in self.components)
 
 
-def crossed_test(
-    x: np.ndarray, *, blocks: Sequence | None = None, margin: float = DEFAULT_MARGIN
+def design_test(
+    x: np.ndarray,
+    *,
+    folds: Sequence | None = None,
+    margin: float = DEFAULT_MARGIN,
+    replicates: Sequence = (),
+    replicate: str = 'pre-training',
 ) -> Test:
-    """The mean of x[replicate, image] with the crossed-design standard error (module doc).
+    """The mean of paired differences with the design's variance (module doc).
 
-    blocks: one label per image column (its outer fold), or None for one block."""
+    x[replicate, image] with `folds`, the outer fold of each image column (None: one fold):
+    images nested in folds. Or x[replicate, fold, image]: an external set, every run scoring
+    every image (crossed). replicate: what a row is ('pre-training', or 'seed' where the
+    study pre-trained once), the name of its component."""
     x = np.asarray(x, np.float64)
-    if x.ndim != 2 or x.size == 0:
-        raise ValueError(f'crossed_test: expected a non-empty replicates x images matrix, {x.shape}.')
-    estimate, variance, df = crossed_moments(x, blocks)
-    se = math.sqrt(variance) if np.isfinite(variance) and variance > 0 else math.nan
-    return Test(float(estimate), se, float(df), x.shape[0], x.shape[1], margin, x)
+    if x.ndim not in (2, 3) or x.size == 0:
+        raise ValueError(f'design_test: expected replicates x images (x folds), got {x.shape}.')
+    if x.ndim == 2:
+        labels = _fold_labels(x, folds)
+        table, estimate = variance.anova(variance.balanced(x, labels), nested=True), x.mean()
+        num_folds, layout, rows = np.unique(labels).size, 'nested', x.mean(axis=-1)
+    else:
+        table, estimate = variance.anova(x, nested=False), x.mean()
+        num_folds, layout, rows = x.shape[1], 'crossed', x.mean(axis=(-2, -1))
+    moments = variance.mean_moments(table)
+    if replicate != 'pre-training':
+        moments.components[replicate] = moments.components.pop('pre-training', 0.0)
+    return _test(
+        float(estimate), moments, x.shape[0], x.shape[-1], margin, num_folds=num_folds,
+        layout=layout, replicates=tuple(replicates), anova=table, row_means=rows,
+        skewness=_skewness(x.mean(axis=0).ravel()),
+    )  # fmt: skip
 
 
-def crossed_moments(x: np.ndarray, blocks: Sequence | None = None):
-    """(mean, variance of the mean, Satterthwaite df) of x[..., replicate, image], batched over
-    any leading axes (the report passes one matrix; the calibration simulations many)."""
+def _skewness(values: np.ndarray) -> float:
+    if values.size < 3 or not values.std() > 0:
+        return 0.0
+    centred = values - values.mean()
+    return float(min(2.0, abs(np.mean(centred**3)) / values.std() ** 3))
+
+
+def design_moments(x: np.ndarray, folds: Sequence):
+    """(mean, variance of the mean, Satterthwaite df) of x[..., replicate, image] with images
+    nested in `folds`, batched over leading axes (for the calibration simulations)."""
     x = np.asarray(x, np.float64)
-    labels = np.zeros(x.shape[-1], int) if blocks is None else np.asarray(blocks)
+    moments = variance.mean_moments(variance.anova(variance.balanced(x, _fold_labels(x, folds)), True))
+    return x.mean(axis=(-2, -1)), moments.variance, moments.df
+
+
+def _fold_labels(x: np.ndarray, folds: Sequence | None) -> np.ndarray:
+    labels = np.zeros(x.shape[-1], int) if folds is None else np.asarray(folds)
     if labels.shape != (x.shape[-1],):
-        raise ValueError(f'crossed_test: {labels.shape[0]} block labels for {x.shape[-1]} images.')
-    estimate = variance = denominator = 0.0
-    for label in np.unique(labels):
-        block = x[..., labels == label]
-        weight = block.shape[-1] / x.shape[-1]
-        estimate = estimate + weight * block.mean(axis=(-2, -1))
-        for value, df in _block_terms(block):
-            variance = variance + weight**2 * value
-            denominator = denominator + np.divide(
-                (weight**2 * value) ** 2, df, out=np.zeros_like(value), where=df > 0
-            )
-    with np.errstate(divide='ignore', invalid='ignore'):
-        df = np.where((variance > 0) & (denominator > 0), variance**2 / denominator, np.nan)
-    return estimate, variance, df
+        raise ValueError(f'design_test: {labels.shape[0]} fold labels for {x.shape[-1]} images.')
+    return labels
 
 
-def _block_terms(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(term, its df)] of one crossed table: the variance of its mean is the sum of the terms
-    (each a scaled mean square of the two-way ANOVA)."""
-    num_r, num_i = x.shape[-2:]
-    if num_r == 1 or num_i == 1:  # one way: the t over images (or over replicates)
-        n = num_r * num_i
-        flat = x.reshape(*x.shape[:-2], n)
-        var = flat.var(axis=-1, ddof=1) if n > 1 else np.full(flat.shape[:-1], np.nan)
-        return [(var / n, np.full_like(var, n - 1.0))]
-    ms_r, ms_i, ms_e = mean_squares(x)
-    df_e = (num_r - 1) * (num_i - 1)
-    keep_r, keep_i = ms_r > ms_e, ms_i > ms_e  # components s2_r, s2_i truncated at 0 otherwise
-    scale = 1.0 / (num_r * num_i)
-    full = lambda value: np.full_like(ms_e, value)
-    return [
-        (scale * ms_e * (1.0 - keep_r - keep_i), full(df_e)),
-        (scale * ms_r * keep_r, full(num_r - 1.0)),
-        (scale * ms_i * keep_i, full(num_i - 1.0)),
-    ]
+COMPONENT_ORDER = ('pre-training', 'seed', 'fold', 'run', 'image', 'pre-training x', 'fold x', 'residual')
+
+
+def _test(estimate, moments: variance.Moments, num_replicates, num_images, margin, **fields) -> Test:
+    v, df = float(moments.variance), float(moments.df)
+    se = math.sqrt(v) if np.isfinite(v) and v > 0 else math.nan
+    found = moments.components
+    order = sorted(found, key=lambda n: next((k for k, w in enumerate(COMPONENT_ORDER) if n.startswith(w)), 99))
+    components = tuple((name, float(found[name])) for name in order)
+    return Test(estimate, se, df, num_replicates, num_images, margin, components=components, **fields)
+
+
+def difference_of_gaps(a: Test, b: Test, *, margin: float | None = None) -> Test:
+    """a - b for two tests on different test sets: paired by replicate where both rest on the
+    same replicates (pre-trainings shared by two targets), else independent (Welch)."""
+    margin = a.margin if margin is None else margin
+    shared = (
+        a.anova is not None and b.anova is not None and len(a.replicates) > 1
+        and a.replicates == b.replicates
+    )  # fmt: skip
+    if not shared:
+        return unpaired_difference(a, b, margin=margin)
+    moments = variance.paired_difference(a.anova, b.anova, a.row_means - b.row_means)
+    return _test(
+        a.estimate - b.estimate, moments, a.num_replicates, a.num_images + b.num_images, margin,
+        num_folds=max(a.num_folds, b.num_folds), layout='difference', replicates=a.replicates,
+    )  # fmt: skip
 
 
 def mean_squares(x: np.ndarray):
@@ -203,12 +242,12 @@ def mean_squares(x: np.ndarray):
     return ms_r, ms_i, ms_e
 
 
-def _satterthwaite(variance: float, terms: Sequence[tuple[float, float]]) -> float:
+def _satterthwaite(total: float, terms: Sequence[tuple[float, float]]) -> float:
     """Satterthwaite's df of a sum of scaled mean squares (terms: (value, df))."""
-    if not np.isfinite(variance) or variance <= 0:
+    if not np.isfinite(total) or total <= 0:
         return math.nan
     denominator = sum(value**2 / df for value, df in terms if df > 0 and value != 0)
-    return float(variance**2 / denominator) if denominator > 0 else math.nan
+    return float(total**2 / denominator) if denominator > 0 else math.nan
 
 
 def t_p_and_interval(estimate, se, df):
@@ -221,16 +260,15 @@ def t_p_and_interval(estimate, se, df):
 
 def unpaired_difference(a: Test, b: Test, *, margin: float | None = None) -> Test:
     """a - b for two tests on independent test sets (Welch-Satterthwaite df)."""
-    variance = a.se**2 + b.se**2
-    df = _satterthwaite(variance, [(a.se**2, a.df), (b.se**2, b.df)])
-    return Test(
-        a.estimate - b.estimate,
-        math.sqrt(variance),
-        df,
-        0,
-        a.num_images + b.num_images,
-        a.margin if margin is None else margin,
+    total = a.se**2 + b.se**2
+    df = _satterthwaite(total, [(a.se**2, a.df), (b.se**2, b.df)])
+    components = tuple((f'{n} (first)', v) for n, v in a.components) + tuple(
+        (f'{n} (second)', v) for n, v in b.components
     )
+    return Test(
+        a.estimate - b.estimate, math.sqrt(total), df, 0, a.num_images + b.num_images,
+        a.margin if margin is None else margin, layout='independent', components=components,
+    )  # fmt: skip
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

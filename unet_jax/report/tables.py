@@ -119,7 +119,7 @@ def answer_table(analysis: Analysis) -> Table:
         rows,
         'Best and next best: the highest mean validation Dice over seeds (lesion images of the '
         'validation split, at each run\'s best validation step); then their test Dice and '
-        'paired test difference with a 95% CI (crossed t-test; not a secondary comparison, '
+        'paired test difference with a 95% CI (the design\'s t-test; not a secondary comparison, '
         'not adjusted). Cheapest within 1 point: the lowest training cost (FLOPs, else trained '
         f'parameters) whose mean validation Dice is at least {FULL}\'s minus 0.01, with its '
         f'paired test difference to {FULL}. Validation sets are small: the validation pick was '
@@ -137,24 +137,29 @@ def primary_table(analysis: Analysis) -> Table | None:
         )
         t = c.test
         if t is None or not t.defined:
-            rows.append((what, f'n = {c.num_train}', '-', '-', '-', '-', 'not tested'))
+            rows.append((what, f'n = {c.num_train}', '-', '-', '-', '-', '-', 'not tested'))
             continue
         rows.append(
-            (what, c.scope or '-', t.base, _difference(t), p_text(t.p), f'{t.mdd:.3f}', c.decision)
-        )
+            (what, c.scope or '-', t.base, _difference(t), f'{p_text(t.p)} ({t.df:.1f})',
+             t.component_sds() or '-', f'{t.mdd:.3f}', c.decision)
+        )  # fmt: skip
     if not rows:
         return None
     plan = analysis.comparisons.primary_plan
     return Table(
         'Primary endpoint',
-        ('hypothesis', 'scope', 'n (replicates x images)', 'difference [95% CI]', 'p',
-         'detectable (80% power)', f'fixed sequence at {0.05:g}'),
+        ('hypothesis', 'scope', 'n (replicates x folds x images)', 'difference [95% CI]',
+         'p (df)', 'variance components (SD)', 'detectable (80% power)',
+         f'fixed sequence at {0.05:g}'),
         tuple(rows),
-        f'Declared before the study ran (study.primary): {plan.describe() if plan else "-"}. '
-        'Gap: test Dice of the first family minus the second, averaged over k, paired by seed '
-        'and image (crossed t-test); the interaction compares two targets\' gaps on independent '
-        'test sets (unpaired, Welch-Satterthwaite). Fixed sequence: each hypothesis is tested at '
-        '0.05 while every earlier one was rejected; no other comparison dilutes it.',
+        f'As declared in study.primary (registration above): {plan.describe() if plan else "-"}. '
+        'Gap: test Dice of the first family minus the second, averaged over k, paired by '
+        'pre-training, fold and image; the design\'s t-test, its variance from the components '
+        'shown (standard deviations of the per-image gap: pre-training, fold, run, image, '
+        'residual; 0 = estimated at or below 0) with Satterthwaite df. The interaction '
+        'compares two targets\' gaps paired by the pre-trainings they share. Fixed sequence: '
+        'each hypothesis is tested at 0.05 while every earlier one was rejected; no other '
+        'comparison dilutes it.',
     )  # fmt: skip
 
 
@@ -192,7 +197,7 @@ def budget_table(analysis: Analysis) -> Table | None:
         table_rows.append((*key, base, *cells))
     return Table(
         'Which direction wins over a common cost range',
-        ('target, size', 'depth order', 'A - B', 'seeds x images')
+        ('target, size', 'depth order', 'A - B', 'replicates x images')
         + tuple(f'averaged over a common range of {v}' for v in COST_AXES.values()),
         tuple(table_rows),
         'Each direction\'s Dice interpolated linearly in log(cost) between its k points and '
@@ -241,7 +246,7 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
         lesion = fmt(cell['num_lesion'].max(), 0)
         note = (
             f'Test Dice over the {lesion} lesion test images: mean +- sd over seeds; 95% CI of '
-            'the mean from the crossed t-test over seeds and images (none for a single run). '
+            'the mean from the design\'s t-test (none for a single run). '
             'Val Dice: mean over seeds of the best validation step\'s lesion Dice (what every '
             'choice in this report is made on). '
             '"(= X)" trains the same units as X and shares its run.'
@@ -362,16 +367,17 @@ def _comparison_row(c: Comparison) -> tuple[str, ...]:
 
 def comparison_tables(study: Study, analysis: Analysis) -> list[Table]:
     columns = (
-        'A - B', 'scope', 'role', 'seeds x images', 'difference [95% CI]', 't (df)', 'p',
+        'A - B', 'scope', 'role', 'replicates x images', 'difference [95% CI]', 't (df)', 'p',
         'p Holm (primary: fixed sequence)', 'TOST p Holm', 'detectable (80% power)', 'verdict',
     )  # fmt: skip
     note = (
-        'Paired by seed and test image; crossed t-test (images and seeds random; Satterthwaite '
-        'df); 95% CI not adjusted. Primary: the declared endpoint, fixed sequence at 0.05. '
+        'Paired by pre-training (or seed), fold and test image; the design\'s t-test '
+        '(pre-training, fold, run, image and residual random; Satterthwaite df); 95% CI not '
+        'adjusted. Primary: the declared endpoint, fixed sequence at 0.05. '
         'Secondary: p Holm-adjusted over every secondary comparison of this report; TOST: '
         f'equivalence within +-{analysis.settings.margin:g} Dice, Holm-adjusted. Detectable: '
         'the difference found with 80% power at 0.05 (unadjusted) with this n. Interactions: '
-        'the gap on one target minus the gap on another (independent test sets, unpaired).'
+        'the gap on one target minus the gap on another, paired by pre-training.'
     )
     out = []
     every = list(analysis.comparisons)

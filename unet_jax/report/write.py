@@ -31,13 +31,18 @@ def methods(settings: stats.Settings) -> list[str]:
         'Every choice (best configuration, next best, cheapest within 1 point of full, an '
         "automatic pick's k) is made on mean validation Dice and then reported on test; no "
         'line of this report picks among test means.',
-        'Comparisons pair two configurations by seed and test image. Test: a crossed t-test, '
-        'the two-way random-effects model of the paired differences over seeds (or '
-        'pre-trainings, where seeds share them) and test images: the variance of the mean '
-        'from the ANOVA mean squares, Satterthwaite degrees of freedom; with little seed '
-        'variance it is the paired t over test images of the seed-averaged differences (df = '
-        'images - 1). What varies: test images and seeds (initialisation, training subset, data '
-        'order, augmentation); the pre-training only where the study made several.',
+        'Comparisons pair two configurations by pre-training (or seed), outer fold and test '
+        'image. Test: a t-test whose variance follows the study\'s design, a random-effects '
+        'model of the paired differences with a pre-training effect shared by every fold, a '
+        'fold effect shared by every pre-training (its split chooses every run\'s stopping '
+        'step), the run (pre-training x fold), the image (nested in the fold that tests it; '
+        'crossed with every run for an external set) and the residual: each component\'s '
+        'variance from the balanced ANOVA mean squares (method of moments, truncated at 0), '
+        'the variance of the mean their sum over their numbers of levels, Satterthwaite '
+        'degrees of freedom. With every component present this is the crossed analysis of the '
+        'pre-training x fold table of run means. What varies: test images, folds and '
+        'pre-trainings (seeds where the study pre-trained once: then the answer is about that '
+        'pre-trained model). The primary comparisons list their estimated components.',
         'The primary endpoint is declared in the config (study.primary) and registered when the '
         'study starts (registration.json: the time, the runs finished by then and every '
         'amendment, stated at the top of this report); it is tested first, by fixed sequence '
@@ -48,8 +53,9 @@ def methods(settings: stats.Settings) -> list[str]:
         '"No evidence of a difference" gives the difference that its n would have detected '
         'with 80% power at 0.05; it is never a claim that the two are alike.',
         'Interactions (does a gap differ between targets?): the gap on one target minus the '
-        'gap on another, two independent test sets, an unpaired test with Welch-Satterthwaite '
-        'df.',
+        'gap on another. Both targets fine-tune from the same pre-trainings, so the difference '
+        'is paired by pre-training: its pre-training component comes from the pre-trainings\' '
+        'differences of the two gaps; folds and images are each target\'s own.',
         f'A run that trained to its step cap counts as still improving when its best '
         f'validation Dice in the last {stats.LATE_FRACTION:.0%} of its steps exceeds its best '
         f'before by more than {stats.CONVERGENCE_TOLERANCE} Dice; a run stopped early on a '
@@ -67,29 +73,28 @@ CALIBRATION_SIMULATIONS = 4000
 
 def calibration_note(result: analysis.Analysis) -> str:
     """The test's error rates simulated at this study's own size: the first primary gap's
-    replicates x images, variance components and skewness (unet_jax.report.calibration)."""
+    pre-trainings, folds and images, variance components and skewness
+    (unet_jax.report.calibration)."""
     tested = [
         c.test for c in result.comparisons.primary
-        if c.test is not None and c.test.data is not None and c.test.defined
+        if c.test is not None and c.test.layout == 'nested' and c.test.defined
         and c.test.num_images >= 3
     ]  # fmt: skip
     if not tested:
         return ''
-    design = calibration.design_of(tested[0].data)
+    design = calibration.design_of(tested[0], 'the first primary comparison')
     rates = calibration.error_rates(
-        design, calibration.crossed_t, name='crossed t',
+        design, calibration.design_t, name='design t',
         simulations=CALIBRATION_SIMULATIONS, effect=0.0,
     )  # fmt: skip
     return (
         f'Error rate of this test at this study\'s size, simulated {rates.simulations} times '
-        f'with the first primary comparison\'s {design.replicates} replicates x '
-        f'{design.images} images and its estimated components (sd over replicates '
-        f'{design.sd_replicate:.4f}, over images {design.sd_image:.4f}, residual '
-        f'{design.sd_residual:.4f}; image skewness {design.skewness:.2f}): false-positive rate '
+        f'with {calibration.describe(design)} (its estimated components): false-positive rate '
         f'{rates.false_positive_05:.3f} at 0.05 and {rates.false_positive_002:.4f} at 0.002, '
-        f'95% CI coverage {rates.coverage:.3f}. (The calibration tests check 3 seeds x 12 '
-        'images and 3 seeds x 5 folds x 130 images, normal and skewed; at 12 images with '
-        'skewness above about 1 the t-test rejects too often at small alpha.)'
+        f'95% CI coverage {rates.coverage:.3f}. (tests/test_calibration.py checks the '
+        'outer-fold design with pre-training and fold components of several sizes: the test '
+        'holds 0.05 in every one, is conservative where a component is absent, and with 3 '
+        'pre-trainings carrying most of the variance rejects at 0.002 about 3x too often.)'
     )
 
 
