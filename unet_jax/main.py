@@ -3,6 +3,9 @@ r"""Entry point: one training run, or the layer-wise study when the config decla
   python -m unet_jax.main --config=configs/finetune.py:quick --workdir=runs/ft \
       --config.init_from=runs/pretrain --config.finetune.train='enc0..enc1'
   python -m unet_jax.main --config=configs/layerwise.py:quick --workdir=runs/study
+
+A whole study prints a line per group and its answer (unet_jax.console); its log goes to
+WORKDIR/log.txt, and -v 0 (absl's --verbosity) prints it as well.
 """
 
 import os
