@@ -382,7 +382,9 @@ def interaction(first: Comparison, second: Comparison, settings) -> Comparison:
     """The gap of `first` (a - b on its target) minus the same gap on `second`'s target."""
     test = None
     if first.test is not None and second.test is not None:
-        test = stats.difference_of_gaps(first.test, second.test, margin=settings.margin)
+        test = stats.difference_of_gaps(
+            first.test, second.test, margin=settings.margin, labels=(first.target, second.target)
+        )
     return Comparison(
         first.target, first.num_train, 'interaction', first.a, first.b, test,
         first.flagged + second.flagged, first.pretrain_runs, first.order, first.granularity,

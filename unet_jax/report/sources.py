@@ -290,7 +290,9 @@ def target_interactions(study: Study, changes: Sequence[Change]) -> list[TargetI
     for u in (c for c in changes if modality(c) == modalities.ULTRASOUND):
         for x in xray:
             if key(u) == key(x):
-                out.append(TargetInteraction(u, x, stats.difference_of_gaps(u.change, x.change)))
+                labels = (u.cell.target, x.cell.target)
+                test = stats.difference_of_gaps(u.change, x.change, labels=labels)
+                out.append(TargetInteraction(u, x, test))
     adjusted = stats.holm([i.test.p for i in out])
     return [dataclasses.replace(i, p_adjusted=float(p)) for i, p in zip(out, adjusted)]
 
