@@ -306,7 +306,7 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
     console.group_done(
         'pre-training',
         config.study.pretrain.data.name,
-        [test_dice(d) for d in directories],
+        [run_test_dice(d) for d in directories],
         seconds=time.time() - start,
         progress=f'{len(directories)}/{len(directories)} runs',
         runs=len(directories),
@@ -351,7 +351,7 @@ def failed_message(workdir: str, failed: Sequence[str], total: int, *, of: str =
     )
 
 
-def test_dice(directory: str) -> float | None:
+def run_test_dice(directory: str) -> float | None:
     """The test Dice of a finished run (None if it has none)."""
     results = layout.read_results(directory) or {}
     return (results.get('test') or {}).get('dice')
@@ -519,7 +519,7 @@ def run_study(
             len(failed),
         )
         scored = [
-            test_dice(run_dir(workdir, p.run_name))
+            run_test_dice(run_dir(workdir, p.run_name))
             for p in group.runs
             if is_finished(run_dir(workdir, p.run_name)) and p.run_name not in outcome['failed']
         ]
