@@ -162,6 +162,7 @@ def test_study_tells_its_story_with_a_fake_trainer(tmp_path):
     assert os.path.exists(report.removeprefix('Report: '))
 
     curves = read_scalars(tmp_path / 'report')
+    assert read_layout(tmp_path / 'report') == {'us': [r'dice_vs_k/us/[^/]+$']}
     k_count = max(p.k for p in sweep.points if p.family == 'shallow_to_deep')
     for family, spec in (('shallow_to_deep', 'first'), ('deep_to_shallow', 'last')):
         curve = curves[f'dice_vs_k/us/{family}']
@@ -318,6 +319,17 @@ def read_scalars(folder) -> dict[str, dict[int, float]]:
         tag: {e.step: e.value for e in accumulator.Scalars(tag)}
         for tag in accumulator.Tags()['scalars']
     }
+
+
+def read_layout(folder) -> dict[str, list[str]]:
+    """{chart title: its tag regexes} of the Custom Scalars layout in a folder's event files."""
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    accumulator = _event_accumulator(folder)
+    [event] = accumulator.Tensors(metadata.CONFIG_SUMMARY_TAG)
+    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(event.tensor_proto).item())
+    return {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
 
 
 def read_events(folder):

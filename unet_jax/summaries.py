@@ -87,7 +87,8 @@ def study_curves(workdir: str) -> dict[str, dict[int, float]]:
 def write_study_curves(workdir: str, folder: str) -> dict[str, dict[int, float]]:
     """`study_curves` as TensorBoard scalars (step = k) in `folder` (the study's report
     folder: `tensorboard --logdir WORKDIR` shows them as the run `report`), replacing the
-    event files written there before. Returns the curves."""
+    event files written there before, with a layout of TensorBoard's Custom Scalars tab that
+    draws every family of a target (and size) in one chart. Returns the curves."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
@@ -107,5 +108,35 @@ def write_study_curves(workdir: str, folder: str) -> dict[str, dict[int, float]]
         ]
         summary = summary_pb2.Summary(value=values)
         writer.add_event(event_pb2.Event(wall_time=time.time(), step=k, summary=summary))
+    layout = curves_layout(curves)
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=layout))
     writer.close()
     return curves
+
+
+def curves_layout(curves: dict[str, dict[int, float]]):
+    """A summary holding the Custom Scalars layout: a chart per target (and size) with its
+    families' curves (the tags of `study_curves`, each but its last part)."""
+    import re
+
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    cells = sorted({tag.rsplit('/', 1)[0] for tag in curves})
+    charts = [
+        layout_pb2.Chart(
+            title=cell.removeprefix(STUDY_CURVES_PREFIX + '/'),
+            multiline=layout_pb2.MultilineChartContent(tag=[re.escape(cell) + '/[^/]+$']),
+        )
+        for cell in cells
+    ]
+    layout = layout_pb2.Layout(
+        category=[layout_pb2.Category(title='mean test Dice against k', chart=charts)]
+    )
+    value = summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG,
+        metadata=metadata.create_summary_metadata(),
+        tensor=tensor_util.make_tensor_proto(layout.SerializeToString()),
+    )
+    return summary_pb2.Summary(value=[value])
