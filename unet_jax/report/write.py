@@ -69,6 +69,7 @@ def methods(settings: stats.Settings) -> list[str]:
 
 
 CALIBRATION_SIMULATIONS = 4000
+ANSWER_FILE = 'answer.txt'  # the primary endpoint's sentence: what a study prints at its end
 
 
 def calibration_note(result: analysis.Analysis) -> str:
@@ -147,6 +148,8 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
     ):
         with open(os.path.join(folder, name), 'w') as f:
             f.write(render.render(fmt, full=full, **data))
+    with open(os.path.join(folder, ANSWER_FILE), 'w') as f:
+        f.write(data['primary'] + '\n')
     return os.path.join(folder, 'report.html')
 
 
