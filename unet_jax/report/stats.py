@@ -233,18 +233,6 @@ def difference_of_gaps(
     )  # fmt: skip
 
 
-def mean_squares(x: np.ndarray):
-    """(MS_replicate, MS_image, MS_residual) of the two-way ANOVA without interaction of
-    x[..., replicate, image] (at least 2 x 2), batched over leading axes."""
-    num_r, num_i = x.shape[-2:]
-    mean = x.mean(axis=(-2, -1), keepdims=True)
-    row, column = x.mean(axis=-1, keepdims=True), x.mean(axis=-2, keepdims=True)
-    ms_r = num_i * np.sum((row - mean) ** 2, axis=(-2, -1)) / (num_r - 1)
-    ms_i = num_r * np.sum((column - mean) ** 2, axis=(-2, -1)) / (num_i - 1)
-    ms_e = np.sum((x - row - column + mean) ** 2, axis=(-2, -1)) / ((num_r - 1) * (num_i - 1))
-    return ms_r, ms_i, ms_e
-
-
 def _satterthwaite(total: float, terms: Sequence[tuple[float, float]]) -> float:
     """Satterthwaite's df of a sum of scaled mean squares (terms: (value, df))."""
     if not np.isfinite(total) or total <= 0:
