@@ -21,7 +21,7 @@ config of the pre-training run. Model and image size are shared by both (field r
 set them once, e.g. `--config.model.base_width=32`.
 
 Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
-  quick                      CPU scale (the whole study in about 20 min on 2 cores)
+  quick                      CPU scale (the whole study in about 9 min on 2 quiet cores)
   real                       the real-data study for 2 CPU cores (about 2 hours): BUSI and JSRT
                              (targets=busi+jsrt) with ECSSD pre-training (pretrain_data=ecssd),
                              both by default, from data_root=DIR (required); depth-4, base-8
