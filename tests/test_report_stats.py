@@ -372,3 +372,19 @@ def test_outer_folds_nest_every_image_in_the_fold_that_tested_it():
     assert external.crossed and external.values[0].shape == (3, 3, 5)
     ext = compare.compare(scores, 'us_on_ext', 8, 'a', 'b', stats.Settings())
     assert ext.layout == 'crossed' and ext.num_folds == 3
+
+
+def test_the_dice_table_counts_every_outer_folds_lesion_images():
+    from unet_jax.report import tables
+    from unet_jax.report.load import Study
+
+    images = pd.DataFrame(
+        [dict(target='us', num_train=8, configuration='a', seed=s, fold=f,
+              image_id=f'case{f}_{i}', dice=0.5, lesion=i < 7)
+         for s in (0, 1) for f in (0, 1, 2) for i in range(8)]
+    )  # fmt: skip
+    study = Study('w', {}, pd.DataFrame(), images, pd.DataFrame(), [])
+    cell = pd.DataFrame(dict(num_lesion=[7.0]))  # what one fold's run recorded
+    assert tables._lesion_images(study, 'us', 8, cell) == 21  # 3 folds x 7 lesion images
+    empty = Study('w', {}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), [])
+    assert tables._lesion_images(empty, 'us', 8, cell) == 7

@@ -218,6 +218,18 @@ def _range(c: Comparison) -> str:
 # ----------------------------------------------------------------------------- per cell
 
 
+def _lesion_images(study: Study, target: str, num_train: int, cell: pd.DataFrame) -> float:
+    """The lesion test images of a cell: every image of every outer fold (distinct ids), else
+    the largest count a run recorded."""
+    images = study.images
+    if len(images) and 'lesion' in images:
+        rows = images[(images['target'] == target) & (images['num_train'] == num_train)]
+        rows = rows[rows['lesion'].astype(bool)]
+        if len(rows):
+            return float(rows['image_id'].nunique())
+    return float(cell['num_lesion'].max())
+
+
 def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
     out = []
     for target, num_train, cell in _cells(study, analysis.summary):
@@ -243,7 +255,7 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
             cells.append(_unit(row['train_flops_vs_full'], 'x', 2))
             cells.append(_improving(row))
             rows.append(tuple(cells))
-        lesion = fmt(cell['num_lesion'].max(), 0)
+        lesion = fmt(_lesion_images(study, target, num_train, cell), 0)
         note = (
             f'Test Dice over the {lesion} lesion test images: mean +- sd over seeds; 95% CI of '
             'the mean from the design\'s t-test (none for a single run). '
