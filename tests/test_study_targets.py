@@ -121,6 +121,14 @@ def test_an_external_set_is_scored_by_every_run_and_never_selects(tmp_path, monk
         results = layout.read_results(directory)
         scored = results['external']['clinic']
         assert scored['per_image']['ids'] == [f'case{i:02d}' for i in range(9)]
+        # the external set's own first images are kept for its figure, beside the run's own
+        with np.load(os.path.join(directory, layout.predictions_file('clinic'))) as kept:
+            assert list(kept['ids']) == [f'case{i:02d}' for i in range(8)]
+            assert kept['prob'].shape[0] == 8
+            clinic_first = kept['image'][0]
+        with np.load(os.path.join(directory, layout.predictions_file())) as own:
+            # both sets name their files caseNN: the pixels tell them apart
+            assert not any(np.array_equal(clinic_first, image) for image in own['image'])
         assert results['config']['data']['folder']['images'] == str(left)  # trained on left
         external_dice.append(scored['dice'])
     # Trained again without the external set: the same chosen step and test Dice.
@@ -139,3 +147,10 @@ def test_an_external_set_is_scored_by_every_run_and_never_selects(tmp_path, monk
     on_clinic = comparisons[comparisons.target == 'left_on_clinic']
     assert len(on_clinic) and (on_clinic['num_images'] == 9).all()
     assert 'left_on_clinic' in open(outcome['report']).read()
+    # its qualitative figure draws the external set's images, not the runs' own test split
+    from unet_jax.report import qualitative
+
+    runs = loaded.runs
+    row = runs[(runs.target == 'left_on_clinic') & (runs.configuration == 'full')].head(1)
+    assert qualitative._predictions_path(row).endswith(layout.predictions_file('clinic'))
+    assert os.path.exists(os.path.join(workdir, 'report', 'qualitative_left_on_clinic.png'))

@@ -39,6 +39,12 @@ LEAK_CHECK_FILE = 'leak_check.json'
 SOURCES_FILE = 'sources.json'
 SOURCES_DIR = 'sources'
 LOG_FILE = 'log.txt'
+PREDICTIONS_FILE = 'predictions.npz'  # a run's first test images, masks and probabilities
+
+
+def predictions_file(external: str = '') -> str:
+    """predictions.npz (the run's own test split) or predictions_on_NAME.npz (external set)."""
+    return f'predictions_on_{external}.npz' if external else PREDICTIONS_FILE
 
 
 def size_name(num_train: int) -> str:

@@ -124,6 +124,9 @@ def write_runs(
             if jax.process_index() == 0:
                 count = member.config.num_saved_predictions
                 save_predictions(member.workdir, setup.test, final['test'].probs[r], count)
+                for name, split in setup.external.items():  # each external set's first images
+                    probs = final[f'external/{name}'].probs[r]
+                    save_predictions(member.workdir, split, probs, count, external=name)
         results.update(share)
         if jax.process_index() == 0:
             write_results(member.workdir, results)
@@ -246,10 +249,13 @@ def summary_indices(split: pipeline.Split, count: int = SUMMARY_IMAGES) -> np.nd
     return order[:count]
 
 
-def save_predictions(workdir: str, split: pipeline.Split, probs: np.ndarray, count: int) -> None:
-    """The first `count` test images, masks and probabilities, for figures."""
+def save_predictions(
+    workdir: str, split: pipeline.Split, probs: np.ndarray, count: int, *, external: str = ''
+) -> None:
+    """The first `count` test images (of the external set `external`, if named), masks and
+    probabilities, for figures (layout.predictions_file)."""
     count = min(count, len(split))
-    path = os.path.join(workdir, 'predictions.npz')
+    path = os.path.join(workdir, layout.predictions_file(external))
     tmp = path + '.tmp.npz'
     np.savez_compressed(
         tmp,

@@ -17,7 +17,6 @@ from unet_jax.report.analysis import Analysis  # noqa: E402
 from unet_jax.report.figures import GT_COLOR, PREDICTION_COLOR, Figure  # noqa: E402
 from unet_jax.report.load import Study  # noqa: E402
 
-PREDICTIONS_FILE = 'predictions.npz'  # written by training next to results.json
 MAX_COLUMNS, MAX_LESION_ROWS = 6, 3
 
 
@@ -45,7 +44,7 @@ def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> F
                     & (runs['seed'] == seed) & (runs['configuration'] == name)
                     & (runs['status'] == 'done')
                 ]  # fmt: skip
-                path = os.path.join(row['dir'].iloc[0], PREDICTIONS_FILE) if len(row) else ''
+                path = _predictions_path(row)
                 if path and os.path.exists(path):
                     with np.load(path) as data:
                         found[name] = (row['name'].iloc[0], {k: data[k] for k in data.files})
@@ -62,6 +61,16 @@ def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> F
                         tuple(names),
                     )
     return None
+
+
+def _predictions_path(row) -> str:
+    """The run's saved predictions for this cell: its own test split's, or, for an external
+    set's cell, that set's (never the run's own test images under the external set's name)."""
+    if not len(row):
+        return ''
+    external = row['external'].iloc[0] if 'external' in row else ''
+    external = external if isinstance(external, str) else ''
+    return os.path.join(row['dir'].iloc[0], layout.predictions_file(external))
 
 
 def _rows(study: Study, point_name: str, ids: np.ndarray, masks: np.ndarray) -> list[int]:
