@@ -325,3 +325,33 @@ def test_full_is_compared_with_the_statistics_matched_control(tmp_path):
     pairs = {(r['kind'], r['a'], r['b']) for r in read_csv(workdir, 'comparisons.csv')}
     assert {('pretraining', 'full', 'scratch'), ('pretraining', 'full', 'matched')} <= pairs
     assert '| matched |' in read(workdir, 'summary.md')
+
+
+def test_the_first_screen_says_what_to_tune_with_the_curve_over_k(study):
+    """Before the tables: the primary sentence, what to tune per cell in plain words (chosen
+    on validation), the primary test's variance components, then Dice against k."""
+    workdir, _ = study
+    text = read(workdir, 'summary.md')
+    head = text[: text.index('## The answer')]
+    assert head.index('Primary endpoint') < head.index('What to tune, chosen on validation:')
+    assert 'variance components (SD of the per-image gap)' in head
+    bullets = [line for line in head.splitlines() if re.match(r'- (us|xray), n = ', line)]
+    assert len(bullets) == 2 and all(re.match(r'- \w+, n = \d+: (tune|use) ', b) for b in bullets)
+    assert not any('_to_' in b for b in bullets)  # readable names, not internal ones
+    assert head.index('What to tune') < head.index('dice_vs_units.png') < head.index(
+        'primary_endpoint.png'
+    )
+    assert text.count('(dice_vs_units.png)') == 1  # not again among the figures
+
+
+def test_configurations_read_as_a_person_says_them(study):
+    from unet_jax.report import conclusions
+    from unet_jax.report.load import load
+
+    loaded = load(study[0])
+    names = set(loaded.runs['configuration'])
+    first = next(n for n in names if n.startswith('shallow_to_deep-forward-block-k2'))
+    assert conclusions.readable(loaded, first) == 'the first 2 blocks (shallow->deep)'
+    last = next(n for n in names if n.startswith('deep_to_shallow-level-block-k1'))
+    assert conclusions.readable(loaded, last) == 'the last 1 block (deep->shallow, level order)'
+    assert conclusions.readable(loaded, 'full') == 'full fine-tuning'

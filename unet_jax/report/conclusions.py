@@ -20,7 +20,7 @@ import pandas as pd
 from unet_jax import layout
 from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import PRIMARY, Comparison
+from unet_jax.report.compare import FULL, PRIMARY, Comparison
 from unet_jax.report.load import Study, family
 
 
@@ -346,3 +346,59 @@ def status_line(study: Study) -> str:
         f'{counts.get("done", 0)} of {len(runs)} runs finished, {counts.get("failed", 0)} failed, '
         f'{counts.get("pending", 0)} pending ({len(study.runs)} named points, aliases included).'
     )
+
+
+# ----------------------------------------------------------------------------- in plain words
+
+
+def readable(study: Study, name: str) -> str:
+    """A configuration as a person reads it: 'the first 6 blocks (shallow->deep)', 'the last 3
+    units (deep->shallow, level order)', or the family's label."""
+    rows = study.runs[study.runs['configuration'] == name]
+    if not len(rows):
+        return name
+    row = rows.iloc[0]
+    k, order, granularity = row.get('k'), row.get('order'), row.get('granularity')
+    direction = {'shallow_to_deep': 'first', 'deep_to_shallow': 'last'}.get(row['family'])
+    if direction and isinstance(k, (int, float, np.integer)) and k == k and k > 0:
+        unit = granularity if granularity in ('block', 'unit') else 'block'
+        where = '' if order in ('', 'forward') or not isinstance(order, str) else f', {order} order'
+        plural = 's' if int(k) != 1 else ''
+        return f'the {direction} {int(k)} {unit}{plural} ({label(row["family"])}{where})'
+    return label(row['family']) if name == row['family'] else name
+
+
+def recommendations(study: Study, analysis: Analysis) -> list[str]:
+    """Per cell, what to tune, chosen on validation: the cheapest configuration within 1 Dice
+    point of full fine-tuning (else the best on validation), with its test Dice, its test
+    difference from full and its share of full's trained parameters and training FLOPs."""
+    out = []
+    for answer in analysis.answers:
+        where = cell_name(answer.target, answer.num_train)
+        if answer.cheapest is not None and answer.cheapest != FULL:
+            c, d = answer.cheapest_cost, answer.cheapest_vs_full
+            versus = (
+                f'{d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}] against full fine-tuning'
+                if d is not None and d.defined
+                else 'not tested against full fine-tuning'
+            )
+            out.append(
+                f'{where}: tune {readable(study, answer.cheapest)}, the cheapest configuration '
+                f'within 1 Dice point of full fine-tuning on validation: test Dice '
+                f'{c["dice"]:.3f}, {versus} on test, with {c["trained_fraction"]:.0%} of the '
+                f'trained parameters and {c["train_flops"]:.0%} of the training FLOPs.'
+            )
+        elif answer.best is not None:
+            test = answer.best_test
+            score = (
+                f'test Dice {test.estimate:.3f} [{test.low:.3f}, {test.high:.3f}]'
+                if test is not None and test.defined
+                else 'test Dice not tested'
+            )
+            cheaper = '; no cheaper configuration came within 1 Dice point of it on validation'
+            out.append(
+                f'{where}: use {readable(study, answer.best)}, the best on validation ({score})'
+                + (cheaper if answer.best == FULL else '')
+                + '.'
+            )
+    return out

@@ -160,15 +160,16 @@ def _references(study: Study, cell: pd.DataFrame) -> pd.DataFrame:
     return cell[cell['family'].isin(names) & (cell['configuration'] == cell['family'])]
 
 
-def _auto_points(ax, cell: pd.DataFrame) -> int:
-    """The automatic picks as stars (k) and diamonds (soft) at the units they trained."""
+def _auto_points(ax, cell: pd.DataFrame, x: str = 'num_units') -> int:
+    """The automatic picks as stars (k) and diamonds (soft) at the units they trained (or at
+    their k, x='k'; soft picks have no k and are left out then)."""
     rows = cell[cell['family'] == families.AUTO]
     for criterion, found in rows.groupby(rows['configuration'].str.split('-').str[1]):
         for soft, marker in ((False, '*'), (True, 'D')):
             part = found[(found['k'] == 0) == soft]
-            if len(part):
+            if len(part) and not (soft and x == 'k'):
                 ax.plot(
-                    part['num_units'], part['dice_mean'], linestyle='none', marker=marker,
+                    part[x], part['dice_mean'], linestyle='none', marker=marker,
                     markersize=8 if marker == '*' else 5, color=AUTO_COLORS.get(criterion, 'k'),
                     label=f'auto: {criterion}' + (' (soft)' if soft else ' (k)'),
                 )  # fmt: skip
@@ -197,24 +198,36 @@ def _hidden_note(hidden: Sequence[str]) -> str:
 def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | None:
     path = os.path.join(folder, 'dice_vs_units.png')
 
+    by_block = set(study.plan.get('granularities') or ()) == {'block'}
+    x = 'k' if by_block else 'num_units'  # a study by block is read in blocks
+
     def draw(ax, target, num_train):
         cell = _cell(analysis.summary, target, num_train)
-        points = 0
+        points, ks = 0, set()
         for label, style, rows in _direction_lines(study, cell):
-            rows = rows.sort_values('num_units')
-            ax.plot(rows['num_units'], rows['dice_mean'], label=label, **style)
-            ax.fill_between(
-                rows['num_units'], rows['dice_ci_low'], rows['dice_ci_high'],
-                color=style['color'], alpha=0.1, linewidth=0,
-            )  # fmt: skip
+            rows = rows.sort_values(x)
+            ax.plot(rows[x], rows['dice_mean'], label=label, **style)
+            if len(rows) == 1:  # one k: its CI as an error bar (a band needs two points)
+                mean, low, high = (rows[c].to_numpy() for c in ('dice_mean', 'dice_ci_low', 'dice_ci_high'))  # fmt: skip
+                ax.errorbar(rows[x], mean, yerr=[mean - low, high - mean], color=style['color'],
+                            capsize=4, linestyle='none')  # fmt: skip
+            else:
+                ax.fill_between(
+                    rows[x], rows['dice_ci_low'], rows['dice_ci_high'],
+                    color=style['color'], alpha=0.1, linewidth=0,
+                )  # fmt: skip
             points += len(rows)
+            ks |= {int(k) for k in rows[x]}
+        if by_block and ks:
+            ax.set_xticks(range(min(ks), max(ks) + 1))
+            ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
         for _, ref in _references(study, cell).iterrows():
             ax.axhline(
                 ref['dice_mean'], color=family_color(ref['family']), linestyle=(0, (1, 2)),
                 linewidth=1.2, label=f'{family(ref["family"]).label} (reference)',
             )  # fmt: skip
-        points += _auto_points(ax, cell)
-        ax.set_xlabel('number of trained units')
+        points += _auto_points(ax, cell, x)
+        ax.set_xlabel('k: number of tuned blocks' if by_block else 'number of trained units')
         ax.set_ylabel('test Dice (lesion images)')
         return points
 
@@ -222,11 +235,15 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
         study,
         draw,
         path,
-        'Test Dice against the number of trained units, each direction in each depth order '
-        '(line style) and granularity (marker); bands: 95% hierarchical-bootstrap CI. The '
-        'reference configurations have one value per panel and are drawn as dotted horizontal '
-        'lines; automatic picks (auto family) as stars (k) and diamonds (soft) at the number '
-        'of units they trained.',
+        ('Test Dice against k, the number of blocks tuned (the first k from shallow to deep, '
+         'or the last k from deep to shallow), each direction a line with a point per k; '
+         'automatic picks (auto family) as stars at their k'
+         if by_block else
+         'Test Dice against the number of trained units, each direction in each depth order '
+         '(line style) and granularity (marker); automatic picks (auto family) as stars (k) '
+         'and diamonds (soft) at the number of units they trained')
+        + '; bands: 95% CI of the design\'s test. The reference configurations have one value '
+        'per panel and are drawn as dotted horizontal lines.',
     )
 
 

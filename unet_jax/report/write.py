@@ -69,7 +69,22 @@ def methods(settings: stats.Settings) -> list[str]:
 
 
 CALIBRATION_SIMULATIONS = 4000
+CURVE_FIGURE = 'dice_vs_units.png'  # Dice against k: shown in the first screen
 ANSWER_FILE = 'answer.txt'  # the primary endpoint's sentence: what a study prints at its end
+
+
+def components_line(result: analysis.Analysis) -> str:
+    """The first primary gap's variance components and df, in one line for the first screen."""
+    tested = [c for c in result.comparisons.primary if c.test is not None and c.test.defined]
+    if not tested or not tested[0].test.components:
+        return ''
+    c, t = tested[0], tested[0].test
+    return (
+        f'What the primary test on {c.target} rests on: {t.base} (replicates'
+        f'{" x folds" if t.num_folds > 1 else ""} x test images), '
+        f'variance components (SD of the per-image gap) {t.component_sds()}; '
+        f'{t.df:.1f} degrees of freedom.'
+    )
 
 
 def calibration_note(result: analysis.Analysis) -> str:
@@ -112,7 +127,11 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
     _write_csvs(study, result, folder)
     made = _figures(study, result, folder)
     primary_figure = figures.primary_endpoint(study, result, folder)
+    curve = next((f for f in made if f is not None and f.file == CURVE_FIGURE), None)
     data = dict(
+        recommendations=conclusions.recommendations(study, result),
+        components=components_line(result),
+        curve_figure=curve,
         status=conclusions.status_line(study),
         problems=_problems(study),
         primary=conclusions.primary_sentence(result),
@@ -131,7 +150,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
         + auto.findings(study, result, auto.auto_rows(result))
         + budget.findings(result),
         methods=[*methods(result.settings), *filter(None, [calibration_note(result)])],
-        figures=[f for f in made if f is not None],
+        figures=[f for f in made if f is not None and f is not curve],
         figure_notes=_figure_notes(study, made),
         tables=[
             *tables.dice_tables(study, result),
