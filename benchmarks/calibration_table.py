@@ -34,22 +34,27 @@ def main() -> None:
     parser.add_argument('--bootstrap_simulations', type=int, default=2_000)
     parser.add_argument('--effect', type=float, default=0.03)
     args = parser.parse_args()
-    print('| design | method | simulations | FPR at 0.05 | FPR at 0.002 | 95% CI coverage | power |')
+    print('| design | method | simulations | FPR at 0.05 | FPR at 0.002 | 95% CI coverage | power |'
+          )  # fmt: skip
     print('|---|---|---|---|---|---|---|')
     start = time.time()
     for design in (*calibration.DESIGNS, *calibration.FOLD_DESIGNS, calibration.HARD):
-        methods = [('design t (report)', calibration.design_t, args.simulations)]
-        if design.folds > 1:
-            methods.append(('folds as blocks (before)', calibration.folds_as_blocks_t, args.simulations))
-        else:
-            methods.append(('percentile bootstrap (older)', calibration.percentile_bootstrap(), args.bootstrap_simulations))  # fmt: skip
+        before = (
+            ('folds as blocks (before)', calibration.folds_as_blocks_t, args.simulations)
+            if design.folds > 1
+            else ('percentile bootstrap (older)', calibration.percentile_bootstrap(),
+                  args.bootstrap_simulations)
+        )  # fmt: skip
+        methods = [('design t (report)', calibration.design_t, args.simulations), before]
         for name, method, simulations in methods:
             r = calibration.error_rates(
                 design, method, name=name, simulations=simulations, effect=args.effect, seed=11
             )
             print(_row(design.name, name, r), flush=True)
     for a, b in calibration.INTERACTION_DESIGNS:
-        for paired, name in ((True, 'paired by pre-training (report)'), (False, 'Welch, independent (before)')):  # fmt: skip
+        for paired, name in (
+            (True, 'paired by pre-training (report)'), (False, 'Welch, independent (before)')
+        ):  # fmt: skip
             r = calibration.interaction_error_rates(
                 a, b, simulations=args.simulations, effect=args.effect, seed=5, paired=paired
             )

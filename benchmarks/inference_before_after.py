@@ -38,9 +38,7 @@ def replaced_test(x, *, folds=None, margin=stats.DEFAULT_MARGIN, replicates=(), 
 def before():
     saved = stats.design_test, stats.difference_of_gaps
     stats.design_test = replaced_test
-    stats.difference_of_gaps = lambda a, b, margin=None, labels=(): stats.unpaired_difference(
-        a, b, margin=margin
-    )
+    stats.difference_of_gaps = stats.unpaired_difference
     try:
         yield
     finally:
@@ -71,7 +69,8 @@ def main() -> None:
     with before():
         old = analysis.analyse(study, stats.Settings(margin)).comparisons
     old_by = {_key(c): c for c in old}
-    print('| role | comparison | before (folds as blocks, Welch) | after (design, paired) | verdict changed |')
+    print('| role | comparison | before (folds as blocks, Welch) | after (design, paired) | '
+          'verdict changed |')  # fmt: skip
     print('|---|---|---|---|---|')
     changed = 0
     for c in after:
@@ -83,7 +82,8 @@ def main() -> None:
         ) + (f' {c.scope}' if c.scope else '')
         moved = o is not None and o.verdict != c.verdict
         changed += moved
-        print(f'| {c.role} | {what} | {_cell(o) if o else "-"} | {_cell(c)} | {"yes" if moved else ""} |')
+        before_cell = _cell(o) if o else '-'
+        print(f'| {c.role} | {what} | {before_cell} | {_cell(c)} | {"yes" if moved else ""} |')
     print(f'\n{changed} verdicts changed.')
 
 

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests import tiny
 from tests.test_study import FakeTrainer, tiny_study_config
 from unet_jax import console as console_lib
 from unet_jax import layout, outputs, study, summaries
@@ -204,11 +205,7 @@ def test_summary_images_are_the_first_lesion_images():
 TINY_STUDY_ARGS = [
     '--config=configs/layerwise.py:quick,seeds=2,sizes=8,ks=1+2,'
     'families=shallow_to_deep+deep_to_shallow',
-    '--config.model.depth=2',
-    '--config.model.base_width=4',
-    '--config.data.image_size=32',
-    '--config.data.num_examples=40',
-    '--config.study.pretrain.data.num_examples=40',
+    *tiny.TINY_STUDY_FLAGS,
     '--config.study.pretrain.num_train_steps=4',
     '--config.study.pretrain.eval_every_steps=2',
     '--config.study.pretrain.log_every_steps=2',

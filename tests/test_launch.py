@@ -14,16 +14,14 @@ import time
 
 import pytest
 
+from tests import tiny
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A study that trains in seconds: depth-2 U-Net, 32x32, 3 steps, one target, size and seed.
 TINY = [
     '--config=configs/layerwise.py:quick,seeds=1,targets=us,sizes=8,'
     'families=scratch+pretrained+contracting+expanding',
-    '--config.model.depth=2',
-    '--config.model.base_width=4',
-    '--config.data.image_size=32',
-    '--config.data.num_examples=40',
-    '--config.study.pretrain.data.num_examples=40',
+    *tiny.TINY_STUDY_FLAGS,
     '--config.batch_size=4',
     '--config.study.pretrain.batch_size=4',
     '--config.num_train_steps=3',

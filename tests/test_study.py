@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import layerwise
+from tests import tiny
 from unet_jax import families, io_utils, layout, study
 from unet_jax.sweep import enumerate_sweep, registry_for
 
@@ -432,7 +433,8 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
     config.study.scratch_steps_factor = 2.0
     workdir = str(tmp_path / 'study')
     outcome = study.main(config, workdir)
-    assert outcome['failed'] == [] and len(outcome['done']) == 10  # pretrained: one per pre-training
+    # pretrained: one run per pre-training
+    assert outcome['failed'] == [] and len(outcome['done']) == 10
     change = json.loads(
         (tmp_path / 'study/points/us/n8/s1/full/representation_change.json').read_text()
     )
@@ -496,11 +498,7 @@ def test_auto_criteria_are_checked():
 KILL_ARGS = [
     '--config=configs/layerwise.py:quick,seeds=2,targets=us,sizes=8,'
     'families=scratch+pretrained+contracting',
-    '--config.model.depth=2',
-    '--config.model.base_width=4',
-    '--config.data.image_size=32',
-    '--config.data.num_examples=40',
-    '--config.study.pretrain.data.num_examples=40',
+    *tiny.TINY_STUDY_FLAGS,
     '--config.study.pretrain.num_train_steps=4',
     '--config.num_train_steps=16',
     '--config.warmup_steps=1',

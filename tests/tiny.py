@@ -7,6 +7,16 @@ import numpy as np
 from unet_jax import config_lib
 from unet_jax.data import pipeline
 
+# A study run as a command at tiny size: tiny_config's U-Net and image size, and 40 generated
+# images for the pre-training and for each target.
+TINY_STUDY_FLAGS = (
+    '--config.model.depth=2',
+    '--config.model.base_width=4',
+    '--config.data.image_size=32',
+    '--config.data.num_examples=40',
+    '--config.study.pretrain.data.num_examples=40',
+)
+
 
 def tiny_config(**overrides):
     """A depth-2, base-4 U-Net at 32x32 that trains a step in milliseconds on CPU."""

@@ -125,7 +125,8 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
                 "The k (or soft) of each criterion and the sweep's configurations (the best, and "
                 'the best at no more training FLOPs than the pick with its probe) are chosen on '
                 'validation Dice, then compared on test, paired by pre-training, fold and image '
-                '(the design\'s t-test, not adjusted: these lines are descriptive, outside the Holm family). '
+                '(the design\'s t-test, not adjusted: these lines are descriptive, outside the '
+                'Holm family). '
                 + '; '.join(details)
                 + '.',
             )

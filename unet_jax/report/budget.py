@@ -55,7 +55,8 @@ def findings(analysis: Analysis) -> list:
                 f'{own.estimate:.3f} {ci_text(own.low, own.high)}'
             )
             details = (
-                f'n = {own.base} (replicates x test images); its CI is the design\'s test of the mean'
+                f'n = {own.base} (replicates x test images); its CI is the design\'s test of '
+                'the mean'
             )
             if versus is not None and versus.defined:
                 claim += f', {versus.estimate:+.3f} vs full {ci_text(versus.low, versus.high)}'

@@ -278,7 +278,7 @@ def interaction_error_rates(
             total = var_a + var_b
             df = total**2 / (var_a**2 / df_a + var_b**2 / df_b)
             return stats.t_p_and_interval(mean_b - mean_a, np.sqrt(total), df)
-        tables = [variance.anova(variance.balanced(d, folds), nested=True) for d, folds in sides]
+        tables = [variance.nested_anova(d, folds) for d, folds in sides]
         rows = [d.mean(axis=-1) for d, _ in sides]
         moments = variance.paired_difference(*tables, rows[0] - rows[1])
         estimate = sides[0][0].mean(axis=(-2, -1)) - sides[1][0].mean(axis=(-2, -1))
@@ -312,10 +312,11 @@ def describe(design: Design) -> str:
     """'busi: 3 x 5 folds x 130 images; SD pre-training 0.010, fold 0, run 0.040, image 0.100,
     residual 0.190; skewness 0.50'."""
     folds = f' x {design.folds} folds' if design.folds > 1 else ''
-    sds = [('pre-training', design.sd_pretraining), ('fold', design.sd_fold), ('run', design.sd_run),
-           ('image', design.sd_image), ('residual', design.sd_residual)]  # fmt: skip
+    images = [('image', design.sd_image), ('residual', design.sd_residual)]
+    sds = [('pre-training', design.sd_pretraining), ('fold', design.sd_fold),
+           ('run', design.sd_run), *images]  # fmt: skip
     if design.folds == 1:  # one fold: the run is the replicate's effect
-        sds = [('replicate', design.sd_run), ('image', design.sd_image), ('residual', design.sd_residual)]
+        sds = [('replicate', design.sd_run), *images]
     text = ', '.join(f'{n} {v:.3g}' for n, v in sds)
     return (
         f'{design.name}: {design.replicates}{folds} x {design.images} images; SD {text}; '

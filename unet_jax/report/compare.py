@@ -205,13 +205,19 @@ class Labelled:
     values: list[np.ndarray]
     replicate: str = 'seed'
 
+    def restrict(self, array: np.ndarray, replicates: np.ndarray, images: np.ndarray):
+        """An array shaped as `values` on some of the replicates and images (sorted ids)."""
+        rows = np.searchsorted(self.replicates, replicates)
+        return array[rows][..., np.searchsorted(self.images, images)]
+
     def subset(self, replicates: np.ndarray, images: np.ndarray) -> Labelled:
         """The same arrays on some of the replicates and images (sorted ids)."""
-        rows, columns = np.searchsorted(self.replicates, replicates), np.searchsorted(self.images, images)
-        take = lambda v: v[rows][..., columns]
-        folds = self.folds if self.crossed else self.folds[columns]
-        values = [take(v) for v in self.values]
-        return dataclasses.replace(self, replicates=replicates, images=images, folds=folds, values=values)
+        columns = np.searchsorted(self.images, images)
+        return dataclasses.replace(
+            self, replicates=replicates, images=images,
+            folds=self.folds if self.crossed else self.folds[columns],
+            values=[self.restrict(v, replicates, images) for v in self.values],
+        )  # fmt: skip
 
     def test(self, d: np.ndarray, margin: float) -> stats.Test:
         """The design's test of the mean of d (an array shaped as `values`)."""

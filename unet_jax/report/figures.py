@@ -208,7 +208,8 @@ def dice_vs_units(study: Study, analysis: Analysis, folder: str) -> Figure | Non
             rows = rows.sort_values(x)
             ax.plot(rows[x], rows['dice_mean'], label=label, **style)
             if len(rows) == 1:  # one k: its CI as an error bar (a band needs two points)
-                mean, low, high = (rows[c].to_numpy() for c in ('dice_mean', 'dice_ci_low', 'dice_ci_high'))  # fmt: skip
+                columns = ('dice_mean', 'dice_ci_low', 'dice_ci_high')
+                mean, low, high = (rows[c].to_numpy() for c in columns)
                 ax.errorbar(rows[x], mean, yerr=[mean - low, high - mean], color=style['color'],
                             capsize=4, linestyle='none')  # fmt: skip
             else:

@@ -20,8 +20,8 @@ tests/test_calibration.py, is part of the power shown).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Sequence
+import dataclasses
 
 import numpy as np
 
@@ -87,7 +87,8 @@ def design_of_study(workdir: str) -> tuple[calibration.Design, int]:
             f'{workdir}: no tested primary comparison on its own test folds to take variance '
             'components from; give them with --sd_run, --sd_image, ... instead.'
         )
-    return calibration.design_of(tested[0], f'{workdir} (first primary comparison)'), tested[0].num_images
+    name = f'{workdir} (first primary comparison)'
+    return calibration.design_of(tested[0], name), tested[0].num_images
 
 
 def markdown(design: calibration.Design, rows: Sequence[Row], effects: Sequence[float],
@@ -143,10 +144,13 @@ def main(argv: list[str] | None = None) -> None:
             sd_pretraining=args.sd_pretraining, sd_fold=args.sd_fold,
         )  # fmt: skip
     effects = _numbers(args.effects)
-    arrangements = [(p, f) for p in _numbers(args.pretrainings, int) for f in _numbers(args.folds, int)]
+    folds = _numbers(args.folds, int)
+    arrangements = [(p, f) for p in _numbers(args.pretrainings, int) for f in folds]
     if any(p < 2 or f < 1 for p, f in arrangements):
         raise SystemExit('--pretrainings must be at least 2 and --folds at least 1.')
-    rows = power_table(design, arrangements, effects, simulations=args.simulations, total_images=total)
+    rows = power_table(
+        design, arrangements, effects, simulations=args.simulations, total_images=total
+    )
     print(markdown(design, rows, effects, args.simulations))
     if total:
         print(f'\nTest images: {total} in all, split over the folds.')

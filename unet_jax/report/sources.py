@@ -223,8 +223,7 @@ def _aligned(found: list[_Gaps]) -> tuple[np.ndarray, np.ndarray, list[int]] | N
 
 
 def _take(g: _Gaps, replicates: np.ndarray, images: np.ndarray, ks: list[int]) -> np.ndarray:
-    rows, columns = np.searchsorted(g.found.replicates, replicates), np.searchsorted(g.found.images, images)  # fmt: skip
-    return sum(g.by_k[k][rows][..., columns] for k in ks) / len(ks)
+    return sum(g.found.restrict(g.by_k[k], replicates, images) for k in ks) / len(ks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,11 +258,10 @@ def compare_studies(
             for label, chosen in k_sets(ks):
                 cell = Cell(target, num_train, order, granularity, label)
                 matrices = [_take(f, replicates, images, chosen) for f in found]
-                test = lambda m: design.test(m, settings.margin)
-                gaps[cell] = [test(m) for m in matrices]
+                gaps[cell] = [design.test(m, settings.margin) for m in matrices]
                 for i in range(len(names)):
                     for j in range(i + 1, len(names)):
-                        change = test(matrices[j] - matrices[i])
+                        change = design.test(matrices[j] - matrices[i], settings.margin)
                         changes.append(
                             Change(cell, names[i], names[j], gaps[cell][i], gaps[cell][j], change)
                         )

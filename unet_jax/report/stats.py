@@ -58,6 +58,7 @@ from scipy import stats as scipy_stats
 from unet_jax.report import DEFAULT_MARGIN, variance
 
 ALPHA = 0.05
+SIDES = ('first', 'second')  # the two sides of a difference of gaps, unless named
 POWER = 0.8
 
 
@@ -164,7 +165,7 @@ def design_test(
         raise ValueError(f'design_test: expected replicates x images (x folds), got {x.shape}.')
     if x.ndim == 2:
         labels = _fold_labels(x, folds)
-        table, estimate = variance.anova(variance.balanced(x, labels), nested=True), x.mean()
+        table, estimate = variance.nested_anova(x, labels), x.mean()
         num_folds, layout, rows = np.unique(labels).size, 'nested', x.mean(axis=-1)
     else:
         table, estimate = variance.anova(x, nested=False), x.mean()
@@ -190,7 +191,7 @@ def design_moments(x: np.ndarray, folds: Sequence):
     """(mean, variance of the mean, Satterthwaite df) of x[..., replicate, image] with images
     nested in `folds`, batched over leading axes (for the calibration simulations)."""
     x = np.asarray(x, np.float64)
-    moments = variance.mean_moments(variance.anova(variance.balanced(x, _fold_labels(x, folds)), True))
+    moments = variance.mean_moments(variance.nested_anova(x, _fold_labels(x, folds)))
     return x.mean(axis=(-2, -1)), moments.variance, moments.df
 
 
@@ -201,20 +202,27 @@ def _fold_labels(x: np.ndarray, folds: Sequence | None) -> np.ndarray:
     return labels
 
 
-COMPONENT_ORDER = ('pre-training', 'seed', 'fold', 'run', 'image', 'pre-training x', 'fold x', 'residual')
+# How the report lists components: by the first of these each name starts with.
+COMPONENT_ORDER = (
+    'pre-training', 'seed', 'fold', 'run', 'image', 'pre-training x', 'fold x', 'residual'
+)
 
 
-def _test(estimate, moments: variance.Moments, num_replicates, num_images, margin, **fields) -> Test:
+def _component_rank(name: str) -> int:
+    return next((k for k, w in enumerate(COMPONENT_ORDER) if name.startswith(w)), 99)
+
+
+def _test(estimate, moments: variance.Moments, num_replicates, num_images, margin, **fields):
     v, df = float(moments.variance), float(moments.df)
     se = math.sqrt(v) if np.isfinite(v) and v > 0 else math.nan
     found = moments.components
-    order = sorted(found, key=lambda n: next((k for k, w in enumerate(COMPONENT_ORDER) if n.startswith(w)), 99))
-    components = tuple((name, float(found[name])) for name in order)
-    return Test(estimate, se, df, num_replicates, num_images, margin, components=components, **fields)
+    components = tuple((n, float(found[n])) for n in sorted(found, key=_component_rank))
+    return Test(estimate, se, df, num_replicates, num_images, margin, components=components,
+                **fields)  # fmt: skip
 
 
 def difference_of_gaps(
-    a: Test, b: Test, *, margin: float | None = None, labels: tuple[str, str] = ('first', 'second')
+    a: Test, b: Test, *, margin: float | None = None, labels: tuple[str, str] = SIDES
 ) -> Test:
     """a - b for two tests on different test sets: paired by replicate where both rest on the
     same replicates (pre-trainings shared by two targets), else independent (Welch).
@@ -225,7 +233,7 @@ def difference_of_gaps(
         and a.replicates == b.replicates
     )  # fmt: skip
     if not shared:
-        return unpaired_difference(a, b, margin=margin)
+        return unpaired_difference(a, b, margin=margin, labels=labels)
     moments = variance.paired_difference(a.anova, b.anova, a.row_means - b.row_means, labels)
     return _test(
         a.estimate - b.estimate, moments, a.num_replicates, a.num_images + b.num_images, margin,
@@ -249,12 +257,15 @@ def t_p_and_interval(estimate, se, df):
     return p, estimate - half, estimate + half
 
 
-def unpaired_difference(a: Test, b: Test, *, margin: float | None = None) -> Test:
-    """a - b for two tests on independent test sets (Welch-Satterthwaite df)."""
+def unpaired_difference(
+    a: Test, b: Test, *, margin: float | None = None, labels: tuple[str, str] = SIDES
+) -> Test:
+    """a - b for two tests on independent test sets (Welch-Satterthwaite df); labels: the
+    two sides' names in the components."""
     total = a.se**2 + b.se**2
     df = _satterthwaite(total, [(a.se**2, a.df), (b.se**2, b.df)])
-    components = tuple((f'{n} (first)', v) for n, v in a.components) + tuple(
-        (f'{n} (second)', v) for n, v in b.components
+    components = tuple(
+        (f'{n} ({label})', v) for label, t in zip(labels, (a, b)) for n, v in t.components
     )
     return Test(
         a.estimate - b.estimate, math.sqrt(total), df, 0, a.num_images + b.num_images,

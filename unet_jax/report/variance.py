@@ -40,17 +40,17 @@ import itertools
 
 import numpy as np
 
-R, F, I = 'r', 'f', 'i'  # the axes of d[r, f, i]
+R, F, IMAGE = 'r', 'f', 'i'  # the axes of d[r, f, i]
 NAMES = {
     frozenset(R): 'pre-training',
     frozenset(F): 'fold',
-    frozenset(I): 'image',
+    frozenset(IMAGE): 'image',
     frozenset(R + F): 'run',
-    frozenset(R + I): 'pre-training x image',
-    frozenset(F + I): 'fold x image',
-    frozenset(R + F + I): 'residual',
+    frozenset(R + IMAGE): 'pre-training x image',
+    frozenset(F + IMAGE): 'fold x image',
+    frozenset(R + F + IMAGE): 'residual',
 }
-NESTED_NAMES = {frozenset(F + I): 'image', frozenset(R + F + I): 'residual'}
+NESTED_NAMES = {frozenset(F + IMAGE): 'image', frozenset(R + F + IMAGE): 'residual'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,6 @@ class Anova:
     inverse: K^-1 of the expected-mean-squares matrix (s2 = inverse @ ms)."""
 
     nested: bool
-    shape: tuple[int, int, int]
     components: tuple[frozenset, ...]
     ms: np.ndarray  # [..., component]
     df: np.ndarray  # [component]
@@ -80,24 +79,24 @@ class Anova:
 
 def _valid(component: frozenset, nested: bool) -> bool:
     """Nested: an image component always names its fold (i within f)."""
-    return not nested or I not in component or F in component
+    return not nested or IMAGE not in component or F in component
 
 
 def anova(d: np.ndarray, nested: bool) -> Anova:
     """Mean squares of every random component of d[..., r, f, i] (balanced, no nan)."""
     d = np.asarray(d, np.float64)
     shape = d.shape[-3:]
-    axes = {R: -3, F: -2, I: -1}
-    sizes = dict(zip((R, F, I), shape))
+    axes = {R: -3, F: -2, IMAGE: -1}
+    sizes = dict(zip((R, F, IMAGE), shape))
     subsets = [
         frozenset(c)
         for n in range(4)
-        for c in itertools.combinations((R, F, I), n)
+        for c in itertools.combinations((R, F, IMAGE), n)
         if _valid(frozenset(c), nested)
     ]
     effects, dfs = {}, {}
     for c in subsets:  # by increasing size: every proper subset comes first
-        mean = d.mean(axis=tuple(axes[a] for a in (R, F, I) if a not in c), keepdims=True)
+        mean = d.mean(axis=tuple(axes[a] for a in (R, F, IMAGE) if a not in c), keepdims=True)
         below = [b for b in effects if b < c]
         effects[c] = mean - sum((effects[b] for b in below), np.zeros_like(mean))
         cells = int(np.prod([sizes[a] for a in c])) if c else 1
@@ -118,7 +117,7 @@ def anova(d: np.ndarray, nested: bool) -> Anova:
     ).reshape(len(components), len(components))
     inverse = np.linalg.inv(ems) if components else ems
     df = np.array([dfs[c] for c in components], np.float64)
-    return Anova(nested, tuple(shape), tuple(components), ms, df, levels, inverse)
+    return Anova(nested, tuple(components), ms, df, levels, inverse)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +149,9 @@ def mean_moments(table: Anova) -> Moments:
     weights = (raw > 0) / table.levels  # truncated components weigh nothing
     weights[..., 0] = 1.0 / table.levels[0]  # the residual (largest component) always counts
     out = _satterthwaite(weights @ table.inverse, table.ms, table.df)
-    components = {table.name(c): np.maximum(raw[..., k], 0.0) for k, c in enumerate(table.components)}
+    components = {
+        table.name(c): np.maximum(raw[..., k], 0.0) for k, c in enumerate(table.components)
+    }
     return Moments(out.variance, out.df, components)
 
 
@@ -168,7 +169,9 @@ def paired_difference(
     sides = [_side(table) for table in (a, b)]
     if num_r > 1:
         spread = row_difference.var(axis=-1, ddof=1)
-        noise = sum((raw * in_rows * num_r / t.levels).sum(axis=-1) for t, raw, _, _, in_rows in sides)
+        noise = sum(
+            (raw * in_rows * num_r / t.levels).sum(axis=-1) for t, raw, _, _, in_rows in sides
+        )
         keep_rows = spread - noise > 0
         s2_rows = np.where(keep_rows, spread - noise, 0.0)
     else:  # one pre-training: the answer is about it (no pre-training term)
@@ -207,3 +210,8 @@ def balanced(d: np.ndarray, folds: np.ndarray) -> np.ndarray:
     smallest = min(int(np.sum(labels == f)) for f in unique)
     columns = [np.flatnonzero(labels == f)[:smallest] for f in unique]
     return np.stack([d[..., c] for c in columns], axis=-2)
+
+
+def nested_anova(d: np.ndarray, folds: np.ndarray) -> Anova:
+    """The ANOVA of d[..., r, image] with images nested in `folds` (each image's fold)."""
+    return anova(balanced(d, folds), nested=True)
