@@ -31,6 +31,16 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              k = 4 is the contracting path), every family but scratch (and
                              auto, matched), batch 4, early stopping on validation Dice with a
                              constant learning rate (floor 120, cap 300 steps)
+  real_v2                    the confirmatory real-data study (docs/results/real_v2.md): real's
+                             model, data and stopping rule with 5 pre-trainings whose seeds no
+                             earlier study used (first_seed=10: seeds 10..14, seed s from
+                             pre-training s), each trained to a plateau of its ECSSD validation
+                             Dice (cap 3000 steps); REAL_V2_OUTER_FOLDS outer folds; k = 1, 2,
+                             4, 7 blocks of both directions plus full and pretrained at 20
+                             training images; 100 images on BUSI only, at k = 4 of both
+                             directions and full (study.size_subsets); a 600-step cap; a
+                             primary endpoint with the size change (study.primary.larger) and a
+                             power plan (study.power) recorded with the registration
   medium                     the earlier real-data scale (superseded by real): depth-4, base-8
                              U-Net at 64x64, 3 seeds, every training image, fixed 150 steps
   source=natural|natural_speckle|natural_imaging|ultrasound
@@ -65,7 +75,9 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              report), never trained or selected on; e.g. external=folder:b@busi
                              --config.study.external.b.data.folder.images=DIR ...
   sizes=10+all               training-set sizes ('all' = every training image)
-  seeds=3                    number of seeds (0..seeds-1)
+  seeds=3                    number of seeds (first_seed..first_seed+seeds-1)
+  first_seed=10              the first seed; pre-training i has seed first_seed + i
+  folds=5                    outer folds (every image tested once; 0: one test split)
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
   granularities=block+unit   what k counts (quick: block)
   ks=1+3+5                   the k of shallow_to_deep / deep_to_shallow (default: every k)
@@ -92,8 +104,11 @@ near-duplicate grouping of BUSI, the same stopping rule for every family.
 
 The report's inference is declared here too, before the study runs: `study.primary` (the
 primary endpoint, tested first and alone at 0.05; default: the shallow-vs-deep gap on each
-ultrasound target and its difference from the X-ray target's gap, at the first size) and
-`study.margin` (the TOST equivalence margin, 0.02 Dice). The first start registers them, with
+ultrasound target and its difference from the X-ray target's gap, at the first size; with
+`study.primary.larger`, then each gap's change from that size to the larger one),
+`study.margin` (the TOST equivalence margin, 0.02 Dice) and `study.power` (a power plan: the
+first primary test simulated for the study's pre-trainings x folds with given variance
+components; `python -m unet_jax.report.power` tabulates other arrangements). The first start registers them, with
 the sweep, in WORKDIR/registration.json; a later start that changes them is refused unless
 --config.study.amend_registration=True, which appends the amendment (its time, the runs
 finished by then) and the report says so in its first screen.
@@ -121,12 +136,14 @@ Examples:
 
 import ml_collections
 
-from unet_jax import auto_spec, config_lib, families
+from unet_jax import auto_spec, config_lib, families, modalities
 
 WHERE = 'configs/layerwise.py'
 ARGUMENTS = {
     **config_lib.DEFAULT_ARGUMENTS,
     'real': 'the real-data study for 2 CPU cores (BUSI + JSRT, 128x128, 5 folds, 3 pre-trainings)',
+    'real_v2': 'the confirmatory real-data study (k = 1, 2, 4, 7 both ways, 2 sizes, 5 new '
+    'pre-trainings to a plateau, registered power)',
     'medium': 'the earlier real-data scale (depth 4, base 8, 64x64, 3 seeds; superseded by real)',
     'pretrain_data': f'pre-train on a real set, one of {list(config_lib.REAL_SOURCES)}',
     'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
@@ -135,7 +152,9 @@ ARGUMENTS = {
     'data_root': "DIR holding the real sets' release folders (their manual_dir)",
     'external': "'+'-separated SET@TARGET: external test sets scored by TARGET's runs",
     'sizes': "'+'-separated training-set sizes, 'all' = every training image",
-    'seeds': 'number of seeds (0..seeds-1; default 3)',
+    'seeds': 'number of seeds (first_seed.., default 3), each from its own pre-training',
+    'first_seed': 'the first seed (default 0; real_v2: 10, seeds no earlier study used)',
+    'folds': 'outer folds (every image tested once; real: 5, real_v2: REAL_V2_OUTER_FOLDS)',
     'orders': "'+'-separated depth orders: forward, level",
     'granularities': "'+'-separated: block, unit",
     'ks': "'+'-separated k of shallow_to_deep / deep_to_shallow (default: every k)",
@@ -172,13 +191,37 @@ SOURCES_FAMILIES = 'shallow_to_deep+deep_to_shallow'
 SOURCES_QUICK_KS = '1+2+4+6'
 # `real,sources=`: outer folds (every image tested once with fewer runs than real's 5).
 REAL_SOURCES_OUTER_FOLDS = 2
+# `real_v2`, the confirmatory study (docs/results/real_v2.md): five pre-trainings with seeds
+# no earlier study used (10..14; fine-tuning seed s from pre-training s), outer folds, k of
+# both directions, a larger training size for the size contrast (BUSI only, at k = 4 and full),
+# the fine-tuning cap (measured on a pilot fold: at most 10% of runs per target reach it) and
+# the pre-training's plateau rule. REAL_V2_POWER: the registered power plan (the variance
+# components of the exploratory `real` study's BUSI gap, measured on its re-run; report.power).
+REAL_V2_PRETRAININGS = 5
+REAL_V2_FIRST_SEED = 10
+REAL_V2_OUTER_FOLDS = 3
+REAL_V2_KS = '1+2+4+7'
+REAL_V2_SIZES = '20+100'
+REAL_V2_SIZE_K = 4
+REAL_V2_FAMILIES = 'pretrained+full+shallow_to_deep+deep_to_shallow'
+REAL_V2_STEP_CAP = 600
+REAL_V2_MIN_DICE = 0.05
+REAL_V2_PRETRAIN_CAP = 3000
+REAL_V2_POWER = dict(
+    effect=0.04, sd_pretraining=0.0, sd_fold=0.0087, sd_run=0.0403, sd_image=0.129,
+    sd_residual=0.164, skewness=0.27, total_images=647,
+    components_from='the exploratory real study re-run on 2026-12-06 (BUSI gap at k = 4)',
+)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
     args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
     quick = bool(args.get('quick', False))
     medium = bool(args.get('medium', False))
-    real = bool(args.get('real', False))
+    real_v2 = bool(args.get('real_v2', False))
+    if real_v2 and args.get('real'):
+        raise config_lib.ConfigError(f'{WHERE}: real and real_v2 are two studies: choose one.')
+    real = bool(args.get('real', False)) or real_v2  # real_v2 is real's scale, redesigned
     cpu_scale = quick or medium or real
     source_names = _sources(args)
     source = source_names[0] if source_names else str(args.get('source', 'natural'))
@@ -187,16 +230,22 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     targets = _split(args.get('targets', 'busi+jsrt' if real else 'us+xray'))
     data_root = str(args.get('data_root', ''))
     default_sizes = '16' if quick else 'all' if medium else '20' if real else '10+50+all'
-    sizes = _split(args.get('sizes', default_sizes))
-    num_seeds = _integer(args.get('seeds', 3), 'seeds')
+    sizes = _split(args.get('sizes', REAL_V2_SIZES if real_v2 else default_sizes))
+    num_seeds = _integer(args.get('seeds', REAL_V2_PRETRAININGS if real_v2 else 3), 'seeds')
+    first_seed = _integer(
+        args.get('first_seed', REAL_V2_FIRST_SEED if real_v2 else 0), 'first_seed'
+    )
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
     default_families = '+'.join(f for f in families.DEFAULTS if not (real and f == 'scratch'))
     if source_names:
         default_families = SOURCES_FAMILIES
+    if real_v2:
+        default_families = REAL_V2_FAMILIES
     family_names = list(families.expand(_split(args.get('families', default_families))))
     criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
     default_ks = '4' if real else SOURCES_QUICK_KS if quick and source_names else ''
+    default_ks = REAL_V2_KS if real_v2 else default_ks
     ks = [_integer(k, 'ks') for k in _split(args.get('ks', default_ks))]
     auto_ks = [_integer(k, 'auto_ks') for k in _split(args.get('auto_ks', ''))]
     if quick + medium + real > 1:
@@ -236,17 +285,24 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         _apply_real(config)
         if source_names:
             config.data.outer_folds = REAL_SOURCES_OUTER_FOLDS
+        if real_v2:
+            _apply_real_v2(config)
     else:
         config.data.image_size = 128
         config.num_train_steps = 1000
         config.eval_every_steps = 100
         config.checkpoint_every_steps = 100
+    if 'folds' in args:
+        config.data.outer_folds = _integer(args['folds'], 'folds')
     config.optimizer.learning_rate = 1e-3 if cpu_scale else 3e-4
     config.finetune.granularity = 'block'
 
     study = ml_collections.ConfigDict()
     scale = dict(quick=quick, medium=medium, real=real)
     study.pretrain = _pretrain_config(config, source=source, **scale)
+    study.pretrain.seed = first_seed  # pre-training i has seed first_seed + i
+    if real_v2:
+        _pretrain_to_plateau(study.pretrain)
     if pretrain_data:
         study.pretrain.data.name = pretrain_data
         study.pretrain.data.manual_dir = data_root
@@ -265,7 +321,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # External test sets {name: {'data': {...}, 'of': (targets,)}}: scored, never trained on.
     study.external = _external(_split(args.get('external', '')), data_root=data_root)
     study.num_train = tuple(-1 if s == 'all' else _integer(s, 'sizes') for s in sizes)
-    study.seeds = tuple(range(num_seeds))
+    study.seeds = tuple(range(first_seed, first_seed + num_seeds))
+    # Training sizes run only where a hypothesis needs them: {nSIZE: {'targets': (...),
+    # 'configurations': (...)}} (configuration names as in the run names); a size not listed
+    # runs every target and configuration. real_v2: the larger size on the ultrasound target
+    # at k = REAL_V2_SIZE_K of both directions and full.
+    study.size_subsets = ml_collections.ConfigDict(
+        _size_subsets(study, targets, sizes, ks) if real_v2 else {}
+    )
     study.families = tuple(family_names)
     # Criteria of the `auto` family (unet_jax.auto_spec.CRITERIA; scored by unet_jax.surgical):
     # rgn (relative gradient norm), probe (a short training probe per block), greedy (blocks
@@ -286,9 +349,24 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # shallow_to_deep, deep_to_shallow (the report then states no primary endpoint if the
     # study lacks them), every ultrasound target, the first X-ray target ('none': no
     # interaction), the first size.
+    # `larger` (a training size; 0 = none): then the change of each gap from num_train to
+    # larger (gap at num_train minus gap at larger, averaged over the k both sizes ran),
+    # tested last (the "few images" claim).
     study.primary = ml_collections.ConfigDict(
-        dict(a='', b='', targets='', versus='', num_train=0)
+        dict(a='', b='', targets='', versus='', num_train=0, larger=0)
     )
+    if real_v2:
+        study.primary.larger = study.num_train[1] if len(study.num_train) > 1 else 0
+    # The power plan, recorded with the registration (unet_jax.report.power): the primary's
+    # first test simulated for this study's pre-trainings x outer folds with these variance
+    # components (SDs, in Dice) at `effect`, and the smallest effect with 0.8 power;
+    # effect = 0: no power plan.
+    study.power = ml_collections.ConfigDict(
+        REAL_V2_POWER if real_v2 else dict(
+            effect=0.0, sd_pretraining=0.0, sd_fold=0.0, sd_run=0.0, sd_image=0.0,
+            sd_residual=0.0, skewness=0.0, total_images=0, components_from='',
+        )
+    )  # fmt: skip
     # Equivalence margin of the report's TOST, in Dice ("equivalent within +-margin").
     study.margin = 0.02
     # The first start records the declaration (primary, margin, families, ks, sizes, targets,
@@ -381,6 +459,51 @@ def _apply_real(config: ml_collections.ConfigDict) -> None:
     config.eval_every_steps = 20
     config.checkpoint_every_steps = 100
     config.log_every_steps = 20
+
+
+def _apply_real_v2(config: ml_collections.ConfigDict) -> None:
+    """`real` with outer folds REAL_V2_OUTER_FOLDS, the cap REAL_V2_STEP_CAP (measured on a
+    pilot fold so that at most 10% of each target's runs reach it) and the collapse guard: a
+    validation curve that never rose above REAL_V2_MIN_DICE is not a plateau."""
+    config.data.outer_folds = REAL_V2_OUTER_FOLDS
+    config.num_train_steps = REAL_V2_STEP_CAP
+    config.early_stopping.min_dice = REAL_V2_MIN_DICE
+
+
+def _pretrain_to_plateau(pretrain: ml_collections.ConfigDict) -> None:
+    """Each pre-training trains until its validation Dice has not risen by 0.005 for 600
+    steps (smoothed over 2 evaluations, at least 600 steps, at most REAL_V2_PRETRAIN_CAP),
+    with a constant learning rate after the warm-up."""
+    pretrain.num_train_steps = REAL_V2_PRETRAIN_CAP
+    pretrain.optimizer.schedule = 'constant'
+    pretrain.eval_every_steps = 200
+    pretrain.checkpoint_every_steps = 200
+    pretrain.early_stopping.patience_steps = 600
+    pretrain.early_stopping.min_delta = 0.005
+    pretrain.early_stopping.min_steps = 600
+    pretrain.early_stopping.smoothing = 2
+    pretrain.early_stopping.min_dice = REAL_V2_MIN_DICE
+
+
+def _size_subsets(study: ml_collections.ConfigDict, targets: list[str], sizes: list[str],
+                  ks: list[int]) -> dict:  # fmt: skip
+    """real_v2: each size after the first runs on the first ultrasound target only, at k =
+    REAL_V2_SIZE_K of both directions (forward order, by block), full and pretrained."""
+    if REAL_V2_SIZE_K not in ks:
+        raise config_lib.ConfigError(
+            f'{WHERE}: real_v2 runs its larger sizes at k = {REAL_V2_SIZE_K}; keep it in ks= '
+            f'(e.g. ks={REAL_V2_KS}).'
+        )
+    ultrasound = [
+        t for t in targets
+        if modalities.modality(study.targets[t].data.get('name', '')) == modalities.ULTRASOUND
+    ]  # fmt: skip
+    k = f'forward-block-k{REAL_V2_SIZE_K}'
+    chosen = ('pretrained', 'full', f'shallow_to_deep-{k}', f'deep_to_shallow-{k}')
+    return {
+        f'n{size}': dict(targets=tuple(ultrasound[:1]), configurations=chosen)
+        for size in sizes[1:]
+    }
 
 
 def _pretrain_config(

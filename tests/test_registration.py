@@ -39,7 +39,7 @@ def test_declaration_holds_the_inference_and_the_sweep():
     config.study.k_values = (1, 4)
     config.data.outer_folds = 5
     declared = registration.declaration(config)
-    assert set(declared) == set(registration.FIELDS)
+    assert set(declared) == set(registration.FIELDS) - set(registration.OPTIONAL_FIELDS)
     assert declared['primary'] == dict(a='', b='', targets='', versus='', num_train=0)
     assert declared['primary_endpoint'] == dict(
         a='shallow_to_deep', b='deep_to_shallow', targets=['us'], versus='', num_train=16,

@@ -143,11 +143,12 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     config.warmup_steps = 100
     # Early stopping on validation lesion Dice (unet_jax.ledger.EarlyStopping), checked at every
     # evaluation: a run stops once the mean of its last `smoothing` validation Dice values has
-    # not risen by more than `min_delta` for `patience_steps`, never before `min_steps`.
-    # patience_steps=0: off (every run trains num_train_steps). Use it with
+    # not risen by more than `min_delta` for `patience_steps`, never before `min_steps`, and
+    # never while that mean has not yet exceeded `min_dice` (a run collapsed to empty masks is
+    # flat at zero: not a plateau). patience_steps=0: off (every run trains num_train_steps). Use it with
     # optimizer.schedule='constant': cosine decay flattens a curve by itself.
     config.early_stopping = ml_collections.ConfigDict(
-        dict(patience_steps=0, min_delta=0.0, min_steps=0, smoothing=1)
+        dict(patience_steps=0, min_delta=0.0, min_steps=0, smoothing=1, min_dice=0.0)
     )
     config.log_every_steps = 50
     config.eval_every_steps = 200
@@ -453,6 +454,8 @@ def run_problems(
         need(f'{stop}.min_steps', count, 'must be >= 0 steps (the floor)')
         need(f'{stop}.min_delta', not_negative, 'must be a finite Dice difference >= 0')
         need(f'{stop}.smoothing', positive, 'must be >= 1 evaluations (1: no smoothing)')
+        if 'min_dice' in config.early_stopping:
+            need(f'{stop}.min_dice', under_one, 'must be a Dice in [0, 1) (0: off)')
         rule = config.early_stopping
         if not problems and 0 < rule.patience_steps < config.eval_every_steps:
             problems.append(

@@ -36,14 +36,18 @@ class EarlyStopping:
     is the last evaluation where the smoothed value rose more than `min_delta` above every
     earlier one. A run has reached a plateau once `patience_steps` have passed since its last
     improvement, but never before step `min_steps` (the floor); config.num_train_steps is the
-    cap. `patience_steps=0` turns the rule off (every run trains to the cap). The rule reads
-    only the curve, so a resumed run decides exactly as an uninterrupted one.
+    cap. A curve whose smoothed value has never risen above `min_dice` has not started to
+    learn (a collapse to an empty prediction is flat at zero): it is never taken for a
+    plateau, and trains on to the cap. `patience_steps=0` turns the rule off (every run trains
+    to the cap). The rule reads only the curve, so a resumed run decides exactly as an
+    uninterrupted one.
     """
 
     patience_steps: int = 0
     min_delta: float = 0.0
     min_steps: int = 0
     smoothing: int = 1
+    min_dice: float = 0.0
 
     @classmethod
     def of(cls, config) -> EarlyStopping:
@@ -53,6 +57,7 @@ class EarlyStopping:
             min_delta=float(rule.get('min_delta', 0.0)),
             min_steps=int(rule.get('min_steps', 0)),
             smoothing=int(rule.get('smoothing', 1)),
+            min_dice=float(rule.get('min_dice', 0.0)),
         )
 
     @property
@@ -79,6 +84,8 @@ class EarlyStopping:
         """Whether a run with this validation curve stops now."""
         if not self.enabled or not len(steps) or steps[-1] < self.min_steps:
             return False
+        if self.min_dice > 0 and not np.max(self.smoothed(dice)) > self.min_dice:
+            return False  # not started to learn (e.g. collapsed to empty masks): no plateau
         return steps[-1] - self.last_improvement(steps, dice) >= self.patience_steps
 
 

@@ -50,6 +50,7 @@ FIELDS = {
     'k_values': 'study.k_values',
     'auto_k_values': 'study.auto_k_values',
     'sizes': 'study.num_train',
+    'size_subsets': 'study.size_subsets',
     'targets': 'study.targets',
     'external': 'study.external',
     'outer_folds': 'data.outer_folds',
@@ -57,8 +58,11 @@ FIELDS = {
     'pretrain_seeds': 'study.pretrain_seeds',
     'orders': 'study.orders',
     'granularities': 'study.granularities',
+    'power_plan': 'study.power',
 }
 PRIMARY_FIELDS = ('primary', 'primary_endpoint')  # a change of these amends the primary
+# Declared only when set (so that records made before they existed still match).
+OPTIONAL_FIELDS = ('size_subsets', 'power_plan')
 
 
 class RegistrationError(cli.ConfigError):
@@ -111,7 +115,7 @@ def primary_endpoint(config: Any) -> dict[str, Any]:
         'k': [int(k) for k in study.get('k_values') or ()],  # [] = every k
         'order': orders[0] if orders else '',
         'granularity': granularities[0] if granularities else '',
-    }
+    } | ({'larger': int(primary['larger'])} if primary.get('larger') else {})
 
 
 def declaration(config: Any) -> dict[str, Any]:
@@ -119,8 +123,10 @@ def declaration(config: Any) -> dict[str, Any]:
     field of each): its inference (primary endpoint, margin) and its sweep."""
     study = config.study
     folds = int(config.data.get('outer_folds', 0) or 0)
+    # `larger` only when set: records made before it existed still match
+    primary = {k: v for k, v in _plain(study.get('primary') or {}).items() if k != 'larger' or v}
     declared = {
-        'primary': _plain(study.get('primary') or {}),
+        'primary': primary,
         'primary_endpoint': primary_endpoint(config),
         'margin': study.get('margin', 0.02),
         'families': list(study.families),
@@ -135,7 +141,28 @@ def declaration(config: Any) -> dict[str, Any]:
         'orders': list(study.get('orders') or ()),
         'granularities': list(study.get('granularities') or ()),
     }
+    if study.get('size_subsets'):
+        declared['size_subsets'] = _plain(study.size_subsets)
+    plan = _plain(study.get('power') or {})
+    if float(plan.get('effect') or 0) > 0:
+        declared['power_plan'] = plan
     return json.loads(json.dumps(_plain(declared)))
+
+
+def simulated_power(config: Any) -> dict[str, Any] | None:
+    """The power plan's result (study.power; None without one): the primary's first test,
+    simulated for this study's pre-trainings x outer folds with the plan's variance components,
+    its power at the plan's effect and the smallest effect (on a 0.005 grid) with 0.8 power.
+    Recorded once, at registration (unet_jax.report.power)."""
+    plan = _plain(config.study.get('power') or {})
+    if not float(plan.get('effect') or 0) > 0:
+        return None
+    from unet_jax.report import power  # numpy and the report's statistics; no JAX
+
+    folds = int(config.data.get('outer_folds', 0) or 0)
+    return power.plan_power(
+        plan, pretrainings=int(config.study.get('pretrain_seeds', 1)), folds=max(folds, 1)
+    )
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -259,6 +286,9 @@ def register(
     }
     if record is None:
         entry.update(declaration=new, code=code_version())
+        planned = simulated_power(config)
+        if planned is not None:
+            entry['power'] = planned
         if write:
             io_utils.write_text_atomically(path, _file_text([_entry_text(entry)]))
         return entry

@@ -262,16 +262,21 @@ def enumerate_sweep(
         configurations.append((name, dict(c, trained_units=units), trains))
 
     num_pretrain = num_pretrainings(config)
+    subsets = size_subsets(study, [name for name, _, _ in configurations])
     points, runs, first_of = [], [], {}
     for seed, fold in ((s, f) for s in study.seeds for f in outer_folds(config)):
         for target in study.targets:
             for num_train in study.num_train:
                 for configuration, c, trains in configurations:
+                    subset = subsets.get(num_train)
+                    if subset and (target, configuration) not in subset:
+                        continue
                     replicate = f's{seed}' if fold is None else f's{seed}/f{fold}'
                     name = f'{target}/n{size_name(num_train)}/{replicate}/{configuration}'
                     init = families.get(c['family']).init
                     uses = families.get(c['family']).uses_pretraining
-                    pretrain_index = seed % num_pretrain if uses else None
+                    pretrain_index = pretraining_of(study.seeds, seed, num_pretrain)
+                    pretrain_index = pretrain_index if uses else None
                     key = (target, num_train, fold, init, pretrain_index, trains)
                     if families.get(c['family']).trains or config.dont_load:
                         key += (c['family'] == 'pretrained', seed)
@@ -303,6 +308,43 @@ def enumerate_sweep(
     runs = [dataclasses.replace(p, group=group_of[p.name]) for p in runs]
     groups = [dataclasses.replace(g, runs=tuple(runs[p.index] for p in g.runs)) for g in groups]
     return Sweep(points=tuple(points), runs=tuple(runs), groups=tuple(groups))
+
+
+def pretraining_of(seeds: Sequence[int], seed: int, count: int) -> int:
+    """The pre-training that fine-tuning seed `seed` starts from: the i-th seed of the study
+    starts from pre-training i mod R (R = `count`), whose own seed is study.pretrain.seed + i;
+    with study.pretrain.seed equal to the first seed, seed s starts from pre-training s."""
+    return list(seeds).index(seed) % count
+
+
+def size_subsets(
+    study: ml_collections.ConfigDict, configurations: Sequence[str]
+) -> dict[int, set[tuple[str, str]]]:
+    """{training size: the (target, configuration) pairs it runs} for the sizes that
+    `study.size_subsets` restricts (e.g. a larger size run only where its hypothesis needs it);
+    a size it does not list runs every target and configuration."""
+    out = {}
+    for size, subset in (study.get('size_subsets') or {}).items():
+        where = f'config.study.size_subsets.{size}'
+        named = {f'n{size_name(n)}': n for n in study.num_train}
+        if size not in named:
+            raise ValueError(
+                f'{where}: {size!r} names none of the study\'s training sizes; use one of '
+                f'{list(named)} (n and the size, as in the run names).'
+            )
+        num_train = named[size]
+        targets = tuple(subset.get('targets') or study.targets)
+        chosen = tuple(subset.get('configurations') or ())
+        unknown = [t for t in targets if t not in study.targets] + [
+            c for c in chosen if c not in configurations
+        ]
+        if unknown or not chosen:
+            raise ValueError(
+                f'{where}: {unknown or "no configurations"}: list targets among '
+                f'{list(study.targets)} and configurations among {list(configurations)}.'
+            )
+        out[num_train] = {(t, c) for t in targets for c in chosen}
+    return out
 
 
 def _plan(c: dict[str, Any], registry: layers.LayerRegistry) -> freeze.FreezePlan:

@@ -49,7 +49,9 @@ class Comparison:
 
     target: str
     num_train: int
-    kind: str  # 'paths', 'directions' (over k), 'direction_k', 'budget', 'pretraining', 'interaction'
+    # 'paths', 'directions' (over k), 'direction_k', 'budget', 'pretraining', 'interaction',
+    # 'size' (the gap at num_train minus the gap at `larger`, on one target)
+    kind: str
     a: str
     b: str
     test: stats.Test | None
@@ -61,12 +63,23 @@ class Comparison:
     axis: str = ''  # 'budget': the cost axis (a key of COST_AXES)
     cost_range: tuple[float, float] = (math.nan, math.nan)
     versus: str = ''  # 'interaction': the other target
+    larger: int = 0  # 'size': the larger training size
     of: str = ''  # 'interaction': the kind of gap ('paths' or 'directions')
     role: str = SECONDARY
     p_adjusted: float = math.nan  # Holm (secondary); the raw p (primary, see `decision`)
     p_tost_adjusted: float = math.nan
     decision: str = ''  # primary: 'rejected', 'not rejected', 'not reached'
     seeds_averaged: bool = False  # several seeds share a pre-training: averaged within each
+
+    @property
+    def between(self) -> tuple[str, str] | None:
+        """What a difference of two gaps compares: two targets ('interaction') or two
+        training sizes of one target ('size'); None for a comparison within a cell."""
+        if self.kind == 'interaction':
+            return self.target, self.versus
+        if self.kind == 'size':
+            return f'{self.num_train} images', f'{self.larger} images'
+        return None
 
     @property
     def where(self) -> str:
@@ -78,7 +91,9 @@ class Comparison:
         """What is compared beyond the two names, e.g. 'forward order, by block, k = 3'."""
         if self.kind == 'direction_k':
             return f'{self.where}, k = {self.ks[0]}'
-        if self.kind == 'directions' or (self.kind == 'interaction' and self.of == 'directions'):
+        if self.kind in ('directions', 'size') or (
+            self.kind == 'interaction' and self.of == 'directions'
+        ):
             ks = f'{self.ks[0]}..{self.ks[-1]}' if len(self.ks) > 1 else str(self.ks[0])
             return f'{self.where}, averaged over k = {ks}'
         if self.kind == 'budget':
@@ -141,7 +156,7 @@ class Scores:
     x fold x image arrays (crossed).
 
     A replicate is a seed; where the study pre-trained R times and several seeds share a
-    pre-training (seed s starts from pre-training s mod R, R < seeds), the seeds of each
+    pre-training (the i-th seed starts from pre-training i mod R, R < seeds), the seeds of each
     pre-training are averaged, so that a replicate is a pre-training."""
 
     def __init__(self, study: Study):
@@ -153,7 +168,8 @@ class Scores:
         done = done.assign(image_id=[f'(fold {f})' for f in done['fold']])
         self._per_seed = _tables(done, 'image_id', 'test_dice')
         self.pretrain_runs = max(1, len(study.plan.get('pretrain_dirs') or []))
-        self.seeds_averaged = 1 < self.pretrain_runs < len(study.plan.get('seeds') or [])
+        self._seeds = list(study.plan.get('seeds') or [])
+        self.seeds_averaged = 1 < self.pretrain_runs < len(self._seeds)
         self.replicate = 'pre-training' if self.pretrain_runs > 1 else 'seed'
 
     def labelled(self, target: str, num_train: int, names: list[str]) -> Labelled | None:
@@ -188,7 +204,8 @@ class Scores:
         r = self.pretrain_runs
         if not 1 < r < seeds.size:
             return seeds, matrices
-        index = seeds.astype(int) % r
+        order = [int(s) for s in self._seeds]  # the study's seeds: the i-th starts from i mod R
+        index = np.array([order.index(int(s)) % r for s in seeds])
         used = np.unique(index)
         return used, [np.stack([m[index == p].mean(axis=0) for p in used]) for m in matrices]
 
@@ -410,6 +427,7 @@ class PrimaryPlan:
     targets: tuple[str, ...]
     versus: str
     num_train: int
+    larger: int = 0  # a larger training size: then the gap's change (0: none)
 
     def describe(self) -> str:
         gap = f'{family(self.a).label} minus {family(self.b).label}'
@@ -417,6 +435,11 @@ class PrimaryPlan:
         text = f'the gap {gap} (test Dice averaged over k) on {where} at n = {self.num_train}'
         if self.versus:
             text += f', then each gap minus the gap on {self.versus} (interaction)'
+        if self.larger:
+            text += (
+                f', then each gap at n = {self.num_train} minus its gap at n = {self.larger} '
+                '(over the k both sizes ran)'
+            )
         return text
 
 
@@ -447,7 +470,8 @@ def primary_plan(study: Study) -> PrimaryPlan | None:
     num_train = int(declared.get('num_train') or study.sizes[0])
     if not targets:
         return None
-    return PrimaryPlan(a, b, tuple(targets), versus, num_train)
+    larger = int(declared.get('larger') or 0)
+    return PrimaryPlan(a, b, tuple(targets), versus, num_train, larger)
 
 
 # ----------------------------------------------------------------------------- all of them
@@ -494,25 +518,66 @@ def _same(c: Comparison, p: Comparison) -> bool:
     return key(c) == key(p)
 
 
-def _gap_comparison(study, scores, summary, target, num_train, a, b, settings):
-    """a - b averaged over k (directions: the first order and granularity) or a - b."""
-    runs = study.runs
-    cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
-    if cell.empty:
-        return None
-    summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
+def _gap_contrast(study, cell, a, b, ks=None) -> Contrast | None:
+    """a - b averaged over k (directions: the first order and granularity; only the k in `ks`
+    when given) or a - b."""
     if a in families.DIRECTIONS and b in families.DIRECTIONS and study.orders():
         order, granularity = study.orders()[0]
         pairs = pairs_by_k(
             direction_points(cell, a, order, granularity),
             direction_points(cell, b, order, granularity),
         )
+        pairs = [p for p in pairs if ks is None or p[0] in ks]
         if not pairs:
             return None
-        contrast = directions_contrast(a, b, pairs, dict(order=order, granularity=granularity))
-    else:
-        contrast = Contrast('paths' if (a, b) == PATH_PAIR else 'pair', a, b, a, b, (a, b), {})
-    return _comparison(study, scores, cell, summary_cell, contrast, settings)
+        return directions_contrast(a, b, pairs, dict(order=order, granularity=granularity))
+    return Contrast('paths' if (a, b) == PATH_PAIR else 'pair', a, b, a, b, (a, b), {})
+
+
+def _cell(table: pd.DataFrame, target: str, num_train: int) -> pd.DataFrame:
+    return table[(table['target'] == target) & (table['num_train'] == num_train)]
+
+
+def _gap_comparison(study, scores, summary, target, num_train, a, b, settings):
+    """a - b averaged over k (directions: the first order and granularity) or a - b."""
+    cell = _cell(study.runs, target, num_train)
+    contrast = None if cell.empty else _gap_contrast(study, cell, a, b)
+    if contrast is None:
+        return None
+    return _comparison(study, scores, cell, _cell(summary, target, num_train), contrast, settings)
+
+
+def size_change(study, scores, summary, target, plan: PrimaryPlan, settings) -> Comparison | None:
+    """The gap a - b at plan.num_train minus the gap at plan.larger on `target`, averaged over
+    the k both sizes ran: both sizes test the same images with the same pre-trainings and
+    folds, so the difference is paired by pre-training, fold and image (the design's test)."""
+    small, large = (_cell(study.runs, target, n) for n in (plan.num_train, plan.larger))
+    if small.empty or large.empty:
+        return None
+    at_large = _gap_contrast(study, large, plan.a, plan.b)
+    ks = None if at_large is None else set(at_large.fields.get('ks', ()))
+    at_small = None if at_large is None else _gap_contrast(study, small, plan.a, plan.b, ks)
+    if at_small is None or at_small.fields.get('ks') != at_large.fields.get('ks'):
+        return None
+    names = [n for n, _ in _terms(at_small.a_side) + _terms(at_small.b_side)]
+    weights = [w for _, w in _terms(at_small.a_side)] + [-w for _, w in _terms(at_small.b_side)]
+    found = [scores.labelled(target, n, names) for n in (plan.num_train, plan.larger)]
+    test = None
+    if all(f is not None for f in found):
+        replicates = np.intersect1d(found[0].replicates, found[1].replicates)
+        images = np.intersect1d(found[0].images, found[1].images)
+        if replicates.size and images.size:
+            first, second = (f.subset(replicates, images) for f in found)
+            gaps = [sum(w * m for w, m in zip(weights, f.values)) for f in (first, second)]
+            test = first.test(gaps[0] - gaps[1], settings.margin)
+    involved = at_small.involved
+    flagged = _flagged(_cell(summary, target, plan.num_train), involved) + _flagged(
+        _cell(summary, target, plan.larger), involved
+    )
+    return Comparison(
+        target, plan.num_train, 'size', plan.a, plan.b, test, flagged, scores.pretrain_runs,
+        **at_small.fields, larger=plan.larger, seeds_averaged=scores.seeds_averaged,
+    )  # fmt: skip
 
 
 def _primary(study, scores, summary, plan: PrimaryPlan, settings) -> list[Comparison]:
@@ -523,6 +588,9 @@ def _primary(study, scores, summary, plan: PrimaryPlan, settings) -> list[Compar
     out = [gaps[t] for t in plan.targets if gaps[t] is not None]
     if plan.versus and gaps[plan.versus] is not None:
         out += [interaction(gaps[t], gaps[plan.versus], settings) for t in plan.targets if gaps[t]]
+    if plan.larger:
+        changes = (size_change(study, scores, summary, t, plan, settings) for t in plan.targets)
+        out += [c for c in changes if c is not None]
     decisions = stats.fixed_sequence([c.test.p if c.test else math.nan for c in out])
     for c, decision in zip(out, decisions):
         c.role, c.decision = PRIMARY, decision

@@ -71,6 +71,13 @@ def evidence(c: Comparison) -> str:
             f'all), each gap paired by pre-training, fold and image; the difference of the two '
             f'gaps {pairing}, df = {t.df:.1f}'
         )
+    elif c.kind == 'size':
+        base = (
+            f'{t.num_replicates} pre-trainings x {t.num_folds} outer folds x {t.num_images} '
+            f'lesion test images of {c.target}, scored by the runs of both sizes: the two gaps '
+            'paired by pre-training, fold and image; the design\'s t-test (components, SD: '
+            f'{t.component_sds()}), Satterthwaite df = {t.df:.1f}'
+        )
     else:
         images = (
             f'{t.num_images} lesion test images'
@@ -150,19 +157,24 @@ def verdict_text(c: Comparison, a_label: str, b_label: str) -> str:
 
 
 def interaction_text(c: Comparison) -> str:
+    """A difference of two gaps (c.between: two targets, or two training sizes) in words."""
     gap = f'the {label(c.a)} minus {label(c.b)} gap'
     if c.of == 'paths':
         gap = f'the {label(c.a)} minus {label(c.b)} gap (paths)'
+    if c.kind == 'size':
+        gap += f' on {c.target}'
+    first, second = c.between
+    at = 'with' if c.kind == 'size' else 'on'
     t = c.test
     ci = f'95% CI {ci_text(t.low, t.high)}'
     if c.verdict in ('a', 'b'):
-        larger, other = (c.target, c.versus) if c.verdict == 'a' else (c.versus, c.target)
+        larger, other = (first, second) if c.verdict == 'a' else (second, first)
         return (
-            f'{gap} is larger on {larger} than on {other} by {abs(t.estimate):.3f} Dice '
-            f'(difference {c.target} - {c.versus} {t.estimate:+.3f}, {ci})'
+            f'{gap} is larger {at} {larger} than {at} {other} by {abs(t.estimate):.3f} Dice '
+            f'(difference {first} - {second} {t.estimate:+.3f}, {ci})'
         )
     return (
-        f'no evidence that {gap} differs between {c.target} and {c.versus} (difference '
+        f'no evidence that {gap} differs between {first} and {second} (difference '
         f'{t.estimate:+.3f}, {ci}; detectable: {t.mdd:.3f})'
         + (' (not reached)' if c.verdict == 'not reached' else '')
     )
@@ -176,9 +188,19 @@ def finding(c: Comparison) -> Finding:
     if c.test is None or not c.test.defined:
         return Finding(f'{c.scope + ": " if c.scope else ""}{a} vs {b}: not tested (no seed has '
                        'results of both, or no spread to test).')  # fmt: skip
-    text = interaction_text(c) if c.kind == 'interaction' else verdict_text(c, a, b)
+    text = interaction_text(c) if c.between else verdict_text(c, a, b)
     where = f'{c.scope}: ' if c.scope else ''
     return Finding(_capitalised(f'{where}{text}.'), evidence(c))
+
+
+def primary_hypothesis(c: Comparison) -> str:
+    """'the gap on busi', 'the gap on busi minus the gap on jsrt', 'the gap on busi with 20
+    images minus with 100 images'."""
+    if c.kind == 'interaction':
+        return f'the gap on {c.target} minus the gap on {c.versus}'
+    if c.kind == 'size':
+        return f'the gap on {c.target} with {c.between[0]} minus with {c.between[1]}'
+    return f'the gap on {c.target}'
 
 
 def primary_sentence(analysis: Analysis) -> str:
@@ -192,18 +214,15 @@ def primary_sentence(analysis: Analysis) -> str:
         )
     parts = []
     for c in comparisons.primary:
+        what = primary_hypothesis(c)
         if c.test is None or not c.test.defined:
-            versus = f' minus the gap on {c.versus}' if c.kind == 'interaction' else ''
-            parts.append(f'the gap on {cell_name(c.target, c.num_train)}{versus}: not tested')
+            parts.append(f'{what}: not tested')
             continue
         t = c.test
         numbers = f'{t.estimate:+.3f} Dice, 95% CI {ci_text(t.low, t.high)}'
-        if c.kind == 'interaction':
-            what = f'the gap on {c.target} minus the gap on {c.versus}'
-        else:
-            what = f'the gap on {c.target}'
-        if c.kind == 'interaction':
-            better = {'a': f'larger on {c.target}', 'b': f'larger on {c.versus}'}
+        if c.between:
+            at = 'with' if c.kind == 'size' else 'on'
+            better = {'a': f'larger {at} {c.between[0]}', 'b': f'larger {at} {c.between[1]}'}
         else:
             better = {'a': f'{label(c.a)} better', 'b': f'{label(c.b)} better'}
         verdict = {
@@ -233,7 +252,7 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
         cell = [
             c
             for c in secondary
-            if (c.target, c.num_train) == (target, num_train) and c.kind != 'interaction'
+            if (c.target, c.num_train) == (target, num_train) and not c.between
         ]
         lines, per_k = [], {}
         for c in cell:

@@ -73,6 +73,48 @@ def power_table(
     return rows
 
 
+PLAN_SIMULATIONS = 2000
+PLAN_GRID = 0.005  # the resolution of the smallest effect with TARGET_POWER
+
+
+def plan_power(plan: dict, *, pretrainings: int, folds: int,
+               simulations: int | None = None) -> dict:  # fmt: skip
+    """A study's power plan (config.study.power: effect, components, total_images) for its
+    pre-trainings x outer folds: the power at the plan's effect and the smallest effect on a
+    PLAN_GRID grid with TARGET_POWER (bisection: power rises with the effect), as recorded
+    with the registration (unet_jax.registration)."""
+    simulations = simulations or PLAN_SIMULATIONS
+    total = int(plan.get('total_images') or 0)
+    if total < folds:
+        raise ValueError(
+            f'config.study.power.total_images={total}: give the test images of the primary\'s '
+            'target (every image is tested once over the outer folds), e.g. 647 for BUSI.'
+        )
+    design = calibration.Design(
+        'plan', pretrainings, total // folds, folds=folds,
+        **{f: float(plan.get(f) or 0.0) for f in ('sd_run', 'sd_image', 'sd_residual',
+                                                  'skewness', 'sd_pretraining', 'sd_fold')},
+    )  # fmt: skip
+    effect = float(plan['effect'])
+    at = lambda e: power(design, e, simulations=simulations)
+    low, high = 0, int(round(0.2 / PLAN_GRID))  # grid steps; power(0.2) is about 1 here
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if at(middle * PLAN_GRID) >= TARGET_POWER else (middle, high)
+    return {
+        'pretrainings': pretrainings,
+        'folds': folds,
+        'images_per_fold': total // folds,
+        'effect': effect,
+        'power': at(effect),
+        'effect_with_power': round(high * PLAN_GRID, 6),
+        'target_power': TARGET_POWER,
+        'simulations': simulations,
+        'alpha': stats.ALPHA,
+        'components': calibration.describe(design),
+    }
+
+
 def design_of_study(workdir: str) -> tuple[calibration.Design, int]:
     """The first primary comparison's design and estimated components (its report's), and
     its number of test images."""

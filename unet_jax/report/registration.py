@@ -54,7 +54,28 @@ def endpoint(end: dict[str, Any]) -> str:
     )
     if end.get('versus'):
         text += f', then each gap minus the gap on {end["versus"]}'
+    if end.get('larger'):
+        larger = layout.size_name(int(end['larger']))
+        text += f', then each gap at n = {size} minus its gap at n = {larger}'
     return text
+
+
+def power_line(entry: dict[str, Any]) -> str:
+    """The registered power plan in one sentence ('' without one)."""
+    planned = entry.get('power')
+    if not planned:
+        return ''
+    source = (entry.get('declaration', {}).get('power_plan') or {}).get('components_from', '')
+    return (
+        f'Power planned at registration: {planned["pretrainings"]} pre-trainings x '
+        f'{planned["folds"]} outer folds ({planned["images_per_fold"]} test images per fold) '
+        f'give {planned["power"]:.2f} power at {planned["effect"]:+g} Dice for the first '
+        f'primary test (alpha {planned["alpha"]:g}, {planned["simulations"]} simulated studies), '
+        f'and {planned["target_power"]:g} power at {planned["effect_with_power"]:+g}; variance '
+        f'components (SD) {planned["components"].split("; ", 1)[-1]}'
+        + (f', from {source}' if source else '')
+        + '.'
+    )
 
 
 def describe(declared: dict[str, Any]) -> str:
@@ -76,6 +97,11 @@ def describe(declared: dict[str, Any]) -> str:
         parts.append(f'orders {", ".join(orders)} by {", ".join(units)}')
     if declared.get('sizes'):
         parts.append(f'sizes {_sizes(declared["sizes"])}')
+    for size, subset in (declared.get('size_subsets') or {}).items():
+        parts.append(
+            f'{size} only on {", ".join(subset.get("targets") or [])} with '
+            f'{", ".join(subset.get("configurations") or [])}'
+        )
     if declared.get('targets'):
         parts.append(f'targets {", ".join(declared["targets"])}')
     if declared.get('external'):
@@ -120,6 +146,7 @@ def lines(record: dict[str, Any] | None) -> list[str]:
             'study started before its registration was recorded; what it declared until then '
             f'is not known): {describe(first["declaration"])}.'
         ]
+    out += [line for line in [power_line(first)] if line]
     for previous, entry in zip(entries, entries[1:]):
         old, new = previous['declaration'], entry['declaration']
         of = _of(entry, previous.get('total_runs'))  # of the study as declared until then

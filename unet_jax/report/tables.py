@@ -16,7 +16,7 @@ import pandas as pd
 from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer
 from unet_jax.report.analysis import pick_agreement
 from unet_jax.report.compare import COST_AXES, FULL, PRIMARY, Comparison, cost_text
-from unet_jax.report.conclusions import cell_name, label, p_text
+from unet_jax.report.conclusions import cell_name, label, p_text, primary_hypothesis
 from unet_jax.report.load import Study
 
 
@@ -130,11 +130,7 @@ def answer_table(analysis: Analysis) -> Table:
 def primary_table(analysis: Analysis) -> Table | None:
     rows = []
     for c in analysis.comparisons.primary:
-        what = (
-            f'gap on {c.target} - gap on {c.versus}'
-            if c.kind == 'interaction'
-            else f'gap on {c.target}'
-        )
+        what = primary_hypothesis(c)
         t = c.test
         if t is None or not t.defined:
             rows.append((what, f'n = {c.num_train}', '-', '-', '-', '-', '-', 'not tested'))
@@ -345,9 +341,10 @@ def _steps(row) -> str:
 
 def _comparison_row(c: Comparison) -> tuple[str, ...]:
     t = c.test
+    at = 'with' if c.kind == 'size' else 'on'
     verdict = {
-        'a': f'{label(c.a)} better' if c.kind != 'interaction' else f'larger on {c.target}',
-        'b': f'{label(c.b)} better' if c.kind != 'interaction' else f'larger on {c.versus}',
+        'a': f'larger {at} {c.between[0]}' if c.between else f'{label(c.a)} better',
+        'b': f'larger {at} {c.between[1]}' if c.between else f'{label(c.b)} better',
         'equivalent': 'equivalent',
         'no evidence': 'no evidence',
         'not reached': 'not reached',
@@ -358,6 +355,8 @@ def _comparison_row(c: Comparison) -> tuple[str, ...]:
     name = f'{label(c.a)} - {label(c.b)}'
     if c.kind == 'interaction':
         name = f'({name}) on {c.target} - on {c.versus}'
+    elif c.kind == 'size':
+        name = f'({name}) on {c.target}: {c.between[0]} - {c.between[1]}'
     role = 'primary' if c.role == PRIMARY else 'secondary'
     if t is None or not t.defined:
         return (name, c.scope or '-', role, *['-'] * 6, verdict)
@@ -395,14 +394,14 @@ def comparison_tables(study: Study, analysis: Analysis) -> list[Table]:
     every = list(analysis.comparisons)
     for target, num_train in study.cells:
         cell = [
-            c for c in every if (c.target, c.num_train) == (target, num_train)
-            and c.kind != 'interaction'
+            c for c in every if (c.target, c.num_train) == (target, num_train) and not c.between
         ]  # fmt: skip
         if cell:
             rows = tuple(_comparison_row(c) for c in cell)
             out.append(Table(f'Comparisons: {cell_name(target, num_train)}', columns, rows, note))
-    between = [c for c in every if c.kind == 'interaction']
+    between = [c for c in every if c.between]
     if between:
         rows = tuple(_comparison_row(c) for c in between)
-        out.append(Table('Comparisons between targets (interactions)', columns, rows, note))
+        title = 'Comparisons between targets (interactions) and training sizes'
+        out.append(Table(title, columns, rows, note))
     return out
