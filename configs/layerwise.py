@@ -35,10 +35,10 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              model, data and stopping rule with 5 pre-trainings whose seeds no
                              earlier study used (first_seed=10: seeds 10..14, seed s from
                              pre-training s), each trained to a plateau of its ECSSD validation
-                             Dice (cap 3000 steps); REAL_V2_OUTER_FOLDS outer folds; k = 1, 2,
-                             4, 7 blocks of both directions plus full and pretrained at 20
-                             training images; 100 images on BUSI only, at k = 4 of both
-                             directions and full (study.size_subsets); a 600-step cap; a
+                             Dice (cap 4000 steps); 2 outer folds; k = 1, 2, 4, 7 blocks of
+                             both directions plus full and pretrained at 20 training images;
+                             100 images on BUSI only, at k = 4 of both directions and full
+                             (study.size_subsets); an 800-step cap (real's rule); a
                              primary endpoint with the size change (study.primary.larger) and a
                              power plan (study.power) recorded with the registration
   medium                     the earlier real-data scale (superseded by real): depth-4, base-8
@@ -77,7 +77,8 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   sizes=10+all               training-set sizes ('all' = every training image)
   seeds=3                    number of seeds (first_seed..first_seed+seeds-1)
   first_seed=10              the first seed; pre-training i has seed first_seed + i
-  folds=5                    outer folds (every image tested once; 0: one test split)
+  folds=5                    outer folds (every image tested once; 0: one test split; real: 5,
+                             real_v2: 2)
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
   granularities=block+unit   what k counts (quick: block)
   ks=1+3+5                   the k of shallow_to_deep / deep_to_shallow (default: every k)
@@ -154,7 +155,7 @@ ARGUMENTS = {
     'sizes': "'+'-separated training-set sizes, 'all' = every training image",
     'seeds': 'number of seeds (first_seed.., default 3), each from its own pre-training',
     'first_seed': 'the first seed (default 0; real_v2: 10, seeds no earlier study used)',
-    'folds': 'outer folds (every image tested once; real: 5, real_v2: REAL_V2_OUTER_FOLDS)',
+    'folds': 'outer folds (every image tested once; real: 5, real_v2: 2; 0: one test split)',
     'orders': "'+'-separated depth orders: forward, level",
     'granularities': "'+'-separated: block, unit",
     'ks': "'+'-separated k of shallow_to_deep / deep_to_shallow (default: every k)",
@@ -192,21 +193,23 @@ SOURCES_QUICK_KS = '1+2+4+6'
 # `real,sources=`: outer folds (every image tested once with fewer runs than real's 5).
 REAL_SOURCES_OUTER_FOLDS = 2
 # `real_v2`, the confirmatory study (docs/results/real_v2.md): five pre-trainings with seeds
-# no earlier study used (10..14; fine-tuning seed s from pre-training s), outer folds, k of
-# both directions, a larger training size for the size contrast (BUSI only, at k = 4 and full),
-# the fine-tuning cap (measured on a pilot fold: at most 10% of runs per target reach it) and
-# the pre-training's plateau rule. REAL_V2_POWER: the registered power plan (the variance
-# components of the exploratory `real` study's BUSI gap, measured on its re-run; report.power).
+# no earlier study used (10..14; fine-tuning seed s from pre-training s), each to a plateau
+# (a pilot pre-training, seed 9, plateaued at 3000 steps: cap 4000); 2 outer folds (5 x 3
+# would take about 2.6 hours on 2 cores, over the 2.5 the study is sized for); k of both
+# directions; a larger training size for the size contrast (BUSI only, at k = 4 and full);
+# the fine-tuning cap (a pilot fold, seed 9, stopped every run on a plateau by step 580:
+# cap 800). REAL_V2_POWER: the registered power plan (the variance components of the
+# exploratory `real` study's BUSI gap at k = 4, measured on its re-run; report.power).
 REAL_V2_PRETRAININGS = 5
 REAL_V2_FIRST_SEED = 10
-REAL_V2_OUTER_FOLDS = 3
+REAL_V2_OUTER_FOLDS = 2
 REAL_V2_KS = '1+2+4+7'
 REAL_V2_SIZES = '20+100'
 REAL_V2_SIZE_K = 4
 REAL_V2_FAMILIES = 'pretrained+full+shallow_to_deep+deep_to_shallow'
-REAL_V2_STEP_CAP = 600
+REAL_V2_STEP_CAP = 800
 REAL_V2_MIN_DICE = 0.05
-REAL_V2_PRETRAIN_CAP = 3000
+REAL_V2_PRETRAIN_CAP = 4000
 REAL_V2_POWER = dict(
     effect=0.04, sd_pretraining=0.0, sd_fold=0.0087, sd_run=0.0403, sd_image=0.129,
     sd_residual=0.164, skewness=0.27, total_images=647,

@@ -547,10 +547,11 @@ def _gap_comparison(study, scores, summary, target, num_train, a, b, settings):
     return _comparison(study, scores, cell, _cell(summary, target, num_train), contrast, settings)
 
 
-def size_change(study, scores, summary, target, plan: PrimaryPlan, settings) -> Comparison | None:
+def size_change(study, scores, summary, target, plan: PrimaryPlan, settings):
     """The gap a - b at plan.num_train minus the gap at plan.larger on `target`, averaged over
     the k both sizes ran: both sizes test the same images with the same pre-trainings and
-    folds, so the difference is paired by pre-training, fold and image (the design's test)."""
+    folds, so the difference is paired by pre-training, fold and image (the design's test).
+    None when a size lacks the runs."""
     small, large = (_cell(study.runs, target, n) for n in (plan.num_train, plan.larger))
     if small.empty or large.empty:
         return None
