@@ -96,6 +96,18 @@ def test_registration_records_the_power_plan_once(tmp_path, monkeypatch):
     assert registration.register(str(tmp_path), config, total_runs=10) is None
 
 
+def test_a_power_plan_that_never_reaches_the_target_says_so(tmp_path, monkeypatch):
+    """With 2 outer folds the fold component has one degree of freedom: even +0.2 Dice lacks
+    0.8 power with these components, and the record says so instead of naming +0.2."""
+    monkeypatch.setattr(power, 'PLAN_SIMULATIONS', 300)
+    config = layerwise.get_config(f'{REAL_V2},folds=2')
+    config.study.power.sd_fold = 0.05
+    entry = registration.register(str(tmp_path), config, total_runs=10)
+    assert entry['power']['folds'] == 2 and entry['power']['effect_with_power'] is None
+    line = report_registration.lines(registration.read(str(tmp_path)))[1]
+    assert 'no effect up to +0.2 has 0.8 power' in line
+
+
 def test_an_older_declaration_without_the_size_fields_is_unchanged():
     """A study registered before `larger`, size subsets and power plans existed resumes."""
     config = layerwise.get_config('quick')

@@ -75,14 +75,16 @@ def power_table(
 
 PLAN_SIMULATIONS = 2000
 PLAN_GRID = 0.005  # the resolution of the smallest effect with TARGET_POWER
+PLAN_LARGEST = 0.2  # the largest effect searched (Dice)
 
 
 def plan_power(plan: dict, *, pretrainings: int, folds: int,
                simulations: int | None = None) -> dict:  # fmt: skip
     """A study's power plan (config.study.power: effect, components, total_images) for its
     pre-trainings x outer folds: the power at the plan's effect and the smallest effect on a
-    PLAN_GRID grid with TARGET_POWER (bisection: power rises with the effect), as recorded
-    with the registration (unet_jax.registration)."""
+    PLAN_GRID grid up to PLAN_LARGEST with TARGET_POWER (bisection: power rises with the
+    effect; None when even PLAN_LARGEST lacks it: with 2 folds the fold component's single
+    degree of freedom caps the power), as recorded with the registration."""
     simulations = simulations or PLAN_SIMULATIONS
     total = int(plan.get('total_images') or 0)
     if total < folds:
@@ -97,8 +99,9 @@ def plan_power(plan: dict, *, pretrainings: int, folds: int,
     )  # fmt: skip
     effect = float(plan['effect'])
     at = lambda e: power(design, e, simulations=simulations)
-    low, high = 0, int(round(0.2 / PLAN_GRID))  # grid steps; power(0.2) is about 1 here
-    while high - low > 1:
+    low, high = 0, int(round(PLAN_LARGEST / PLAN_GRID))  # in grid steps
+    reached = at(high * PLAN_GRID) >= TARGET_POWER  # with few folds power may never reach it
+    while reached and high - low > 1:
         middle = (low + high) // 2
         low, high = (low, middle) if at(middle * PLAN_GRID) >= TARGET_POWER else (middle, high)
     return {
@@ -107,7 +110,8 @@ def plan_power(plan: dict, *, pretrainings: int, folds: int,
         'images_per_fold': total // folds,
         'effect': effect,
         'power': at(effect),
-        'effect_with_power': round(high * PLAN_GRID, 6),
+        'effect_with_power': round(high * PLAN_GRID, 6) if reached else None,  # None: > largest
+        'largest_effect': PLAN_LARGEST,
         'target_power': TARGET_POWER,
         'simulations': simulations,
         'alpha': stats.ALPHA,

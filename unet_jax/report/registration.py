@@ -71,8 +71,11 @@ def power_line(entry: dict[str, Any]) -> str:
         f'{planned["folds"]} outer folds ({planned["images_per_fold"]} test images per fold) '
         f'give {planned["power"]:.2f} power at {planned["effect"]:+g} Dice for the first '
         f'primary test (alpha {planned["alpha"]:g}, {planned["simulations"]} simulated studies), '
-        f'and {planned["target_power"]:g} power at {planned["effect_with_power"]:+g}; variance '
-        f'components (SD) {planned["components"].split("; ", 1)[-1]}'
+        + (f'and {planned["target_power"]:g} power at {planned["effect_with_power"]:+g}'
+           if planned.get('effect_with_power') is not None else
+           f'and no effect up to {planned.get("largest_effect", 0.2):+g} has '
+           f'{planned["target_power"]:g} power')  # fmt: skip
+        + f'; variance components (SD) {planned["components"].split("; ", 1)[-1]}'
         + (f', from {source}' if source else '')
         + '.'
     )
