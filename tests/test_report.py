@@ -236,7 +236,22 @@ def test_a_new_family_and_direction_appear_everywhere(tmp_path, monkeypatch):
         assert 'decoder + head (reference)' in alts[figure]
     for figure in ('references.png', 'val_curves.png'):
         assert 'decoder + head' in alts[figure]
-    assert 'decoder_head' in alts['qualitative_us.png']
+    # the qualitative figure is about the question (shallow- vs deep-k), not every reference
+    assert 'decoder_head' not in alts['qualitative_us.png']
+
+
+def test_the_qualitative_figure_sets_shallow_k_against_deep_k_beside_full(study):
+    """The question itself: shallow->deep k and deep->shallow k at one k (the
+    recommendation's when it is a direction point), beside full and the pre-trained model."""
+    workdir, _ = study
+    page = html.unescape(read(workdir, 'report.html'))
+    alts = dict(re.findall(r'<img alt="([^:"]+): ([^"]*)"', page))
+    for target in ('us', 'xray'):
+        columns = alts[f'qualitative_{target}.png'].split(', ')
+        assert columns[0] == 'full' and columns[3] == 'pretrained'
+        shallow, deep = columns[1:3]
+        assert shallow.startswith('shallow_to_deep-') and deep.startswith('deep_to_shallow-')
+        assert shallow.rsplit('-k', 1)[1] == deep.rsplit('-k', 1)[1]  # the same k
 
 
 def test_one_seed_two_sizes_and_panels_of_one_point(tmp_path):

@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 
 from unet_jax import families, layout  # noqa: E402
 from unet_jax.report.analysis import Analysis  # noqa: E402
+from unet_jax.report.compare import DEEP, FULL, SHALLOW, direction_points  # noqa: E402
+from unet_jax.report.conclusions import readable  # noqa: E402
 from unet_jax.report.figures import GT_COLOR, PREDICTION_COLOR, Figure  # noqa: E402
 from unet_jax.report.load import Study  # noqa: E402
 
@@ -21,14 +23,43 @@ MAX_COLUMNS, MAX_LESION_ROWS = 6, 3
 
 
 def columns_for(study: Study, analysis: Analysis, target: str, num_train: int) -> list[str]:
-    """The reference configurations, then the cell's best configuration if it is not one."""
-    names = [r for r in families.REFERENCES if r in study.plan['families']]
-    best = next(
-        (a.best for a in analysis.answers if (a.target, a.num_train) == (target, num_train)), None
+    """The study's question side by side: shallow->deep k against deep->shallow k at the k
+    of the cell's recommendation (else the middle k both ran), beside full fine-tuning and the
+    pre-trained model; then the recommendation itself and the other references that fit."""
+    answer = next(
+        (a for a in analysis.answers if (a.target, a.num_train) == (target, num_train)), None
     )
-    if best and best not in names:
-        names.append(best)
-    return names[:MAX_COLUMNS]
+    chosen = None
+    if answer is not None:
+        chosen = answer.cheapest if answer.cheapest not in (None, FULL) else answer.best
+    names = [FULL, *_directions_at(study, target, num_train, chosen), 'pretrained']
+    names += [chosen] + [r for r in families.REFERENCES if r != 'scratch'] + ['scratch']
+    present = set(study.runs['configuration'][
+        (study.runs['target'] == target) & (study.runs['num_train'] == num_train)
+    ])  # fmt: skip
+    return list(dict.fromkeys(n for n in names if n and n in present))[:MAX_COLUMNS]
+
+
+def _directions_at(study: Study, target: str, num_train: int, chosen: str | None) -> list[str]:
+    """[shallow->deep k, deep->shallow k] of the first order and granularity, at the k of
+    `chosen` when it is one of them, else the middle k both directions ran ([] if none)."""
+    runs = study.runs
+    cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
+    if not study.orders() or cell.empty:
+        return []
+    order, granularity = study.orders()[0]
+    points = {
+        d: direction_points(cell, d, order, granularity) for d in (SHALLOW, DEEP)
+    }  # fmt: skip
+    common = sorted(set(points[SHALLOW]['k']) & set(points[DEEP]['k']))
+    if not common:
+        return []
+    picked = cell[cell['configuration'] == chosen]['k'] if chosen else []
+    k = int(picked.iloc[0]) if len(picked) and picked.iloc[0] in common else common[
+        (len(common) - 1) // 2]  # fmt: skip
+    return [
+        points[d][points[d]['k'] == k]['configuration'].iloc[0] for d in (SHALLOW, DEEP)
+    ]  # fmt: skip
 
 
 def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> Figure | None:
@@ -54,8 +85,10 @@ def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> F
                 if _draw(study, found, title, os.path.join(folder, file)):
                     return Figure(
                         file,
-                        f'{target}: test images with the ground truth (green) and each '
-                        "configuration's prediction (red, probability > 0.5) outlined; "
+                        f'{target}: test images with the ground truth (green) and the '
+                        'prediction (red, probability > 0.5) of full fine-tuning, of '
+                        'shallow->deep and deep->shallow at one k (the recommendation\'s, '
+                        'else the middle k) and of the references, outlined; '
                         'Dice per image as recorded by the run (results.json). Normal images '
                         '(empty ground truth) show how many pixels were predicted instead.',
                         tuple(names),
@@ -107,12 +140,18 @@ def _draw(study: Study, found: dict, title: str, path: str) -> bool:
             axes[r][c].set_xlabel(_score_text(study, point_name, ids[j], mask.any()), fontsize=8)
     axes[0][0].set_title('image + ground truth', fontsize=9)
     for c, name in enumerate(names, start=1):
-        axes[0][c].set_title(name.replace('_to_', '->'), fontsize=8)
+        axes[0][c].set_title(column_title(study, name), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def column_title(study: Study, name: str) -> str:
+    """'first 4 blocks\n(shallow->deep)', 'full fine-tuning': readable, in two short lines."""
+    text = readable(study, name).removeprefix('the ')
+    return text.replace(' (', '\n(', 1)
 
 
 def _outlined(ax, image: np.ndarray, mask: np.ndarray, prediction: np.ndarray | None) -> None:
