@@ -65,10 +65,22 @@ def test_the_page_opens_with_the_primary_endpoint(study):
     workdir, _ = study
     page = html.unescape(read(workdir, 'report.html'))
     first_screen = page.split('<h1>')[1].split('<h2>')[0]
-    sentence = re.search(r'<p class="primary">(.*?)</p>', first_screen).group(1)
+    answer = re.search(r'<p class="primary">(.*?)</p>', first_screen).group(1)
+    # in plain words: which is better, by how much, how sure; no p, df or nested parentheses
+    assert re.match(r'On us with 16 training images, (shallow->deep beats deep->shallow|'
+                    r'deep->shallow beats shallow->deep|the data cannot tell)', answer)
+    assert 'averaged over k = 1, 2, 3, 4, 5, 6, 7' in answer and '95% CI' in answer
+    assert ' on us than on xray ' in answer or 'between us and xray' in answer
+    assert 'p =' not in answer and 'df' not in answer
+    # the statistics folded beneath it
+    folded = re.search(r'<details class="stats"><summary>(.*?)</summary>(.*?)</details>',
+                       first_screen).group(2)  # fmt: skip
+    sentence = re.search(r'<p>(Primary endpoint \(.*?)</p>', folded).group(1)
     assert sentence.startswith('Primary endpoint (the gap shallow->deep minus deep->shallow')
     assert 'on us at n = 16' in sentence and 'minus the gap on xray' in sentence
     assert re.search(r'the gap on us is (positive|negative|shows no evidence)[^;]*95% CI', sentence)
+    assert 'No registration record' in folded and 'What the primary test on us rests on' in folded
+    assert read(workdir, 'answer.txt').strip() == answer
     assert 'primary_endpoint.png' in first_screen  # its figure, before anything else
     headings = re.findall(r'<h2>(.*?)</h2>', page)
     assert headings[:2] == ['Problems', 'The answer']

@@ -663,7 +663,7 @@ def answer(workdir: str, report_path: str) -> str:
 
         study = load(workdir)
         margin = study.plan.get('margin') or stats.Settings().margin
-        return conclusions.primary_sentence(analysis.analyse(study, stats.Settings(margin)))
+        return conclusions.plain_answer(analysis.analyse(study, stats.Settings(margin)))
     except Exception as error:  # the answer is a courtesy; the report has it
         logging.warning('study: no answer sentence (%s: %s)', type(error).__name__, error)
         return f'see the report ({type(error).__name__} while making the sentence).'

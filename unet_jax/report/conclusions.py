@@ -238,6 +238,58 @@ def primary_sentence(analysis: Analysis) -> str:
     )
 
 
+def plain_answer(analysis: Analysis) -> str:
+    """The primary endpoint's answer in plain words, for the report's first line and the end
+    of a study's console (its statistics are in `primary_sentence`, folded beneath)."""
+    comparisons = analysis.comparisons
+    if comparisons.primary_plan is None or not comparisons.primary:
+        return primary_sentence(analysis)
+    return ' '.join(_plain(c) for c in comparisons.primary)
+
+
+def _plain(c: Comparison) -> str:
+    """One primary hypothesis's answer in words: which is better, by how much, how sure."""
+    a, b = label(c.a), label(c.b)
+    if c.test is None or not c.test.defined:
+        return f'{_capitalised(primary_hypothesis(c))} could not be tested.'
+    t = c.test
+    ci = f'95% CI {t.low:+.3f} to {t.high:+.3f}'
+    if c.verdict == 'not reached':
+        return (
+            f'{_capitalised(primary_hypothesis(c))} was not tested, as registered (an earlier '
+            'primary hypothesis was not confirmed).'
+        )
+    over_k = f' averaged over k = {_ks(c.ks)}' if c.ks else ''
+    if c.kind in ('directions', 'paths', 'pair'):
+        if c.verdict in ('a', 'b'):
+            better, worse = (a, b) if c.verdict == 'a' else (b, a)
+            return (
+                f'On {c.target} with {c.num_train} training images, {better} beats {worse} by '
+                f'{abs(t.estimate):.3f} Dice{over_k} ({ci}).'
+            )
+        return (
+            f'On {c.target} with {c.num_train} training images, the data cannot tell {a} from '
+            f'{b}{over_k} (difference {t.estimate:+.3f} Dice, {ci}); this is no evidence of a '
+            'difference, not evidence that they are equal.'
+        )
+    first, second = c.between
+    where = {'interaction': 'on', 'size': 'with'}[c.kind]
+    if c.verdict in ('a', 'b'):
+        larger, smaller = (first, second) if c.verdict == 'a' else (second, first)
+        return (
+            f'The advantage of {a} over {b} is {abs(t.estimate):.3f} Dice larger {where} '
+            f'{larger} than {where} {smaller} ({ci}).'
+        )
+    return (
+        f'Whether the advantage of {a} over {b} differs between {first} and {second} stays '
+        f'open: difference {t.estimate:+.3f} Dice ({ci}).'
+    )
+
+
+def _ks(ks) -> str:
+    return ', '.join(str(k) for k in ks)
+
+
 def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]]:
     """The conclusions: the primary endpoint, then per cell (secondary), then interactions."""
     out = []

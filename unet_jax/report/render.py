@@ -59,6 +59,9 @@ class Markdown:
     def primary(self, text: str) -> str:
         return f'> {text}\n'
 
+    def folded(self, summary: str, paragraphs: Sequence[str]) -> str:
+        return f'*{summary}:*\n\n' + ''.join(f'{p}\n\n' for p in paragraphs)
+
     def table(self, table: Table) -> str:
         cell = lambda text: str(text).replace('|', '\\|')
         lines = [f'**{table.title}**', '', '| ' + ' | '.join(map(cell, table.columns)) + ' |']
@@ -107,6 +110,11 @@ class Html:
 
     def primary(self, text: str) -> str:
         return f'<p class="primary">{html.escape(text)}</p>'
+
+    def folded(self, summary: str, paragraphs: Sequence[str]) -> str:
+        """Paragraphs folded beneath a one-line summary (<details>)."""
+        body = ''.join(f'<p>{html.escape(p)}</p>' for p in paragraphs)
+        return f'<details class="stats"><summary>{html.escape(summary)}</summary>{body}</details>'
 
     def table(self, table: Table) -> str:
         head = ''.join(f'<th>{html.escape(c)}</th>' for c in table.columns)

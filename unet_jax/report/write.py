@@ -130,12 +130,16 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
     curve = next((f for f in made if f is not None and f.file == CURVE_FIGURE), None)
     data = dict(
         recommendations=conclusions.recommendations(study, result),
-        components=components_line(result),
         curve_figure=curve,
         status=conclusions.status_line(study),
         problems=_problems(study),
         primary=conclusions.primary_sentence(result),
-        registration=registration.lines(study.registration),
+        answer=conclusions.plain_answer(result),
+        statistics=[
+            conclusions.primary_sentence(result),
+            *registration.lines(study.registration),
+            *filter(None, [components_line(result)]),
+        ],
         primary_figure=primary_figure,
         answer_tables=[
             t
@@ -168,7 +172,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
         with open(os.path.join(folder, name), 'w') as f:
             f.write(render.render(fmt, full=full, **data))
     with open(os.path.join(folder, ANSWER_FILE), 'w') as f:
-        f.write(data['primary'] + '\n')
+        f.write(data['answer'] + '\n')
     return os.path.join(folder, 'report.html')
 
 
