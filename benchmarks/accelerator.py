@@ -375,7 +375,7 @@ def sweep_part(setting: Setting, rows: Rows, deadline: float) -> int:
     if setting.sweep is None:
         rows.note(SWEEP_SMOKE_LINE.format(**GPU.sweep))
         return 0
-    study_imports = 'import unet_jax.study, unet_jax.train, unet_jax.writers'
+    study_imports = 'import unet_jax.study.runner, unet_jax.train.trainer, unet_jax.train.writers'
     check = subprocess.run(
         [sys.executable, '-c', study_imports],
         cwd=ROOT,

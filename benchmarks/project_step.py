@@ -11,7 +11,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import config_lib, freeze, layers, models, steps
+from unet_jax import freeze, models
+from unet_jax.config import defaults
+from unet_jax.models import layer_registry
+from unet_jax.train import steps
 
 
 def benchmark_config(
@@ -24,7 +27,7 @@ def benchmark_config(
     half_precision: bool = False,
 ) -> ml_collections.ConfigDict:
     """The default run config at the given size; `augment=False` feeds the batch unchanged."""
-    config = config_lib.default_config()
+    config = defaults.default_config()
     config.model.depth, config.model.base_width = depth, base_width
     config.data.image_size, config.batch_size = image_size, batch_size
     config.half_precision = half_precision
@@ -52,7 +55,7 @@ class JaxStep:
 
     def __init__(self, config: ml_collections.ConfigDict, spec: str, *, xla_defaults=False):
         model = models.create_model(config.model, half_precision=config.half_precision)
-        self.registry = layers.build_registry(
+        self.registry = layer_registry.build_registry(
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
         self.plan = freeze.compile_spec(spec, self.registry, order='forward', granularity='block')

@@ -1,7 +1,7 @@
 r"""Step time of frozen training vs full training, measured side by side in one process.
 
 For the classic U-Net (depth 4, base 64) at 128x128, batch 8, one train step (Adam, BCE + Dice,
-augmentation; the project's step compiled as train.py compiles it, benchmarks/project_step.py)
+augmentation; the project's step compiled as unet_jax.train compiles it, benchmarks/project_step.py)
 for several freeze specs: the median step time, its ratio to the full step, and the ideal
 ratio from the layer registry's FLOP model (forward of everything + backward only as
 deep as the shallowest trained unit + weight gradients of trained units).

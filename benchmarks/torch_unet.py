@@ -56,7 +56,7 @@ def _two_convs(block: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
 
 
 def torch_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """unet_jax.metrics.segmentation_loss (BCE + soft Dice, weights 1) averaged over the batch."""
+    """models.metrics.segmentation_loss (BCE + soft Dice, weights 1) averaged over the batch."""
     bce = F.binary_cross_entropy_with_logits(logits, masks, reduction='none').mean((1, 2, 3))
     probs = torch.sigmoid(logits)
     intersection = (probs * masks).sum((1, 2, 3))

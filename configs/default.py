@@ -10,8 +10,8 @@ The one argument, `quick`, shrinks the run to CPU scale (big_vision style):
   python -m unet_jax.main --config=configs/default.py:quick --workdir=runs/x
 """
 
-from unet_jax import config_lib
+from unet_jax.config import defaults
 
 
 def get_config(arg: str = ''):
-    return config_lib.default_config(arg)
+    return defaults.default_config(arg)

@@ -13,22 +13,22 @@ train `--config.finetune.train=@all` from scratch (or set
 `--config.finetune.allow_random_frozen=True` to freeze random layers on purpose).
 """
 
-from unet_jax import config_lib
+from unet_jax.config import defaults, target_sets
 
 WHERE = 'configs/finetune.py'
 ARGUMENTS = {
-    **config_lib.DEFAULT_ARGUMENTS,
-    'target': f'the target set, one of {", ".join(config_lib.target_names())} (default us)',
+    **defaults.DEFAULT_ARGUMENTS,
+    'target': f'the target set, one of {", ".join(target_sets.target_names())} (default us)',
     'data_root': 'DIR holding the release folder of a real target set (its manual_dir)',
 }
 
 
 def get_config(arg: str = ''):
-    args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
-    config = config_lib.default_config('quick' if args.get('quick') else '')
+    args = defaults.parse_args(arg, ARGUMENTS, where=WHERE)
+    config = defaults.default_config('quick' if args.get('quick') else '')
     name = str(args.get('target', 'us'))
-    target = config_lib.builtin_target(name, data_root=str(args.get('data_root', '')), where=WHERE)
-    config_lib.apply_target(config, target, where=f'{WHERE}:target={name}')
+    target = target_sets.builtin_target(name, data_root=str(args.get('data_root', '')), where=WHERE)
+    target_sets.apply_target(config, target, where=f'{WHERE}:target={name}')
     config.optimizer.learning_rate = 5e-4
     config.finetune.train = '@contracting'
     return config

@@ -10,10 +10,10 @@ Pre-train on natural images (once per seed), then fine-tune on each target set w
   deep_to_shallow k=1..N   the last k blocks/units train (`last:k`)
   auto k=1..N, soft        (only when listed) the k blocks/units that a criterion scores
                            highest on the target (`auto:rgn:k`), or all with per-block learning
-                           rates scaled by the scores (`auto:rgn:soft`); unet_jax.surgical
+                           rates scaled by the scores (`auto:rgn:soft`); unet_jax.freeze.auto_choice
 in each depth order (`forward`, `level`) and granularity (`block`, `unit`) listed in
 `study.orders` / `study.granularities`, for every target, training-set size and seed.
-`unet_jax.sweep.enumerate_sweep` turns this config into the list of runs.
+`unet_jax.study.sweep_points.enumerate_sweep` turns this config into the list of runs.
 
 The top level of this config is the base fine-tuning run that every point modifies (so
 `--config.optimizer.learning_rate=1e-4` changes every point); `study.pretrain` is the full
@@ -115,7 +115,7 @@ the sweep, in WORKDIR/registration.json; a later start that changes them is refu
 finished by then) and the report says so in its first screen.
 
 Each target of `study.targets` is a definition of overrides of the run's `data.*` and
-`augment.*` fields (config_lib.apply_target applies it to every point of the target); built-in
+`augment.*` fields (target_sets.apply_target applies it to every point of the target); built-in
 ultrasound targets leave out normal cases (`data.drop_normal`), chest X-ray targets train
 without left-right flips (`augment.flip`). Any field of a definition can be changed on the
 command line, e.g. --config.study.targets.busi.data.drop_normal=False.
@@ -137,17 +137,19 @@ Examples:
 
 import ml_collections
 
-from unet_jax import auto_spec, config_lib, families, modalities
+from unet_jax import errors
+from unet_jax.config import auto_spec, defaults, families, target_sets
+from unet_jax.data import modalities
 
 WHERE = 'configs/layerwise.py'
 ARGUMENTS = {
-    **config_lib.DEFAULT_ARGUMENTS,
+    **defaults.DEFAULT_ARGUMENTS,
     'real': 'the real-data study for 2 CPU cores (BUSI + JSRT, 128x128, 5 folds, 3 pre-trainings)',
     'real_v2': 'the confirmatory real-data study (k = 1, 2, 4, 7 both ways, 2 sizes, 5 new '
     'pre-trainings to a plateau, registered power)',
     'medium': 'the earlier real-data scale (depth 4, base 8, 64x64, 3 seeds; superseded by real)',
-    'pretrain_data': f'pre-train on a real set, one of {list(config_lib.REAL_SOURCES)}',
-    'source': f'pre-training set, one of {sorted(config_lib.SOURCES)} (default natural)',
+    'pretrain_data': f'pre-train on a real set, one of {list(defaults.REAL_SOURCES)}',
+    'source': f'pre-training set, one of {sorted(defaults.SOURCES)} (default natural)',
     'sources': "'+'-separated pre-training sources: one study each, gaps compared (speckle test)",
     'targets': "'+'-separated targets: built-in names, folder:NAME, FILE.py (default us+xray)",
     'data_root': "DIR holding the real sets' release folders (their manual_dir)",
@@ -218,12 +220,12 @@ REAL_V2_POWER = dict(
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-    args = config_lib.parse_args(arg, ARGUMENTS, where=WHERE)
+    args = defaults.parse_args(arg, ARGUMENTS, where=WHERE)
     quick = bool(args.get('quick', False))
     medium = bool(args.get('medium', False))
     real_v2 = bool(args.get('real_v2', False))
     if real_v2 and args.get('real'):
-        raise config_lib.ConfigError(f'{WHERE}: real and real_v2 are two studies: choose one.')
+        raise errors.ConfigError(f'{WHERE}: real and real_v2 are two studies: choose one.')
     real = bool(args.get('real', False)) or real_v2  # real_v2 is real's scale, redesigned
     cpu_scale = quick or medium or real
     source_names = _sources(args)
@@ -254,23 +256,23 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     if quick + medium + real > 1:
         raise ValueError(f'{WHERE}: choose one scale (quick, medium or real), not several.')
     if real and not data_root:
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f'{WHERE}: real reads BUSI, JSRT and ECSSD from disk; pass data_root=DIR (the folder '
             f'holding their release folders), e.g. --config={WHERE}:real,data_root=/data.'
         )
     if pretrain_data and generated:
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f'{WHERE}: pretrain_data={pretrain_data!r} and a generated source (source= or '
             'sources=) both name the pre-training set: keep one.'
         )
-    if pretrain_data and (pretrain_data not in config_lib.REAL_SOURCES or not data_root):
+    if pretrain_data and (pretrain_data not in defaults.REAL_SOURCES or not data_root):
         raise ValueError(
             f'{WHERE}: pretrain_data={pretrain_data!r} must be one of '
-            f'{list(config_lib.REAL_SOURCES)}, with data_root=DIR (the folder holding its '
+            f'{list(defaults.REAL_SOURCES)}, with data_root=DIR (the folder holding its '
             'release folder).'
         )
 
-    config = config_lib.default_config('quick' if quick else '')
+    config = defaults.default_config('quick' if quick else '')
     if _known(family_names) and families.needs_norm_layers(family_names):
         # `norm` trains norm layers only: the U-Net (and its pre-training) gets BatchNorm.
         config.model.norm = NORM_FOR_NORM_FAMILIES
@@ -311,7 +313,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         study.pretrain.data.manual_dir = data_root
     # Several pre-training sources (sources=; the first is the baseline of the comparisons):
     # one study per source in <workdir>/sources/<name> with study.pretrain =
-    # study.source_pretrain[name] (unet_jax.study.run_sources), gaps compared by
+    # study.source_pretrain[name] (unet_jax.study.runner.run_sources), gaps compared by
     # unet_jax.report.sources; () = one study pre-trained as study.pretrain says.
     study.sources = tuple(source_names)
     study.source_pretrain = ml_collections.ConfigDict(
@@ -333,7 +335,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         _size_subsets(study, targets, sizes, ks) if real_v2 else {}
     )
     study.families = tuple(family_names)
-    # Criteria of the `auto` family (unet_jax.auto_spec.CRITERIA; scored by unet_jax.surgical):
+    # Criteria of the `auto` family (unet_jax.config.auto_spec.CRITERIA; scored by
+    # unet_jax.freeze.auto_choice):
     # rgn (relative gradient norm), probe (a short training probe per block), greedy (blocks
     # added one at a time by the validation Dice of short runs).
     study.auto_criteria = tuple(criteria)
@@ -373,7 +376,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # Equivalence margin of the report's TOST, in Dice ("equivalent within +-margin").
     study.margin = 0.02
     # The first start records the declaration (primary, margin, families, ks, sizes, targets,
-    # folds, seeds) in WORKDIR/registration.json (unet_jax.registration); a later start that
+    # folds, seeds) in WORKDIR/registration.json (unet_jax.config.registration); a later start that
     # declares otherwise is refused unless this is True: it appends an amendment (its time,
     # the runs finished by then) that the report states in its first screen.
     study.amend_registration = False
@@ -493,7 +496,7 @@ def _size_subsets(study: ml_collections.ConfigDict, targets: list[str], sizes: l
     """real_v2: each size after the first runs on the first ultrasound target only, at k =
     REAL_V2_SIZE_K of both directions (forward order, by block), full and pretrained."""
     if REAL_V2_SIZE_K not in ks:
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f'{WHERE}: real_v2 runs its larger sizes at k = {REAL_V2_SIZE_K}; keep it in ks= '
             f'(e.g. ks={REAL_V2_KS}).'
         )
@@ -517,11 +520,11 @@ def _pretrain_config(
     medium: bool = False,
     real: bool = False,
 ) -> ml_collections.ConfigDict:
-    pretrain = config_lib.default_config('quick' if quick else '')
+    pretrain = defaults.default_config('quick' if quick else '')
     for key in config.model:
         pretrain.model[key] = config.model.get_ref(key)
     pretrain.data.image_size = config.data.get_ref('image_size')
-    config_lib.apply_source(pretrain, source, where=WHERE)
+    defaults.apply_source(pretrain, source, where=WHERE)
     if quick:
         pretrain.data.num_examples = 300
         pretrain.num_train_steps = 400
@@ -557,15 +560,15 @@ def _targets(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:
     targets: dict[str, ml_collections.ConfigDict] = {}
     for token in tokens:
         if token.endswith('.py'):
-            found = config_lib.load_target_file(token, where=f'{WHERE}:targets')
+            found = target_sets.load_target_file(token, where=f'{WHERE}:targets')
         elif token.startswith('folder:'):
-            found = {token.removeprefix('folder:'): config_lib.folder_target()}
+            found = {token.removeprefix('folder:'): target_sets.folder_target()}
         else:
             found = {token: _builtin_target(token, data_root=data_root)}
         for name, definition in found.items():
-            config_lib.check_target_name(name, where=f'{WHERE}:targets')
+            target_sets.check_target_name(name, where=f'{WHERE}:targets')
             if name in targets:
-                raise config_lib.ConfigError(
+                raise errors.ConfigError(
                     f'{WHERE}: target {name!r} is given twice in targets=.'
                 )
             targets[name] = definition
@@ -578,16 +581,16 @@ def _external(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict
     for token in tokens:
         set_name, at, target = token.partition('@')
         if not at or not target:
-            raise config_lib.ConfigError(
+            raise errors.ConfigError(
                 f'{WHERE}: external={token!r} must be SET@TARGET, e.g. external=folder:b@busi '
                 '(the runs trained on busi also score every image of folder set b).'
             )
         if set_name.startswith('folder:'):
-            name, definition = set_name.removeprefix('folder:'), config_lib.folder_target()
+            name, definition = set_name.removeprefix('folder:'), target_sets.folder_target()
         else:
             name = set_name
             definition = _builtin_target(set_name, data_root=data_root, argument='external')
-        config_lib.check_target_name(name, where=f'{WHERE}:external')
+        target_sets.check_target_name(name, where=f'{WHERE}:external')
         if name in external:
             external[name].of = (*external[name].of, target)
             continue
@@ -599,13 +602,13 @@ def _builtin_target(
     name: str, *, data_root: str, argument: str = 'targets'
 ) -> ml_collections.ConfigDict:
     """A built-in set named in `argument=` (targets or external); errors name that argument."""
-    if name in config_lib.REAL_TARGETS and not data_root:
-        raise config_lib.ConfigError(
+    if name in target_sets.REAL_TARGETS and not data_root:
+        raise errors.ConfigError(
             f'{WHERE}: {argument}= names {name!r}, a real set read from disk; pass '
             f'data_root=DIR (the folder holding its release folder) in the config argument, '
             f'e.g. --config={WHERE}:{argument}={name},data_root=/data.'
         )
-    return config_lib.builtin_target(name, data_root=data_root, where=f'{WHERE}:{argument}')
+    return target_sets.builtin_target(name, data_root=data_root, where=f'{WHERE}:{argument}')
 
 
 def _sources(args: dict[str, object]) -> list[str]:
@@ -614,18 +617,18 @@ def _sources(args: dict[str, object]) -> list[str]:
     if not names:
         return []
     if 'source' in args:
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f'{WHERE}: source= and sources= both given; sources=A+B compares several, '
             'source=A pre-trains on one: keep one.'
         )
     for name in names:
-        if name not in config_lib.SOURCES:
-            raise config_lib.ConfigError(
-                f'{WHERE}: sources: {name!r} is not one of {sorted(config_lib.SOURCES)} '
+        if name not in defaults.SOURCES:
+            raise errors.ConfigError(
+                f'{WHERE}: sources: {name!r} is not one of {sorted(defaults.SOURCES)} '
                 '(e.g. sources=natural+natural_speckle+natural_imaging).'
             )
     if len(set(names)) != len(names) or len(names) < 2:
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f'{WHERE}: sources={"+".join(names)} must name at least two different sources.'
         )
     return names
@@ -635,7 +638,7 @@ def _integer(value: object, argument: str) -> int:
     try:
         return int(str(value))
     except ValueError:
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f'{WHERE}: {argument}={value!r} is not a whole number (e.g. seeds=3, sizes=10+50+all).'
         ) from None
 

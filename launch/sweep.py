@@ -45,8 +45,10 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from unet_jax import cli, config_lib, io_utils, layout, report, runfolder, study  # noqa: E402
-from unet_jax.sweep import enumerate_sweep  # noqa: E402
+from unet_jax import errors, io_utils, layout, report
+from unet_jax.study import checks, runner
+from unet_jax.study.sweep_points import enumerate_sweep
+from unet_jax.train import runfolder
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -154,7 +156,7 @@ def run_local(*, args, workdir, sweep, groups, dry_run) -> int:
     os.makedirs(logs, exist_ok=True)
     logging.info('sweep: pre-training and data preparation (log: %s/pretrain.log)', logs)
     if _start(args, workdir, 'pretrain', logs, None).wait() != 0:
-        raise cli.UserError(
+        raise errors.UserError(
             f'pre-training or data preparation failed: see {logs}/pretrain.log. Nothing else '
             'ran; fix the cause and run the same command again.'
         )
@@ -162,7 +164,7 @@ def run_local(*, args, workdir, sweep, groups, dry_run) -> int:
     path = report.write_report(workdir)
     logging.info('sweep: report in %s', path)
     if failed:
-        raise cli.UserError(failed_message(workdir, sweep, groups, failed, logs))
+        raise errors.UserError(failed_message(workdir, sweep, groups, failed, logs))
     return 0
 
 
@@ -182,7 +184,7 @@ def failed_message(workdir: str, sweep, groups, failed: list[str], logs: str) ->
         for g in groups
         if g.name in failed and not any(p.run_name in runs for p in g.runs)
     ]
-    parts = [study.failed_message(workdir, runs, total)] if runs else []
+    parts = [runner.failed_message(workdir, runs, total)] if runs else []
     if silent:
         parts.append(
             f'{len(silent)} of {len(groups)} groups failed before a run could fail: see '
@@ -300,7 +302,7 @@ def check_slurm_programs() -> None:
     """sbatch and squeue are on the PATH, or the error says how to get on without them."""
     missing = [p for p in ('sbatch', 'squeue') if not shutil.which(p, path=CHILD_ENV.get('PATH'))]
     if missing:
-        raise cli.UserError(
+        raise errors.UserError(
             f'--executor=slurm needs SLURM\'s {" and ".join(missing)}, not found on the PATH. '
             'To fix: install SLURM (or run this command on a node of the cluster, where '
             '`sbatch` works), or run the groups on this machine with --executor=local.'
@@ -316,7 +318,7 @@ def queued_jobs(workdir: str) -> list[str]:
         env=CHILD_ENV,
     )
     if listing.returncode:
-        raise cli.UserError(
+        raise errors.UserError(
             f'squeue failed: {listing.stderr.strip()}. Is SLURM running here (`sinfo`)? Or run '
             'the groups on this machine with --executor=local.'
         )
@@ -491,7 +493,7 @@ def main(argv):
             '--config has no `study` field: launch/sweep.py runs studies '
             '(configs/layerwise.py); run single configs with unet_jax.main.'
         )
-    config_lib.check_config(config)  # every bad field, every sweep point, before anything runs
+    checks.check_config(config)  # every bad field, every sweep point, before anything runs
     workdir = os.path.abspath(FLAGS.workdir)
     if config.study.get('sources'):
         names = '+'.join(config.study.sources)
@@ -504,7 +506,7 @@ def main(argv):
             'with python -m unet_jax.main.'
         )
     sweep = enumerate_sweep(config)
-    study.check_run_folders(config, workdir, sweep.runs, pretraining=True)
+    runner.check_run_folders(config, workdir, sweep.runs, pretraining=True)
     finished = {
         p.run_name
         for p in sweep.runs
@@ -526,7 +528,7 @@ def main(argv):
         check_slurm_programs()
     # One launcher per study folder (the processes it starts lock their group folders).
     with runfolder.lock(workdir):
-        study.write_plan(config, workdir, sweep)
+        runner.write_plan(config, workdir, sweep)
         if not groups:
             logging.info('sweep: nothing to run; writing the report.')
             print(report.write_report(workdir))
@@ -542,4 +544,4 @@ def execute(config, **plan) -> int:
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    errors.run(main)

@@ -4,7 +4,7 @@ Nothing here trains: Dice, validation curves, per-image scores, costs and times 
 from a small model with seed, image and run noise, so the report meets every case a real
 study gives it: several targets, aliases (k = N is `full`; `pretrained` runs once for all
 seeds), normal (empty-mask) test images on one target, a failed and a pending run, a scratch
-baseline still improving at its last steps. Families come from unet_jax.families at call
+baseline still improving at its last steps. Families come from unet_jax.config.families at call
 time, so a family patched into that table gets points, results and predictions too.
 """
 
@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from unet_jax import families, layout
+from unet_jax import layout
+from unet_jax.config import families
 
 # A depth-3, base-8 U-Net at 64x64, block by block: (name, level, params, forward FLOPs).
 BLOCKS = (

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import analyze, layout, train
-from unet_jax.layers import build_registry
+from unet_jax import analyze, layout
 from unet_jax.models import UNet
+from unet_jax.models.layer_registry import build_registry
+from unet_jax.train import trainer
 
 
 def _hsic_cka(x, y):
@@ -97,11 +98,11 @@ def tuned_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('analyze')
     splits = tiny.disk_splits()
     pretrain_dir = str(root / 'pretrain')
-    train.train_and_evaluate(tiny.tiny_config(), pretrain_dir, splits=splits)
+    trainer.train_and_evaluate(tiny.tiny_config(), pretrain_dir, splits=splits)
     config = tiny.tiny_config(**{'init_from': pretrain_dir, 'finetune.train': 'dec0,head'})
     config.optimizer.learning_rate = 3e-2
     run_dir = str(root / 'tuned')
-    train.train_and_evaluate(config, run_dir, splits=splits)
+    trainer.train_and_evaluate(config, run_dir, splits=splits)
     return pretrain_dir, run_dir, splits
 
 

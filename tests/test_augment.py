@@ -4,12 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-from unet_jax import config_lib
+from unet_jax.config import defaults
 from unet_jax.data import augment
 
 
 def _cfg(**overrides):
-    cfg = config_lib.default_config().augment.to_dict()
+    cfg = defaults.default_config().augment.to_dict()
     cfg.update(overrides)
     return cfg
 

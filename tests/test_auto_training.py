@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import auto_spec, checkpoint, steps, surgical, train
+from unet_jax.config import auto_spec
+from unet_jax.freeze import auto_choice
+from unet_jax.train import checkpoint, steps, trainer
 
 
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory):
     directory = tmp_path_factory.mktemp('pre')
-    train.train_and_evaluate(tiny.tiny_config(), str(directory), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(tiny.tiny_config(), str(directory), splits=tiny.disk_splits())
     return str(directory)
 
 
@@ -33,7 +35,7 @@ def _finetune(pretrained, workdir, spec, **overrides):
             **overrides,
         }
     )
-    return train.train_and_evaluate(config, str(workdir), splits=tiny.disk_splits())
+    return trainer.train_and_evaluate(config, str(workdir), splits=tiny.disk_splits())
 
 
 def test_auto_k_trains_the_chosen_blocks_and_records_the_choice(pretrained, tmp_path):
@@ -53,7 +55,7 @@ def test_auto_k_trains_the_chosen_blocks_and_records_the_choice(pretrained, tmp_
     tuned = traverse_util.flatten_dict(after['params'], sep='/')
     frozen = [p for p in before if p.split('/')[0] not in auto['chosen']]
     assert frozen and all(np.array_equal(before[p], tuned[p]) for p in frozen)
-    assert json.loads((tmp_path / surgical.CHOICE_FILE).read_text())['requested'] == 'auto:rgn:2'
+    assert json.loads((tmp_path / auto_choice.CHOICE_FILE).read_text())['requested'] == 'auto:rgn:2'
 
 
 def test_soft_variant_scales_each_block_by_its_score(pretrained, tmp_path):
@@ -73,11 +75,11 @@ def test_soft_scales_reach_the_optimiser():
     config = tiny.tiny_config()
     tx = steps.create_train_tx(config, scales={'a': 0.5})
     state = tx.init({'a': {'kernel': np.ones(3, np.float32)}})
-    leaves = [s for s in state if isinstance(s, surgical.ScoreScaleState)]
+    leaves = [s for s in state if isinstance(s, auto_choice.ScoreScaleState)]
     assert leaves and float(leaves[0].scales['a']['kernel']) == 0.5
 
 
 def test_auto_spec_without_pretrained_weights_names_the_field(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'auto:rgn:1', 'finetune.granularity': 'block'})
     with pytest.raises(auto_spec.AutoSpecError, match='config.init_from'):
-        train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+        trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())

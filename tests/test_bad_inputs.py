@@ -1,7 +1,7 @@
 """The bad-input catalogue: every input a user can get wrong, run through the real commands.
 
 Each case asserts what a user sees: a non-zero exit status (2: the command line or config, 1:
-anything else, see unet_jax/cli.py), one `error:` message that names the field or file and the
+anything else, see unet_jax/errors.py), one `error:` message that names the field or file and the
 fix (key words below), no Python traceback on stderr, and nothing half-written: no
 results.json, and where the input can be fixed, the same command then runs to the end.
 
@@ -32,7 +32,9 @@ import pytest
 from tests import tiny
 from tests.conftest import blob_mask, save_image
 from tests.test_predict import busi_layout, checksums, fake_study
-from unet_jax import analyze, checkpoint, cli, config_lib, predict
+from unet_jax import analyze, errors, predict
+from unet_jax.study import checks
+from unet_jax.train import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACEBACK = 'Traceback (most recent call last)'
@@ -63,7 +65,7 @@ def assert_one_clear_message(stderr: str, code: int, expected_code: int, words) 
 class CommandCase:
     args: tuple[str, ...]
     words: tuple[str, ...]
-    code: int = cli.USAGE_EXIT
+    code: int = errors.USAGE_EXIT
     tiny: bool = True  # prepend TINY_ARGS and --workdir
 
 
@@ -230,8 +232,9 @@ COMMAND_CASES = {
 # without paying the interpreter start and imports (seconds on a busy CPU) for every case.
 FORK_SERVER = r"""
 import json, os, runpy, sys, traceback
-import absl.app, jax, ml_collections.config_flags, unet_jax.cli, unet_jax.config_lib
-import unet_jax.freeze, unet_jax.layers, unet_jax.models
+import absl.app, jax, ml_collections.config_flags, unet_jax.errors, unet_jax.config.defaults
+import unet_jax.study.checks
+import unet_jax.freeze, unet_jax.models.layer_registry, unet_jax.models
 print('ready', flush=True)
 for line in sys.stdin:
     request = json.loads(line)
@@ -308,7 +311,7 @@ def test_workdir_that_is_a_file(main_command, tmp_path):
         code, stderr = main_command(args, tmp_path)
         what = 'is a file' if workdir == file else f'lies under {file}, which is a file'
         words = (f'--workdir={workdir} {what}', 'pass a --workdir that is a folder')
-        assert_one_clear_message(stderr, code, cli.ERROR_EXIT, words)
+        assert_one_clear_message(stderr, code, errors.ERROR_EXIT, words)
         assert file.read_text() == 'a user file'
 
 
@@ -316,7 +319,7 @@ def test_unknown_external_set_names_external(main_command, tmp_path):
     args = ('--config=configs/layerwise.py:quick,external=nope@us', '--workdir=w')
     code, stderr = main_command(args, tmp_path)
     words = ('configs/layerwise.py:external', "'nope'")
-    assert_one_clear_message(stderr, code, cli.USAGE_EXIT, words)
+    assert_one_clear_message(stderr, code, errors.USAGE_EXIT, words)
     assert 'targets' not in stderr[stderr.index('error: ') :].split(';')[0]
 
 
@@ -371,10 +374,10 @@ def run_config(data: Path, **overrides):
 
 def train_run(config, workdir: Path) -> None:
     """What `python -m unet_jax.main` runs for a single-run config."""
-    from unet_jax import train
+    from unet_jax.train import trainer
 
-    config_lib.check_config(config)
-    train.train_and_evaluate(config, str(workdir))
+    checks.check_config(config)
+    trainer.train_and_evaluate(config, str(workdir))
 
 
 def mount_tmpfs(folder: Path, options: str) -> bool:
@@ -407,7 +410,7 @@ class Bad:
 
     run: Callable[[], object]
     words: tuple[str, ...]
-    code: int = cli.ERROR_EXIT
+    code: int = errors.ERROR_EXIT
     prog: str = 'main'
     workdir: Path | None = None  # the run folder: no results.json may appear in it
     untouched: Path | None = None  # a folder that must not be created
@@ -463,7 +466,7 @@ def test_runs_and_files(name, ctx, capfd):
     before = [checksums(folder) for folder in bad.unchanged]
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        with cli.errors_reported(bad.prog):
+        with errors.errors_reported(bad.prog):
             bad.run()
     assert_one_clear_message(capfd.readouterr().err, exit_.value.code, bad.code, bad.words)
     assert [checksums(folder) for folder in bad.unchanged] == before
@@ -894,7 +897,7 @@ def test_loss_nan_command(good_data, tmp_path):
     assert_one_clear_message(
         result.stderr,
         result.returncode,
-        cli.ERROR_EXIT,
+        errors.ERROR_EXIT,
         ('stopped at step 1', 'config.optimizer.learning_rate'),
     )
     after = result.stderr[result.stderr.index('error: ') :]
@@ -915,7 +918,7 @@ def test_full_disk(good_data, tmp_path):
         assert_one_clear_message(
             result.stderr,
             result.returncode,
-            cli.ERROR_EXIT,
+            errors.ERROR_EXIT,
             ('No space left on device', str(disk / 'run'), 'free some space', '--workdir'),
         )
         assert not (disk / 'run' / 'results.json').exists()
@@ -985,7 +988,7 @@ FOLDER_CASES = {
             'config.optimizer.learning_rate: 0.001 there, 0.01 now',
             'use a new --workdir',
         ),
-        cli.USAGE_EXIT,
+        errors.USAGE_EXIT,
     ),
     'config-changed-in-an-unfinished-run': FolderCase(
         ('--config.optimizer.learning_rate=0.01', '--config.model.base_width=8'),
@@ -995,13 +998,13 @@ FOLDER_CASES = {
             'config.optimizer.learning_rate: 0.001 there, 0.01 now',
             'use a new --workdir',
         ),
-        cli.USAGE_EXIT,
+        errors.USAGE_EXIT,
         finished=False,
     ),
     'folder-in-use': FolderCase(
         (),
         ('is in use by process', 'since', 'Only one process', 'wait until', 'a new --workdir'),
-        cli.ERROR_EXIT,
+        errors.ERROR_EXIT,
         finished=False,
         held=True,
     ),
@@ -1014,7 +1017,7 @@ def test_run_folders_refuse_a_second_process_and_another_config(
 ):
     """Refused at once, with the exit status and message, and not one byte of the folder
     changed (the lock file included)."""
-    from unet_jax import runfolder
+    from unet_jax.train import runfolder
 
     workdir = Path(shutil.copytree(trained_run, tmp_path / 'run'))
     if not case.finished:
@@ -1048,13 +1051,13 @@ def test_a_finished_run_says_so_and_does_nothing(main_command, trained_run, good
 
 def test_a_killed_holder_leaves_no_stale_lock(good_data, tmp_path):
     """SIGKILL a process that holds a folder's lock: the next process takes it at once."""
-    from unet_jax import runfolder
+    from unet_jax.train import runfolder
 
     holder = subprocess.Popen(
         [
             sys.executable,
             '-c',
-            'import sys, time; from unet_jax import runfolder\n'
+            'import sys, time; from unet_jax.train import runfolder\n'
             'with runfolder.lock(sys.argv[1]):\n    print("held", flush=True); time.sleep(600)',
             str(tmp_path / 'run'),
         ],
@@ -1076,17 +1079,17 @@ def test_a_killed_holder_leaves_no_stale_lock(good_data, tmp_path):
 def test_a_study_with_failed_runs_ends_non_zero_and_says_where(tmp_path, capfd):
     """The report is written, then `N of M runs failed: see ...` and exit 1."""
     from tests.test_study import FakeTrainer, tiny_study_config
-    from unet_jax import study
+    from unet_jax.study import runner
 
     config = tiny_study_config(seeds=1, families=('scratch', 'full'))
     failing = FakeTrainer(fail_on=('us/n16/s0/full',))
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        with cli.errors_reported('main'):
-            study.main(config, str(tmp_path), run_fn=failing, leak_check_fn=lambda _: None)
-    error_file = tmp_path / 'points' / 'us' / 'n16' / 's0' / 'full' / study.ERROR_FILE
+        with errors.errors_reported('main'):
+            runner.main(config, str(tmp_path), run_fn=failing, leak_check_fn=lambda _: None)
+    error_file = tmp_path / 'points' / 'us' / 'n16' / 's0' / 'full' / runner.ERROR_FILE
     words = (f'1 of 2 runs failed: see {error_file}', 'run the same command again')
-    assert_one_clear_message(capfd.readouterr().err, exit_.value.code, cli.ERROR_EXIT, words)
+    assert_one_clear_message(capfd.readouterr().err, exit_.value.code, errors.ERROR_EXIT, words)
     assert (tmp_path / 'report' / 'report.html').exists()
 
 
@@ -1105,5 +1108,5 @@ def test_slurm_without_sbatch_names_it_and_the_fix(tmp_path):
         timeout=300,
     )
     words = ('sbatch and squeue', 'not found on the PATH', 'install SLURM', '--executor=local')
-    assert_one_clear_message(result.stderr, result.returncode, cli.ERROR_EXIT, words)
+    assert_one_clear_message(result.stderr, result.returncode, errors.ERROR_EXIT, words)
     assert not workdir.exists()

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from unet_jax import freeze, metrics, models
+from unet_jax import freeze, models
+from unet_jax.models import metrics
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks')
 sys.path.insert(0, BENCHMARKS)

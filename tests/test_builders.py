@@ -128,7 +128,7 @@ def test_wrong_layout_names_the_expected_folder(tmp_path):
 
 
 def test_the_config_fields_name_every_builder_and_resize_method():
-    """config_lib checks `data.name` and `data.resize` against unet_jax.data.fields, which loads
+    """The config checks `data.name` and `data.resize` against unet_jax.data.fields, which loads
     no TFDS: its names are those of the builders and the resampling filters."""
     assert tuple(builders.BUILDERS) == fields.SETS
     simulated = builders._SyntheticBuilder

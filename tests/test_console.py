@@ -1,4 +1,4 @@
-"""What a study prints (unet_jax.console) and what TensorBoard gets (unet_jax.summaries): the
+"""What a study prints (unet_jax.console) and what TensorBoard gets (report.dice_curves): the
 console of command 1 on a tiny study, its answer and report path; -v bringing the log back;
 each run's scalars and prediction images and the study's Dice against k, read back from the
 event files."""
@@ -21,8 +21,10 @@ import pytest
 from tests import tiny
 from tests.test_study import FakeTrainer, tiny_study_config
 from unet_jax import console as console_lib
-from unet_jax import layout, outputs, study, summaries
+from unet_jax import layout
 from unet_jax.data import pipeline
+from unet_jax.study import runner
+from unet_jax.train import outputs, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_CONSOLE_LINES = 60  # issue #30: command 1 prints at most about 60 lines
@@ -110,7 +112,7 @@ def test_the_log_file_gets_everything_and_the_console_only_our_warnings(tmp_path
     def record(level, pathname):
         return std_logging.LogRecord('absl', level, pathname, 1, 'text', (), None)
 
-    ours = os.path.join(ROOT, 'unet_jax', 'study.py')
+    ours = os.path.join(ROOT, 'unet_jax', 'study', 'runner.py')
     tfds = '/venv/site-packages/tensorflow_datasets/core/dataset_builder.py'
     assert shown.filter(record(std_logging.WARNING, ours))
     assert not shown.filter(record(std_logging.INFO, ours))  # the story is printed, not logged
@@ -141,10 +143,10 @@ def test_study_tells_its_story_with_a_fake_trainer(tmp_path):
     config = tiny_study_config(seeds=2, families=('full', 'shallow_to_deep', 'deep_to_shallow'))
     out = io.StringIO()
     failing = OneRunDiverges('us/n16/s1/full')
-    with pytest.raises(study.RunsFailedError):
-        study.main(config, str(tmp_path), run_fn=failing, console=console_lib.Console(out))
+    with pytest.raises(runner.RunsFailedError):
+        runner.main(config, str(tmp_path), run_fn=failing, console=console_lib.Console(out))
     lines = out.getvalue().splitlines()
-    sweep = study.enumerate_sweep(config)
+    sweep = runner.enumerate_sweep(config)
     group_lines = [line for line in lines if re.match(r'\[ ?\d+/\d+\] ', line)]
     assert len(group_lines) == len(sweep.groups)
     assert lines[0].startswith(f'Study in {tmp_path}: {len(sweep.runs)} runs in ')
@@ -180,7 +182,7 @@ def test_overlays_show_the_image_the_prediction_and_the_truths_outline():
     mask[0, 2:7, 2:7] = 1
     prob = np.zeros((1, 9, 9, 1), np.float32)
     prob[0, 0, 0] = 0.9
-    rgb = summaries.overlays(image, mask, prob)
+    rgb = writers.overlays(image, mask, prob)
     assert rgb.shape == (1, 9, 9, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[0, 8, 0]) == (0, 0, 0) and tuple(rgb[0, 8, 8]) == (255, 255, 255)  # grey
     green = (rgb[0, ..., 1] > 200) & (rgb[0, ..., 0] < 60)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import config_lib, groups, ledger, train
 from unet_jax.report import load
+from unet_jax.study import checks
+from unet_jax.train import groups, ledger, trainer
 
 RULE = ledger.EarlyStopping(patience_steps=30, min_delta=0.005, min_steps=40, smoothing=2)
 
@@ -81,11 +82,11 @@ def plateau_config(**overrides):
 
 
 def test_a_flat_run_stops_on_a_plateau_and_its_cost_counts_the_steps_it_trained(tmp_path):
-    results = train.train_and_evaluate(plateau_config(), str(tmp_path), splits=tiny.disk_splits())
+    results = trainer.train_and_evaluate(plateau_config(), str(tmp_path), splits=tiny.disk_splits())
     assert results['stop'] == {'reason': 'plateau', 'step': 30}
     assert results['cost']['num_steps'] == 30 and results['cost']['step_cap'] == 60
     assert results['val_curve']['step'] == [5, 10, 15, 20, 25, 30]
-    full_cost = train.train_and_evaluate(
+    full_cost = trainer.train_and_evaluate(
         plateau_config(**{'early_stopping.patience_steps': 0}),
         str(tmp_path / 'no_stop'),
         splits=tiny.disk_splits(),
@@ -99,7 +100,7 @@ def test_a_flat_run_stops_on_a_plateau_and_its_cost_counts_the_steps_it_trained(
 
 def test_the_same_rule_keeps_a_run_that_improves_to_the_cap(tmp_path):
     config = plateau_config(**{'optimizer.learning_rate': 1e-3})
-    results = train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    results = trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     assert results['stop'] == {'reason': 'cap', 'step': 60}, results['val_curve']
     assert results['cost']['num_steps'] == 60
 
@@ -121,7 +122,7 @@ def test_a_group_stops_each_run_on_its_own_and_ends_when_all_have(tmp_path, vect
         return plateau_config(seed=seed, **{'optimizer.learning_rate': 1e-3})
 
     members = [groups.Member(config(s), str(tmp_path / f's{s}'), name=f's{s}') for s in (0, 1)]
-    outcome = train.train_group(
+    outcome = trainer.train_group(
         members, str(tmp_path / 'state'), name='g', splits_fn=splits_fn, vectorize=vectorize
     )
     learns, blank = (outcome[m.workdir] for m in members)
@@ -132,5 +133,5 @@ def test_a_group_stops_each_run_on_its_own_and_ends_when_all_have(tmp_path, vect
 
 def test_patience_shorter_than_an_evaluation_is_refused():
     config = plateau_config(**{'early_stopping.patience_steps': 3})
-    problems = config_lib.run_problems(config, spec=False)
+    problems = checks.run_problems(config, spec=False)
     assert any('patience_steps=3 is shorter than eval_every_steps=5' in p for p in problems)

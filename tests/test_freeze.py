@@ -9,8 +9,8 @@ import pytest
 
 from unet_jax import freeze
 from unet_jax.freeze import FreezeSpecError, compile_spec
-from unet_jax.layers import build_registry
 from unet_jax.models import UNet
+from unet_jax.models.layer_registry import build_registry
 
 SIZE = 32
 

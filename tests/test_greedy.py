@@ -12,9 +12,13 @@ import pytest
 
 from configs import layerwise
 from tests import tiny
-from unet_jax import auto_spec, freeze, groups, layers, metrics, models, surgical, sweep
-from unet_jax.layers import build_registry
-from unet_jax.models import UNet
+from unet_jax import freeze, models
+from unet_jax.config import auto_spec
+from unet_jax.freeze import auto_choice
+from unet_jax.models import UNet, layer_registry, metrics
+from unet_jax.models.layer_registry import build_registry
+from unet_jax.study import sweep_points
+from unet_jax.train import groups
 
 SIZE = 32
 AUTO = auto_spec.default_auto_config()
@@ -28,7 +32,7 @@ LR = 1e-2  # large enough that 3 steps move a tiny model's validation Dice
 def fresh_rounds(monkeypatch):
     """Each test computes its greedy rounds (some replace validation_dice, which the rounds'
     key cannot see)."""
-    monkeypatch.setattr(surgical, '_GREEDY_ROUNDS', {})
+    monkeypatch.setattr(auto_choice, '_GREEDY_ROUNDS', {})
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +46,7 @@ def setup():
 
 def _greedy(setup, spec='auto:greedy:2', granularity='block', **kwargs):
     model, registry, variables, train, val = setup
-    return surgical.choose(
+    return auto_choice.choose(
         spec,
         model=model,
         registry=registry,
@@ -82,9 +86,9 @@ def _predict(model):
 
 def _short_run(setup, trained):
     """`trained` (block names) after the probe's steps, through frozen training (labels and
-    multi_transform), as a run that trains them would: not surgical's one-step-for-all."""
+    multi_transform), as a run that trains them would: not auto_choice's one-step-for-all."""
     model, registry, variables, train, _ = setup
-    images, masks = surgical.probe_set(train.image, train.mask, AUTO.num_examples, AUTO.seed)
+    images, masks = auto_choice.probe_set(train.image, train.mask, AUTO.num_examples, AUTO.seed)
     batches = [(images[:4], masks[:4]), (images[4:], masks[4:])]
 
     params = variables['params']
@@ -129,7 +133,7 @@ def test_greedy_picks_k_distinct_names_in_pick_order_deterministically(setup, gr
     )
     again = _greedy(setup)
     assert again.chosen == choice.chosen and again.raw_scores == choice.raw_scores
-    assert surgical.Choice.from_dict(choice.to_dict()) == choice
+    assert auto_choice.Choice.from_dict(choice.to_dict()) == choice
 
 
 def test_greedy_scores_are_validation_dice_gains_of_the_chosen_sets(setup, greedy_two):
@@ -169,7 +173,7 @@ def test_greedy_follows_validation_dice(setup, monkeypatch):
         trained = trained_blocks(params)
         return 0.1 + 0.5 * (deep in trained) + 0.2 * (middle in trained)
 
-    monkeypatch.setattr(surgical, 'validation_dice', made_up_dice)
+    monkeypatch.setattr(auto_choice, 'validation_dice', made_up_dice)
     choice = _greedy(setup)
     assert choice.chosen == (deep, middle)
     assert choice.raw_scores[deep] == pytest.approx(0.5)
@@ -252,15 +256,15 @@ def test_group_choice_reads_validation_never_test(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(groups.steps, 'load_init_from', lambda variables, config: variables)
     model = models.create_model(config.model)
-    registry = layers.build_registry(model, image_size=SIZE, in_channels=1)
+    registry = layer_registry.build_registry(model, image_size=SIZE, in_channels=1)
     passed = []
-    choose = surgical.choose
+    choose = auto_choice.choose
 
     def recording_choose(spec, **kwargs):
         passed.append(kwargs)
         return choose(spec, **kwargs)
 
-    monkeypatch.setattr(surgical, 'choose', recording_choose)
+    monkeypatch.setattr(auto_choice, 'choose', recording_choose)
 
     def group_choice(folder, poison):
         splits = _ReadSplits(tiny.disk_splits())
@@ -268,7 +272,7 @@ def test_group_choice_reads_validation_never_test(tmp_path, monkeypatch):
             test = dict.__getitem__(splits, 'test')
             splits['test'] = type(test)(np.full_like(test.image, np.nan), test.mask, test.ids)
         member = groups.Member(config, str(tmp_path / folder))
-        choice = groups.auto_choice([member], lambda _: splits, model=model, registry=registry)
+        choice = groups.resolve_auto([member], lambda _: splits, model=model, registry=registry)
         return choice, splits.read
 
     clean, read = group_choice('clean', poison=False)
@@ -289,13 +293,13 @@ def test_sweep_enumerates_greedy_k_without_soft():
     config = layerwise.get_config('quick,families=full+auto,criteria=greedy+rgn')
     config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
     assert config.study.auto_criteria == ('greedy', 'rgn')
-    registry = sweep.registry_for(config)
+    registry = sweep_points.registry_for(config)
     n = len(registry.block_names)
-    specs = [c['spec'] for c in sweep._auto_configurations(config.study, registry)]
+    specs = [c['spec'] for c in sweep_points._auto_configurations(config.study, registry)]
     assert specs == [f'auto:greedy:{k}' for k in range(1, n + 1)] + [
         f'auto:rgn:{k}' for k in [*range(1, n + 1), 'soft']
     ]
-    points = sweep.enumerate_sweep(config, registry=registry).points
+    points = sweep_points.enumerate_sweep(config, registry=registry).points
     assert {p.spec for p in points if p.family == 'auto'} >= {'auto:greedy:1', 'auto:rgn:soft'}
     assert not any(p.spec == 'auto:greedy:soft' for p in points)
 
@@ -307,7 +311,7 @@ def test_greedy_rounds_are_computed_once_per_process_for_every_k(setup):
     again = _greedy(setup, 'auto:greedy:2')
     assert again.cost['compile_s'] == 0.0  # nothing left to train: no probe step compiled
     assert again.chosen == after_two[0].chosen and again.cost['flops'] == after_two[0].cost['flops']
-    surgical._GREEDY_ROUNDS.clear()
+    auto_choice._GREEDY_ROUNDS.clear()
     alone = _greedy(setup, 'auto:greedy:3')
     assert alone.chosen == after_two[1].chosen and alone.chosen[:2] == after_two[0].chosen
     assert alone.cost['flops'] == after_two[1].cost['flops']

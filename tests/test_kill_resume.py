@@ -34,9 +34,10 @@ SEED = 0
 # and its exit status (negative: the signal that ended it) when it ends.
 FORK_SERVER = r"""
 import json, os, runpy, sys, traceback
-import absl.app, jax, ml_collections.config_flags, unet_jax.cli, unet_jax.config_lib
-import unet_jax.freeze, unet_jax.layers, unet_jax.models, unet_jax.runfolder
-import unet_jax.train, unet_jax.data.pipeline, unet_jax.data.builders  # TF, TFDS, Orbax, CLU
+import absl.app, jax, ml_collections.config_flags, unet_jax.errors, unet_jax.config.defaults
+import unet_jax.study.checks
+import unet_jax.freeze, unet_jax.models.layer_registry, unet_jax.models, unet_jax.train.runfolder
+import unet_jax.train.trainer, unet_jax.data.pipeline, unet_jax.data.builders  # TF, TFDS, Orbax, CLU
 print('ready', flush=True)
 for line in sys.stdin:
     request = json.loads(line)

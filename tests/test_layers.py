@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from unet_jax.layers import build_registry
 from unet_jax.models import UNet
+from unet_jax.models.layer_registry import build_registry
 from unet_jax.models.unet import param_count
 
 

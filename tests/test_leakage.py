@@ -7,7 +7,8 @@ import pytest
 
 from configs import layerwise
 from tests.conftest import save_image
-from unet_jax.data import leakage, pipeline
+from unet_jax.data import pipeline
+from unet_jax.study import leakage
 
 
 def _split(images, prefix):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from unet_jax import ledger
+from unet_jax.train import ledger
 
 
 def test_ledger_keeps_each_runs_best_and_survives_json():

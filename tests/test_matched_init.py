@@ -7,7 +7,9 @@ import numpy as np
 
 from configs import layerwise
 from tests import tiny
-from unet_jax import checkpoint, models, steps, sweep, train
+from unet_jax import models
+from unet_jax.study import sweep_points
+from unet_jax.train import checkpoint, steps, trainer
 
 
 def test_matched_params_keep_each_tensors_mean_and_std_but_not_its_values():
@@ -26,10 +28,10 @@ def test_matched_params_keep_each_tensors_mean_and_std_but_not_its_values():
 def test_a_matched_run_starts_from_the_pretrained_statistics_with_fresh_batch_stats(tmp_path):
     pre = str(tmp_path / 'pre')
     batch_norm = {'model.norm': 'batch'}
-    train.train_and_evaluate(tiny.tiny_config(**batch_norm), pre, splits=tiny.disk_splits())
+    trainer.train_and_evaluate(tiny.tiny_config(**batch_norm), pre, splits=tiny.disk_splits())
     config = tiny.tiny_config(init_from=pre, init_matched=True, num_train_steps=0, **batch_norm)
     config.finetune.train = '@all'
-    train.train_and_evaluate(config, str(tmp_path / 'matched'), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(config, str(tmp_path / 'matched'), splits=tiny.disk_splits())
     pretrained, _ = checkpoint.load_variables(pre)
     started, _ = checkpoint.load_variables(str(tmp_path / 'matched'))
     flat = lambda v, c: traverse_util.flatten_dict(v[c], sep='/')
@@ -48,7 +50,7 @@ def test_a_matched_run_starts_from_the_pretrained_statistics_with_fresh_batch_st
 
 def test_the_matched_family_starts_from_a_pretraining_and_is_not_a_default():
     config = layerwise.get_config('quick,families=full+matched,seeds=2')
-    points = {p.name: p for p in sweep.enumerate_sweep(config).runs}
+    points = {p.name: p for p in sweep_points.enumerate_sweep(config).runs}
     matched = points['us/n16/s1/matched']
     assert matched.pretrain_index == 1 and matched.spec == '@all'  # seed s from pre-training s
     assert matched.run_name != points['us/n16/s1/full'].run_name  # not a duplicate of full

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from unet_jax import lanes, metrics, outputs
 from unet_jax.data import pipeline
+from unet_jax.models import metrics
+from unet_jax.train import lanes, outputs
 
 
 def masks_and_predictions():

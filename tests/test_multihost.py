@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests import test_train
-from unet_jax import hosts
+from unet_jax.train import hosts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
@@ -25,7 +25,7 @@ TIMEOUT_S = 240
 SCRIPT = textwrap.dedent("""
     import os, sys
     process_id, num_processes, port, workdir, stop_at = sys.argv[1:]
-    from unet_jax import hosts, train
+    from unet_jax.train import hosts, trainer
     from tests import tiny
     if int(num_processes) > 1:
         hosts.initialize(coordinator_address=f'127.0.0.1:{port}',
@@ -34,19 +34,19 @@ SCRIPT = textwrap.dedent("""
     class Preempted(Exception):
         pass
 
-    save = train.save_checkpoint
+    save = trainer.save_checkpoint
     def save_then_stop(session, step):
         save(session, step)
         if step == int(stop_at):
             raise Preempted
-    train.save_checkpoint = save_then_stop
+    trainer.save_checkpoint = save_then_stop
     config = tiny.tiny_config(**{'finetune.train': 'enc0..bottleneck,head'})
     try:
-        train.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
+        trainer.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
     except Preempted:
         assert not os.path.exists(os.path.join(workdir, 'results.json'))
         print('pre-empted at step', stop_at, '; resuming', flush=True)
-        train.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
+        trainer.train_and_evaluate(config, workdir, splits=tiny.disk_splits())
 """)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import freeze, layers, metrics, models
-from unet_jax.models import ops
+from unet_jax import freeze, models
+from unet_jax.models import layer_registry, metrics, ops
 
 OPTIONS = models.compiler_options()
 needs_options = pytest.mark.skipif(OPTIONS is None, reason='no XLA options for this backend/jaxlib')
@@ -63,7 +63,7 @@ def test_other_convs_are_plain_convolutions():
 
 def _step_fn(model, spec, image_size=32):
     """Loss and gradients of the trained params of `spec` (tiny U-Net, one tiny batch)."""
-    registry = layers.build_registry(model, image_size=image_size, in_channels=1)
+    registry = layer_registry.build_registry(model, image_size=image_size, in_channels=1)
     plan = freeze.compile_spec(spec, registry)
     split = tiny.disk_split(4, size=image_size)
     params = model.init(jax.random.key(0), split.image, train=False)['params']

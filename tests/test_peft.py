@@ -1,5 +1,5 @@
 """Parameter-efficient freeze specs: `lora:R@`, `norm@`, `bias@` (unet_jax.freeze,
-unet_jax.adapters) in the spec language, in training, in the cost model and in the study."""
+unet_jax.freeze.adapters) in the spec language, in training, in the cost model and in the study."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ import pytest
 
 from configs import layerwise
 from tests import tiny
-from unet_jax import adapters, checkpoint, families, freeze, layers, metrics, models, steps, sweep
-from unet_jax import train
-from unet_jax.freeze import FreezeSpecError, compile_spec
+from unet_jax import freeze, models
+from unet_jax.config import families
+from unet_jax.freeze import FreezeSpecError, adapters, compile_spec
+from unet_jax.models import layer_registry, metrics
+from unet_jax.study import sweep_points
+from unet_jax.train import checkpoint, steps, trainer
 
 SIZE = 32
 
 
 def _registry(norm='none'):
     model = models.create_model(dict(tiny.tiny_config().model, norm=norm))
-    return model, layers.build_registry(model, image_size=SIZE, in_channels=1)
+    return model, layer_registry.build_registry(model, image_size=SIZE, in_channels=1)
 
 
 @pytest.fixture(scope='module')
@@ -169,7 +172,7 @@ def test_training_moves_only_the_selected_parts(tmp_path, spec, norm, trains):
     """The best params (folded) differ from the initial ones exactly where the spec trains;
     every other leaf is bit-identical. The run's evaluation equals `predict` on them."""
     config = tiny.tiny_config(**{'finetune.train': spec, 'model.norm': norm})
-    results = train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    results = trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     model = models.create_model(config.model)
     before = _flat(steps.initial_variables(model, config)['params'])
     best, _ = checkpoint.load_variables(str(tmp_path))
@@ -253,7 +256,7 @@ def test_method_families_enumerate_and_never_alias_full():
     assert tuple(config.study.families) == (
         'full', 'lora-r2', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow'
     )
-    points = {p.configuration: p for p in sweep.enumerate_sweep(config).points}
+    points = {p.configuration: p for p in sweep_points.enumerate_sweep(config).points}
     assert points['lora-r8'].spec == 'lora:8@@all' and points['norm'].spec == 'norm@@all'
     shallow = points['lora-r8-shallow-forward-block-k2']
     assert shallow.spec == 'lora:8@first:2' and shallow.k == 2
@@ -262,7 +265,7 @@ def test_method_families_enumerate_and_never_alias_full():
     assert aliases == set()  # ks=2 only: no k=1 here
     config.study.k_values = (1,)
     config.study.families = ('deep_to_shallow', 'lora-r8-deep', 'lora-r8')
-    points = {p.configuration: p for p in sweep.enumerate_sweep(config).points}
+    points = {p.configuration: p for p in sweep_points.enumerate_sweep(config).points}
     assert points['lora-r8-deep-forward-block-k1'].run_name.endswith(
         'deep_to_shallow-forward-block-k1'
     )
@@ -271,17 +274,17 @@ def test_method_families_enumerate_and_never_alias_full():
 
 
 def test_method_families_reach_every_cost_figure_of_the_report(tmp_path):
-    """Through families.py alone: the report's tables, cost figures (their legends are the
+    """Through config/families.py alone: the report's tables, cost figures (their legends are the
     page's alt text) and Pareto front name the parameter-efficient families."""
     from tests.test_study import FakeTrainer, tiny_study_config
-    from unet_jax import study
+    from unet_jax.study import runner
 
     config = tiny_study_config(
         families=('full', 'shallow_to_deep', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow')
     )
     config.model.norm = 'batch'
     config.study.k_values = (1, 2)
-    outcome = study.main(config, str(tmp_path), run_fn=FakeTrainer())
+    outcome = runner.main(config, str(tmp_path), run_fn=FakeTrainer())
     assert outcome['failed'] == []
     page = open(outcome['report']).read()
     for label in ('LoRA r=8', 'norm only', 'bias only', 'LoRA r=8, shallow-&gt;deep'):
@@ -310,14 +313,14 @@ def test_the_matched_cost_opponent_is_the_validation_pick_among_cheaper_configur
 
 def test_auto_k_fixed_in_advance_enumerates_only_those_k():
     config = layerwise.get_config('quick,families=full+auto,criteria=rgn+greedy,auto_ks=2+4')
-    names = sorted({p.configuration for p in sweep.enumerate_sweep(config).points})
+    names = sorted({p.configuration for p in sweep_points.enumerate_sweep(config).points})
     assert names == [
         'auto-greedy-block-k2', 'auto-greedy-block-k4', 'auto-rgn-block-k2', 'auto-rgn-block-k4',
         'full',
     ]  # fmt: skip
     config.study.auto_k_values = (0,)
     with pytest.raises(ValueError, match=r'auto_k_values=\(0,\).*auto_ks=1\+2\+8'):
-        sweep.enumerate_sweep(config)
+        sweep_points.enumerate_sweep(config)
 
 
 def test_the_budget_pick_is_chosen_on_validation_within_the_parameter_share():

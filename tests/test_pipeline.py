@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import duplicates, fields, leakage, pipeline
+from unet_jax.data import duplicates, fields, pipeline
+from unet_jax.study import leakage
 
 
 def _config(**kwargs):

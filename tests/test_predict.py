@@ -21,8 +21,9 @@ import pytest
 
 from tests import tiny
 from tests.conftest import save_image
-from unet_jax import predict, train
+from unet_jax import predict
 from unet_jax.data import fields, folder, pipeline
+from unet_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +50,7 @@ def run(tmp_path_factory):
             'optimizer.schedule': 'constant',
         }
     )
-    train.train_and_evaluate(config, str(workdir), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(config, str(workdir), splits=tiny.disk_splits())
     return str(workdir)
 
 

@@ -14,10 +14,13 @@ import pytest
 
 from configs import layerwise
 from tests import report_fixture
-from unet_jax import layout, ledger, registration, sweep
+from unet_jax import layout
+from unet_jax.config import registration
 from unet_jax.report import analysis, power
 from unet_jax.report import registration as report_registration
 from unet_jax.report.load import load
+from unet_jax.study import sweep_points
+from unet_jax.train import ledger
 
 REAL_V2 = 'real_v2,data_root=/data'
 
@@ -31,7 +34,7 @@ def test_real_v2_declares_new_pre_trainings_the_curve_and_the_larger_size():
     assert study.primary.larger == 100 and study.power.effect == 0.04
     assert config.early_stopping.min_dice > 0 and study.pretrain.early_stopping.patience_steps
     assert study.pretrain.optimizer.schedule == 'constant'  # a plateau, not a decayed rate
-    found = sweep.enumerate_sweep(config)
+    found = sweep_points.enumerate_sweep(config)
     trained = collections.Counter(
         (p.target, p.num_train) for p in found.runs if p.family != 'pretrained'
     )
@@ -48,23 +51,23 @@ def test_real_v2_declares_new_pre_trainings_the_curve_and_the_larger_size():
 
 
 def test_pretraining_of_counts_from_the_first_seed():
-    assert [sweep.pretraining_of((4, 5, 6, 7), s, 2) for s in (4, 5, 6, 7)] == [0, 1, 0, 1]
-    assert [sweep.pretraining_of(range(3), s, 3) for s in range(3)] == [0, 1, 2]
+    assert [sweep_points.pretraining_of((4, 5, 6, 7), s, 2) for s in (4, 5, 6, 7)] == [0, 1, 0, 1]
+    assert [sweep_points.pretraining_of(range(3), s, 3) for s in range(3)] == [0, 1, 2]
 
 
 def test_size_subsets_name_a_size_and_configurations_of_the_study():
     config = layerwise.get_config('quick,sizes=8+16,ks=1+2')
     config.study.size_subsets = {'n16': dict(targets=('us',), configurations=('full',))}
-    found = sweep.enumerate_sweep(config)
+    found = sweep_points.enumerate_sweep(config)
     at_16 = {(p.target, p.configuration) for p in found.points if p.num_train == 16}
     assert at_16 == {('us', 'full')}
     assert {p.target for p in found.points if p.num_train == 8} == {'us', 'xray'}
     config.study.size_subsets = {'n32': dict(targets=('us',), configurations=('full',))}
     with pytest.raises(ValueError, match=r"size_subsets.n32: .*one of \['n8', 'n16'\]"):
-        sweep.enumerate_sweep(config)
+        sweep_points.enumerate_sweep(config)
     config.study.size_subsets = {'n16': dict(targets=('us',), configurations=('fll',))}
     with pytest.raises(ValueError, match=r"\['fll'\]: list targets among"):
-        sweep.enumerate_sweep(config)
+        sweep_points.enumerate_sweep(config)
 
 
 def test_a_curve_flat_at_zero_is_not_a_plateau():
@@ -80,7 +83,9 @@ def test_a_curve_flat_at_zero_is_not_a_plateau():
 def test_registration_records_the_power_plan_once(tmp_path, monkeypatch):
     monkeypatch.setattr(power, 'PLAN_SIMULATIONS', 300)
     config = layerwise.get_config(REAL_V2)
-    entry = registration.register(str(tmp_path), config, total_runs=10)
+    entry = registration.register(
+        str(tmp_path), config, total_runs=10, power_fn=power.simulated_power
+    )
     declared, planned = entry['declaration'], entry['power']
     assert declared['primary_endpoint']['larger'] == 100
     assert declared['size_subsets']['n100']['targets'] == ['busi']
@@ -93,7 +98,9 @@ def test_registration_records_the_power_plan_once(tmp_path, monkeypatch):
     assert 'Power planned at registration: 5 pre-trainings' in lines[1]
     assert 'then each gap at n = 20 minus its gap at n = 100' in lines[0]
     # the same start again: nothing written, no second simulation
-    assert registration.register(str(tmp_path), config, total_runs=10) is None
+    assert registration.register(
+        str(tmp_path), config, total_runs=10, power_fn=power.simulated_power
+    ) is None
 
 
 def test_a_power_plan_that_never_reaches_the_target_says_so(tmp_path, monkeypatch):
@@ -102,7 +109,9 @@ def test_a_power_plan_that_never_reaches_the_target_says_so(tmp_path, monkeypatc
     monkeypatch.setattr(power, 'PLAN_SIMULATIONS', 300)
     config = layerwise.get_config(f'{REAL_V2},folds=2')
     config.study.power.sd_fold = 0.05
-    entry = registration.register(str(tmp_path), config, total_runs=10)
+    entry = registration.register(
+        str(tmp_path), config, total_runs=10, power_fn=power.simulated_power
+    )
     assert entry['power']['folds'] == 2 and entry['power']['effect_with_power'] is None
     line = report_registration.lines(registration.read(str(tmp_path)))[1]
     assert 'no effect up to +0.2 has 0.8 power' in line

@@ -1,4 +1,4 @@
-"""The pre-registration record (unet_jax.registration) and what the report says of it."""
+"""The pre-registration record (unet_jax.config.registration) and what the report says of it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import re
 import pytest
 
 from configs import layerwise
-from unet_jax import layout, registration, study
-from unet_jax.report import registration as report_registration
-from unet_jax.sweep import enumerate_sweep
 from tests.test_study import FakeTrainer, tiny_study_config
+from unet_jax import layout
+from unet_jax.config import registration
+from unet_jax.report import registration as report_registration
+from unet_jax.study import runner
+from unet_jax.study.sweep_points import enumerate_sweep
 
 T0, T1 = '2026-12-06T01:40:12Z', '2026-12-06T03:05:59Z'
 
@@ -236,7 +238,7 @@ def test_a_study_refuses_a_changed_primary_and_reports_the_amendment(tmp_path):
     config = tiny_study_config(families=('pretrained', 'shallow_to_deep', 'deep_to_shallow'))
     no_leak_check = dict(leak_check_fn=lambda _: None)
     trainer = FakeTrainer()
-    outcome = study.main(config, workdir, run_fn=trainer, **no_leak_check)
+    outcome = runner.main(config, workdir, run_fn=trainer, **no_leak_check)
     total = len(enumerate_sweep(config).runs)
     (entry,) = registration.read(workdir)['entries']
     assert entry['runs_finished'] == 0 and entry['total_runs'] == total
@@ -253,13 +255,13 @@ def test_a_study_refuses_a_changed_primary_and_reports_the_amendment(tmp_path):
     record_before = open(record_path(workdir), 'rb').read()
     for sweep_index in (None, 'pretrain', 'report', 0):  # every way a study (re)starts
         with pytest.raises(registration.RegistrationError, match='amend_registration=True'):
-            study.main(changed, workdir, sweep_index, run_fn=trainer, **no_leak_check)
+            runner.main(changed, workdir, sweep_index, run_fn=trainer, **no_leak_check)
     assert open(os.path.join(workdir, layout.PLAN_FILE), 'rb').read() == plan_before
     assert open(record_path(workdir), 'rb').read() == record_before
 
     changed.study.amend_registration = True
     calls = len(trainer.calls)
-    study.main(changed, workdir, run_fn=trainer, **no_leak_check)
+    runner.main(changed, workdir, run_fn=trainer, **no_leak_check)
     assert len(trainer.calls) == calls  # k = 1 had run: nothing new trains
     entries = registration.read(workdir)['entries']
     assert [e['kind'] for e in entries] == ['registration', 'amendment']
@@ -279,11 +281,11 @@ def test_each_source_of_a_sources_study_is_registered(tmp_path):
     config = layerwise.get_config('quick,seeds=2,targets=us,sources=natural+natural_speckle,ks=1')
     config.model.depth, config.model.base_width, config.data.image_size = 2, 4, 32
     workdir = str(tmp_path / 'w')
-    study.main(config, workdir, run_fn=FakeTrainer(), leak_check_fn=lambda _: None)
+    runner.main(config, workdir, run_fn=FakeTrainer(), leak_check_fn=lambda _: None)
     for name in config.study.sources:
         record = registration.read(layout.source_dir(workdir, name))
         assert record is not None and len(record['entries']) == 1
         assert record['entries'][0]['declaration']['k_values'] == [1]
     config.study.primary.versus = 'none'
     with pytest.raises(registration.RegistrationError, match='study.primary'):
-        study.main(config, workdir, run_fn=FakeTrainer(), leak_check_fn=lambda _: None)
+        runner.main(config, workdir, run_fn=FakeTrainer(), leak_check_fn=lambda _: None)

@@ -14,7 +14,8 @@ from PIL import Image
 import pytest
 
 from tests import report_fixture
-from unet_jax import families, layout
+from unet_jax import layout
+from unet_jax.config import families
 from unet_jax.report import write_report
 
 ENV = dict(os.environ, PYTHONPATH=os.getcwd())

@@ -1,4 +1,4 @@
-"""unet_jax.runfolder: the lock of a run folder and the comparison with its stored config."""
+"""unet_jax.train.runfolder: the lock of a run folder and the comparison with its stored config."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import re
 import pytest
 
 from tests import tiny
-from unet_jax import cli, runfolder, study
-from unet_jax.sweep import enumerate_sweep
+from unet_jax import errors
 from unet_jax.layout import run_dir
+from unet_jax.study import runner
+from unet_jax.study.sweep_points import enumerate_sweep
+from unet_jax.train import runfolder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,14 +35,14 @@ def test_result_fields_differ_free_fields_may_change(tmp_path):
     runfolder.check_config(free, str(tmp_path))
     for field, value in (('seed', 1), ('model.base_width', 8), ('augment.flip', False)):
         changed = tiny.tiny_config(**{field: value})
-        with pytest.raises(cli.ConfigError, match=re.escape(f'config.{field}: ')):
+        with pytest.raises(errors.ConfigError, match=re.escape(f'config.{field}: ')):
             runfolder.check_config(changed, str(tmp_path))
 
 
 def test_a_path_may_move_but_not_appear_or_vanish(tmp_path):
     store(tiny.tiny_config(init_from='/runs/pretrain'), tmp_path)
     runfolder.check_config(tiny.tiny_config(init_from='/moved/pretrain'), str(tmp_path))
-    with pytest.raises(cli.ConfigError, match="config.init_from: '/runs/pretrain' there, '' now"):
+    with pytest.raises(errors.ConfigError, match="config.init_from: '/runs/pretrain' there, '' now"):
         runfolder.check_config(tiny.tiny_config(), str(tmp_path))
 
 
@@ -50,7 +52,7 @@ def test_a_field_the_stored_config_lacks_is_a_difference(tmp_path):
     stored = json.loads((tmp_path / runfolder.CONFIG_FILE).read_text())
     del stored['optimizer']['grad_clip_norm'], stored['finetune']['allow_random_frozen']
     (tmp_path / runfolder.CONFIG_FILE).write_text(json.dumps(stored))
-    with pytest.raises(cli.ConfigError, match=r"grad_clip_norm: '\(not recorded\)' there, 0.0"):
+    with pytest.raises(errors.ConfigError, match=r"grad_clip_norm: '\(not recorded\)' there, 0.0"):
         runfolder.check_config(config, str(tmp_path))
 
 
@@ -83,17 +85,17 @@ def test_a_study_group_and_a_whole_study_lock_their_folders(tmp_path):
     config, workdir, fake = tiny_study(), str(tmp_path), FakeTrainer()
     sweep = enumerate_sweep(config)
     scratch = next(g for g in sweep.groups if 'scratch' in g.name)
-    with runfolder.lock(study.group_dir(workdir, scratch)):
+    with runfolder.lock(runner.group_dir(workdir, scratch)):
         with pytest.raises(runfolder.FolderInUseError, match='groups/us/n16/scratch/s0 is in use'):
-            study.main(config, workdir, sweep_index=scratch.index, run_fn=fake)
+            runner.main(config, workdir, sweep_index=scratch.index, run_fn=fake)
     with runfolder.lock(workdir):
         with pytest.raises(runfolder.FolderInUseError, match=f'{workdir} is in use'):
-            study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
+            runner.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
     assert fake.calls == []
-    with runfolder.lock(study.group_dir(workdir, scratch)):  # the whole study stops there
+    with runfolder.lock(runner.group_dir(workdir, scratch)):  # the whole study stops there
         with pytest.raises(runfolder.FolderInUseError, match='scratch/s0 is in use'):
-            study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
-    assert study.run_dir(workdir, scratch.runs[0].run_name) not in fake.calls
+            runner.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
+    assert runner.run_dir(workdir, scratch.runs[0].run_name) not in fake.calls
 
 
 def test_a_study_refuses_run_folders_of_another_config_before_anything(tmp_path):
@@ -101,10 +103,10 @@ def test_a_study_refuses_run_folders_of_another_config_before_anything(tmp_path)
 
     config, workdir = tiny_study(), str(tmp_path)
     point = next(p for p in enumerate_sweep(config).runs if p.family == 'full')
-    stored = study.point_config(config, point, workdir)
+    stored = runner.point_config(config, point, workdir)
     stored.optimizer.learning_rate = 0.5
     store(stored, run_dir(workdir, point.run_name))
     fake = FakeTrainer()
-    with pytest.raises(cli.ConfigError, match='learning_rate: 0.5 there, 0.001 now'):
-        study.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
+    with pytest.raises(errors.ConfigError, match='learning_rate: 0.5 there, 0.001 now'):
+        runner.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
     assert fake.calls == [] and sorted(os.listdir(workdir)) == ['points']

@@ -11,9 +11,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 from configs import layerwise
-from unet_jax import config_lib, io_utils, layout, study
-from unet_jax.report import sources
 from tests.test_study import FakeTrainer
+from unet_jax import errors, io_utils, layout
+from unet_jax.config import target_sets
+from unet_jax.report import sources
+from unet_jax.study import checks, runner
 
 IMAGES = ['a', 'b', 'c', 'd', 'e']
 
@@ -70,7 +72,7 @@ def sources_study(tmp_path_factory):
     config = tiny_sources_config()
     workdir = str(tmp_path_factory.mktemp('sources') / 'w')
     trainer = SourceTrainer()
-    outcome = study.main(config, workdir, run_fn=trainer)
+    outcome = runner.main(config, workdir, run_fn=trainer)
     return config, workdir, trainer, outcome
 
 
@@ -79,18 +81,18 @@ def test_sources_config_pretrains_each_source_three_times_with_one_sweep():
     assert config.study.sources == ('natural', 'natural_speckle', 'natural_imaging')
     assert config.study.pretrain_seeds == 3
     assert config.study.families == ('shallow_to_deep', 'deep_to_shallow')
-    config_lib.check_config(config)
-    one = study.source_config(config, 'natural_imaging')
+    checks.check_config(config)
+    one = runner.source_config(config, 'natural_imaging')
     assert one.study.pretrain.data.name == 'synthetic_natural_imaging'
     assert one.study.sources == () and one.study.targets.to_dict() == config.study.targets.to_dict()
     real = layerwise.get_config('real,data_root=/data,sources=natural+natural_speckle')
     assert real.study.source_pretrain.natural.data.name == 'synthetic_natural'  # not ECSSD
     assert real.data.outer_folds == 2 and real.data.image_size == 128
-    with pytest.raises(config_lib.ConfigError, match='source= and sources='):
+    with pytest.raises(errors.ConfigError, match='source= and sources='):
         layerwise.get_config('quick,source=natural,sources=natural+natural_speckle')
-    with pytest.raises(config_lib.ConfigError, match='at least two'):
+    with pytest.raises(errors.ConfigError, match='at least two'):
         layerwise.get_config('quick,sources=natural')
-    with pytest.raises(config_lib.ConfigError, match="'speckle' is not one of"):
+    with pytest.raises(errors.ConfigError, match="'speckle' is not one of"):
         layerwise.get_config('quick,sources=natural+speckle')
     # source= with real pre-trains on that generated source, not on ECSSD
     assert layerwise.get_config('real,data_root=/d,source=natural_speckle').study.pretrain.data.name == (
@@ -121,10 +123,10 @@ def test_a_study_of_sources_runs_every_source_and_compares_their_gaps(sources_st
     assert report_cli.main([workdir]) == 0  # python -m unet_jax.report W re-makes them all
     assert open(outcome['report']).read() == text
     calls = len(trainer.calls)
-    assert study.main(config, workdir, run_fn=trainer)['failed'] == []
+    assert runner.main(config, workdir, run_fn=trainer)['failed'] == []
     assert len(trainer.calls) == calls  # resumed: nothing trained twice
     with pytest.raises(ValueError, match='runs whole'):
-        study.main(config, workdir, sweep_index='0', run_fn=trainer)
+        runner.main(config, workdir, sweep_index='0', run_fn=trainer)
 
 
 def _crossed(x: np.ndarray) -> tuple[float, float, float]:
@@ -185,7 +187,7 @@ def _matrix(config, target_name: str, source: str, k_values, seeds=(0, 1, 2)):
         for i in range(len(IMAGES)):
             run = config.copy_and_resolve_references()
             run.seed = s
-            run.data.name = config_lib.SYNTHETIC_TARGETS[target_name]
+            run.data.name = target_sets.SYNTHETIC_TARGETS[target_name]
             run.init_from = os.path.join('w', layout.SOURCES_DIR, source, 'pretrain')
             gap = 0.0
             for k in k_values:
@@ -239,8 +241,8 @@ def test_two_studies_run_apart_compare_as_before(tmp_path, capsys):
 
     config = tiny_study_config(families=('shallow_to_deep', 'deep_to_shallow'))
     a, same = str(tmp_path / 'a'), str(tmp_path / 'same')
-    study.main(config, a, run_fn=FakeTrainer())
-    study.main(config, same, run_fn=FakeTrainer())
+    runner.main(config, a, run_fn=FakeTrainer())
+    runner.main(config, same, run_fn=FakeTrainer())
     found = sources.compare_studies([sources.load(a), sources.load(same)], ['A', 'B'])
     assert all(c.change.estimate == 0 and 'untestable' in c.sentence() for c in found.changes)
     sources.main([a, same, '--out', str(tmp_path / 'out.md')])

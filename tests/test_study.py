@@ -15,8 +15,10 @@ import pytest
 
 from configs import layerwise
 from tests import tiny
-from unet_jax import families, io_utils, layout, study
-from unet_jax.sweep import enumerate_sweep, registry_for
+from unet_jax import io_utils, layout
+from unet_jax.config import families
+from unet_jax.study import runner
+from unet_jax.study.sweep_points import enumerate_sweep, registry_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,19 +198,19 @@ def test_point_config_modifies_the_base_config():
     config.optimizer.learning_rate = 0.123
     sweep = enumerate_sweep(config)
     point = next(p for p in sweep.points if p.name == 'us/n16/s1/deep_to_shallow-forward-block-k2')
-    run = study.point_config(config, point, '/w')
+    run = runner.point_config(config, point, '/w')
     assert 'study' not in run
     assert (run.finetune.train, run.finetune.order, run.seed) == ('last:2', 'forward', 1)
     assert run.data.name == 'synthetic_ultrasound' and run.data.num_train == 16
     assert run.optimizer.learning_rate == 0.123 and run.model.depth == 2
     assert run.init_from == os.path.abspath('/w/pretrain')
     pretrained = next(p for p in sweep.points if p.family == 'pretrained')
-    assert study.point_config(config, pretrained, '/w').num_train_steps == 0
+    assert runner.point_config(config, pretrained, '/w').num_train_steps == 0
     scratch = next(p for p in sweep.points if p.family == 'scratch')
-    assert study.point_config(config, scratch, '/w').init_from == ''
+    assert runner.point_config(config, scratch, '/w').init_from == ''
     # Model and image size are shared with pre-training through field references.
-    assert study.pretrain_config(config).model.depth == 2
-    assert study.pretrain_config(config).data.name == 'synthetic_natural'
+    assert runner.pretrain_config(config).model.depth == 2
+    assert runner.pretrain_config(config).data.name == 'synthetic_natural'
 
 
 def test_pretrained_is_one_run_per_target_size_and_pretraining():
@@ -233,11 +235,11 @@ def test_seeds_are_paired_with_pretrainings(tmp_path):
     config = tiny_study_config(seeds=3, families=('scratch', 'pretrained', 'contracting'))
     config.study.pretrain_seeds = 2
     fake = FakeTrainer()
-    study.main(config, str(tmp_path), run_fn=fake)
-    dirs = study.pretrain_dirs(config, str(tmp_path))
+    runner.main(config, str(tmp_path), run_fn=fake)
+    dirs = runner.pretrain_dirs(config, str(tmp_path))
     assert dirs == [str(tmp_path / 'pretrain'), str(tmp_path / 'pretrain_1')]
     assert fake.groups[0] == ('pretrain', dirs)  # both pre-trainings in one group
-    assert [study.pretrain_config(config, i).seed for i in (0, 1)] == [0, 1]
+    assert [runner.pretrain_config(config, i).seed for i in (0, 1)] == [0, 1]
     plan = json.loads((tmp_path / 'study.json').read_text())
     assert plan['pretrain_dirs'] == dirs
     for point in plan['points']:
@@ -273,8 +275,8 @@ def test_groups_hold_the_seeds_of_one_configuration(tmp_path):
     assert len(enumerate_sweep(config).groups) == 11  # nothing fits: one run at a time
 
     fake = FakeTrainer()
-    study.main(config, str(tmp_path), run_fn=fake, sweep_index=None)
-    assert not os.path.exists(tmp_path / study.GROUPS_DIR / 'us')  # state removed once written
+    runner.main(config, str(tmp_path), run_fn=fake, sweep_index=None)
+    assert not os.path.exists(tmp_path / runner.GROUPS_DIR / 'us')  # state removed once written
 
 
 def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
@@ -302,7 +304,7 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     tested = collections.defaultdict(list)
     test_of = {}
     for point in sweep.runs:
-        run = study.point_config(config, point, str(tmp_path))
+        run = runner.point_config(config, point, str(tmp_path))
         assert run.data.outer_fold == point.fold
         splits = pipeline.assign_splits(ids, run.data)
         test_of.setdefault((point.seed, point.fold), set()).add(tuple(splits['test']))
@@ -311,7 +313,7 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     assert all(len(tests) == 1 for tests in test_of.values())  # every size: the same fold
     for seed in (0, 1):
         assert sorted(tested[seed]) == ids['train']  # every case once per seed
-    study.write_plan(config, str(tmp_path), sweep)
+    runner.write_plan(config, str(tmp_path), sweep)
     plan = json.loads((tmp_path / 'study.json').read_text())
     assert plan['outer_folds'] == [0, 1, 2] and plan['points'][0]['fold'] == 0
     config.data.outer_folds = 0
@@ -322,7 +324,7 @@ def test_scratch_gets_its_own_step_budget():
     config = tiny_study_config(seeds=1, families=('scratch', 'full'))
     config.num_train_steps, config.study.scratch_steps_factor = 100, 2.5
     sweep = enumerate_sweep(config)
-    steps = {p.family: study.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
+    steps = {p.family: runner.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
     assert steps == {'scratch': 250, 'full': 100}
 
 
@@ -334,10 +336,10 @@ def test_study_json_of_a_folder_target_is_plain_json(tmp_path):
         {'mine': {'data': {'name': 'folder', 'folder': folder.to_dict()}}}
     )
     sweep = enumerate_sweep(config)
-    plan = json.loads(open(study.write_plan(config, str(tmp_path), sweep)).read())
+    plan = json.loads(open(runner.write_plan(config, str(tmp_path), sweep)).read())
     assert plan['targets']['mine'] == config.study.targets.mine.to_dict()
     assert plan['targets']['mine']['data']['folder']['images'] == '/data/mine/images'
-    run = study.point_config(config, sweep.runs[0], str(tmp_path))
+    run = runner.point_config(config, sweep.runs[0], str(tmp_path))
     assert run.data.name == 'folder' and run.data.folder.images == '/data/mine/images'
 
 
@@ -351,27 +353,27 @@ def test_kill_and_rerun_finishes_with_nothing_run_twice(tmp_path):
     sweep = enumerate_sweep(config)
     killed = FakeTrainer(kill_on_call=4)  # pre-training, two runs, then killed in the third
     with pytest.raises(KeyboardInterrupt):
-        study.main(config, str(tmp_path), run_fn=killed)
+        runner.main(config, str(tmp_path), run_fn=killed)
     assert not os.path.exists(os.path.join(killed.calls[-1], layout.RESULTS_FILE))
 
     rerun = FakeTrainer()
-    outcome = study.main(config, str(tmp_path), run_fn=rerun)
+    outcome = runner.main(config, str(tmp_path), run_fn=rerun)
     run_dirs = [layout.run_dir(str(tmp_path), p.run_name) for p in sweep.runs]
     assert rerun.calls == run_dirs[2:]  # the killed run again, then the rest; no pre-training
     assert all(layout.is_finished(d) for d in run_dirs)
     assert os.path.exists(outcome['report'])
 
     again = FakeTrainer()
-    study.main(config, str(tmp_path), run_fn=again)
+    runner.main(config, str(tmp_path), run_fn=again)
     assert again.calls == []
 
 
 def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
     config = tiny_study_config(seeds=1, families=('pretrained', 'full', 'contracting', 'expanding'))
     failing = FakeTrainer(fail_on=('us/n16/s0/contracting',))
-    with pytest.raises(study.RunsFailedError) as failed:  # after the report: exit 1
-        study.main(config, str(tmp_path), run_fn=failing)
-    error_file = tmp_path / 'points/us/n16/s0/contracting' / study.ERROR_FILE
+    with pytest.raises(runner.RunsFailedError) as failed:  # after the report: exit 1
+        runner.main(config, str(tmp_path), run_fn=failing)
+    error_file = tmp_path / 'points/us/n16/s0/contracting' / runner.ERROR_FILE
     assert str(failed.value).startswith(f'1 of 4 runs failed: see {error_file} ')
     outcome = failed.value.outcome
     assert outcome['failed'] == ['us/n16/s0/contracting']
@@ -383,7 +385,7 @@ def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
     assert '| expanding | 1/1 |' in summary
 
     retry = FakeTrainer()
-    outcome = study.main(config, str(tmp_path), run_fn=retry)
+    outcome = runner.main(config, str(tmp_path), run_fn=retry)
     assert retry.calls == [str(tmp_path / 'points/us/n16/s0/contracting')]
     assert outcome['failed'] == []
     assert not (tmp_path / 'points/us/n16/s0/contracting' / layout.ERROR_FILE).exists()
@@ -394,10 +396,10 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     workdir = str(tmp_path)
     fake = FakeTrainer()
     with pytest.raises(FileNotFoundError, match='--sweep_index=pretrain first'):
-        study.main(config, workdir, sweep_index='1', run_fn=fake)  # `full` needs pre-training
-    study.main(config, workdir, sweep_index='0', run_fn=fake)  # scratch does not
+        runner.main(config, workdir, sweep_index='1', run_fn=fake)  # `full` needs pre-training
+    runner.main(config, workdir, sweep_index='0', run_fn=fake)  # scratch does not
     prepared = []
-    study.main(
+    runner.main(
         config,
         workdir,
         sweep_index='pretrain',
@@ -405,18 +407,18 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
         prepare_fn=lambda data: prepared.append(data.name),
     )
     assert prepared == ['synthetic_ultrasound']  # every target built before any fan-out
-    study.main(config, workdir, sweep_index=1, run_fn=fake)
-    study.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
+    runner.main(config, workdir, sweep_index=1, run_fn=fake)
+    runner.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
     assert fake.calls == [
         layout.run_dir(workdir, 'us/n16/s0/scratch'),
-        study.pretrain_dirs(config, workdir)[0],
+        runner.pretrain_dirs(config, workdir)[0],
         layout.run_dir(workdir, 'us/n16/s0/full'),
     ]
     with pytest.raises(ValueError, match=r'out of range.*2 groups'):
-        study.main(config, workdir, sweep_index='7', run_fn=fake)
+        runner.main(config, workdir, sweep_index='7', run_fn=fake)
     with pytest.raises(ValueError, match="'pretrain' or 'report'"):
-        study.main(config, workdir, sweep_index='all', run_fn=fake)
-    assert study.main(config, workdir, sweep_index='report')['report'].endswith('report.html')
+        runner.main(config, workdir, sweep_index='all', run_fn=fake)
+    assert runner.main(config, workdir, sweep_index='report')['report'].endswith('report.html')
 
 
 def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
@@ -432,7 +434,7 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
         run.log_every_steps, run.warmup_steps = 3, 1
     config.study.scratch_steps_factor = 2.0
     workdir = str(tmp_path / 'study')
-    outcome = study.main(config, workdir)
+    outcome = runner.main(config, workdir)
     # pretrained: one run per pre-training
     assert outcome['failed'] == [] and len(outcome['done']) == 10
     change = json.loads(
@@ -459,12 +461,12 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
         'index': 1,
     }
     assert 0 < results['contracting']['params']['trained'] < results['scratch']['params']['trained']
-    assert not os.path.exists(os.path.join(workdir, study.GROUPS_DIR))  # all written: state gone
+    assert not os.path.exists(os.path.join(workdir, runner.GROUPS_DIR))  # all written: state gone
     page = open(outcome['report']).read()
     figures = [f for f in os.listdir(os.path.join(workdir, 'report')) if f.endswith('.png')]
     assert page.count('data:image/png;base64,') == len(figures) >= 3  # all embedded
     assert outcome['trained'] == outcome['done']
-    assert study.main(config, workdir)['trained'] == []  # a re-run trains nothing
+    assert runner.main(config, workdir)['trained'] == []  # a re-run trains nothing
 
 
 def test_auto_family_enumerates_every_k_and_soft_and_the_report_shows_it(tmp_path):
@@ -478,7 +480,7 @@ def test_auto_family_enumerates_every_k_and_soft_and_the_report_shows_it(tmp_pat
     assert by_name[f'auto-rgn-block-k{n}'].run_name.endswith('/full')  # all blocks: full's run
     assert by_name['auto-rgn-block-k1'].spec == 'auto:rgn:1'
     assert by_name['auto-rgn-block-soft'].run_name.endswith('auto-rgn-block-soft')
-    outcome = study.main(config, str(tmp_path), run_fn=FakeTrainer())
+    outcome = runner.main(config, str(tmp_path), run_fn=FakeTrainer())
     assert outcome['failed'] == []
     run = json.loads((tmp_path / 'points/us/n16/s0/auto-rgn-block-k2/results.json').read_text())
     assert run['auto']['k'] == 2

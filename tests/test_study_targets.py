@@ -10,9 +10,11 @@ import pytest
 
 from configs import layerwise
 from tests.conftest import save_image
-from unet_jax import layout, study, train
-from unet_jax.data import leakage, pipeline
+from unet_jax import layout
+from unet_jax.data import pipeline
 from unet_jax.report import load
+from unet_jax.study import leakage, runner
+from unet_jax.train import trainer
 
 
 def _disk_images(folder, n, *, seed, mask_folder=None, mask_suffix='', empty=()):
@@ -64,7 +66,7 @@ def test_a_study_with_two_folder_targets_end_to_end(tmp_path, monkeypatch):
     config.study.pretrain.data.num_examples = 24
     workdir = str(tmp_path / 'study')
 
-    outcome = study.main(config, workdir)
+    outcome = runner.main(config, workdir)
 
     assert outcome['failed'] == [] and len(outcome['done']) == 4
     for target, folder, flip in (('left', left, True), ('right', right, False)):
@@ -112,7 +114,7 @@ def test_an_external_set_is_scored_by_every_run_and_never_selects(tmp_path, monk
     config.study.pretrain.data.num_examples = 24
     workdir = str(tmp_path / 'study')
 
-    outcome = study.main(config, workdir)
+    outcome = runner.main(config, workdir)
 
     assert outcome['failed'] == [] and len(outcome['done']) == 8
     external_dice = []
@@ -134,7 +136,7 @@ def test_an_external_set_is_scored_by_every_run_and_never_selects(tmp_path, monk
     # Trained again without the external set: the same chosen step and test Dice.
     alone = ml_collections.ConfigDict(results['config'])
     alone.external = ml_collections.ConfigDict()
-    again = train.train_and_evaluate(alone, str(tmp_path / 'alone'))
+    again = trainer.train_and_evaluate(alone, str(tmp_path / 'alone'))
     assert again['best_step'] == results['best_step'] and 'external' not in again
     assert again['test']['dice'] == pytest.approx(results['test']['dice'], abs=1e-6)
 

@@ -13,9 +13,11 @@ import optax
 import pytest
 
 from tests import tiny
-from unet_jax import auto_spec, freeze, metrics, surgical
-from unet_jax.layers import build_registry
-from unet_jax.models import UNet
+from unet_jax import freeze
+from unet_jax.config import auto_spec
+from unet_jax.freeze import auto_choice
+from unet_jax.models import UNet, metrics
+from unet_jax.models.layer_registry import build_registry
 
 SIZE = 32
 AUTO = auto_spec.default_auto_config()
@@ -35,7 +37,7 @@ def setup():
 
 def _choose(setup, spec, granularity='block', **kwargs):
     model, registry, variables, split = setup
-    return surgical.choose(
+    return auto_choice.choose(
         spec,
         model=model,
         registry=registry,
@@ -79,7 +81,7 @@ def test_rgn_is_gradient_norm_over_weight_norm_of_each_block(setup):
     model, registry, variables, split = setup
     choice = _choose(setup, 'auto:rgn:2')
     # Independently: the gradient of the mean loss over the probe images, in one batch.
-    images, masks = surgical.probe_set(split.image, split.mask, AUTO.num_examples, AUTO.seed)
+    images, masks = auto_choice.probe_set(split.image, split.mask, AUTO.num_examples, AUTO.seed)
     grads = jax.jit(jax.grad(lambda p: _loss(model, p, images, masks)))(variables['params'])
     flat_grads = flax.traverse_util.flatten_dict(grads)
     flat_params = flax.traverse_util.flatten_dict(variables['params'])
@@ -104,7 +106,7 @@ def test_auto_k_trains_the_k_highest_scoring_blocks_through_compile_spec(setup):
     assert plan.trained_units == registry.expand(top)
     record = json.loads(json.dumps(choice.to_dict()))
     assert record['chosen'] == top and record['spec'] == choice.spec
-    assert surgical.Choice.from_dict(record) == choice
+    assert auto_choice.Choice.from_dict(record) == choice
 
 
 def test_unit_granularity_scores_units(setup):
@@ -134,13 +136,13 @@ def test_choice_is_recorded_and_reused_on_resume(setup, tmp_path):
         granularity='block',
         auto=AUTO,
     )
-    first = surgical.load_or_choose(str(tmp_path), 'auto:rgn:2', **kwargs)
-    assert (tmp_path / surgical.CHOICE_FILE).exists()
+    first = auto_choice.load_or_choose(str(tmp_path), 'auto:rgn:2', **kwargs)
+    assert (tmp_path / auto_choice.CHOICE_FILE).exists()
     # A resumed run reads the recorded choice (no model needed), whatever the weights are now.
-    again = surgical.load_or_choose(str(tmp_path), 'auto:rgn:2', **dict(kwargs, model=None))
+    again = auto_choice.load_or_choose(str(tmp_path), 'auto:rgn:2', **dict(kwargs, model=None))
     assert again == first
     # Another spec is chosen afresh.
-    other = surgical.load_or_choose(str(tmp_path), 'auto:rgn:1', **kwargs)
+    other = auto_choice.load_or_choose(str(tmp_path), 'auto:rgn:1', **kwargs)
     assert other.k == 1 and other.chosen == first.chosen[:1]
 
 
@@ -151,7 +153,7 @@ def test_probe_score_is_the_loss_drop_of_training_that_block_alone(setup):
     model, registry, variables, split = setup
     lr = 1e-2
     choice = _choose(setup, 'auto:probe:1', learning_rate=lr)
-    images, masks = surgical.probe_set(split.image, split.mask, AUTO.num_examples, AUTO.seed)
+    images, masks = auto_choice.probe_set(split.image, split.mask, AUTO.num_examples, AUTO.seed)
     batches = [(images[:4], masks[:4]), (images[4:], masks[4:])]
 
     def loss(p):
@@ -186,7 +188,7 @@ def test_scale_by_score_scales_each_block_and_new_scales_need_no_recompile(setup
     _, registry, variables, _ = setup
     params = variables['params']
     scales = {b: 0.5 for b in registry.block_names} | {'enc0': 1.0, 'head': 0.0}
-    tx = optax.chain(optax.sgd(1.0), surgical.scale_by_score(scales))
+    tx = optax.chain(optax.sgd(1.0), auto_choice.scale_by_score(scales))
     traces = []
 
     @jax.jit
@@ -201,7 +203,7 @@ def test_scale_by_score_scales_each_block_and_new_scales_need_no_recompile(setup
     assert np.all(np.asarray(updates['dec1']['up']['kernel']) == -0.5)
     assert np.all(np.asarray(updates['head']['conv0']['conv']['bias']) == 0.0)
 
-    state = surgical.set_scales(state, {b: 2.0 for b in registry.block_names} | {'enc0': 0.0})
+    state = auto_choice.set_scales(state, {b: 2.0 for b in registry.block_names} | {'enc0': 0.0})
     updates, state = update(grads, state)
     assert len(traces) == 1  # the scales are data: the same compiled update ran again
     assert np.all(np.asarray(updates['enc0']['conv1']['conv']['kernel']) == 0.0)
@@ -213,9 +215,9 @@ def test_scale_by_score_inside_the_freeze_optimizer_and_unit_scales(setup):
     params = variables['params']
     labels = freeze.compile_spec('enc0,head', registry).labels(params)
     scales = {u: 1.0 for u in registry.unit_names} | {'enc0/conv1': 0.25}
-    tx = freeze.make_optimizer(optax.chain(optax.sgd(1.0), surgical.scale_by_score(scales)), labels)
+    tx = freeze.make_optimizer(optax.chain(optax.sgd(1.0), auto_choice.scale_by_score(scales)), labels)
     state = tx.init(params)
-    state = surgical.set_scales(state, scales | {'head/conv0': 3.0})
+    state = auto_choice.set_scales(state, scales | {'head/conv0': 3.0})
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
     assert np.all(np.asarray(updates['enc0']['conv1']['conv']['kernel']) == -0.25)
     assert np.all(np.asarray(updates['head']['conv0']['conv']['kernel']) == -3.0)
@@ -227,4 +229,4 @@ def test_scales_must_cover_every_parameter(setup):
     with pytest.raises(
         auto_spec.AutoSpecError, match='No score for parameter .*give one per block'
     ):
-        surgical.scale_by_score({'enc0': 1.0}).init(variables['params'])
+        auto_choice.scale_by_score({'enc0': 1.0}).init(variables['params'])

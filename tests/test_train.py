@@ -19,8 +19,10 @@ import optax
 import pytest
 
 from tests import tiny
-from unet_jax import checkpoint, freeze, groups, io_utils, layers, ledger, metrics, models, steps, train
+from unet_jax import freeze, io_utils, models
 from unet_jax.data import augment, pipeline
+from unet_jax.models import layer_registry, metrics
+from unet_jax.train import checkpoint, groups, ledger, steps, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +48,7 @@ def initial_params(config) -> dict:
 
 def test_run_writes_results_and_freezes_exactly(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'enc0,dec0'})
-    results = train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    results = trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
 
     on_disk = json.loads((tmp_path / 'results.json').read_text())
     assert on_disk['spec'] == results['spec']
@@ -88,8 +90,8 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
 
 def test_training_flops_are_the_registry_model_times_batch_and_steps(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'num_train_steps': 4})
-    cost = train.train_and_evaluate(config, str(tmp_path / 'a'), splits=tiny.disk_splits())['cost']
-    registry = layers.build_registry(
+    cost = trainer.train_and_evaluate(config, str(tmp_path / 'a'), splits=tiny.disk_splits())['cost']
+    registry = layer_registry.build_registry(
         models.create_model(config.model), image_size=32, in_channels=1
     )
     units = registry.expand(['dec0', 'head'])
@@ -99,7 +101,7 @@ def test_training_flops_are_the_registry_model_times_batch_and_steps(tmp_path):
     assert cost['step_flops_per_image'] < registry.train_step_flops(registry.unit_names)
 
     none = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0})
-    cost = train.train_and_evaluate(none, str(tmp_path / 'b'), splits=tiny.disk_splits())['cost']
+    cost = trainer.train_and_evaluate(none, str(tmp_path / 'b'), splits=tiny.disk_splits())['cost']
     assert cost['train_flops'] == 0 and cost['num_steps'] == 0
 
 
@@ -107,7 +109,7 @@ def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
     config = tiny.tiny_config(
         **{'finetune.train': '@head', 'optimizer.name': 'adamw', 'optimizer.weight_decay': 0.5}
     )
-    train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     before, after = initial_params(config), best_variables(str(tmp_path))
     for path, value in before.items():
         assert np.array_equal(value, after[path]) == (not path.startswith('head/')), path
@@ -115,7 +117,7 @@ def test_adamw_weight_decay_never_moves_frozen_leaves(tmp_path):
 
 def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'model.norm': 'batch'})
-    train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     stats = best_variables(str(tmp_path), 'batch_stats')
     model = models.create_model(config.model)
     initial = traverse_util.flatten_dict(
@@ -128,7 +130,7 @@ def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
 
 def test_pretrained_only_point_evaluates_without_training(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': '@none', 'num_train_steps': 0})
-    results = train.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
+    results = trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     assert results['best_step'] == 0 and results['params']['trained'] == 0
     assert results['spec'] == '@none'
 
@@ -137,7 +139,7 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
     splits = tiny.disk_splits()
     splits['train'].image[:] = np.nan
     with pytest.raises(ledger.NonFiniteLossError, match=r'step 0: loss=nan.*learning_rate'):
-        train.train_and_evaluate(tiny.tiny_config(), str(tmp_path), splits=splits)
+        trainer.train_and_evaluate(tiny.tiny_config(), str(tmp_path), splits=splits)
     assert not (tmp_path / 'results.json').exists()
 
 
@@ -162,12 +164,12 @@ def test_batch_order_is_keyed_by_step():
 
 def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
     pre = tmp_path / 'pre'
-    train.train_and_evaluate(tiny.tiny_config(), str(pre), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(tiny.tiny_config(), str(pre), splits=tiny.disk_splits())
 
     ft = tiny.tiny_config(
         **{'init_from': str(pre), 'finetune.train': '@head', 'num_train_steps': 2}
     )
-    train.train_and_evaluate(ft, str(tmp_path / 'ft'), splits=tiny.disk_splits())
+    trainer.train_and_evaluate(ft, str(tmp_path / 'ft'), splits=tiny.disk_splits())
     best, _ = checkpoint.load_variables(str(pre))
     loaded = traverse_util.flatten_dict(best['params'], sep='/')
     after = best_variables(str(tmp_path / 'ft'))
@@ -175,11 +177,11 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
 
     wider = tiny.tiny_config(**{'init_from': str(pre), 'model.base_width': 8})
     with pytest.raises(checkpoint.CheckpointMismatchError, match='Shape mismatch'):
-        train.train_and_evaluate(wider, str(tmp_path / 'wider'), splits=tiny.disk_splits())
+        trainer.train_and_evaluate(wider, str(tmp_path / 'wider'), splits=tiny.disk_splits())
 
     deeper = tiny.tiny_config(**{'init_from': str(pre), 'model.depth': 3})
     with pytest.raises(checkpoint.CheckpointMismatchError) as error:
-        train.train_and_evaluate(deeper, str(tmp_path / 'deeper'), splits=tiny.disk_splits())
+        trainer.train_and_evaluate(deeper, str(tmp_path / 'deeper'), splits=tiny.disk_splits())
     assert 'Missing from the checkpoint' in str(error.value) and 'enc2/conv0' in str(error.value)
     assert 'config.dont_load' in str(error.value)
 
@@ -200,17 +202,17 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
 RUN_SCRIPT = textwrap.dedent("""
     import os, sys
     from tests import tiny
-    from unet_jax import groups, train
+    from unet_jax.train import groups, trainer
     workdir, steps, seeds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     def config(seed):
         return tiny.tiny_config(**{{'num_train_steps': steps, 'checkpoint_every_steps': {every},
                                     'eval_every_steps': {every}, 'log_every_steps': {every},
                                     'finetune.train': 'enc0..bottleneck,head', 'seed': seed}})
     if seeds == 1:
-        train.train_and_evaluate(config(0), workdir, splits=tiny.disk_splits())
+        trainer.train_and_evaluate(config(0), workdir, splits=tiny.disk_splits())
     else:  # a group of seeds in one vmapped step
         runs = [groups.Member(config(s), os.path.join(workdir, f's{{s}}')) for s in range(seeds)]
-        train.train_group(runs, workdir, name='g', splits_fn=lambda c: tiny.disk_splits(),
+        trainer.train_group(runs, workdir, name='g', splits_fn=lambda c: tiny.disk_splits(),
                           vectorize='vmap')
 """)
 
@@ -296,7 +298,7 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
     best params within 1e-5 of its run alone."""
     pretrained = [str(tmp_path / f'pre{i}') for i in range(num_pretrain)]
     for i, directory in enumerate(pretrained):
-        train.train_and_evaluate(tiny.tiny_config(seed=i), directory, splits=tiny.disk_splits())
+        trainer.train_and_evaluate(tiny.tiny_config(seed=i), directory, splits=tiny.disk_splits())
 
     def config(seed):
         overrides = {'seed': seed, 'data.subset_seed': seed, 'finetune.train': spec}
@@ -307,13 +309,13 @@ def test_a_run_trained_in_a_group_ends_as_trained_alone(tmp_path, spec, num_pret
     runs = [
         groups.Member(config(s), str(tmp_path / 'group' / f's{s}'), name=f's{s}') for s in seeds
     ]
-    outcome = train.train_group(
+    outcome = trainer.train_group(
         runs, str(tmp_path / 'group_state'), name='g', splits_fn=seeded_splits, vectorize='vmap'
     )
     assert all(isinstance(outcome[r.workdir], dict) for r in runs)
     for s, run in zip(seeds, runs):
         alone = str(tmp_path / 'alone' / f's{s}')
-        expected = train.train_and_evaluate(config(s), alone, splits=seeded_splits(config(s)))
+        expected = trainer.train_and_evaluate(config(s), alone, splits=seeded_splits(config(s)))
         grouped = json.loads((tmp_path / 'group' / f's{s}' / 'results.json').read_text())
         assert grouped['group'] == {'name': 'g', 'size': 3} and expected['group']['size'] == 1
         assert grouped['best_step'] == expected['best_step']
@@ -372,7 +374,7 @@ def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
         }
     )
     model = models.create_model(config.model)
-    registry = layers.build_registry(model, image_size=32, in_channels=1)
+    registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
     plan = freeze.compile_spec('enc0,dec0', registry)
     scales = {'enc0': 0.5, 'dec0': 1.0}
     state, frozen, frozen_axis = steps.create_train_state(
@@ -431,7 +433,7 @@ def test_programs_are_keyed_by_their_inputs_half_precision_included():
     for half_precision in (False, True, False):
         config = tiny.tiny_config(half_precision=half_precision)
         model = models.create_model(config.model, half_precision=half_precision)
-        registry = layers.build_registry(model, image_size=32, in_channels=1)
+        registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
         plan = freeze.compile_spec('enc0,dec0', registry)
         state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan)
         inputs = dict(

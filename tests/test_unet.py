@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unet_jax import metrics
-from unet_jax.models import UNet, create_model
+from unet_jax.models import UNet, create_model, metrics
 from unet_jax.models.unet import conv_transpose_2x2, max_pool_2x2, param_count
 
 

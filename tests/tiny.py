@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_jax import config_lib
+from unet_jax.config import defaults
 from unet_jax.data import pipeline
 
 # A study run as a command at tiny size: tiny_config's U-Net and image size, and 40 generated
@@ -20,7 +20,7 @@ TINY_STUDY_FLAGS = (
 
 def tiny_config(**overrides):
     """A depth-2, base-4 U-Net at 32x32 that trains a step in milliseconds on CPU."""
-    config = config_lib.default_config()
+    config = defaults.default_config()
     config.model.depth = 2
     config.model.base_width = 4
     config.data.image_size = 32

@@ -44,8 +44,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, cli, io_utils, layers, layout, models
+from unet_jax import errors, io_utils, layout, models
 from unet_jax.data import pipeline
+from unet_jax.models import layer_registry
+from unet_jax.train import checkpoint
 
 RESULT_FILE = 'representation_change.json'
 FIGURE_FILE = 'representation_change.png'
@@ -152,7 +154,7 @@ def _batch_moments(model, pretrained, tuned, images):
 
 def representation_similarity(
     model: nn.Module,
-    registry: layers.LayerRegistry,
+    registry: layer_registry.LayerRegistry,
     pretrained: Mapping[str, Any],
     tuned: Mapping[str, Any],
     images: np.ndarray,
@@ -171,7 +173,7 @@ def representation_similarity(
 
 
 def weight_change(
-    registry: layers.LayerRegistry, pretrained: Mapping[str, Any], tuned: Mapping[str, Any]
+    registry: layer_registry.LayerRegistry, pretrained: Mapping[str, Any], tuned: Mapping[str, Any]
 ) -> dict[str, float]:
     """||w_tuned - w_pre|| / ||w_pre|| per unit (forward order), over all its parameters."""
     before = flax.traverse_util.flatten_dict(flax.core.unfreeze(pretrained))
@@ -215,7 +217,7 @@ def analyze_run(
         )
     model = models.create_model(config['model'])
     in_channels = config['model']['in_channels']
-    registry = layers.build_registry(
+    registry = layer_registry.build_registry(
         model, image_size=config['data']['image_size'], in_channels=in_channels
     )
     tuned, _ = checkpoint.load_variables(run_dir)
@@ -322,11 +324,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('--batch_size', type=int, default=8, help='images per forward pass')
     parser.add_argument('--max_images', type=int, default=0, help='0 = every test image')
-    cli.add_traceback_argument(parser)
+    errors.add_traceback_argument(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f'--batch_size={args.batch_size} must be >= 1.')
-    with cli.errors_reported('analyze', show_traceback=args.traceback):
+    with errors.errors_reported('analyze', show_traceback=args.traceback):
         for folder in run_folders(args.paths, args.families.split('+')):
             record = analyze_run(folder, batch_size=args.batch_size, max_images=args.max_images)
             ranked = sorted(

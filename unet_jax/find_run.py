@@ -19,7 +19,7 @@ from typing import Any
 from absl import logging
 
 from unet_jax import layout
-from unet_jax.config_lib import PRETRAIN_DATA_SEED
+from unet_jax.config.defaults import PRETRAIN_DATA_SEED
 
 CONFIG_FILE = 'config.json'
 _SHOWN = 10

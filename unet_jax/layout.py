@@ -4,15 +4,15 @@ The study runner, the launchers and the report all read these names from here, s
 can be made from a workdir without importing JAX. A study's workdir:
 
   .lock                      held by the whole study's process or launch/sweep.py (runfolder)
-  study.json                 the plan: every named point, its run, aliases (unet_jax.study)
+  study.json                 the plan: every named point, its run, aliases (unet_jax.study.runner)
   registration.json          what the study declared when it started, and every amendment
-                             (unet_jax.registration)
+                             (unet_jax.config.registration)
   leak_check.json            the leak check: images compared, duplicates found (data.leakage)
   pretrain/                  the pre-training run (unless `study.pretrained_workdir` is set)
   points/<run name>/         one run folder per unique run; results.json there = finished
   groups/<group name>/       a group's checkpoint while it trains, and the .lock its process holds
   report/                    tables, figures, report.html (unet_jax.report), and the event
-                             files of the study's Dice against k (unet_jax.summaries)
+                             files of the study's Dice against k (unet_jax.report.dice_curves)
   log.txt                    the whole study's log (unet_jax.console: the console shows less)
 
 A study of several pre-training sources (`study.sources`) holds one such study per source:

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from unet_jax import cli
+from unet_jax import errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:args]).', lock_config=True)
@@ -44,7 +44,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def join_processes(config) -> None:
-    """--multihost: joins the other processes that train this run (unet_jax.hosts)."""
+    """--multihost: joins the other processes that train this run (unet_jax.train.hosts)."""
     given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if not FLAGS.multihost:
         if any(flag is not None for flag in given):
@@ -57,7 +57,7 @@ def join_processes(config) -> None:
             '--multihost trains one run (a config without a study, e.g. configs/finetune.py); '
             'a study runs its groups as separate processes (launch/sweep.py).'
         )
-    from unet_jax import hosts
+    from unet_jax.train import hosts
 
     hosts.initialize(
         coordinator_address=FLAGS.coordinator_address,
@@ -69,10 +69,11 @@ def join_processes(config) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    from unet_jax import config_lib, runfolder
+    from unet_jax.study import checks
+    from unet_jax.train import runfolder
 
     config, workdir = FLAGS.config, os.path.abspath(FLAGS.workdir)
-    config_lib.check_config(config)  # every bad field named before anything is written
+    checks.check_config(config)  # every bad field named before anything is written
     if 'study' not in config:
         if FLAGS.sweep_index is not None:
             raise app.UsageError('--sweep_index needs a study config (configs/layerwise.py).')
@@ -116,15 +117,15 @@ def run(config, workdir: str, console=None) -> None:
         jax.devices(),
     )
     if 'study' in config:
-        from unet_jax import study
+        from unet_jax.study import runner
 
-        study.main(config, workdir, sweep_index=FLAGS.sweep_index, console=console)
+        runner.main(config, workdir, sweep_index=FLAGS.sweep_index, console=console)
     else:
-        from unet_jax import runfolder, train
+        from unet_jax.train import runfolder, trainer
 
         with runfolder.lock(workdir, enabled=jax.process_index() == 0):  # one process a folder
-            train.train_and_evaluate(config, workdir)
+            trainer.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    errors.run(main)

@@ -56,9 +56,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 import scipy.ndimage
 
-from unet_jax import checkpoint, cli, find_run, io_utils, metrics, models
+from unet_jax import errors, find_run, io_utils, models
 from unet_jax.data import fields, imageio, pipeline
 from unet_jax.data import folder as folder_set
+from unet_jax.models import metrics
+from unet_jax.train import checkpoint
 
 PREDICTION_COLOUR = (255, 40, 40)
 TRUTH_COLOUR = (40, 255, 40)
@@ -572,11 +574,11 @@ def _segment_one(
 
 def _check_numbers(threshold: float, batch_size: int, settings: ml_collections.ConfigDict) -> None:
     if not 0.0 <= threshold <= 1.0:
-        raise cli.ConfigError(f'--threshold={threshold} must be a probability in [0, 1].')
+        raise errors.ConfigError(f'--threshold={threshold} must be a probability in [0, 1].')
     if batch_size < 1:
-        raise cli.ConfigError(f'--batch_size={batch_size} must be >= 1.')
+        raise errors.ConfigError(f'--batch_size={batch_size} must be >= 1.')
     if settings.mask_threshold < 0:
-        raise cli.ConfigError(
+        raise errors.ConfigError(
             f'--mask_threshold={settings.mask_threshold} must be >= 0 (0: any non-zero value is '
             'foreground; 127 for JPEG masks).'
         )
@@ -755,4 +757,4 @@ def _mean_line(summary: Mapping[str, Any], scores_file: str) -> str:
 
 if __name__ == '__main__':
     define_flags()
-    cli.run(main)
+    errors.run(main)

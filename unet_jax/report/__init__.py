@@ -27,11 +27,9 @@ and reports a bad workdir at once.
 
 from __future__ import annotations
 
-from unet_jax.report.plan import ReportError
+from unet_jax.report.plan import DEFAULT_MARGIN, ReportError
 
 __all__ = ['DEFAULT_MARGIN', 'ReportError', 'write_report']
-
-DEFAULT_MARGIN = 0.02  # Dice: the equivalence margin of the TOST (a study sets study.margin)
 
 
 def write_report(workdir: str, *, margin: float | None = None) -> str:

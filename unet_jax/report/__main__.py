@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
+import os
 import sys
 
-from unet_jax import cli, report
+from unet_jax import errors, report
 from unet_jax.report import plan
 
 
@@ -28,7 +28,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         help=f'equivalence margin of the TOST, in Dice (default: the study\'s study.margin, '
         f'else {report.DEFAULT_MARGIN})',
     )
-    cli.add_traceback_argument(parser)
+    errors.add_traceback_argument(parser)
     args = parser.parse_args(argv)
     if args.margin is not None and not args.margin > 0:
         parser.error(f'--margin={args.margin}: the equivalence margin must be positive.')
@@ -37,7 +37,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    with cli.errors_reported('report', show_traceback=args.traceback):
+    with errors.errors_reported('report', show_traceback=args.traceback):
         from unet_jax.report import sources
 
         several = sources.read_sources_plan(args.workdir)

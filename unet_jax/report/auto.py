@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from unet_jax import families
+from unet_jax.config import families
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import FULL, compare
 from unet_jax.report.conclusions import Finding, cell_name, ci_text, p_is

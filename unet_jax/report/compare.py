@@ -31,7 +31,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from unet_jax import families, modalities
+from unet_jax.config import families
+from unet_jax.data import modalities
 from unet_jax.report import stats
 from unet_jax.report.load import Study, family
 

@@ -1,6 +1,6 @@
 """The report's figures (PNG, matplotlib Agg), one panel per target and training size.
 
-Colours come from the family's place in unet_jax.families, line styles from the depth order's
+Colours come from the family's place in unet_jax.config.families, line styles from the depth order's
 place in the plan, markers from the granularity's, so a new family, direction or order is
 drawn without a change here. A panel with fewer than two points is not drawn (the caption
 says so); a configuration with one value per panel (a reference) is a line or a marker.
@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from unet_jax import families, layout  # noqa: E402
+from unet_jax import layout
+from unet_jax.config import families
 from unet_jax.report import stats  # noqa: E402
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import COST_AXES, FULL  # noqa: E402
@@ -34,7 +35,7 @@ LINE_STYLES = ('-', '--', ':', '-.')
 MARKERS = ('o', 's', '^', 'D', 'v', 'P')
 REFERENCE_MARKERS = ('X', '*', 'P', 'h', 'p', 'd', '8', 's', 'v', '^')
 GT_COLOR, PREDICTION_COLOR = '#00d000', '#ff3030'
-# One colour per family of families.py (directions, references: table order), none shared.
+# One colour per family of config/families.py (directions, references: table order), none shared.
 DIRECTION_COLORS = (
     'tab:blue', 'tab:red', 'tab:cyan', 'tab:olive', 'tab:pink', 'sienna', 'slateblue',
     'darkorange', 'teal', 'navy',

@@ -21,8 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from unet_jax import families, layout, registration as registration_record
-from unet_jax.report import registration as registration_lines, stats
+from unet_jax import layout
+from unet_jax.config import families
+from unet_jax.config import registration as registration_record
+from unet_jax.report import registration as registration_lines
+from unet_jax.report import stats
 from unet_jax.report.plan import ReportError, read_plan
 
 
@@ -34,7 +37,7 @@ class Study:
     images: pd.DataFrame
     curves: pd.DataFrame
     problems: list[str]
-    # registration.json (unet_jax.registration): what the study declared and when; None = none
+    # registration.json (config.registration): what the study declared and when; None = none
     registration: dict[str, Any] | None = None
 
     @property

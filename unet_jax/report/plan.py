@@ -7,10 +7,12 @@ import json
 import os
 from typing import Any
 
-from unet_jax import cli, layout
+from unet_jax import errors, layout
+
+DEFAULT_MARGIN = 0.02  # Dice: the equivalence margin of the TOST (a study sets study.margin)
 
 
-class ReportError(cli.UserError):
+class ReportError(errors.UserError):
     """Something about the workdir a user can fix; the CLI prints it without a traceback."""
 
 

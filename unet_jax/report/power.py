@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -204,3 +205,18 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == '__main__':
     main()
+
+
+def simulated_power(config: Any) -> dict[str, Any] | None:
+    """The power plan's result (study.power; None without one): the primary's first test,
+    simulated for this study's pre-trainings x outer folds with the plan's variance components,
+    its power at the plan's effect and the smallest effect (on a 0.005 grid) with 0.8 power.
+    Recorded once, at registration (unet_jax.config.registration.register)."""
+    declared = config.study.get('power') or {}
+    plan = declared.to_dict() if hasattr(declared, 'to_dict') else dict(declared)
+    if not float(plan.get('effect') or 0) > 0:
+        return None
+    folds = int(config.data.get('outer_folds', 0) or 0)
+    return plan_power(
+        plan, pretrainings=int(config.study.get('pretrain_seeds', 1)), folds=max(folds, 1)
+    )

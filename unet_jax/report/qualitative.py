@@ -12,7 +12,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 import numpy as np  # noqa: E402
 
-from unet_jax import families, layout  # noqa: E402
+from unet_jax import layout
+from unet_jax.config import families
 from unet_jax.report.analysis import Analysis  # noqa: E402
 from unet_jax.report.compare import DEEP, FULL, SHALLOW, direction_points  # noqa: E402
 from unet_jax.report.conclusions import readable  # noqa: E402

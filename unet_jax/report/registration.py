@@ -1,5 +1,5 @@
 """The report's lines about a study's pre-registration (WORKDIR/registration.json, written by
-unet_jax.registration): when its declaration was recorded, what it declared, and every
+unet_jax.config.registration): when its declaration was recorded, what it declared, and every
 amendment, with the runs finished by then. The report's first screen prints `lines`; the
 primary endpoint's heading takes `heading`. No JAX."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from unet_jax import families, layout
-from unet_jax.registration import AMEND_FIELD, FIELDS, PRIMARY_FIELDS
+from unet_jax import layout
+from unet_jax.config import families
+from unet_jax.config.registration import AMEND_FIELD, FIELDS, PRIMARY_FIELDS
 
 NO_RECORD = (
     'No registration record: the declaration is the config\'s (study.json), with no time; '

@@ -30,14 +30,15 @@ tests/test_calibration.py.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
-from unet_jax import layout, modalities
+from unet_jax import layout
+from unet_jax.data import modalities
 from unet_jax.report import calibration, compare, stats
 from unet_jax.report.compare import DEEP, SHALLOW
 from unet_jax.report.conclusions import cell_name, p_text

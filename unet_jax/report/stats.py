@@ -55,7 +55,8 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-from unet_jax.report import DEFAULT_MARGIN, variance
+from unet_jax.report import variance
+from unet_jax.report.plan import DEFAULT_MARGIN
 
 ALPHA = 0.05
 SIDES = ('first', 'second')  # the two sides of a difference of gaps, unless named

@@ -284,7 +284,7 @@ def _unknown_field_message(error: BaseException, argv: Sequence[str]) -> str:
     hint = f' {hint.strip()}' if hint else ''
     return (
         f'{flag}: the config has no field {key!r}.{hint} The fields and their defaults are in '
-        'unet_jax/config_lib.py (and the config file given with --config).'
+        'unet_jax/config/ (and the config file given with --config).'
     )
 
 

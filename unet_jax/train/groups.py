@@ -4,7 +4,7 @@ plan, data), made once before training (`set_up`); nothing of it changes while t
 The members of a group differ only in seed (their own initialisation or pre-training, training
 subset, data order and augmentation); everything else of their configs is equal, so they share
 one model, freeze plan, optimiser, validation and test split, and one compiled step. An
-`auto:` spec is resolved here, once for the group (`auto_choice`), before the freeze plan.
+`auto:` spec is resolved here, once for the group (`resolve_auto`), before the freeze plan.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import auto_spec, freeze, hosts, layers, models, steps, surgical
+from unet_jax import freeze, models
+from unet_jax.config import auto_spec
 from unet_jax.data import pipeline
+from unet_jax.freeze import auto_choice
+from unet_jax.models import layer_registry
+from unet_jax.train import hosts, steps
 
 # Config fields in which the members of a group may differ: what the seed decides.
 PER_RUN_FIELDS = (('seed',), ('data', 'subset_seed'), ('init_from',))
@@ -97,12 +101,12 @@ class GroupSetup:
     members: tuple[Member, ...]
     config: ml_collections.ConfigDict  # the first member's; equal to the others' but the seed
     model: Any
-    registry: layers.LayerRegistry
+    registry: layer_registry.LayerRegistry
     plan: freeze.FreezePlan
     train_splits: tuple[pipeline.Split, ...]  # each member's own training subset
     val: pipeline.Split
     test: pipeline.Split
-    choice: surgical.Choice | None = None  # what an `auto:` spec resolved to
+    choice: auto_choice.Choice | None = None  # what an `auto:` spec resolved to
     # External test sets (config.external): every case of each, scored with every run's best
     # params once training ends; never trained or selected on.
     external: Mapping[str, pipeline.Split] = dataclasses.field(default_factory=dict)
@@ -142,12 +146,12 @@ def set_up(
     _check_members(members, splits)
     config = members[0].config
     model = models.create_model(config.model, half_precision=config.get('half_precision', False))
-    registry = layers.build_registry(
+    registry = layer_registry.build_registry(
         model, image_size=config.data.image_size, in_channels=config.model.in_channels
     )
     choice = None
     if auto_spec.is_auto(config.finetune.train):  # its time counts in setup_s and probe_s
-        choice = auto_choice(members, splits_fn, model=model, registry=registry)
+        choice = resolve_auto(members, splits_fn, model=model, registry=registry)
     plan = freeze.compile_spec(
         choice.spec if choice else config.finetune.train,
         registry,
@@ -194,13 +198,13 @@ def external_sets(config: ml_collections.ConfigDict) -> dict[str, pipeline.Split
     return out
 
 
-def auto_choice(
+def resolve_auto(
     members: Sequence[Member],
     splits_fn: Callable[[ml_collections.ConfigDict], Mapping[str, pipeline.Split]],
     *,
     model: Any,
-    registry: layers.LayerRegistry,
-) -> surgical.Choice:
+    registry: layer_registry.LayerRegistry,
+) -> auto_choice.Choice:
     """Resolves the group's `auto:` spec once, from the pre-trained weights (config.init_from)
     and the probe images of the training split (and, for `greedy`, the validation split).
 
@@ -214,12 +218,12 @@ def auto_choice(
     config = members[0].config
     spec = config.finetune.train
     if not config.init_from:
-        raise surgical.AutoSpecError(
+        raise auto_choice.AutoSpecError(
             f'Freeze spec {spec!r} (config.finetune.train) scores the pre-trained weights, but '
             'config.init_from is empty: set --config.init_from=DIR of a pre-training run.'
         )
     if len({m.config.init_from for m in members}) > 1:
-        raise surgical.AutoSpecError(
+        raise auto_choice.AutoSpecError(
             f'Freeze spec {spec!r}: the runs of group {[m.label for m in members]} start from '
             'different pre-trainings (config.init_from), so they may choose differently; train '
             'them in separate groups.'
@@ -230,7 +234,7 @@ def auto_choice(
     splits = splits_fn(probe_config)
     train, val = splits['train'], _sorted_by_id(splits['val'])
     variables = steps.load_init_from(steps.initial_variables(model, config), config)
-    choice = surgical.load_or_choose(
+    choice = auto_choice.load_or_choose(
         members[0].workdir,
         spec,
         model=model,
@@ -247,7 +251,7 @@ def auto_choice(
     )
     if jax.process_index() == 0:
         for member in members[1:]:
-            surgical.save_choice(member.workdir, spec, choice)
+            auto_choice.save_choice(member.workdir, spec, choice)
     logging.info(
         '%s: %s chose %s; scores %s (probe: %d images, %.1f s, %.3g FLOPs).',
         members[0].label,

@@ -1,12 +1,12 @@
 """The study's families of configurations, declared once (standard library only).
 
-The enumerator (unet_jax.study) turns each family into sweep points; the report iterates over
+The enumerator (unet_jax.study.runner) turns each family into sweep points; the report iterates over
 the same table, so a family or direction added here appears in every table and figure.
 
 A reference family trains one fixed freeze spec. A direction trains the first or last k
 units/blocks of a depth order (`first:k` / `last:k`), for k = 1..N. The automatic family trains
 what `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` (not greedy) choose
-(unet_jax.auto_spec), for each criterion of `study.auto_criteria`; it is not in the default list
+(config.auto_spec), for each criterion of `study.auto_criteria`; it is not in the default list
 (DEFAULTS): it adds N + 1 runs per criterion with a soft variant and N for greedy, per target,
 size and seed. Neither is `matched` (random weights with the
 pre-trained tensors' means and standard deviations), the control that tells pre-trained

@@ -15,11 +15,11 @@ Glossary (every module of the package uses these words in these meanings only):
           holds every run's first point.
   group   runs that differ only in seed, up to `study.group_size` of them, trained together
           in one compiled step (`RunGroup`, its `index` the --sweep_index;
-          unet_jax.train.train_group).
+          unet_jax.train.trainer.train_group).
   member  a run as its group trains it: its config, folder and name
-          (unet_jax.groups.Member).
+          (unet_jax.train.groups.Member).
   lane    the members that one compiled program steps at once: all of a group on an
-          accelerator, one on CPU (unet_jax.lanes).
+          accelerator, one on CPU (unet_jax.train.lanes).
 
 With outer cross-validation (`config.data.outer_folds` = F >= 2) every (target, size, seed)
 runs on each of the F test folds: the replication unit is fold x seed, the point names carry
@@ -34,8 +34,10 @@ from typing import Any
 
 import ml_collections
 
-from unet_jax import auto_spec, families, freeze, layers, models
+from unet_jax import freeze, models
+from unet_jax.config import auto_spec, families
 from unet_jax.layout import size_name
+from unet_jax.models import layer_registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +112,10 @@ def configuration_name(
     return family
 
 
-def registry_for(config: ml_collections.ConfigDict) -> layers.LayerRegistry:
+def registry_for(config: ml_collections.ConfigDict) -> layer_registry.LayerRegistry:
     """The layer registry of the study's model (the source of N, the number of units)."""
     model = models.create_model(config.model)
-    return layers.build_registry(
+    return layer_registry.build_registry(
         model, image_size=config.data.image_size, in_channels=config.model.in_channels
     )
 
@@ -129,11 +131,11 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
         if family not in families.NAMES:
             fail('families', family, families.NAMES)
     for order in study.orders:
-        if order not in layers.ORDERS:
-            fail('orders', order, layers.ORDERS)
+        if order not in layer_registry.ORDERS:
+            fail('orders', order, layer_registry.ORDERS)
     for granularity in study.granularities:
-        if granularity not in layers.GRANULARITIES:
-            fail('granularities', granularity, layers.GRANULARITIES)
+        if granularity not in layer_registry.GRANULARITIES:
+            fail('granularities', granularity, layer_registry.GRANULARITIES)
     for criterion in study.get('auto_criteria', auto_spec.CRITERIA):
         if criterion not in auto_spec.CRITERIA:
             fail('auto_criteria', criterion, auto_spec.CRITERIA)
@@ -164,7 +166,7 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
 
 
 def _configurations(
-    study: ml_collections.ConfigDict, registry: layers.LayerRegistry
+    study: ml_collections.ConfigDict, registry: layer_registry.LayerRegistry
 ) -> Iterator[dict[str, Any]]:
     for name in study.families:
         family = families.get(name)
@@ -208,7 +210,7 @@ def _checked_k_values(chosen: tuple, n: int, granularity: str, field: str) -> li
 
 
 def _auto_configurations(
-    study: ml_collections.ConfigDict, registry: layers.LayerRegistry
+    study: ml_collections.ConfigDict, registry: layer_registry.LayerRegistry
 ) -> Iterator[dict[str, Any]]:
     """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft` (for a criterion that has
     it: not greedy), per criterion and granularity (k counts blocks or units, whatever their
@@ -225,7 +227,7 @@ def _auto_configurations(
 
 
 def enumerate_sweep(
-    config: ml_collections.ConfigDict, *, registry: layers.LayerRegistry | None = None
+    config: ml_collections.ConfigDict, *, registry: layer_registry.LayerRegistry | None = None
 ) -> Sweep:
     """Every point of the study, in run order (seed, fold, target, size, configuration), and
     groups.
@@ -347,7 +349,7 @@ def size_subsets(
     return out
 
 
-def _plan(c: dict[str, Any], registry: layers.LayerRegistry) -> freeze.FreezePlan:
+def _plan(c: dict[str, Any], registry: layer_registry.LayerRegistry) -> freeze.FreezePlan:
     return freeze.compile_spec(
         c['spec'],
         registry,
@@ -393,7 +395,7 @@ def _seeds_name(seeds: Sequence[int]) -> str:
     return 's' + '_'.join(map(str, seeds))
 
 
-def group_size(config: ml_collections.ConfigDict, registry: layers.LayerRegistry) -> int:
+def group_size(config: ml_collections.ConfigDict, registry: layer_registry.LayerRegistry) -> int:
     """`study.group_size`, or (0, automatic) as many seeds as fit `study.group_memory_mb`.
 
     The estimate depends on the config only (never on the machine), so a launcher on a login

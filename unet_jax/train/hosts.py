@@ -1,9 +1,9 @@
 """Several processes (hosts) training one run: start-up, and the check that they hold the same data.
 
 Every process loads all the data, deterministically, and places only the shards of its own
-devices (`unet_jax.lanes.to_devices`): the mesh spans every process's devices, a step's batch
+devices (`unet_jax.train.lanes.to_devices`): the mesh spans every process's devices, a step's batch
 is sharded over all of them, and evaluation outputs are gathered from all of them
-(`unet_jax.lanes.to_host`) before scoring. Every process takes part in each Orbax save and
+(`unet_jax.train.lanes.to_host`) before scoring. Every process takes part in each Orbax save and
 restore (each writes the shards it holds); only process 0 writes the run's other files
 (config.json, metrics, TensorBoard events, predictions, results.json). The run folder must be
 on a file system that every process sees.

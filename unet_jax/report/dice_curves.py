@@ -1,6 +1,5 @@
-"""TensorBoard beyond a run's scalars: its predictions overlaid on a few validation images
-(`overlays`, written at each evaluation through the run's writer) and the study's Dice against
-k (`write_study_curves`: event files in WORKDIR/report/, written with TensorBoard's own writer).
+"""The study's Dice against k in TensorBoard (`write_study_curves`: event files in
+WORKDIR/report/, written with TensorBoard's own writer).
 
 No TensorFlow and no JAX: the study writes its curves from the runs' results.json alone.
 """
@@ -9,49 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-
-import numpy as np
-
-
-# ----------------------------------------------------------------------------- images
-
-PREDICTION_COLOUR = np.array([1.0, 0.25, 0.1])  # predicted foreground, blended over the image
-TRUTH_COLOUR = np.array([0.1, 1.0, 0.2])  # the ground truth's outline
-PREDICTION_ALPHA = 0.45
-
-
-def overlays(images: np.ndarray, masks: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """uint8 [n, H, W, 3]: each image in grey (its own min-max range), the prediction
-    (probability > 0.5) blended in orange and the ground truth's outline in green.
-
-    images [n, H, W, C], masks and probs [n, H, W, 1] (or [n, H, W])."""
-    grey = np.asarray(images, np.float32).mean(axis=-1)
-    low = grey.min(axis=(1, 2), keepdims=True)
-    high = grey.max(axis=(1, 2), keepdims=True)
-    grey = (grey - low) / np.maximum(high - low, 1e-6)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    predicted = _plane(probs) > 0.5
-    rgb[predicted] = (1 - PREDICTION_ALPHA) * rgb[predicted] + PREDICTION_ALPHA * PREDICTION_COLOUR
-    rgb[_outline(_plane(masks) > 0.5)] = TRUTH_COLOUR
-    return np.round(rgb * 255).astype(np.uint8)
-
-
-def _plane(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return x[..., 0] if x.ndim == 4 else x
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """The pixels of `mask` [n, H, W] with a 4-neighbour outside it (the image's edge is
-    outside)."""
-    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)), constant_values=False)
-    inner = (
-        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
-    )
-    return mask & ~inner
-
-
-# ----------------------------------------------------------------------------- the study
 
 STUDY_CURVES_PREFIX = 'dice_vs_k'
 

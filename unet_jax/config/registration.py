@@ -1,6 +1,6 @@
 """A study's pre-registration record: what it declares, when, and every amendment (no JAX).
 
-When a study starts (unet_jax.study.write_plan: the whole-study run, each launcher step,
+When a study starts (unet_jax.study.runner.write_plan: the whole-study run, each launcher step,
 launch/sweep.py; a study of several sources registers each source's study in its own
 folder), `register` compares what the config declares (`declaration`: the primary endpoint,
 the margin, the sweep) with WORKDIR/registration.json:
@@ -27,13 +27,16 @@ The report (unet_jax.report.registration) prints it in its first screen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import datetime
 import json
 import os
 import subprocess
 from typing import Any
 
-from unet_jax import cli, families, io_utils, layout, modalities
+from unet_jax import errors, io_utils, layout
+from unet_jax.config import families
+from unet_jax.data import modalities
 
 FILE = layout.REGISTRATION_FILE
 AMEND_FIELD = 'study.amend_registration'
@@ -65,7 +68,7 @@ PRIMARY_FIELDS = ('primary', 'primary_endpoint')  # a change of these amends the
 OPTIONAL_FIELDS = ('size_subsets', 'power_plan')
 
 
-class RegistrationError(cli.ConfigError):
+class RegistrationError(errors.ConfigError):
     """A start that declares other than the registration, or an unreadable record (exit 2)."""
 
 
@@ -135,7 +138,7 @@ def declaration(config: Any) -> dict[str, Any]:
         'sizes': list(study.num_train),
         'targets': list(study.targets),
         'external': list(study.get('external') or {}),
-        'outer_folds': folds if folds >= 2 else 0,  # unet_jax.sweep.outer_folds: < 2 = none
+        'outer_folds': folds if folds >= 2 else 0,  # sweep_points.outer_folds: < 2 = none
         'seeds': list(study.seeds),
         'pretrain_seeds': int(study.get('pretrain_seeds', 1)),
         'orders': list(study.get('orders') or ()),
@@ -147,22 +150,6 @@ def declaration(config: Any) -> dict[str, Any]:
     if float(plan.get('effect') or 0) > 0:
         declared['power_plan'] = plan
     return json.loads(json.dumps(_plain(declared)))
-
-
-def simulated_power(config: Any) -> dict[str, Any] | None:
-    """The power plan's result (study.power; None without one): the primary's first test,
-    simulated for this study's pre-trainings x outer folds with the plan's variance components,
-    its power at the plan's effect and the smallest effect (on a 0.005 grid) with 0.8 power.
-    Recorded once, at registration (unet_jax.report.power)."""
-    plan = _plain(config.study.get('power') or {})
-    if not float(plan.get('effect') or 0) > 0:
-        return None
-    from unet_jax.report import power  # numpy and the report's statistics; no JAX
-
-    folds = int(config.data.get('outer_folds', 0) or 0)
-    return power.plan_power(
-        plan, pretrainings=int(config.study.get('pretrain_seeds', 1)), folds=max(folds, 1)
-    )
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -268,12 +255,15 @@ def register(
     runs_finished: int | None = None,
     write: bool = True,
     time: str | None = None,
+    power_fn: Callable[[Any], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any] | None:
     """Records the declaration of `config` for the study in `workdir` (module doc); returns the
     entry written, or None when the record already holds this declaration.
 
     runs_finished: default count_finished(workdir). write: False on all but the chief process
-    (each still refuses a changed declaration; only the chief writes)."""
+    (each still refuses a changed declaration; only the chief writes). power_fn: the power
+    plan's result of a config (unet_jax.report.power.simulated_power), recorded with a new
+    registration only."""
     path = os.path.join(workdir, FILE)
     new = declaration(config)
     record = read(workdir)
@@ -286,7 +276,7 @@ def register(
     }
     if record is None:
         entry.update(declaration=new, code=code_version())
-        planned = simulated_power(config)
+        planned = power_fn(config) if power_fn else None
         if planned is not None:
             entry['power'] = planned
         if write:

@@ -1,11 +1,11 @@
-"""The layer-wise study: the runs of its sweep (unet_jax.sweep) as configs, and the runner.
+"""The layer-wise study: the runs of its sweep (study.sweep_points) as configs, and the runner.
 
 The in-process runner (`main`) and `launch/sweep.py` (local processes, SLURM arrays) run the
-groups of `unet_jax.sweep.enumerate_sweep(config)`; the workdir's layout is in unet_jax.layout.
+groups of `sweep_points.enumerate_sweep(config)`; the workdir's layout is in unet_jax.layout.
 
 A run is finished iff its results.json exists (train writes it atomically, last), so a study
 killed at any moment and started again loses nothing and runs nothing twice. A group (runs
-that differ only in seed, trained together in one compiled step by unet_jax.train) is what the
+that differ only in seed, trained together in one compiled step by train.trainer) is what the
 runner, the local launcher and a SLURM array task execute; while it trains, its checkpoint is
 in <workdir>/groups/<group name>/, deleted once its runs are written.
 
@@ -26,17 +26,11 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from unet_jax import (
-    cli,
-    config_lib,
-    families,
-    io_utils,
-    layout,
-    modalities,
-    registration,
-    runfolder,
-)
 from unet_jax import console as console_lib
+from unet_jax import io_utils, layout
+from unet_jax.config import families, registration, target_sets
+from unet_jax.data import fields, modalities
+from unet_jax.errors import ConfigError, UserError
 from unet_jax.layout import (
     ERROR_FILE,
     LEAK_CHECK_FILE,
@@ -48,7 +42,7 @@ from unet_jax.layout import (
     run_dir,
     source_dir,
 )
-from unet_jax.sweep import (
+from unet_jax.study.sweep_points import (
     RunGroup,
     Sweep,
     SweepPoint,
@@ -56,6 +50,7 @@ from unet_jax.sweep import (
     num_pretrainings,
     outer_folds,
 )
+from unet_jax.train import runfolder
 
 # run_fn(members, group_dir, name) trains a group (groups.Member objects) and returns, per run
 # folder, its results or the exception that ended it.
@@ -103,8 +98,8 @@ def external_data(
             dict(data=data.copy_and_resolve_references(), augment=config.augment.to_dict())
         )
         scored.data.outer_folds = 0
-        scored.data.folder = config_lib.fields.default_folder_config()
-        config_lib.apply_target(
+        scored.data.folder = fields.default_folder_config()
+        target_sets.apply_target(
             scored, {'data': external.data}, where=f'config.study.external.{name}'
         )
         out[name] = scored.data
@@ -118,7 +113,7 @@ def point_config(
     run = config.copy_and_resolve_references()
     with run.unlocked():
         del run['study']
-    config_lib.apply_target(
+    target_sets.apply_target(
         run, config.study.targets[point.target], where=f'config.study.targets.{point.target}'
     )
     run.external = external_data(config, point.target, run.data)
@@ -175,14 +170,17 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
 
     Every start of a study passes here (the whole-study run, each launcher step, the report
     step, launch/sweep.py), so here, before study.json changes, the study's declaration is
-    registered (unet_jax.registration: recorded on the first start; a later start that
+    registered (unet_jax.config.registration: recorded on the first start; a later start that
     declares otherwise raises RegistrationError unless study.amend_registration is set)."""
+    from unet_jax.report import power  # numpy and the report's statistics; no JAX
+
     registration.register(
         workdir,
         config,
         total_runs=len(sweep.runs),
         runs_finished=registration.count_finished(workdir),
         write=is_chief(),
+        power_fn=power.simulated_power,
     )
     plan = {
         'targets': {t: _plain(config.study.targets[t]) for t in config.study.targets},
@@ -225,8 +223,8 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
 def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
     """train.train_group, with each run's data loaded once for the groups that share it, and
     the study's checkpoint policy (a group's state is only kept while it trains)."""
-    from unet_jax import train  # the trainer pulls in data and TensorFlow; only runs need it
     from unet_jax.data import pipeline
+    from unet_jax.train import trainer
 
     @functools.lru_cache(maxsize=16)
     def load(data_json: str, in_channels: int):
@@ -237,12 +235,12 @@ def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
         return load(run_config.data.to_json(), run_config.model.in_channels)
 
     def run(runs: Sequence[Any], group_dir: str, name: str) -> Mapping[str, Any]:
-        return train.train_group(
+        return trainer.train_group(
             runs,
             group_dir,
             name=name,
             splits_fn=splits,
-            policy=train.CheckpointPolicy(
+            policy=trainer.CheckpointPolicy(
                 every_secs=config.study.get('checkpoint_every_secs', 0.0), final=False
             ),
             vectorize=config.study.get('vectorize', 'auto'),
@@ -287,7 +285,7 @@ def run_pretrain(config: ml_collections.ConfigDict, workdir: str, run_fn: RunFn)
             "pre-training run did not finish. Finish it, or set the field to '' to pre-train "
             'inside the study workdir.'
         )
-    from unet_jax.groups import Member
+    from unet_jax.train.groups import Member
 
     logging.info('study: pre-training on %s in %s', config.study.pretrain.data.name, directories)
     runs = [
@@ -323,7 +321,7 @@ def check_run_folders(
     pretraining: bool = False,
 ) -> None:
     """Fails (exit 2) when the folder of one of `points`' runs (and, with `pretraining`, of a
-    pre-training in the workdir) holds a run of another config (unet_jax.runfolder): the study
+    pre-training in the workdir) holds a run of another config (unet_jax.train.runfolder): the study
     would otherwise report runs trained under two configs as one. Reads config.json only."""
     folders = []
     if pretraining and not config.study.get('pretrained_workdir'):
@@ -367,7 +365,7 @@ def error_line(path: str) -> str:
     return lines[-1] if lines else 'failed'
 
 
-class RunsFailedError(cli.UserError):
+class RunsFailedError(UserError):
     """Some runs of a study failed (exit 1); `outcome` is what study.main returns otherwise."""
 
     def __init__(self, message: str, outcome: dict[str, Any]):
@@ -421,7 +419,7 @@ def _run_group(
     run_fn: RunFn,
     state_dir: str,
 ) -> dict[str, list[str]]:
-    from unet_jax.groups import Member
+    from unet_jax.train.groups import Member
 
     pending = [p for p in group.runs if not is_finished(run_dir(workdir, p.run_name))]
     if not pending:
@@ -497,7 +495,7 @@ def run_study(
         errors: dict[str, str | BaseException] = {}
         try:
             outcome = run_group(config, workdir, group, run_fn)
-        except (runfolder.FolderInUseError, cli.ConfigError):
+        except (runfolder.FolderInUseError, ConfigError):
             raise  # another process trains the group, or its folders hold another config
         except Exception as e:  # recorded in error.txt; the other groups still run
             outcome = {'trained': [], 'failed': [p.run_name for p in group.runs]}
@@ -555,7 +553,7 @@ def main(
 
     A run folder holding a run of another config stops everything before a file is written
     (exit 2; a group checks its own runs); the whole study holds its folder's lock
-    (unet_jax.runfolder), each group its group folder's. When runs failed, the report is
+    (unet_jax.train.runfolder), each group its group folder's. When runs failed, the report is
     still written, then RunsFailedError (exit 1) says how many and where their error.txt is.
 
     `console` (unet_jax.console) tells the story of the study (a line per group, failures,
@@ -671,12 +669,12 @@ def answer(workdir: str, report_path: str) -> str:
 
 def write_study_summaries(workdir: str) -> None:
     """The study's Dice against k per target and direction family as TensorBoard scalars
-    (step = k) in WORKDIR/report/ (unet_jax.summaries.write_study_curves)."""
+    (step = k) in WORKDIR/report/ (unet_jax.report.dice_curves.write_study_curves)."""
     if not is_chief():
         return
-    from unet_jax import summaries
+    from unet_jax.report import dice_curves
 
-    curves = summaries.write_study_curves(workdir, os.path.join(workdir, layout.REPORT_DIR))
+    curves = dice_curves.write_study_curves(workdir, os.path.join(workdir, layout.REPORT_DIR))
     logging.info('study: %d curves of Dice against k in TensorBoard', len(curves))
 
 
@@ -773,7 +771,7 @@ def check_leaks(
 ) -> None:
     """Runs the leak check and writes leak_check.json (what was compared, what was found);
     a leak raises data.leakage.LeakError before any run starts."""
-    from unet_jax.data import leakage
+    from unet_jax.study import leakage
 
     try:
         report = (check_fn or leakage.check_study)(config)

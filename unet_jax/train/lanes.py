@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unet_jax import adapters, freeze
+from unet_jax import freeze
+from unet_jax.freeze import adapters
 
 
 def lane_width(num_runs: int, vectorize: str = 'auto') -> int:

@@ -6,7 +6,9 @@ import ml_collections
 import pytest
 
 from configs import finetune, layerwise, pretrain
-from unet_jax import config_lib
+from unet_jax import errors
+from unet_jax.config import defaults, target_sets
+from unet_jax.study import checks
 
 
 @pytest.mark.parametrize(
@@ -37,26 +39,26 @@ def test_pretraining_sets_have_their_own_generation_seed():
     target_seeds = {
         layerwise.get_config(f'quick,targets={t}').data.seed for t in ('us', 'xray', 'natural')
     }
-    for source in config_lib.SOURCES:
+    for source in defaults.SOURCES:
         for config in (
             pretrain.get_config(f'source={source}'),
             layerwise.get_config(f'quick,source={source}').study.pretrain,
         ):
-            assert config.data.name == config_lib.SOURCES[source]
-            assert config.data.seed == config_lib.PRETRAIN_DATA_SEED
+            assert config.data.name == defaults.SOURCES[source]
+            assert config.data.seed == defaults.PRETRAIN_DATA_SEED
             assert config.data.seed not in target_seeds
     with pytest.raises(ValueError, match=r"configs/pretrain.py: source='mri' is not one of"):
         pretrain.get_config('source=mri')
 
 
 def test_builtin_targets_flip_and_normal_cases():
-    for name in config_lib.target_names():
-        target = config_lib.builtin_target(name, data_root='/data', where='test')
+    for name in target_sets.target_names():
+        target = target_sets.builtin_target(name, data_root='/data', where='test')
         data_name = target.data.name
-        assert target.augment.flip == (data_name not in config_lib.XRAY_SETS), name
-        assert target.data.drop_normal == (data_name in config_lib.ULTRASOUND_SETS), name
+        assert target.augment.flip == (data_name not in target_sets.XRAY_SETS), name
+        assert target.data.drop_normal == (data_name in target_sets.ULTRASOUND_SETS), name
         assert target.data.get('manual_dir', '/data') == '/data'
-    assert {'jsrt', 'montgomery', 'shenzhen', 'synthetic_xray'} == set(config_lib.XRAY_SETS)
+    assert {'jsrt', 'montgomery', 'shenzhen', 'synthetic_xray'} == set(target_sets.XRAY_SETS)
     assert finetune.get_config('target=xray').augment.flip is False
     assert finetune.get_config('quick').data.drop_normal is True  # us, the default target
     busi = finetune.get_config('target=busi,data_root=/data/busi')
@@ -71,12 +73,12 @@ def test_builtin_targets_flip_and_normal_cases():
 
 
 def _run_config():
-    return config_lib.default_config('quick')
+    return defaults.default_config('quick')
 
 
 def test_apply_target_sets_data_and_augment_fields():
     config = _run_config()
-    config_lib.apply_target(
+    target_sets.apply_target(
         config,
         {
             'data': {'name': 'folder', 'folder': {'images': '/x/img', 'pairing': 'suffix'}},
@@ -112,7 +114,7 @@ def test_apply_target_sets_data_and_augment_fields():
 )
 def test_apply_target_errors_name_the_field(target, message):
     with pytest.raises(ValueError, match=message):
-        config_lib.apply_target(_run_config(), target, where='mine')
+        target_sets.apply_target(_run_config(), target, where='mine')
 
 
 TARGET_FILE = """
@@ -140,7 +142,7 @@ def test_layerwise_targets_from_a_file_and_folder_arguments(tmp_path):
     runs = {}
     for name in targets:
         runs[name] = config.copy_and_resolve_references()
-        config_lib.apply_target(runs[name], targets[name], where=f'config.study.targets.{name}')
+        target_sets.apply_target(runs[name], targets[name], where=f'config.study.targets.{name}')
     third = runs['third'].data.folder
     assert third.images == '/d/third/images' and third.mask_threshold == 127
     assert runs['left'].data.folder.masks == '/d/left/gt' and runs['us'].data.name != 'folder'
@@ -149,7 +151,7 @@ def test_layerwise_targets_from_a_file_and_folder_arguments(tmp_path):
     with pytest.raises(
         ValueError, match=r'--config\.study\.targets\.fourth\.data\.folder\.images='
     ):
-        config_lib.apply_target(
+        target_sets.apply_target(
             _run_config(), empty.study.targets.fourth, where='config.study.targets.fourth'
         )
 
@@ -173,7 +175,7 @@ def test_layerwise_target_errors(tmp_path):
 
 
 def test_sources_and_targets_are_one_table():
-    """configs/ read the tables of config_lib; none keeps its own copy."""
+    """configs/ read the tables of unet_jax.config; none keeps its own copy."""
     for module in (pretrain, finetune, layerwise):
         assert not hasattr(module, 'SOURCES') and not hasattr(module, 'TARGETS')
     assert isinstance(layerwise.get_config('quick').study.targets, ml_collections.ConfigDict)
@@ -196,7 +198,7 @@ CONFIG_ARGUMENTS = {
 HEAVY_MODULES = ('jax', 'jaxlib', 'flax', 'optax', 'tensorflow_datasets', 'tensorflow')
 _MAKE_EVERY_CONFIG = """
 import importlib, json, pathlib, sys
-import unet_jax.config_lib
+import unet_jax.config
 made, extra = [], json.loads(sys.argv[1])
 for path in sorted(pathlib.Path('configs').glob('*.py')):
     module = importlib.import_module('configs.' + path.stem)
@@ -209,9 +211,9 @@ print(json.dumps({'made': made, 'heavy': heavy}))
 
 
 def test_configs_are_made_without_jax_or_tfds():
-    """config_lib's rule: a config is made without JAX (launchers, the report and `--help` make
+    """unet_jax.config's rule: a config is made without JAX (launchers, the report and `--help` make
     configs), and without TFDS, which takes seconds to import. A fresh interpreter imports
-    config_lib and makes every configs/*.py with its arguments; neither was loaded."""
+    unet_jax.config and makes every configs/*.py with its arguments; neither was loaded."""
     import json
     import pathlib
     import subprocess
@@ -243,11 +245,11 @@ def test_the_declared_inference_is_checked():
 
     layerwise = runpy.run_path('configs/layerwise.py')['get_config']
     config = layerwise('quick,families=scratch+full')  # the default primary needs no directions
-    config_lib.check_config(config)
+    checks.check_config(config)
     config.study.primary.a, config.study.primary.versus = 'shallow_to_deep', 'jsrt'
     config.study.margin = 0
-    with pytest.raises(config_lib.ConfigError) as error:
-        config_lib.check_config(config)
+    with pytest.raises(errors.ConfigError) as error:
+        checks.check_config(config)
     text = str(error.value)
     assert "config.study.primary.a='shallow_to_deep' is not a family of this study" in text
     assert "target 'jsrt' is not a target of this study" in text

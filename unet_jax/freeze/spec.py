@@ -19,7 +19,7 @@ selectors, resolved against the layer registry (so every name is checked):
 Parameter-efficient selectors train a part of each unit that SELECTOR (any selector above)
 stands for, the rest of the unit frozen; they combine with the others ('enc0,norm@@all'):
 
-  lora:R@SELECTOR       a rank-R adapter of every 3x3 and up-conv kernel (unet_jax.adapters:
+  lora:R@SELECTOR       a rank-R adapter of every 3x3 and up-conv kernel (unet_jax.freeze.adapters:
                         W + scale * reshape(A @ B), A and B trained, W frozen, B zero at first);
                         a unit without one (the head's 1x1 conv) trains whole, as the task
                         head does in parameter-efficient fine-tuning
@@ -41,7 +41,7 @@ becomes 'enc0/conv1..enc1', and 'first:2' at block granularity in forward order 
 Parameter-efficient parts follow, as METHOD@NAME with NAME the canonical form of the units
 selected for that method ('lora:8@@all', 'enc0,norm@dec0..head').
 
-How training uses a plan (unet_jax.steps): the plan labels every parameter 'train' or
+How training uses a plan (unet_jax.train.steps): the plan labels every parameter 'train' or
 'freeze' (adapters, added by `steps.create_train_state`, are 'train', their kernels
 'freeze'); the params are split into the trained and the frozen half (`split_trainable`); the
 loss is differentiated with respect to the trained half only, the frozen half being a constant
@@ -59,15 +59,13 @@ import math
 import re
 from typing import Any
 
-import flax
 import jax
-import optax
 
-from unet_jax import adapters, cli
-from unet_jax.layers import GRANULARITIES, ORDERS, LayerRegistry
+from unet_jax import errors
+from unet_jax.freeze import adapters
+from unet_jax.freeze.optimizer import FREEZE, TRAIN, parameter_table
+from unet_jax.models.layer_registry import GRANULARITIES, ORDERS, LayerRegistry
 
-TRAIN = 'train'
-FREEZE = 'freeze'
 ALL = '@all'
 NONE = '@none'
 # The parts of a unit that a parameter-efficient selector trains (a unit trained whole: WHOLE).
@@ -79,7 +77,7 @@ METHODS = (LORA, NORM, BIAS)  # also the order of their parts in a canonical spe
 _METHOD_SELECTOR = re.compile(r'(?P<method>lora:[^@,]*|norm|bias)@(?P<selector>.*)')
 
 
-class FreezeSpecError(cli.ConfigError):
+class FreezeSpecError(errors.ConfigError):
     """A freeze spec that names something the model does not have, or trains nothing."""
 
 
@@ -475,111 +473,3 @@ def _run_name(run: Sequence[str], registry: LayerRegistry) -> str:
     if len(run) == 1:
         return first.name
     return f'{left}..{right}'
-
-
-def make_optimizer(
-    train_tx: optax.GradientTransformation, labels: Any
-) -> optax.GradientTransformation:
-    """``train_tx`` on the 'train' leaves; frozen leaves get zero updates and no state.
-
-    Put weight decay inside ``train_tx`` (e.g. optax.adamw): a decay outside the
-    multi_transform would move frozen weights.
-    """
-    return optax.multi_transform({TRAIN: train_tx, FREEZE: optax.set_to_zero()}, labels)
-
-
-def split_trainable(params: Any, labels: Any) -> tuple[dict, dict]:
-    """(trainable, frozen) nested dicts holding the 'train' and 'freeze' leaves.
-
-    Differentiating a loss with respect to ``trainable`` only (and closing over ``frozen``)
-    lets XLA skip the gradient work of frozen layers.
-    """
-    flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-    flat_labels = flax.traverse_util.flatten_dict(flax.core.unfreeze(labels))
-    if flat_params.keys() != flat_labels.keys():
-        missing = sorted('/'.join(k) for k in flat_params.keys() - flat_labels.keys())
-        extra = sorted('/'.join(k) for k in flat_labels.keys() - flat_params.keys())
-        raise ValueError(
-            f'Labels do not fit the params: unlabelled params {missing}, labels '
-            f'without params {extra}. Make the labels with plan.labels(params).'
-        )
-    parts = {TRAIN: {}, FREEZE: {}}
-    for path, value in flat_params.items():
-        if flat_labels[path] not in parts:
-            raise ValueError(
-                f'Label {flat_labels[path]!r} of {"/".join(path)} is neither '
-                f"'{TRAIN}' nor '{FREEZE}'."
-            )
-        parts[flat_labels[path]][path] = value
-    return (
-        flax.traverse_util.unflatten_dict(parts[TRAIN]),
-        flax.traverse_util.unflatten_dict(parts[FREEZE]),
-    )
-
-
-def merge(trainable: dict, frozen: dict) -> dict:
-    """The full parameter tree (nested dicts) from the two halves of split_trainable."""
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(frozen))
-    flat.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(trainable)))
-    return flax.traverse_util.unflatten_dict(flat)
-
-
-def labels_of(trainable: dict, frozen: dict) -> dict:
-    """The labels of the tree ``merge(trainable, frozen)``: 'train' / 'freeze' by half."""
-    return merge(
-        jax.tree.map(lambda _: TRAIN, trainable), jax.tree.map(lambda _: FREEZE, frozen)
-    )
-
-
-def select(tree: dict, *, like: dict) -> dict:
-    """The leaves of ``tree`` at the paths of ``like`` (e.g. the trained half's updates)."""
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
-    paths = flax.traverse_util.flatten_dict(flax.core.unfreeze(like)).keys()
-    return flax.traverse_util.unflatten_dict({path: flat[path] for path in paths})
-
-
-def parameter_table(params: Any, labels: Any, *, block_order: Sequence[str] | None = None) -> str:
-    """A per-block table of trained and frozen parameter counts, for the start-of-run log.
-
-    Blocks are listed in ``block_order`` (pass ``registry.block_names`` for the data-path
-    order; a params tree that went through jax.tree.map has its keys sorted).
-    """
-    flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-    flat_labels = flax.traverse_util.flatten_dict(flax.core.unfreeze(labels))
-    rows = {}
-    for path, value in flat_params.items():
-        row = rows.setdefault(path[0], {TRAIN: 0, FREEZE: 0, 'units': {}})
-        size = math.prod(value.shape)
-        row[flat_labels[path]] += size
-        row['units'].setdefault(path[1], set()).add(flat_labels[path])
-    blocks = [b for b in (block_order or rows) if b in rows]
-    blocks += [b for b in rows if b not in blocks]
-    header = ('block', 'trained', 'frozen', 'total', 'trained units')
-    lines = []
-    for block in blocks:
-        row = rows[block]
-        trained = [u for u, ls in row['units'].items() if TRAIN in ls]
-        units = 'all' if len(trained) == len(row['units']) else ', '.join(trained) or '-'
-        lines.append((block, row[TRAIN], row[FREEZE], row[TRAIN] + row[FREEZE], units))
-    total_trained = sum(r[1] for r in lines)
-    total = sum(r[3] for r in lines)
-    lines.append(
-        (
-            'total',
-            total_trained,
-            total - total_trained,
-            total,
-            f'{100 * total_trained / max(total, 1):.1f}% of params trained',
-        )
-    )
-    cells = [header] + [(b, f'{t:,}', f'{f:,}', f'{n:,}', u) for b, t, f, n, u in lines]
-    widths = [max(len(c[i]) for c in cells) for i in range(4)]
-
-    def fmt(c):
-        return '  '.join(
-            [c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in (1, 2, 3)] + [c[4]]
-        )
-
-    return '\n'.join(
-        [fmt(cells[0]), '-' * (sum(widths) + 6 + len(header[4]))] + [fmt(c) for c in cells[1:]]
-    )

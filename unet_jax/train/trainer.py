@@ -3,15 +3,15 @@ group_dir)` trains runs that differ only in seed together, in one jitted step. A
 of one.
 
 Read top to bottom, in the order a group trains:
-  set-up     members, data, model, registry, freeze plan (unet_jax.groups.set_up)
-  state      the group's train state in lanes (unet_jax.lanes) and its ledger
-             (unet_jax.ledger), resumed from its checkpoint or initialised (unet_jax.steps);
-             the members' folders opened (unet_jax.outputs.RunFolders)
+  set-up     members, data, model, registry, freeze plan (unet_jax.train.groups.set_up)
+  state      the group's train state in lanes (unet_jax.train.lanes) and its ledger
+             (train.ledger), resumed from its checkpoint or initialised (train.steps);
+             the members' folders opened (unet_jax.train.outputs.RunFolders)
   the loop   steps of every lane, then, when due, logging, validation (each run's best
              params follow its best validation Dice) and checkpoints
   the end    each run's best params scored on val and test, and every run's folder written
-             (unet_jax.outputs.write_runs)
-The compiled programs come from the process's cache (unet_jax.steps.compiled), keyed by their
+             (unet_jax.train.outputs.write_runs)
+The compiled programs come from the process's cache (unet_jax.train.steps.compiled), keyed by their
 own inputs: a study compiles one step per configuration and one evaluation per model.
 """
 
@@ -33,22 +33,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from unet_jax import (
-    checkpoint,
-    console,
-    freeze,
-    groups,
-    hosts,
-    io_utils,
-    layout,
-    metrics,
-    outputs,
-    steps,
-)
+from unet_jax import console, freeze, io_utils, layout
 from unet_jax.data import pipeline
-from unet_jax.groups import GroupSetup, Member
-from unet_jax.lanes import Evaluation, Lanes, lane_width, to_devices, to_host
-from unet_jax.ledger import EarlyStopping, Ledger
+from unet_jax.models import metrics
+from unet_jax.train import checkpoint, groups, hosts, outputs, steps
+from unet_jax.train.groups import GroupSetup, Member
+from unet_jax.train.lanes import Evaluation, Lanes, lane_width, to_devices, to_host
+from unet_jax.train.ledger import EarlyStopping, Ledger
 
 GROUP_FILE = 'group.json'  # the members of a group's checkpoint, in run-axis order
 
@@ -97,7 +88,7 @@ def train_group(
 
     The group's checkpoint lives in `group_dir/checkpoints` (a run's own folder for a group of
     one), saved as `policy` says. `vectorize` says how many runs one program steps
-    (unet_jax.lanes). Returns {workdir: results, or the exception that ended that run} for the
+    (unet_jax.train.lanes). Returns {workdir: results, or the exception that ended that run} for the
     runs it finished; a run that diverged does not stop the others.
     """
     start, watch = time.time(), io_utils.Stopwatch()

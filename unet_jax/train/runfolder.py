@@ -30,7 +30,7 @@ from typing import Any
 
 from absl import logging
 
-from unet_jax import cli, layout
+from unet_jax import errors, layout
 
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
@@ -57,11 +57,11 @@ FREE_FIELDS: dict[str, str] = {
 PATH_FIELDS = ('data.manual_dir', 'data.folder.images', 'data.folder.masks', 'init_from')
 
 
-class FolderInUseError(cli.UserError):
+class FolderInUseError(errors.UserError):
     """Another process trains in the folder (exit 1)."""
 
 
-class NotAFolderError(cli.UserError):
+class NotAFolderError(errors.UserError):
     """The run folder's path is a file, or lies under one (exit 1)."""
 
 
@@ -210,7 +210,7 @@ def check_config(config: Any, folder: str, *, log_changes: bool = True) -> None:
         listed = '\n'.join(
             f'  config.{f}: {old!r} there, {new!r} now' for f, (old, new) in wrong.items()
         )
-        raise cli.ConfigError(
+        raise errors.ConfigError(
             f'{folder} holds a run of another config ({os.path.join(folder, CONFIG_FILE)}); '
             f'{len(wrong)} field(s) that change the result differ:\n{listed}\n'
             'A folder keeps the config of its run, so that its results are what config.json '

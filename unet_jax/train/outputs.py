@@ -19,12 +19,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from unet_jax import checkpoint, freeze, io_utils, layers, layout, metrics, summaries, writers
+from unet_jax import freeze, io_utils, layout
 from unet_jax.data import pipeline
-from unet_jax.groups import GroupSetup
-from unet_jax.lanes import Evaluation
-from unet_jax.ledger import Ledger, NonFiniteLossError
-
+from unet_jax.models import layer_registry, metrics
+from unet_jax.train import checkpoint, writers
+from unet_jax.train.groups import GroupSetup
+from unet_jax.train.lanes import Evaluation
+from unet_jax.train.ledger import Ledger, NonFiniteLossError
 
 SUMMARY_IMAGES = 3  # validation images (the first lesion images by id) shown at each evaluation
 FREEZE_FILE = 'freeze.txt'  # a run's freeze spec and its trained / frozen parameters per block
@@ -64,9 +65,9 @@ class RunFolders:
         self, r: int, step: int, split: pipeline.Split, probs: np.ndarray, shown: np.ndarray
     ) -> None:
         """Member r's predictions on `split`'s images `shown` as the image summary
-        `val/predictions`, each overlaid on its image (summaries.overlays)."""
+        `val/predictions`, each overlaid on its image (writers.overlays)."""
         if self.writers[r] is not None and len(shown):
-            images = summaries.overlays(split.image[shown], split.mask[shown], probs[shown])
+            images = writers.overlays(split.image[shown], split.mask[shown], probs[shown])
             self.writers[r].write_images(step, {'val/predictions': images})
 
     def close(self) -> None:
@@ -199,7 +200,7 @@ def time_share(setup: GroupSetup, ledger: Ledger, time: dict[str, float]) -> dic
 
 
 def training_cost(
-    registry: layers.LayerRegistry,
+    registry: layer_registry.LayerRegistry,
     plan: freeze.FreezePlan,
     config: ml_collections.ConfigDict,
     *,

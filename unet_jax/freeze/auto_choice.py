@@ -41,7 +41,7 @@ Every criterion looks at its images without augmentation, with the model in infe
 pre-trained weights, the training set (and the validation split for `greedy`).
 
 The spec grammar (prefix, criteria, `parse_auto`) and the `config.finetune.auto` fields are in
-unet_jax.auto_spec, which imports no JAX, so that configs and the sweep are made without it.
+unet_jax.config.auto_spec, which imports no JAX, so that configs and the sweep are made without it.
 
 Over 600 lines because the three criteria, the soft transform and the saved choice belong to one
 feature; each is a short function.
@@ -65,9 +65,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from unet_jax import freeze, io_utils, metrics
-from unet_jax.auto_spec import AutoSpecError, default_auto_config, parse_auto
-from unet_jax.layers import GRANULARITIES, LayerRegistry
+from unet_jax import freeze, io_utils
+from unet_jax.config.auto_spec import AutoSpecError, default_auto_config, parse_auto
+from unet_jax.models import metrics
+from unet_jax.models.layer_registry import GRANULARITIES, LayerRegistry
 
 CHOICE_FILE = 'auto_choice.json'
 
@@ -466,7 +467,7 @@ def validation_batches(
     if images is None or masks is None or len(images) == 0:
         raise AutoSpecError(
             f'{where}, but no validation images were given: pass the validation split to '
-            'surgical.choose (val_images=, val_masks=), as groups.auto_choice does.'
+            'auto_choice.choose (val_images=, val_masks=), as groups.resolve_auto does.'
         )
     if not (np.asarray(masks).reshape(len(masks), -1).max(axis=1) > 0).any():
         raise AutoSpecError(

@@ -38,7 +38,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from unet_jax import config_lib, families
+from unet_jax.config import families, target_sets
 from unet_jax.data import duplicates, pipeline
 from unet_jax.data.duplicates import HASH_BITS, NEAR_DUPLICATE_BITS
 
@@ -268,7 +268,7 @@ def check_hashes(
         raise LeakError(
             f'{report.summary()}\nThe study would score images that were trained on. Fix: give '
             'the pre-training set its own generation seed (config.study.pretrain.data.seed; '
-            'the default is config_lib.PRETRAIN_DATA_SEED) or other data, and remove duplicate '
+            'the default is config.defaults.PRETRAIN_DATA_SEED) or other data, and remove duplicate '
             "files from the target's folder (or move them into one split).",
             report,
         )
@@ -322,7 +322,7 @@ def pretrain_data(
 def target_data(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
     """The data config of target `name` with its whole training split (num_train = -1)."""
     run = config.copy_and_resolve_references()
-    config_lib.apply_target(run, config.study.targets[name], where=f'config.study.targets.{name}')
+    target_sets.apply_target(run, config.study.targets[name], where=f'config.study.targets.{name}')
     run.data.num_train = -1
     return run.data
 

@@ -1,0 +1,59 @@
+"""Freezing: a spec names what a run trains; everything else is frozen.
+
+  spec         the spec grammar, resolved against the layer registry into a FreezePlan
+               (labels, trained parameters and FLOPs of each unit)
+  optimizer    the optimiser mask: trained and frozen halves of a parameter tree and
+               optax.multi_transform over them
+  adapters     low-rank adapters of convolution kernels (`lora:R@SELECTOR`)
+  auto_choice  the automatic layer choice (`auto:CRITERION:K`, grammar in unet_jax.config.auto_spec)
+
+What most callers need is re-exported here: `freeze.compile_spec`, `freeze.merge`, ...
+"""
+
+from unet_jax.freeze.optimizer import (
+    labels_of,
+    make_optimizer,
+    merge,
+    parameter_table,
+    select,
+    split_trainable,
+)
+from unet_jax.freeze.spec import (
+    ALL,
+    BIAS,
+    FREEZE,
+    LORA,
+    METHODS,
+    NONE,
+    NORM,
+    TRAIN,
+    WHOLE,
+    FreezePlan,
+    FreezeSpecError,
+    canonical_spec,
+    compile_spec,
+    trains_leaf,
+)
+
+__all__ = [
+    'ALL',
+    'BIAS',
+    'FREEZE',
+    'LORA',
+    'METHODS',
+    'NONE',
+    'NORM',
+    'TRAIN',
+    'WHOLE',
+    'FreezePlan',
+    'FreezeSpecError',
+    'canonical_spec',
+    'compile_spec',
+    'labels_of',
+    'make_optimizer',
+    'merge',
+    'parameter_table',
+    'select',
+    'split_trainable',
+    'trains_leaf',
+]

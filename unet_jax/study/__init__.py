@@ -1,0 +1,1 @@
+"""The layer-wise study: its sweep points, checks, leak check and runner (runner first)."""
