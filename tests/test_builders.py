@@ -1,5 +1,6 @@
 """TFDS builders: every real layout from generated fixtures, synthetic determinism, no TF."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import LAYOUT_SPLITS, make_layout
-from unet_jax.data import builders, fields, pipeline
+from unet_jax.data import builders, catalogue, duplicates, fields, modalities, pipeline
 
 
 def _records(builder) -> dict[str, dict[str, dict]]:
@@ -135,6 +136,52 @@ def test_the_config_fields_name_every_builder_and_resize_method():
     synthetic = {n for n, cls in builders.BUILDERS.items() if issubclass(cls, simulated)}
     assert synthetic == set(fields.SYNTHETIC)
     assert tuple(pipeline.RESAMPLING) == fields.RESIZE_METHODS
+
+
+def test_every_catalogue_entry_is_complete():
+    """A data set is one catalogue entry and its builder: each entry names a builder class of
+    that name, of its kind, with a valid modality, near-duplicate distance and target defaults,
+    and docs/data.md lists it; every builder has an entry."""
+    docs = open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'data.md')).read()
+    kinds = {catalogue.SYNTHETIC: builders._SyntheticBuilder, catalogue.REAL: builders._RealBuilder}
+    problems = []
+    for entry in catalogue.CATALOGUE:
+        cls = getattr(builders, entry.builder, None)
+        if cls is None or getattr(cls, 'name', None) != entry.name:
+            problems.append(f'{entry.name}: no builder class {entry.builder} named {entry.name!r}')
+        elif not issubclass(cls, kinds[entry.kind]):
+            problems.append(f'{entry.name}: {entry.builder} is not a {entry.kind} builder')
+        if entry.modality not in catalogue.MODALITIES:
+            problems.append(f'{entry.name}: modality {entry.modality!r}')
+        if not 0 <= entry.near_duplicate_bits < duplicates.HASH_BITS:
+            problems.append(f'{entry.name}: near_duplicate_bits {entry.near_duplicate_bits}')
+        if not all(isinstance(v, bool) for v in (entry.drop_normal, entry.flip, entry.pretraining)):
+            problems.append(f'{entry.name}: target defaults and pretraining must be True/False')
+        if entry.pretraining and entry.kind != catalogue.REAL:
+            problems.append(f'{entry.name}: only a real set is a pre-training set (pretrain_data=)')
+        if any(field not in fields.default_data_config() for field in entry.fields):
+            problems.append(f'{entry.name}: reads fields {entry.fields} that config.data lacks')
+        if f'`{entry.name}`' not in docs:
+            problems.append(f'{entry.name}: not in docs/data.md')
+    assert problems == []
+    assert tuple(builders.BUILDERS) == tuple(e.name for e in catalogue.CATALOGUE)
+    assert len(catalogue.BY_NAME) == len(catalogue.CATALOGUE)  # names are unique
+
+
+def test_a_set_is_known_everywhere_through_its_entry(monkeypatch):
+    """Its target defaults, modality and near-duplicate distance come from the entry alone."""
+    from unet_jax.config import target_sets
+
+    busi = catalogue.BY_NAME['busi']
+    assert target_sets.builtin_target('busi', where='t').data.drop_normal is busi.drop_normal
+    assert target_sets.builtin_target('jsrt', where='t').augment.flip is False
+    assert modalities.modality('busi') == busi.modality and modalities.modality('folder') == ''
+    assert duplicates.set_near_duplicate_bits('busi') == busi.near_duplicate_bits == 64
+    assert duplicates.set_near_duplicate_bits('folder') == catalogue.NEAR_DUPLICATE_BITS
+    changed = dataclasses.replace(busi, near_duplicate_bits=40, flip=False)
+    monkeypatch.setitem(catalogue.BY_NAME, 'busi', changed)
+    assert duplicates.set_near_duplicate_bits('busi') == 40
+    assert target_sets.builtin_target('busi', where='t').augment.flip is False
 
 
 def test_unknown_set_lists_known_ones():

@@ -347,3 +347,16 @@ def test_every_family_has_a_colour_of_its_own():
     names = [n for n in families.NAMES if not families.get(n).is_auto]
     colours = [figures.family_color(n) for n in names]
     assert len(set(colours)) == len(colours), dict(zip(names, colours))
+
+
+def test_a_family_added_to_the_table_gets_a_colour_of_its_own(monkeypatch):
+    """A family is one row of the family table: past the end of the palettes, new references
+    and directions still get colours no other family has."""
+    from unet_jax.report import figures
+
+    added = tuple(f'new{i}' for i in range(12))
+    monkeypatch.setattr(families, 'REFERENCES', families.REFERENCES + added)
+    monkeypatch.setattr(families, 'DIRECTIONS', families.DIRECTIONS + tuple(f'd{n}' for n in added))
+    names = [*families.REFERENCES, *families.DIRECTIONS]
+    colours = [figures.family_color(n) for n in names]
+    assert len(set(colours)) == len(colours), dict(zip(names, colours))

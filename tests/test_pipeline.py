@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import duplicates, fields, pipeline
+from unet_jax.data import catalogue, duplicates, fields, pipeline
 from unet_jax.study import leakage
 
 
@@ -329,7 +329,7 @@ def test_few_shot_subsets_are_nested_and_share_the_test_fold(tmp_path):
 
 def test_near_duplicate_distance_is_the_sets_own_unless_set():
     c = _config(name='busi')
-    assert pipeline.near_duplicate_bits(c) == duplicates.SET_NEAR_DUPLICATE_BITS['busi'] == 64
+    assert pipeline.near_duplicate_bits(c) == catalogue.BY_NAME['busi'].near_duplicate_bits == 64
     assert pipeline.near_duplicate_bits(_config(name='jsrt')) == duplicates.NEAR_DUPLICATE_BITS
     c.near_duplicate_bits = 10
     assert pipeline.near_duplicate_bits(c) == 10

@@ -14,7 +14,7 @@ import ml_collections
 
 from unet_jax import errors
 from unet_jax.config import auto_spec
-from unet_jax.data import fields
+from unet_jax.data import catalogue, fields
 
 ConfigError = errors.ConfigError
 
@@ -35,7 +35,7 @@ PRETRAIN_DATA_SEED = 1000
 OPTIMIZERS = ('adam', 'adamw')
 SCHEDULES = ('cosine', 'constant')
 # Real natural-image saliency sets a study may pre-train on (`pretrain_data=`).
-REAL_SOURCES = ('ecssd', 'duts', 'xpie', 'msra10k')
+REAL_SOURCES = tuple(e.name for e in catalogue.CATALOGUE if e.pretraining)
 
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from unet_jax import errors
-from unet_jax.data import fields, modalities
+from unet_jax.data import catalogue, fields, modalities
 
 ConfigError = errors.ConfigError
 # What a target may set: these sections of the run config.
@@ -32,7 +32,7 @@ STUDY_OWNED_FIELDS = {
     'data.outer_folds': 'every target runs on the same folds: set --config.data.outer_folds',
     'data.outer_fold': 'the study runs every fold of config.data.outer_folds',
 }
-# X-ray sets train without flips, ultrasound sets leave out normal cases (unet_jax.data.modalities).
+# X-ray sets (no flips) and ultrasound sets (normal cases left out): their catalogue entries.
 XRAY_SETS, ULTRASOUND_SETS = modalities.XRAY_SETS, modalities.ULTRASOUND_SETS
 # Built-in targets: short name (used in sweep-point names) -> `data.name`.
 SYNTHETIC_TARGETS = {
@@ -51,14 +51,15 @@ def target_names() -> list[str]:
 
 def builtin_target(name: str, *, data_root: str = '', where: str) -> ml_collections.ConfigDict:
     """The definition of a built-in target (see the module docstring): the set, its folder
-    (`data_root` for real sets), whether normal cases are dropped and whether flips are on."""
+    (`data_root` for real sets), and its catalogue entry's target defaults (whether normal
+    cases are dropped and whether flips are on)."""
     if name not in SYNTHETIC_TARGETS and name not in REAL_TARGETS:
         raise ConfigError(f'{where}: unknown target {name!r}; valid: {", ".join(target_names())}.')
-    data_name = SYNTHETIC_TARGETS.get(name, name)
-    data: dict[str, Any] = dict(name=data_name, drop_normal=data_name in ULTRASOUND_SETS)
+    entry = catalogue.BY_NAME[SYNTHETIC_TARGETS.get(name, name)]
+    data: dict[str, Any] = dict(name=entry.name, drop_normal=entry.drop_normal)
     if name in REAL_TARGETS:
         data['manual_dir'] = data_root
-    return ml_collections.ConfigDict(dict(data=data, augment=dict(flip=data_name not in XRAY_SETS)))
+    return ml_collections.ConfigDict(dict(data=data, augment=dict(flip=entry.flip)))
 
 
 def folder_target() -> ml_collections.ConfigDict:

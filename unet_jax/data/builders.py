@@ -9,8 +9,9 @@ The builders live outside the TFDS catalog (`skip_registration=True`): `make_bui
 is the way in. Real sets are read from the folder a user already has (manual download); images
 are stored at their original size (or capped with `max_size`), preprocessing happens on load.
 
-One module for all nine sets (over 400 lines): each builder is a few lines over the shared
-readers, and keeping them side by side keeps the release layouts comparable.
+Each builder is a few lines over the shared readers; what the code knows about its set
+besides reading it (modality, near-duplicate distance, target defaults) is its entry in
+unet_jax.data.catalogue.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from unet_jax import console
-from unet_jax.data import fields, imageio
+from unet_jax.data import catalogue, fields, imageio
 from unet_jax.data import folder as folder_set
 
 ULTRASOUND_LABELS = ('benign', 'malignant', 'normal')
@@ -605,24 +606,9 @@ MSRA10K_Imgs_GT (or the folder holding it): Imgs/ holds each image <n>.jpg next 
 <n>.png (0/255). A layout with images/ and masks/ folders (same stems) also works."""
 
 
+# One builder per catalogue entry (unet_jax.data.catalogue), in its order.
 BUILDERS: dict[str, type[_SegmentationBuilder]] = {
-    b.name: b
-    for b in (
-        SyntheticUltrasound,
-        SyntheticXray,
-        SyntheticNatural,
-        SyntheticNaturalSpeckle,
-        SyntheticNaturalImaging,
-        Busi,
-        DatasetB,
-        Jsrt,
-        Montgomery,
-        Shenzhen,
-        Ecssd,
-        Duts,
-        Xpie,
-        Msra10k,
-    )
+    entry.name: globals()[entry.builder] for entry in catalogue.CATALOGUE
 }
 
 

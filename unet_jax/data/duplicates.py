@@ -9,7 +9,7 @@ distance 0. (The 8x8 hash usual for photos cannot tell chest radiographs apart: 
 patients differ in as few as 4 of its 63 bits.)
 
 Two images are near-duplicates when their hashes differ in at most `NEAR_DUPLICATE_BITS` bits
-(26, about 10 %), or the set's own distance (`SET_NEAR_DUPLICATE_BITS`, `data.
+(26, about 10 %), or the set's own distance (its catalogue entry, or `data.
 near_duplicate_bits`), because the gap between frames of one scan and different scans depends on
 the modality. Measured at 128x128 on the complete sets: different JSRT radiographs differ in 44
 bits or more (no pair closer), different simulated chest radiographs in 30 or more, different
@@ -35,19 +35,21 @@ import numpy as np
 from PIL import Image
 import scipy.fft
 
+from unet_jax.data import catalogue
+
 HASH_SIZE = 16  # side of the block of low-frequency DCT coefficients
 HASH_BITS = HASH_SIZE * HASH_SIZE - 1
-NEAR_DUPLICATE_BITS = 26  # about 10 % of HASH_BITS
-# Sets whose near-duplicates lie further apart (see the module docstring), by `data.name`.
-SET_NEAR_DUPLICATE_BITS = {'busi': 64}
+NEAR_DUPLICATE_BITS = catalogue.NEAR_DUPLICATE_BITS  # 26, about 10 % of HASH_BITS
 _SHRINK = 32
 _CHUNK = 2048
 _SHOWN = 10
 
 
 def set_near_duplicate_bits(name: str) -> int:
-    """The hash distance within which images of set `name` are near-duplicates."""
-    return SET_NEAR_DUPLICATE_BITS.get(name, NEAR_DUPLICATE_BITS)
+    """The hash distance within which images of set `name` are near-duplicates (its catalogue
+    entry's; a folder set's: NEAR_DUPLICATE_BITS)."""
+    entry = catalogue.get(name)
+    return entry.near_duplicate_bits if entry else NEAR_DUPLICATE_BITS
 
 
 def perceptual_hash(image: np.ndarray) -> np.ndarray:

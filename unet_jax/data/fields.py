@@ -1,8 +1,8 @@
 """The `config.data` fields with their defaults, and the names they take (no TFDS, no JAX).
 
 A config is made, checked and listed by launchers and the report without loading a data set,
-so what a config needs to know about data lives here: the set names (unet_jax.data.builders
-has one TFDS builder per name), the resize methods (unet_jax.data.pipeline) and the pairing
+so what a config needs to know about data lives here: the set names (unet_jax.data.catalogue,
+one TFDS builder each in unet_jax.data.builders), the resize methods (unet_jax.data.pipeline) and the pairing
 rules of the folder set (unet_jax.data.folder).
 """
 
@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import ml_collections
 
-# Simulated sets, generated on first use (unet_jax.data.simulate).
-SYNTHETIC = (
-    'synthetic_ultrasound',
-    'synthetic_xray',
-    'synthetic_natural',
-    'synthetic_natural_speckle',
-    'synthetic_natural_imaging',
-)
-# Real sets, read from the folder a user downloaded (docs/data.md per set).
-REAL = ('busi', 'dataset_b', 'jsrt', 'montgomery', 'shenzhen', 'ecssd', 'duts', 'xpie', 'msra10k')
-# Every TFDS set, in the order of unet_jax.data.builders.BUILDERS.
+from unet_jax.data import catalogue
+
+# Simulated sets, generated on first use (unet_jax.data.simulate), and real sets, read from
+# the folder a user downloaded (docs/data.md per set): the catalogue's entries.
+SYNTHETIC = catalogue.names(kind=catalogue.SYNTHETIC)
+REAL = catalogue.names(kind=catalogue.REAL)
+# Every TFDS set, in the order of the catalogue (and of unet_jax.data.builders.BUILDERS).
 SETS = (*SYNTHETIC, *REAL)
 RESIZE_METHODS = ('bilinear', 'area')
 PAIRINGS = ('stem', 'suffix', 'regex')
@@ -70,7 +66,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     # error. True: splits by case only (near-duplicates may straddle; the leak check lists them).
     c.allow_near_duplicates = False
     # Two images are near-duplicates when their 255-bit DCT hashes differ in at most this many
-    # bits; -1 = the set's own distance (duplicates.SET_NEAR_DUPLICATE_BITS: BUSI 64, else 26).
+    # bits; -1 = the set's own distance (its catalogue entry: BUSI 64, else 26).
     c.near_duplicate_bits = -1
     c.num_train = -1  # Training subset size (-1 = all training cases).
     c.subset_seed = 0  # Seed of the training subset; subsets of one seed are nested.

@@ -55,11 +55,18 @@ class Figure:
 
 
 def family_color(name: str) -> str:
-    """Directions in saturated colours, references in their own palette, by table position."""
-    if name in families.DIRECTIONS:
-        return DIRECTION_COLORS[families.DIRECTIONS.index(name) % len(DIRECTION_COLORS)]
-    if name in families.REFERENCES:
-        return REFERENCE_COLORS[families.REFERENCES.index(name) % len(REFERENCE_COLORS)]
+    """Directions in saturated colours, references in their own palette, by table position;
+    a family past the end of its palette (one added to the table) gets a hue of its own."""
+    for names, palette, offset in (
+        (families.DIRECTIONS, DIRECTION_COLORS, 0.0),
+        (families.REFERENCES, REFERENCE_COLORS, 0.5),
+    ):
+        if name in names:
+            i = names.index(name)
+            if i < len(palette):
+                return palette[i]
+            hue = (offset + 0.618034 * (i - len(palette))) % 1.0  # golden-ratio steps
+            return matplotlib.colors.to_hex(matplotlib.colors.hsv_to_rgb((hue, 0.8, 0.75)))
     return '0.4'
 
 
