@@ -56,10 +56,10 @@ def test_a_field_the_stored_config_lacks_is_a_difference(tmp_path):
         runfolder.check_config(config, str(tmp_path))
 
 
-def test_the_readme_lists_every_free_field():
-    readme = open(os.path.join(REPO, 'README.md')).read()
-    section = readme[readme.index('#### One folder, one run') :]
-    section = section[: section.index('\n### ')]
+def test_the_docs_list_every_free_field():
+    page = open(os.path.join(REPO, 'docs', 'runs.md')).read()
+    section = page[page.index('## One folder, one run') :]
+    section = section[: section.index('\n## ')]
     assert [f for f in runfolder.FREE_FIELDS if f'`{f}`' not in section] == []
 
 
