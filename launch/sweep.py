@@ -22,9 +22,6 @@ local: up to --parallel processes at once; with several accelerators each proces
 (CUDA_VISIBLE_DEVICES), and --parallel defaults to their number. Logs: W/logs/.
 slurm: scripts and logs under W/slurm/; resources from the flags, defaulting to
 config.study.slurm; --wait blocks until the report job has finished.
-
-Over 400 lines because it holds two executors (local processes and SLURM arrays with their
-scripts, queue checks and the report job) behind one command line.
 """
 
 import getpass

@@ -28,22 +28,22 @@ def store(config, folder) -> None:
 def test_result_fields_differ_free_fields_may_change(tmp_path):
     config = tiny.tiny_config()
     store(config, tmp_path)
-    runfolder.check_config(config, str(tmp_path))  # the same config
+    runfolder.check_same_config(config, str(tmp_path))  # the same config
     free = tiny.tiny_config(
         log_every_steps=7, checkpoint_every_steps=5, **{'data.data_dir': '/elsewhere'}
     )
-    runfolder.check_config(free, str(tmp_path))
+    runfolder.check_same_config(free, str(tmp_path))
     for field, value in (('seed', 1), ('model.base_width', 8), ('augment.flip', False)):
         changed = tiny.tiny_config(**{field: value})
         with pytest.raises(errors.ConfigError, match=re.escape(f'config.{field}: ')):
-            runfolder.check_config(changed, str(tmp_path))
+            runfolder.check_same_config(changed, str(tmp_path))
 
 
 def test_a_path_may_move_but_not_appear_or_vanish(tmp_path):
     store(tiny.tiny_config(init_from='/runs/pretrain'), tmp_path)
-    runfolder.check_config(tiny.tiny_config(init_from='/moved/pretrain'), str(tmp_path))
+    runfolder.check_same_config(tiny.tiny_config(init_from='/moved/pretrain'), str(tmp_path))
     with pytest.raises(errors.ConfigError, match="config.init_from: '/runs/pretrain' there, '' now"):
-        runfolder.check_config(tiny.tiny_config(), str(tmp_path))
+        runfolder.check_same_config(tiny.tiny_config(), str(tmp_path))
 
 
 def test_a_field_the_stored_config_lacks_is_a_difference(tmp_path):
@@ -53,7 +53,7 @@ def test_a_field_the_stored_config_lacks_is_a_difference(tmp_path):
     del stored['optimizer']['grad_clip_norm'], stored['finetune']['allow_random_frozen']
     (tmp_path / runfolder.CONFIG_FILE).write_text(json.dumps(stored))
     with pytest.raises(errors.ConfigError, match=r"grad_clip_norm: '\(not recorded\)' there, 0.0"):
-        runfolder.check_config(config, str(tmp_path))
+        runfolder.check_same_config(config, str(tmp_path))
 
 
 def test_the_docs_list_every_free_field():

@@ -77,7 +77,7 @@ def main(argv):
     if 'study' not in config:
         if FLAGS.sweep_index is not None:
             raise app.UsageError('--sweep_index needs a study config (configs/layerwise.py).')
-        runfolder.check_config(config, workdir)  # a folder keeps its run's config
+        runfolder.check_same_config(config, workdir)  # a folder keeps its run's config
         if finished := runfolder.finished_line(workdir):
             print(finished)
             return

@@ -31,9 +31,6 @@ Nothing a user has is ever overwritten:
 Every input is read and checked (decoded, masks thresholded and sized) before the first file is
 written: every problem is listed in one error and nothing is written, or with --skip_bad the bad
 inputs are skipped and listed.
-
-Over 400 lines because the command does the whole path from files to files (input checks,
-the run's preprocessing, resizing back, overlays, scores); each step is a short function.
 """
 
 from __future__ import annotations

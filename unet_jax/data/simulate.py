@@ -6,10 +6,6 @@ returns ``dict(image=uint8, mask=uint8 in {0, 1})``; ultrasound adds ``label``.
 
 Coordinates are normalised: ``y`` (rows, depth for ultrasound) and ``x`` (columns) in [0, 1],
 sampled at pixel centres, so every structure scales with the image size.
-
-Over 400 lines because the four simulators share their pieces (smooth noise, shapes, the
-pulse-echo imaging that both ultrasound and speckled natural scenes go through); split apart
-they would import each other's helpers.
 """
 
 import colorsys

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(report.write_report(os.path.join(args.workdir, name), margin=args.margin))
             print(sources.write_study(args.workdir))
             return 0
-        plan.read_plan(args.workdir)  # a bad workdir is reported before the heavy imports
+        plan.read_checked_plan(args.workdir)  # a bad workdir is reported before the heavy imports
         path = report.write_report(args.workdir, margin=args.margin)
     print(path)
     return 0

@@ -4,9 +4,6 @@ Colours come from the family's place in unet_jax.config.families, line styles fr
 place in the plan, markers from the granularity's, so a new family, direction or order is
 drawn without a change here. A panel with fewer than two points is not drawn (the caption
 says so); a configuration with one value per panel (a reference) is a line or a marker.
-
-Over 400 lines because it holds every figure of the report; each is one short function over
-the same panel helpers.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from unet_jax.config import families
 from unet_jax.config import registration as registration_record
 from unet_jax.report import registration as registration_lines
 from unet_jax.report import stats
-from unet_jax.report.plan import ReportError, read_plan
+from unet_jax.report.plan import ReportError, read_checked_plan
 
 
 @dataclasses.dataclass
@@ -221,7 +221,7 @@ NO_FOLD = -1  # the `fold` of a point of a study without outer folds
 
 def load(workdir: str) -> Study:
     """Every named point of the plan with its run's results (finished or not)."""
-    plan = read_plan(workdir)
+    plan = read_checked_plan(workdir)
     problems: list[str] = []
     read: dict[str, tuple[str, dict[str, Any] | None]] = {}
     run_configuration = {p['name']: p['name'].rsplit('/', 1)[1] for p in plan['points']}

@@ -16,7 +16,7 @@ class ReportError(errors.UserError):
     """Something about the workdir a user can fix; the CLI prints it without a traceback."""
 
 
-def read_plan(workdir: str) -> dict[str, Any]:
+def read_checked_plan(workdir: str) -> dict[str, Any]:
     if not os.path.isdir(workdir):
         raise ReportError(f'{workdir} is not a folder: give the workdir of a study.')
     try:

@@ -228,7 +228,7 @@ def _take(g: _Gaps, replicates: np.ndarray, images: np.ndarray, ks: list[int]) -
 
 
 @dataclasses.dataclass(frozen=True)
-class Comparison:
+class SourcesComparison:
     """Every source's gap and every pair's change, per cell and set of k."""
 
     sources: list[str]
@@ -238,7 +238,7 @@ class Comparison:
 
 def compare_studies(
     studies: Sequence[Study], names: Sequence[str], settings: stats.Settings | None = None
-) -> Comparison:
+) -> SourcesComparison:
     """The gaps and their changes for every cell, order, granularity and k all studies have."""
     settings = settings or stats.Settings()
     scores = [compare.Scores(s) for s in studies]
@@ -266,7 +266,7 @@ def compare_studies(
                         changes.append(
                             Change(cell, names[i], names[j], gaps[cell][i], gaps[cell][j], change)
                         )
-    return Comparison(list(names), gaps, _holm(changes))
+    return SourcesComparison(list(names), gaps, _holm(changes))
 
 
 def _holm(changes: list[Change]) -> list[Change]:
@@ -351,7 +351,7 @@ FIGURE_FILE = 'sources_gap.png'
 SOURCE_COLORS = ('0.35', 'tab:orange', 'tab:purple', 'tab:green', 'tab:brown')
 
 
-def gap_figure(found: Comparison, path: str) -> str | None:
+def gap_figure(found: SourcesComparison, path: str) -> str | None:
     """One panel per target, size, order and granularity: each source's gap with its 95% CI
     at every set of k. None when there is no gap to draw."""
     import matplotlib
@@ -424,7 +424,7 @@ def markdown(
     studies: Sequence[Study],
     names: Sequence[str],
     dirs: Sequence[str],
-    found: Comparison,
+    found: SourcesComparison,
     figure: str = '',
 ) -> str:
     lines = [

@@ -68,7 +68,7 @@ class Ref:
 
 
 @dataclasses.dataclass(frozen=True)
-class Finding:
+class ImagePair:
     """Two images that are the same (equal preprocessed arrays) or nearly the same."""
 
     kind: str  # one of KINDS
@@ -102,17 +102,17 @@ class LeakReport:
     assignment unless the target sets data.allow_near_duplicates)."""
 
     num_images: dict[str, int]  # set -> images checked
-    findings: list[Finding]
+    findings: list[ImagePair]
     grouping: dict[str, duplicates.Grouping] = dataclasses.field(default_factory=dict)
     # target -> clusters whose members lie in more than one split
     straddling: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
-    def errors(self) -> list[Finding]:
+    def errors(self) -> list[ImagePair]:
         return [f for f in self.findings if KINDS[f.kind][0]]
 
     @property
-    def warnings(self) -> list[Finding]:
+    def warnings(self) -> list[ImagePair]:
         return [f for f in self.findings if not KINDS[f.kind][0]]
 
     def summary(self) -> str:
@@ -206,17 +206,17 @@ def hash_splits(
 # finds the exact duplicates too; their digests tell them from near-duplicates.
 
 
-def _within_target(target: Hashes, max_distance: int) -> list[Finding]:
+def _within_target(target: Hashes, max_distance: int) -> list[ImagePair]:
     findings = []
     for i, j, distance in duplicates.close_pairs(target.bits, target.bits, max_distance):
         if i >= j:
             continue
         a, b = target.refs[i], target.refs[j]
         if target.digests[i] != target.digests[j]:
-            findings.append(Finding('near_duplicate', a, b, distance))
+            findings.append(ImagePair('near_duplicate', a, b, distance))
         else:
             kind = 'within_split' if a.split == b.split else 'across_splits'
-            findings.append(Finding(kind, a, b, 0))
+            findings.append(ImagePair(kind, a, b, 0))
     return findings
 
 
@@ -229,16 +229,16 @@ def _grouping(target: Hashes, max_distance: int) -> tuple[duplicates.Grouping, i
     return grouping, straddling
 
 
-def _against_pretraining(pretrain: Hashes, target: Hashes, max_distance: int) -> list[Finding]:
+def _against_pretraining(pretrain: Hashes, target: Hashes, max_distance: int) -> list[ImagePair]:
     findings = []
     for i, j, distance in duplicates.close_pairs(target.bits, pretrain.bits, max_distance):
         a, b = target.refs[i], pretrain.refs[j]
         if target.digests[i] != pretrain.digests[j]:
-            findings.append(Finding('near_duplicate', a, b, distance))
+            findings.append(ImagePair('near_duplicate', a, b, distance))
         elif a.split in EVALUATION_SPLITS or target.every_image_tested:
-            findings.append(Finding('pretrain_in_evaluation', a, b, 0))
+            findings.append(ImagePair('pretrain_in_evaluation', a, b, 0))
         else:
-            findings.append(Finding('pretrain_in_training', a, b, 0))
+            findings.append(ImagePair('pretrain_in_training', a, b, 0))
     return findings
 
 

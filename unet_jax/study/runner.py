@@ -8,9 +8,6 @@ killed at any moment and started again loses nothing and runs nothing twice. A g
 that differ only in seed, trained together in one compiled step by train.trainer) is what the
 runner, the local launcher and a SLURM array task execute; while it trains, its checkpoint is
 in <workdir>/groups/<group name>/, deleted once its runs are written.
-
-Over 400 lines because the runner owns every step a study takes around its groups (plan, leak
-check, pre-training, data preparation, failures, the CKA analyses and the report).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -335,7 +332,7 @@ def check_run_folders(
     ]
     for make_config, folder in folders:
         if os.path.exists(os.path.join(folder, runfolder.CONFIG_FILE)):
-            runfolder.check_config(make_config(), folder, log_changes=False)
+            runfolder.check_same_config(make_config(), folder, log_changes=False)
 
 
 def failed_message(workdir: str, failed: Sequence[str], total: int, *, of: str = '') -> str:

@@ -8,7 +8,7 @@ study's runner for its groups, launch/sweep.py for a study) before it writes any
     ends, however it ends (a SIGKILL included), so a lock is never stale; a second process on
     the same folder stops at once (`FolderInUseError`, exit 1) naming the holder, which the
     lock file records (pid, host, start time).
-  * A folder keeps its config: `check_config(config, folder)` compares a new config with the
+  * A folder keeps its config: `check_same_config(config, folder)` compares a new config with the
     `config.json` of the run the folder holds. A field that changes the result differs: exit 2
     naming each such field with both values. A field of FREE_FIELDS (logging intervals, paths
     of the same data) may change; those are listed in the log.
@@ -195,7 +195,7 @@ def changes_result(field: str, old: Any, new: Any) -> bool:
     return field in PATH_FIELDS and bool(old) != bool(new)
 
 
-def check_config(config: Any, folder: str, *, log_changes: bool = True) -> None:
+def check_same_config(config: Any, folder: str, *, log_changes: bool = True) -> None:
     """Fails (cli.ConfigError, exit 2) when `folder` holds a run of another config.
 
     Fields that change the result are named with both values; free fields (FREE_FIELDS) that
