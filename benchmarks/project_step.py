@@ -59,7 +59,7 @@ class JaxStep:
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
         self.plan = freeze.compile_spec(spec, self.registry, order='forward', granularity='block')
-        self.state, self.frozen, frozen_axis = steps.create_train_state(
+        self.state, self.frozen, frozen_axis, _ = steps.create_train_state(
             [config], model=model, plan=self.plan
         )
         # The first run's full parameter tree, before any step (to copy into another library).
@@ -93,5 +93,5 @@ class JaxStep:
     def flop_ratio(self) -> float:
         """The registry's FLOP model of this spec's step relative to training everything."""
         full = self.registry.train_step_flops(self.registry.unit_names)
-        per_image = self.plan.step_flops_per_image()
-        return (per_image + self.plan.adapter_flops_per_step() / self.batch_size) / full
+        per_image = self.plan.step_flops_per_image
+        return (per_image + self.plan.adapter_flops_per_step / self.batch_size) / full

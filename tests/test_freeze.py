@@ -255,7 +255,8 @@ def test_split_and_merge(registry):
 def test_parameter_table_lists_blocks_in_forward_order_with_counts(registry):
     params = _shapes(UNet(depth=2, base_width=4))
     plan = compile_spec('enc0,dec0/up', registry)
-    table = plan.parameter_table(jax.tree.map(lambda x: x, params))  # keys now sorted
+    sorted_params = jax.tree.map(lambda x: x, params)  # keys now sorted
+    table = plan.parameter_table(sorted_params, plan.labels(params))
     lines = table.splitlines()
     assert [line.split()[0] for line in lines[2:-1]] == list(registry.block_names)
     enc0 = registry.block('enc0').param_count

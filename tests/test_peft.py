@@ -113,7 +113,7 @@ def test_labels_and_counts_follow_the_parts(batchnorm):
     ]  # fmt: skip
     # The counts come from the registry alone and equal the leaves of the tree with adapters.
     sizes = {p: np.size(v) for p, v in _flat(with_adapters).items()}
-    counts = plan.param_counts()
+    counts = plan.param_counts
     assert counts['trained'] == sum(sizes[p] for p in trained)
     assert counts['total'] == registry.param_count
     assert counts['frozen'] == registry.param_count - (counts['trained'] - sum(
@@ -180,7 +180,7 @@ def test_training_moves_only_the_selected_parts(tmp_path, spec, norm, trains):
     assert after.keys() == before.keys()  # folded: no adapters in the best params
     for path, value in before.items():
         assert np.array_equal(value, after[path]) != trains(path), path
-    assert results['params'] == compile_spec(spec, _registry(norm)[1]).param_counts()
+    assert results['params'] == compile_spec(spec, _registry(norm)[1]).param_counts
     # The test Dice of results.json is that of the folded best params.
     variables = {'params': best['params']}
     if norm == 'batch':
@@ -219,7 +219,7 @@ def _xla_step_flops(model, registry, spec):
     compiled = jax.jit(jax.value_and_grad(loss_fn)).lower(trainable).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    modelled = plan.step_flops_per_image() * len(split.image) + plan.adapter_flops_per_step()
+    modelled = plan.step_flops_per_image * len(split.image) + plan.adapter_flops_per_step
     return cost['flops'], modelled
 
 
@@ -237,8 +237,8 @@ def test_step_flop_model_agrees_with_xla_cost_analysis(spec, norm):
 def test_parameter_efficient_steps_cost_less_than_full_in_the_model(plain):
     _, registry = plain
     full = registry.train_step_flops(registry.unit_names)
-    bias = compile_spec('bias@@all', registry).step_flops_per_image()
-    lora = compile_spec('lora:8@@all', registry).step_flops_per_image()
+    bias = compile_spec('bias@@all', registry).step_flops_per_image
+    lora = compile_spec('lora:8@@all', registry).step_flops_per_image
     assert registry.forward_flops() < bias < lora <= full
     # No kernel gradient: bias-only costs forward + activation gradients (about 2 forwards).
     assert bias == pytest.approx(2 * registry.forward_flops(), rel=0.1)

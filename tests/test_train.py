@@ -377,7 +377,7 @@ def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
     registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
     plan = freeze.compile_spec('enc0,dec0', registry)
     scales = {'enc0': 0.5, 'dec0': 1.0}
-    state, frozen, frozen_axis = steps.create_train_state(
+    state, frozen, frozen_axis, _ = steps.create_train_state(
         [config], model=model, plan=plan, scales=scales
     )
     assert frozen_axis is None and set(state.trainable) == {'enc0', 'dec0'}
@@ -435,7 +435,7 @@ def test_programs_are_keyed_by_their_inputs_half_precision_included():
         model = models.create_model(config.model, half_precision=half_precision)
         registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
         plan = freeze.compile_spec('enc0,dec0', registry)
-        state, frozen, frozen_axis = steps.create_train_state([config], model=model, plan=plan)
+        state, frozen, frozen_axis, _ = steps.create_train_state([config], model=model, plan=plan)
         inputs = dict(
             model=model,
             config=steps.StepConfig.of(config),

@@ -83,11 +83,14 @@ class FreezeSpecError(errors.ConfigError):
 
 @dataclasses.dataclass(frozen=True)
 class FreezePlan:
-    """A compiled spec: the units that train (forward order) and the canonical name.
+    """A compiled spec, made once per group and passed on: the units that train (forward
+    order), the canonical name, and what training them costs.
 
     `trained_units` holds every unit with a trained parameter; `partial` says, for the units a
     parameter-efficient selector trains, which parts ('lora:R', 'norm', 'bias'); a trained unit
-    not in it trains whole.
+    not in it trains whole. `param_counts`, `step_flops_per_image` and `adapter_flops_per_step`
+    are computed from the layer registry when the plan is made; `labels(params)` labels a
+    parameter tree (state creation does it once, for the tree with its adapters).
     """
 
     spec: str
@@ -96,6 +99,24 @@ class FreezePlan:
     frozen_units: tuple[str, ...]
     registry: LayerRegistry = dataclasses.field(repr=False, compare=False)
     partial: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Trained and frozen parameter counts: `total` is the U-Net's (the folded model's),
+    # `trained` includes adapters, `frozen` the U-Net's untrained ones.
+    param_counts: dict[str, Any] = dataclasses.field(init=False, repr=False, compare=False)
+    # The layer registry's model of one training step's FLOPs per image, and the adapters' own
+    # FLOPs per step (independent of the batch).
+    step_flops_per_image: float = dataclasses.field(init=False, repr=False, compare=False)
+    adapter_flops_per_step: float = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        costs = dict(
+            param_counts=self._param_counts(),
+            step_flops_per_image=self.registry.train_step_flops(
+                self.trained_units, kernel_units=self.kernel_units
+            ),
+            adapter_flops_per_step=self._adapter_flops_per_step(),
+        )
+        for name, value in costs.items():
+            object.__setattr__(self, name, value)  # a frozen dataclass, computed once
 
     @property
     def trains_nothing(self) -> bool:
@@ -147,13 +168,11 @@ class FreezePlan:
 
         return jax.tree_util.tree_map_with_path(label, params)
 
-    def parameter_table(self, params: Any) -> str:
+    def parameter_table(self, params: Any, labels: Any) -> str:
         """The per-block table of trained / frozen parameter counts, blocks in forward order."""
-        return parameter_table(params, self.labels(params), block_order=self.registry.block_names)
+        return parameter_table(params, labels, block_order=self.registry.block_names)
 
-    def param_counts(self) -> dict[str, Any]:
-        """Trained and frozen parameter counts from the registry: `total` is the U-Net's (the
-        folded model's), `trained` includes adapters, `frozen` the U-Net's untrained ones."""
+    def _param_counts(self) -> dict[str, Any]:
         trained = frozen = 0
         for unit in self.registry.units:
             parts = self.parts(unit.name)
@@ -171,12 +190,7 @@ class FreezePlan:
             'trained_fraction': trained / max(total, 1),
         }
 
-    def step_flops_per_image(self) -> float:
-        """The layer registry's model of one training step's FLOPs per image."""
-        return self.registry.train_step_flops(self.trained_units, kernel_units=self.kernel_units)
-
-    def adapter_flops_per_step(self) -> float:
-        """The adapters' own FLOPs per training step (independent of the batch)."""
+    def _adapter_flops_per_step(self) -> float:
         ranks = self.lora_ranks
         return float(
             sum(

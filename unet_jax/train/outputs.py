@@ -176,7 +176,7 @@ def run_results(
         # external test sets: scored with the best params (chosen on val), never trained on
         **({'external': external} if external else {}),
         'val_curve': record.val_curve,
-        'params': setup.plan.param_counts(),
+        'params': setup.plan.param_counts,
         'cost': cost,
         'pretrain': {'dir': init_from, 'index': 0} if init_from else None,
         'group': {'name': setup.name, 'size': len(setup.members)},
@@ -209,8 +209,8 @@ def training_cost(
     """Training FLOPs from the layer registry's model of forward + partial backward (and a
     `lora:` plan's adapters, per step), over the `steps` the run trained (default, or negative:
     the cap, config.num_train_steps)."""
-    per_image = plan.step_flops_per_image()
-    per_step = plan.adapter_flops_per_step()
+    per_image = plan.step_flops_per_image
+    per_step = plan.adapter_flops_per_step
     trained = int(config.num_train_steps) if steps is None or steps < 0 else int(steps)
     return {
         'num_steps': trained,

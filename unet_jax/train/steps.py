@@ -19,7 +19,7 @@ import collections
 from collections.abc import Callable, Hashable, Mapping, Sequence
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -75,6 +75,15 @@ class TrainState:
     trainable: Any
     batch_stats: Any
     opt_state: Any
+
+
+class InitialState(NamedTuple):
+    """A group's state before its first step, its frozen params and their labels."""
+
+    state: TrainState
+    frozen: Any  # the frozen params: shared (frozen_axis None) or with the run axis (0)
+    frozen_axis: int | None
+    labels: Any  # 'train' / 'freeze' for every leaf of one run's params (adapters included)
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -225,8 +234,8 @@ def create_train_state(
     model,
     plan: freeze.FreezePlan,
     scales: Mapping[str, float] | None = None,
-) -> tuple[TrainState, Any, int | None]:
-    """The initial state of a group (run axis first) and its frozen params.
+) -> InitialState:
+    """The initial state of a group (run axis first), its frozen params and their labels.
 
     Each run starts from its own initialisation (seeded) or its `init_from`. The optimiser
     state is `create_optimizer`'s on the whole tree: it holds the trained leaves only. The
@@ -248,7 +257,8 @@ def create_train_state(
         batch_stats=_stack([v.get('batch_stats', {}) for v in variables]),
         opt_state=_stack([tx.init(v['params']) for v in variables]),
     )
-    return state, (frozen[0] if shared else _stack(frozen)), (None if shared else 0)
+    frozen_params, axis = (frozen[0], None) if shared else (_stack(frozen), 0)
+    return InitialState(state, frozen_params, axis, labels)
 
 
 # ----------------------------------------------------------------------------- steps

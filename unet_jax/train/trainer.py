@@ -3,10 +3,13 @@ group_dir)` trains runs that differ only in seed together, in one jitted step. A
 of one.
 
 Read top to bottom, in the order a group trains:
-  set-up     members, data, model, registry, freeze plan (unet_jax.train.groups.set_up)
+  set-up     members, data, model, registry, freeze plan (unet_jax.train.groups.set_up); the
+             plan (freeze.FreezePlan: trained units, parameter counts, step FLOPs) is made
+             once here and passed on to state creation and to the write-out
   state      the group's train state in lanes (unet_jax.train.lanes) and its ledger
-             (train.ledger), resumed from its checkpoint or initialised (train.steps);
-             the members' folders opened (unet_jax.train.outputs.RunFolders)
+             (train.ledger), resumed from its checkpoint or initialised (train.steps, which
+             labels the parameters once); the members' folders opened
+             (unet_jax.train.outputs.RunFolders)
   the loop   steps of every lane, then, when due, logging, validation (each run's best
              params follow its best validation Dice) and checkpoints
   the end    each run's best params scored on val and test, and every run's folder written
@@ -201,7 +204,7 @@ def start_session(
         [s.image for s in (setup.val, setup.test, *setup.train_splits)], where=setup.name
     )
     mesh = steps.create_mesh()
-    state, frozen, frozen_axis = steps.create_train_state(
+    state, frozen, frozen_axis, labels = steps.create_train_state(
         [m.config for m in setup.members],
         model=setup.model,
         plan=setup.plan,
@@ -210,7 +213,7 @@ def start_session(
     freeze_text = (
         f'freeze spec {setup.config.finetune.train!r} -> {setup.plan.canonical}; trained and '
         'frozen parameters:\n'
-        + setup.plan.parameter_table(_first_run(state.trainable, frozen, frozen_axis))
+        + setup.plan.parameter_table(_first_run(state.trainable, frozen, frozen_axis), labels)
     )
     logging.info(
         '%s: %d run(s) (%s); %s', setup.name, len(setup.members), ', '.join(setup.labels),
