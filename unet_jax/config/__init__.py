@@ -1,4 +1,4 @@
-"""What a config can say, with no JAX and no TFDS (configs/*.py import only this package):
+"""What a config can say, with no JAX and no TFDS (what configs/*.py import):
 
   defaults      every field of a run with its default, and the config arguments
   target_sets   the target sets a study fine-tunes on, and how one applies to a run
