@@ -163,6 +163,8 @@ def test_every_catalogue_entry_is_complete():
             problems.append(f'{entry.name}: reads fields {entry.fields} that config.data lacks')
         if f'`{entry.name}`' not in docs:
             problems.append(f'{entry.name}: not in docs/data.md')
+        if not entry.title:
+            problems.append(f'{entry.name}: no title (what the report calls it)')
     assert problems == []
     assert tuple(builders.BUILDERS) == tuple(e.name for e in catalogue.CATALOGUE)
     assert len(catalogue.BY_NAME) == len(catalogue.CATALOGUE)  # names are unique

@@ -363,8 +363,12 @@ def test_the_first_screen_says_what_to_tune_with_the_curve_over_k(study):
     head = text[: text.index('## The answer')]
     assert head.index('Primary endpoint') < head.index('What to tune, chosen on validation:')
     assert 'variance components (SD of the per-image gap)' in head
-    bullets = [line for line in head.splitlines() if re.match(r'- (us|xray), n = ', line)]
-    assert len(bullets) == 2 and all(re.match(r'- \w+, n = \d+: (tune|use) ', b) for b in bullets)
+    bullets = [line for line in head.splitlines() if re.match(r'- simulated ', line)]
+    # each target by its title, the size in words
+    assert [b.split(':')[0] for b in bullets] == [
+        '- simulated breast ultrasound (us), 16 images', '- simulated chest X-ray (xray), 16 images'
+    ]
+    assert all(re.match(r'- [^:]+: (tune|use) ', b) for b in bullets)
     assert not any('_to_' in b for b in bullets)  # readable names, not internal ones
     assert head.index('What to tune') < head.index('dice_vs_units.png') < head.index(
         'primary_endpoint.png'
@@ -383,3 +387,10 @@ def test_configurations_read_as_a_person_says_them(study):
     last = next(n for n in names if n.startswith('deep_to_shallow-level-block-k1'))
     assert conclusions.readable(loaded, last) == 'the last 1 block (deep->shallow, level order)'
     assert conclusions.readable(loaded, 'full') == 'full fine-tuning'
+    # targets by their data set's title; a set the catalogue lacks (a folder) by its name
+    assert loaded.title('us') == 'simulated breast ultrasound (us)'
+    assert loaded.title('xray') == 'simulated chest X-ray (xray)'
+    loaded.plan['targets']['mine'] = {'data': {'name': 'folder'}}
+    loaded.plan['external'] = {'b': {'of': ['us']}}
+    assert loaded.title('mine') == 'mine'
+    assert loaded.title('us_on_b') == 'b scored by the runs of simulated breast ultrasound (us)'

@@ -44,6 +44,7 @@ class DataSet:
     flip: bool  # left-right flips in augmentation (augment.flip)
     near_duplicate_bits: int = NEAR_DUPLICATE_BITS
     pretraining: bool = False  # a real set a study may pre-train on (`pretrain_data=`)
+    title: str = ''  # what the report calls it, e.g. 'BUSI breast ultrasound'
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -55,8 +56,8 @@ def _ultrasound(name: str, builder: str, kind: str, **more) -> DataSet:
     return DataSet(name, builder, kind, ULTRASOUND, drop_normal=True, flip=True, **more)
 
 
-def _xray(name: str, builder: str, kind: str) -> DataSet:
-    return DataSet(name, builder, kind, XRAY, drop_normal=False, flip=False)
+def _xray(name: str, builder: str, kind: str, **more) -> DataSet:
+    return DataSet(name, builder, kind, XRAY, drop_normal=False, flip=False, **more)
 
 
 def _natural(name: str, builder: str, kind: str, **more) -> DataSet:
@@ -64,22 +65,22 @@ def _natural(name: str, builder: str, kind: str, **more) -> DataSet:
 
 
 CATALOGUE: tuple[DataSet, ...] = (
-    _ultrasound('synthetic_ultrasound', 'SyntheticUltrasound', SYNTHETIC),
-    _xray('synthetic_xray', 'SyntheticXray', SYNTHETIC),
-    _natural('synthetic_natural', 'SyntheticNatural', SYNTHETIC),
+    _ultrasound('synthetic_ultrasound', 'SyntheticUltrasound', SYNTHETIC, title='simulated breast ultrasound'),
+    _xray('synthetic_xray', 'SyntheticXray', SYNTHETIC, title='simulated chest X-ray'),
+    _natural('synthetic_natural', 'SyntheticNatural', SYNTHETIC, title='simulated natural scenes'),
     # The natural scenes imaged as B-mode ultrasound, and the same chain without speckle.
-    _natural('synthetic_natural_speckle', 'SyntheticNaturalSpeckle', SYNTHETIC),
-    _natural('synthetic_natural_imaging', 'SyntheticNaturalImaging', SYNTHETIC),
+    _natural('synthetic_natural_speckle', 'SyntheticNaturalSpeckle', SYNTHETIC, title='simulated natural scenes as B-mode ultrasound'),
+    _natural('synthetic_natural_imaging', 'SyntheticNaturalImaging', SYNTHETIC, title='simulated natural scenes through the imaging chain, no speckle'),
     # Frames of one BUSI lesion lie at every distance up to about 80 bits (data/duplicates.py).
-    _ultrasound('busi', 'Busi', REAL, near_duplicate_bits=64),
-    _ultrasound('dataset_b', 'DatasetB', REAL),
-    _xray('jsrt', 'Jsrt', REAL),
-    _xray('montgomery', 'Montgomery', REAL),
-    _xray('shenzhen', 'Shenzhen', REAL),
-    _natural('ecssd', 'Ecssd', REAL, pretraining=True),
-    _natural('duts', 'Duts', REAL, pretraining=True),
-    _natural('xpie', 'Xpie', REAL, pretraining=True),
-    _natural('msra10k', 'Msra10k', REAL, pretraining=True),
+    _ultrasound('busi', 'Busi', REAL, near_duplicate_bits=64, title='BUSI breast ultrasound'),
+    _ultrasound('dataset_b', 'DatasetB', REAL, title='Dataset B breast ultrasound'),
+    _xray('jsrt', 'Jsrt', REAL, title='JSRT chest X-ray'),
+    _xray('montgomery', 'Montgomery', REAL, title='Montgomery chest X-ray'),
+    _xray('shenzhen', 'Shenzhen', REAL, title='Shenzhen chest X-ray'),
+    _natural('ecssd', 'Ecssd', REAL, pretraining=True, title='ECSSD natural images'),
+    _natural('duts', 'Duts', REAL, pretraining=True, title='DUTS natural images'),
+    _natural('xpie', 'Xpie', REAL, pretraining=True, title='XPIE natural images'),
+    _natural('msra10k', 'Msra10k', REAL, pretraining=True, title='MSRA10K natural images'),
 )
 BY_NAME: dict[str, DataSet] = {entry.name: entry for entry in CATALOGUE}
 

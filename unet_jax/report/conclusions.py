@@ -445,7 +445,7 @@ def recommendations(study: Study, analysis: Analysis) -> list[str]:
     difference from full and its share of full's trained parameters and training FLOPs."""
     out = []
     for answer in analysis.answers:
-        where = cell_name(answer.target, answer.num_train)
+        where = f'{study.title(answer.target)}, {layout.size_name(answer.num_train)} images'
         if answer.cheapest is not None and answer.cheapest != FULL:
             c, d = answer.cheapest_cost, answer.cheapest_vs_full
             versus = (

@@ -90,7 +90,7 @@ def _panels(
     for ax in axes.ravel()[len(study.cells) :]:
         ax.set_visible(False)
     for (target, num_train), ax in zip(study.cells, axes.ravel()):
-        ax.set_title(f'{target}, {_size(num_train)}', fontsize=10)
+        ax.set_title(f'{study.title(target)}, {_size(num_train)}', fontsize=10)
         if draw(ax, target, num_train) < 2:
             ax.set_visible(False)
             hidden.append(f'{target}, {_size(num_train)}')
@@ -380,7 +380,7 @@ def dice_vs_size(study: Study, analysis: Analysis, folder: str) -> Figure | None
         ax.set_xticks(range(len(sizes)), [layout.size_name(n) for n in sizes])
         ax.set_xlabel('training images')
         ax.set_ylabel('test Dice (lesion images)')
-        ax.set_title(target, fontsize=10)
+        ax.set_title(study.title(target), fontsize=10)
         ax.grid(alpha=0.3)
     labels = _save(fig, axes, path)
     plt.close(fig)

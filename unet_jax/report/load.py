@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from unet_jax import layout
+from unet_jax.data import catalogue
 from unet_jax.config import families
 from unet_jax.config import registration as registration_record
 from unet_jax.report import registration as registration_lines
@@ -55,6 +56,20 @@ class Study:
             for target in external.get('of', [])
             if target in self.plan['targets']
         ]
+
+    def title(self, target: str) -> str:
+        """What a person reads for a target: 'simulated breast ultrasound (us)', 'BUSI breast
+        ultrasound (busi)' (its data set's catalogue title), else the target's own name (a
+        folder set); an external cell 'A_on_B' as 'B scored by A's runs'."""
+        for name, external in (self.plan.get('external') or {}).items():
+            for trained_on in external.get('of', []):
+                if target == external_cell(trained_on, name):
+                    return f'{self.title(name) if name in self.plan["targets"] else name} ' \
+                        f'scored by the runs of {self.title(trained_on)}'
+        definition = self.plan['targets'].get(target) or {}
+        data = definition.get('data', definition) if isinstance(definition, dict) else {}
+        entry = catalogue.get(str((data or {}).get('name', '')))
+        return f'{entry.title} ({target})' if entry is not None and entry.title else target
 
     @property
     def sizes(self) -> list[int]:
