@@ -43,7 +43,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from unet_jax import errors, io_utils, layout, report
-from unet_jax.study import checks, runner
+from unet_jax.study import checks, run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep
 from unet_jax.train import runfolder
 
@@ -525,7 +525,7 @@ def main(argv):
         check_slurm_programs()
     # One launcher per study folder (the processes it starts lock their group folders).
     with runfolder.lock(workdir):
-        runner.write_plan(config, workdir, sweep)
+        run_configs.write_plan(config, workdir, sweep)
         if not groups:
             logging.info('sweep: nothing to run; writing the report.')
             print(report.write_report(workdir))

@@ -11,7 +11,7 @@ import pytest
 from tests import tiny
 from unet_jax import errors
 from unet_jax.layout import run_dir
-from unet_jax.study import runner
+from unet_jax.study import run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep
 from unet_jax.train import runfolder
 
@@ -103,7 +103,7 @@ def test_a_study_refuses_run_folders_of_another_config_before_anything(tmp_path)
 
     config, workdir = tiny_study(), str(tmp_path)
     point = next(p for p in enumerate_sweep(config).runs if p.family == 'full')
-    stored = runner.point_config(config, point, workdir)
+    stored = run_configs.point_config(config, point, workdir)
     stored.optimizer.learning_rate = 0.5
     store(stored, run_dir(workdir, point.run_name))
     fake = FakeTrainer()

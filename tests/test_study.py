@@ -17,7 +17,7 @@ from configs import layerwise
 from tests import tiny
 from unet_jax import io_utils, layout
 from unet_jax.config import families
-from unet_jax.study import runner
+from unet_jax.study import run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep, registry_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,19 +198,19 @@ def test_point_config_modifies_the_base_config():
     config.optimizer.learning_rate = 0.123
     sweep = enumerate_sweep(config)
     point = next(p for p in sweep.points if p.name == 'us/n16/s1/deep_to_shallow-forward-block-k2')
-    run = runner.point_config(config, point, '/w')
+    run = run_configs.point_config(config, point, '/w')
     assert 'study' not in run
     assert (run.finetune.train, run.finetune.order, run.seed) == ('last:2', 'forward', 1)
     assert run.data.name == 'synthetic_ultrasound' and run.data.num_train == 16
     assert run.optimizer.learning_rate == 0.123 and run.model.depth == 2
     assert run.init_from == os.path.abspath('/w/pretrain')
     pretrained = next(p for p in sweep.points if p.family == 'pretrained')
-    assert runner.point_config(config, pretrained, '/w').num_train_steps == 0
+    assert run_configs.point_config(config, pretrained, '/w').num_train_steps == 0
     scratch = next(p for p in sweep.points if p.family == 'scratch')
-    assert runner.point_config(config, scratch, '/w').init_from == ''
+    assert run_configs.point_config(config, scratch, '/w').init_from == ''
     # Model and image size are shared with pre-training through field references.
-    assert runner.pretrain_config(config).model.depth == 2
-    assert runner.pretrain_config(config).data.name == 'synthetic_natural'
+    assert run_configs.pretrain_config(config).model.depth == 2
+    assert run_configs.pretrain_config(config).data.name == 'synthetic_natural'
 
 
 def test_pretrained_is_one_run_per_target_size_and_pretraining():
@@ -236,10 +236,10 @@ def test_seeds_are_paired_with_pretrainings(tmp_path):
     config.study.pretrain_seeds = 2
     fake = FakeTrainer()
     runner.main(config, str(tmp_path), run_fn=fake)
-    dirs = runner.pretrain_dirs(config, str(tmp_path))
+    dirs = run_configs.pretrain_dirs(config, str(tmp_path))
     assert dirs == [str(tmp_path / 'pretrain'), str(tmp_path / 'pretrain_1')]
     assert fake.groups[0] == ('pretrain', dirs)  # both pre-trainings in one group
-    assert [runner.pretrain_config(config, i).seed for i in (0, 1)] == [0, 1]
+    assert [run_configs.pretrain_config(config, i).seed for i in (0, 1)] == [0, 1]
     plan = json.loads((tmp_path / 'study.json').read_text())
     assert plan['pretrain_dirs'] == dirs
     for point in plan['points']:
@@ -304,7 +304,7 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     tested = collections.defaultdict(list)
     test_of = {}
     for point in sweep.runs:
-        run = runner.point_config(config, point, str(tmp_path))
+        run = run_configs.point_config(config, point, str(tmp_path))
         assert run.data.outer_fold == point.fold
         splits = pipeline.assign_splits(ids, run.data)
         test_of.setdefault((point.seed, point.fold), set()).add(tuple(splits['test']))
@@ -313,7 +313,7 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     assert all(len(tests) == 1 for tests in test_of.values())  # every size: the same fold
     for seed in (0, 1):
         assert sorted(tested[seed]) == ids['train']  # every case once per seed
-    runner.write_plan(config, str(tmp_path), sweep)
+    run_configs.write_plan(config, str(tmp_path), sweep)
     plan = json.loads((tmp_path / 'study.json').read_text())
     assert plan['outer_folds'] == [0, 1, 2] and plan['points'][0]['fold'] == 0
     config.data.outer_folds = 0
@@ -324,7 +324,7 @@ def test_scratch_gets_its_own_step_budget():
     config = tiny_study_config(seeds=1, families=('scratch', 'full'))
     config.num_train_steps, config.study.scratch_steps_factor = 100, 2.5
     sweep = enumerate_sweep(config)
-    steps = {p.family: runner.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
+    steps = {p.family: run_configs.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
     assert steps == {'scratch': 250, 'full': 100}
 
 
@@ -336,10 +336,10 @@ def test_study_json_of_a_folder_target_is_plain_json(tmp_path):
         {'mine': {'data': {'name': 'folder', 'folder': folder.to_dict()}}}
     )
     sweep = enumerate_sweep(config)
-    plan = json.loads(open(runner.write_plan(config, str(tmp_path), sweep)).read())
+    plan = json.loads(open(run_configs.write_plan(config, str(tmp_path), sweep)).read())
     assert plan['targets']['mine'] == config.study.targets.mine.to_dict()
     assert plan['targets']['mine']['data']['folder']['images'] == '/data/mine/images'
-    run = runner.point_config(config, sweep.runs[0], str(tmp_path))
+    run = run_configs.point_config(config, sweep.runs[0], str(tmp_path))
     assert run.data.name == 'folder' and run.data.folder.images == '/data/mine/images'
 
 
@@ -411,7 +411,7 @@ def test_sweep_index_runs_one_point_pretraining_or_the_report(tmp_path):
     runner.main(config, workdir, sweep_index=1, run_fn=fake)  # finished: not run again
     assert fake.calls == [
         layout.run_dir(workdir, 'us/n16/s0/scratch'),
-        runner.pretrain_dirs(config, workdir)[0],
+        run_configs.pretrain_dirs(config, workdir)[0],
         layout.run_dir(workdir, 'us/n16/s0/full'),
     ]
     with pytest.raises(ValueError, match=r'out of range.*2 groups'):

@@ -1,6 +1,6 @@
 """A study's pre-registration record: what it declares, when, and every amendment (no JAX).
 
-When a study starts (unet_jax.study.runner.write_plan: the whole-study run, each launcher step,
+When a study starts (unet_jax.study.run_configs.write_plan: the whole-study run, each launcher step,
 launch/sweep.py; a study of several sources registers each source's study in its own
 folder), `register` compares what the config declares (`declaration`: the primary endpoint,
 the margin, the sweep) with WORKDIR/registration.json:

@@ -65,16 +65,16 @@ def run_problems(
 
 def _point_problems(config: ml_collections.ConfigDict) -> list[str]:
     """What is wrong with the runs of a study's sweep points: the fields a point sets (its
-    training-set size, seed and step budget; study.point_config) checked as for one run, each
+    training-set size, seed and step budget; study.run_configs.point_config) checked as for one run, each
     problem once with a point that has it. The freeze specs are checked by the enumeration."""
-    from unet_jax.study import runner, sweep_points
+    from unet_jax.study import run_configs, sweep_points
 
     alike: dict[tuple, list[Any]] = {}  # points whose runs differ in seed and spec only
     for point in sweep_points.enumerate_sweep(config).runs:
         alike.setdefault((point.target, point.num_train, point.family), []).append(point)
     first_point: dict[str, tuple[str, int]] = {}
     for points in alike.values():
-        run = runner.point_config(config, points[0], workdir='')
+        run = run_configs.point_config(config, points[0], workdir='')
         for problem in run_problems(run, spec=False):
             name, count = first_point.get(problem, (points[0].name, 0))
             first_point[problem] = (name, count + len(points))

@@ -1,4 +1,5 @@
-"""The layer-wise study: the runs of its sweep (study.sweep_points) as configs, and the runner.
+"""The layer-wise study's runner: its groups trained in order, pre-training first, then the
+report (the runs as configs and study.json: unet_jax.study.run_configs).
 
 The in-process runner (`main`) and `launch/sweep.py` (local processes, SLURM arrays) run the
 groups of `sweep_points.enumerate_sweep(config)`; the workdir's layout is in unet_jax.layout.
@@ -11,7 +12,6 @@ in <workdir>/groups/<group name>/, deleted once its runs are written.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-import dataclasses
 import functools
 import json
 import os
@@ -25,13 +25,10 @@ import ml_collections
 
 from unet_jax import console as console_lib
 from unet_jax import io_utils, layout
-from unet_jax.config import families, registration, target_sets
-from unet_jax.data import fields, modalities
 from unet_jax.errors import ConfigError, UserError
 from unet_jax.layout import (
     ERROR_FILE,
     LEAK_CHECK_FILE,
-    PLAN_FILE,
     PRETRAIN_DIR,
     RESULTS_FILE,
     SOURCES_FILE,
@@ -39,13 +36,19 @@ from unet_jax.layout import (
     run_dir,
     source_dir,
 )
+from unet_jax.study.run_configs import (
+    is_chief,
+    point_config,
+    pretrain_config,
+    pretrain_dirs,
+    write_plan,
+)
 from unet_jax.study.sweep_points import (
     RunGroup,
     Sweep,
     SweepPoint,
     enumerate_sweep,
     num_pretrainings,
-    outer_folds,
 )
 from unet_jax.train import runfolder
 
@@ -54,164 +57,6 @@ from unet_jax.train import runfolder
 RunFn = Callable[[Sequence[Any], str, str], Mapping[str, Any]]
 PrepareFn = Callable[[ml_collections.ConfigDict], None]
 GROUPS_DIR = 'groups'  # <workdir>/groups/<group name>/: a group's checkpoint while it trains
-
-
-# ----------------------------------------------------------------------------- run configs
-
-
-def pretrain_dirs(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-    """Where the pre-trained weights come from: `study.pretrained_workdir`, else
-    <workdir>/pretrain (and pretrain_1, pretrain_2, ... with several pre-training seeds)."""
-    count = num_pretrainings(config)
-    if config.study.get('pretrained_workdir'):
-        if count > 1:
-            raise ValueError(
-                f'config.study.pretrained_workdir is set, which is one pre-training, but '
-                f'config.study.pretrain_seeds={count}: set one of them back.'
-            )
-        return [os.path.abspath(config.study.pretrained_workdir)]
-    names = [PRETRAIN_DIR] + [f'{PRETRAIN_DIR}_{i}' for i in range(1, count)]
-    return [os.path.abspath(os.path.join(workdir, name)) for name in names]
-
-
-def pretrain_config(config: ml_collections.ConfigDict, index: int = 0) -> ml_collections.ConfigDict:
-    """The pre-training run `index` (seed `study.pretrain.seed + index`)."""
-    run = config.study.pretrain.copy_and_resolve_references()
-    run.seed = run.seed + index
-    return run
-
-
-def external_data(
-    config: ml_collections.ConfigDict, target: str, data: ml_collections.ConfigDict
-) -> ml_collections.ConfigDict:
-    """{name: data config} of the external test sets (config.study.external) that score the
-    runs of `target`: the target's own data config (image size, preprocessing) with the
-    external definition's data fields applied."""
-    out = ml_collections.ConfigDict()
-    for name, external in (config.study.get('external') or {}).items():
-        if target not in external.of:
-            continue
-        scored = ml_collections.ConfigDict(
-            dict(data=data.copy_and_resolve_references(), augment=config.augment.to_dict())
-        )
-        scored.data.outer_folds = 0
-        scored.data.folder = fields.default_folder_config()
-        target_sets.apply_target(
-            scored, {'data': external.data}, where=f'config.study.external.{name}'
-        )
-        out[name] = scored.data
-    return out
-
-
-def point_config(
-    config: ml_collections.ConfigDict, point: SweepPoint, workdir: str
-) -> ml_collections.ConfigDict:
-    """The base fine-tuning config (top level) changed as the point says; no `study` field."""
-    run = config.copy_and_resolve_references()
-    with run.unlocked():
-        del run['study']
-    target_sets.apply_target(
-        run, config.study.targets[point.target], where=f'config.study.targets.{point.target}'
-    )
-    run.external = external_data(config, point.target, run.data)
-    run.seed = point.seed
-    run.data.num_train = point.num_train
-    if point.fold is not None:  # outer cross-validation: this point's test fold
-        run.data.outer_fold = point.fold
-    if 'subset_seed' in run.data:  # the few-shot subset varies with the seed as well
-        run.data.subset_seed = point.seed
-    run.finetune.train = point.spec
-    if point.order:
-        run.finetune.order = point.order
-    if point.granularity:
-        run.finetune.granularity = point.granularity
-    if point.pretrain_index is None:
-        run.init_from = ''
-    else:
-        run.init_from = pretrain_dirs(config, workdir)[point.pretrain_index]
-    run.init_matched = families.get(point.family).init == 'matched'
-    if point.family == 'scratch':
-        factor = config.study.get('scratch_steps_factor', 1.0)
-        run.num_train_steps = max(1, round(config.num_train_steps * factor))
-    if not families.get(point.family).trains:
-        run.num_train_steps = 0
-    return run
-
-
-# ----------------------------------------------------------------------------- the plan
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: ConfigDicts, tuples and FieldReferences as plain dicts, lists, values."""
-    if isinstance(value, ml_collections.ConfigDict):
-        return _plain(value.to_dict())
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, ml_collections.FieldReference):
-        return _plain(value.get())
-    return value
-
-
-def _plan_point(point: SweepPoint, directory: str) -> dict[str, Any]:
-    """A point as study.json lists it: its fields, `run` (its run's name) and `dir`."""
-    fields = dataclasses.asdict(point)
-    fields['run'] = fields.pop('run_name')
-    fields['dir'] = directory
-    return fields
-
-
-def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) -> str:
-    """study.json: what the report needs to know about the sweep, without the config code.
-
-    Every start of a study passes here (the whole-study run, each launcher step, the report
-    step, launch/sweep.py), so here, before study.json changes, the study's declaration is
-    registered (unet_jax.config.registration: recorded on the first start; a later start that
-    declares otherwise raises RegistrationError unless study.amend_registration is set)."""
-    from unet_jax.report import power  # numpy and the report's statistics; no JAX
-
-    registration.register(
-        workdir,
-        config,
-        total_runs=len(sweep.runs),
-        runs_finished=registration.count_finished(workdir),
-        write=is_chief(),
-        power_fn=power.simulated_power,
-    )
-    plan = {
-        'targets': {t: _plain(config.study.targets[t]) for t in config.study.targets},
-        'num_train': list(config.study.num_train),
-        'seeds': list(config.study.seeds),
-        'outer_folds': [f for f in outer_folds(config) if f is not None],  # [] without folds
-        'families': list(config.study.families),
-        'orders': list(config.study.orders),
-        'granularities': list(config.study.granularities),
-        'modalities': {
-            t: modalities.modality(config.study.targets[t].data.get('name', ''))
-            for t in config.study.targets
-        },
-        'primary': _plain(config.study.get('primary', {})),
-        'margin': config.study.get('margin', None),
-        'pretrain_dirs': pretrain_dirs(config, workdir),
-        'external': {
-            name: {'of': list(external.of), 'data': _plain(external.data)}
-            for name, external in (config.study.get('external') or {}).items()
-        },
-        'num_runs': len(sweep.runs),
-        'points': [
-            _plan_point(p, os.path.relpath(run_dir(workdir, p.run_name), workdir))
-            for p in sweep.points
-        ],
-        'groups': [
-            {'name': g.name, 'index': g.index, 'runs': [p.name for p in g.runs]}
-            for g in sweep.groups
-        ],
-    }
-    path = os.path.join(workdir, PLAN_FILE)
-    if is_chief():
-        io_utils.write_text_atomically(path, json.dumps(_plain(plan), indent=1))
-    return path
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -248,13 +93,6 @@ def default_run_fn(config: ml_collections.ConfigDict) -> RunFn:
 
 def group_dir(workdir: str, group: RunGroup) -> str:
     return os.path.join(workdir, GROUPS_DIR, *group.name.split('/'))
-
-
-def is_chief() -> bool:
-    """Only process 0 of a multi-process run writes and deletes the study's files."""
-    import jax
-
-    return jax.process_index() == 0
 
 
 def remove_group_state(directory: str) -> None:
