@@ -41,10 +41,8 @@ def make_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict[str, np
     rng = np.random.default_rng(seed)
     size = config.data.image_size
     shape = (1, config.batch_size, size, size, config.model.in_channels)
-    return {
-        'image': rng.standard_normal(shape).astype(np.float32),
-        'mask': (rng.random(shape) > 0.7).astype(np.float32),
-    }
+    images = rng.standard_normal(shape).astype(np.float32)
+    return steps.train_batch(images, (rng.random(shape) > 0.7).astype(np.float32), [config])
 
 
 class JaxStep:

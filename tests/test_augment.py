@@ -59,3 +59,20 @@ def test_flips_follow_the_config(flip):
     np.testing.assert_array_equal(
         [np.array_equal(m, x[:, ::-1]) for m, x in zip(out_masks, masks)], mirrored
     )
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_a_flip_probability_input_draws_as_the_config_does(flip):
+    """The train step passes the flip as a traced probability (0.5 or 0), so that one program
+    serves targets with and without flips: it must give exactly what cfg['flip'] gives."""
+    images, masks = _standardised_images(n=16)
+    key = jax.random.key(5)
+    by_config = jax.jit(lambda k, x, y: augment.augment_batch(k, x, y, _cfg(flip=flip)))(
+        key, images, masks
+    )  # both compiled: eager and compiled affine warps differ in the last bits
+    static = {k: v for k, v in _cfg().items() if k != 'flip'}
+    probability = np.full(len(images), 0.5 if flip else 0.0, np.float32)
+    traced = jax.jit(lambda k, x, y, p: augment.augment_batch(k, x, y, static, flip=p))
+    by_input = traced(key, images, masks, probability)
+    for a, b in zip(by_config, by_input):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

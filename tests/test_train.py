@@ -407,7 +407,7 @@ def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
     rngs = jax.random.key(0)[None]
     for step in range(4):
         picks = groups.batch_indices(step, 4, 8, seed=0)
-        batch = {'image': split.image[picks][None], 'mask': split.mask[picks][None]}
+        batch = steps.train_batch(split.image[picks][None], split.mask[picks][None], [config])
         state, _ = new_step(state, frozen, batch, rngs)
         old_state = old_step(old_state, frozen, batch, rngs)
     initial = initial_params(config)
@@ -428,7 +428,6 @@ def test_programs_are_keyed_by_their_inputs_half_precision_included():
     again get the cached one."""
     watch = io_utils.Stopwatch()
     split = tiny.disk_split(4)
-    batch = {'image': split.image[None], 'mask': split.mask[None]}
     programs = []
     for half_precision in (False, True, False):
         config = tiny.tiny_config(half_precision=half_precision)
@@ -436,6 +435,7 @@ def test_programs_are_keyed_by_their_inputs_half_precision_included():
         registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
         plan = freeze.compile_spec('enc0,dec0', registry)
         state, frozen, frozen_axis, _ = steps.create_train_state([config], model=model, plan=plan)
+        batch = steps.train_batch(split.image[None], split.mask[None], [config])
         inputs = dict(
             model=model,
             config=steps.StepConfig.of(config),
@@ -448,6 +448,29 @@ def test_programs_are_keyed_by_their_inputs_half_precision_included():
     assert 'bf16' in programs[1].as_text() and 'bf16' not in programs[0].as_text()
     with pytest.raises(TypeError, match='config cannot be hashed'):
         steps.compiled(steps.train_step, dict(inputs, config=config), args, watch)
+
+
+def test_targets_that_differ_only_in_flips_share_the_step_program():
+    """The flip is an input of the step (steps.train_batch), not part of its key: an
+    ultrasound target (flips) and an X-ray target (none) with the same model, spec and shapes
+    run one compiled program; any other augmentation setting still keys its own."""
+    watch = io_utils.Stopwatch()
+    split = tiny.disk_split(4)
+    found = []
+    for overrides in (dict(flip=True), dict(flip=False), dict(flip=False, affine=False)):
+        config = tiny.tiny_config()
+        config.augment.update(overrides)
+        model = models.create_model(config.model)
+        registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
+        plan = freeze.compile_spec('enc0,dec0', registry)
+        state, frozen, frozen_axis, _ = steps.create_train_state([config], model=model, plan=plan)
+        batch = steps.train_batch(split.image[None], split.mask[None], [config])
+        assert batch[steps.FLIP].tolist() == [[0.5 if overrides['flip'] else 0.0] * 4]
+        inputs = dict(model=model, config=steps.StepConfig.of(config),
+                      frozen_units=plan.frozen_units, frozen_axis=frozen_axis)  # fmt: skip
+        args = (state, frozen, batch, jax.random.key(0)[None])
+        found.append(steps.compiled(steps.train_step, inputs, args, watch))
+    assert found[0] is found[1] and found[2] is not found[0]
 
 
 def test_init_compiled_for_speed_gives_the_default_compiles_params_bit_for_bit():

@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 
 
-def random_flip(key: jax.Array, image: jax.Array, mask: jax.Array):
-    """Left-right flip with probability 1/2 (anatomy is not mirror-symmetric up/down; chest
-    X-ray targets switch flips off, config.augment.flip, as the heart is on one side)."""
-    flip = jax.random.bernoulli(key)
+def random_flip(key: jax.Array, image: jax.Array, mask: jax.Array, probability=0.5):
+    """Left-right flip with `probability` (1/2; anatomy is not mirror-symmetric up/down; chest
+    X-ray targets switch flips off, config.augment.flip, as the heart is on one side). The
+    probability may be traced: one program then serves targets with and without flips."""
+    flip = jax.random.bernoulli(key, probability)
     return (jnp.where(flip, image[:, ::-1], image), jnp.where(flip, mask[:, ::-1], mask))
 
 
@@ -70,10 +71,15 @@ def random_intensity(key: jax.Array, image: jax.Array, cfg: Mapping[str, Any]) -
     return standard * contrast + bright
 
 
-def augment_example(key: jax.Array, image: jax.Array, mask: jax.Array, cfg: Mapping[str, Any]):
-    """One image [H,W,C] and mask [H,W,1]; each transform is switched by its config flag."""
+def augment_example(
+    key: jax.Array, image: jax.Array, mask: jax.Array, cfg: Mapping[str, Any], flip=None
+):
+    """One image [H,W,C] and mask [H,W,1]; each transform is switched by its config flag, the
+    flip by `flip` (its probability, possibly traced) when given, else by cfg['flip']."""
     k_flip, k_affine, k_intensity = jax.random.split(key, 3)
-    if cfg['flip']:
+    if flip is not None:
+        image, mask = random_flip(k_flip, image, mask, flip)
+    elif cfg['flip']:
         image, mask = random_flip(k_flip, image, mask)
     if cfg['affine']:
         image, mask = random_affine(k_affine, image, mask, cfg)
@@ -82,9 +88,18 @@ def augment_example(key: jax.Array, image: jax.Array, mask: jax.Array, cfg: Mapp
     return image, mask
 
 
-def augment_batch(key: jax.Array, images: jax.Array, masks: jax.Array, cfg: Mapping[str, Any]):
-    """Independent augmentation of every example of a batch [N,H,W,C]."""
+def augment_batch(
+    key: jax.Array, images: jax.Array, masks: jax.Array, cfg: Mapping[str, Any], flip=None
+):
+    """Independent augmentation of every example of a batch [N,H,W,C]. `flip` [N]: each
+    example's flip probability as an input (the train step's: 0.5 or 0, so that one compiled
+    step serves targets with and without flips, with the same draws as cfg['flip'] gives),
+    else cfg['flip'] decides."""
+    keys = jax.random.split(key, images.shape[0])
+    if flip is not None:
+        return jax.vmap(lambda k, x, y, p: augment_example(k, x, y, cfg, p))(
+            keys, images, masks, flip
+        )
     if not (cfg['flip'] or cfg['affine'] or cfg['intensity']):
         return images, masks
-    keys = jax.random.split(key, images.shape[0])
     return jax.vmap(lambda k, x, y: augment_example(k, x, y, cfg))(keys, images, masks)

@@ -131,10 +131,11 @@ class GroupSetup:
             batch_indices(step, size, len(split), m.config.seed)
             for split, m in zip(self.train_splits, self.members)
         ]
-        return {
-            key: np.stack([getattr(s, key)[i] for s, i in zip(self.train_splits, picks)])
+        images, masks = (
+            np.stack([getattr(s, key)[i] for s, i in zip(self.train_splits, picks)])
             for key in ('image', 'mask')
-        }
+        )
+        return steps.train_batch(images, masks, [m.config for m in self.members])
 
 
 def set_up(

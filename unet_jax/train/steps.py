@@ -36,6 +36,15 @@ from unet_jax.models import metrics
 from unet_jax.train import checkpoint
 
 DATA_AXIS = 'data'
+FLIP = 'flip_probability'  # the batch's entry [runs, batch]: 0.5, or 0 (no flips)
+
+
+def train_batch(images: np.ndarray, masks: np.ndarray, configs) -> dict[str, np.ndarray]:
+    """The train step's batch: images and masks [runs, batch, ...] of the runs of `configs`,
+    with each run's flip probability (0.5 with config.augment.flip, else 0) per example."""
+    flips = [0.5 if config.augment.flip else 0.0 for config in configs]
+    probability = np.repeat(np.asarray(flips, np.float32)[:, None], images.shape[1], axis=1)
+    return {'image': images, 'mask': masks, FLIP: probability}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +66,12 @@ class StepConfig:
 
     @classmethod
     def of(cls, config: ml_collections.ConfigDict, *, per_block_scales: bool = False):
+        # The flip is an input of the step (its probability, in the batch: `flip_probability`),
+        # so targets that differ only in it (ultrasound flips, X-ray does not) share a program.
+        augment = {k: v for k, v in config.augment.items() if k != 'flip'}
         return cls(
             loss=ml_collections.FrozenConfigDict(config.loss),
-            augment=ml_collections.FrozenConfigDict(config.augment),
+            augment=ml_collections.FrozenConfigDict(augment),
             optimizer=ml_collections.FrozenConfigDict(config.optimizer),
             num_train_steps=int(config.num_train_steps),
             warmup_steps=int(config.warmup_steps),
@@ -279,12 +291,12 @@ def train_step(state, frozen, batch, rngs, *, model, config: StepConfig, frozen_
     tx = create_optimizer(config, freeze.labels_of(state.trainable, frozen), scales)
     has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
 
-    def run_step(trainable, batch_stats, opt_state, frozen, rng, images, masks):
+    def run_step(trainable, batch_stats, opt_state, frozen, rng, images, masks, flip):
         augment_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, state.step))
         # The barrier keeps XLA from fusing the warp's gathers into the first convolution and
         # its gradient: without it a base-32 step on CPU took 2.1x as long (3.1 s vs 1.5 s).
         images, masks = jax.lax.optimization_barrier(
-            augment.augment_batch(augment_rng, images, masks, config.augment)
+            augment.augment_batch(augment_rng, images, masks, config.augment, flip=flip)
         )
 
         def loss_fn(trainable):
@@ -324,7 +336,7 @@ def train_step(state, frozen, batch, rngs, *, model, config: StepConfig, frozen_
         return optax.apply_updates(trainable, trained_updates), batch_stats, opt_state, summary
 
     trainable, batch_stats, opt_state, summary = jax.vmap(
-        run_step, in_axes=(0, 0, 0, frozen_axis, 0, 0, 0)
+        run_step, in_axes=(0, 0, 0, frozen_axis, 0, 0, 0, 0)
     )(
         state.trainable,
         state.batch_stats,
@@ -333,6 +345,7 @@ def train_step(state, frozen, batch, rngs, *, model, config: StepConfig, frozen_
         rngs,
         batch['image'],
         batch['mask'],
+        batch[FLIP],
     )
     new_state = TrainState(state.step + 1, trainable, batch_stats, opt_state)
     return new_state, summary
