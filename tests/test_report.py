@@ -355,6 +355,41 @@ def test_full_is_compared_with_the_statistics_matched_control(tmp_path):
     assert '| matched |' in read(workdir, 'summary.md')
 
 
+def test_a_new_comparison_kind_is_one_registry_entry(tmp_path, monkeypatch):
+    """A made-up kind (fine-tuning vs the pre-trained model as it is), registered in
+    kinds.KINDS and nowhere else, is compared, tabled and concluded in its own words."""
+    from unet_jax.report import kinds
+
+    def contrasts(cell):
+        sides = (kinds.FULL, 'pretrained')
+        made = set(sides) <= cell.families
+        return [kinds.Contrast('gain', *sides, *sides, sides, {})] if made else []
+
+    gain = kinds.ComparisonKind(
+        'gain', cell_contrasts=contrasts, scope=lambda c: 'as pre-trained',
+        named=lambda name: f'the made-up {kinds.label(name)}',
+        verdict_words=lambda c: ('fine-tuning pays', 'fine-tuning hurts'),
+        title=lambda c: f'gain of {c.a} over {c.b}',
+    )  # fmt: skip
+    monkeypatch.setitem(kinds.KINDS, 'gain', gain)
+    workdir = str(tmp_path)
+    report_fixture.make_study(
+        workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12, failed=(),
+        pending=(),
+    )  # fmt: skip
+    write_report(workdir)
+    rows = [r for r in read_csv(workdir, 'comparisons.csv') if r['kind'] == 'gain']
+    assert [(r['a'], r['b'], r['scope'], r['verdict']) for r in rows] == [
+        ('full', 'pretrained', 'as pre-trained', 'a')
+    ]
+    summary = read(workdir, 'summary.md')
+    assert '| gain of full over pretrained | as pre-trained | secondary |' in summary
+    row = next(line for line in summary.splitlines() if '| gain of full over' in line)
+    assert row.endswith('| fine-tuning pays |')
+    claim = 'As pre-trained: the made-up full fine-tuning beats the made-up pre-trained only by'
+    assert claim in read(workdir, 'conclusions.md')
+
+
 def test_the_first_screen_says_what_to_tune_with_the_curve_over_k(study):
     """Before the tables: the primary sentence, what to tune per cell in plain words (chosen
     on validation), the primary test's variance components, then Dice against k."""
