@@ -41,6 +41,17 @@ def read_csv(workdir, name):
         return list(csv.DictReader(f))
 
 
+def small_study(tmp_path) -> str:
+    """One target, 2 seeds, the forward order, every run finished; the report written."""
+    workdir = str(tmp_path)
+    report_fixture.make_study(
+        workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12, failed=(),
+        pending=(),
+    )  # fmt: skip
+    write_report(workdir)
+    return workdir
+
+
 def results_of(workdir, plan, name):
     point = next(p for p in plan['points'] if p['name'] == name)
     return layout.read_results(os.path.join(workdir, point['dir']))
@@ -231,12 +242,7 @@ def test_a_new_family_and_direction_appear_everywhere(tmp_path, monkeypatch):
     monkeypatch.setattr(families, 'NAMES', tuple(f.name for f in table))
     monkeypatch.setattr(families, 'REFERENCES', tuple(f.name for f in table if not f.is_direction))
     monkeypatch.setattr(families, 'DIRECTIONS', tuple(f.name for f in table if f.is_direction))
-    workdir = str(tmp_path)
-    report_fixture.make_study(
-        workdir, targets=('us',), seeds=(0, 1), orders=('forward',), num_test=12, failed=(),
-        pending=(),
-    )  # fmt: skip
-    write_report(workdir)
+    workdir = small_study(tmp_path)
     summary = {r['configuration'] for r in read_csv(workdir, 'summary.csv')}
     assert {'decoder_head', 'middle_out-forward-block-k2'} <= summary
     markdown = read(workdir, 'summary.md')
@@ -353,6 +359,36 @@ def test_full_is_compared_with_the_statistics_matched_control(tmp_path):
     pairs = {(r['kind'], r['a'], r['b']) for r in read_csv(workdir, 'comparisons.csv')}
     assert {('pretraining', 'full', 'scratch'), ('pretraining', 'full', 'matched')} <= pairs
     assert '| matched |' in read(workdir, 'summary.md')
+
+
+def test_a_new_comparison_kind_is_one_registry_entry(tmp_path, monkeypatch):
+    """A made-up kind (fine-tuning vs the pre-trained model as it is), registered in
+    kinds.KINDS and nowhere else, is compared, tabled and concluded in its own words."""
+    from unet_jax.report import kinds
+
+    def contrasts(cell):
+        sides = (kinds.FULL, 'pretrained')
+        made = set(sides) <= cell.families
+        return [kinds.Contrast('gain', *sides, *sides, sides, {})] if made else []
+
+    gain = kinds.ComparisonKind(
+        'gain', cell_contrasts=contrasts, scope=lambda c: 'as pre-trained',
+        named=lambda name: f'the made-up {kinds.label(name)}',
+        verdict_words=lambda c: ('fine-tuning pays', 'fine-tuning hurts'),
+        title=lambda c: f'gain of {c.a} over {c.b}',
+    )  # fmt: skip
+    monkeypatch.setitem(kinds.KINDS, 'gain', gain)
+    workdir = small_study(tmp_path)
+    rows = [r for r in read_csv(workdir, 'comparisons.csv') if r['kind'] == 'gain']
+    assert [(r['a'], r['b'], r['scope'], r['verdict']) for r in rows] == [
+        ('full', 'pretrained', 'as pre-trained', 'a')
+    ]
+    summary = read(workdir, 'summary.md')
+    assert '| gain of full over pretrained | as pre-trained | secondary |' in summary
+    row = next(line for line in summary.splitlines() if '| gain of full over' in line)
+    assert row.endswith('| fine-tuning pays |')
+    claim = 'As pre-trained: the made-up full fine-tuning beats the made-up pre-trained only by'
+    assert claim in read(workdir, 'conclusions.md')
 
 
 def test_the_first_screen_says_what_to_tune_with_the_curve_over_k(study):

@@ -16,8 +16,9 @@ WORKDIR`) reads study.json and every finished run's results.json and writes WORK
 Modules: plan (study.json, checked), load (the tidy tables), variance (the design's random-
 effects variance of a mean), stats (the design's t-test, Holm, fixed sequence, TOST,
 interpolation, Pareto front, convergence), calibration (its error rates, simulated), power (a
-study's power before it runs), registration (the record's lines), compare (the primary
-endpoint and the secondary comparisons), analysis (summaries, the answer chosen on
+study's power before it runs), registration (the record's lines), kinds (the kinds of
+comparison: what each compares and how it reads), compare (the primary endpoint and the
+secondary comparisons), analysis (summaries, the answer chosen on
 validation), conclusions (the words), auto (the automatic choice against the sweep), sources
 (two pre-training sources compared), tables, figures, qualitative (the outlined-predictions
 figure), render (one template: Markdown and HTML), write (all of it).

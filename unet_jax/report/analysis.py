@@ -20,13 +20,13 @@ import pandas as pd
 
 from unet_jax.report import stats
 from unet_jax.report.compare import (
-    FULL,
     Comparisons,
     Scores,
     all_comparisons,
     compare,
     mean_test,
 )
+from unet_jax.report.kinds import FULL
 from unet_jax.report.load import Study
 
 WITHIN_FULL = 0.01  # "within 1 Dice point of full"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import pandas as pd
 
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import FULL, compare, mean_test
-from unet_jax.report.conclusions import Finding, cell_name, ci_text, label, p_is
+from unet_jax.report.compare import compare, mean_test
+from unet_jax.report.conclusions import Finding, cell_name, ci_text, p_is
+from unet_jax.report.kinds import FULL, label
 
 PARAMETER_BUDGETS = (0.01, 0.10)
 

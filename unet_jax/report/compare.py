@@ -7,18 +7,12 @@ averaged over k) at one training size on each ultrasound target, then each of th
 minus the X-ray target's gap (the target x direction interaction). Tested in that order by
 fixed sequence at 0.05 (stats), apart from everything else.
 
-The secondary comparisons of a cell (one target and training size):
-  * tuning the contracting vs the expanding path;
-  * every pair of directions (families.DIRECTIONS) in each depth order and granularity,
-    averaged over k and at each k (k where both train the same units left out);
-  * the same pairs averaged over a common cost range: each direction's Dice interpolated,
-    linearly in log(cost), at 16 costs evenly spaced in log over the range both cover, for the
-    trained-parameter fraction and for the training FLOPs; made only where that range is at
-    least 2x wide and no curve is interpolated across more than a decade without a point;
-  * full fine-tuning (from pre-training) vs training from scratch;
-and between targets (interactions, paired by pre-training: both targets fine-tune from the
-same pre-trainings; stats.difference_of_gaps): the paths gap and the
-directions gap of every ultrasound target against every X-ray target, at each size.
+The secondary comparisons of a cell (one target and training size) are every registered
+kind's contrasts of it (kinds.KINDS: paths, directions over k and at each k, over a common
+cost range, pre-training); and between targets (interactions, paired by pre-training: both
+targets fine-tune from the same pre-trainings; stats.difference_of_gaps): the gap of every
+kind that says so (paths, directions) of every ultrasound target against every X-ray target,
+at each size.
 """
 
 from __future__ import annotations
@@ -33,13 +27,19 @@ import pandas as pd
 
 from unet_jax.config import families
 from unet_jax.data import modalities
-from unet_jax.report import stats
+from unet_jax.report import kinds, stats
+from unet_jax.report.kinds import (
+    PATH_PAIR,
+    Cell,
+    Contrast,
+    Skipped,
+    direction_points,
+    directions_contrast,
+    pairs_by_k,
+)
 from unet_jax.report.load import Study, family
 
-FULL, SCRATCH, MATCHED = 'full', 'scratch', 'matched'
-PATH_PAIR = ('contracting', 'expanding')
 SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
-COST_AXES = {'trained_fraction': 'trained-parameter fraction', 'train_flops': 'training FLOPs'}
 PRIMARY, SECONDARY = 'primary', 'secondary'
 
 
@@ -50,9 +50,7 @@ class Comparison:
 
     target: str
     num_train: int
-    # 'paths', 'directions' (over k), 'direction_k', 'budget', 'pretraining', 'interaction',
-    # 'size' (the gap at num_train minus the gap at `larger`, on one target)
-    kind: str
+    kind: str  # a name in kinds.KINDS: what it compares and how it reads (`definition`)
     a: str
     b: str
     test: stats.Test | None
@@ -61,7 +59,7 @@ class Comparison:
     order: str = ''
     granularity: str = ''
     ks: tuple[int, ...] = ()  # the k compared (one for 'direction_k')
-    axis: str = ''  # 'budget': the cost axis (a key of COST_AXES)
+    axis: str = ''  # 'budget': the cost axis (a key of kinds.COST_AXES)
     cost_range: tuple[float, float] = (math.nan, math.nan)
     versus: str = ''  # 'interaction': the other target
     larger: int = 0  # 'size': the larger training size
@@ -73,14 +71,16 @@ class Comparison:
     seeds_averaged: bool = False  # several seeds share a pre-training: averaged within each
 
     @property
+    def definition(self) -> kinds.ComparisonKind:
+        """Its kind: what it compares and how it reads."""
+        return kinds.KINDS[self.kind]
+
+    @property
     def between(self) -> tuple[str, str] | None:
         """What a difference of two gaps compares: two targets ('interaction') or two
         training sizes of one target ('size'); None for a comparison within a cell."""
-        if self.kind == 'interaction':
-            return self.target, self.versus
-        if self.kind == 'size':
-            return f'{self.num_train} images', f'{self.larger} images'
-        return None
+        between = self.definition.between
+        return None if between is None else between(self)
 
     @property
     def where(self) -> str:
@@ -90,20 +90,7 @@ class Comparison:
     @property
     def scope(self) -> str:
         """What is compared beyond the two names, e.g. 'forward order, by block, k = 3'."""
-        if self.kind == 'direction_k':
-            return f'{self.where}, k = {self.ks[0]}'
-        if self.kind in ('directions', 'size') or (
-            self.kind == 'interaction' and self.of == 'directions'
-        ):
-            ks = f'{self.ks[0]}..{self.ks[-1]}' if len(self.ks) > 1 else str(self.ks[0])
-            return f'{self.where}, averaged over k = {ks}'
-        if self.kind == 'budget':
-            low, high = (cost_text(self.axis, c) for c in self.cost_range)
-            return (
-                f'{self.where}, averaged over the common range [{low}, {high}] of '
-                f'{COST_AXES[self.axis]}'
-            )
-        return ''
+        return self.definition.scope(self)
 
     @property
     def significant(self) -> bool:
@@ -126,25 +113,6 @@ class Comparison:
         if self.role == SECONDARY and self.p_tost_adjusted < stats.ALPHA:
             return 'equivalent'
         return 'no evidence'
-
-
-def cost_text(axis: str, value: float) -> str:
-    if not np.isfinite(value):
-        return '-'
-    if axis == 'trained_fraction':
-        percent = 100 * value
-        return f'{percent:.0f}%' if percent >= 10 else f'{percent:.2g}%'
-    return f'{value:.2g} FLOPs'.replace('e+', 'e')
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-    """A comparison the report does not make, and why."""
-
-    target: str
-    num_train: int
-    what: str
-    why: str
 
 
 # ----------------------------------------------------------------------------- score matrices
@@ -316,82 +284,6 @@ def _flagged(summary_cell: pd.DataFrame, names) -> tuple[tuple[str, int, int], .
     )
 
 
-def direction_points(cell: pd.DataFrame, name: str, order: str, granularity: str):
-    rows = cell[
-        (cell['family'] == name) & (cell['order'] == order) & (cell['granularity'] == granularity)
-    ]
-    return rows.drop_duplicates('configuration').sort_values('k')
-
-
-def pairs_by_k(pa: pd.DataFrame, pb: pd.DataFrame) -> list[tuple[int, str, str]]:
-    """(k, configuration of a, of b) for every k both have, unless both train the same units."""
-    units_b = {k: set(u.split()) for k, u in zip(pb['k'], pb['trained_units'])}
-    name_b = dict(zip(pb['k'], pb['configuration']))
-    return [
-        (int(k), ca, name_b[k])
-        for k, ca, units in zip(pa['k'], pa['configuration'], pa['trained_units'])
-        if k in units_b and set(units.split()) != units_b[k]
-    ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Contrast:
-    """What one comparison averages: A's and B's configurations with their weights."""
-
-    kind: str
-    a: str
-    b: str
-    a_side: object
-    b_side: object
-    involved: tuple[str, ...]
-    fields: dict
-
-
-def cell_contrasts(study: Study, cell: pd.DataFrame, summary_cell, skipped: list) -> list[Contrast]:
-    """Every secondary contrast of one cell, in report order."""
-    target, num_train = cell['target'].iloc[0], cell['num_train'].iloc[0]
-    present = set(study.plan['families'])
-    directions = [d for d in families.DIRECTIONS if d in present]
-    out = []
-    if set(PATH_PAIR) <= present:
-        out.append(Contrast('paths', *PATH_PAIR, *PATH_PAIR, PATH_PAIR, {}))
-    for order, granularity in study.orders():
-        where = dict(order=order, granularity=granularity)
-        for a, b in itertools.combinations(directions, 2):
-            pa, pb = (direction_points(cell, d, order, granularity) for d in (a, b))
-            pairs = pairs_by_k(pa, pb)
-            if pairs:
-                out.append(directions_contrast(a, b, pairs, where))
-            for k, ca, cb in pairs if len(pairs) > 1 else ():  # one k: the average is it
-                out.append(Contrast('direction_k', a, b, ca, cb, (ca, cb), dict(ks=(k,), **where)))
-            for axis in COST_AXES:
-                sides, grid, why = _budget_sides(summary_cell, pa, pb, axis)
-                if sides is None:
-                    if why:
-                        what = f'{a} vs {b} ({order} order, by {granularity}) over {COST_AXES[axis]}'
-                        skipped.append(Skipped(target, num_train, what, why))
-                    continue
-                involved = tuple(n for side in sides for n, _ in side)
-                fields = dict(axis=axis, cost_range=(grid[0], grid[-1]), **where)
-                out.append(Contrast('budget', a, b, *sides, involved, fields))
-    if {FULL, SCRATCH} <= present:
-        out.append(Contrast('pretraining', FULL, SCRATCH, FULL, SCRATCH, (FULL, SCRATCH), {}))
-    if {FULL, MATCHED} <= present:  # pre-trained features, or only their weight scales?
-        out.append(Contrast('pretraining', FULL, MATCHED, FULL, MATCHED, (FULL, MATCHED), {}))
-    return out
-
-
-def directions_contrast(a: str, b: str, pairs, where: dict) -> Contrast:
-    """a - b averaged over the k of `pairs` (pairs_by_k)."""
-    weight = 1 / len(pairs)
-    return Contrast(
-        'directions', a, b,
-        [(ca, weight) for _, ca, _ in pairs], [(cb, weight) for _, _, cb in pairs],
-        tuple(n for _, ca, cb in pairs for n in (ca, cb)),
-        dict(ks=tuple(k for k, _, _ in pairs), **where),
-    )  # fmt: skip
-
-
 def _comparison(study, scores, cell, summary_cell, contrast: Contrast, settings) -> Comparison:
     target, num_train = cell['target'].iloc[0], cell['num_train'].iloc[0]
     return Comparison(
@@ -499,7 +391,7 @@ def all_comparisons(
         summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
         by_cell[(target, num_train)] = [
             _comparison(study, scores, cell, summary_cell, c, settings)
-            for c in cell_contrasts(study, cell, summary_cell, skipped)
+            for c in kinds.cell_contrasts(Cell(study, cell, summary_cell, skipped))
         ]
     plan = primary_plan(study)
     primary = _primary(study, scores, summary, plan, settings) if plan else []
@@ -601,15 +493,15 @@ def _primary(study, scores, summary, plan: PrimaryPlan, settings) -> list[Compar
 
 
 def _interactions(study: Study, by_cell, settings) -> list[Comparison]:
-    """The paths gap and the directions gaps (averaged over k) of every ultrasound target
-    against every X-ray target, per size."""
+    """The gaps of the kinds compared between targets (the paths gap and the directions gaps
+    averaged over k) of every ultrasound target against every X-ray target, per size."""
     ultrasound = [t for t in study.targets if target_modality(study, t) == modalities.ULTRASOUND]
     xray = [t for t in study.targets if target_modality(study, t) == modalities.XRAY]
     out = []
     for num_train in study.sizes:
         for u, x in itertools.product(ultrasound, xray):
             for first in by_cell.get((u, num_train), []):
-                if first.kind not in ('paths', 'directions'):
+                if not first.definition.between_targets:
                     continue
                 second = next(
                     (c for c in by_cell.get((x, num_train), []) if _same_gap(first, c)), None
@@ -622,26 +514,3 @@ def _interactions(study: Study, by_cell, settings) -> list[Comparison]:
 def _same_gap(first: Comparison, second: Comparison) -> bool:
     key = lambda c: (c.kind, c.a, c.b, c.order, c.granularity)
     return key(first) == key(second)
-
-
-def _budget_sides(summary_cell, pa, pb, axis):
-    """(each direction's weights on its k points so that weights @ Dice is its Dice averaged
-    over a log-spaced grid of costs both reach, the grid, '') or (None, None, why not)."""
-    curves = [_cost_curve(summary_cell, points, axis) for points in (pa, pb)]
-    if not all(len(c) >= 2 for c in curves):
-        return None, None, ''
-    grid, why = stats.common_log_grid(curves[0][axis], curves[1][axis])
-    if grid is None:
-        return None, None, why
-    sides = [
-        list(zip(c['configuration'], stats.log_interpolation_weights(c[axis], grid).mean(0)))
-        for c in curves
-    ]
-    return sides, grid, ''
-
-
-def _cost_curve(summary_cell: pd.DataFrame, points: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The direction's finished k points with a positive cost, by increasing cost."""
-    rows = summary_cell[summary_cell['configuration'].isin(points['configuration'])]
-    rows = rows[(rows[axis] > 0) & rows['dice_mean'].notna()].sort_values(axis)
-    return rows.drop_duplicates(axis)

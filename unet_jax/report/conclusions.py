@@ -20,8 +20,9 @@ import pandas as pd
 from unet_jax import layout
 from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import FULL, PRIMARY, Comparison
-from unet_jax.report.load import Study, family
+from unet_jax.report.compare import PRIMARY, Comparison
+from unet_jax.report.kinds import FULL, label
+from unet_jax.report.load import Study
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,62 +54,10 @@ def ci_text(low: float, high: float) -> str:
     return f'[{low:+.3f}, {high:+.3f}]'
 
 
-def label(name: str) -> str:
-    return family(name).label
-
-
 def evidence(c: Comparison) -> str:
     """n, what varies, the test and its numbers behind a comparison."""
     t = c.test
-    if c.kind == 'interaction':
-        pairing = (
-            f'paired by the {t.num_replicates} pre-trainings both fine-tune from'
-            if t.layout == 'difference'
-            else 'unpaired (no shared pre-trainings), Welch-Satterthwaite'
-        )
-        base = (
-            f'two test sets ({c.target} and {c.versus}, {t.num_images} lesion test images in '
-            f'all), each gap paired by pre-training, fold and image; the difference of the two '
-            f'gaps {pairing}, df = {t.df:.1f}'
-        )
-    elif c.kind == 'size':
-        base = (
-            f'{t.num_replicates} pre-trainings x {t.num_folds} outer folds x {t.num_images} '
-            f'lesion test images of {c.target}, scored by the runs of both sizes: the two gaps '
-            'paired by pre-training, fold and image; the design\'s t-test (components, SD: '
-            f'{t.component_sds()}), Satterthwaite df = {t.df:.1f}'
-        )
-    else:
-        images = (
-            f'{t.num_images} lesion test images'
-            if t.num_images > 1
-            else 'per-seed means (no per-image scores)'
-        )
-        replicates = f'{t.num_replicates} seed{"s" if t.num_replicates != 1 else ""}'
-        if c.pretrain_runs > 1 and t.num_replicates < c.pretrain_runs:
-            replicates = f'{t.num_replicates} of {c.pretrain_runs} pre-trainings'
-        elif c.pretrain_runs > 1 and t.num_replicates == c.pretrain_runs:
-            replicates = (
-                f'{t.num_replicates} pre-trainings (seeds averaged within each)'
-                if c.seeds_averaged
-                else f'{t.num_replicates} seeds (each from its own pre-training)'
-            )
-        runs = (
-            '1 pre-training run (the answer is about that pre-trained model)'
-            if c.pretrain_runs <= 1
-            else f'{c.pretrain_runs} pre-training runs'
-        )
-        folds = f' x {t.num_folds} outer folds' if t.num_folds > 1 else ''
-        method = (
-            f'paired t-test over test images, df = {t.df:.0f}'
-            if t.num_replicates == 1 and t.num_folds == 1
-            else f'the design\'s t-test (components, SD: {t.component_sds()}), Satterthwaite '
-            f'df = {t.df:.1f}'
-        )
-        base = (
-            f'n = {replicates}{folds} x {images}, {runs}; paired by replicate, fold and image; '
-            f'{method}'
-        )
+    base = c.definition.evidence(c)
     p = f't = {t.t:.2f}, p {p_is(t.p)}'
     if c.role == PRIMARY:
         p += f' (primary endpoint, fixed sequence at {stats.ALPHA:g}: {c.decision})'
@@ -158,13 +107,8 @@ def verdict_text(c: Comparison, a_label: str, b_label: str) -> str:
 
 def interaction_text(c: Comparison) -> str:
     """A difference of two gaps (c.between: two targets, or two training sizes) in words."""
-    gap = f'the {label(c.a)} minus {label(c.b)} gap'
-    if c.of == 'paths':
-        gap = f'the {label(c.a)} minus {label(c.b)} gap (paths)'
-    if c.kind == 'size':
-        gap += f' on {c.target}'
+    gap, at = c.definition.gap(c), c.definition.at
     first, second = c.between
-    at = 'with' if c.kind == 'size' else 'on'
     t = c.test
     ci = f'95% CI {ci_text(t.low, t.high)}'
     if c.verdict in ('a', 'b'):
@@ -182,25 +126,13 @@ def interaction_text(c: Comparison) -> str:
 
 def finding(c: Comparison) -> Finding:
     """One line for a comparison, its evidence beneath."""
-    a, b = label(c.a), label(c.b)
-    if c.kind == 'paths':
-        a, b = f'tuning the {a}', f'tuning the {b}'
+    a, b = c.definition.named(c.a), c.definition.named(c.b)
     if c.test is None or not c.test.defined:
         return Finding(f'{c.scope + ": " if c.scope else ""}{a} vs {b}: not tested (no seed has '
                        'results of both, or no spread to test).')  # fmt: skip
     text = interaction_text(c) if c.between else verdict_text(c, a, b)
     where = f'{c.scope}: ' if c.scope else ''
     return Finding(_capitalised(f'{where}{text}.'), evidence(c))
-
-
-def primary_hypothesis(c: Comparison) -> str:
-    """'the gap on busi', 'the gap on busi minus the gap on jsrt', 'the gap on busi with 20
-    images minus with 100 images'."""
-    if c.kind == 'interaction':
-        return f'the gap on {c.target} minus the gap on {c.versus}'
-    if c.kind == 'size':
-        return f'the gap on {c.target} with {c.between[0]} minus with {c.between[1]}'
-    return f'the gap on {c.target}'
 
 
 def primary_sentence(analysis: Analysis) -> str:
@@ -214,17 +146,13 @@ def primary_sentence(analysis: Analysis) -> str:
         )
     parts = []
     for c in comparisons.primary:
-        what = primary_hypothesis(c)
+        what = c.definition.hypothesis(c)
         if c.test is None or not c.test.defined:
             parts.append(f'{what}: not tested')
             continue
         t = c.test
         numbers = f'{t.estimate:+.3f} Dice, 95% CI {ci_text(t.low, t.high)}'
-        if c.between:
-            at = 'with' if c.kind == 'size' else 'on'
-            better = {'a': f'larger {at} {c.between[0]}', 'b': f'larger {at} {c.between[1]}'}
-        else:
-            better = {'a': f'{label(c.a)} better', 'b': f'{label(c.b)} better'}
+        better = dict(zip('ab', c.definition.verdict_words(c)))
         verdict = {
             'a': f'is positive ({better["a"]})', 'b': f'is negative ({better["b"]})',
             'no evidence': 'shows no evidence of a difference',
@@ -249,49 +177,20 @@ def plain_answer(analysis: Analysis) -> str:
 
 def _plain(c: Comparison) -> str:
     """One primary hypothesis's answer in words: which is better, by how much, how sure."""
-    a, b = label(c.a), label(c.b)
+    what = _capitalised(c.definition.hypothesis(c))
     if c.test is None or not c.test.defined:
-        return f'{_capitalised(primary_hypothesis(c))} could not be tested.'
-    t = c.test
-    ci = f'95% CI {t.low:+.3f} to {t.high:+.3f}'
+        return f'{what} could not be tested.'
     if c.verdict == 'not reached':
         return (
-            f'{_capitalised(primary_hypothesis(c))} was not tested, as registered (an earlier '
-            'primary hypothesis was not confirmed).'
+            f'{what} was not tested, as registered (an earlier primary hypothesis was not '
+            'confirmed).'
         )
-    over_k = f' averaged over k = {_ks(c.ks)}' if c.ks else ''
-    if c.kind in ('directions', 'paths', 'pair'):
-        if c.verdict in ('a', 'b'):
-            better, worse = (a, b) if c.verdict == 'a' else (b, a)
-            return (
-                f'On {c.target} with {c.num_train} training images, {better} beats {worse} by '
-                f'{abs(t.estimate):.3f} Dice{over_k} ({ci}).'
-            )
-        return (
-            f'On {c.target} with {c.num_train} training images, the data cannot tell {a} from '
-            f'{b}{over_k} (difference {t.estimate:+.3f} Dice, {ci}); this is no evidence of a '
-            'difference, not evidence that they are equal.'
-        )
-    first, second = c.between
-    where = {'interaction': 'on', 'size': 'with'}[c.kind]
-    if c.verdict in ('a', 'b'):
-        larger, smaller = (first, second) if c.verdict == 'a' else (second, first)
-        return (
-            f'The advantage of {a} over {b} is {abs(t.estimate):.3f} Dice larger {where} '
-            f'{larger} than {where} {smaller} ({ci}).'
-        )
-    return (
-        f'Whether the advantage of {a} over {b} differs between {first} and {second} stays '
-        f'open: difference {t.estimate:+.3f} Dice ({ci}).'
-    )
-
-
-def _ks(ks) -> str:
-    return ', '.join(str(k) for k in ks)
+    return c.definition.plain(c)
 
 
 def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]]:
-    """The conclusions: the primary endpoint, then per cell (secondary), then interactions."""
+    """The conclusions: the primary endpoint, then per cell (secondary), then the differences
+    of gaps (interactions), a section per kind."""
     out = []
     primary = [
         dataclasses.replace(f, claim=f'{cell_name(c.target, c.num_train)}: {f.claim}')
@@ -308,7 +207,7 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
         ]
         lines, per_k = [], {}
         for c in cell:
-            if c.kind == 'direction_k':
+            if c.definition.by_k:
                 per_k.setdefault((c.a, c.b, c.where), []).append(c)
             else:
                 lines.append(finding(c))
@@ -323,10 +222,11 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
         )
         if lines:
             out.append((f'{cell_name(target, num_train)} (secondary)', lines))
-    interactions = [finding(c) for c in secondary if c.kind == 'interaction']
-    if interactions:
-        out.append(('Between targets (secondary interactions)', interactions))
-    return out
+    between: dict[str, list[Finding]] = {}
+    for c in secondary:
+        if c.between:
+            between.setdefault(c.definition.section, []).append(finding(c))
+    return out + list(between.items())
 
 
 def _capitalised(text: str) -> str:

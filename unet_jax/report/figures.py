@@ -25,7 +25,7 @@ from unet_jax import layout
 from unet_jax.config import families
 from unet_jax.report import stats  # noqa: E402
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.compare import COST_AXES, FULL  # noqa: E402
+from unet_jax.report.kinds import COST_AXES, FULL  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 LINE_STYLES = ('-', '--', ':', '-.')
@@ -518,12 +518,7 @@ def primary_endpoint(study: Study, analysis: Analysis, folder: str) -> Figure | 
         color = 'tab:blue' if c.decision == 'rejected' else '0.45'
         ax.errorbar(t.estimate, y, xerr=[[t.estimate - t.low], [t.high - t.estimate]], fmt='o',
                     color=color, capsize=4)  # fmt: skip
-        if c.kind == 'size':
-            names.append(f'{c.target}: n = {c.num_train} - n = {c.larger}')
-        else:
-            names.append(
-                f'{c.target} - {c.versus}' if c.kind == 'interaction' else f'gap on {c.target}'
-            )
+        names.append(c.definition.figure_label(c))
         ax.annotate(f'{t.estimate:+.3f}  p = {t.p:.2g}  ({c.decision})', (t.high, y),
                     xytext=(6, 0), textcoords='offset points', va='center', fontsize=8)  # fmt: skip
     ax.axvline(0, color='k', lw=0.8)

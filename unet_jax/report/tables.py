@@ -15,8 +15,9 @@ import pandas as pd
 
 from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer
 from unet_jax.report.analysis import pick_agreement
-from unet_jax.report.compare import COST_AXES, FULL, PRIMARY, Comparison, cost_text
-from unet_jax.report.conclusions import cell_name, label, p_text, primary_hypothesis
+from unet_jax.report.compare import PRIMARY, Comparison
+from unet_jax.report.conclusions import cell_name, p_text
+from unet_jax.report.kinds import COST_AXES, FULL, cost_text, label
 from unet_jax.report.load import Study
 
 
@@ -130,7 +131,7 @@ def answer_table(analysis: Analysis) -> Table:
 def primary_table(analysis: Analysis) -> Table | None:
     rows = []
     for c in analysis.comparisons.primary:
-        what = primary_hypothesis(c)
+        what = c.definition.hypothesis(c)
         t = c.test
         if t is None or not t.defined:
             rows.append((what, f'n = {c.num_train}', '-', '-', '-', '-', '-', 'not tested'))
@@ -341,10 +342,10 @@ def _steps(row) -> str:
 
 def _comparison_row(c: Comparison) -> tuple[str, ...]:
     t = c.test
-    at = 'with' if c.kind == 'size' else 'on'
+    a, b = c.definition.verdict_words(c)
     verdict = {
-        'a': f'larger {at} {c.between[0]}' if c.between else f'{label(c.a)} better',
-        'b': f'larger {at} {c.between[1]}' if c.between else f'{label(c.b)} better',
+        'a': a,
+        'b': b,
         'equivalent': 'equivalent',
         'no evidence': 'no evidence',
         'not reached': 'not reached',
@@ -352,11 +353,7 @@ def _comparison_row(c: Comparison) -> tuple[str, ...]:
     }[c.verdict]
     if c.flagged:
         verdict += ' (still improving runs)'
-    name = f'{label(c.a)} - {label(c.b)}'
-    if c.kind == 'interaction':
-        name = f'({name}) on {c.target} - on {c.versus}'
-    elif c.kind == 'size':
-        name = f'({name}) on {c.target}: {c.between[0]} - {c.between[1]}'
+    name = c.definition.title(c)
     role = 'primary' if c.role == PRIMARY else 'secondary'
     if t is None or not t.defined:
         return (name, c.scope or '-', role, *['-'] * 6, verdict)
