@@ -84,6 +84,9 @@ def test_the_page_opens_with_the_primary_endpoint(study):
     assert 'averaged over k = 1, 2, 3, 4, 5, 6, 7' in answer and '95% CI' in answer
     assert ' on us than on xray ' in answer or 'between us and xray' in answer
     assert 'p =' not in answer and 'df' not in answer
+    # a stated advantage comes with the CI of that advantage (positive), whichever side won
+    stated = re.findall(r'(?:beats|larger)[^(]*\(95% CI ([+-][\d.]+) to ([+-][\d.]+)\)', answer)
+    assert stated and all(float(low) > 0 and float(high) > 0 for low, high in stated)
     # the statistics folded beneath it
     folded = re.search(r'<details class="stats"><summary>(.*?)</summary>(.*?)</details>',
                        first_screen).group(2)  # fmt: skip

@@ -326,16 +326,22 @@ def cell_evidence(c) -> str:
     )
 
 
+def _plain_ci(t, *, reversed_: bool = False) -> str:
+    """The 95% CI of the difference a sentence states: of B - A when it names B first."""
+    low, high = (-t.high, -t.low) if reversed_ else (t.low, t.high)
+    return f'95% CI {low:+.3f} to {high:+.3f}'
+
+
 def within_plain(c) -> str:
     """A tested answer within a cell in plain words: which is better, by how much."""
     a, b, t = label(c.a), label(c.b), c.test
-    ci = f'95% CI {t.low:+.3f} to {t.high:+.3f}'
+    ci = _plain_ci(t)
     over = f' averaged over k = {", ".join(str(k) for k in c.ks)}' if c.ks else ''
     if c.verdict in ('a', 'b'):
         first, second = (a, b) if c.verdict == 'a' else (b, a)
         return (
             f'On {c.target} with {c.num_train} training images, {first} beats {second} by '
-            f'{abs(t.estimate):.3f} Dice{over} ({ci}).'
+            f'{abs(t.estimate):.3f} Dice{over} ({_plain_ci(t, reversed_=c.verdict == "b")}).'
         )
     return (
         f'On {c.target} with {c.num_train} training images, the data cannot tell {a} from '
@@ -347,13 +353,13 @@ def within_plain(c) -> str:
 def between_plain(c) -> str:
     """A tested difference of gaps in plain words."""
     a, b, t, at = label(c.a), label(c.b), c.test, c.definition.at
-    ci = f'95% CI {t.low:+.3f} to {t.high:+.3f}'
+    ci = _plain_ci(t)
     first, second = c.between
     if c.verdict in ('a', 'b'):
         more, less = (first, second) if c.verdict == 'a' else (second, first)
         return (
             f'The advantage of {a} over {b} is {abs(t.estimate):.3f} Dice larger {at} '
-            f'{more} than {at} {less} ({ci}).'
+            f'{more} than {at} {less} ({_plain_ci(t, reversed_=c.verdict == "b")}).'
         )
     return (
         f'Whether the advantage of {a} over {b} differs between {first} and {second} stays '
