@@ -27,12 +27,14 @@ The report (unet_jax.report.registration) prints it in its first screen.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 import datetime
 import json
 import os
 import subprocess
 from typing import Any
+
+import ml_collections
 
 from unet_jax import errors, io_utils, layout
 from unet_jax.config import families
@@ -72,16 +74,17 @@ class RegistrationError(errors.ConfigError):
     """A start that declares other than the registration, or an unreadable record (exit 2)."""
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: ConfigDicts, tuples and FieldReferences as plain dicts, lists, values."""
-    if hasattr(value, 'to_dict'):
-        return _plain(value.to_dict())
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+def plain(value: Any) -> Any:
+    """JSON-ready: ConfigDicts, tuples and FieldReferences as plain dicts, lists, values (the
+    declaration here, study.json in unet_jax.study.run_configs)."""
+    if isinstance(value, ml_collections.ConfigDict):
+        return plain(value.to_dict())
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, 'get') and callable(value.get):  # ml_collections.FieldReference
-        return _plain(value.get())
+        return [plain(v) for v in value]
+    if isinstance(value, ml_collections.FieldReference):
+        return plain(value.get())
     return value
 
 
@@ -97,7 +100,7 @@ def primary_endpoint(config: Any) -> dict[str, Any]:
     order and granularity, at size num_train on each of `targets`, then minus the gap on
     `versus` ('' = no interaction). A change of any of these changes the primary endpoint."""
     study = config.study
-    primary = _plain(study.get('primary') or {})
+    primary = plain(study.get('primary') or {})
     targets_declared = [t for t in str(primary.get('targets') or '').split('+') if t]
     by_modality = lambda m: [
         t for t in study.targets if _target_modality(study.targets[t]) == m
@@ -127,7 +130,7 @@ def declaration(config: Any) -> dict[str, Any]:
     study = config.study
     folds = int(config.data.get('outer_folds', 0) or 0)
     # `larger` only when set: records made before it existed still match
-    primary = {k: v for k, v in _plain(study.get('primary') or {}).items() if k != 'larger' or v}
+    primary = {k: v for k, v in plain(study.get('primary') or {}).items() if k != 'larger' or v}
     declared = {
         'primary': primary,
         'primary_endpoint': primary_endpoint(config),
@@ -145,11 +148,11 @@ def declaration(config: Any) -> dict[str, Any]:
         'granularities': list(study.get('granularities') or ()),
     }
     if study.get('size_subsets'):
-        declared['size_subsets'] = _plain(study.size_subsets)
-    plan = _plain(study.get('power') or {})
+        declared['size_subsets'] = plain(study.size_subsets)
+    plan = plain(study.get('power') or {})
     if float(plan.get('effect') or 0) > 0:
         declared['power_plan'] = plan
-    return json.loads(json.dumps(_plain(declared)))
+    return json.loads(json.dumps(plain(declared)))
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

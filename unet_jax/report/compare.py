@@ -255,19 +255,28 @@ def _tables(table: pd.DataFrame, column: str, value: str) -> dict:
 
 def compare(scores, target, num_train, a, b, settings) -> stats.Test | None:
     """a - b (configuration names, or lists of names averaged with weights (name, w))."""
-    a_terms, b_terms = _terms(a), _terms(b)
-    found = scores.labelled(target, num_train, [n for n, _ in a_terms + b_terms])
+    names, weights = _signed_terms(a, b)
+    found = scores.labelled(target, num_train, names)
     if found is None:
         return None
-    weights = [w for _, w in a_terms] + [-w for _, w in b_terms]
-    d = sum(w * m for w, m in zip(weights, found.values))
-    return found.test(d, settings.margin)
+    return found.test(_weighted(found.values, weights), settings.margin)
 
 
 def mean_test(scores, target, num_train, name: str, settings) -> stats.Test | None:
     """The mean test Dice of one configuration with its CI (the design's test)."""
     found = scores.labelled(target, num_train, [name])
     return None if found is None else found.test(found.values[0], settings.margin)
+
+
+def _signed_terms(a, b) -> tuple[list[str], list[float]]:
+    """The configurations of a - b and their weights, a's positive and b's negative."""
+    a_terms, b_terms = _terms(a), _terms(b)
+    return [n for n, _ in a_terms + b_terms], [w for _, w in a_terms] + [-w for _, w in b_terms]
+
+
+def _weighted(values, weights):
+    """The weighted sum of aligned score arrays (a - b with `_signed_terms`' weights)."""
+    return sum(w * m for w, m in zip(weights, values))
 
 
 def _terms(side) -> list[tuple[str, float]]:
@@ -453,8 +462,7 @@ def size_change(study, scores, summary, target, plan: PrimaryPlan, settings):
     at_small = None if at_large is None else _gap_contrast(study, small, plan.a, plan.b, ks)
     if at_small is None or at_small.fields.get('ks') != at_large.fields.get('ks'):
         return None
-    names = [n for n, _ in _terms(at_small.a_side) + _terms(at_small.b_side)]
-    weights = [w for _, w in _terms(at_small.a_side)] + [-w for _, w in _terms(at_small.b_side)]
+    names, weights = _signed_terms(at_small.a_side, at_small.b_side)
     found = [scores.labelled(target, n, names) for n in (plan.num_train, plan.larger)]
     test = None
     if all(f is not None for f in found):
@@ -462,7 +470,7 @@ def size_change(study, scores, summary, target, plan: PrimaryPlan, settings):
         images = np.intersect1d(found[0].images, found[1].images)
         if replicates.size and images.size:
             first, second = (f.subset(replicates, images) for f in found)
-            gaps = [sum(w * m for w, m in zip(weights, f.values)) for f in (first, second)]
+            gaps = [_weighted(f.values, weights) for f in (first, second)]
             test = first.test(gaps[0] - gaps[1], settings.margin)
     involved = at_small.involved
     flagged = _flagged(_cell(summary, target, plan.num_train), involved) + _flagged(

@@ -5,7 +5,6 @@
 declaration (unet_jax.config.registration) and writes study.json on every start.
 """
 
-from collections.abc import Mapping
 import dataclasses
 import json
 import os
@@ -15,6 +14,7 @@ import ml_collections
 
 from unet_jax import io_utils
 from unet_jax.config import families, registration, target_sets
+from unet_jax.config.registration import plain
 from unet_jax.data import fields, modalities
 from unet_jax.layout import PLAN_FILE, PRETRAIN_DIR, run_dir
 from unet_jax.study.sweep_points import Sweep, SweepPoint, num_pretrainings, outer_folds
@@ -102,19 +102,6 @@ def point_config(
 # ----------------------------------------------------------------------------- the plan
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: ConfigDicts, tuples and FieldReferences as plain dicts, lists, values."""
-    if isinstance(value, ml_collections.ConfigDict):
-        return _plain(value.to_dict())
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, ml_collections.FieldReference):
-        return _plain(value.get())
-    return value
-
-
 def _plan_point(point: SweepPoint, directory: str) -> dict[str, Any]:
     """A point as study.json lists it: its fields, `run` (its run's name) and `dir`."""
     fields = dataclasses.asdict(point)
@@ -141,7 +128,7 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
         power_fn=power.simulated_power,
     )
     plan = {
-        'targets': {t: _plain(config.study.targets[t]) for t in config.study.targets},
+        'targets': {t: plain(config.study.targets[t]) for t in config.study.targets},
         'num_train': list(config.study.num_train),
         'seeds': list(config.study.seeds),
         'outer_folds': [f for f in outer_folds(config) if f is not None],  # [] without folds
@@ -152,11 +139,11 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
             t: modalities.modality(config.study.targets[t].data.get('name', ''))
             for t in config.study.targets
         },
-        'primary': _plain(config.study.get('primary', {})),
+        'primary': plain(config.study.get('primary', {})),
         'margin': config.study.get('margin', None),
         'pretrain_dirs': pretrain_dirs(config, workdir),
         'external': {
-            name: {'of': list(external.of), 'data': _plain(external.data)}
+            name: {'of': list(external.of), 'data': plain(external.data)}
             for name, external in (config.study.get('external') or {}).items()
         },
         'num_runs': len(sweep.runs),
@@ -171,7 +158,7 @@ def write_plan(config: ml_collections.ConfigDict, workdir: str, sweep: Sweep) ->
     }
     path = os.path.join(workdir, PLAN_FILE)
     if is_chief():
-        io_utils.write_text_atomically(path, json.dumps(_plain(plan), indent=1))
+        io_utils.write_text_atomically(path, json.dumps(plain(plan), indent=1))
     return path
 
 
