@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -70,6 +71,23 @@ def test_first_start_writes_the_registration_and_the_same_start_writes_nothing(t
     copy.study.amend_registration = True  # the flag alone is no change
     assert registration.register(str(tmp_path), copy, total_runs=28, time=T1) is None
     assert open(record_path(tmp_path), 'rb').read() == before
+
+
+def test_the_record_names_the_commit_of_the_code_that_registered():
+    """Run from a git checkout (the suite is), the entry's code is this checkout's HEAD: a path
+    computed from the module's own folder breaks when the module moves (it did: the record of a
+    study read None after the package split)."""
+    root = registration.repository_root()
+    assert os.path.isdir(os.path.join(root, 'unet_jax')) and os.path.isfile(
+        os.path.join(root, 'pyproject.toml')
+    )
+    if not os.path.exists(os.path.join(root, '.git')):
+        pytest.skip('not run from a git checkout')
+    head = subprocess.run(
+        ['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    code = registration.code_version()
+    assert code is not None and code['commit'] == head and isinstance(code['modified'], bool)
 
 
 def test_a_changed_primary_is_refused_and_names_the_amendment_flag(tmp_path):

@@ -200,10 +200,16 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
+def repository_root() -> str:
+    """The folder holding the `unet_jax` package (the checkout's root when run from one)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # unet_jax/
+    return os.path.dirname(package)
+
+
 def code_version() -> dict[str, Any] | None:
     """The git commit of this code and whether tracked files differ from it; None outside a
     git checkout (e.g. an installed package) or without git."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = repository_root()
     if not os.path.exists(os.path.join(root, '.git')):
         return None
     try:
