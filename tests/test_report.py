@@ -9,7 +9,9 @@ import os
 import re
 import subprocess
 import sys
+from unittest import mock
 
+import pandas as pd
 from PIL import Image
 import pytest
 
@@ -79,8 +81,11 @@ def test_the_page_opens_with_the_primary_endpoint(study):
     first_screen = page.split('<h1>')[1].split('<h2>')[0]
     answer = re.search(r'<p class="primary">(.*?)</p>', first_screen).group(1)
     # in plain words: which is better, by how much, how sure; no p, df or nested parentheses
-    assert re.match(r'On us with 16 training images, (shallow->deep beats deep->shallow|'
-                    r'deep->shallow beats shallow->deep|the data cannot tell)', answer)
+    assert re.match(
+        r'On us with 16 training images, (shallow->deep beats deep->shallow|'
+        r'deep->shallow beats shallow->deep|the data cannot tell)',
+        answer,
+    )
     assert 'averaged over k = 1, 2, 3, 4, 5, 6, 7' in answer and '95% CI' in answer
     assert ' on us than on xray ' in answer or 'between us and xray' in answer
     assert 'p =' not in answer and 'df' not in answer
@@ -100,10 +105,15 @@ def test_the_page_opens_with_the_primary_endpoint(study):
     headings = re.findall(r'<h2>(.*?)</h2>', page)
     assert headings[:2] == ['Problems', 'The answer']
     answer = page.split('<h2>The answer</h2>')[1].split('<h2>')[0]
-    for cell in ('us, n = 16', 'xray, n = 16'):
+    for cell in (
+        'simulated breast ultrasound (us), n = 16',
+        'simulated chest X-ray (xray), n = 16',
+    ):
         assert cell in answer
     assert answer.index('Primary endpoint') < answer.index('Which configuration wins')
-    assert 'best on validation' in answer and 'cheapest within 1 point of full on validation' in answer
+    assert (
+        'best on validation' in answer and 'cheapest within 1 point of full on validation' in answer
+    )
     assert 'Which direction wins over a common cost range' in answer
     conclusions = page.split('<h2>Conclusions</h2>')[1].split('<h2>')[0]
     assert conclusions.index('Primary endpoint') < conclusions.index('(secondary)')
@@ -129,11 +139,15 @@ def test_every_choice_is_made_on_validation(tmp_path):
     summary = {r['configuration']: r for r in read_csv(workdir, 'summary.csv')}
     assert float(summary['contracting']['dice_mean']) < float(summary['full']['dice_mean'])
     text = read(workdir, 'summary.md')
-    row = next(line for line in text.splitlines() if line.startswith('| us, n = 16 | contracting'))
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('| simulated breast ultrasound (us), n = 16 | contracting path')
+    )
     assert '| no (' in row  # the validation pick is not the test pick, and it says so
     assert 'also the highest test mean in 0 of 1 cells' in text
     # contracting is within 1 point of full on validation and cheaper: the cheapest pick
-    assert re.search(r'\| contracting \(val 0\.990; test vs full [-+]', row)
+    assert re.search(r'\| contracting path \(val 0\.990; test vs full [-+]', row)
 
 
 def test_summary_matches_the_runs(study):
@@ -148,7 +162,7 @@ def test_summary_matches_the_runs(study):
     pretrained = summary[('us', 'pretrained')]  # one run for every seed: no spread, no CI
     assert pretrained['runs_done'] == '1' and pretrained['seeds_done'] == '3'
     assert pretrained['dice_std'] == pretrained['dice_ci_low'] == ''
-    assert '| pretrained | 1 run (all 3 seeds) |' in read(workdir, 'summary.md')
+    assert '| pre-trained only | 1 run (all 3 seeds) |' in read(workdir, 'summary.md')
     assert summary[('xray', 'contracting')]['seeds_failed'] == '1'
 
 
@@ -168,8 +182,12 @@ def test_lesion_dice_is_the_headline_and_normal_cases_are_apart(study):
     paths = next(c for c in comparisons if c['target'] == 'us' and c['kind'] == 'paths')
     assert paths['num_images'] == str(len(lesion))  # tested over lesion images only
     summary = read(workdir, 'summary.md')
-    us_table = summary.split('**Test Dice: us, n = 16**')[1].split('**')[0]
-    xray_table = summary.split('**Test Dice: xray, n = 16**')[1].split('**')[0]
+    us_table = summary.split('**Test Dice: simulated breast ultrasound (us), n = 16**')[1].split(
+        '**'
+    )[0]
+    xray_table = summary.split('**Test Dice: simulated chest X-ray (xray), n = 16**')[1].split(
+        '**'
+    )[0]
     assert 'normal FP' in us_table and 'normal FP' not in xray_table
     assert 'normal test images (empty ground truth) are scored apart' in summary
 
@@ -204,7 +222,10 @@ def test_conclusions_state_their_evidence_and_claim_no_more(study):
     scratch = next(
         i for i in claims if 'full fine-tuning' in lines[i].lower() and 'from scratch' in lines[i]
     )
-    assert 'Caution, still improving when training stopped: scratch (3 of 3 runs)' in lines[scratch + 1]
+    assert (
+        'Caution, still improving when training stopped: scratch (3 of 3 runs)'
+        in lines[scratch + 1]
+    )
     assert 'averaged over the common range [' in text
     assert text.count('Holm-adjusted') >= 10
     assert '(primary endpoint, fixed sequence at 0.05: ' in text
@@ -214,9 +235,9 @@ def test_conclusions_state_their_evidence_and_claim_no_more(study):
 def test_flags_time_breakdown_and_failures_in_the_tables(study):
     workdir, _ = study
     summary = read(workdir, 'summary.md')
-    assert '| scratch | 3/3 |' in summary
-    assert re.search(r'\| scratch \| 3/3 \|[^\n]*\| yes, 3 of 3 \|', summary)
-    assert '**Cost and time: us, n = 16**' in summary
+    assert '| from scratch | 3/3 |' in summary
+    assert re.search(r'\| from scratch \| 3/3 \|[^\n]*\| yes, 3 of 3 \|', summary)
+    assert '**Cost and time: simulated breast ultrasound (us), n = 16**' in summary
     header = '| configuration | trained params | steps (plateau/cap) | training FLOPs | step ms |'
     assert header in summary
     assert 'xray/n16/s2/contracting: failed' in summary
@@ -249,7 +270,7 @@ def test_a_new_family_and_direction_appear_everywhere(tmp_path, monkeypatch):
     summary = {r['configuration'] for r in read_csv(workdir, 'summary.csv')}
     assert {'decoder_head', 'middle_out-forward-block-k2'} <= summary
     markdown = read(workdir, 'summary.md')
-    assert '| decoder_head |' in markdown and '| middle_out-forward-block-k2 |' in markdown
+    assert '| decoder + head |' in markdown and '| 2 blocks (middle-out) |' in markdown
     assert 'shallow->deep - middle-out' in markdown and 'deep->shallow - middle-out' in markdown
     page = html.unescape(read(workdir, 'report.html'))
     alts = dict(re.findall(r'<img alt="([^:"]+): ([^"]*)"', page))
@@ -313,7 +334,7 @@ def test_results_without_the_optional_keys(tmp_path):
     write_report(workdir)
     text = read(workdir, 'summary.md')
     assert 'per-seed means (no per-image scores)' in text
-    assert '| full | 2/2 |' in text
+    assert '| full fine-tuning | 2/2 |' in text
 
 
 def run_cli(*args):
@@ -405,12 +426,15 @@ def test_the_first_screen_says_what_to_tune_with_the_curve_over_k(study):
     bullets = [line for line in head.splitlines() if re.match(r'- simulated ', line)]
     # each target by its title, the size in words
     assert [b.split(':')[0] for b in bullets] == [
-        '- simulated breast ultrasound (us), 16 images', '- simulated chest X-ray (xray), 16 images'
+        '- simulated breast ultrasound (us), 16 images',
+        '- simulated chest X-ray (xray), 16 images',
     ]
     assert all(re.match(r'- [^:]+: (tune|use) ', b) for b in bullets)
     assert not any('_to_' in b for b in bullets)  # readable names, not internal ones
-    assert head.index('What to tune') < head.index('dice_vs_units.png') < head.index(
-        'primary_endpoint.png'
+    assert (
+        head.index('What to tune')
+        < head.index('dice_vs_units.png')
+        < head.index('primary_endpoint.png')
     )
     assert text.count('(dice_vs_units.png)') == 1  # not again among the figures
 
@@ -422,10 +446,21 @@ def test_configurations_read_as_a_person_says_them(study):
     loaded = load(study[0])
     names = set(loaded.runs['configuration'])
     first = next(n for n in names if n.startswith('shallow_to_deep-forward-block-k2'))
-    assert conclusions.readable(loaded, first) == 'the first 2 blocks (shallow->deep)'
+    assert conclusions.readable(loaded.runs, first) == 'the first 2 blocks (shallow->deep)'
     last = next(n for n in names if n.startswith('deep_to_shallow-level-block-k1'))
-    assert conclusions.readable(loaded, last) == 'the last 1 block (deep->shallow, level order)'
-    assert conclusions.readable(loaded, 'full') == 'full fine-tuning'
+    expected = 'the last 1 block (deep->shallow, level order)'
+    assert conclusions.readable(loaded.runs, last) == expected
+    assert conclusions.readable(loaded.runs, 'full') == 'full fine-tuning'
+    # tables: no article, the summary's rows serve as well as the runs'; any direction family
+    # reads by its label
+    assert conclusions.named(loaded.runs, first) == 'first 2 blocks (shallow->deep)'
+    summary = pd.DataFrame(
+        [dict(configuration='middle_out-forward-block-k3', family='middle_out', k=3,
+              order='forward', granularity='unit')]
+    )  # fmt: skip
+    middle = families.Family('middle_out', 'middle-out', init='pretrained', selector='middle')
+    with mock.patch.dict(families.BY_NAME, {'middle_out': middle}):
+        assert conclusions.named(summary, 'middle_out-forward-block-k3') == '3 units (middle-out)'
     # targets by their data set's title; a set the catalogue lacks (a folder) by its name
     assert loaded.title('us') == 'simulated breast ultrasound (us)'
     assert loaded.title('xray') == 'simulated chest X-ray (xray)'

@@ -22,7 +22,7 @@ import pandas as pd
 from unet_jax.config import families
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import compare
-from unet_jax.report.conclusions import Finding, cell_name, ci_text, p_is
+from unet_jax.report.conclusions import Finding, cell_title, ci_text, p_is
 from unet_jax.report.kinds import FULL
 from unet_jax.report.load import Study
 from unet_jax.report.tables import Table, fmt
@@ -119,17 +119,15 @@ def findings(study: Study, analysis: Analysis, frame: pd.DataFrame) -> list:
         )
         out.append(
             Finding(
-                f'{cell_name(target, num_train)}: {criterion} with k chosen on validation '
+                f'{cell_title(study, target, num_train)}: {criterion} with k chosen on validation '
                 f'({pick["configuration"]}, val Dice {pick["val_dice"]:.3f}){cost}: '
                 + ('; '.join(parts) or 'not tested')
                 + ' on test.',
                 "The k (or soft) of each criterion and the sweep's configurations (the best, and "
                 'the best at no more training FLOPs than the pick with its probe) are chosen on '
                 'validation Dice, then compared on test, paired by pre-training, fold and image '
-                '(the design\'s t-test, not adjusted: these lines are descriptive, outside the '
-                'Holm family). '
-                + '; '.join(details)
-                + '.',
+                "(the design's t-test, not adjusted: these lines are descriptive, outside the "
+                'Holm family). ' + '; '.join(details) + '.',
             )
         )
     return [('Automatic layer choice (k chosen on validation)', out)] if out else []
@@ -178,7 +176,7 @@ def auto_tables(study: Study, analysis: Analysis) -> list[Table]:
         )
         out.append(
             Table(
-                f'Automatic choice vs the sweep: {cell_name(target, num_train)}',
+                f'Automatic choice vs the sweep: {cell_title(study, target, num_train)}',
                 ('auto point', 'units', 'val Dice', 'test Dice', 'test gap to same k (val pick)',
                  'test gap to the sweep (val pick)', 'FLOPs vs sweep', 'probe share'),
                 rows,

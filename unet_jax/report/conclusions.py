@@ -22,7 +22,7 @@ from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import PRIMARY, Comparison
 from unet_jax.report.kinds import FULL, label
-from unet_jax.report.load import Study
+from unet_jax.report.load import Study, family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,11 @@ class Finding:
 
 def cell_name(target: str, num_train: int) -> str:
     return f'{target}, n = {layout.size_name(num_train)}'
+
+
+def cell_title(study: Study, target: str, num_train: int) -> str:
+    """A cell as a person reads it: 'simulated breast ultrasound (us), n = 16'."""
+    return cell_name(study.title(target), num_train)
 
 
 def p_text(p: float) -> str:
@@ -193,7 +198,7 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
     of gaps (interactions), a section per kind."""
     out = []
     primary = [
-        dataclasses.replace(f, claim=f'{cell_name(c.target, c.num_train)}: {f.claim}')
+        dataclasses.replace(f, claim=f'{cell_title(study, c.target, c.num_train)}: {f.claim}')
         for c, f in ((c, finding(c)) for c in analysis.comparisons.primary)
     ]
     if primary:
@@ -201,9 +206,7 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
     secondary = analysis.comparisons.secondary
     for target, num_train in study.cells:
         cell = [
-            c
-            for c in secondary
-            if (c.target, c.num_train) == (target, num_train) and not c.between
+            c for c in secondary if (c.target, c.num_train) == (target, num_train) and not c.between
         ]
         lines, per_k = [], {}
         for c in cell:
@@ -221,7 +224,7 @@ def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]
             if (s.target, s.num_train) == (target, num_train)
         )
         if lines:
-            out.append((f'{cell_name(target, num_train)} (secondary)', lines))
+            out.append((f'{cell_title(study, target, num_train)} (secondary)', lines))
     between: dict[str, list[Finding]] = {}
     for c in secondary:
         if c.between:
@@ -322,21 +325,29 @@ def status_line(study: Study) -> str:
 # ----------------------------------------------------------------------------- in plain words
 
 
-def readable(study: Study, name: str) -> str:
+def readable(frame: pd.DataFrame, name: str) -> str:
     """A configuration as a person reads it: 'the first 6 blocks (shallow->deep)', 'the last 3
-    units (deep->shallow, level order)', or the family's label."""
-    rows = study.runs[study.runs['configuration'] == name]
+    units (deep->shallow, level order)', or the family's label; `frame` is any table with a row
+    per configuration and its family, order, granularity and k (the study's runs, the
+    analysis's summary). Tables drop the article: `readable(...).removeprefix('the ')`."""
+    rows = frame[frame['configuration'] == name]
     if not len(rows):
         return name
     row = rows.iloc[0]
     k, order, granularity = row.get('k'), row.get('order'), row.get('granularity')
-    direction = {'shallow_to_deep': 'first', 'deep_to_shallow': 'last'}.get(row['family'])
-    if direction and isinstance(k, (int, float, np.integer)) and k == k and k > 0:
+    of = family(row['family'])
+    if of.is_direction and isinstance(k, (int, float, np.integer)) and k == k and k > 0:
         unit = granularity if granularity in ('block', 'unit') else 'block'
         where = '' if order in ('', 'forward') or not isinstance(order, str) else f', {order} order'
-        plural = 's' if int(k) != 1 else ''
-        return f'the {direction} {int(k)} {unit}{plural} ({label(row["family"])}{where})'
-    return label(row['family']) if name == row['family'] else name
+        count = f'{int(k)} {unit}' + ('s' if int(k) != 1 else '')
+        which = f'the {of.selector} ' if of.selector in ('first', 'last') else ''
+        return f'{which}{count} ({of.label}{where})'
+    return of.label if name == row['family'] else name
+
+
+def named(frame: pd.DataFrame, name: str) -> str:
+    """`readable` for a table's cell: 'first 6 blocks (shallow->deep)'."""
+    return readable(frame, name).removeprefix('the ')
 
 
 def recommendations(study: Study, analysis: Analysis) -> list[str]:
@@ -354,8 +365,8 @@ def recommendations(study: Study, analysis: Analysis) -> list[str]:
                 else 'not tested against full fine-tuning'
             )
             out.append(
-                f'{where}: tune {readable(study, answer.cheapest)}, the cheapest configuration '
-                f'within 1 Dice point of full fine-tuning on validation: test Dice '
+                f'{where}: tune {readable(study.runs, answer.cheapest)}, the cheapest '
+                f'configuration within 1 Dice point of full fine-tuning on validation: test Dice '
                 f'{c["dice"]:.3f}, {versus} on test, with {c["trained_fraction"]:.0%} of the '
                 f'trained parameters and {c["train_flops"]:.0%} of the training FLOPs.'
             )
@@ -368,7 +379,8 @@ def recommendations(study: Study, analysis: Analysis) -> list[str]:
             )
             cheaper = '; no cheaper configuration came within 1 Dice point of it on validation'
             out.append(
-                f'{where}: use {readable(study, answer.best)}, the best on validation ({score})'
+                f'{where}: use {readable(study.runs, answer.best)}, the best on validation '
+                f'({score})'
                 + (cheaper if answer.best == FULL else '')
                 + '.'
             )

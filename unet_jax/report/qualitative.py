@@ -16,7 +16,7 @@ from unet_jax import layout
 from unet_jax.config import families
 from unet_jax.report.analysis import Analysis  # noqa: E402
 from unet_jax.report.compare import DEEP, SHALLOW  # noqa: E402
-from unet_jax.report.conclusions import readable  # noqa: E402
+from unet_jax.report.conclusions import named  # noqa: E402
 from unet_jax.report.figures import GT_COLOR, PREDICTION_COLOR, Figure  # noqa: E402
 from unet_jax.report.kinds import FULL, direction_points  # noqa: E402
 from unet_jax.report.load import Study  # noqa: E402
@@ -83,13 +83,13 @@ def qualitative(study: Study, analysis: Analysis, folder: str, target: str) -> F
                         found[name] = (row['name'].iloc[0], {k: data[k] for k in data.files})
             if len(found) == len(names) and names:
                 file = f'qualitative_{target}.png'
-                title = f'{target}, n = {layout.size_name(num_train)}, seed {seed}'
+                title = f'{study.title(target)}, n = {layout.size_name(num_train)}, seed {seed}'
                 if _draw(study, found, title, os.path.join(folder, file)):
                     return Figure(
                         file,
                         f'{target}: test images with the ground truth (green) and the '
                         'prediction (red, probability > 0.5) of full fine-tuning, of '
-                        'shallow->deep and deep->shallow at one k (the recommendation\'s, '
+                        "shallow->deep and deep->shallow at one k (the recommendation's, "
                         'else the middle k) and of the references, outlined; '
                         'Dice per image as recorded by the run (results.json). Normal images '
                         '(empty ground truth) show how many pixels were predicted instead.',
@@ -152,7 +152,7 @@ def _draw(study: Study, found: dict, title: str, path: str) -> bool:
 
 def column_title(study: Study, name: str) -> str:
     """'first 4 blocks\n(shallow->deep)', 'full fine-tuning': readable, in two short lines."""
-    text = readable(study, name).removeprefix('the ')
+    text = named(study.runs, name)
     return text.replace(' (', '\n(', 1)
 
 

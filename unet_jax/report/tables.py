@@ -13,10 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer
-from unet_jax.report.analysis import pick_agreement
+from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer, pick_agreement
 from unet_jax.report.compare import PRIMARY, Comparison
-from unet_jax.report.conclusions import cell_name, p_text
+from unet_jax.report.conclusions import cell_name, cell_title, named, p_text
 from unet_jax.report.kinds import COST_AXES, FULL, cost_text, label
 from unet_jax.report.load import Study
 
@@ -49,8 +48,9 @@ def _cells(study: Study, frame: pd.DataFrame) -> Iterator[tuple[str, int, pd.Dat
             yield target, num_train, rows
 
 
-def _name(row) -> str:
-    return row['configuration'] + (f' (= {row["same_run_as"]})' if row['same_run_as'] else '')
+def _name(cell: pd.DataFrame, row) -> str:
+    same = row['same_run_as']
+    return named(cell, row['configuration']) + (f' (= {named(cell, same)})' if same else '')
 
 
 def _seeds(row) -> str:
@@ -79,22 +79,23 @@ def _difference(t) -> str:
     return f'{t.estimate:+.3f} [{t.low:+.3f}, {t.high:+.3f}]'
 
 
-def _answer_row(answer: Answer) -> tuple[str, ...]:
-    name = cell_name(answer.target, answer.num_train)
+def _answer_row(study: Study, summary: pd.DataFrame, answer: Answer) -> tuple[str, ...]:
+    name = cell_title(study, answer.target, answer.num_train)
     if answer.best is None:
         return (name, 'no finished runs', '-', '-', '-', '-', '-')
     test = answer.best_test
-    best = f'{answer.best} (val {answer.best_val:.3f}; test ' + (
+    best = f'{named(summary, answer.best)} (val {answer.best_val:.3f}; test ' + (
         f'{test.estimate:.3f} [{test.low:.3f}, {test.high:.3f}])'
         if test is not None and test.defined
         else f'{fmt(test.estimate) if test else "-"})'
     )
+    runner_up = named(summary, answer.runner_up) if answer.runner_up else '-'
     margin = (
-        f'{answer.runner_up}: {_difference(answer.margin)}'
+        f'{runner_up}: {_difference(answer.margin)}'
         if answer.margin is not None and answer.margin.defined
-        else (answer.runner_up or '-')
+        else runner_up
     )
-    agrees = 'yes' if answer.pick_agrees else f'no ({answer.test_best})'
+    agrees = 'yes' if answer.pick_agrees else f'no ({named(summary, answer.test_best)})'
     if answer.cheapest is None:
         cheapest, cost = f'- ({FULL} not finished)', '-'
     elif answer.cheapest == FULL:
@@ -102,13 +103,13 @@ def _answer_row(answer: Answer) -> tuple[str, ...]:
     else:
         c, d = answer.cheapest_cost, answer.cheapest_vs_full
         versus = f'; test vs {FULL} {_difference(d)}' if d is not None and d.defined else ''
-        cheapest = f'{answer.cheapest} (val {c["val_dice"]:.3f}{versus})'
+        cheapest = f'{named(summary, answer.cheapest)} (val {c["val_dice"]:.3f}{versus})'
         cost = f'{_share(c["trained_fraction"])} / {_share(c["train_flops"])}'
     return (name, best, margin, agrees, cheapest, cost)
 
 
-def answer_table(analysis: Analysis) -> Table:
-    rows = tuple(_answer_row(a) for a in analysis.answers)
+def answer_table(study: Study, analysis: Analysis) -> Table:
+    rows = tuple(_answer_row(study, analysis.summary, a) for a in analysis.answers)
     agree, known = pick_agreement(analysis.answers)
     return Table(
         'Which configuration wins (chosen on validation, reported on test)',
@@ -211,7 +212,6 @@ def _range(c: Comparison) -> str:
     return f'[{cost_text(c.axis, c.cost_range[0])}, {cost_text(c.axis, c.cost_range[1])}]'
 
 
-
 # ----------------------------------------------------------------------------- per cell
 
 
@@ -244,7 +244,7 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
                 if np.isfinite(row['dice_ci_low'])
                 else '-'
             )
-            cells = [_name(row), _seeds(row), fmt(row['val_dice_mean']), dice, ci]
+            cells = [_name(cell, row), _seeds(row), fmt(row['val_dice_mean']), dice, ci]
             cells.append(fmt(row['test_iou']))
             cells.append(fmt(row['test_hd95'], 1))
             cells += [fmt(row['normal_fp_rate'], 2)] if normal else []
@@ -255,8 +255,8 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
         lesion = fmt(_lesion_images(study, target, num_train, cell), 0)
         note = (
             f'Test Dice over the {lesion} lesion test images: mean +- sd over seeds; 95% CI of '
-            'the mean from the design\'s t-test (none for a single run). '
-            'Val Dice: mean over seeds of the best validation step\'s lesion Dice (what every '
+            "the mean from the design's t-test (none for a single run). "
+            "Val Dice: mean over seeds of the best validation step's lesion Dice (what every "
             'choice in this report is made on). '
             '"(= X)" trains the same units as X and shares its run.'
         )
@@ -266,7 +266,12 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
                 '(empty ground truth) with any predicted foreground; they are not in the Dice.'
             )
         out.append(
-            Table(f'Test Dice: {cell_name(target, num_train)}', tuple(columns), tuple(rows), note)
+            Table(
+                f'Test Dice: {cell_title(study, target, num_train)}',
+                tuple(columns),
+                tuple(rows),
+                note,
+            )
         )
     return out
 
@@ -301,7 +306,9 @@ def time_tables(study: Study, analysis: Analysis) -> list[Table]:
         if (cell['group_size'] > 1).any():
             note += " Some runs trained in groups of seeds: their times are the group's."
         out.append(
-            Table(f'Cost and time: {cell_name(target, num_train)}', columns, tuple(rows), note)
+            Table(
+                f'Cost and time: {cell_title(study, target, num_train)}', columns, tuple(rows), note
+            )
         )
     return out
 
@@ -379,7 +386,7 @@ def comparison_tables(study: Study, analysis: Analysis) -> list[Table]:
         'p Holm (primary: fixed sequence)', 'TOST p Holm', 'detectable (80% power)', 'verdict',
     )  # fmt: skip
     note = (
-        'Paired by pre-training (or seed), fold and test image; the design\'s t-test '
+        "Paired by pre-training (or seed), fold and test image; the design's t-test "
         '(pre-training, fold, run, image and residual random; Satterthwaite df); 95% CI not '
         'adjusted. Primary: the declared endpoint, fixed sequence at 0.05. '
         'Secondary: p Holm-adjusted over every secondary comparison of this report; TOST: '
@@ -395,7 +402,9 @@ def comparison_tables(study: Study, analysis: Analysis) -> list[Table]:
         ]  # fmt: skip
         if cell:
             rows = tuple(_comparison_row(c) for c in cell)
-            out.append(Table(f'Comparisons: {cell_name(target, num_train)}', columns, rows, note))
+            out.append(
+                Table(f'Comparisons: {cell_title(study, target, num_train)}', columns, rows, note)
+            )
     between = [c for c in every if c.between]
     if between:
         rows = tuple(_comparison_row(c) for c in between)

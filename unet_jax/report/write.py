@@ -145,7 +145,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
             t
             for t in (
                 tables.primary_table(result),
-                tables.answer_table(result),
+                tables.answer_table(study, result),
                 tables.budget_table(result),
             )
             if t is not None
