@@ -12,6 +12,7 @@ enters the test's variance but is never cited as evidence on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 
 import numpy as np
@@ -171,16 +172,17 @@ def primary_sentence(analysis: Analysis) -> str:
     )
 
 
-def plain_answer(analysis: Analysis) -> str:
+def plain_answer(analysis: Analysis, title: Callable[[str], str] = str) -> str:
     """The primary endpoint's answer in plain words, for the report's first line and the end
-    of a study's console (its statistics are in `primary_sentence`, folded beneath)."""
+    of a study's console (its statistics are in `primary_sentence`, folded beneath); `title`
+    names a target as a person reads it (`Study.title`)."""
     comparisons = analysis.comparisons
     if comparisons.primary_plan is None or not comparisons.primary:
         return primary_sentence(analysis)
-    return ' '.join(_plain(c) for c in comparisons.primary)
+    return ' '.join(_plain(c, title) for c in comparisons.primary)
 
 
-def _plain(c: Comparison) -> str:
+def _plain(c: Comparison, title: Callable[[str], str]) -> str:
     """One primary hypothesis's answer in words: which is better, by how much, how sure."""
     what = _capitalised(c.definition.hypothesis(c))
     if c.test is None or not c.test.defined:
@@ -190,7 +192,7 @@ def _plain(c: Comparison) -> str:
             f'{what} was not tested, as registered (an earlier primary hypothesis was not '
             'confirmed).'
         )
-    return c.definition.plain(c)
+    return c.definition.plain(c, title)
 
 
 def findings(study: Study, analysis: Analysis) -> list[tuple[str, list[Finding]]]:

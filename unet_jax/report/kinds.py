@@ -332,29 +332,31 @@ def _plain_ci(t, *, reversed_: bool = False) -> str:
     return f'95% CI {low:+.3f} to {high:+.3f}'
 
 
-def within_plain(c) -> str:
-    """A tested answer within a cell in plain words: which is better, by how much."""
+def within_plain(c, title: Callable[[str], str] = str) -> str:
+    """A tested answer within a cell in plain words: which is better, by how much; `title`
+    names a target as a person reads it (`Study.title`)."""
     a, b, t = label(c.a), label(c.b), c.test
+    on = title(c.target)
     ci = _plain_ci(t)
     over = f' averaged over k = {", ".join(str(k) for k in c.ks)}' if c.ks else ''
     if c.verdict in ('a', 'b'):
         first, second = (a, b) if c.verdict == 'a' else (b, a)
         return (
-            f'On {c.target} with {c.num_train} training images, {first} beats {second} by '
+            f'On {on} with {c.num_train} training images, {first} beats {second} by '
             f'{abs(t.estimate):.3f} Dice{over} ({_plain_ci(t, reversed_=c.verdict == "b")}).'
         )
     return (
-        f'On {c.target} with {c.num_train} training images, the data cannot tell {a} from '
+        f'On {on} with {c.num_train} training images, the data cannot tell {a} from '
         f'{b}{over} (difference {t.estimate:+.3f} Dice, {ci}); this is no evidence of a '
         'difference, not evidence that they are equal.'
     )
 
 
-def between_plain(c) -> str:
-    """A tested difference of gaps in plain words."""
+def between_plain(c, title: Callable[[str], str] = str) -> str:
+    """A tested difference of gaps in plain words (two targets by their `title`)."""
     a, b, t, at = label(c.a), label(c.b), c.test, c.definition.at
     ci = _plain_ci(t)
-    first, second = c.between
+    first, second = map(title, c.between) if c.versus else c.between
     if c.verdict in ('a', 'b'):
         more, less = (first, second) if c.verdict == 'a' else (second, first)
         return (

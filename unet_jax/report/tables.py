@@ -258,7 +258,8 @@ def dice_tables(study: Study, analysis: Analysis) -> list[Table]:
             "the mean from the design's t-test (none for a single run). "
             "Val Dice: mean over seeds of the best validation step's lesion Dice (what every "
             'choice in this report is made on). '
-            '"(= X)" trains the same units as X and shares its run.'
+            '"(= X)" trains the same units as X and shares its run. summary.csv names each '
+            'configuration as its run folders do (e.g. shallow_to_deep-forward-block-k4).'
         )
         if normal:
             note += (

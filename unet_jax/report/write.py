@@ -134,7 +134,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
         status=conclusions.status_line(study),
         problems=_problems(study),
         primary=conclusions.primary_sentence(result),
-        answer=conclusions.plain_answer(result),
+        answer=conclusions.plain_answer(result, study.title),
         statistics=[
             conclusions.primary_sentence(result),
             *registration.lines(study.registration),

@@ -496,7 +496,8 @@ def answer(workdir: str, report_path: str) -> str:
 
         study = load(workdir)
         margin = study.plan.get('margin') or stats.Settings().margin
-        return conclusions.plain_answer(analysis.analyse(study, stats.Settings(margin)))
+        result = analysis.analyse(study, stats.Settings(margin))
+        return conclusions.plain_answer(result, study.title)
     except Exception as error:  # the answer is a courtesy; the report has it
         logging.warning('study: no answer sentence (%s: %s)', type(error).__name__, error)
         return f'see the report ({type(error).__name__} while making the sentence).'
