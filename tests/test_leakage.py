@@ -1,6 +1,7 @@
 """The leak check: duplicates between pre-training and targets, and across a target's splits."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -97,7 +98,27 @@ def test_duplicates_within_a_target():
     near_finding = next(f for f in report.warnings if f.kind == 'near_duplicate')
     assert near_finding.distance <= leakage.NEAR_DUPLICATE_BITS
     assert 'a/test/te0 ~ a/test/te2' in report.summary()
+    headline = report.headline()  # the console's one line
+    assert '\n' not in headline and headline.startswith(report.summary().splitlines()[0])
+    assert '1 images twice in one split' in headline and '1 near-duplicates' in headline
     assert json.loads(json.dumps(report.to_dict()))['findings'][0]['error'] is False
+
+
+def test_a_study_shows_its_leak_warnings_in_one_console_line(tmp_path, caplog):
+    """The study's console (package warnings) gets the headline once and where the list is;
+    the full list goes to the log (INFO) and leak_check.json."""
+    from unet_jax.study import runner
+
+    target = _target()
+    target['train'].image[5] = target['train'].image[4]
+    with caplog.at_level(logging.INFO):
+        check = lambda config: leakage.check_study_data(None, {'a': target})  # noqa: E731
+        runner.check_leaks(None, str(tmp_path), check_fn=check)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and '\n' not in warnings[0]
+    assert warnings[0].startswith('study: leak check over a ') and 'leak_check.json' in warnings[0]
+    assert any('a/train/tr4 == a/train/tr5' in r.getMessage() for r in caplog.records)
+    assert json.loads((tmp_path / 'leak_check.json').read_text())['findings']
 
 
 def _tiny_study(arg):

@@ -617,10 +617,9 @@ def check_leaks(
     if report is None:
         return
     _write_leak_check(workdir, report)
-    if report.warnings:
-        logging.warning('study: %s', report.summary())
-    else:
-        logging.info('study: %s', report.summary())
+    if report.warnings:  # the console gets one line; the log and leak_check.json list them
+        where = os.path.join(workdir, LEAK_CHECK_FILE)
+        logging.warning('study: %s; listed in %s', report.headline(), where)
 
 
 def _write_leak_check(workdir: str, report: Any) -> None:
