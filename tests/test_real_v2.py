@@ -174,3 +174,29 @@ def test_the_primary_tests_the_gaps_change_with_size_last(two_sizes):
     sentence = conclusions.primary_sentence(result)
     assert 'the gap on us with 16 images minus with 64 images' in sentence
     assert 'then each gap at n = 16 minus its gap at n = 64' in sentence
+
+
+def test_a_size_drawn_for_one_target_is_no_cell_of_the_others(tmp_path):
+    """`size_subsets` runs the larger size on BUSI only: the other target has no such cell, so
+    no empty panel, table or 'Not drawn' note stands for it."""
+    workdir = str(tmp_path)
+    report_fixture.make_study(workdir, sizes=(16, 64), num_test=12, orders=('forward',),
+                              failed=(), pending=())  # fmt: skip
+    path = os.path.join(workdir, layout.PLAN_FILE)
+    with open(path) as f:
+        plan = json.load(f)
+    plan['points'] = [
+        p for p in plan['points'] if not (p['target'] == 'xray' and p['num_train'] == 64)
+    ]
+    with open(path, 'w') as f:
+        json.dump(plan, f)
+    study = load(workdir)
+    assert study.cells == [('us', 16), ('us', 64), ('xray', 16)]
+    from unet_jax.report import write_report
+
+    write_report(workdir)
+    with open(os.path.join(workdir, layout.REPORT_DIR, 'summary.md')) as f:
+        summary = f.read()
+    assert 'xray), n = 64' not in summary and 'xray, n = 64' not in summary
+    caption = summary.split('(dice_vs_units.png)')[1].split('\n\n')[1]
+    assert caption.startswith('*Test Dice against k') and 'Not drawn' not in caption

@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 
 from unet_jax import layout
-from unet_jax.data import catalogue
 from unet_jax.config import families
 from unet_jax.config import registration as registration_record
+from unet_jax.data import catalogue
 from unet_jax.report import registration as registration_lines
 from unet_jax.report import stats
 from unet_jax.report.plan import ReportError, read_checked_plan
@@ -77,8 +77,16 @@ class Study:
 
     @property
     def cells(self) -> list[tuple[str, int]]:
-        """(target, size) pairs: the unit of every table, panel and conclusion."""
-        return [(t, n) for t in self.targets for n in self.sizes]
+        """(target, size) pairs the sweep has points in: the unit of every table, panel and
+        conclusion (a size drawn for some targets only, `study.size_subsets`, is no cell of
+        the others)."""
+        planned = set(zip(self.runs['target'], self.runs['num_train'])) if len(self.runs) else None
+        return [
+            (t, n)
+            for t in self.targets
+            for n in self.sizes
+            if planned is None or (t, n) in planned
+        ]
 
     def cell_runs(self) -> Iterator[tuple[tuple[str, int], pd.DataFrame]]:
         """((target, size), its rows of `runs`) for every cell with points."""
