@@ -87,8 +87,9 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
   families=scratch+full      a subset of the families (default: all but auto, matched and the
                              parameter-efficient ones); `lora` stands for lora-r2+lora-r8,
                              `peft` for lora-r2+lora-r8+norm+bias (each over the whole
-                             network; NAME-shallow / NAME-deep: over the first / last k
-                             blocks, e.g. lora-r8-shallow); with a norm family the U-Net and
+                             network; NAME-shallow_to_deep / NAME-deep_to_shallow: over
+                             the first / last k blocks, e.g. lora-r8-shallow_to_deep, formerly
+                             lora-r8-shallow); with a norm family the U-Net and
                              its pre-training have BatchNorm (model.norm=batch)
   criteria=rgn+probe+greedy  criteria of the `auto` family (families=...+auto): it trains what
                              `auto:<criterion>:k` (k = 1..N) and `auto:<criterion>:soft` (not

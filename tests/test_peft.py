@@ -249,28 +249,33 @@ def test_parameter_efficient_steps_cost_less_than_full_in_the_model(plain):
 
 def test_method_families_enumerate_and_never_alias_full():
     config = layerwise.get_config(
-        'quick,families=full+lora+norm+bias+lora-r8-shallow,ks=2,seeds=1,targets=us'
+        'quick,families=full+lora+norm+bias+lora-r8-shallow_to_deep,ks=2,seeds=1,targets=us'
     )
     assert config.model.norm == 'batch'  # a norm family: the U-Net has norm layers
     assert config.study.pretrain.model.norm == 'batch'
     assert tuple(config.study.families) == (
-        'full', 'lora-r2', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow'
+        'full', 'lora-r2', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow_to_deep'
     )
     points = {p.configuration: p for p in sweep_points.enumerate_sweep(config).points}
     assert points['lora-r8'].spec == 'lora:8@@all' and points['norm'].spec == 'norm@@all'
-    shallow = points['lora-r8-shallow-forward-block-k2']
+    shallow = points['lora-r8-shallow_to_deep-forward-block-k2']
     assert shallow.spec == 'lora:8@first:2' and shallow.k == 2
     aliases = {name for name, p in points.items() if p.is_alias}
     # lora:8@last:1 trains the head whole (no kernel to adapt): deep_to_shallow k=1's run.
     assert aliases == set()  # ks=2 only: no k=1 here
     config.study.k_values = (1,)
-    config.study.families = ('deep_to_shallow', 'lora-r8-deep', 'lora-r8')
+    config.study.families = ('deep_to_shallow', 'lora-r8-deep_to_shallow', 'lora-r8')
     points = {p.configuration: p for p in sweep_points.enumerate_sweep(config).points}
-    assert points['lora-r8-deep-forward-block-k1'].run_name.endswith(
+    assert points['lora-r8-deep_to_shallow-forward-block-k1'].run_name.endswith(
         'deep_to_shallow-forward-block-k1'
     )
     assert not points['lora-r8'].is_alias
-    assert families.get('lora-r8-deep').direction_spec(3) == 'lora:8@last:3'
+    assert families.get('lora-r8-deep_to_shallow').direction_spec(3) == 'lora:8@last:3'
+    # its former name (NAME-deep) still reads on the command line, and set directly it says
+    # what it is now called
+    assert families.expand(['lora-r8-deep']) == ('lora-r8-deep_to_shallow',)
+    with pytest.raises(ValueError, match="now called 'lora-r8-deep_to_shallow'"):
+        families.get('lora-r8-deep')
 
 
 def test_method_families_reach_every_cost_figure_of_the_report(tmp_path):
@@ -280,7 +285,7 @@ def test_method_families_reach_every_cost_figure_of_the_report(tmp_path):
     from unet_jax.study import runner
 
     config = tiny_study_config(
-        families=('full', 'shallow_to_deep', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow')
+        families=('full', 'shallow_to_deep', 'lora-r8', 'norm', 'bias', 'lora-r8-shallow_to_deep')
     )
     config.model.norm = 'batch'
     config.study.k_values = (1, 2)
@@ -289,7 +294,7 @@ def test_method_families_reach_every_cost_figure_of_the_report(tmp_path):
     page = open(outcome['report']).read()
     for label in ('LoRA r=8', 'norm only', 'bias only', 'LoRA r=8, shallow-&gt;deep'):
         assert label in page, label
-    assert 'lora-r8-shallow-forward-block-k2' in page
+    assert 'lora-r8-shallow_to_deep-forward-block-k2' in page
 
 
 def test_the_matched_cost_opponent_is_the_validation_pick_among_cheaper_configurations():

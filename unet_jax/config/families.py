@@ -13,8 +13,12 @@ pre-trained tensors' means and standard deviations), the control that tells pre-
 features from pre-trained weight scales. Nor are the parameter-efficient families (METHODS):
 `lora-r2`, `lora-r8` (low-rank adapters of every 3x3 and up-conv kernel), `norm` (norm layers'
 scale and shift only) and `bias` (biases only) over the whole network, and each as a direction
-over the shallowest / deepest k blocks (`lora-r8-shallow`: `lora:8@first:k`, `lora-r8-deep`:
-`lora:8@last:k`).
+over the shallowest / deepest k blocks, named by their direction like the plain ones
+(`lora-r8-shallow_to_deep`: `lora:8@first:k`, `lora-r8-deep_to_shallow`: `lora:8@last:k`).
+
+One word per idea: a direction (a sweep over k) is `shallow_to_deep` / `deep_to_shallow`
+wherever a family is named, and reads `shallow->deep` / `deep->shallow` in the report; `first:k`
+/ `last:k` is the freeze spec of the set of blocks a direction trains at one k.
 """
 
 from __future__ import annotations
@@ -71,9 +75,18 @@ ALIASES = {
     'lora': ('lora-r2', 'lora-r8'),
     'peft': tuple(name for name, _, _ in METHODS),
 }
+# Names a family had before (a command line or config that uses one still works).
+FORMER_NAMES = {
+    f'{name}-{old}': f'{name}-{new}'
+    for name, _, _ in METHODS
+    for old, new in (('shallow', 'shallow_to_deep'), ('deep', 'deep_to_shallow'))
+}
 
 
-DIRECTION_SUFFIXES = (('shallow', 'first', 'shallow->deep'), ('deep', 'last', 'deep->shallow'))
+DIRECTION_SUFFIXES = (
+    ('shallow_to_deep', 'first', 'shallow->deep'),
+    ('deep_to_shallow', 'last', 'deep->shallow'),
+)
 
 
 def _method_families() -> tuple[Family, ...]:
@@ -120,6 +133,7 @@ def expand(names) -> tuple[str, ...]:
     """Family names with every alias (ALIASES: 'lora', 'peft') replaced by its families."""
     out = []
     for name in names:
+        name = FORMER_NAMES.get(name, name)
         for family in ALIASES.get(name, (name,)):
             if family not in out:
                 out.append(family)
@@ -132,6 +146,8 @@ def needs_norm_layers(names) -> bool:
 
 
 def get(name: str) -> Family:
+    if name in FORMER_NAMES:
+        raise ValueError(f'Family {name!r} is now called {FORMER_NAMES[name]!r}; use that name.')
     if name not in BY_NAME:
         raise ValueError(f'Unknown family {name!r}; valid: {", ".join(NAMES)}.')
     return BY_NAME[name]
