@@ -32,7 +32,7 @@ import pytest
 from tests import tiny
 from tests.conftest import blob_mask, save_image
 from tests.test_predict import busi_layout, checksums, fake_study
-from unet_jax import analyze, errors, predict
+from unet_jax import errors, predict, representation_change
 from unet_jax.study import checks
 from unet_jax.train import checkpoint
 
@@ -330,7 +330,7 @@ def test_unknown_external_set_names_external(main_command, tmp_path):
         '-m unet_jax.main --helpfull',
         '-m unet_jax.predict --help',
         '-m unet_jax.predict --helpfull',
-        '-m unet_jax.analyze --help',
+        '-m unet_jax.representation_change --help',
         '-m unet_jax.report --help',
         'launch/sweep.py --help',
     ],
@@ -834,12 +834,12 @@ def _(ctx):
     )
 
 
-@case('analyze-run-from-scratch')
+@case('representation-change-of-a-run-from-scratch')
 def _(ctx):
     return Bad(
-        lambda: analyze.main([str(ctx.trained_run)]),
+        lambda: representation_change.main([str(ctx.trained_run)]),
         ('no init_from', 'trained from scratch', 'fine-tuned'),
-        prog='analyze',
+        prog='representation_change',
     )
 
 

@@ -25,7 +25,7 @@ RANKS = {
     'unet_jax.freeze': 6,  # specs, the optimiser mask, adapters, the automatic choice
     'unet_jax.train': 7,  # one run and one group
     'unet_jax.find_run': 8,  # the tools
-    'unet_jax.analyze': 8,
+    'unet_jax.representation_change': 8,
     'unet_jax.report': 8,
     'unet_jax.predict': 9,
     'unet_jax.study': 10,  # the sweep, its checks and its runner
@@ -145,8 +145,8 @@ def test_the_rules_catch_a_cycle_an_upward_and_a_sideways_import():
         'unet_jax.config.a (rank 4) imports unet_jax.study.b (rank 10)',
         'unet_jax.data.c (rank 3) imports unet_jax.config.a (rank 4)',
     ]
-    assert upward({'unet_jax.report.x': {'unet_jax.analyze'}}) == [
-        'unet_jax.report.x (rank 8) imports unet_jax.analyze (rank 8)'
+    assert upward({'unet_jax.report.x': {'unet_jax.representation_change'}}) == [
+        'unet_jax.report.x (rank 8) imports unet_jax.representation_change (rank 8)'
     ]
     assert upward({'unet_jax.train.x': {'unet_jax.train.y', 'unet_jax.models.z'}}) == []
     assert cycles({'unet_jax.a': {'unet_jax.b'}, 'unet_jax.b': set()}) == []

@@ -448,7 +448,8 @@ def validation_curves(study: Study, analysis: Analysis, folder: str) -> Figure |
 
 # ----------------------------------------------------------------------------- which layers change
 
-CKA_FILE = 'representation_change.json'  # written by unet_jax.analyze into a run folder
+# written into a run folder by unet_jax.representation_change
+CKA_FILE = 'representation_change.json'
 
 
 def _cka_records(study: Study, target: str, num_train: int) -> list[dict]:
@@ -502,7 +503,7 @@ def representation_change(study: Study, analysis: Analysis, folder: str) -> Figu
         "the pre-trained and the fine-tuned model's outputs on test images (1 = unchanged up "
         'to rotation and scale; mean over seeds) and the relative weight change '
         "||w_tuned - w_pre|| / ||w_pre|| (dashed, right axis), from each run's "
-        f'{CKA_FILE} (python -m unet_jax.analyze).',
+        f'{CKA_FILE} (python -m unet_jax.representation_change).',
     )
 
 

@@ -584,19 +584,19 @@ def run_sources(
 
 
 def analyze_full_runs(workdir: str, max_images: int = 16) -> None:
-    """representation_change.json (unet_jax.analyze: CKA and weight change per unit) of every
-    finished `full` run that lacks one, on its first `max_images` test images, for the report's
-    panel; a run it cannot analyse is logged and left out of the panel."""
-    from unet_jax import analyze
+    """representation_change.json (unet_jax.representation_change: CKA and weight change per
+    unit) of every finished `full` run that lacks one, on its first `max_images` test images,
+    for the report's panel; a run it cannot analyse is logged and left out of the panel."""
+    from unet_jax import representation_change
 
     if not is_chief():
         return
-    for folder in analyze.study_runs(workdir, ['full']):
-        if os.path.exists(os.path.join(folder, analyze.RESULT_FILE)):
+    for folder in representation_change.study_runs(workdir, ['full']):
+        if os.path.exists(os.path.join(folder, representation_change.RESULT_FILE)):
             continue
         try:
-            analyze.analyze_run(folder, max_images=max_images)
-        except (analyze.AnalyzeError, OSError, ValueError) as error:
+            representation_change.analyze_run(folder, max_images=max_images)
+        except (representation_change.AnalyzeError, OSError, ValueError) as error:
             logging.warning('study: no representation change of %s: %s', folder, error)
 
 

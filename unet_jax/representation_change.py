@@ -1,7 +1,8 @@
 r"""Which layers a fine-tuning changes: per unit, representation similarity and weight change.
 
-  python -m unet_jax.analyze RUN_DIR [RUN_DIR ...]
-  python -m unet_jax.analyze STUDY_WORKDIR --families=full     (every finished run of a family)
+  python -m unet_jax.representation_change RUN_DIR [RUN_DIR ...]
+  python -m unet_jax.representation_change STUDY_WORKDIR --families=full
+      (every finished run of a family)
 
 For a fine-tuned run (its config.json has `init_from`, the pre-training run) and every unit of
 the layer registry, in forward order:
@@ -308,7 +309,7 @@ def study_runs(workdir: str, families: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog='python -m unet_jax.analyze',
+        prog='python -m unet_jax.representation_change',
         description=(
             'Which layers a fine-tuning changed: per unit, linear CKA between the pre-trained '
             'and the fine-tuned model on the test images, and the relative weight change. '
@@ -328,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f'--batch_size={args.batch_size} must be >= 1.')
-    with errors.errors_reported('analyze', show_traceback=args.traceback):
+    with errors.errors_reported('representation_change', show_traceback=args.traceback):
         for folder in run_folders(args.paths, args.families.split('+')):
             record = analyze_run(folder, batch_size=args.batch_size, max_images=args.max_images)
             ranked = sorted(

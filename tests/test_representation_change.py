@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from unet_jax import analyze, layout
+from unet_jax import layout, representation_change
 from unet_jax.models import UNet
 from unet_jax.models.layer_registry import build_registry
 from unet_jax.train import trainer
@@ -37,19 +37,19 @@ def xy():
 
 def test_cka_of_a_representation_with_itself_is_one(xy):
     x, _ = xy
-    assert analyze.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert representation_change.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling(xy):
     x, y = xy
     q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((6, 6)))
-    reference = analyze.linear_cka(x, y)
+    reference = representation_change.linear_cka(x, y)
     assert 0.2 < reference < 0.99
-    assert analyze.linear_cka(x @ q, y) == pytest.approx(reference, rel=1e-10)
-    assert analyze.linear_cka(x, x @ q) == pytest.approx(1.0, rel=1e-10)
-    assert analyze.linear_cka(7.5 * x, y) == pytest.approx(reference, rel=1e-10)
+    assert representation_change.linear_cka(x @ q, y) == pytest.approx(reference, rel=1e-10)
+    assert representation_change.linear_cka(x, x @ q) == pytest.approx(1.0, rel=1e-10)
+    assert representation_change.linear_cka(7.5 * x, y) == pytest.approx(reference, rel=1e-10)
     # ... but not to an anisotropic scaling of the features.
-    assert analyze.linear_cka(x, x * np.array([1, 1, 1, 1, 1, 30.0])) < 0.9
+    assert representation_change.linear_cka(x, x * np.array([1, 1, 1, 1, 1, 30.0])) < 0.9
 
 
 def test_cka_known_values():
@@ -57,23 +57,25 @@ def test_cka_known_values():
     # y = (1, 2, 4) centred (-4, -1, 5)/3: cov 3, var_x 2, var_y 14/3, r^2 = 9 / (28/3) = 27/28.
     x = np.array([[1.0], [2.0], [3.0]])
     y = np.array([[1.0], [2.0], [4.0]])
-    assert analyze.linear_cka(x, y) == pytest.approx(27 / 28, rel=1e-12)
+    assert representation_change.linear_cka(x, y) == pytest.approx(27 / 28, rel=1e-12)
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((12, 3)), rng.standard_normal((12, 5))
-    assert analyze.linear_cka(a, b) == pytest.approx(_hsic_cka(a, b), rel=1e-10)
+    assert representation_change.linear_cka(a, b) == pytest.approx(_hsic_cka(a, b), rel=1e-10)
 
 
 def test_cka_in_batches_equals_cka_at_once_even_far_from_the_origin(xy):
     x, y = xy
     x, y = x + 1e4, y - 3e3  # raw sums of products would cancel catastrophically
-    accumulator = analyze.CkaAccumulator()
+    accumulator = representation_change.CkaAccumulator()
     for start, stop in ((0, 7), (7, 30), (30, 50)):
         accumulator.add(x[start:stop], y[start:stop])
     assert accumulator.value() == pytest.approx(_hsic_cka(x - x.mean(0), y - y.mean(0)), rel=1e-8)
 
 
 def test_constant_representation_has_no_cka():
-    assert np.isnan(analyze.linear_cka(np.ones((5, 2)), np.arange(10.0).reshape(5, 2)))
+    assert np.isnan(
+        representation_change.linear_cka(np.ones((5, 2)), np.arange(10.0).reshape(5, 2))
+    )
 
 
 def test_unit_outputs_are_the_registry_units_and_identical_models_have_cka_one():
@@ -81,11 +83,13 @@ def test_unit_outputs_are_the_registry_units_and_identical_models_have_cka_one()
     registry = build_registry(model, image_size=32, in_channels=1)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)
     images = tiny.disk_split(3).image
-    outputs = jax.jit(lambda v, x: analyze.unit_outputs(model, v, x))(variables, images)
+    outputs = jax.jit(lambda v, x: representation_change.unit_outputs(model, v, x))(
+        variables, images
+    )
     assert set(outputs) == set(registry.unit_names)
     for unit in registry.units:
         assert outputs[unit.name].shape == (3, *unit.output_shape)
-    cka = analyze.representation_similarity(
+    cka = representation_change.representation_similarity(
         model, registry, variables, variables, images, batch_size=2
     )
     assert list(cka) == list(registry.unit_names)
@@ -108,7 +112,7 @@ def tuned_run(tmp_path_factory):
 
 def test_analyze_run_folder(tuned_run):
     pretrain_dir, run_dir, splits = tuned_run
-    record = analyze.analyze_run(run_dir, images=splits['test'].image, batch_size=2)
+    record = representation_change.analyze_run(run_dir, images=splits['test'].image, batch_size=2)
     names = [u['name'] for u in record['units']]
     registry = build_registry(UNet(depth=2, base_width=4), image_size=32, in_channels=1)
     assert names == list(registry.unit_names)
@@ -126,15 +130,15 @@ def test_analyze_run_folder(tuned_run):
     for unit in record['units'][:first]:
         assert unit['cka'] is None or unit['cka'] == pytest.approx(1.0, abs=1e-4)
     assert record['units'][-1]['cka'] < 0.999
-    with open(os.path.join(run_dir, analyze.RESULT_FILE)) as f:
+    with open(os.path.join(run_dir, representation_change.RESULT_FILE)) as f:
         assert json.load(f) == record
-    assert os.path.getsize(os.path.join(run_dir, analyze.FIGURE_FILE)) > 1000
+    assert os.path.getsize(os.path.join(run_dir, representation_change.FIGURE_FILE)) > 1000
 
 
 def test_scratch_run_is_refused_and_study_runs_are_found(tuned_run, tmp_path):
     pretrain_dir, run_dir, _ = tuned_run
-    with pytest.raises(analyze.AnalyzeError, match='no init_from'):
-        analyze.analyze_run(pretrain_dir)
+    with pytest.raises(representation_change.AnalyzeError, match='no init_from'):
+        representation_change.analyze_run(pretrain_dir)
     plan = {
         'points': [
             {'name': 'us/n8/s0/full', 'run': 'us/n8/s0/full', 'family': 'full'},
@@ -148,13 +152,13 @@ def test_scratch_run_is_refused_and_study_runs_are_found(tuned_run, tmp_path):
         folder = layout.run_dir(str(tmp_path), run)
         os.makedirs(folder)
         open(os.path.join(folder, layout.RESULTS_FILE), 'w').close()
-    assert analyze.study_runs(str(tmp_path), ['full']) == [
+    assert representation_change.study_runs(str(tmp_path), ['full']) == [
         layout.run_dir(str(tmp_path), 'us/n8/s0/full')
     ]
 
 
 def test_command_line_help(capsys):
     with pytest.raises(SystemExit) as exit_:
-        analyze.main(['--help'])
+        representation_change.main(['--help'])
     assert exit_.value.code == 0
     assert 'linear CKA' in capsys.readouterr().out
