@@ -165,7 +165,9 @@ def _numbers(text: str, kind=float) -> list:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        prog='python -m unet_jax.report.power', description=__doc__.split('\n')[0]
+    )
     parser.add_argument('--study', default='', help='a finished study: its components')
     parser.add_argument('--pretrainings', default='3+5', help='e.g. 3+5+6')
     parser.add_argument('--folds', default='5', help='e.g. 5+6')
