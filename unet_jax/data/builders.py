@@ -154,7 +154,7 @@ class _SyntheticBuilder(_SegmentationBuilder, skip_registration=True):
         config = self.builder_config
         simulate_fn = getattr(simulate, self.SIMULATE)
         for i in range(config.num_examples):
-            # Example i of seed s is the same whatever the set size (the contract of simulate.py).
+            # Example i of seed s is the same whatever the set size (unet_jax.data.simulate).
             example = simulate_fn(np.random.default_rng([config.seed, i]), config.image_size)
             image = np.asarray(example['image'], np.uint8)
             if image.ndim == 2:
