@@ -43,7 +43,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from unet_jax import errors, io_utils, layout, report
-from unet_jax.study import checks, run_configs, runner
+from unet_jax.study import checks, loop, run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep
 from unet_jax.train import runfolder
 
@@ -503,7 +503,7 @@ def main(argv):
             'with python -m unet_jax.main.'
         )
     sweep = enumerate_sweep(config)
-    runner.check_run_folders(config, workdir, sweep.runs, pretraining=True)
+    loop.check_run_folders(config, workdir, sweep.runs, pretraining=True)
     finished = {
         p.run_name
         for p in sweep.runs
