@@ -11,7 +11,7 @@ import pytest
 
 from tests import tiny
 from unet_jax.config import auto_spec
-from unet_jax.freeze import auto_choice
+from unet_jax.freeze import auto_choice, score_scaling
 from unet_jax.train import checkpoint, steps, trainer
 
 
@@ -75,7 +75,7 @@ def test_soft_scales_reach_the_optimiser():
     config = tiny.tiny_config()
     tx = steps.create_train_tx(config, scales={'a': 0.5})
     state = tx.init({'a': {'kernel': np.ones(3, np.float32)}})
-    leaves = [s for s in state if isinstance(s, auto_choice.ScoreScaleState)]
+    leaves = [s for s in state if isinstance(s, score_scaling.ScoreScaleState)]
     assert leaves and float(leaves[0].scales['a']['kernel']) == 0.5
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import LAYOUT_SPLITS, make_layout
 from unet_jax.data import builders, catalogue, duplicates, fields, modalities, pipeline
+from unet_jax.data.builders import real, synthetic, ultrasound
 
 
 def _records(builder) -> dict[str, dict[str, dict]]:
@@ -45,7 +46,7 @@ def test_real_layout_builds_with_masks_ored_and_official_splits(name, tmp_path):
 def test_busi_class_label_and_two_lesion_case(tmp_path):
     fixture = make_layout('busi', tmp_path / 'src')
     records = _records(_build('busi', fixture['root'], tmp_path / 'tfds'))['train']
-    names = builders.Busi.LABELS
+    names = ultrasound.Busi.LABELS
     assert {i: names[r['label']] for i, r in records.items()} == {
         'benign (1)': 'benign',
         'benign (2)': 'benign',
@@ -132,9 +133,10 @@ def test_the_config_fields_name_every_builder_and_resize_method():
     """The config checks `data.name` and `data.resize` against unet_jax.data.fields, which loads
     no TFDS: its names are those of the builders and the resampling filters."""
     assert tuple(builders.BUILDERS) == fields.SETS
-    simulated = builders._SyntheticBuilder
-    synthetic = {n for n, cls in builders.BUILDERS.items() if issubclass(cls, simulated)}
-    assert synthetic == set(fields.SYNTHETIC)
+    simulated = {
+        n for n, cls in builders.BUILDERS.items() if issubclass(cls, synthetic.SyntheticBuilder)
+    }
+    assert simulated == set(fields.SYNTHETIC)
     assert tuple(pipeline.RESAMPLING) == fields.RESIZE_METHODS
 
 
@@ -143,10 +145,10 @@ def test_every_catalogue_entry_is_complete():
     that name, of its kind, with a valid modality, near-duplicate distance and target defaults,
     and docs/data.md lists it; every builder has an entry."""
     docs = open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'data.md')).read()
-    kinds = {catalogue.SYNTHETIC: builders._SyntheticBuilder, catalogue.REAL: builders._RealBuilder}
+    kinds = {catalogue.SYNTHETIC: synthetic.SyntheticBuilder, catalogue.REAL: real.RealBuilder}
     problems = []
     for entry in catalogue.CATALOGUE:
-        cls = getattr(builders, entry.builder, None)
+        cls = builders.builder_class(entry.builder)
         if cls is None or getattr(cls, 'name', None) != entry.name:
             problems.append(f'{entry.name}: no builder class {entry.builder} named {entry.name!r}')
         elif not issubclass(cls, kinds[entry.kind]):

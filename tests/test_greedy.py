@@ -14,7 +14,7 @@ from configs import layerwise
 from tests import tiny
 from unet_jax import freeze, models
 from unet_jax.config import auto_spec
-from unet_jax.freeze import auto_choice
+from unet_jax.freeze import auto_choice, criteria
 from unet_jax.models import UNet, layer_registry, metrics
 from unet_jax.models.layer_registry import build_registry
 from unet_jax.study import sweep_points
@@ -32,7 +32,7 @@ LR = 1e-2  # large enough that 3 steps move a tiny model's validation Dice
 def fresh_rounds(monkeypatch):
     """Each test computes its greedy rounds (some replace validation_dice, which the rounds'
     key cannot see)."""
-    monkeypatch.setattr(auto_choice, '_GREEDY_ROUNDS', {})
+    monkeypatch.setattr(criteria, '_GREEDY_ROUNDS', {})
 
 
 @pytest.fixture(scope='module')
@@ -86,7 +86,7 @@ def _predict(model):
 
 def _short_run(setup, trained):
     """`trained` (block names) after the probe's steps, through frozen training (labels and
-    multi_transform), as a run that trains them would: not auto_choice's one-step-for-all."""
+    multi_transform), as a run that trains them would: not the criteria's one-step-for-all."""
     model, registry, variables, train, _ = setup
     images, masks = auto_choice.probe_set(train.image, train.mask, AUTO.num_examples, AUTO.seed)
     batches = [(images[:4], masks[:4]), (images[4:], masks[4:])]
@@ -173,7 +173,7 @@ def test_greedy_follows_validation_dice(setup, monkeypatch):
         trained = trained_blocks(params)
         return 0.1 + 0.5 * (deep in trained) + 0.2 * (middle in trained)
 
-    monkeypatch.setattr(auto_choice, 'validation_dice', made_up_dice)
+    monkeypatch.setattr(criteria, 'validation_dice', made_up_dice)
     choice = _greedy(setup)
     assert choice.chosen == (deep, middle)
     assert choice.raw_scores[deep] == pytest.approx(0.5)
@@ -311,7 +311,7 @@ def test_greedy_rounds_are_computed_once_per_process_for_every_k(setup):
     again = _greedy(setup, 'auto:greedy:2')
     assert again.cost['compile_s'] == 0.0  # nothing left to train: no probe step compiled
     assert again.chosen == after_two[0].chosen and again.cost['flops'] == after_two[0].cost['flops']
-    auto_choice._GREEDY_ROUNDS.clear()
+    criteria._GREEDY_ROUNDS.clear()
     alone = _greedy(setup, 'auto:greedy:3')
     assert alone.chosen == after_two[1].chosen and alone.chosen[:2] == after_two[0].chosen
     assert alone.cost['flops'] == after_two[1].cost['flops']

@@ -19,16 +19,16 @@ RANKS = {
     'unet_jax.io_utils': 0,  # atomic writes and other small helpers
     'unet_jax.layout': 1,  # where a study keeps its files
     'unet_jax.console': 2,  # what a study prints
-    'unet_jax.data': 3,  # the catalogue, builders, folder sets, the pipeline
+    'unet_jax.data': 3,  # the catalogue, simulations, builders, folder sets, the pipeline
     'unet_jax.config': 4,  # defaults, target sets, checks, families, registration
     'unet_jax.models': 5,  # the U-Net, its layer registry, losses and scores
-    'unet_jax.freeze': 6,  # specs, the optimiser mask, adapters, the automatic choice
+    'unet_jax.freeze': 6,  # specs, the optimiser mask, adapters, the automatic choice, criteria
     'unet_jax.train': 7,  # one run and one group
     'unet_jax.find_run': 8,  # the tools
     'unet_jax.representation_change': 8,
     'unet_jax.report': 8,
-    'unet_jax.predict': 9,
-    'unet_jax.study': 10,  # the sweep, its checks and its runner
+    'unet_jax.predict': 9,  # inputs, model, outputs, scores; the command in __main__
+    'unet_jax.study': 10,  # the sweep, its checks, its runner and loop
     'unet_jax.main': 11,  # the entry point
 }
 # What `import unet_jax.config` (and so every file in configs/) may never load.

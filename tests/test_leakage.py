@@ -107,13 +107,11 @@ def test_duplicates_within_a_target():
 def test_a_study_shows_its_leak_warnings_in_one_console_line(tmp_path, caplog):
     """The study's console (package warnings) gets the headline once and where the list is;
     the full list goes to the log (INFO) and leak_check.json."""
-    from unet_jax.study import runner
-
     target = _target()
     target['train'].image[5] = target['train'].image[4]
     with caplog.at_level(logging.INFO):
         check = lambda config: leakage.check_study_data(None, {'a': target})  # noqa: E731
-        runner.check_leaks(None, str(tmp_path), check_fn=check)
+        leakage.check_leaks(None, str(tmp_path), check_fn=check)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and '\n' not in warnings[0]
     assert warnings[0].startswith('study: leak check over a ') and 'leak_check.json' in warnings[0]

@@ -23,6 +23,7 @@ from tests import tiny
 from tests.conftest import save_image
 from unet_jax import predict
 from unet_jax.data import fields, folder, pipeline
+from unet_jax.predict import inputs, model, outputs, scores
 from unet_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,11 +92,11 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
     images, masks, truth = folders
     out = tmp_path / 'out'
     # The median probability as threshold makes every mask part foreground, part background.
-    predictor = predict.load_predictor(run)
-    settings = predict.pairing_settings()
+    predictor = model.load_predictor(run)
+    settings = inputs.pairing_settings()
     names = sorted(IMAGES)
     probs = predictor.probabilities(
-        [predict.read_input(images / f'{n}{IMAGES[n][3]}', None, settings)[0] for n in names]
+        [inputs.read_input(images / f'{n}{IMAGES[n][3]}', None, settings)[0] for n in names]
     )
     threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
     result = predict.predict_images(
@@ -119,13 +120,13 @@ def test_outputs_have_original_sizes_and_scores_match(run, folders, tmp_path):
         overlay = Image.open(out / f'{name}_overlay.png')
         assert overlay.mode == 'RGB' and overlay.size == (w, h)
         colours = np.asarray(overlay).reshape(-1, 3)
-        for colour in (predict.TRUTH_COLOUR, predict.PREDICTION_COLOUR):
+        for colour in (outputs.TRUTH_COLOUR, outputs.PREDICTION_COLOUR):
             assert (colours == colour).all(axis=1).any(), f'{name}: no contour in {colour}'
         text_box = np.asarray(overlay)[:8, :8].reshape(-1, 3)  # The Dice, white on black.
         grey = (text_box == text_box[:, :1]).all(axis=1)
         assert (text_box[grey, 0] == 0).any() and (text_box[grey, 0] > 150).any(), name
 
-    with open(out / predict.SCORES_FILE) as f:
+    with open(out / outputs.SCORES_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [os.path.basename(r['image']).split('.')[0] for r in rows[:-1]] == sorted(IMAGES)
     assert rows[-1]['image'] == 'mean' and len(rows) == len(IMAGES) + 1
@@ -166,7 +167,7 @@ def test_masks_next_to_their_images_with_several_files_ored(run, tmp_path):
 
 
 def test_model_sees_exactly_the_training_preprocessing(run):
-    predictor = predict.load_predictor(run)
+    predictor = model.load_predictor(run)
     image, _ = disk_image(32, 32, False, 7)
     x, _ = pipeline.preprocess(
         image[..., None], np.zeros((32, 32), np.uint8), image_size=32, in_channels=1
@@ -183,14 +184,14 @@ def test_content_box_is_where_pipeline_puts_the_padded_image(height, width):
     _, mask = pipeline.preprocess(
         image, np.ones((height, width), np.uint8), image_size=32, in_channels=1, pad=True
     )
-    top, left, h, w = predict._content_box(height, width, 32, pad=True)
+    top, left, h, w = model._content_box(height, width, 32, pad=True)
     expected = np.zeros((32, 32), bool)
     expected[top : top + h, left : left + w] = True
     assert np.array_equal(mask[..., 0] > 0, expected)
 
 
 def test_padded_run_maps_probabilities_back_to_the_content(run):
-    predictor = dataclasses.replace(predict.load_predictor(run), pad=True)
+    predictor = dataclasses.replace(model.load_predictor(run), pad=True)
     wide, _ = disk_image(30, 90, False, 3)  # 32x11 content in a 32x32 input.
     prob = predictor.probabilities([wide])[0]
     assert prob.shape == (30, 90)
@@ -198,7 +199,7 @@ def test_padded_run_maps_probabilities_back_to_the_content(run):
         wide, np.zeros((30, 90), np.uint8), image_size=32, in_channels=1, pad=True
     )
     model_prob = np.asarray(predictor.apply(predictor.variables, x[None]))[0, ..., 0]
-    top, left, h, w = predict._content_box(30, 90, 32, pad=True)
+    top, left, h, w = model._content_box(30, 90, 32, pad=True)
     content = Image.fromarray(model_prob[top : top + h, left : left + w]).resize(
         (90, 30), Image.BILINEAR
     )
@@ -315,7 +316,7 @@ def test_bad_inputs_are_all_listed_before_anything_is_written_or_skipped(run, fo
     result = predict.predict_images(run, str(images), str(out), skip_bad=True, **kwargs)
     skipped = sorted(os.path.basename(p) for p in result['skipped'])
     assert skipped == ['broken.png', 'cut.png', 'photo.tif', 'wide.png']
-    with open(out / predict.SCORES_FILE) as f:
+    with open(out / outputs.SCORES_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [os.path.basename(r['image']) for r in rows] == ['square.bmp', 'tall.png', 'mean']
     assert sorted(os.listdir(out)) == [
@@ -420,7 +421,7 @@ def test_a_folder_target_with_regex_pairing_and_larger_masks_scores_with_the_sam
         truth[str(k)] = mask
     settings = dict(pairing='regex', regex=r'(?P<key>\d+)$', resize_masks=True)
     fields_of_a_target = set(fields.default_folder_config())
-    assert set(settings) <= set(predict.PAIRING_FLAGS) <= fields_of_a_target
+    assert set(settings) <= set(inputs.PAIRING_FLAGS) <= fields_of_a_target
     target = fields.default_folder_config()
     target.update(dict(images=str(images), masks=str(masks), **settings))
     examples, _ = folder.read_folder(target, channels=1)  # it works as a study target
@@ -455,7 +456,7 @@ def test_empty_predictions_and_masks_are_counted_and_hd95_missing(run, tmp_path)
     summary = result['mean']
     assert (summary['scored'], summary['empty_prediction'], summary['empty_mask']) == (2, 2, 1)
     assert summary['hd95'] is None and summary['dice'] == pytest.approx(0.0, abs=1e-4)
-    with open(out / predict.SCORES_FILE) as f:
+    with open(out / outputs.SCORES_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [r['empty'] for r in rows[:-1]] == ['both', 'prediction', 'prediction']
     assert [r['hd95'] for r in rows] == ['', '', '', '']
@@ -464,13 +465,13 @@ def test_empty_predictions_and_masks_are_counted_and_hd95_missing(run, tmp_path)
         'Dice 0, HD95 missing); HD95 over 0; 1 images with an empty mask are not in the means '
         '(0 of them with a predicted foreground)'
     )
-    assert 'HD95 missing. Dice and IoU over the 2' in predict._mean_line(summary, 'scores.csv')
+    assert 'HD95 missing. Dice and IoU over the 2' in scores.mean_line(summary, 'scores.csv')
 
 
 def test_study_points_aliases_and_the_pretraining(run, tmp_path, caplog):
     study = fake_study(tmp_path / 'study', run)
     with pytest.raises(predict.PredictError) as error:
-        predict.run_folder(str(study))
+        model.run_folder(str(study))
     message = str(error.value)
     assert 'is the workdir of a study, not a run' in message
     assert f'us contracting: {study}/points/us/n4/s0/contracting (val Dice' in message
@@ -478,13 +479,13 @@ def test_study_points_aliases_and_the_pretraining(run, tmp_path, caplog):
 
     caplog.set_level(logging.WARNING)
     alias = study / 'points' / 'us' / 'n4' / 's0' / 'deep_to_shallow-k3'
-    assert predict.run_folder(str(alias)) == str(study / 'points/us/n4/s0/contracting')
+    assert model.run_folder(str(alias)) == str(study / 'points/us/n4/s0/contracting')
     assert 'is an alias of run us/n4/s0/contracting' in caplog.text
     with pytest.raises(predict.PredictError, match="has no point 'us/n4/s0/full'"):
-        predict.run_folder(str(study / 'points/us/n4/s0/full'))
+        model.run_folder(str(study / 'points/us/n4/s0/full'))
     caplog.clear()
-    assert predict.run_folder(str(study / 'pretrain')) == str(study / 'pretrain')
+    assert model.run_folder(str(study / 'pretrain')) == str(study / 'pretrain')
     assert 'is a pre-training run' in caplog.text and 'not fine-tuned on a target' in caplog.text
     caplog.clear()
-    predict.run_folder(str(study / 'points/us/n4/s0/contracting'))
+    model.run_folder(str(study / 'points/us/n4/s0/contracting'))
     assert 'pre-training' not in caplog.text

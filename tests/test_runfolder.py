@@ -11,7 +11,7 @@ import pytest
 from tests import tiny
 from unet_jax import errors
 from unet_jax.layout import run_dir
-from unet_jax.study import run_configs, runner
+from unet_jax.study import loop, run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep
 from unet_jax.train import runfolder
 
@@ -85,14 +85,14 @@ def test_a_study_group_and_a_whole_study_lock_their_folders(tmp_path):
     config, workdir, fake = tiny_study(), str(tmp_path), FakeTrainer()
     sweep = enumerate_sweep(config)
     scratch = next(g for g in sweep.groups if 'scratch' in g.name)
-    with runfolder.lock(runner.group_dir(workdir, scratch)):
+    with runfolder.lock(loop.group_dir(workdir, scratch)):
         with pytest.raises(runfolder.FolderInUseError, match='groups/us/n16/scratch/s0 is in use'):
             runner.main(config, workdir, sweep_index=scratch.index, run_fn=fake)
     with runfolder.lock(workdir):
         with pytest.raises(runfolder.FolderInUseError, match=f'{workdir} is in use'):
             runner.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
     assert fake.calls == []
-    with runfolder.lock(runner.group_dir(workdir, scratch)):  # the whole study stops there
+    with runfolder.lock(loop.group_dir(workdir, scratch)):  # the whole study stops there
         with pytest.raises(runfolder.FolderInUseError, match='scratch/s0 is in use'):
             runner.main(config, workdir, run_fn=fake, leak_check_fn=lambda _: None)
     assert runner.run_dir(workdir, scratch.runs[0].run_name) not in fake.calls

@@ -7,6 +7,7 @@ import pytest
 import scipy.ndimage
 
 from unet_jax.data import simulate
+from unet_jax.data.simulate import b_mode, natural, ultrasound
 
 
 @pytest.mark.parametrize('kind', simulate.KINDS)
@@ -27,14 +28,14 @@ def test_unknown_kind_and_label_are_rejected_with_the_choices():
     with pytest.raises(ValueError, match='ultrasound'):
         simulate.simulate_example('mri', 0, 0, 32)
     with pytest.raises(ValueError, match='benign'):
-        simulate.simulate_ultrasound(np.random.default_rng(0), 32, label='cyst')
+        ultrasound.simulate_ultrasound(np.random.default_rng(0), 32, label='cyst')
 
 
 def test_homogeneous_speckle_envelope_is_rayleigh():
     # Fully developed speckle: envelope mean/std = sqrt(pi / (4 - pi)) = 1.913 (Wagner 1983).
-    psf, upsample = simulate.transducer(128)
+    psf, upsample = b_mode.transducer(128)
     echogenicity = np.ones((128 * upsample, 256), np.float32)
-    env = simulate.envelope(np.random.default_rng(0), echogenicity, psf)
+    env = b_mode.envelope(np.random.default_rng(0), echogenicity, psf)
     ratio = env.mean() / env.std()
     assert abs(ratio - math.sqrt(math.pi / (4 - math.pi))) < 0.1, ratio
     # Unit echogenicity and a unit-energy PSF give unit mean intensity.
@@ -42,9 +43,9 @@ def test_homogeneous_speckle_envelope_is_rayleigh():
 
 
 def test_attenuation_darkens_with_depth_without_gain_compensation():
-    psf, upsample = simulate.transducer(64)
+    psf, upsample = b_mode.transducer(64)
     echogenicity = np.ones((64 * upsample, 64), np.float32)
-    env = simulate.envelope(
+    env = b_mode.envelope(
         np.random.default_rng(1), echogenicity, psf, attenuation_db=np.full_like(echogenicity, 20.0)
     )
     rows = len(env)
@@ -54,7 +55,7 @@ def test_attenuation_darkens_with_depth_without_gain_compensation():
 
 
 def _ultrasound(label, index, size=64):
-    return simulate.simulate_ultrasound(np.random.default_rng([11, index]), size, label=label)
+    return ultrasound.simulate_ultrasound(np.random.default_rng([11, index]), size, label=label)
 
 
 def test_normal_images_have_no_lesion_and_labels_follow_busi_frequencies():
@@ -111,8 +112,8 @@ def test_natural_object_is_the_mask_and_on_top(index):
     assert 0.1 <= mask.mean() <= 0.4
     # Replaying the generator: inside the mask is the object, outside the leaves.
     rng = np.random.default_rng([4, index])
-    background = simulate.dead_leaves(rng, size)
-    rgb, object_mask = simulate.salient_object(rng, size, background)
+    background = natural.dead_leaves(rng, size)
+    rgb, object_mask = natural.salient_object(rng, size, background)
     np.testing.assert_array_equal(mask, object_mask)
     np.testing.assert_array_equal(example['image'][mask], np.round(255 * rgb[mask]))
     np.testing.assert_array_equal(example['image'][~mask], np.round(255 * background[~mask]))
@@ -121,7 +122,7 @@ def test_natural_object_is_the_mask_and_on_top(index):
 
 def test_natural_speckle_envelope_is_fully_developed_speckle_following_echogenicity():
     # A uniform scene: Rayleigh envelope, mean/std = sqrt(pi / (4 - pi)) = 1.913.
-    env, upsample = simulate.b_mode_envelope(
+    env, upsample = b_mode.b_mode_envelope(
         np.random.default_rng(0), np.ones((128, 128), np.float32)
     )
     assert env.shape == (128 * upsample, 128)
@@ -130,7 +131,7 @@ def test_natural_speckle_envelope_is_fully_developed_speckle_following_echogenic
     # Mean intensity is echogenicity squared: amplitudes 1 and 0.1 are 20 dB apart.
     echogenicity = np.ones((128, 128), np.float32)
     echogenicity[:, 64:] = 0.1
-    env, _ = simulate.b_mode_envelope(np.random.default_rng(1), echogenicity)
+    env, _ = b_mode.b_mode_envelope(np.random.default_rng(1), echogenicity)
     contrast_db = 10 * np.log10(np.mean(env[:, :56] ** 2) / np.mean(env[:, 72:] ** 2))
     assert contrast_db == pytest.approx(20, abs=1.5)
 
@@ -138,10 +139,10 @@ def test_natural_speckle_envelope_is_fully_developed_speckle_following_echogenic
 @pytest.mark.parametrize('index', range(3))
 def test_natural_speckle_images_the_natural_scene_with_its_mask(index):
     speckle = simulate.simulate_example('natural_speckle', 4, index, 64)
-    natural = simulate.simulate_example('natural', 4, index, 64)
-    np.testing.assert_array_equal(speckle['mask'], natural['mask'])
+    plain = simulate.simulate_example('natural', 4, index, 64)
+    np.testing.assert_array_equal(speckle['mask'], plain['mask'])
     # The B-mode image shows the scene: grey levels follow the scene's luminance under speckle.
-    luminance = natural['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    luminance = plain['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
     smooth = scipy.ndimage.gaussian_filter(speckle['image'].astype(np.float32), 2)
     scene = scipy.ndimage.gaussian_filter(luminance, 2)
     assert np.corrcoef(smooth.ravel(), scene.ravel())[0, 1] > 0.9
@@ -156,8 +157,8 @@ def test_the_imaging_control_has_no_speckle_and_the_speckled_sources_statistics_
     imaging-chain control's expected envelope is nearly constant (mean/std far above it);
     both keep the echogenicity's 20 dB step as mean intensity."""
     uniform = np.ones((128, 128), np.float32)
-    speckled, upsample = simulate.b_mode_envelope(np.random.default_rng(0), uniform)
-    control, control_upsample = simulate.expected_b_mode_envelope(uniform)
+    speckled, upsample = b_mode.b_mode_envelope(np.random.default_rng(0), uniform)
+    control, control_upsample = b_mode.expected_b_mode_envelope(uniform)
     assert control.shape == speckled.shape and control_upsample == upsample
     rayleigh = math.sqrt(math.pi / (4 - math.pi))
     assert abs(speckled.mean() / speckled.std() - rayleigh) < 0.1
@@ -166,7 +167,7 @@ def test_the_imaging_control_has_no_speckle_and_the_speckled_sources_statistics_
     assert np.mean(inner**2) == pytest.approx(np.mean(speckled**2), rel=0.1)
     step = np.ones((128, 128), np.float32)
     step[:, 64:] = 0.1
-    control, _ = simulate.expected_b_mode_envelope(step)
+    control, _ = b_mode.expected_b_mode_envelope(step)
     contrast_db = 10 * np.log10(np.mean(control[:, :56] ** 2) / np.mean(control[:, 72:] ** 2))
     assert contrast_db == pytest.approx(20, abs=1.0)
 
@@ -180,8 +181,8 @@ def test_the_imaging_control_shares_the_speckled_sets_scene_mask_and_display(ind
     smooth = lambda x: scipy.ndimage.gaussian_filter(x['image'].astype(np.float32), 3)
     assert np.corrcoef(smooth(speckle).ravel(), smooth(control).ravel())[0, 1] > 0.9
     # ... but only the speckled one has texture where the scene is flat.
-    natural = simulate.simulate_example('natural', 4, index, 64)
-    luminance = natural['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    plain = simulate.simulate_example('natural', 4, index, 64)
+    luminance = plain['image'].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
     flat = np.abs(np.diff(luminance, axis=1)) < 1
     steps = lambda x: np.abs(np.diff(x['image'].astype(float), axis=1))[flat].mean()
     assert steps(speckle) > 8 > 3 * steps(control)

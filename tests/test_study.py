@@ -17,7 +17,7 @@ from configs import layerwise
 from tests import tiny
 from unet_jax import io_utils, layout
 from unet_jax.config import families
-from unet_jax.study import run_configs, runner
+from unet_jax.study import loop, run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep, registry_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,7 +276,7 @@ def test_groups_hold_the_seeds_of_one_configuration(tmp_path):
 
     fake = FakeTrainer()
     runner.main(config, str(tmp_path), run_fn=fake, sweep_index=None)
-    assert not os.path.exists(tmp_path / runner.GROUPS_DIR / 'us')  # state removed once written
+    assert not os.path.exists(tmp_path / loop.GROUPS_DIR / 'us')  # state removed once written
 
 
 def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
@@ -382,7 +382,7 @@ def test_a_failed_point_is_recorded_and_the_study_goes_on(tmp_path):
     assert 'Traceback' in error and 'made-up failure' in error
     summary = (tmp_path / 'report/summary.md').read_text()
     assert 'contracting: failed' in (tmp_path / 'report/report.html').read_text()
-    assert '| expanding | 1/1 |' in summary
+    assert '| expanding path | 1/1 |' in summary
 
     retry = FakeTrainer()
     outcome = runner.main(config, str(tmp_path), run_fn=retry)
@@ -461,7 +461,7 @@ def test_a_tiny_real_study_end_to_end(tmp_path, monkeypatch):
         'index': 1,
     }
     assert 0 < results['contracting']['params']['trained'] < results['scratch']['params']['trained']
-    assert not os.path.exists(os.path.join(workdir, runner.GROUPS_DIR))  # all written: state gone
+    assert not os.path.exists(os.path.join(workdir, loop.GROUPS_DIR))  # all written: state gone
     page = open(outcome['report']).read()
     figures = [f for f in os.listdir(os.path.join(workdir, 'report')) if f.endswith('.png')]
     assert page.count('data:image/png;base64,') == len(figures) >= 3  # all embedded

@@ -15,7 +15,7 @@ import pytest
 from tests import tiny
 from unet_jax import freeze
 from unet_jax.config import auto_spec
-from unet_jax.freeze import auto_choice
+from unet_jax.freeze import auto_choice, score_scaling
 from unet_jax.models import UNet, metrics
 from unet_jax.models.layer_registry import build_registry
 
@@ -188,7 +188,7 @@ def test_scale_by_score_scales_each_block_and_new_scales_need_no_recompile(setup
     _, registry, variables, _ = setup
     params = variables['params']
     scales = {b: 0.5 for b in registry.block_names} | {'enc0': 1.0, 'head': 0.0}
-    tx = optax.chain(optax.sgd(1.0), auto_choice.scale_by_score(scales))
+    tx = optax.chain(optax.sgd(1.0), score_scaling.scale_by_score(scales))
     traces = []
 
     @jax.jit
@@ -203,7 +203,7 @@ def test_scale_by_score_scales_each_block_and_new_scales_need_no_recompile(setup
     assert np.all(np.asarray(updates['dec1']['up']['kernel']) == -0.5)
     assert np.all(np.asarray(updates['head']['conv0']['conv']['bias']) == 0.0)
 
-    state = auto_choice.set_scales(state, {b: 2.0 for b in registry.block_names} | {'enc0': 0.0})
+    state = score_scaling.set_scales(state, {b: 2.0 for b in registry.block_names} | {'enc0': 0.0})
     updates, state = update(grads, state)
     assert len(traces) == 1  # the scales are data: the same compiled update ran again
     assert np.all(np.asarray(updates['enc0']['conv1']['conv']['kernel']) == 0.0)
@@ -215,9 +215,10 @@ def test_scale_by_score_inside_the_freeze_optimizer_and_unit_scales(setup):
     params = variables['params']
     labels = freeze.compile_spec('enc0,head', registry).labels(params)
     scales = {u: 1.0 for u in registry.unit_names} | {'enc0/conv1': 0.25}
-    tx = freeze.make_optimizer(optax.chain(optax.sgd(1.0), auto_choice.scale_by_score(scales)), labels)
+    scaled_sgd = optax.chain(optax.sgd(1.0), score_scaling.scale_by_score(scales))
+    tx = freeze.make_optimizer(scaled_sgd, labels)
     state = tx.init(params)
-    state = auto_choice.set_scales(state, scales | {'head/conv0': 3.0})
+    state = score_scaling.set_scales(state, scales | {'head/conv0': 3.0})
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
     assert np.all(np.asarray(updates['enc0']['conv1']['conv']['kernel']) == -0.25)
     assert np.all(np.asarray(updates['head']['conv0']['conv']['kernel']) == -3.0)
@@ -229,4 +230,4 @@ def test_scales_must_cover_every_parameter(setup):
     with pytest.raises(
         auto_spec.AutoSpecError, match='No score for parameter .*give one per block'
     ):
-        auto_choice.scale_by_score({'enc0': 1.0}).init(variables['params'])
+        score_scaling.scale_by_score({'enc0': 1.0}).init(variables['params'])

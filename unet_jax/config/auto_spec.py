@@ -7,10 +7,10 @@ ml_collections only, so that configs, the sweep and its launchers are made witho
   auto:<criterion>:soft    train everything, each block's updates scaled by its score (not for
                            'greedy', which picks a set and scores nothing to scale by)
 
-The criteria (CRITERIA) are computed by unet_jax.freeze.auto_choice, which resolves a spec into
-a concrete
-freeze spec (or per-block scales) from the pre-trained weights and the training split ('greedy'
-also scores on the validation split, never on test); this module only names and checks them.
+The criteria (CRITERIA) are computed by unet_jax.freeze.criteria; unet_jax.freeze.auto_choice
+resolves a spec into a concrete freeze spec (or per-block scales) from the pre-trained weights
+and the training split ('greedy' also scores on the validation split, never on test); this module
+only names and checks them.
 """
 
 from __future__ import annotations

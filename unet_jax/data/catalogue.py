@@ -1,11 +1,12 @@
 """The catalogue of data sets: one entry per set, everything the code knows about it (no TFDS,
 no JAX: configs read it).
 
-An entry names the set (`config.data.name`, its TFDS builder's name), the builder class in
-unet_jax.data.builders that generates or reads it, its kind (which `config.data` fields it
-reads), its imaging modality, its near-duplicate distance, and what a target on it sets by
-default. Adding a set is one entry here and its builder class; tests/test_builders.py checks
-that every entry is complete and that builders and catalogue name the same sets.
+An entry names the set (`config.data.name`, its TFDS builder's name), the builder class (in
+its family's module of unet_jax.data.builders) that generates or reads it, its kind (which
+`config.data` fields it reads), its imaging modality, its near-duplicate distance, and what a
+target on it sets by default. Adding a set is one entry here and its builder class;
+tests/test_builders.py checks that every entry is complete and that builders and catalogue name
+the same sets.
 
 Target defaults, and why. Chest radiographs train without flips: a left-right flip moves the
 heart to the other side, an image that never occurs. Ultrasound targets leave out normal
@@ -36,7 +37,7 @@ NEAR_DUPLICATE_BITS = 26
 @dataclasses.dataclass(frozen=True)
 class DataSet:
     name: str  # config.data.name and the TFDS builder's name
-    builder: str  # its class in unet_jax.data.builders
+    builder: str  # its class in a family module of unet_jax.data.builders
     kind: str  # SYNTHETIC or REAL (FIELDS_OF_KIND)
     modality: str  # MODALITIES
     # What a target on this set sets by default (unet_jax.config.target_sets.builtin_target).

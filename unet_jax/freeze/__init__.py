@@ -1,11 +1,14 @@
 """Freezing: a spec names what a run trains; everything else is frozen.
 
-  spec         the spec grammar, resolved against the layer registry into a FreezePlan
-               (labels, trained parameters and FLOPs of each unit)
-  optimizer    the optimiser mask: trained and frozen halves of a parameter tree and
-               optax.multi_transform over them
-  adapters     low-rank adapters of convolution kernels (`lora:R@SELECTOR`)
-  auto_choice  the automatic layer choice (`auto:CRITERION:K`, grammar in unet_jax.config.auto_spec)
+  spec           the spec grammar, resolved against the layer registry into a FreezePlan
+                 (labels, trained parameters and FLOPs of each unit)
+  optimizer      the optimiser mask: trained and frozen halves of a parameter tree and
+                 optax.multi_transform over them
+  adapters       low-rank adapters of convolution kernels (`lora:R@SELECTOR`)
+  auto_choice    the automatic layer choice (`auto:CRITERION:K`; grammar in
+                 unet_jax.config.auto_spec)
+  criteria       its criteria (rgn, probe, greedy): each scores every block on the target
+  score_scaling  per-block learning rates from scores (`auto:CRITERION:soft`)
 
 What most callers need is re-exported here: `freeze.compile_spec`, `freeze.merge`, ...
 """

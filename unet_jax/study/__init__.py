@@ -1,1 +1,1 @@
-"""The layer-wise study: its sweep points, checks, leak check and runner (runner first)."""
+"""The layer-wise study: its sweep points, checks, leak check, runner and loop (runner first)."""

@@ -22,13 +22,13 @@ split assignment keeps each target's near-duplicate clusters in one split
 says, per target, how many clusters and images were grouped (`LeakReport.grouping`, in its
 summary and in leak_check.json).
 
-`check_study(config)` is what the study calls at its start; `check_study_data` checks splits
-already in memory.
+`check_leaks` is what the study calls at its start: `check_study(config)`, then leak_check.json;
+`check_study_data` checks splits already in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 import dataclasses
 import json
 import os
@@ -38,9 +38,12 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from unet_jax import io_utils
 from unet_jax.config import families, target_sets
 from unet_jax.data import duplicates, pipeline
 from unet_jax.data.duplicates import HASH_BITS, NEAR_DUPLICATE_BITS
+from unet_jax.layout import LEAK_CHECK_FILE
+from unet_jax.study.run_configs import is_chief
 
 PRETRAIN = 'pretrain'
 EVALUATION_SPLITS = ('val', 'test')
@@ -355,3 +358,30 @@ def check_study(
         bits = pipeline.near_duplicate_bits(data)
         targets.append(hash_splits(name, splits, bits, every_image_tested=tested))
     return check_hashes(pretrain, targets, max_distance=max_distance)
+
+
+def check_leaks(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    check_fn: Callable[[ml_collections.ConfigDict], Any] | None = None,
+) -> None:
+    """Runs the leak check and writes leak_check.json (what was compared, what was found);
+    a leak raises LeakError before any run starts."""
+    try:
+        report = (check_fn or check_study)(config)
+    except LeakError as error:
+        _write_leak_check(workdir, error.report)
+        raise
+    if report is None:
+        return
+    _write_leak_check(workdir, report)
+    if report.warnings:  # the console gets one line; the log and leak_check.json list them
+        where = os.path.join(workdir, LEAK_CHECK_FILE)
+        logging.warning('study: %s; listed in %s', report.headline(), where)
+
+
+def _write_leak_check(workdir: str, report: Any) -> None:
+    if is_chief():
+        io_utils.write_text_atomically(
+            os.path.join(workdir, LEAK_CHECK_FILE), json.dumps(report.to_dict(), indent=1)
+        )

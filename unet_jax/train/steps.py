@@ -31,7 +31,7 @@ import optax
 
 from unet_jax import freeze, io_utils, models
 from unet_jax.data import augment
-from unet_jax.freeze import adapters, auto_choice
+from unet_jax.freeze import adapters, score_scaling
 from unet_jax.models import metrics
 from unet_jax.train import checkpoint
 
@@ -54,7 +54,7 @@ class StepConfig:
     left out of that key.
 
     `per_block_scales`: a soft `auto:` spec's per-block learning rates are in the optimiser
-    (their values are its state, auto_choice.scale_by_score, so they are not part of the key).
+    (their values are its state, score_scaling.scale_by_score, so they are not part of the key).
     """
 
     loss: ml_collections.FrozenConfigDict
@@ -142,7 +142,7 @@ def create_train_tx(
     """The optimiser of the trained leaves: the 'train' part of `create_optimizer`.
 
     `scales` (a soft `auto:` spec's scores, by block or unit) multiply each block's updates:
-    per-block learning rates (auto_choice.scale_by_score).
+    per-block learning rates (score_scaling.scale_by_score).
     """
     opt = config.optimizer
     lr = create_learning_rate_fn(config)
@@ -155,7 +155,7 @@ def create_train_tx(
     if opt.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
     if scales is not None:
-        tx = optax.chain(tx, auto_choice.scale_by_score(scales))
+        tx = optax.chain(tx, score_scaling.scale_by_score(scales))
     return tx
 
 
