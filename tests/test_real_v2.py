@@ -200,3 +200,12 @@ def test_a_size_drawn_for_one_target_is_no_cell_of_the_others(tmp_path):
     assert 'xray), n = 64' not in summary and 'xray, n = 64' not in summary
     caption = summary.split('(dice_vs_units.png)')[1].split('\n\n')[1]
     assert caption.startswith('*Test Dice against k') and 'Not drawn' not in caption
+
+
+def test_the_k_a_gap_is_averaged_over_are_named_as_they_ran():
+    """k = 1, 2, 4, 7 is not '1..7' (a range would claim k = 3, 5, 6)."""
+    from unet_jax.report import kinds
+
+    assert kinds.k_list([1, 2, 4, 7]) == '1, 2, 4, 7'
+    assert kinds.k_list(range(1, 8)) == '1..7' and kinds.k_list([4]) == '4'
+    assert kinds.k_list([1, 2]) == '1, 2'

@@ -254,10 +254,17 @@ def no_scope(c) -> str:
     return ''
 
 
+def k_list(ks) -> str:
+    """'1..4' for consecutive k, '1, 2, 4, 7' otherwise (a range would claim k it never ran)."""
+    ks = [int(k) for k in ks]
+    if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1)):
+        return f'{ks[0]}..{ks[-1]}'
+    return ', '.join(str(k) for k in ks)
+
+
 def over_k(c) -> str:
-    """'forward order, by block, averaged over k = 1..4'."""
-    ks = f'{c.ks[0]}..{c.ks[-1]}' if len(c.ks) > 1 else str(c.ks[0])
-    return f'{c.where}, averaged over k = {ks}'
+    """'forward order, by block, averaged over k = 1..4' (or 'k = 1, 2, 4, 7')."""
+    return f'{c.where}, averaged over k = {k_list(c.ks)}'
 
 
 def _at_k(c) -> str:
