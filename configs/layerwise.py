@@ -1,6 +1,7 @@
 r"""The layer-wise study: which U-Net layers to fine-tune (Amiri, Brooks and Rivaz 2019/2020).
 
-Pre-train on natural images (once per seed), then fine-tune on each target set with every sweep point:
+Pre-train on natural images (once per seed), then fine-tune on each target set with every sweep
+point:
   scratch      random init, everything trains
   pretrained   pre-trained weights, no tuning (only evaluated)
   full         pre-trained, everything trains
@@ -96,13 +97,8 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              greedy) choose from the pre-trained weights and a few training
                              batches (greedy: and the validation split)
 
-`real` is sized to finish in about 2 hours on 2 CPU cores. What was cut to fit: batch 4 (not
-8), base width 8, one training size (20 images), one k (4 blocks) of the forward order by
-block (not every k, not the level order or units; measured at ks=1+4 with scratch: about 22
-min per BUSI fold, 3.5 hours in all), no `scratch` family, a 300-step cap, 600 pre-training
-steps, validation 8% of each set. What was kept: 128x128, all 5 outer folds (every BUSI lesion image
-and every JSRT image tested once), 3 seeds each with its own ECSSD pre-training, the
-near-duplicate grouping of BUSI, the same stopping rule for every family.
+`real` is sized to finish in about 2 hours on 2 CPU cores; what was cut to fit and what was
+kept: unet_jax.config.study_scales, which holds every scale's fields.
 
 The report's inference is declared here too, before the study runs: `study.primary` (the
 primary endpoint, tested first and alone at 0.05; default: the shallow-vs-deep gap on each
@@ -110,10 +106,10 @@ ultrasound target and its difference from the X-ray target's gap, at the first s
 `study.primary.larger`, then each gap's change from that size to the larger one),
 `study.margin` (the TOST equivalence margin, 0.02 Dice) and `study.power` (a power plan: the
 first primary test simulated for the study's pre-trainings x folds with given variance
-components; `python -m unet_jax.report.power` tabulates other arrangements). The first start registers them, with
-the sweep, in WORKDIR/registration.json; a later start that changes them is refused unless
---config.study.amend_registration=True, which appends the amendment (its time, the runs
-finished by then) and the report says so in its first screen.
+components; `python -m unet_jax.report.power` tabulates other arrangements). The first start
+registers them, with the sweep, in WORKDIR/registration.json; a later start that changes them
+is refused unless --config.study.amend_registration=True, which appends the amendment (its
+time, the runs finished by then) and the report says so in its first screen.
 
 Each target of `study.targets` is a definition of overrides of the run's `data.*` and
 `augment.*` fields (target_sets.apply_target applies it to every point of the target); built-in
@@ -139,8 +135,7 @@ Examples:
 import ml_collections
 
 from unet_jax import errors
-from unet_jax.config import auto_spec, defaults, families, target_sets
-from unet_jax.data import modalities
+from unet_jax.config import auto_spec, defaults, families, study_scales, target_sets
 
 WHERE = 'configs/layerwise.py'
 ARGUMENTS = {
@@ -172,52 +167,9 @@ ARGUMENTS = {
         f'{", ".join(auto_spec.CRITERIA)} (default {"+".join(auto_spec.CRITERIA)})'
     ),
 }
-# `medium`: steps of every fine-tuning run (scratch: times study.scratch_steps_factor) and of
-# the pre-training.
-MEDIUM_STEPS = 150
-MEDIUM_PRETRAIN_STEPS = 1000
 # The norm layers of a study with a `norm` family (norm@: only their scale and shift train):
 # the default U-Net has none (model.norm='none').
 NORM_FOR_NORM_FAMILIES = 'batch'
-# `real`: the step cap of every fine-tuning run (early stopping ends most runs before it) and
-# the steps of each pre-training.
-REAL_STEP_CAP = 300
-REAL_PRETRAIN_STEPS = 600
-# `real` with a generated pre-training source (source= or sources=): scenes generated (ECSSD,
-# the default, has 1000 images).
-REAL_GENERATED_PRETRAIN_EXAMPLES = 600
-# `sources=`: pre-trainings per source (R >= 3, so that the gap's change has pre-training
-# variance in its CI) and the families of each source's sweep.
-SOURCES_PRETRAIN_SEEDS = 3
-SOURCES_FAMILIES = 'shallow_to_deep+deep_to_shallow'
-# `quick,sources=`: the k of both directions (k = 1 and three k >= 2 of the 7 below full; every
-# k would take about 1.7x as long: 84 runs per source instead of 48).
-SOURCES_QUICK_KS = '1+2+4+6'
-# `real,sources=`: outer folds (every image tested once with fewer runs than real's 5).
-REAL_SOURCES_OUTER_FOLDS = 2
-# `real_v2`, the confirmatory study (docs/results/real_v2.md): five pre-trainings with seeds
-# no earlier study used (10..14; fine-tuning seed s from pre-training s), each to a plateau
-# (a pilot pre-training, seed 9, plateaued at 3000 steps: cap 4000); 3 outer folds (the
-# power plan of 5 x 2 reached 0.8 at no effect up to +0.2 Dice: with 2 folds the fold
-# component has one degree of freedom; 5 x 3 reaches it at +0.07); k of both directions; a larger training size for the size contrast (BUSI only, at k = 4 and full);
-# the fine-tuning cap (a pilot fold, seed 9, stopped every run on a plateau by step 580:
-# cap 800). REAL_V2_POWER: the registered power plan (the variance components of the
-# exploratory `real` study's BUSI gap at k = 4, measured on its re-run; report.power).
-REAL_V2_PRETRAININGS = 5
-REAL_V2_FIRST_SEED = 10
-REAL_V2_OUTER_FOLDS = 3
-REAL_V2_KS = '1+2+4+7'
-REAL_V2_SIZES = '20+100'
-REAL_V2_SIZE_K = 4
-REAL_V2_FAMILIES = 'pretrained+full+shallow_to_deep+deep_to_shallow'
-REAL_V2_STEP_CAP = 800
-REAL_V2_MIN_DICE = 0.05
-REAL_V2_PRETRAIN_CAP = 4000
-REAL_V2_POWER = dict(
-    effect=0.04, sd_pretraining=0.0, sd_fold=0.0087, sd_run=0.0403, sd_image=0.129,
-    sd_residual=0.164, skewness=0.27, total_images=647,
-    components_from='the exploratory real study re-run on 2026-12-06 (BUSI gap at k = 4)',
-)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -236,22 +188,24 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     targets = _split(args.get('targets', 'busi+jsrt' if real else 'us+xray'))
     data_root = str(args.get('data_root', ''))
     default_sizes = '16' if quick else 'all' if medium else '20' if real else '10+50+all'
-    sizes = _split(args.get('sizes', REAL_V2_SIZES if real_v2 else default_sizes))
-    num_seeds = _integer(args.get('seeds', REAL_V2_PRETRAININGS if real_v2 else 3), 'seeds')
+    sizes = _split(args.get('sizes', study_scales.REAL_V2_SIZES if real_v2 else default_sizes))
+    num_seeds = _integer(
+        args.get('seeds', study_scales.REAL_V2_PRETRAININGS if real_v2 else 3), 'seeds'
+    )
     first_seed = _integer(
-        args.get('first_seed', REAL_V2_FIRST_SEED if real_v2 else 0), 'first_seed'
+        args.get('first_seed', study_scales.REAL_V2_FIRST_SEED if real_v2 else 0), 'first_seed'
     )
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
     default_families = '+'.join(f for f in families.DEFAULTS if not (real and f == 'scratch'))
     if source_names:
-        default_families = SOURCES_FAMILIES
+        default_families = study_scales.SOURCES_FAMILIES
     if real_v2:
-        default_families = REAL_V2_FAMILIES
+        default_families = study_scales.REAL_V2_FAMILIES
     family_names = list(families.expand(_split(args.get('families', default_families))))
     criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
-    default_ks = '4' if real else SOURCES_QUICK_KS if quick and source_names else ''
-    default_ks = REAL_V2_KS if real_v2 else default_ks
+    default_ks = '4' if real else study_scales.SOURCES_QUICK_KS if quick and source_names else ''
+    default_ks = study_scales.REAL_V2_KS if real_v2 else default_ks
     ks = [_integer(k, 'ks') for k in _split(args.get('ks', default_ks))]
     auto_ks = [_integer(k, 'auto_ks') for k in _split(args.get('auto_ks', ''))]
     if quick + medium + real > 1:
@@ -278,37 +232,20 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         # `norm` trains norm layers only: the U-Net (and its pre-training) gets BatchNorm.
         config.model.norm = NORM_FOR_NORM_FAMILIES
     _shared_model_and_size(config)
-    if quick:
-        config.model.base_width = 8
-        config.num_train_steps = 120
-        config.warmup_steps = 10
-        config.eval_every_steps = 40
-        config.checkpoint_every_steps = 40
-        config.log_every_steps = 40
-    elif medium:
-        _apply_medium(config)
-    elif real:
-        _apply_real(config)
-        if source_names:
-            config.data.outer_folds = REAL_SOURCES_OUTER_FOLDS
-        if real_v2:
-            _apply_real_v2(config)
-    else:
-        config.data.image_size = 128
-        config.num_train_steps = 1000
-        config.eval_every_steps = 100
-        config.checkpoint_every_steps = 100
+    study_scales.apply_scale(
+        config, quick=quick, medium=medium, real=real, real_v2=real_v2, sources=bool(source_names)
+    )
     if 'folds' in args:
         config.data.outer_folds = _integer(args['folds'], 'folds')
     config.optimizer.learning_rate = 1e-3 if cpu_scale else 3e-4
     config.finetune.granularity = 'block'
 
     study = ml_collections.ConfigDict()
-    scale = dict(quick=quick, medium=medium, real=real)
-    study.pretrain = _pretrain_config(config, source=source, **scale)
+    scale = dict(quick=quick, medium=medium, real=real, where=WHERE)
+    study.pretrain = study_scales.pretrain_config(config, source=source, **scale)
     study.pretrain.seed = first_seed  # pre-training i has seed first_seed + i
     if real_v2:
-        _pretrain_to_plateau(study.pretrain)
+        study_scales.pretrain_to_plateau(study.pretrain)
     if pretrain_data:
         study.pretrain.data.name = pretrain_data
         study.pretrain.data.manual_dir = data_root
@@ -318,7 +255,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # unet_jax.report.sources; () = one study pre-trained as study.pretrain says.
     study.sources = tuple(source_names)
     study.source_pretrain = ml_collections.ConfigDict(
-        {name: _pretrain_config(config, source=name, **scale) for name in source_names}
+        {name: study_scales.pretrain_config(config, source=name, **scale) for name in source_names}
     )
     # A finished pre-training workdir to reuse instead of pre-training inside this study's
     # workdir (e.g. one pre-training shared by several studies); '' = pre-train here.
@@ -331,9 +268,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # Training sizes run only where a hypothesis needs them: {nSIZE: {'targets': (...),
     # 'configurations': (...)}} (configuration names as in the run names); a size not listed
     # runs every target and configuration. real_v2: the larger size on the ultrasound target
-    # at k = REAL_V2_SIZE_K of both directions and full.
+    # at k = REAL_V2_SIZE_K (unet_jax.config.study_scales) of both directions and full.
     study.size_subsets = ml_collections.ConfigDict(
-        _size_subsets(study, targets, sizes, ks) if real_v2 else {}
+        study_scales.real_v2_size_subsets(study, targets, sizes, ks, where=WHERE) if real_v2 else {}
     )
     study.families = tuple(family_names)
     # Criteria of the `auto` family (unet_jax.config.auto_spec.CRITERIA; scored by
@@ -369,7 +306,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # components (SDs, in Dice) at `effect`, and the smallest effect with 0.8 power;
     # effect = 0: no power plan.
     study.power = ml_collections.ConfigDict(
-        REAL_V2_POWER if real_v2 else dict(
+        study_scales.REAL_V2_POWER if real_v2 else dict(
             effect=0.0, sd_pretraining=0.0, sd_fold=0.0, sd_run=0.0, sd_image=0.0,
             sd_residual=0.0, skewness=0.0, total_images=0, components_from='',
         )
@@ -391,7 +328,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # Pre-train R times (seeds 0..R-1); fine-tuning seed s starts from pre-training s mod R.
     # Default: one pre-training per seed, so that no default answer is about one pre-trained
     # model (its noise can flip a conclusion from one CPU to another); 1 = the older design.
-    study.pretrain_seeds = SOURCES_PRETRAIN_SEEDS if source_names else num_seeds
+    study.pretrain_seeds = study_scales.SOURCES_PRETRAIN_SEEDS if source_names else num_seeds
     # Scratch trains this many times the steps of the other families (it starts from nothing;
     # with early stopping the factor scales its cap: `real` gives every family the same rule).
     study.scratch_steps_factor = 1.0 if real else 2.0 if medium else 3.0
@@ -423,137 +360,6 @@ def _shared_model_and_size(config: ml_collections.ConfigDict) -> None:
     for key, value in config.model.items():
         config.model[key] = ml_collections.FieldReference(value)
     config.data.image_size = ml_collections.FieldReference(config.data.image_size)
-
-
-def _apply_medium(config: ml_collections.ConfigDict) -> None:
-    """Depth 4, base 8 at 64x64, 150 steps: 128 runs of a real-data study on 2 CPU cores (at
-    96x96 with 5 seeds and 200 steps, 212 runs would take about 4 hours there)."""
-    config.model.depth = 4
-    config.model.base_width = 8
-    config.data.image_size = 64
-    config.data.num_examples = 400  # simulated targets, if chosen
-    config.num_train_steps = MEDIUM_STEPS
-    config.warmup_steps = 20
-    config.eval_every_steps = 25
-    config.checkpoint_every_steps = 50
-    config.log_every_steps = 25
-
-
-def _apply_real(config: ml_collections.ConfigDict) -> None:
-    """The real-data study on 2 CPU cores: depth 4, base 8 at 128x128 (speckle survives at
-    that size, not at 64x64), 5 outer folds, validation 8% of each set, batch 4, early stopping.
-
-    Every run trains with a constant learning rate after a warm-up (cosine decay would flatten
-    the curve by itself) until its validation lesion Dice, smoothed over 2 evaluations, has not
-    risen by 0.005 for 60 steps, at least 120 steps (the floor) and at most REAL_STEP_CAP: the
-    same rule for every family, scratch included. Measured on 2 cores (2026-12-01): a full step
-    takes 0.27 s at batch 8, scoring an image 0.013 s; the cuts that fit 2 hours (batch 4, two k
-    points, one training size, a 300-step cap) are listed in the module doc.
-    """
-    config.model.depth = 4
-    config.model.base_width = 8
-    config.data.image_size = 128
-    config.data.outer_folds = 5
-    config.data.val_fraction = 0.08
-    config.batch_size = 4
-    config.num_train_steps = REAL_STEP_CAP
-    config.warmup_steps = 20
-    config.optimizer.schedule = 'constant'
-    config.early_stopping.patience_steps = 60
-    config.early_stopping.min_delta = 0.005
-    config.early_stopping.min_steps = 120
-    config.early_stopping.smoothing = 2
-    config.eval_every_steps = 20
-    config.checkpoint_every_steps = 100
-    config.log_every_steps = 20
-
-
-def _apply_real_v2(config: ml_collections.ConfigDict) -> None:
-    """`real` with outer folds REAL_V2_OUTER_FOLDS, the cap REAL_V2_STEP_CAP (measured on a
-    pilot fold so that at most 10% of each target's runs reach it) and the collapse guard: a
-    validation curve that never rose above REAL_V2_MIN_DICE is not a plateau."""
-    config.data.outer_folds = REAL_V2_OUTER_FOLDS
-    config.num_train_steps = REAL_V2_STEP_CAP
-    config.early_stopping.min_dice = REAL_V2_MIN_DICE
-
-
-def _pretrain_to_plateau(pretrain: ml_collections.ConfigDict) -> None:
-    """Each pre-training trains until its validation Dice has not risen by 0.005 for 600
-    steps (smoothed over 2 evaluations, at least 600 steps, at most REAL_V2_PRETRAIN_CAP),
-    with a constant learning rate after the warm-up."""
-    pretrain.num_train_steps = REAL_V2_PRETRAIN_CAP
-    pretrain.optimizer.schedule = 'constant'
-    pretrain.eval_every_steps = 200
-    pretrain.checkpoint_every_steps = 200
-    pretrain.early_stopping.patience_steps = 600
-    pretrain.early_stopping.min_delta = 0.005
-    pretrain.early_stopping.min_steps = 600
-    pretrain.early_stopping.smoothing = 2
-    pretrain.early_stopping.min_dice = REAL_V2_MIN_DICE
-
-
-def _size_subsets(study: ml_collections.ConfigDict, targets: list[str], sizes: list[str],
-                  ks: list[int]) -> dict:  # fmt: skip
-    """real_v2: each size after the first runs on the first ultrasound target only, at k =
-    REAL_V2_SIZE_K of both directions (forward order, by block), full and pretrained."""
-    if REAL_V2_SIZE_K not in ks:
-        raise errors.ConfigError(
-            f'{WHERE}: real_v2 runs its larger sizes at k = {REAL_V2_SIZE_K}; keep it in ks= '
-            f'(e.g. ks={REAL_V2_KS}).'
-        )
-    ultrasound = [
-        t for t in targets
-        if modalities.modality(study.targets[t].data.get('name', '')) == modalities.ULTRASOUND
-    ]  # fmt: skip
-    k = f'forward-block-k{REAL_V2_SIZE_K}'
-    chosen = ('pretrained', 'full', f'shallow_to_deep-{k}', f'deep_to_shallow-{k}')
-    return {
-        f'n{size}': dict(targets=tuple(ultrasound[:1]), configurations=chosen)
-        for size in sizes[1:]
-    }
-
-
-def _pretrain_config(
-    config: ml_collections.ConfigDict,
-    *,
-    source: str,
-    quick: bool,
-    medium: bool = False,
-    real: bool = False,
-) -> ml_collections.ConfigDict:
-    pretrain = defaults.default_config('quick' if quick else '')
-    for key in config.model:
-        pretrain.model[key] = config.model.get_ref(key)
-    pretrain.data.image_size = config.data.get_ref('image_size')
-    defaults.apply_source(pretrain, source, where=WHERE)
-    if quick:
-        pretrain.data.num_examples = 300
-        pretrain.num_train_steps = 400
-        pretrain.eval_every_steps = 100
-        pretrain.checkpoint_every_steps = 100
-        pretrain.log_every_steps = 50
-    elif real:
-        pretrain.data.num_examples = REAL_GENERATED_PRETRAIN_EXAMPLES  # if generated
-        pretrain.num_train_steps = REAL_PRETRAIN_STEPS
-        pretrain.warmup_steps = 50
-        pretrain.eval_every_steps = 200
-        pretrain.checkpoint_every_steps = 200
-        pretrain.log_every_steps = 50
-        pretrain.optimizer.learning_rate = 1e-3
-    elif medium:
-        pretrain.data.num_examples = 1000
-        pretrain.num_train_steps = MEDIUM_PRETRAIN_STEPS
-        pretrain.warmup_steps = 50
-        pretrain.eval_every_steps = 250
-        pretrain.checkpoint_every_steps = 250
-        pretrain.log_every_steps = 50
-        pretrain.optimizer.learning_rate = 1e-3
-    else:
-        pretrain.data.num_examples = 5000
-        pretrain.num_train_steps = 20000
-        pretrain.eval_every_steps = 1000
-        pretrain.checkpoint_every_steps = 1000
-    return pretrain
 
 
 def _targets(tokens: list[str], *, data_root: str) -> ml_collections.ConfigDict:

@@ -20,7 +20,7 @@ RANKS = {
     'unet_jax.layout': 1,  # where a study keeps its files
     'unet_jax.console': 2,  # what a study prints
     'unet_jax.data': 3,  # the catalogue, simulations, builders, folder sets, the pipeline
-    'unet_jax.config': 4,  # defaults, target sets, checks, families, registration
+    'unet_jax.config': 4,  # defaults, study scales, target sets, checks, families, registration
     'unet_jax.models': 5,  # the U-Net, its layer registry, losses and scores
     'unet_jax.freeze': 6,  # specs, the optimiser mask, adapters, the automatic choice, criteria
     'unet_jax.train': 7,  # one run and one group
