@@ -19,7 +19,7 @@ RANKS = {
     'unet_jax.io_utils': 0,  # atomic writes and other small helpers
     'unet_jax.layout': 1,  # where a study keeps its files
     'unet_jax.console': 2,  # what a study prints
-    'unet_jax.data': 3,  # the catalogue, simulations, builders, folder sets, the pipeline
+    'unet_jax.data': 3,  # the catalogue, simulations, builders, folder sets, the pipeline, splits
     'unet_jax.config': 4,  # defaults, study scales, target sets, checks, families, registration
     'unet_jax.models': 5,  # the U-Net, its layer registry, losses and scores
     'unet_jax.freeze': 6,  # specs, the optimiser mask, adapters, the automatic choice, criteria

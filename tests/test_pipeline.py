@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_layout, save_image
-from unet_jax.data import catalogue, duplicates, fields, pipeline
+from unet_jax.data import catalogue, duplicates, fields, pipeline, split_assignment
 from unet_jax.study import leakage
 
 
@@ -43,43 +43,43 @@ def test_pad_keeps_aspect_ratio():
 
 
 def test_splits_are_disjoint_and_test_fixed_by_split_seed():
-    a = pipeline.assign_splits(IDS, _config(num_train=10, subset_seed=1))
-    b = pipeline.assign_splits(IDS, _config(num_train=-1, subset_seed=7))
+    a = split_assignment.assign_splits(IDS, _config(num_train=10, subset_seed=1))
+    b = split_assignment.assign_splits(IDS, _config(num_train=-1, subset_seed=7))
     assert a['test'] == b['test'] and a['val'] == b['val']
     assert (len(b['train']), len(b['val']), len(b['test'])) == (65, 15, 20)
     assert not set(b['train']) & set(b['val']) and not set(b['train'] + b['val']) & set(b['test'])
-    c = pipeline.assign_splits(IDS, _config(split_seed=1))
+    c = split_assignment.assign_splits(IDS, _config(split_seed=1))
     assert c['test'] != a['test']
     shuffled = {'train': IDS['train'][::-1]}
-    assert pipeline.assign_splits(shuffled, _config())['test'] == b['test']
+    assert split_assignment.assign_splits(shuffled, _config())['test'] == b['test']
 
 
 def test_training_subsets_are_nested_per_seed():
     subsets = {
-        n: pipeline.assign_splits(IDS, _config(num_train=n, subset_seed=3))['train']
+        n: split_assignment.assign_splits(IDS, _config(num_train=n, subset_seed=3))['train']
         for n in (5, 10, 20)
     }
     assert set(subsets[5]) < set(subsets[10]) < set(subsets[20])
-    other = pipeline.assign_splits(IDS, _config(num_train=5, subset_seed=4))['train']
+    other = split_assignment.assign_splits(IDS, _config(num_train=5, subset_seed=4))['train']
     assert set(other) != set(subsets[5])
     with pytest.raises(ValueError, match=r'num_train=66 but the training split .* has only 65'):
-        pipeline.assign_splits(IDS, _config(num_train=66))
+        split_assignment.assign_splits(IDS, _config(num_train=66))
 
 
 def test_k_fold_validation_partitions_the_non_test_cases():
-    folds = [pipeline.assign_splits(IDS, _config(num_folds=4, fold=k)) for k in range(4)]
+    folds = [split_assignment.assign_splits(IDS, _config(num_folds=4, fold=k)) for k in range(4)]
     vals = [set(f['val']) for f in folds]
     pool = set(folds[0]['train']) | vals[0]
     assert len(pool) == 80 and set().union(*vals) == pool
     assert all(not vals[i] & vals[j] for i in range(4) for j in range(i + 1, 4))
     assert all(f['test'] == folds[0]['test'] for f in folds)
     with pytest.raises(ValueError, match=r'fold=4 must be in 0..3'):
-        pipeline.assign_splits(IDS, _config(num_folds=4, fold=4))
+        split_assignment.assign_splits(IDS, _config(num_folds=4, fold=4))
 
 
 def test_official_splits_are_kept():
     official = {'train': ['a', 'b', 'c', 'd'], 'val': ['e'], 'test': ['f', 'g']}
-    s = pipeline.assign_splits(official, _config())
+    s = split_assignment.assign_splits(official, _config())
     assert s['test'] == ['f', 'g'] and s['val'] == ['e'] and sorted(s['train']) == list('abcd')
 
 
@@ -251,12 +251,14 @@ def test_seeded_splits_keep_near_duplicates_together_unless_allowed(tmp_path):
 def test_units_reduce_to_the_draw_by_case_without_near_duplicates():
     """With no cluster, the grouped draws are the draws by case: splits of sets without
     near-duplicates are what they were before grouping."""
-    order = pipeline._permutation(IDS['train'], 0)
-    test, rest = pipeline._take(pipeline._units(order, {}), 20)
+    order = split_assignment._permutation(IDS['train'], 0)
+    test, rest = split_assignment._take(split_assignment._units(order, {}), 20)
     assert test == order[:20] and rest == order[20:]
-    folds = pipeline._deal(pipeline._units(order, {}), 4)
+    folds = split_assignment._deal(split_assignment._units(order, {}), 4)
     assert folds == [order[k::4] for k in range(4)]
-    grouped = pipeline._deal(pipeline._units(order, {order[1]: 'g', order[2]: 'g'}), 4)
+    grouped = split_assignment._deal(
+        split_assignment._units(order, {order[1]: 'g', order[2]: 'g'}), 4
+    )
     assert sorted(len(f) for f in grouped) == [25, 25, 25, 25]
     assert any({order[1], order[2]} <= set(f) for f in grouped)
 

@@ -283,7 +283,7 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     """With data.outer_folds=3 every (target, size, seed) runs on each fold: the names carry the
     fold, a group and a `pretrained` alias never cross folds, each run tests its fold, and the
     3 runs of one seed test every case once, every size on the same fold."""
-    from unet_jax.data import pipeline
+    from unet_jax.data import split_assignment
 
     config = tiny_study_config(seeds=2, families=('scratch', 'pretrained', 'full'))
     config.data.outer_folds = 3
@@ -306,7 +306,7 @@ def test_outer_folds_make_fold_x_seed_the_replication_unit(tmp_path):
     for point in sweep.runs:
         run = run_configs.point_config(config, point, str(tmp_path))
         assert run.data.outer_fold == point.fold
-        splits = pipeline.assign_splits(ids, run.data)
+        splits = split_assignment.assign_splits(ids, run.data)
         test_of.setdefault((point.seed, point.fold), set()).add(tuple(splits['test']))
         if point.family == 'full' and point.num_train == 16:
             tested[point.seed] += splits['test']

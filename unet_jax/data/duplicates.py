@@ -20,8 +20,9 @@ looked at were all the same lesion, and most pairs lie at 88-130. BUSI therefore
 bits (116 clusters of 255 images; at 26 bits 96 clusters of 207), every other set at 26.
 
 A cluster is a connected group of near-duplicates: a ~ b and b ~ c put a, b and c in one cluster
-even when a and c are further apart. The split assignment (`pipeline.assign_splits`) puts every
-cluster into one fold and one split; the leak check (`leakage`) reports how many were grouped.
+even when a and c are further apart. The split assignment (`split_assignment.assign_splits`)
+puts every cluster into one fold and one split; the leak check (`leakage`) reports how many were
+grouped.
 """
 
 from __future__ import annotations
