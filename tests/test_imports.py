@@ -22,7 +22,7 @@ RANKS = {
     'unet_jax.data': 3,  # the catalogue, simulations, builders, folder sets, the pipeline, splits
     'unet_jax.config': 4,  # defaults, study scales, target sets, checks, families, registration
     'unet_jax.models': 5,  # the U-Net, its layer registry, losses and scores
-    'unet_jax.freeze': 6,  # specs, the optimiser mask, adapters, the automatic choice, criteria
+    'unet_jax.freeze': 6,  # specs, plans, the optimiser mask, adapters, auto choice, criteria
     'unet_jax.train': 7,  # one run and one group
     'unet_jax.find_run': 8,  # the tools
     'unet_jax.representation_change': 8,

@@ -1,6 +1,6 @@
 """The optimiser mask: trained and frozen halves of a parameter tree, and
 ``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)`` over them
-(how training uses it: unet_jax.freeze.spec).
+(how training uses it: unet_jax.freeze.plan).
 """
 
 from collections.abc import Sequence
