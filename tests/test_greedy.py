@@ -17,7 +17,7 @@ from unet_jax.config import auto_spec
 from unet_jax.freeze import auto_choice, criteria
 from unet_jax.models import UNet, layer_registry, metrics
 from unet_jax.models.layer_registry import build_registry
-from unet_jax.study import sweep_points
+from unet_jax.study import configurations, sweep_points
 from unet_jax.train import groups
 
 SIZE = 32
@@ -295,7 +295,7 @@ def test_sweep_enumerates_greedy_k_without_soft():
     assert config.study.auto_criteria == ('greedy', 'rgn')
     registry = sweep_points.registry_for(config)
     n = len(registry.block_names)
-    specs = [c['spec'] for c in sweep_points._auto_configurations(config.study, registry)]
+    specs = [c['spec'] for c in configurations._auto_configurations(config.study, registry)]
     assert specs == [f'auto:greedy:{k}' for k in range(1, n + 1)] + [
         f'auto:rgn:{k}' for k in [*range(1, n + 1), 'soft']
     ]

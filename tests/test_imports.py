@@ -28,7 +28,7 @@ RANKS = {
     'unet_jax.representation_change': 8,
     'unet_jax.report': 8,
     'unet_jax.predict': 9,  # inputs, model, outputs, scores; the command in __main__
-    'unet_jax.study': 10,  # the sweep, its checks, its runner and loop
+    'unet_jax.study': 10,  # the sweep and its configurations, its checks, its runner and loop
     'unet_jax.main': 11,  # the entry point
 }
 # What `import unet_jax.config` (and so every file in configs/) may never load.

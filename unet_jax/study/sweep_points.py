@@ -1,7 +1,8 @@
 """The study's sweep: every named point, the unique runs and their groups, from a config.
 
 `enumerate_sweep(config)` is the one place that turns `configs/layerwise.py` into runs; the
-study runner, `launch/sweep.py` (local processes, SLURM arrays) and the report all use it.
+study runner, `launch/sweep.py` (local processes, SLURM arrays) and the report all use it. What
+each family expands to, and which configurations run at each size: unet_jax.study.configurations.
 
 Glossary (every module of the package uses these words in these meanings only):
   point   one named cell of the study: target, training-set size, seed (and outer fold) and
@@ -27,7 +28,7 @@ the fold (`busi/n10/s0/f3/full`), and the F runs of one seed test every image on
 never mixes folds (its runs share the validation and test splits).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 import dataclasses
 import math
 from typing import Any
@@ -38,6 +39,7 @@ from unet_jax import freeze, models
 from unet_jax.config import auto_spec, families
 from unet_jax.layout import size_name
 from unet_jax.models import layer_registry
+from unet_jax.study import configurations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,19 +101,6 @@ class Sweep:
 # ----------------------------------------------------------------------------- enumeration
 
 
-def configuration_name(
-    family: str, *, order: str = '', granularity: str = '', k: int = 0, spec: str = ''
-) -> str:
-    """'full', 'shallow_to_deep-level-block-k3' for the layer-by-layer families, and
-    'auto-rgn-block-k3' / 'auto-rgn-block-soft' for the automatic choice."""
-    if families.get(family).is_direction:
-        return f'{family}-{order}-{granularity}-k{k}'
-    if families.get(family).is_auto:
-        criterion = spec.split(':')[1]
-        return f'{family}-{criterion}-{granularity}-' + (f'k{k}' if k else auto_spec.SOFT)
-    return family
-
-
 def registry_for(config: ml_collections.ConfigDict) -> layer_registry.LayerRegistry:
     """The layer registry of the study's model (the source of N, the number of units)."""
     model = models.create_model(config.model)
@@ -165,67 +154,6 @@ def _check_study(study: ml_collections.ConfigDict) -> None:
         raise ValueError(f'config.study.seeds={tuple(study.seeds)}: seeds must be >= 0.')
 
 
-def _configurations(
-    study: ml_collections.ConfigDict, registry: layer_registry.LayerRegistry
-) -> Iterator[dict[str, Any]]:
-    for name in study.families:
-        family = families.get(name)
-        if family.is_auto:
-            yield from _auto_configurations(study, registry)
-            continue
-        if not family.is_direction:
-            yield dict(family=name, spec=family.spec)
-            continue
-        for order in study.orders:
-            for granularity in study.granularities:
-                n = len(registry.order(order, granularity))
-                for k in _k_values(study, n, granularity):
-                    yield dict(
-                        family=name,
-                        spec=family.direction_spec(k),
-                        order=order,
-                        granularity=granularity,
-                        k=k,
-                    )
-
-
-def _k_values(study: ml_collections.ConfigDict, n: int, granularity: str) -> list[int]:
-    """The k of shallow_to_deep / deep_to_shallow: study.k_values (() = every k, 1..n)."""
-    chosen = tuple(study.get('k_values', ()))
-    if not chosen:
-        return list(range(1, n + 1))
-    return _checked_k_values(chosen, n, granularity, 'k_values')
-
-
-def _checked_k_values(chosen: tuple, n: int, granularity: str, field: str) -> list[int]:
-    wrong = [k for k in chosen if not (isinstance(k, int) and 1 <= k <= n)]
-    argument = {'k_values': 'ks', 'auto_k_values': 'auto_ks'}[field]
-    if wrong:
-        raise ValueError(
-            f'config.study.{field}={chosen}: {wrong} not in 1..{n} (the model has {n} '
-            f'{granularity}s); choose k among them, e.g. {argument}=1+2+{n} '
-            '(configs/layerwise.py).'
-        )
-    return sorted(set(chosen))
-
-
-def _auto_configurations(
-    study: ml_collections.ConfigDict, registry: layer_registry.LayerRegistry
-) -> Iterator[dict[str, Any]]:
-    """`auto:<criterion>:k` for k = 1..N and `auto:<criterion>:soft` (for a criterion that has
-    it: not greedy), per criterion and granularity (k counts blocks or units, whatever their
-    order); with `study.auto_k_values`, only those k (fixed in advance) and no soft."""
-    fixed = tuple(study.get('auto_k_values', ()))
-    for criterion in study.get('auto_criteria', auto_spec.CRITERIA):
-        soft = [0] if auto_spec.has_soft(criterion) and not fixed else []
-        for granularity in study.granularities:
-            n = len(registry.order('forward', granularity))
-            ks = _checked_k_values(fixed, n, granularity, 'auto_k_values') if fixed else None
-            for k in [*(ks or range(1, n + 1)), *soft]:
-                spec = auto_spec.format_auto(criterion, k or None)
-                yield dict(family=families.AUTO, spec=spec, granularity=granularity, k=k)
-
-
 def enumerate_sweep(
     config: ml_collections.ConfigDict, *, registry: layer_registry.LayerRegistry | None = None
 ) -> Sweep:
@@ -243,9 +171,9 @@ def enumerate_sweep(
     study = config.study
     _check_study(study)
     registry = registry or registry_for(config)
-    configurations = []
-    for c in _configurations(study, registry):
-        name = configuration_name(
+    configured = []  # (name, configuration, what it trains)
+    for c in configurations.configurations(study, registry):
+        name = configurations.configuration_name(
             c['family'],
             order=c.get('order', ''),
             granularity=c.get('granularity', ''),
@@ -261,15 +189,15 @@ def enumerate_sweep(
         if auto_spec.is_auto(c['spec']) and c['k'] == num_names:
             c, units = dict(c, spec=freeze.ALL), registry.unit_names
             trains = _plan(c, registry).signature
-        configurations.append((name, dict(c, trained_units=units), trains))
+        configured.append((name, dict(c, trained_units=units), trains))
 
     num_pretrain = num_pretrainings(config)
-    subsets = size_subsets(study, [name for name, _, _ in configurations])
+    subsets = configurations.size_subsets(study, [name for name, _, _ in configured])
     points, runs, first_of = [], [], {}
     for seed, fold in ((s, f) for s in study.seeds for f in outer_folds(config)):
         for target in study.targets:
             for num_train in study.num_train:
-                for configuration, c, trains in configurations:
+                for configuration, c, trains in configured:
                     subset = subsets.get(num_train)
                     if subset and (target, configuration) not in subset:
                         continue
@@ -317,36 +245,6 @@ def pretraining_of(seeds: Sequence[int], seed: int, count: int) -> int:
     starts from pre-training i mod R (R = `count`), whose own seed is study.pretrain.seed + i;
     with study.pretrain.seed equal to the first seed, seed s starts from pre-training s."""
     return list(seeds).index(seed) % count
-
-
-def size_subsets(
-    study: ml_collections.ConfigDict, configurations: Sequence[str]
-) -> dict[int, set[tuple[str, str]]]:
-    """{training size: the (target, configuration) pairs it runs} for the sizes that
-    `study.size_subsets` restricts (e.g. a larger size run only where its hypothesis needs it);
-    a size it does not list runs every target and configuration."""
-    out = {}
-    for size, subset in (study.get('size_subsets') or {}).items():
-        where = f'config.study.size_subsets.{size}'
-        named = {f'n{size_name(n)}': n for n in study.num_train}
-        if size not in named:
-            raise ValueError(
-                f'{where}: {size!r} names none of the study\'s training sizes; use one of '
-                f'{list(named)} (n and the size, as in the run names).'
-            )
-        num_train = named[size]
-        targets = tuple(subset.get('targets') or study.targets)
-        chosen = tuple(subset.get('configurations') or ())
-        unknown = [t for t in targets if t not in study.targets] + [
-            c for c in chosen if c not in configurations
-        ]
-        if unknown or not chosen:
-            raise ValueError(
-                f'{where}: {unknown or "no configurations"}: list targets among '
-                f'{list(study.targets)} and configurations among {list(configurations)}.'
-            )
-        out[num_train] = {(t, c) for t in targets for c in chosen}
-    return out
 
 
 def _plan(c: dict[str, Any], registry: layer_registry.LayerRegistry) -> freeze.FreezePlan:
