@@ -20,8 +20,11 @@ study's power before it runs), registration (the record's lines), kinds (the kin
 comparison: what each compares and how it reads), compare (the primary endpoint and the
 secondary comparisons), analysis (summaries, the answer chosen on
 validation), conclusions (the words), auto (the automatic choice against the sweep), sources
-(two pre-training sources compared), tables, figures, qualitative (the outlined-predictions
-figure), render (one template: Markdown and HTML), write (all of it).
+(two pre-training sources compared), tables, figures (what the figures share: colours,
+panels, saving), dice_figures (Dice against k, cost and size; the references),
+training_figures (validation curves, which layers changed), endpoint_figure (the primary
+endpoint's forest plot), qualitative (the outlined-predictions figure), render (one template:
+Markdown and HTML), write (all of it).
 This file stays light (standard library only) so that the command line answers --help
 and reports a bad workdir at once.
 """

@@ -13,12 +13,14 @@ from unet_jax.report import (
     budget,
     calibration,
     conclusions,
-    figures,
+    dice_figures,
+    endpoint_figure,
     qualitative,
     registration,
     render,
     stats,
     tables,
+    training_figures,
 )
 from unet_jax.report.load import Study, load
 
@@ -126,7 +128,7 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
     os.makedirs(folder, exist_ok=True)
     _write_csvs(study, result, folder)
     made = _figures(study, result, folder)
-    primary_figure = figures.primary_endpoint(study, result, folder)
+    primary_figure = endpoint_figure.primary_endpoint(study, result, folder)
     curve = next((f for f in made if f is not None and f.file == CURVE_FIGURE), None)
     data = dict(
         recommendations=conclusions.recommendations(study, result),
@@ -178,13 +180,13 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
 
 def _figures(study: Study, result: analysis.Analysis, folder: str) -> list:
     made = [
-        figures.dice_vs_units(study, result, folder),
-        figures.dice_vs_cost(study, result, folder, 'trained_fraction'),
-        figures.dice_vs_cost(study, result, folder, 'train_flops'),
-        figures.references(study, result, folder),
-        figures.dice_vs_size(study, result, folder),
-        figures.validation_curves(study, result, folder),
-        figures.representation_change(study, result, folder),
+        dice_figures.dice_vs_units(study, result, folder),
+        dice_figures.dice_vs_cost(study, result, folder, 'trained_fraction'),
+        dice_figures.dice_vs_cost(study, result, folder, 'train_flops'),
+        dice_figures.references(study, result, folder),
+        dice_figures.dice_vs_size(study, result, folder),
+        training_figures.validation_curves(study, result, folder),
+        training_figures.representation_change(study, result, folder),
     ]
     made += [qualitative.qualitative(study, result, folder, t) for t in study.targets]
     return made
