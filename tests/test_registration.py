@@ -292,7 +292,7 @@ def test_a_study_refuses_a_changed_primary_and_reports_the_amendment(tmp_path):
     assert _primary_heading(summary) == f'amended after {total} of {total} runs'
     assert 'declared before the study ran' not in summary.lower().replace(
         'declared before the study ran (study.primary)', ''
-    )  # (the primary table's caption is unet_jax.report.tables')
+    )  # (the primary table's caption is unet_jax.report.answer_tables')
 
 
 def test_each_source_of_a_sources_study_is_registered(tmp_path):

@@ -20,7 +20,8 @@ study's power before it runs), registration (the record's lines), kinds (the kin
 comparison: what each compares and how it reads), compare (the primary endpoint and the
 secondary comparisons), analysis (summaries, the answer chosen on
 validation), conclusions (the words), auto (the automatic choice against the sweep), sources
-(two pre-training sources compared), tables, figures (what the figures share: colours,
+(two pre-training sources compared), tables (the tables per target and size), answer_tables
+(the tables the page opens with), figures (what the figures share: colours,
 panels, saving), dice_figures (Dice against k, cost and size; the references),
 training_figures (validation curves, which layers changed), endpoint_figure (the primary
 endpoint's forest plot), qualitative (the outlined-predictions figure), render (one template:

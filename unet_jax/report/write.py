@@ -9,6 +9,7 @@ import pandas as pd
 from unet_jax import layout
 from unet_jax.report import (
     analysis,
+    answer_tables,
     auto,
     budget,
     calibration,
@@ -146,9 +147,9 @@ def write_report(workdir: str, *, margin: float | None = None) -> str:
         answer_tables=[
             t
             for t in (
-                tables.primary_table(result),
-                tables.answer_table(study, result),
-                tables.budget_table(result),
+                answer_tables.primary_table(result),
+                answer_tables.answer_table(study, result),
+                answer_tables.budget_table(result),
             )
             if t is not None
         ],
