@@ -1,5 +1,5 @@
 """The project's train step as the benchmarks run it: built and compiled as the training loop
-builds it (`steps.create_train_state`, `steps.train_step` with one run on the run axis,
+builds it (`initial_state.create_train_state`, `steps.train_step` with one run on the run axis,
 compiled with `models.compiler_options()`), on a fixed random batch."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from unet_jax import freeze, models
 from unet_jax.config import defaults
 from unet_jax.models import layer_registry
-from unet_jax.train import steps
+from unet_jax.train import initial_state, steps
 
 
 def benchmark_config(
@@ -57,7 +57,7 @@ class JaxStep:
             model, image_size=config.data.image_size, in_channels=config.model.in_channels
         )
         self.plan = freeze.compile_spec(spec, self.registry, order='forward', granularity='block')
-        self.state, self.frozen, frozen_axis, _ = steps.create_train_state(
+        self.state, self.frozen, frozen_axis, _ = initial_state.create_train_state(
             [config], model=model, plan=self.plan
         )
         # The first run's full parameter tree, before any step (to copy into another library).

@@ -254,7 +254,7 @@ def test_group_choice_reads_validation_never_test(tmp_path, monkeypatch):
             'finetune.auto.probe_steps': 2,
         }
     )
-    monkeypatch.setattr(groups.steps, 'load_init_from', lambda variables, config: variables)
+    monkeypatch.setattr(groups.initial_state, 'load_init_from', lambda variables, config: variables)
     model = models.create_model(config.model)
     registry = layer_registry.build_registry(model, image_size=SIZE, in_channels=1)
     passed = []

@@ -9,14 +9,14 @@ from configs import layerwise
 from tests import tiny
 from unet_jax import models
 from unet_jax.study import sweep_points
-from unet_jax.train import checkpoint, steps, trainer
+from unet_jax.train import checkpoint, initial_state, trainer
 
 
 def test_matched_params_keep_each_tensors_mean_and_std_but_not_its_values():
     rng = np.random.default_rng(0)
     params = {'a': {'kernel': rng.normal(0.3, 2.0, (3, 3, 16, 32)).astype(np.float32)},
               'b': {'scale': np.full((8,), 1.5, np.float32), 'bias': np.array([0.2], np.float32)}}  # fmt: skip
-    matched = steps.matched_params(params, np.random.default_rng(1))
+    matched = initial_state.matched_params(params, np.random.default_rng(1))
     kernel, new = params['a']['kernel'], matched['a']['kernel']
     assert new.shape == kernel.shape and new.dtype == kernel.dtype
     assert abs(new.mean() - kernel.mean()) < 0.05 and abs(new.std() - kernel.std()) < 0.05
@@ -40,7 +40,7 @@ def test_a_matched_run_starts_from_the_pretrained_statistics_with_fresh_batch_st
         if value.size >= 256:
             assert abs(new[path].std() / value.std() - 1) < 0.2, path
             assert not np.allclose(new[path], value), path
-    initial = steps.initial_variables(models.create_model(config.model), config)
+    initial = initial_state.initial_variables(models.create_model(config.model), config)
     fresh, trained = flat(initial, 'batch_stats'), flat(pretrained, 'batch_stats')
     assert fresh.keys() == flat(started, 'batch_stats').keys()
     for path, value in flat(started, 'batch_stats').items():

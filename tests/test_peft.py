@@ -16,7 +16,7 @@ from unet_jax.config import families
 from unet_jax.freeze import FreezeSpecError, adapters, compile_spec
 from unet_jax.models import layer_registry, metrics
 from unet_jax.study import sweep_points
-from unet_jax.train import checkpoint, steps, trainer
+from unet_jax.train import checkpoint, initial_state, trainer
 
 SIZE = 32
 
@@ -130,7 +130,7 @@ def test_lora_starts_as_the_pretrained_model_and_folds_exactly(plain):
     model, registry = plain
     variables = _params(model)
     plan = compile_spec('lora:4@@all', registry)
-    added = steps.with_adapters(variables, plan, seed=0)
+    added = initial_state.with_adapters(variables, plan, seed=0)
     flat = _flat(added['params'])
     assert sum(p.endswith('conv/lora_a') for p in flat) == 10  # 4 enc + 2 bottleneck + 4 dec
     assert sum(p.endswith('up/lora_a') for p in flat) == 2
@@ -174,7 +174,7 @@ def test_training_moves_only_the_selected_parts(tmp_path, spec, norm, trains):
     config = tiny.tiny_config(**{'finetune.train': spec, 'model.norm': norm})
     results = trainer.train_and_evaluate(config, str(tmp_path), splits=tiny.disk_splits())
     model = models.create_model(config.model)
-    before = _flat(steps.initial_variables(model, config)['params'])
+    before = _flat(initial_state.initial_variables(model, config)['params'])
     best, _ = checkpoint.load_variables(str(tmp_path))
     after = _flat(best['params'])
     assert after.keys() == before.keys()  # folded: no adapters in the best params
@@ -200,7 +200,7 @@ def _xla_step_flops(model, registry, spec):
     """XLA's FLOP count of the loss and gradient of the trained leaves (adapters folded)."""
     plan = compile_spec(spec, registry)
     split = tiny.disk_split(4, size=SIZE)
-    variables = steps.with_adapters(_params(model), plan, seed=0)
+    variables = initial_state.with_adapters(_params(model), plan, seed=0)
     params = variables['params']
     trainable, frozen = freeze.split_trainable(params, plan.labels(params))
     stats = variables.get('batch_stats')

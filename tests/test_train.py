@@ -22,7 +22,7 @@ from tests import tiny
 from unet_jax import freeze, io_utils, models
 from unet_jax.data import augment, pipeline
 from unet_jax.models import layer_registry, metrics
-from unet_jax.train import checkpoint, groups, ledger, steps, trainer
+from unet_jax.train import checkpoint, groups, initial_state, ledger, steps, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +43,8 @@ def latest_trained(workdir: str) -> dict:
 
 def initial_params(config) -> dict:
     model = models.create_model(config.model)
-    return traverse_util.flatten_dict(steps.initial_variables(model, config)['params'], sep='/')
+    variables = initial_state.initial_variables(model, config)
+    return traverse_util.flatten_dict(variables['params'], sep='/')
 
 
 def test_run_writes_results_and_freezes_exactly(tmp_path):
@@ -121,7 +122,7 @@ def test_batchnorm_statistics_of_frozen_units_stay(tmp_path):
     stats = best_variables(str(tmp_path), 'batch_stats')
     model = models.create_model(config.model)
     initial = traverse_util.flatten_dict(
-        steps.initial_variables(model, config)['batch_stats'], sep='/'
+        initial_state.initial_variables(model, config)['batch_stats'], sep='/'
     )
     for path, value in initial.items():
         moved = not np.array_equal(value, stats[path])
@@ -195,7 +196,9 @@ def test_init_from_is_strict_and_dont_load_is_respected(tmp_path):
         }
     )
     model = models.create_model(two_classes.model)
-    init = steps.load_init_from(steps.initial_variables(model, two_classes), two_classes)
+    init = initial_state.load_init_from(
+        initial_state.initial_variables(model, two_classes), two_classes
+    )
     assert init['params']['head']['conv0']['conv']['kernel'].shape[-1] == 2
 
 
@@ -377,7 +380,7 @@ def test_the_whole_tree_optimiser_steps_as_the_trained_half_one_did():
     registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
     plan = freeze.compile_spec('enc0,dec0', registry)
     scales = {'enc0': 0.5, 'dec0': 1.0}
-    state, frozen, frozen_axis, _ = steps.create_train_state(
+    state, frozen, frozen_axis, _ = initial_state.create_train_state(
         [config], model=model, plan=plan, scales=scales
     )
     assert frozen_axis is None and set(state.trainable) == {'enc0', 'dec0'}
@@ -434,7 +437,9 @@ def test_programs_are_keyed_by_their_inputs_half_precision_included():
         model = models.create_model(config.model, half_precision=half_precision)
         registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
         plan = freeze.compile_spec('enc0,dec0', registry)
-        state, frozen, frozen_axis, _ = steps.create_train_state([config], model=model, plan=plan)
+        state, frozen, frozen_axis, _ = initial_state.create_train_state(
+            [config], model=model, plan=plan
+        )
         batch = steps.train_batch(split.image[None], split.mask[None], [config])
         inputs = dict(
             model=model,
@@ -463,7 +468,9 @@ def test_targets_that_differ_only_in_flips_share_the_step_program():
         model = models.create_model(config.model)
         registry = layer_registry.build_registry(model, image_size=32, in_channels=1)
         plan = freeze.compile_spec('enc0,dec0', registry)
-        state, frozen, frozen_axis, _ = steps.create_train_state([config], model=model, plan=plan)
+        state, frozen, frozen_axis, _ = initial_state.create_train_state(
+            [config], model=model, plan=plan
+        )
         batch = steps.train_batch(split.image[None], split.mask[None], [config])
         assert batch[steps.FLIP].tolist() == [[0.5 if overrides['flip'] else 0.0] * 4]
         inputs = dict(model=model, config=steps.StepConfig.of(config),
@@ -474,9 +481,9 @@ def test_targets_that_differ_only_in_flips_share_the_step_program():
 
 
 def test_init_compiled_for_speed_gives_the_default_compiles_params_bit_for_bit():
-    """steps.initial_variables compiles the init at a low XLA:CPU optimisation level (steps.
-    INIT_CPU_OPTIONS; about 10x faster to compile): the params must equal XLA's default
-    build (measured: at level 0 they differ in the last bit, at 1 and 2 they do not)."""
+    """initial_state.initial_variables compiles the init at a low XLA:CPU optimisation level
+    (initial_state.INIT_CPU_OPTIONS; about 10x faster to compile): the params must equal XLA's
+    default build (measured: at level 0 they differ in the last bit, at 1 and 2 they do not)."""
     config = tiny.tiny_config()
     model = models.create_model(config.model)
     size = config.data.image_size
@@ -484,7 +491,7 @@ def test_init_compiled_for_speed_gives_the_default_compiles_params_bit_for_bit()
     default = jax.jit(functools.partial(model.init, train=False))
     for seed in (0, 5):
         config.seed = seed
-        fast = steps.initial_variables(model, config)
+        fast = initial_state.initial_variables(model, config)
         slow = default(jax.random.key(seed), dummy)
         pairs = zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True)
         assert all(np.array_equal(a, np.asarray(b)) for a, b in pairs)

@@ -2,16 +2,16 @@
 parts of the others), the label of every parameter, and what training it costs (parameter
 counts, step FLOPs). unet_jax.freeze.spec resolves a spec into one.
 
-How training uses a plan (unet_jax.train.steps): the plan labels every parameter 'train' or
-'freeze' (adapters, added by `steps.create_train_state`, are 'train', their kernels
-'freeze'); the params are split into the trained and the frozen half (`split_trainable`); the
-loss is differentiated with respect to the trained half only, the frozen half being a constant
-of it, so XLA computes no weight gradients for frozen units; the optimiser is
-``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)`` on the whole
-tree (`make_optimizer`), given the trained half's gradients and zeros for the frozen leaves:
-frozen leaves get zero updates and hold no optimiser state, and weight decay inside ``tx``
-cannot touch them. Only the trained half's updates are applied (`select`), so a frozen leaf is
-never written: it stays bit-identical, and a group of runs shares one copy of it.
+How training uses a plan (unet_jax.train.initial_state, unet_jax.train.steps): the plan labels
+every parameter 'train' or 'freeze' (adapters, added by `initial_state.create_train_state`, are
+'train', their kernels 'freeze'); the params are split into the trained and the frozen half
+(`split_trainable`); the loss is differentiated with respect to the trained half only, the
+frozen half being a constant of it, so XLA computes no weight gradients for frozen units; the
+optimiser is ``optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)`` on
+the whole tree (`make_optimizer`), given the trained half's gradients and zeros for the frozen
+leaves: frozen leaves get zero updates and hold no optimiser state, and weight decay inside
+``tx`` cannot touch them. Only the trained half's updates are applied (`select`), so a frozen
+leaf is never written: it stays bit-identical, and a group of runs shares one copy of it.
 """
 
 from collections.abc import Sequence

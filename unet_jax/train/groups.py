@@ -25,7 +25,7 @@ from unet_jax.config import auto_spec
 from unet_jax.data import pipeline
 from unet_jax.freeze import auto_choice
 from unet_jax.models import layer_registry
-from unet_jax.train import hosts, steps
+from unet_jax.train import hosts, initial_state, steps
 
 # Config fields in which the members of a group may differ: what the seed decides.
 PER_RUN_FIELDS = (('seed',), ('data', 'subset_seed'), ('init_from',))
@@ -234,7 +234,7 @@ def resolve_auto(
         probe_config.data.subset_seed = config.finetune.auto.seed
     splits = splits_fn(probe_config)
     train, val = splits['train'], _sorted_by_id(splits['val'])
-    variables = steps.load_init_from(steps.initial_variables(model, config), config)
+    variables = initial_state.load_init_from(initial_state.initial_variables(model, config), config)
     choice = auto_choice.load_or_choose(
         members[0].workdir,
         spec,

@@ -1,5 +1,6 @@
-"""The jitted computations of training: optimiser, a group's train state, the train step of
-every run of a group (jax.vmap over the run axis), and evaluation.
+"""The jitted computations of training: the optimiser, the train state (what a step changes;
+unet_jax.train.initial_state makes a group's first), the train step of every run of a group
+(jax.vmap over the run axis), evaluation, and the process's compiled programs.
 
 The run axis: each run of a group keeps its own trained params, optimiser state, BatchNorm
 statistics, random key, training subset, data order and augmentation, so it ends with the
@@ -16,10 +17,10 @@ compute the same step.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax
 import jax
@@ -33,7 +34,6 @@ from unet_jax import freeze, io_utils, models
 from unet_jax.data import augment
 from unet_jax.freeze import adapters, score_scaling
 from unet_jax.models import metrics
-from unet_jax.train import checkpoint
 
 DATA_AXIS = 'data'
 FLIP = 'flip_probability'  # the batch's entry [runs, batch]: 0.5, or 0 (no flips)
@@ -89,16 +89,7 @@ class TrainState:
     opt_state: Any
 
 
-class InitialState(NamedTuple):
-    """A group's state before its first step, its frozen params and their labels."""
-
-    state: TrainState
-    frozen: Any  # the frozen params: shared (frozen_axis None) or with the run axis (0)
-    frozen_axis: int | None
-    labels: Any  # 'train' / 'freeze' for every leaf of one run's params (adapters included)
-
-
-# ----------------------------------------------------------------------------- set-up
+# ----------------------------------------------------------------------------- mesh, optimiser
 
 
 def create_mesh() -> Mesh:
@@ -169,108 +160,6 @@ def create_optimizer(
     labels)`` (freeze.make_optimizer). Frozen leaves get zero updates and hold no optimiser
     state, and weight decay inside the 'train' part never reaches them."""
     return freeze.make_optimizer(create_train_tx(config, scales), labels)
-
-
-# The init runs once per run, so XLA:CPU's default backend optimisation only costs compile
-# time there: for the quick study's U-Net its init compiled in 50-65 s at the default level
-# and in 10 s at level 1 (3 processes sharing 2 cores), with bit-identical params (tested).
-INIT_CPU_OPTIONS = {'xla_backend_optimization_level': 1}
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled_init(model, shape: tuple[int, ...]):
-    # Compiled once per model and input shape: un-jitted, every initialiser op compiles on its
-    # own (seconds on CPU), and a study initialises the same model for every run.
-    dummy = jax.ShapeDtypeStruct(shape, jnp.float32)
-    lowered = jax.jit(functools.partial(model.init, train=False)).lower(jax.random.key(0), dummy)
-    return lowered.compile(INIT_CPU_OPTIONS if jax.default_backend() == 'cpu' else None)
-
-
-def initial_variables(model, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    size = config.data.image_size
-    shape = (1, size, size, config.model.in_channels)
-    variables = _compiled_init(model, shape)(jax.random.key(config.seed), jnp.zeros(shape))
-    return jax.tree.map(np.asarray, flax.core.unfreeze(variables))
-
-
-def load_init_from(variables: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Params (and BN statistics) of a pre-training run, strictly matched to the model; with
-    `config.init_matched`, random params of the same per-tensor statistics instead."""
-    loaded, _ = checkpoint.load_variables(config.init_from)
-    merged = checkpoint.merge_pretrained(
-        variables, loaded, dont_load=tuple(config.dont_load), source=config.init_from
-    )
-    if not config.get('init_matched', False):
-        return merged
-    rng = np.random.default_rng([config.seed, 7])  # 7: a stream apart from the model's init
-    return {**variables, 'params': matched_params(merged['params'], rng)}
-
-
-def matched_params(params: Any, rng: np.random.Generator) -> Any:
-    """Every tensor drawn i.i.d. from a normal with that tensor's own mean and standard
-    deviation (a one-element tensor keeps its value): pre-trained weight scales without
-    pre-trained features (Raghu et al., "Transfusion", NeurIPS 2019)."""
-
-    def draw(x):
-        x = np.asarray(x)
-        mean, std = x.mean(), x.std()
-        return (mean + std * rng.standard_normal(x.shape)).astype(x.dtype)
-
-    return jax.tree.map(draw, params)
-
-
-def with_adapters(variables: dict[str, Any], plan: freeze.FreezePlan, seed: int) -> dict:
-    """The variables with the low-rank adapters of a `lora:` plan added (A drawn from the
-    run's seed, B zero: the model is unchanged at step 0); unchanged for other plans."""
-    ranks = plan.lora_ranks
-    if not ranks:
-        return variables
-    rng = np.random.default_rng([seed, 13])  # 13: a stream apart from the model's init
-    return {**variables, 'params': adapters.add(variables['params'], ranks, rng)}
-
-
-def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
-
-
-def _all_equal(trees: Sequence[Any]) -> bool:
-    first = jax.tree.leaves(trees[0])
-    return all(
-        all(np.array_equal(a, b) for a, b in zip(first, jax.tree.leaves(t))) for t in trees[1:]
-    )
-
-
-def create_train_state(
-    configs: Sequence[ml_collections.ConfigDict],
-    *,
-    model,
-    plan: freeze.FreezePlan,
-    scales: Mapping[str, float] | None = None,
-) -> InitialState:
-    """The initial state of a group (run axis first), its frozen params and their labels.
-
-    Each run starts from its own initialisation (seeded) or its `init_from`. The optimiser
-    state is `create_optimizer`'s on the whole tree: it holds the trained leaves only. The
-    frozen params come back shared (axis None) when equal in every run, else with the run
-    axis (0).
-    """
-    variables = []
-    for config in configs:
-        v = initial_variables(model, config)
-        v = load_init_from(v, config) if config.init_from else v
-        variables.append(with_adapters(v, plan, config.seed))
-    labels = plan.labels(variables[0]['params'])
-    tx = create_optimizer(configs[0], labels, scales)
-    trainable, frozen = zip(*(freeze.split_trainable(v['params'], labels) for v in variables))
-    shared = _all_equal(frozen)
-    state = TrainState(
-        step=np.zeros((), np.int32),
-        trainable=_stack(trainable),
-        batch_stats=_stack([v.get('batch_stats', {}) for v in variables]),
-        opt_state=_stack([tx.init(v['params']) for v in variables]),
-    )
-    frozen_params, axis = (frozen[0], None) if shared else (_stack(frozen), 0)
-    return InitialState(state, frozen_params, axis, labels)
 
 
 # ----------------------------------------------------------------------------- steps

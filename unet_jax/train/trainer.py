@@ -7,8 +7,8 @@ Read top to bottom, in the order a group trains:
              plan (freeze.FreezePlan: trained units, parameter counts, step FLOPs) is made
              once here and passed on to state creation and to the write-out
   state      the group's train state in lanes (unet_jax.train.lanes) and its ledger
-             (train.ledger), resumed from its checkpoint or initialised (train.steps, which
-             labels the parameters once); the members' folders opened
+             (train.ledger), resumed from its checkpoint or initialised (train.initial_state,
+             which labels the parameters once); the members' folders opened
              (unet_jax.train.outputs.RunFolders)
   the loop   steps of every lane, then, when due, logging, validation (each run's best
              params follow its best validation Dice) and checkpoints
@@ -39,7 +39,7 @@ import numpy as np
 from unet_jax import console, freeze, io_utils, layout
 from unet_jax.data import pipeline
 from unet_jax.models import metrics
-from unet_jax.train import checkpoint, groups, hosts, outputs, steps
+from unet_jax.train import checkpoint, groups, hosts, initial_state, outputs, steps
 from unet_jax.train.groups import GroupSetup, Member
 from unet_jax.train.lanes import Evaluation, Lanes, lane_width, to_devices, to_host
 from unet_jax.train.ledger import EarlyStopping, Ledger
@@ -204,7 +204,7 @@ def start_session(
         [s.image for s in (setup.val, setup.test, *setup.train_splits)], where=setup.name
     )
     mesh = steps.create_mesh()
-    state, frozen, frozen_axis, labels = steps.create_train_state(
+    state, frozen, frozen_axis, labels = initial_state.create_train_state(
         [m.config for m in setup.members],
         model=setup.model,
         plan=setup.plan,
