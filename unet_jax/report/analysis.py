@@ -26,7 +26,7 @@ from unet_jax.report.compare import (
     compare,
     mean_test,
 )
-from unet_jax.report.kinds import FULL
+from unet_jax.report.contrasts import FULL
 from unet_jax.report.load import Study
 
 WITHIN_FULL = 0.01  # "within 1 Dice point of full"

@@ -28,7 +28,7 @@ import pandas as pd
 from unet_jax.config import families
 from unet_jax.data import modalities
 from unet_jax.report import kinds, stats
-from unet_jax.report.kinds import (
+from unet_jax.report.contrasts import (
     PATH_PAIR,
     Cell,
     Contrast,
@@ -59,7 +59,7 @@ class Comparison:
     order: str = ''
     granularity: str = ''
     ks: tuple[int, ...] = ()  # the k compared (one for 'direction_k')
-    axis: str = ''  # 'budget': the cost axis (a key of kinds.COST_AXES)
+    axis: str = ''  # 'budget': the cost axis (a key of contrasts.COST_AXES)
     cost_range: tuple[float, float] = (math.nan, math.nan)
     versus: str = ''  # 'interaction': the other target
     larger: int = 0  # 'size': the larger training size

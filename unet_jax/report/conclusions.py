@@ -22,7 +22,8 @@ from unet_jax import layout
 from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import PRIMARY, Comparison
-from unet_jax.report.kinds import FULL, label
+from unet_jax.report.contrasts import FULL
+from unet_jax.report.kinds import label
 from unet_jax.report.load import Study, family
 
 

@@ -25,7 +25,7 @@ from unet_jax import layout
 from unet_jax.config import families
 from unet_jax.report import stats  # noqa: E402
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.kinds import COST_AXES, FULL  # noqa: E402
+from unet_jax.report.contrasts import COST_AXES, FULL  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 LINE_STYLES = ('-', '--', ':', '-.')

@@ -39,7 +39,7 @@ import numpy as np
 
 from unet_jax import layout
 from unet_jax.data import modalities
-from unet_jax.report import calibration, compare, kinds, stats
+from unet_jax.report import calibration, compare, contrasts, stats
 from unet_jax.report.compare import DEEP, SHALLOW
 from unet_jax.report.conclusions import cell_name, p_text
 from unet_jax.report.load import Study, load
@@ -187,8 +187,8 @@ def _gaps(study: Study, scores: compare.Scores, target, num_train, order, granul
     """The study's per-k gaps (shallow->deep minus deep->shallow), or None without the points."""
     runs = study.runs
     cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
-    sides = [kinds.direction_points(cell, d, order, granularity) for d in (SHALLOW, DEEP)]
-    pairs = kinds.pairs_by_k(*sides)
+    sides = [contrasts.direction_points(cell, d, order, granularity) for d in (SHALLOW, DEEP)]
+    pairs = contrasts.pairs_by_k(*sides)
     if not pairs:
         return None
     names = [n for _, ca, cb in pairs for n in (ca, cb)]

@@ -16,7 +16,8 @@ import pandas as pd
 from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer, pick_agreement
 from unet_jax.report.compare import PRIMARY, Comparison
 from unet_jax.report.conclusions import cell_name, cell_title, named, p_text
-from unet_jax.report.kinds import COST_AXES, FULL, cost_text, label
+from unet_jax.report.contrasts import COST_AXES, FULL
+from unet_jax.report.kinds import cost_text, label
 from unet_jax.report.load import Study
 
 
