@@ -43,6 +43,7 @@ from unet_jax.report import calibration, compare, contrasts, stats
 from unet_jax.report.compare import DEEP, SHALLOW
 from unet_jax.report.conclusions import cell_name, p_text
 from unet_jax.report.load import Study, load
+from unet_jax.report.scores import Labelled, Scores
 
 ALL_K = 'all k'
 K_FROM_2 = 'k >= 2'
@@ -179,11 +180,11 @@ def _mdd(i: stats.Test) -> str:
 class _Gaps:
     """One study's gap arrays by k in one cell, order and granularity, with their layout."""
 
-    found: compare.Labelled
+    found: Labelled
     by_k: dict[int, np.ndarray]
 
 
-def _gaps(study: Study, scores: compare.Scores, target, num_train, order, granularity):
+def _gaps(study: Study, scores: Scores, target, num_train, order, granularity):
     """The study's per-k gaps (shallow->deep minus deep->shallow), or None without the points."""
     runs = study.runs
     cell = runs[(runs['target'] == target) & (runs['num_train'] == num_train)]
@@ -241,7 +242,7 @@ def compare_studies(
 ) -> SourcesComparison:
     """The gaps and their changes for every cell, order, granularity and k all studies have."""
     settings = settings or stats.Settings()
-    scores = [compare.Scores(s) for s in studies]
+    scores = [Scores(s) for s in studies]
     gaps: dict[Cell, list[stats.Test]] = {}
     changes: list[Change] = []
     for target, num_train in studies[0].cells:
