@@ -28,19 +28,23 @@ from unet_jax.config import families
 from unet_jax.data import modalities
 from unet_jax.report import kinds, stats
 from unet_jax.report.contrasts import (
+    DEEP,
     PATH_PAIR,
+    SHALLOW,
     Cell,
     Contrast,
     Skipped,
+    cell_contrasts,
     direction_points,
     directions_contrast,
     pairs_by_k,
 )
+from unet_jax.report.kinds import KINDS
 from unet_jax.report.load import Study, family
 from unet_jax.report.scores import Scores
 
-SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
 PRIMARY, SECONDARY = 'primary', 'secondary'
+ESTIMATE = 'estimate'  # a quantity shown with its CI, no hypothesis decided (source_gap)
 
 
 @dataclasses.dataclass
@@ -69,6 +73,11 @@ class Comparison:
     p_tost_adjusted: float = math.nan
     decision: str = ''  # primary: 'rejected', 'not rejected', 'not reached'
     seeds_averaged: bool = False  # several seeds share a pre-training: averaged within each
+    # across pre-training sources (sources_compare): the source of a 'source_gap', the set of k
+    # averaged ('all k', 'k >= 2', 'k = 3') and, for a difference of two tests, the two
+    source: str = ''
+    k_set: str = ''
+    parts: tuple[stats.Test, stats.Test] | tuple[()] = ()
 
     @property
     def definition(self) -> kinds.ComparisonKind:
@@ -103,7 +112,10 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """'a', 'b' (the better one; for an interaction: the gap is larger on `target` / on
-        `versus`), 'equivalent', 'no evidence', 'not reached' or 'untested'."""
+        `versus`), 'equivalent', 'no evidence', 'not reached' or 'untested'; '' for an
+        estimate."""
+        if self.role == ESTIMATE:
+            return ''
         if self.test is None or not self.test.defined:
             return 'untested'
         if self.significant:
@@ -168,17 +180,19 @@ def _comparison(study, scores, cell, summary_cell, contrast: Contrast, settings)
     )  # fmt: skip
 
 
-def interaction(first: Comparison, second: Comparison, settings) -> Comparison:
-    """The gap of `first` (a - b on its target) minus the same gap on `second`'s target."""
+def interaction(first: Comparison, second: Comparison, settings, kind='interaction') -> Comparison:
+    """The gap of `first` (a - b on its target) minus the same gap on `second`'s target (kind
+    'interaction'; 'source_target': a change of the gap between two sources)."""
     test = None
     if first.test is not None and second.test is not None:
         test = stats.difference_of_gaps(
             first.test, second.test, margin=settings.margin, labels=(first.target, second.target)
         )
     return Comparison(
-        first.target, first.num_train, 'interaction', first.a, first.b, test,
+        first.target, first.num_train, kind, first.a, first.b, test,
         first.flagged + second.flagged, first.pretrain_runs, first.order, first.granularity,
         first.ks, versus=second.target, of=first.kind, seeds_averaged=first.seeds_averaged,
+        k_set=first.k_set, parts=(first.test, second.test),
     )  # fmt: skip
 
 
@@ -265,7 +279,7 @@ def all_comparisons(
         summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
         by_cell[(target, num_train)] = [
             _comparison(study, scores, cell, summary_cell, c, settings)
-            for c in kinds.cell_contrasts(Cell(study, cell, summary_cell, skipped))
+            for c in cell_contrasts(Cell(study, cell, summary_cell, skipped), KINDS.values())
         ]
     plan = primary_plan(study)
     primary = _primary(study, scores, summary, plan, settings) if plan else []

@@ -15,6 +15,9 @@ size), with their weights; compare.py tests it with the design's paired test. Th
                interpolated across more than a decade without a point;
   pretraining  full fine-tuning (from pre-training) vs training from scratch, and vs the
                pre-trained weights' matched scales.
+Across studies of several pre-training sources (sources_compare.py), `gap_contrast` is one
+study's shallow->deep minus deep->shallow gap in a cell, per k, and `k_sets` the sets of k its
+gaps are averaged over.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from unet_jax.report.load import Study
 FULL, SCRATCH, MATCHED = 'full', 'scratch', 'matched'
 PATH_PAIR = ('contracting', 'expanding')
 COST_AXES = {'trained_fraction': 'trained-parameter fraction', 'train_flops': 'training FLOPs'}
+SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
+ALL_K, K_FROM_2 = 'all k', 'k >= 2'  # the sets of k a source's gap is averaged over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +129,22 @@ def direction_pairs(cell: Cell) -> Iterator[DirectionPair]:
             yield DirectionPair(a, b, order, granularity, pa, pb, pairs_by_k(pa, pb))
 
 
+def cell_contrasts(cell: Cell, kinds) -> list[Contrast]:
+    """Every kind's contrasts of one cell, in report order: the kinds' (kinds.KINDS.values())
+    in their order, where the kinds that compare two directions (pair_contrasts) take their
+    turn together, at the first of them, per depth order, granularity and pair."""
+    out, walked = [], False
+    for kind in kinds:
+        if kind.cell_contrasts is not None:
+            out += kind.cell_contrasts(cell)
+        if kind.pair_contrasts is not None and not walked:
+            walked = True
+            by_pair = [k.pair_contrasts for k in kinds if k.pair_contrasts is not None]
+            for pair in direction_pairs(cell):
+                out += [c for make in by_pair for c in make(cell, pair)]
+    return out
+
+
 def directions_contrast(a: str, b: str, pairs, where: dict) -> Contrast:
     """a - b averaged over the k of `pairs` (pairs_by_k)."""
     weight = 1 / len(pairs)
@@ -202,3 +223,29 @@ def _cost_curve(summary_cell: pd.DataFrame, points: pd.DataFrame, axis: str) -> 
     rows = summary_cell[summary_cell['configuration'].isin(points['configuration'])]
     rows = rows[(rows[axis] > 0) & rows['dice_mean'].notna()].sort_values(axis)
     return rows.drop_duplicates(axis)
+
+
+# ----------------------------------------------------------------------------- across sources
+
+
+def gap_contrast(runs_cell: pd.DataFrame, order: str, granularity: str) -> Contrast | None:
+    """shallow->deep minus deep->shallow of one study's cell (its rows of study.runs) in one
+    depth order and granularity, averaged over the k both ran (`fields['ks']`; `involved`: each
+    k's two configurations, in k order), or None without a k."""
+    sides = [direction_points(runs_cell, d, order, granularity) for d in (SHALLOW, DEEP)]
+    pairs = pairs_by_k(*sides)
+    if not pairs:
+        return None
+    return directions_contrast(SHALLOW, DEEP, pairs, dict(order=order, granularity=granularity))
+
+
+def k_sets(ks) -> list[tuple[str, list[int]]]:
+    """(label, k averaged): every k, k >= 2 (when k = 1 is among others), each k alone (when
+    there are several); a single k is its own set."""
+    ks = sorted(ks)
+    if len(ks) == 1:
+        return [(f'k = {ks[0]} (the only k)', ks)]
+    out = [(ALL_K, ks)]
+    if 1 in ks:
+        out.append((K_FROM_2, [k for k in ks if k >= 2]))
+    return out + [(f'k = {k}', [k]) for k in ks]

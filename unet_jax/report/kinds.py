@@ -20,6 +20,13 @@ Differences of two gaps (compare.interaction and compare.size_change make them f
 gaps; no contrasts of their own):
   interaction  a gap on one target minus the same gap on another;
   size         a gap at one training size minus the same gap at a larger one (one target).
+Across the studies of several pre-training sources (sources_compare.py makes them, with the
+same scores, contrasts and tests; the sources page, sources.j2, tables and words them):
+  source_gap     one source's shallow->deep minus deep->shallow gap over a set of k (`k_set`);
+  source_change  the gap with source A minus the gap with an earlier source B (`parts`: the
+                 two gaps): the source x direction interaction;
+  source_target  that change on an ultrasound target minus on an X-ray target (`parts`: the
+                 two changes): the source x direction x target interaction.
 """
 
 from __future__ import annotations
@@ -29,13 +36,18 @@ import dataclasses
 
 import numpy as np
 
+from unet_jax import layout
 from unet_jax.report import contrasts
-from unet_jax.report.contrasts import COST_AXES, Cell, Contrast, DirectionPair, direction_pairs
+from unet_jax.report.contrasts import COST_AXES, Cell, Contrast, DirectionPair
 from unet_jax.report.load import family
 
 
 def label(name: str) -> str:
     return family(name).label
+
+
+def cell_name(target: str, num_train: int) -> str:
+    return f'{target}, n = {layout.size_name(num_train)}'
 
 
 def cost_text(axis: str, value: float) -> str:
@@ -45,25 +57,6 @@ def cost_text(axis: str, value: float) -> str:
         percent = 100 * value
         return f'{percent:.0f}%' if percent >= 10 else f'{percent:.2g}%'
     return f'{value:.2g} FLOPs'.replace('e+', 'e')
-
-
-# ----------------------------------------------------------------------------- what is compared
-
-
-def cell_contrasts(cell: Cell) -> list[Contrast]:
-    """Every kind's contrasts of one cell, in report order: the kinds' in the order of KINDS,
-    where the kinds that compare two directions (pair_contrasts) take their turn together, at
-    the first of them, per depth order, granularity and pair."""
-    out, walked = [], False
-    for kind in KINDS.values():
-        if kind.cell_contrasts is not None:
-            out += kind.cell_contrasts(cell)
-        if kind.pair_contrasts is not None and not walked:
-            walked = True
-            by_pair = [k.pair_contrasts for k in KINDS.values() if k.pair_contrasts is not None]
-            for pair in direction_pairs(cell):
-                out += [c for make in by_pair for c in make(cell, pair)]
-    return out
 
 
 # ----------------------------------------------------------------------------- how it reads
@@ -104,6 +97,12 @@ def larger(c) -> tuple[str, str]:
     """Verdicts 'a' and 'b' of a difference of gaps: 'larger on busi', 'larger with 20 images'."""
     at = c.definition.at
     return f'larger {at} {c.between[0]}', f'larger {at} {c.between[1]}'
+
+
+def verdict_text(c) -> str:
+    """Its verdict in a table: the kind's words for 'a' and 'b', else the verdict's name."""
+    words = dict(zip('ab', c.definition.verdict_words(c)))
+    return words.get(c.verdict, 'not tested' if c.verdict == 'untested' else c.verdict)
 
 
 def a_minus_b(c) -> str:
@@ -236,6 +235,86 @@ def _size_evidence(c) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- across sources
+
+
+def interval(t) -> str:
+    """'+0.070 [+0.061, +0.079]', or '+0.060 [no spread]' without a CI."""
+    if not t.defined:
+        return f'{t.estimate:+.3f} [no spread]'
+    return f'{t.estimate:+.3f} [{t.low:+.3f}, {t.high:+.3f}]'
+
+
+def over_k_set(c) -> str:
+    """'forward order, by block, all k' (or 'k >= 2', 'k = 3')."""
+    return f'{c.where}, {c.k_set}'
+
+
+def source_where(c) -> str:
+    """A source comparison's cell as a person reads it: 'us, n = 16 (forward order, by block,
+    all k)'."""
+    return f'{cell_name(c.target, c.num_train)} ({over_k_set(c)})'
+
+
+def _change_verdict(c) -> str:
+    t = c.test
+    if c.verdict == 'untested':
+        return (
+            f'untestable: the change has no spread over its {t.base} replicates x images '
+            '(identical runs?)'
+        )
+    if c.verdict in ('a', 'b'):
+        smaller = abs(c.parts[0].estimate) < abs(c.parts[1].estimate)
+        return f'the gap {"shrinks" if smaller else "grows"} with {c.a}'
+    if c.verdict == 'equivalent':
+        return (
+            f'the gap is unchanged within +-{t.margin:g} Dice (TOST, Holm-adjusted p = '
+            f'{c.p_tost_adjusted:.3g})'
+        )
+    return f'no evidence of a change (detectable at 80% power: {t.mdd:.3f} Dice)'
+
+
+def _change_sentence(c, title: Callable[[str], str] = str) -> str:
+    """The change in words that claim no more than its CI allows."""
+    t, (with_a, with_b) = c.test, c.parts
+    folds = ' x folds' if t.num_folds > 1 else ''
+    return (
+        f'{source_where(c)}: shallow->deep minus deep->shallow Dice is {interval(with_b)} with '
+        f'{c.b} and {interval(with_a)} with {c.a}; change {t.estimate:+.3f} (95% CI '
+        f'{t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, Holm-adjusted {c.p_adjusted:.3g}; the '
+        f"design's t-test over {t.base} (pre-trainings{folds} x images), df {t.df:.1f}): "
+        f'{_change_verdict(c)}.'
+    )
+
+
+def _source_target_scope(c) -> str:
+    return f'n = {layout.size_name(c.num_train)}, {c.order}, by {c.granularity}, {c.k_set}'
+
+
+def _source_target_verdict(c) -> str:
+    if c.verdict == 'untested':
+        return 'untestable'
+    if c.verdict in ('a', 'b'):
+        return 'the change differs between the targets'
+    return f'no evidence that it differs (detectable at 80% power: {c.test.mdd:.3f} Dice)'
+
+
+def _source_target_sentence(c, title: Callable[[str], str] = str) -> str:
+    t, (on_target, on_versus) = c.test, c.parts
+    pairing = (
+        'paired by pre-training (both targets fine-tune from them)'
+        if t.layout == 'difference'
+        else 'independent targets (Welch)'
+    )
+    return (
+        f'{c.a} vs {c.b}, {c.target} vs {c.versus} (n = {layout.size_name(c.num_train)}, '
+        f'{c.order} order, by {c.granularity}, {c.k_set}): change on {c.target} minus change '
+        f'on {c.versus} = {t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = '
+        f'{t.p:.3g}, Holm-adjusted {c.p_adjusted:.3g}; {pairing} over {on_target.num_images} '
+        f'+ {on_versus.num_images} images, df {t.df:.1f}): {_source_target_verdict(c)}.'
+    )
+
+
 # ----------------------------------------------------------------------------- the kinds
 
 
@@ -257,6 +336,7 @@ class ComparisonKind:
     named: Callable[[str], str] = label  # A or B in a finding's claim
     verdict_words: Callable[..., tuple[str, str]] = better  # verdicts 'a' and 'b'
     title: Callable[..., str] = a_minus_b  # its 'A - B' cell in the tables
+    verdict_text: Callable[..., str] = verdict_text  # its verdict cell in the tables
     hypothesis: Callable[..., str] = gap_on_target  # primary sentence and table
     figure_label: Callable[..., str] = lambda c: f'gap on {c.target}'  # forest plot
     evidence: Callable[..., str] = cell_evidence  # n, design and test, before p
@@ -301,4 +381,16 @@ KINDS: dict[str, ComparisonKind] = register(
         section='Between training sizes (secondary)',
     ),
     ComparisonKind('pair'),
+    ComparisonKind('source_gap', scope=over_k_set),
+    ComparisonKind(
+        'source_change', scope=over_k_set, title=lambda c: f'{c.a} - {c.b}',
+        verdict_text=_change_verdict, plain=_change_sentence,
+        section='Source x direction: the change of the gap',
+    ),
+    ComparisonKind(
+        'source_target', scope=_source_target_scope, title=lambda c: f'{c.a} - {c.b}',
+        verdict_text=_source_target_verdict, plain=_source_target_sentence,
+        between=_between_targets, gap=lambda c: f'the change of the gap with {c.a}',
+        section='Source x direction x target: is the change specific to ultrasound?',
+    ),
 )  # fmt: skip

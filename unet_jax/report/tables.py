@@ -15,9 +15,9 @@ import pandas as pd
 
 from unet_jax.report.analysis import TIME_PARTS, Analysis, Answer, pick_agreement
 from unet_jax.report.compare import PRIMARY, Comparison
-from unet_jax.report.conclusions import cell_name, cell_title, named, p_text
+from unet_jax.report.conclusions import cell_title, named, p_text
 from unet_jax.report.contrasts import COST_AXES, FULL
-from unet_jax.report.kinds import cost_text, label
+from unet_jax.report.kinds import cell_name, cost_text, label
 from unet_jax.report.load import Study
 
 
@@ -351,15 +351,7 @@ def _steps(row) -> str:
 
 def _comparison_row(c: Comparison) -> tuple[str, ...]:
     t = c.test
-    a, b = c.definition.verdict_words(c)
-    verdict = {
-        'a': a,
-        'b': b,
-        'equivalent': 'equivalent',
-        'no evidence': 'no evidence',
-        'not reached': 'not reached',
-        'untested': 'not tested',
-    }[c.verdict]
+    verdict = c.definition.verdict_text(c)
     if c.flagged:
         verdict += ' (still improving runs)'
     name = c.definition.title(c)
