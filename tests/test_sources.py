@@ -122,8 +122,8 @@ def test_a_study_of_sources_runs_every_source_and_compares_their_gaps(sources_st
     page = open(os.path.join(workdir, 'report', 'sources.html')).read()  # as report.html is
     assert page.startswith('<!DOCTYPE html>') and 'Source x direction x target' in page
     assert 'data:image/png;base64,' in page
-    kinds = {r['kind'] for r in csv.DictReader(open(os.path.join(workdir, 'report', 'sources.csv')))}
-    assert kinds == {'source_gap', 'source_change', 'source_target'}
+    rows = list(csv.DictReader(open(os.path.join(workdir, 'report', 'sources.csv'))))
+    assert {r['kind'] for r in rows} == {'source_gap', 'source_change', 'source_target'}
     os.remove(outcome['report'])
     from unet_jax.report import __main__ as report_cli
 
