@@ -1,10 +1,10 @@
 """The study's comparisons: the primary endpoint and the secondary comparisons (Holm-adjusted
 together), each a test of a contrast on the paired score matrices of scores.py.
 
-The primary endpoint (declared in the config before the study ran, `study.primary`; see
-`primary_plan`): the shallow-vs-deep gap (shallow->deep minus deep->shallow test Dice,
-averaged over k) at one training size on each ultrasound target, then each of those gaps
-minus the X-ray target's gap (the target x direction interaction). Tested in that order by
+The primary endpoint (declared in the config before the study ran, `study.primary`, as
+endpoint.primary_plan reads it): the shallow-vs-deep gap (shallow->deep minus deep->shallow
+test Dice, averaged over k) at one training size on each ultrasound target, then each of those
+gaps minus the X-ray target's gap (the target x direction interaction). Tested in that order by
 fixed sequence at 0.05 (stats), apart from everything else.
 
 The secondary comparisons of a cell (one target and training size) are every registered
@@ -28,9 +28,7 @@ from unet_jax.config import families
 from unet_jax.data import modalities
 from unet_jax.report import kinds, stats
 from unet_jax.report.contrasts import (
-    DEEP,
     PATH_PAIR,
-    SHALLOW,
     Cell,
     Contrast,
     Skipped,
@@ -39,8 +37,9 @@ from unet_jax.report.contrasts import (
     directions_contrast,
     pairs_by_k,
 )
+from unet_jax.report.endpoint import PrimaryPlan, primary_plan, target_modality
 from unet_jax.report.kinds import KINDS
-from unet_jax.report.load import Study, family
+from unet_jax.report.load import Study
 from unet_jax.report.scores import Scores
 
 PRIMARY, SECONDARY = 'primary', 'secondary'
@@ -180,7 +179,7 @@ def _comparison(study, scores, cell, summary_cell, contrast: Contrast, settings)
     )  # fmt: skip
 
 
-def interaction(first: Comparison, second: Comparison, settings, kind='interaction') -> Comparison:
+def interaction(first: Comparison, second: Comparison, settings, kind='interaction'):
     """The gap of `first` (a - b on its target) minus the same gap on `second`'s target (kind
     'interaction'; 'source_target': a change of the gap between two sources)."""
     test = None
@@ -194,65 +193,6 @@ def interaction(first: Comparison, second: Comparison, settings, kind='interacti
         first.ks, versus=second.target, of=first.kind, seeds_averaged=first.seeds_averaged,
         k_set=first.k_set, parts=(first.test, second.test),
     )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- the plan
-
-
-@dataclasses.dataclass(frozen=True)
-class PrimaryPlan:
-    """The primary endpoint as declared (study.json's `primary`), with its defaults filled."""
-
-    a: str
-    b: str
-    targets: tuple[str, ...]
-    versus: str
-    num_train: int
-    larger: int = 0  # a larger training size: then the gap's change (0: none)
-
-    def describe(self) -> str:
-        gap = f'{family(self.a).label} minus {family(self.b).label}'
-        where = ', '.join(self.targets) or 'no target'
-        text = f'the gap {gap} (test Dice averaged over k) on {where} at n = {self.num_train}'
-        if self.versus:
-            text += f', then each gap minus the gap on {self.versus} (interaction)'
-        if self.larger:
-            text += (
-                f', then each gap at n = {self.num_train} minus its gap at n = {self.larger} '
-                '(over the k both sizes ran)'
-            )
-        return text
-
-
-def target_modality(study: Study, target: str) -> str:
-    known = (study.plan.get('modalities') or {}).get(target)
-    if known is not None:
-        return known
-    definition = study.plan['targets'].get(target) or {}
-    data = definition.get('data', definition) if isinstance(definition, dict) else {}
-    return modalities.modality(str(data.get('name', '')))
-
-
-def primary_plan(study: Study) -> PrimaryPlan | None:
-    """study.json's `primary` (older plans: the default), or None when it cannot be made."""
-    declared = dict(study.plan.get('primary') or {})
-    a = declared.get('a') or SHALLOW
-    b = declared.get('b') or DEEP
-    if not {a, b} <= set(study.plan['families']) or not study.sizes:
-        return None
-    by_modality = lambda m: [t for t in study.targets if target_modality(study, t) == m]
-    targets = [t for t in str(declared.get('targets') or '').split('+') if t]
-    targets = targets or by_modality(modalities.ULTRASOUND)
-    versus = str(declared.get('versus') or '')
-    if not versus:
-        xray = by_modality(modalities.XRAY)
-        versus = xray[0] if xray else ''
-    versus = '' if versus == 'none' else versus
-    num_train = int(declared.get('num_train') or study.sizes[0])
-    if not targets:
-        return None
-    larger = int(declared.get('larger') or 0)
-    return PrimaryPlan(a, b, tuple(targets), versus, num_train, larger)
 
 
 # ----------------------------------------------------------------------------- all of them

@@ -37,6 +37,7 @@ from unet_jax.data import modalities
 from unet_jax.report import compare, contrasts, stats
 from unet_jax.report.compare import Comparison
 from unet_jax.report.contrasts import ALL_K, DEEP, K_FROM_2, SHALLOW
+from unet_jax.report.endpoint import target_modality
 from unet_jax.report.load import Study
 from unet_jax.report.scores import Labelled, Scores
 
@@ -165,7 +166,7 @@ def target_interactions(
     """Each ultrasound target's change minus each X-ray target's (same sources, size, order,
     granularity and k set), Holm-adjusted together."""
     settings = settings or stats.Settings()
-    modality = lambda c: compare.target_modality(study, c.target)
+    modality = lambda c: target_modality(study, c.target)
     key = lambda c: (c.a, c.b, c.num_train, c.order, c.granularity, c.k_set)
     xray = [c for c in changes if modality(c) == modalities.XRAY]
     out = [
