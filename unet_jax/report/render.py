@@ -1,5 +1,5 @@
 """Markdown and HTML from one template and the same data: report.j2 (the study's report) or
-sources.j2 (pre-training sources compared, report.sources).
+sources.j2 (pre-training sources compared, report.sources), which share blocks.j2.
 
 The template says what the page holds and in which order; a format turns each element
 (heading, paragraph, list, table, figure) into its markup. The HTML page is
