@@ -142,7 +142,7 @@ def calibration_note(between: Sequence[Comparison]) -> str:
     )
     return (
         f'Error rate of the target interaction at these sizes, simulated {rates.simulations} '
-        f'times with the changes\' estimated components ('
+        f"times with the changes' estimated components ("
         + '; '.join(calibration.describe(d) for d in designs)
         + f'; pre-training effects shared): false-positive rate {rates.false_positive_05:.3f} '
         f'at 0.05 and {rates.false_positive_002:.4f} at 0.002, 95% CI coverage '
@@ -232,7 +232,5 @@ def page(
         gap_table=gap_table(found),
         sections=[(section, make(found)) for section, make in sections],
         calibration=calibration_note(found.between),
-        sentences=[
-            c.definition.plain(c) for c in (*found.changes, *found.between) if headline(c)
-        ],
+        sentences=[c.definition.plain(c) for c in (*found.changes, *found.between) if headline(c)],
     )
