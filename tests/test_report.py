@@ -391,15 +391,15 @@ def test_full_is_compared_with_the_statistics_matched_control(tmp_path):
 def test_a_new_comparison_kind_is_one_registry_entry(tmp_path, monkeypatch):
     """A made-up kind (fine-tuning vs the pre-trained model as it is), registered in
     kinds.KINDS and nowhere else, is compared, tabled and concluded in its own words."""
-    from unet_jax.report import kinds
+    from unet_jax.report import contrasts, kinds
 
-    def contrasts(cell):
-        sides = (kinds.FULL, 'pretrained')
+    def gain_contrasts(cell):
+        sides = (contrasts.FULL, 'pretrained')
         made = set(sides) <= cell.families
-        return [kinds.Contrast('gain', *sides, *sides, sides, {})] if made else []
+        return [contrasts.Contrast('gain', *sides, *sides, sides, {})] if made else []
 
     gain = kinds.ComparisonKind(
-        'gain', cell_contrasts=contrasts, scope=lambda c: 'as pre-trained',
+        'gain', cell_contrasts=gain_contrasts, scope=lambda c: 'as pre-trained',
         named=lambda name: f'the made-up {kinds.label(name)}',
         verdict_words=lambda c: ('fine-tuning pays', 'fine-tuning hurts'),
         title=lambda c: f'gain of {c.a} over {c.b}',

@@ -334,6 +334,7 @@ def test_cheapest_within_one_point_of_full_is_chosen_on_validation():
 def test_outer_folds_nest_every_image_in_the_fold_that_tested_it():
     from unet_jax.report import compare
     from unet_jax.report.load import Study
+    from unet_jax.report.scores import Scores
 
     rng = np.random.default_rng(10)
     rows, images = [], []
@@ -358,7 +359,7 @@ def test_outer_folds_nest_every_image_in_the_fold_that_tested_it():
                 ]  # fmt: skip
     study = Study('w', {'pretrain_dirs': ['p0', 'p1', 'p2'], 'seeds': [0, 1, 2]},
                   pd.DataFrame(rows), pd.DataFrame(images), pd.DataFrame(), [])  # fmt: skip
-    scores = compare.Scores(study)
+    scores = Scores(study)
     test = compare.compare(scores, 'us', 8, 'a', 'b', stats.Settings())
     assert (test.num_replicates, test.num_folds, test.num_images) == (3, 3, 24)
     found = scores.labelled('us', 8, ['a', 'b'])

@@ -2,6 +2,7 @@
 the source x direction and source x direction x target interactions (checked against an
 independent computation on fixed data), and the comparison of separately run studies."""
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,8 @@ from configs import layerwise
 from tests.test_study import FakeTrainer
 from unet_jax import errors, io_utils, layout
 from unet_jax.config import target_sets
-from unet_jax.report import sources
+from unet_jax.report import contrasts, sources, sources_compare, sources_page
+from unet_jax.report.load import load
 from unet_jax.study import checks, runner
 
 IMAGES = ['a', 'b', 'c', 'd', 'e']
@@ -115,8 +117,13 @@ def test_a_study_of_sources_runs_every_source_and_compares_their_gaps(sources_st
     assert '## Pre-trainings' in text and 'synthetic_natural_speckle' in text
     assert 'Each of the 3 seeds fine-tunes from its own pre-training' in text
     assert 'Source x direction x target' in text and 'k >= 2' in text
-    assert f'({sources.FIGURE_FILE})' in text
-    assert os.path.getsize(os.path.join(workdir, 'report', sources.FIGURE_FILE)) > 10_000
+    assert f'({sources_page.FIGURE_FILE})' in text
+    assert os.path.getsize(os.path.join(workdir, 'report', sources_page.FIGURE_FILE)) > 10_000
+    page = open(os.path.join(workdir, 'report', 'sources.html')).read()  # as report.html is
+    assert page.startswith('<!DOCTYPE html>') and 'Source x direction x target' in page
+    assert 'data:image/png;base64,' in page
+    rows = list(csv.DictReader(open(os.path.join(workdir, 'report', 'sources.csv'))))
+    assert {r['kind'] for r in rows} == {'source_gap', 'source_change', 'source_target'}
     os.remove(outcome['report'])
     from unet_jax.report import __main__ as report_cli
 
@@ -202,29 +209,30 @@ def _matrix(config, target_name: str, source: str, k_values, seeds=(0, 1, 2)):
 def test_the_interactions_equal_an_independent_computation_on_fixed_data(sources_study):
     config, workdir, _, _ = sources_study
     dirs = [layout.source_dir(workdir, n) for n in ('natural', 'natural_speckle')]
-    loaded = [sources.load(d) for d in dirs]
-    found = sources.compare_studies(loaded, ['natural', 'natural_speckle'])
-    ks = sorted({int(c.cell.ks.split('= ')[1]) for c in found.changes if c.cell.ks.startswith('k =')})
+    loaded = [load(d) for d in dirs]
+    found = sources_compare.compare_studies(loaded, ['natural', 'natural_speckle'])
+    ks = sorted({int(c.k_set.split('= ')[1]) for c in found.changes if c.k_set[:3] == 'k ='})
     assert ks == [1, 2, 3]
-    by = {(c.cell.target, c.cell.ks): c for c in found.changes}
-    for label, chosen in ((sources.ALL_K, ks), (sources.K_FROM_2, ks[1:]), ('k = 2', [2])):
+    by = {(c.target, c.k_set): c for c in found.changes}
+    assert {(c.kind, c.a, c.b) for c in found.changes} == {
+        ('source_change', 'natural_speckle', 'natural')
+    }  # gap with a minus gap with b (the earlier source)
+    for label, chosen in ((contrasts.ALL_K, ks), (contrasts.K_FROM_2, ks[1:]), ('k = 2', [2])):
         matrices = []
         for target in ('us', 'xray'):
             d = _matrix(config, target, 'natural_speckle', chosen) - _matrix(
                 config, target, 'natural', chosen
             )
             mean, variance, df = _crossed(d)
-            c = by[(target, label)].change
+            c = by[(target, label)].test
             assert c.estimate == pytest.approx(mean, abs=1e-12)
             assert c.se**2 == pytest.approx(variance, rel=1e-9)
             assert c.df == pytest.approx(df, rel=1e-9)
             half = scipy_stats.t.ppf(0.975, df) * np.sqrt(variance)
             assert (c.low, c.high) == pytest.approx((mean - half, mean + half), rel=1e-9)
             matrices.append(d)
-        [between] = [
-            i for i in sources.target_interactions(loaded[0], found.changes)
-            if i.ultrasound.cell.ks == label
-        ]  # fmt: skip
+        [between] = [i for i in found.between if i.k_set == label]
+        assert (between.kind, between.target, between.versus) == ('source_target', 'us', 'xray')
         mean, variance, df = _paired(*matrices)
         t = mean / np.sqrt(variance)
         assert between.test.estimate == pytest.approx(mean, abs=1e-12)
@@ -232,8 +240,8 @@ def test_the_interactions_equal_an_independent_computation_on_fixed_data(sources
         assert between.test.df == pytest.approx(df, rel=1e-9)
         assert between.test.p == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-9)
     # the built-in effect: +0.1 on us, +0.04 on xray (+ 0.014 on average from the variation)
-    assert by[('us', sources.ALL_K)].change.estimate == pytest.approx(0.114, abs=0.002)
-    assert by[('xray', sources.ALL_K)].change.estimate == pytest.approx(0.054, abs=0.002)
+    assert by[('us', contrasts.ALL_K)].test.estimate == pytest.approx(0.114, abs=0.002)
+    assert by[('xray', contrasts.ALL_K)].test.estimate == pytest.approx(0.054, abs=0.002)
 
 
 def test_two_studies_run_apart_compare_as_before(tmp_path, capsys):
@@ -243,8 +251,10 @@ def test_two_studies_run_apart_compare_as_before(tmp_path, capsys):
     a, same = str(tmp_path / 'a'), str(tmp_path / 'same')
     runner.main(config, a, run_fn=FakeTrainer())
     runner.main(config, same, run_fn=FakeTrainer())
-    found = sources.compare_studies([sources.load(a), sources.load(same)], ['A', 'B'])
-    assert all(c.change.estimate == 0 and 'untestable' in c.sentence() for c in found.changes)
+    found = sources_compare.compare_studies([load(a), load(same)], ['A', 'B'])
+    assert all(
+        c.test.estimate == 0 and 'untestable' in c.definition.plain(c) for c in found.changes
+    )
     sources.main([a, same, '--out', str(tmp_path / 'out.md')])
     text = capsys.readouterr().out
     assert 'Each source was pre-trained once' in text and '| us, n = 16 (forward order' in text

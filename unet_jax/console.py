@@ -33,6 +33,7 @@ from typing import TextIO
 
 from unet_jax import io_utils
 from unet_jax.layout import LOG_FILE  # the study's whole log, in its workdir
+
 PROGRESS_EVERY_SECS = 120.0  # a progress line within a group at most this often
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 

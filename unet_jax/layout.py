@@ -20,6 +20,7 @@ A study of several pre-training sources (`study.sources`) holds one such study p
   sources.json               the sources in order (the first is the baseline) and their folders
   sources/<name>/            the study pre-trained on source <name> (the layout above)
   report/sources.md          the shallow-vs-deep gap per source and its changes (report.sources)
+  report/sources.html        the same page, self-contained; sources.csv: every comparison
 """
 
 from __future__ import annotations

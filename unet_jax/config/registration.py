@@ -96,7 +96,7 @@ def _target_modality(definition: Any) -> str:
 
 def primary_endpoint(config: Any) -> dict[str, Any]:
     """What the primary endpoint tests, study.primary's defaults filled in as the report fills
-    them (unet_jax.report.compare.primary_plan): the gap a - b, averaged over `k`, in the first
+    them (unet_jax.report.endpoint.primary_plan): the gap a - b, averaged over `k`, in the first
     order and granularity, at size num_train on each of `targets`, then minus the gap on
     `versus` ('' = no interaction). A change of any of these changes the primary endpoint."""
     study = config.study

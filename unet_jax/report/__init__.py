@@ -16,16 +16,18 @@ WORKDIR`) reads study.json and every finished run's results.json and writes WORK
 Modules: plan (study.json, checked), load (the tidy tables), variance (the design's random-
 effects variance of a mean), stats (the design's t-test, Holm, fixed sequence, TOST,
 interpolation, Pareto front, convergence), calibration (its error rates, simulated), power (a
-study's power before it runs), registration (the record's lines), kinds (the kinds of
-comparison: what each compares and how it reads), compare (the primary endpoint and the
-secondary comparisons), analysis (summaries, the answer chosen on
-validation), conclusions (the words), auto (the automatic choice against the sweep), sources
-(two pre-training sources compared), tables (the tables per target and size), answer_tables
-(the tables the page opens with), figures (what the figures share: colours,
-panels, saving), dice_figures (Dice against k, cost and size; the references),
-training_figures (validation curves, which layers changed), endpoint_figure (the primary
-endpoint's forest plot), qualitative (the outlined-predictions figure), render (one template:
-Markdown and HTML), write (all of it).
+study's power before it runs), registration (the record's lines), scores (the paired score
+matrices), contrasts (what each kind of comparison averages), kinds (the kinds of comparison,
+registered in one place: what each compares and how it reads), endpoint (the primary
+endpoint as declared), compare (the primary endpoint and the secondary comparisons), analysis
+(summaries, the answer chosen on validation), conclusions (the words), auto (the automatic
+choice against the sweep), tables (the tables per target and size), answer_tables (the tables
+the page opens with), figures (what the figures share: colours, panels, saving), dice_figures
+(Dice against k, cost and size; the references), training_figures (validation curves, which
+layers changed), endpoint_figure (the primary endpoint's forest plot), qualitative (the
+outlined-predictions figure), render (a template, report.j2 or sources.j2: Markdown and HTML),
+write (all of it); sources (pre-training sources compared: its kinds made by sources_compare,
+its page by sources_page and sources.j2).
 This file stays light (standard library only) so that the command line answers --help
 and reports a bad workdir at once.
 """

@@ -19,15 +19,10 @@ import numpy as np
 import pandas as pd
 
 from unet_jax.report import stats
-from unet_jax.report.compare import (
-    Comparisons,
-    Scores,
-    all_comparisons,
-    compare,
-    mean_test,
-)
-from unet_jax.report.kinds import FULL
+from unet_jax.report.compare import Comparisons, all_comparisons, compare, mean_test
+from unet_jax.report.contrasts import FULL
 from unet_jax.report.load import Study
+from unet_jax.report.scores import Scores
 
 WITHIN_FULL = 0.01  # "within 1 Dice point of full"
 TIME_PARTS = ('compile_s', 'steps_s', 'eval_s', 'checkpoint_s', 'write_s', 'wall_s')

@@ -9,8 +9,9 @@ import pandas as pd
 
 from unet_jax.report.analysis import Analysis, Answer, pick_agreement
 from unet_jax.report.compare import Comparison
-from unet_jax.report.conclusions import cell_name, cell_title, named, p_text
-from unet_jax.report.kinds import COST_AXES, FULL, cost_text, label
+from unet_jax.report.conclusions import cell_title, named, p_text
+from unet_jax.report.contrasts import COST_AXES, FULL
+from unet_jax.report.kinds import cell_name, cost_text, label
 from unet_jax.report.load import Study
 from unet_jax.report.tables import Table, fmt
 

@@ -23,7 +23,7 @@ from unet_jax.config import families
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import compare
 from unet_jax.report.conclusions import Finding, cell_title, ci_text, p_is
-from unet_jax.report.kinds import FULL
+from unet_jax.report.contrasts import FULL
 from unet_jax.report.load import Study
 from unet_jax.report.tables import Table, fmt
 

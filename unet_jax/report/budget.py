@@ -14,8 +14,9 @@ import pandas as pd
 
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import compare, mean_test
-from unet_jax.report.conclusions import Finding, cell_name, ci_text, p_is
-from unet_jax.report.kinds import FULL, label
+from unet_jax.report.conclusions import Finding, ci_text, p_is
+from unet_jax.report.contrasts import FULL
+from unet_jax.report.kinds import cell_name, label
 
 PARAMETER_BUDGETS = (0.01, 0.10)
 

@@ -1,10 +1,10 @@
-"""The study's comparisons: the primary endpoint, the secondary comparisons (Holm-adjusted
-together), and the paired score matrices they rest on.
+"""The study's comparisons: the primary endpoint and the secondary comparisons (Holm-adjusted
+together), each a test of a contrast on the paired score matrices of scores.py.
 
-The primary endpoint (declared in the config before the study ran, `study.primary`; see
-`primary_plan`): the shallow-vs-deep gap (shallow->deep minus deep->shallow test Dice,
-averaged over k) at one training size on each ultrasound target, then each of those gaps
-minus the X-ray target's gap (the target x direction interaction). Tested in that order by
+The primary endpoint (declared in the config before the study ran, `study.primary`, as
+endpoint.primary_plan reads it): the shallow-vs-deep gap (shallow->deep minus deep->shallow
+test Dice, averaged over k) at one training size on each ultrasound target, then each of those
+gaps minus the X-ray target's gap (the target x direction interaction). Tested in that order by
 fixed sequence at 0.05 (stats), apart from everything else.
 
 The secondary comparisons of a cell (one target and training size) are every registered
@@ -18,7 +18,6 @@ at each size.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 
@@ -28,19 +27,23 @@ import pandas as pd
 from unet_jax.config import families
 from unet_jax.data import modalities
 from unet_jax.report import kinds, stats
-from unet_jax.report.kinds import (
+from unet_jax.report.contrasts import (
     PATH_PAIR,
     Cell,
     Contrast,
     Skipped,
+    cell_contrasts,
     direction_points,
     directions_contrast,
     pairs_by_k,
 )
-from unet_jax.report.load import Study, family
+from unet_jax.report.endpoint import PrimaryPlan, primary_plan, target_modality
+from unet_jax.report.kinds import KINDS
+from unet_jax.report.load import Study
+from unet_jax.report.scores import Scores
 
-SHALLOW, DEEP = families.DIRECTIONS[:2]  # shallow_to_deep, deep_to_shallow
 PRIMARY, SECONDARY = 'primary', 'secondary'
+ESTIMATE = 'estimate'  # a quantity shown with its CI, no hypothesis decided (source_gap)
 
 
 @dataclasses.dataclass
@@ -59,7 +62,7 @@ class Comparison:
     order: str = ''
     granularity: str = ''
     ks: tuple[int, ...] = ()  # the k compared (one for 'direction_k')
-    axis: str = ''  # 'budget': the cost axis (a key of kinds.COST_AXES)
+    axis: str = ''  # 'budget': the cost axis (a key of contrasts.COST_AXES)
     cost_range: tuple[float, float] = (math.nan, math.nan)
     versus: str = ''  # 'interaction': the other target
     larger: int = 0  # 'size': the larger training size
@@ -69,6 +72,11 @@ class Comparison:
     p_tost_adjusted: float = math.nan
     decision: str = ''  # primary: 'rejected', 'not rejected', 'not reached'
     seeds_averaged: bool = False  # several seeds share a pre-training: averaged within each
+    # across pre-training sources (sources_compare): the source of a 'source_gap', the set of k
+    # averaged ('all k', 'k >= 2', 'k = 3') and, for a difference of two tests, the two
+    source: str = ''
+    k_set: str = ''
+    parts: tuple[stats.Test, stats.Test] | tuple[()] = ()
 
     @property
     def definition(self) -> kinds.ComparisonKind:
@@ -103,7 +111,10 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """'a', 'b' (the better one; for an interaction: the gap is larger on `target` / on
-        `versus`), 'equivalent', 'no evidence', 'not reached' or 'untested'."""
+        `versus`), 'equivalent', 'no evidence', 'not reached' or 'untested'; '' for an
+        estimate."""
+        if self.role == ESTIMATE:
+            return ''
         if self.test is None or not self.test.defined:
             return 'untested'
         if self.significant:
@@ -113,141 +124,6 @@ class Comparison:
         if self.role == SECONDARY and self.p_tost_adjusted < stats.ALPHA:
             return 'equivalent'
         return 'no evidence'
-
-
-# ----------------------------------------------------------------------------- score matrices
-
-
-class Scores:
-    """Lesion test Dice per (target, size, configuration) as replicate x image matrices, with
-    the layout the design's test needs (stats.design_test): the outer fold of each image
-    (images nested in folds), or, for an external set scored by every fold's run, replicate
-    x fold x image arrays (crossed).
-
-    A replicate is a seed; where the study pre-trained R times and several seeds share a
-    pre-training (the i-th seed starts from pre-training i mod R, R < seeds), the seeds of each
-    pre-training are averaged, so that a replicate is a pre-training."""
-
-    def __init__(self, study: Study):
-        images = study.images
-        lesion = images[images['lesion'].astype(bool)] if len(images) else images
-        self._per_image = _tables(lesion, 'image_id', 'dice')
-        done = study.runs[study.runs['status'] == 'done']
-        # per-run means: one column per outer fold (one column without folds)
-        done = done.assign(image_id=[f'(fold {f})' for f in done['fold']])
-        self._per_seed = _tables(done, 'image_id', 'test_dice')
-        self.pretrain_runs = max(1, len(study.plan.get('pretrain_dirs') or []))
-        self._seeds = list(study.plan.get('seeds') or [])
-        self.seeds_averaged = 1 < self.pretrain_runs < len(self._seeds)
-        self.replicate = 'pre-training' if self.pretrain_runs > 1 else 'seed'
-
-    def labelled(self, target: str, num_train: int, names: list[str]) -> Labelled | None:
-        """The configurations' score arrays on the replicates, folds and images all of them
-        have: per-image scores where every one has them, else per-run means (one column per
-        outer fold). None when there are none."""
-        keys = [(target, num_train, n) for n in names]
-        if all(k in self._per_image for k in keys):
-            found = [self._per_image[k] for k in keys]
-        elif all(k in self._per_seed for k in keys):
-            found = [self._per_seed[k] for k in keys]
-        else:
-            return None
-        common = lambda field: functools.reduce(np.intersect1d, [getattr(f, field) for f in found])
-        seeds, folds, images = common('seeds'), common('folds'), common('images')
-        if not seeds.size or not images.size or not folds.size:
-            return None
-        values = [f.take(seeds, folds, images) for f in found]
-        crossed = found[0].crossed
-        if not crossed:  # each image tested by its own fold's runs only
-            fold_of = np.argmax(np.isfinite(values[0]).any(axis=0), axis=0)
-            values = [np.take_along_axis(v, fold_of[None, None], axis=1)[:, 0] for v in values]
-            fold_labels = folds[fold_of]
-        else:
-            fold_labels = folds
-        if any(np.isnan(v).any() for v in values):
-            return None
-        replicates, values = self._by_pretraining(seeds, values)
-        return Labelled(replicates, images, fold_labels, crossed, values, self.replicate)
-
-    def _by_pretraining(self, seeds: np.ndarray, matrices: list[np.ndarray]):
-        r = self.pretrain_runs
-        if not 1 < r < seeds.size:
-            return seeds, matrices
-        order = [int(s) for s in self._seeds]  # the study's seeds: the i-th starts from i mod R
-        index = np.array([order.index(int(s)) % r for s in seeds])
-        used = np.unique(index)
-        return used, [np.stack([m[index == p].mean(axis=0) for p in used]) for m in matrices]
-
-
-@dataclasses.dataclass(frozen=True)
-class Labelled:
-    """Aligned score arrays of some configurations: values[k][replicate, image] with `folds`
-    the fold of each image (nested), or values[k][replicate, fold, image] (crossed)."""
-
-    replicates: np.ndarray
-    images: np.ndarray
-    folds: np.ndarray
-    crossed: bool
-    values: list[np.ndarray]
-    replicate: str = 'seed'
-
-    def restrict(self, array: np.ndarray, replicates: np.ndarray, images: np.ndarray):
-        """An array shaped as `values` on some of the replicates and images (sorted ids)."""
-        rows = np.searchsorted(self.replicates, replicates)
-        return array[rows][..., np.searchsorted(self.images, images)]
-
-    def subset(self, replicates: np.ndarray, images: np.ndarray) -> Labelled:
-        """The same arrays on some of the replicates and images (sorted ids)."""
-        columns = np.searchsorted(self.images, images)
-        return dataclasses.replace(
-            self, replicates=replicates, images=images,
-            folds=self.folds if self.crossed else self.folds[columns],
-            values=[self.restrict(v, replicates, images) for v in self.values],
-        )  # fmt: skip
-
-    def test(self, d: np.ndarray, margin: float) -> stats.Test:
-        """The design's test of the mean of d (an array shaped as `values`)."""
-        folds = None if self.crossed else self.folds
-        return stats.design_test(
-            d, folds=folds, margin=margin, replicates=tuple(self.replicates.tolist()),
-            replicate=self.replicate,
-        )  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class _Table:
-    """One configuration's scores: values[seed, fold, column] (nan where not scored)."""
-
-    seeds: np.ndarray
-    folds: np.ndarray
-    images: np.ndarray
-    values: np.ndarray
-
-    @property
-    def crossed(self) -> bool:
-        """Whether a column is scored by more than one fold's run (an external set)."""
-        return bool((np.isfinite(self.values).any(axis=0).sum(axis=0) > 1).any())
-
-    def take(self, seeds, folds, images) -> np.ndarray:
-        index = (np.searchsorted(self.seeds, seeds), np.searchsorted(self.folds, folds),
-                 np.searchsorted(self.images, images))  # fmt: skip
-        return self.values[np.ix_(*index)]
-
-
-def _tables(table: pd.DataFrame, column: str, value: str) -> dict:
-    """(target, size, configuration) -> _Table of `value` by seed, fold and `column`."""
-    out = {}
-    if table.empty:
-        return out
-    seeds, ids = table['seed'].to_numpy(), table[column].astype(str).to_numpy()
-    folds = table['fold'].to_numpy(int) if 'fold' in table else np.zeros(len(table), int)
-    values = table[value].to_numpy(float)
-    for key, rows in table.groupby(['target', 'num_train', 'configuration']).indices.items():
-        axes = [np.unique(a[rows], return_inverse=True) for a in (seeds, folds, ids)]
-        array = np.full(tuple(u.size for u, _ in axes), np.nan)
-        array[tuple(index for _, index in axes)] = values[rows]
-        out[key] = _Table(*(u for u, _ in axes), array)
-    return out
 
 
 # ----------------------------------------------------------------------------- tests
@@ -303,77 +179,20 @@ def _comparison(study, scores, cell, summary_cell, contrast: Contrast, settings)
     )  # fmt: skip
 
 
-def interaction(first: Comparison, second: Comparison, settings) -> Comparison:
-    """The gap of `first` (a - b on its target) minus the same gap on `second`'s target."""
+def interaction(first: Comparison, second: Comparison, settings, kind='interaction'):
+    """The gap of `first` (a - b on its target) minus the same gap on `second`'s target (kind
+    'interaction'; 'source_target': a change of the gap between two sources)."""
     test = None
     if first.test is not None and second.test is not None:
         test = stats.difference_of_gaps(
             first.test, second.test, margin=settings.margin, labels=(first.target, second.target)
         )
     return Comparison(
-        first.target, first.num_train, 'interaction', first.a, first.b, test,
+        first.target, first.num_train, kind, first.a, first.b, test,
         first.flagged + second.flagged, first.pretrain_runs, first.order, first.granularity,
         first.ks, versus=second.target, of=first.kind, seeds_averaged=first.seeds_averaged,
+        k_set=first.k_set, parts=(first.test, second.test),
     )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- the plan
-
-
-@dataclasses.dataclass(frozen=True)
-class PrimaryPlan:
-    """The primary endpoint as declared (study.json's `primary`), with its defaults filled."""
-
-    a: str
-    b: str
-    targets: tuple[str, ...]
-    versus: str
-    num_train: int
-    larger: int = 0  # a larger training size: then the gap's change (0: none)
-
-    def describe(self) -> str:
-        gap = f'{family(self.a).label} minus {family(self.b).label}'
-        where = ', '.join(self.targets) or 'no target'
-        text = f'the gap {gap} (test Dice averaged over k) on {where} at n = {self.num_train}'
-        if self.versus:
-            text += f', then each gap minus the gap on {self.versus} (interaction)'
-        if self.larger:
-            text += (
-                f', then each gap at n = {self.num_train} minus its gap at n = {self.larger} '
-                '(over the k both sizes ran)'
-            )
-        return text
-
-
-def target_modality(study: Study, target: str) -> str:
-    known = (study.plan.get('modalities') or {}).get(target)
-    if known is not None:
-        return known
-    definition = study.plan['targets'].get(target) or {}
-    data = definition.get('data', definition) if isinstance(definition, dict) else {}
-    return modalities.modality(str(data.get('name', '')))
-
-
-def primary_plan(study: Study) -> PrimaryPlan | None:
-    """study.json's `primary` (older plans: the default), or None when it cannot be made."""
-    declared = dict(study.plan.get('primary') or {})
-    a = declared.get('a') or SHALLOW
-    b = declared.get('b') or DEEP
-    if not {a, b} <= set(study.plan['families']) or not study.sizes:
-        return None
-    by_modality = lambda m: [t for t in study.targets if target_modality(study, t) == m]
-    targets = [t for t in str(declared.get('targets') or '').split('+') if t]
-    targets = targets or by_modality(modalities.ULTRASOUND)
-    versus = str(declared.get('versus') or '')
-    if not versus:
-        xray = by_modality(modalities.XRAY)
-        versus = xray[0] if xray else ''
-    versus = '' if versus == 'none' else versus
-    num_train = int(declared.get('num_train') or study.sizes[0])
-    if not targets:
-        return None
-    larger = int(declared.get('larger') or 0)
-    return PrimaryPlan(a, b, tuple(targets), versus, num_train, larger)
 
 
 # ----------------------------------------------------------------------------- all of them
@@ -400,7 +219,7 @@ def all_comparisons(
         summary_cell = summary[(summary['target'] == target) & (summary['num_train'] == num_train)]
         by_cell[(target, num_train)] = [
             _comparison(study, scores, cell, summary_cell, c, settings)
-            for c in kinds.cell_contrasts(Cell(study, cell, summary_cell, skipped))
+            for c in cell_contrasts(Cell(study, cell, summary_cell, skipped), KINDS.values())
         ]
     plan = primary_plan(study)
     primary = _primary(study, scores, summary, plan, settings) if plan else []

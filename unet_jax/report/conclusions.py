@@ -22,7 +22,8 @@ from unet_jax import layout
 from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
 from unet_jax.report.compare import PRIMARY, Comparison
-from unet_jax.report.kinds import FULL, label
+from unet_jax.report.contrasts import FULL
+from unet_jax.report.kinds import cell_name, label
 from unet_jax.report.load import Study, family
 
 
@@ -32,10 +33,6 @@ class Finding:
 
     claim: str
     details: str = ''
-
-
-def cell_name(target: str, num_train: int) -> str:
-    return f'{target}, n = {layout.size_name(num_train)}'
 
 
 def cell_title(study: Study, target: str, num_train: int) -> str:

@@ -19,6 +19,7 @@ from unet_jax import layout
 from unet_jax.config import families
 from unet_jax.report import stats  # noqa: E402
 from unet_jax.report.analysis import Analysis
+from unet_jax.report.contrasts import COST_AXES  # noqa: E402
 from unet_jax.report.figures import (  # noqa: E402
     AUTO_COLORS,
     LINE_STYLES,
@@ -30,7 +31,6 @@ from unet_jax.report.figures import (  # noqa: E402
     save,
     size_label,
 )
-from unet_jax.report.kinds import COST_AXES  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 

@@ -1,52 +1,53 @@
 """The kinds of comparison the report makes, each one `ComparisonKind` registered in `KINDS`.
 
-A kind says what it compares (the contrasts it makes in a cell: which configurations A and B
-average, with their weights) and how it reads: its scope, the words of its verdicts, its name
-in the comparisons table, its hypothesis in the primary sentence, table and forest plot, the
-base of its evidence line, its plain-words answer, and whether it is a difference of two gaps
-(between targets or training sizes: tabled and concluded apart). The comparisons
-(compare.Comparison, by its `kind` name), the conclusions, the tables and the forest plot ask
-the kind; adding a kind is one entry in KINDS (docs/extending.md).
+A kind is one object: what it compares (its contrast maker, in contrasts.py: which
+configurations A and B average in a cell, with their weights) and how it reads: its scope, the
+words of its verdicts, its name in the comparisons table, its hypothesis in the primary
+sentence, table and forest plot, the base of its evidence line, its plain-words answer, and
+whether it is a difference of two gaps (between targets or training sizes: tabled and
+concluded apart). The comparisons (compare.Comparison, by its `kind` name), the conclusions,
+the tables and the forest plot ask the kind; adding a kind is one entry in KINDS
+(docs/extending.md).
 
-Within one cell (one target and training size), A - B:
+Within one cell (one target and training size), A - B (contrasts.py says how each averages):
   paths        tuning the contracting vs the expanding path;
-  directions   two directions (families.DIRECTIONS) in one depth order and granularity,
-               averaged over the k both ran (k where both train the same units left out);
+  directions   two directions in one depth order and granularity, averaged over the k both ran;
   direction_k  the same pair at each k (where there is more than one);
-  budget       the same pair averaged over a common cost range: each direction's Dice
-               interpolated, linearly in log(cost), at 16 costs evenly spaced in log over the
-               range both cover, for the trained-parameter fraction and for the training
-               FLOPs; made only where that range is at least 2x wide and no curve is
-               interpolated across more than a decade without a point;
-  pretraining  full fine-tuning (from pre-training) vs training from scratch, and vs the
-               pre-trained weights' matched scales;
+  budget       the same pair averaged over a common cost range;
+  pretraining  full fine-tuning vs training from scratch, and vs the matched scales;
   pair         any two other families (a primary endpoint that names them; no contrasts).
 Differences of two gaps (compare.interaction and compare.size_change make them from the
 gaps; no contrasts of their own):
   interaction  a gap on one target minus the same gap on another;
   size         a gap at one training size minus the same gap at a larger one (one target).
+Across the studies of several pre-training sources (sources_compare.py makes them, with the
+same scores, contrasts and tests; the sources page, sources.j2, tables and words them):
+  source_gap     one source's shallow->deep minus deep->shallow gap over a set of k (`k_set`);
+  source_change  the gap with source A minus the gap with an earlier source B (`parts`: the
+                 two gaps): the source x direction interaction;
+  source_target  that change on an ultrasound target minus on an X-ray target (`parts`: the
+                 two changes): the source x direction x target interaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 import dataclasses
-import itertools
 
 import numpy as np
-import pandas as pd
 
-from unet_jax.config import families
-from unet_jax.report import stats
-from unet_jax.report.load import Study, family
-
-FULL, SCRATCH, MATCHED = 'full', 'scratch', 'matched'
-PATH_PAIR = ('contracting', 'expanding')
-COST_AXES = {'trained_fraction': 'trained-parameter fraction', 'train_flops': 'training FLOPs'}
+from unet_jax import layout
+from unet_jax.report import contrasts
+from unet_jax.report.contrasts import COST_AXES, Cell, Contrast, DirectionPair
+from unet_jax.report.load import family
 
 
 def label(name: str) -> str:
     return family(name).label
+
+
+def cell_name(target: str, num_train: int) -> str:
+    return f'{target}, n = {layout.size_name(num_train)}'
 
 
 def cost_text(axis: str, value: float) -> str:
@@ -56,195 +57,6 @@ def cost_text(axis: str, value: float) -> str:
         percent = 100 * value
         return f'{percent:.0f}%' if percent >= 10 else f'{percent:.2g}%'
     return f'{value:.2g} FLOPs'.replace('e+', 'e')
-
-
-# ----------------------------------------------------------------------------- what is compared
-
-
-@dataclasses.dataclass(frozen=True)
-class Contrast:
-    """What one comparison averages: A's and B's configurations with their weights."""
-
-    kind: str
-    a: str
-    b: str
-    a_side: object
-    b_side: object
-    involved: tuple[str, ...]
-    fields: dict
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-    """A comparison the report does not make, and why."""
-
-    target: str
-    num_train: int
-    what: str
-    why: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One target and training size, as a kind makes its contrasts from it."""
-
-    study: Study
-    runs: pd.DataFrame  # the cell's rows of study.runs
-    summary: pd.DataFrame  # the cell's rows of the report's summary
-    skipped: list  # where a kind notes a comparison it does not make (Skipped)
-
-    @property
-    def target(self) -> str:
-        return self.runs['target'].iloc[0]
-
-    @property
-    def num_train(self) -> int:
-        return self.runs['num_train'].iloc[0]
-
-    @property
-    def families(self) -> set[str]:
-        """The families the study ran."""
-        return set(self.study.plan['families'])
-
-
-@dataclasses.dataclass(frozen=True)
-class DirectionPair:
-    """Two directions in one depth order and granularity of a cell, with their k points."""
-
-    a: str
-    b: str
-    order: str
-    granularity: str
-    points_a: pd.DataFrame
-    points_b: pd.DataFrame
-    pairs: list[tuple[int, str, str]]  # pairs_by_k
-
-    @property
-    def where(self) -> dict:
-        return dict(order=self.order, granularity=self.granularity)
-
-
-def direction_points(cell: pd.DataFrame, name: str, order: str, granularity: str):
-    rows = cell[
-        (cell['family'] == name) & (cell['order'] == order) & (cell['granularity'] == granularity)
-    ]
-    return rows.drop_duplicates('configuration').sort_values('k')
-
-
-def pairs_by_k(pa: pd.DataFrame, pb: pd.DataFrame) -> list[tuple[int, str, str]]:
-    """(k, configuration of a, of b) for every k both have, unless both train the same units."""
-    units_b = {k: set(u.split()) for k, u in zip(pb['k'], pb['trained_units'])}
-    name_b = dict(zip(pb['k'], pb['configuration']))
-    return [
-        (int(k), ca, name_b[k])
-        for k, ca, units in zip(pa['k'], pa['configuration'], pa['trained_units'])
-        if k in units_b and set(units.split()) != units_b[k]
-    ]
-
-
-def direction_pairs(cell: Cell) -> Iterator[DirectionPair]:
-    """Every pair of the study's directions in each of its depth orders and granularities."""
-    directions = [d for d in families.DIRECTIONS if d in cell.families]
-    for order, granularity in cell.study.orders():
-        for a, b in itertools.combinations(directions, 2):
-            pa, pb = (direction_points(cell.runs, d, order, granularity) for d in (a, b))
-            yield DirectionPair(a, b, order, granularity, pa, pb, pairs_by_k(pa, pb))
-
-
-def cell_contrasts(cell: Cell) -> list[Contrast]:
-    """Every kind's contrasts of one cell, in report order: the kinds' in the order of KINDS,
-    where the kinds that compare two directions (pair_contrasts) take their turn together, at
-    the first of them, per depth order, granularity and pair."""
-    out, walked = [], False
-    for kind in KINDS.values():
-        if kind.cell_contrasts is not None:
-            out += kind.cell_contrasts(cell)
-        if kind.pair_contrasts is not None and not walked:
-            walked = True
-            by_pair = [k.pair_contrasts for k in KINDS.values() if k.pair_contrasts is not None]
-            for pair in direction_pairs(cell):
-                out += [c for make in by_pair for c in make(cell, pair)]
-    return out
-
-
-def directions_contrast(a: str, b: str, pairs, where: dict) -> Contrast:
-    """a - b averaged over the k of `pairs` (pairs_by_k)."""
-    weight = 1 / len(pairs)
-    return Contrast(
-        'directions', a, b,
-        [(ca, weight) for _, ca, _ in pairs], [(cb, weight) for _, _, cb in pairs],
-        tuple(n for _, ca, cb in pairs for n in (ca, cb)),
-        dict(ks=tuple(k for k, _, _ in pairs), **where),
-    )  # fmt: skip
-
-
-def _paths(cell: Cell) -> list[Contrast]:
-    if not set(PATH_PAIR) <= cell.families:
-        return []
-    return [Contrast('paths', *PATH_PAIR, *PATH_PAIR, PATH_PAIR, {})]
-
-
-def _directions(cell: Cell, pair: DirectionPair) -> list[Contrast]:
-    return [directions_contrast(pair.a, pair.b, pair.pairs, pair.where)] if pair.pairs else []
-
-
-def _per_k(cell: Cell, pair: DirectionPair) -> list[Contrast]:
-    if len(pair.pairs) < 2:  # one k: the average is it
-        return []
-    return [
-        Contrast('direction_k', pair.a, pair.b, ca, cb, (ca, cb), dict(ks=(k,), **pair.where))
-        for k, ca, cb in pair.pairs
-    ]
-
-
-def _budget(cell: Cell, pair: DirectionPair) -> list[Contrast]:
-    out = []
-    for axis in COST_AXES:
-        sides, grid, why = _budget_sides(cell.summary, pair.points_a, pair.points_b, axis)
-        if sides is None:
-            if why:
-                what = (
-                    f'{pair.a} vs {pair.b} ({pair.order} order, by {pair.granularity}) over '
-                    f'{COST_AXES[axis]}'
-                )
-                cell.skipped.append(Skipped(cell.target, cell.num_train, what, why))
-            continue
-        involved = tuple(n for side in sides for n, _ in side)
-        fields = dict(axis=axis, cost_range=(grid[0], grid[-1]), **pair.where)
-        out.append(Contrast('budget', pair.a, pair.b, *sides, involved, fields))
-    return out
-
-
-def _pretraining(cell: Cell) -> list[Contrast]:
-    # against matched: pre-trained features, or only their weight scales?
-    return [
-        Contrast('pretraining', FULL, other, FULL, other, (FULL, other), {})
-        for other in (SCRATCH, MATCHED)
-        if {FULL, other} <= cell.families
-    ]
-
-
-def _budget_sides(summary_cell, pa, pb, axis):
-    """(each direction's weights on its k points so that weights @ Dice is its Dice averaged
-    over a log-spaced grid of costs both reach, the grid, '') or (None, None, why not)."""
-    curves = [_cost_curve(summary_cell, points, axis) for points in (pa, pb)]
-    if not all(len(c) >= 2 for c in curves):
-        return None, None, ''
-    grid, why = stats.common_log_grid(curves[0][axis], curves[1][axis])
-    if grid is None:
-        return None, None, why
-    sides = [
-        list(zip(c['configuration'], stats.log_interpolation_weights(c[axis], grid).mean(0)))
-        for c in curves
-    ]
-    return sides, grid, ''
-
-
-def _cost_curve(summary_cell: pd.DataFrame, points: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The direction's finished k points with a positive cost, by increasing cost."""
-    rows = summary_cell[summary_cell['configuration'].isin(points['configuration'])]
-    rows = rows[(rows[axis] > 0) & rows['dice_mean'].notna()].sort_values(axis)
-    return rows.drop_duplicates(axis)
 
 
 # ----------------------------------------------------------------------------- how it reads
@@ -285,6 +97,12 @@ def larger(c) -> tuple[str, str]:
     """Verdicts 'a' and 'b' of a difference of gaps: 'larger on busi', 'larger with 20 images'."""
     at = c.definition.at
     return f'larger {at} {c.between[0]}', f'larger {at} {c.between[1]}'
+
+
+def verdict_text(c) -> str:
+    """Its verdict in a table: the kind's words for 'a' and 'b', else the verdict's name."""
+    words = dict(zip('ab', c.definition.verdict_words(c)))
+    return words.get(c.verdict, 'not tested' if c.verdict == 'untested' else c.verdict)
 
 
 def a_minus_b(c) -> str:
@@ -417,6 +235,86 @@ def _size_evidence(c) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- across sources
+
+
+def interval(t) -> str:
+    """'+0.070 [+0.061, +0.079]', or '+0.060 [no spread]' without a CI."""
+    if not t.defined:
+        return f'{t.estimate:+.3f} [no spread]'
+    return f'{t.estimate:+.3f} [{t.low:+.3f}, {t.high:+.3f}]'
+
+
+def over_k_set(c) -> str:
+    """'forward order, by block, all k' (or 'k >= 2', 'k = 3')."""
+    return f'{c.where}, {c.k_set}'
+
+
+def source_where(c) -> str:
+    """A source comparison's cell as a person reads it: 'us, n = 16 (forward order, by block,
+    all k)'."""
+    return f'{cell_name(c.target, c.num_train)} ({over_k_set(c)})'
+
+
+def _change_verdict(c) -> str:
+    t = c.test
+    if c.verdict == 'untested':
+        return (
+            f'untestable: the change has no spread over its {t.base} replicates x images '
+            '(identical runs?)'
+        )
+    if c.verdict in ('a', 'b'):
+        smaller = abs(c.parts[0].estimate) < abs(c.parts[1].estimate)
+        return f'the gap {"shrinks" if smaller else "grows"} with {c.a}'
+    if c.verdict == 'equivalent':
+        return (
+            f'the gap is unchanged within +-{t.margin:g} Dice (TOST, Holm-adjusted p = '
+            f'{c.p_tost_adjusted:.3g})'
+        )
+    return f'no evidence of a change (detectable at 80% power: {t.mdd:.3f} Dice)'
+
+
+def _change_sentence(c, title: Callable[[str], str] = str) -> str:
+    """The change in words that claim no more than its CI allows."""
+    t, (with_a, with_b) = c.test, c.parts
+    folds = ' x folds' if t.num_folds > 1 else ''
+    return (
+        f'{source_where(c)}: shallow->deep minus deep->shallow Dice is {interval(with_b)} with '
+        f'{c.b} and {interval(with_a)} with {c.a}; change {t.estimate:+.3f} (95% CI '
+        f'{t.low:+.3f} to {t.high:+.3f}, p = {t.p:.3g}, Holm-adjusted {c.p_adjusted:.3g}; the '
+        f"design's t-test over {t.base} (pre-trainings{folds} x images), df {t.df:.1f}): "
+        f'{_change_verdict(c)}.'
+    )
+
+
+def _source_target_scope(c) -> str:
+    return f'n = {layout.size_name(c.num_train)}, {c.order}, by {c.granularity}, {c.k_set}'
+
+
+def _source_target_verdict(c) -> str:
+    if c.verdict == 'untested':
+        return 'untestable'
+    if c.verdict in ('a', 'b'):
+        return 'the change differs between the targets'
+    return f'no evidence that it differs (detectable at 80% power: {c.test.mdd:.3f} Dice)'
+
+
+def _source_target_sentence(c, title: Callable[[str], str] = str) -> str:
+    t, (on_target, on_versus) = c.test, c.parts
+    pairing = (
+        'paired by pre-training (both targets fine-tune from them)'
+        if t.layout == 'difference'
+        else 'independent targets (Welch)'
+    )
+    return (
+        f'{c.a} vs {c.b}, {c.target} vs {c.versus} (n = {layout.size_name(c.num_train)}, '
+        f'{c.order} order, by {c.granularity}, {c.k_set}): change on {c.target} minus change '
+        f'on {c.versus} = {t.estimate:+.3f} (95% CI {t.low:+.3f} to {t.high:+.3f}, p = '
+        f'{t.p:.3g}, Holm-adjusted {c.p_adjusted:.3g}; {pairing} over {on_target.num_images} '
+        f'+ {on_versus.num_images} images, df {t.df:.1f}): {_source_target_verdict(c)}.'
+    )
+
+
 # ----------------------------------------------------------------------------- the kinds
 
 
@@ -438,6 +336,7 @@ class ComparisonKind:
     named: Callable[[str], str] = label  # A or B in a finding's claim
     verdict_words: Callable[..., tuple[str, str]] = better  # verdicts 'a' and 'b'
     title: Callable[..., str] = a_minus_b  # its 'A - B' cell in the tables
+    verdict_text: Callable[..., str] = verdict_text  # its verdict cell in the tables
     hypothesis: Callable[..., str] = gap_on_target  # primary sentence and table
     figure_label: Callable[..., str] = lambda c: f'gap on {c.target}'  # forest plot
     evidence: Callable[..., str] = cell_evidence  # n, design and test, before p
@@ -455,13 +354,13 @@ def register(*kinds: ComparisonKind) -> dict[str, ComparisonKind]:
 
 
 KINDS: dict[str, ComparisonKind] = register(
-    ComparisonKind('paths', cell_contrasts=_paths, between_targets=True,
+    ComparisonKind('paths', cell_contrasts=contrasts.paths, between_targets=True,
                    named=lambda name: f'tuning the {label(name)}'),
-    ComparisonKind('directions', pair_contrasts=_directions, between_targets=True,
+    ComparisonKind('directions', pair_contrasts=contrasts.directions, between_targets=True,
                    scope=over_k),
-    ComparisonKind('direction_k', pair_contrasts=_per_k, by_k=True, scope=_at_k),
-    ComparisonKind('budget', pair_contrasts=_budget, scope=_over_costs),
-    ComparisonKind('pretraining', cell_contrasts=_pretraining),
+    ComparisonKind('direction_k', pair_contrasts=contrasts.per_k, by_k=True, scope=_at_k),
+    ComparisonKind('budget', pair_contrasts=contrasts.budget, scope=_over_costs),
+    ComparisonKind('pretraining', cell_contrasts=contrasts.pretraining),
     ComparisonKind(
         'interaction', scope=_interaction_scope, verdict_words=larger,
         title=lambda c: f'({a_minus_b(c)}) on {c.target} - on {c.versus}',
@@ -482,4 +381,16 @@ KINDS: dict[str, ComparisonKind] = register(
         section='Between training sizes (secondary)',
     ),
     ComparisonKind('pair'),
+    ComparisonKind('source_gap', scope=over_k_set),
+    ComparisonKind(
+        'source_change', scope=over_k_set, title=lambda c: f'{c.a} - {c.b}',
+        verdict_text=_change_verdict, plain=_change_sentence,
+        section='Source x direction: the change of the gap',
+    ),
+    ComparisonKind(
+        'source_target', scope=_source_target_scope, title=lambda c: f'{c.a} - {c.b}',
+        verdict_text=_source_target_verdict, plain=_source_target_sentence,
+        between=_between_targets, gap=lambda c: f'the change of the gap with {c.a}',
+        section='Source x direction x target: is the change specific to ultrasound?',
+    ),
 )  # fmt: skip

@@ -15,10 +15,9 @@ import numpy as np  # noqa: E402
 from unet_jax import layout
 from unet_jax.config import families
 from unet_jax.report.analysis import Analysis  # noqa: E402
-from unet_jax.report.compare import DEEP, SHALLOW  # noqa: E402
 from unet_jax.report.conclusions import named  # noqa: E402
+from unet_jax.report.contrasts import DEEP, FULL, SHALLOW, direction_points  # noqa: E402
 from unet_jax.report.figures import GT_COLOR, PREDICTION_COLOR, Figure  # noqa: E402
-from unet_jax.report.kinds import FULL, direction_points  # noqa: E402
 from unet_jax.report.load import Study  # noqa: E402
 
 MAX_COLUMNS, MAX_LESION_ROWS = 6, 3

@@ -1,4 +1,5 @@
-"""Markdown and HTML from one template (report.j2) and the same data.
+"""Markdown and HTML from one template and the same data: report.j2 (the study's report) or
+sources.j2 (pre-training sources compared, report.sources), which share blocks.j2.
 
 The template says what the page holds and in which order; a format turns each element
 (heading, paragraph, list, table, figure) into its markup. The HTML page is
@@ -19,7 +20,7 @@ from unet_jax.report.conclusions import Finding
 from unet_jax.report.figures import Figure
 from unet_jax.report.tables import Table
 
-TEMPLATE = 'report.j2'
+TEMPLATE = 'report.j2'  # the study's report; sources.j2: the sources compared
 # Cells that hold a number (0.81, < 0.001, 7e+11, 54%, 1.0x, 0.8 +- 0.1, [0.7, 0.9]): right-aligned.
 NUMBER = re.compile(r'([-+<]\s?)?[\d.,]+(e[-+]?\d+)?(%|x| \+- [\d.]+)?|-|\[[-+\d., ]+\]')
 STYLE = (
@@ -79,8 +80,9 @@ class Markdown:
 
 
 class Html:
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, title: str = 'unet_jax study report'):
         self.folder = folder  # where the figures are, to embed them
+        self.title = title  # the page's <title>
 
     def heading(self, level: int, text: str) -> str:
         return f'<h{level}>{html.escape(text)}</h{level}>'
@@ -145,7 +147,7 @@ class Html:
     def document(self, body: str) -> str:
         return (
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            '<title>unet_jax study report</title>'
+            f'<title>{html.escape(self.title)}</title>'
             f'<style>{STYLE}</style></head><body>\n{body}</body></html>\n'
         )
 
@@ -160,9 +162,10 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render(fmt: Markdown | Html, **data) -> str:
-    """The template with one format; `data` as report.j2 names it."""
-    text = environment().get_template(TEMPLATE).render(f=fmt, **data)
+def render(fmt: Markdown | Html, template: str = TEMPLATE, **data) -> str:
+    """A template (a file beside this module) with one format; `data` as the template names
+    it."""
+    text = environment().get_template(template).render(f=fmt, **data)
     if isinstance(fmt, Markdown):  # one blank line between blocks
         text = '\n\n'.join(block.strip('\n') for block in text.split('\n\n') if block.strip())
         text += '\n'

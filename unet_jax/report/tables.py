@@ -208,15 +208,7 @@ def _steps(row) -> str:
 
 def _comparison_row(c: Comparison) -> tuple[str, ...]:
     t = c.test
-    a, b = c.definition.verdict_words(c)
-    verdict = {
-        'a': a,
-        'b': b,
-        'equivalent': 'equivalent',
-        'no evidence': 'no evidence',
-        'not reached': 'not reached',
-        'untested': 'not tested',
-    }[c.verdict]
+    verdict = c.definition.verdict_text(c)
     if c.flagged:
         verdict += ' (still improving runs)'
     name = c.definition.title(c)

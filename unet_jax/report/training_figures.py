@@ -13,8 +13,8 @@ import numpy as np
 from unet_jax.config import families
 from unet_jax.report import stats
 from unet_jax.report.analysis import Analysis
+from unet_jax.report.contrasts import FULL
 from unet_jax.report.figures import Figure, family_color, panel_figure
-from unet_jax.report.kinds import FULL
 from unet_jax.report.load import Study, family
 
 # ----------------------------------------------------------------------------- curves

@@ -219,17 +219,20 @@ def _write_csvs(study: Study, result: analysis.Analysis, folder: str) -> None:
     study.runs.to_csv(os.path.join(folder, 'results.csv'), index=False)
     study.images.to_csv(os.path.join(folder, 'images.csv'), index=False)
     result.summary.to_csv(os.path.join(folder, 'summary.csv'), index=False)
-    rows = []
-    for c in result.comparisons:
-        row = dict(target=c.target, num_train=c.num_train, kind=c.kind, a=c.a, b=c.b)
-        row.update(versus=c.versus, role=c.role, scope=c.scope, verdict=c.verdict)
-        row.update(p_adjusted=c.p_adjusted, p_tost_adjusted=c.p_tost_adjusted)
-        row['decision'] = c.decision
-        if c.test is not None:
-            t = c.test
-            row.update(estimate=t.estimate, se=t.se, df=t.df, low=t.low, high=t.high)
-            row.update(num_replicates=t.num_replicates, num_images=t.num_images)
-            row.update(p=t.p, p_tost=t.p_tost, margin=t.margin, mdd_80=t.mdd)
-        row['still_improving'] = ' '.join(f'{name}:{n}/{known}' for name, n, known in c.flagged)
-        rows.append(row)
+    rows = [comparison_row(c) for c in result.comparisons]
     pd.DataFrame(rows).to_csv(os.path.join(folder, 'comparisons.csv'), index=False)
+
+
+def comparison_row(c) -> dict:
+    """A compare.Comparison as a row of comparisons.csv (and of the sources' sources.csv)."""
+    row = dict(target=c.target, num_train=c.num_train, kind=c.kind, a=c.a, b=c.b)
+    row.update(versus=c.versus, role=c.role, scope=c.scope, verdict=c.verdict)
+    row.update(p_adjusted=c.p_adjusted, p_tost_adjusted=c.p_tost_adjusted)
+    row['decision'] = c.decision
+    if c.test is not None:
+        t = c.test
+        row.update(estimate=t.estimate, se=t.se, df=t.df, low=t.low, high=t.high)
+        row.update(num_replicates=t.num_replicates, num_images=t.num_images)
+        row.update(p=t.p, p_tost=t.p_tost, margin=t.margin, mdd_80=t.mdd)
+    row['still_improving'] = ' '.join(f'{name}:{n}/{known}' for name, n, known in c.flagged)
+    return row
