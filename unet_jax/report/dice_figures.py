@@ -30,6 +30,7 @@ from unet_jax.report.figures import (  # noqa: E402
     panel_figure,
     save,
     size_label,
+    write_png,
 )
 from unet_jax.report.load import Study, family  # noqa: E402
 
@@ -247,9 +248,7 @@ def references(study: Study, analysis: Analysis, folder: str) -> Figure | None:
     ax.set_ylim(0, 1)
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches='tight')
-    plt.close(fig)
+    write_png(fig, path)
     return Figure(
         os.path.basename(path),
         'The reference configurations per target and size: mean test Dice over seeds with its '

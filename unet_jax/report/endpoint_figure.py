@@ -10,7 +10,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
 from unet_jax.report.analysis import Analysis
-from unet_jax.report.figures import Figure, size_label  # noqa: E402
+from unet_jax.report.figures import Figure, size_label, write_png  # noqa: E402
 from unet_jax.report.load import Study, family  # noqa: E402
 
 
@@ -41,9 +41,7 @@ def primary_endpoint(study: Study, analysis: Analysis, folder: str) -> Figure | 
     ax.set_xlabel(f'{gap}, test Dice (averaged over k), 95% CI')
     ax.set_title(f'Primary endpoint, {size_label(plan.num_train)}', fontsize=10)
     path = os.path.join(folder, 'primary_endpoint.png')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches='tight')
-    plt.close(fig)
+    write_png(fig, path)
     return Figure(
         os.path.basename(path),
         f'The primary endpoint: the {gap} gap per target (paired by pre-training, fold and '

@@ -99,6 +99,13 @@ def _panels(
     return hidden, labels
 
 
+def write_png(fig, path: str) -> None:
+    """A one-panel figure (its legend, if any, drawn by the caller) laid out, saved and closed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+
+
 def save(fig, axes, path: str) -> tuple[str, ...]:
     """One legend for all panels, right of them (any number of panels or lines fits)."""
     fig.tight_layout()

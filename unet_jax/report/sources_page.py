@@ -13,7 +13,7 @@ import numpy as np
 from unet_jax.report import calibration, stats
 from unet_jax.report.compare import Comparison
 from unet_jax.report.conclusions import p_text
-from unet_jax.report.figures import Figure
+from unet_jax.report.figures import Figure, write_png
 from unet_jax.report.kinds import KINDS, cell_name, interval, source_where
 from unet_jax.report.load import Study
 from unet_jax.report.sources_compare import SourcesComparison, headline
@@ -185,10 +185,8 @@ def gap_figure(found: SourcesComparison, path: str) -> Figure | None:
         ax.set_title(f'{cell_name(target, num_train)} ({order}, by {granularity})', fontsize=9)
         ax.set_ylabel('shallow->deep minus deep->shallow Dice')
     axes[0][-1].legend(fontsize=8, title='pre-training source', title_fontsize=8)
-    fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches='tight')
-    plt.close(fig)
+    write_png(fig, path)
     return Figure(
         os.path.basename(path),
         "Each point: one source's gap (shallow->deep minus deep->shallow test Dice) with its "
