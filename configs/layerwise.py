@@ -22,7 +22,9 @@ config of the pre-training run. Model and image size are shared by both (field r
 set them once, e.g. `--config.model.base_width=32`.
 
 Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
-  quick                      CPU scale (the whole study in about 9 min on 2 quiet cores)
+  quick                      CPU scale: a depth-3, base-8 U-Net at 48x48, 100 steps, k = 1, 2,
+                             4, 6, no scratch (the whole study in about 3.5 min on 2 quiet
+                             cores)
   real                       the real-data study for 2 CPU cores (about 2 hours): BUSI and JSRT
                              (targets=busi+jsrt) with ECSSD pre-training (pretrain_data=ecssd),
                              both by default, from data_root=DIR (required); depth-4, base-8
@@ -57,8 +59,7 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              families shallow_to_deep+deep_to_shallow), then
                              WORKDIR/report/sources.md: the shallow-vs-deep gap per source and
                              its changes (source x direction, and x target) with CIs; with
-                             quick: ks=1+2+4+6; with real: 2 outer folds (every image still
-                             tested once)
+                             real: 2 outer folds (every image still tested once)
   pretrain_data=NAME         pre-train on a real set instead (ecssd, duts, xpie, msra10k; needs
                              data_root)
   targets=us+xray            target sets, '+'-separated, each one of:
@@ -82,11 +83,13 @@ Arguments (big_vision style, comma-separated; ARGUMENTS below lists them):
                              real_v2: 3)
   orders=forward+level       depth orders of shallow_to_deep / deep_to_shallow (quick: forward)
   granularities=block+unit   what k counts (quick: block)
-  ks=1+3+5                   the k of shallow_to_deep / deep_to_shallow (default: every k)
+  ks=1+3+5                   the k of shallow_to_deep / deep_to_shallow (default: every k;
+                             quick: 1+2+4+6, real: 4, real_v2: 1+2+4+7)
   auto_ks=4                  the k of the auto family, fixed in advance (default: every k, and
                              the soft variant; the report chooses k on validation)
   families=scratch+full      a subset of the families (default: all but auto, matched and the
-                             parameter-efficient ones); `lora` stands for lora-r2+lora-r8,
+                             parameter-efficient ones; quick and real: also not scratch);
+                             `lora` stands for lora-r2+lora-r8,
                              `peft` for lora-r2+lora-r8+norm+bias (each over the whole
                              network; NAME-shallow_to_deep / NAME-deep_to_shallow: over
                              the first / last k blocks, e.g. lora-r8-shallow_to_deep, formerly
@@ -197,14 +200,16 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     )
     orders = _split(args.get('orders', 'forward' if cpu_scale else 'forward+level'))
     granularities = _split(args.get('granularities', 'block' if cpu_scale else 'block+unit'))
-    default_families = '+'.join(f for f in families.DEFAULTS if not (real and f == 'scratch'))
+    default_families = '+'.join(
+        f for f in families.DEFAULTS if not ((real or quick) and f == 'scratch')
+    )
     if source_names:
         default_families = study_scales.SOURCES_FAMILIES
     if real_v2:
         default_families = study_scales.REAL_V2_FAMILIES
     family_names = list(families.expand(_split(args.get('families', default_families))))
     criteria = _split(args.get('criteria', '+'.join(auto_spec.CRITERIA)))
-    default_ks = '4' if real else study_scales.SOURCES_QUICK_KS if quick and source_names else ''
+    default_ks = '4' if real else study_scales.QUICK_KS if quick else ''
     default_ks = study_scales.REAL_V2_KS if real_v2 else default_ks
     ks = [_integer(k, 'ks') for k in _split(args.get('ks', default_ks))]
     auto_ks = [_integer(k, 'auto_ks') for k in _split(args.get('auto_ks', ''))]

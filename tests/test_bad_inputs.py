@@ -219,7 +219,7 @@ COMMAND_CASES = {
         ('--config=configs/layerwise.py:quick,sizes=0', '--workdir=w'),
         (
             'config.data.num_train=0 must be -1',
-            'in sweep point us/n0/s0/scratch and 107 other run(s)',
+            'in sweep point us/n0/s0/pretrained and 71 other run(s)',
             'config.study.num_train (sizes=)',
         ),
         tiny=False,

@@ -17,6 +17,7 @@ from configs import layerwise
 from tests import tiny
 from unet_jax import io_utils, layout
 from unet_jax.config import families
+from unet_jax.config import families as families_lib
 from unet_jax.study import loop, run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep, registry_for
 
@@ -28,9 +29,11 @@ def tiny_study_config(
     pretrain_seeds=1,
 ) -> ml_collections.ConfigDict:
     """A tiny study; one pre-training unless asked (the config's default, one per seed, is
-    tested in test_every_seed_has_its_own_pre_training_by_default): fewer runs to train."""
+    tested in test_every_seed_has_its_own_pre_training_by_default): fewer runs to train.
+    Every k and every default family, `scratch` included (`quick` itself sweeps fewer)."""
     config = layerwise.get_config(
-        f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets}'
+        f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets},'
+        f'ks=,families={"+".join(families_lib.DEFAULTS)}'
     )
     config.study.pretrain_seeds = pretrain_seeds
     config.model.depth = 2

@@ -495,3 +495,52 @@ def test_init_compiled_for_speed_gives_the_default_compiles_params_bit_for_bit()
         slow = default(jax.random.key(seed), dummy)
         pairs = zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True)
         assert all(np.array_equal(a, np.asarray(b)) for a, b in pairs)
+
+
+def test_a_group_makes_its_freeze_plan_once_and_passes_it_on(tmp_path, monkeypatch):
+    """One group's life asks for its freeze plan once: the spec is compiled once, the
+    parameters labelled once (at state creation) and the step FLOPs modelled once (when the
+    plan is made); the write-out reads them from the plan."""
+    calls = {'compile_spec': 0, 'labels': 0, 'train_step_flops': 0}
+
+    def counted(name, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(freeze, 'compile_spec', counted('compile_spec', freeze.compile_spec))
+    monkeypatch.setattr(
+        freeze.FreezePlan, 'labels', counted('labels', freeze.FreezePlan.labels)
+    )
+    monkeypatch.setattr(
+        layer_registry.LayerRegistry,
+        'train_step_flops',
+        counted('train_step_flops', layer_registry.LayerRegistry.train_step_flops),
+    )
+    runs = [
+        groups.Member(
+            tiny.tiny_config(seed=s, **{'finetune.train': 'dec0,head'}),
+            str(tmp_path / f's{s}'),
+            name=f's{s}',
+        )
+        for s in (0, 1)
+    ]
+    outcome = trainer.train_group(
+        runs, str(tmp_path / 'state'), name='g', splits_fn=lambda c: tiny.disk_splits()
+    )
+    assert all(isinstance(outcome[r.workdir], dict) for r in runs)
+    assert calls == {'compile_spec': 1, 'labels': 1, 'train_step_flops': 1}
+    # ... and each run's results carry the plan's numbers.
+    registry = layer_registry.build_registry(
+        models.create_model(runs[1].config.model),
+        image_size=runs[1].config.data.image_size,
+        in_channels=runs[1].config.model.in_channels,
+    )
+    plan = freeze.compile_spec('dec0,head', registry, order='forward', granularity='block')
+    written = json.loads((tmp_path / 's1' / 'results.json').read_text())
+    assert written['trained_units'] == list(plan.trained_units)
+    assert written['params'] == plan.param_counts
+    assert written['cost']['step_flops_per_image'] == plan.step_flops_per_image

@@ -46,20 +46,33 @@ class Progress:
     """Rate and ETA of a loop over `total` items (train steps, runs, groups of runs).
 
     The rate counts only items done since this object was made, so a resumed loop (which
-    starts at `done`) does not claim the earlier process's items as its own speed.
+    starts at `done`) does not claim the earlier process's items as its own speed. Items of
+    unequal cost (runs of different step counts) give `work_total` (their summed expected
+    cost, any unit) and pass the work done to `line`: the ETA is then the work left at the
+    rate of work done so far, not the items left at the rate of items.
     """
 
-    def __init__(self, total: int, *, done: int = 0, unit: str = 'steps'):
-        self.total, self.unit = total, unit
-        self._start_done, self._start = done, time.time()
+    def __init__(
+        self,
+        total: int,
+        *,
+        done: int = 0,
+        unit: str = 'steps',
+        work_total: float | None = None,
+        work_done: float = 0.0,
+    ):
+        self.total, self.unit, self.work_total = total, unit, work_total
+        self._start_done, self._start_work, self._start = done, work_done, time.time()
 
-    def line(self, done: int) -> str:
+    def line(self, done: int, work_done: float | None = None) -> str:
         """'40/120 steps, 12.5 steps/s, ETA 0m06s'."""
         elapsed = max(time.time() - self._start, 1e-9)
         count = done - self._start_done
         rate = count / elapsed
-        eta = (self.total - done) / rate if count else float('nan')
-        eta_text = format_duration(eta) if count else '?'
+        left, did = self.total - done, count
+        if self.work_total is not None and work_done is not None:
+            left, did = self.work_total - work_done, work_done - self._start_work
+        eta_text = format_duration(max(left, 0) / did * elapsed) if did > 0 else '?'
         return f'{done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, ETA {eta_text}'
 
 

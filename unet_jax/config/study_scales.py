@@ -32,9 +32,14 @@ REAL_GENERATED_PRETRAIN_EXAMPLES = 600
 # variance in its CI) and the families of each source's sweep.
 SOURCES_PRETRAIN_SEEDS = 3
 SOURCES_FAMILIES = 'shallow_to_deep+deep_to_shallow'
-# `quick,sources=`: the k of both directions (k = 1 and three k >= 2 of the 7 below full; every
-# k would take about 1.7x as long: 84 runs per source instead of 48).
-SOURCES_QUICK_KS = '1+2+4+6'
+# `quick`, sized so that the whole study runs in under 4 minutes on 2 quiet cores (measured in
+# docs/performance.md; 493 s at 64x64, 120 steps, every k and scratch at 3x the steps): the k of
+# both directions (k = 1 and three k >= 2 of the 7 below full; every k takes about 1.7x as
+# long), the image size (a full step at 48x48 takes 0.56x the time of one at 64x64) and the
+# steps of every run; no scratch family (as in `real`: it is not a choice of layers to tune).
+QUICK_KS = '1+2+4+6'
+QUICK_IMAGE_SIZE = 48
+QUICK_STEPS = 100
 # `real,sources=`: outer folds (every image tested once with fewer runs than real's 5).
 REAL_SOURCES_OUTER_FOLDS = 2
 # `real_v2`, the confirmatory study (docs/results/real_v2.md): five pre-trainings with seeds
@@ -89,13 +94,14 @@ def apply_scale(
 
 
 def _apply_quick(config: ml_collections.ConfigDict) -> None:
-    """CPU scale: the whole study in about 9 min on 2 quiet cores."""
+    """CPU scale: the whole study in under 4 minutes on 2 quiet cores."""
     config.model.base_width = 8
-    config.num_train_steps = 120
+    config.data.image_size = QUICK_IMAGE_SIZE
+    config.num_train_steps = QUICK_STEPS
     config.warmup_steps = 10
-    config.eval_every_steps = 40
-    config.checkpoint_every_steps = 40
-    config.log_every_steps = 40
+    config.eval_every_steps = 50
+    config.checkpoint_every_steps = 50
+    config.log_every_steps = 50
 
 
 def _apply_full(config: ml_collections.ConfigDict) -> None:

@@ -23,7 +23,13 @@ from unet_jax import console as console_lib
 from unet_jax import io_utils, layout
 from unet_jax.errors import ConfigError
 from unet_jax.layout import ERROR_FILE, PRETRAIN_DIR, RESULTS_FILE, is_finished, run_dir
-from unet_jax.study.run_configs import is_chief, point_config, pretrain_config, pretrain_dirs
+from unet_jax.study.run_configs import (
+    is_chief,
+    point_config,
+    pretrain_config,
+    pretrain_dirs,
+    train_steps,
+)
 from unet_jax.study.sweep_points import RunGroup, Sweep, SweepPoint
 from unet_jax.train import runfolder
 
@@ -256,6 +262,17 @@ def _run_group(
     return {'trained': trained, 'failed': failed}
 
 
+# The cost of a run's evaluations and write-out, in train steps (the `:quick` study on 2 cores:
+# a group of 3 pre-trained-only runs takes 1 s, one of 3 runs of 100 full steps 8 s).
+EVAL_WORK_STEPS = 10
+
+
+def run_work(config: ml_collections.ConfigDict, point: SweepPoint) -> int:
+    """A run's expected cost, in train steps, for the study's ETA: its step cap plus its
+    evaluations (early stopping can end it sooner: the ETA is then an upper bound)."""
+    return train_steps(config, point) + EVAL_WORK_STEPS
+
+
 def run_study(
     config: ml_collections.ConfigDict, workdir: str, sweep: Sweep, run_fn: RunFn
 ) -> dict[str, list[str]]:
@@ -273,7 +290,12 @@ def run_study(
     console = console_lib.current()
     if done:
         console.line(f'{len(done)} of {total} runs finished earlier; they are kept.')
-    progress = io_utils.Progress(total, done=len(done), unit='runs')
+    work = {p.run_name: run_work(config, p) for p in sweep.runs}
+    counted = set(done)  # runs whose work is in work_done
+    work_done = sum(work[name] for name in counted)
+    progress = io_utils.Progress(
+        total, done=len(done), unit='runs', work_total=sum(work.values()), work_done=work_done
+    )
     width = len(str(len(sweep.groups)))
     for group in sweep.groups:
         if all(is_finished(run_dir(workdir, p.run_name)) for p in group.runs):
@@ -292,6 +314,8 @@ def run_study(
         trained += outcome['trained']
         done += outcome['trained']
         failed += outcome['failed']
+        work_done += sum(work[p.run_name] for p in group.runs if p.run_name not in counted)
+        counted.update(p.run_name for p in group.runs)
         for name in outcome['failed']:
             path = os.path.join(run_dir(workdir, name), ERROR_FILE)
             logging.info('study: %s failed (see %s)', name, path)
@@ -301,7 +325,7 @@ def run_study(
             group.index + 1,
             len(sweep.groups),
             group.name,
-            progress.line(len(done) + len(failed)),
+            progress.line(len(done) + len(failed), work_done),
             len(failed),
         )
         scored = [
@@ -314,7 +338,7 @@ def run_study(
             group.name,
             scored,
             seconds=time.time() - start,
-            progress=progress.line(len(done) + len(failed)),
+            progress=progress.line(len(done) + len(failed), work_done),
             runs=len(group.runs),
             failed=len(outcome['failed']),
         )

@@ -91,12 +91,19 @@ def point_config(
     else:
         run.init_from = pretrain_dirs(config, workdir)[point.pretrain_index]
     run.init_matched = families.get(point.family).init == 'matched'
+    run.num_train_steps = train_steps(config, point)
+    return run
+
+
+def train_steps(config: ml_collections.ConfigDict, point: SweepPoint) -> int:
+    """The steps (the cap, with early stopping) a point's run trains: 0 for a family that only
+    evaluates, config.study.scratch_steps_factor times the base run's for `scratch`."""
+    if not families.get(point.family).trains:
+        return 0
     if point.family == 'scratch':
         factor = config.study.get('scratch_steps_factor', 1.0)
-        run.num_train_steps = max(1, round(config.num_train_steps * factor))
-    if not families.get(point.family).trains:
-        run.num_train_steps = 0
-    return run
+        return max(1, round(config.num_train_steps * factor))
+    return int(config.num_train_steps)
 
 
 # ----------------------------------------------------------------------------- the plan
