@@ -2,9 +2,9 @@ r"""Pre-training on natural-image-like scenes with salient-object masks (all lay
 
   python -m unet_jax.main --config=configs/pretrain.py:quick --workdir=runs/pretrain
 
-Arguments (comma-separated): `quick` (CPU scale); `source=natural|natural_speckle|natural_imaging|ultrasound`
-(the natural scenes imaged as B-mode ultrasound, the same imaging chain without speckle, or
-simulated breast ultrasound as the
+Arguments (comma-separated): `quick` (CPU scale);
+`source=natural|natural_speckle|natural_imaging|ultrasound` (the natural scenes imaged as B-mode
+ultrasound, the same imaging chain without speckle, or simulated breast ultrasound as the
 pre-training source, as in the journal version of the study); `data=NAME`
 for a real set (e.g. `data=ecssd` with --config.data.manual_dir=/path/to/ECSSD). A simulated
 source is generated with its own seed (`defaults.PRETRAIN_DATA_SEED`), so it never holds the

@@ -1,10 +1,10 @@
 """Kill and resume at scale: a quick fine-tune SIGKILLed at 20 random moments ends, every time,
 bit for bit as the uninterrupted run (test probabilities and results.json's test metrics).
 
-The moments are drawn from a fixed seed, uniformly over the wall time of an uninterrupted
-process (the latest whole run's, so that a machine whose load drops mid-test does not draw
-most moments after the end), so they fall in every phase it goes through: start-up and data loading, compilation,
-steps, validation, checkpoint writes and the final scoring. A folder is killed up to
+The moments are drawn from a fixed seed, uniformly over the wall time of an uninterrupted process
+(the latest whole run's, so that a machine whose load drops mid-test does not draw most moments
+after the end), so they fall in every phase it goes through: start-up and data loading,
+compilation, steps, validation, checkpoint writes and the final scoring. A folder is killed up to
 KILLS_PER_FOLDER times in a row (each time in the process that resumed it), then finished and
 compared; the next folder starts afresh. Every process is `python -m unet_jax.main`, forked
 from a server that has imported the libraries (as in test_bad_inputs), so a kill costs the
@@ -37,7 +37,8 @@ import json, os, runpy, sys, traceback
 import absl.app, jax, ml_collections.config_flags, unet_jax.errors, unet_jax.config.defaults
 import unet_jax.study.checks
 import unet_jax.freeze, unet_jax.models.layer_registry, unet_jax.models, unet_jax.train.runfolder
-import unet_jax.train.trainer, unet_jax.data.pipeline, unet_jax.data.builders  # TF, TFDS, Orbax, CLU
+# TF, TFDS, Orbax, CLU:
+import unet_jax.train.trainer, unet_jax.data.pipeline, unet_jax.data.builders
 print('ready', flush=True)
 for line in sys.stdin:
     request = json.loads(line)

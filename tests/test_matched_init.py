@@ -14,8 +14,10 @@ from unet_jax.train import checkpoint, initial_state, trainer
 
 def test_matched_params_keep_each_tensors_mean_and_std_but_not_its_values():
     rng = np.random.default_rng(0)
-    params = {'a': {'kernel': rng.normal(0.3, 2.0, (3, 3, 16, 32)).astype(np.float32)},
-              'b': {'scale': np.full((8,), 1.5, np.float32), 'bias': np.array([0.2], np.float32)}}  # fmt: skip
+    params = {
+        'a': {'kernel': rng.normal(0.3, 2.0, (3, 3, 16, 32)).astype(np.float32)},
+        'b': {'scale': np.full((8,), 1.5, np.float32), 'bias': np.array([0.2], np.float32)},
+    }
     matched = initial_state.matched_params(params, np.random.default_rng(1))
     kernel, new = params['a']['kernel'], matched['a']['kernel']
     assert new.shape == kernel.shape and new.dtype == kernel.dtype

@@ -42,7 +42,8 @@ def test_result_fields_differ_free_fields_may_change(tmp_path):
 def test_a_path_may_move_but_not_appear_or_vanish(tmp_path):
     store(tiny.tiny_config(init_from='/runs/pretrain'), tmp_path)
     runfolder.check_same_config(tiny.tiny_config(init_from='/moved/pretrain'), str(tmp_path))
-    with pytest.raises(errors.ConfigError, match="config.init_from: '/runs/pretrain' there, '' now"):
+    moved = "config.init_from: '/runs/pretrain' there, '' now"
+    with pytest.raises(errors.ConfigError, match=moved):
         runfolder.check_same_config(tiny.tiny_config(), str(tmp_path))
 
 

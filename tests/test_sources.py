@@ -97,9 +97,8 @@ def test_sources_config_pretrains_each_source_three_times_with_one_sweep():
     with pytest.raises(errors.ConfigError, match="'speckle' is not one of"):
         layerwise.get_config('quick,sources=natural+speckle')
     # source= with real pre-trains on that generated source, not on ECSSD
-    assert layerwise.get_config('real,data_root=/d,source=natural_speckle').study.pretrain.data.name == (
-        'synthetic_natural_speckle'
-    )
+    config = layerwise.get_config('real,data_root=/d,source=natural_speckle')
+    assert config.study.pretrain.data.name == 'synthetic_natural_speckle'
 
 
 def test_a_study_of_sources_runs_every_source_and_compares_their_gaps(sources_study):

@@ -327,7 +327,9 @@ def test_scratch_gets_its_own_step_budget():
     config = tiny_study_config(seeds=1, families=('scratch', 'full'))
     config.num_train_steps, config.study.scratch_steps_factor = 100, 2.5
     sweep = enumerate_sweep(config)
-    steps = {p.family: run_configs.point_config(config, p, '/w').num_train_steps for p in sweep.runs}
+    steps = {
+        p.family: run_configs.point_config(config, p, '/w').num_train_steps for p in sweep.runs
+    }
     assert steps == {'scratch': 250, 'full': 100}
 
 

@@ -91,7 +91,8 @@ def test_run_writes_results_and_freezes_exactly(tmp_path):
 
 def test_training_flops_are_the_registry_model_times_batch_and_steps(tmp_path):
     config = tiny.tiny_config(**{'finetune.train': 'dec0,head', 'num_train_steps': 4})
-    cost = trainer.train_and_evaluate(config, str(tmp_path / 'a'), splits=tiny.disk_splits())['cost']
+    results = trainer.train_and_evaluate(config, str(tmp_path / 'a'), splits=tiny.disk_splits())
+    cost = results['cost']
     registry = layer_registry.build_registry(
         models.create_model(config.model), image_size=32, in_channels=1
     )

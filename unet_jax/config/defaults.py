@@ -108,10 +108,10 @@ def default_config(arg: str = '') -> ml_collections.ConfigDict:
     config.num_train_steps = 2000  # the cap, with early stopping
     config.warmup_steps = 100
     # Early stopping on validation lesion Dice (train.ledger.EarlyStopping), checked at every
-    # evaluation: a run stops once the mean of its last `smoothing` validation Dice values has
-    # not risen by more than `min_delta` for `patience_steps`, never before `min_steps`, and
-    # never while that mean has not yet exceeded `min_dice` (a run collapsed to empty masks is
-    # flat at zero: not a plateau). patience_steps=0: off (every run trains num_train_steps). Use it with
+    # evaluation: a run stops once the mean of its last `smoothing` validation Dice values has not
+    # risen by more than `min_delta` for `patience_steps`, never before `min_steps`, and never
+    # while that mean has not yet exceeded `min_dice` (a run collapsed to empty masks is flat at
+    # zero: not a plateau). patience_steps=0: off (every run trains num_train_steps). Use it with
     # optimizer.schedule='constant': cosine decay flattens a curve by itself.
     config.early_stopping = ml_collections.ConfigDict(
         dict(patience_steps=0, min_delta=0.0, min_steps=0, smoothing=1, min_dice=0.0)

@@ -197,7 +197,7 @@ def in_force(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def now_utc() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def repository_root() -> str:

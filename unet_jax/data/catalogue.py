@@ -66,12 +66,21 @@ def _natural(name: str, builder: str, kind: str, **more) -> DataSet:
 
 
 CATALOGUE: tuple[DataSet, ...] = (
-    _ultrasound('synthetic_ultrasound', 'SyntheticUltrasound', SYNTHETIC, title='simulated breast ultrasound'),
+    _ultrasound(
+        'synthetic_ultrasound', 'SyntheticUltrasound', SYNTHETIC,
+        title='simulated breast ultrasound',
+    ),
     _xray('synthetic_xray', 'SyntheticXray', SYNTHETIC, title='simulated chest X-ray'),
     _natural('synthetic_natural', 'SyntheticNatural', SYNTHETIC, title='simulated natural scenes'),
     # The natural scenes imaged as B-mode ultrasound, and the same chain without speckle.
-    _natural('synthetic_natural_speckle', 'SyntheticNaturalSpeckle', SYNTHETIC, title='simulated natural scenes as B-mode ultrasound'),
-    _natural('synthetic_natural_imaging', 'SyntheticNaturalImaging', SYNTHETIC, title='simulated natural scenes through the imaging chain, no speckle'),
+    _natural(
+        'synthetic_natural_speckle', 'SyntheticNaturalSpeckle', SYNTHETIC,
+        title='simulated natural scenes as B-mode ultrasound',
+    ),
+    _natural(
+        'synthetic_natural_imaging', 'SyntheticNaturalImaging', SYNTHETIC,
+        title='simulated natural scenes through the imaging chain, no speckle',
+    ),
     # Frames of one BUSI lesion lie at every distance up to about 80 bits (data/duplicates.py).
     _ultrasound('busi', 'Busi', REAL, near_duplicate_bits=64, title='BUSI breast ultrasound'),
     _ultrasound('dataset_b', 'DatasetB', REAL, title='Dataset B breast ultrasound'),

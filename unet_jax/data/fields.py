@@ -1,9 +1,9 @@
 """The `config.data` fields with their defaults, and the names they take (no TFDS, no JAX).
 
-A config is made, checked and listed by launchers and the report without loading a data set,
-so what a config needs to know about data lives here: the set names (unet_jax.data.catalogue,
-one TFDS builder each in unet_jax.data.builders), the resize methods (unet_jax.data.pipeline) and the pairing
-rules of the folder set (unet_jax.data.folder).
+A config is made, checked and listed by launchers and the report without loading a data set, so
+what a config needs to know about data lives here: the set names (unet_jax.data.catalogue, one TFDS
+builder each in unet_jax.data.builders), the resize methods (unet_jax.data.pipeline) and the
+pairing rules of the folder set (unet_jax.data.folder).
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def answers(
         ranked = runs[runs['val_dice_mean'].notna()].sort_values('val_dice_mean', ascending=False)
         if ranked.empty:
             continue
-        answer.best, answer.best_val = ranked['configuration'].iloc[0], ranked['val_dice_mean'].iloc[0]
+        answer.best = ranked['configuration'].iloc[0]
+        answer.best_val = ranked['val_dice_mean'].iloc[0]
         answer.test_best = runs.loc[runs['dice_mean'].idxmax(), 'configuration']
         answer.best_test = mean_test(scores, target, num_train, answer.best, settings)
         if len(ranked) > 1:

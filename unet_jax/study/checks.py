@@ -65,8 +65,9 @@ def run_problems(
 
 def _point_problems(config: ml_collections.ConfigDict) -> list[str]:
     """What is wrong with the runs of a study's sweep points: the fields a point sets (its
-    training-set size, seed and step budget; study.run_configs.point_config) checked as for one run, each
-    problem once with a point that has it. The freeze specs are checked by the enumeration."""
+    training-set size, seed and step budget; study.run_configs.point_config) checked as for one
+    run, each problem once with a point that has it. The freeze specs are checked by the
+    enumeration."""
     from unet_jax.study import run_configs, sweep_points
 
     alike: dict[tuple, list[Any]] = {}  # points whose runs differ in seed and spec only

@@ -18,8 +18,8 @@ and warns, with the case names, about
 Exact duplicates are equal preprocessed arrays; near-duplicates have close perceptual hashes
 (`unet_jax.data.duplicates`: a 255-bit DCT hash, at most `NEAR_DUPLICATE_BITS` bits apart). The
 split assignment keeps each target's near-duplicate clusters in one split
-(`split_assignment.assign_splits`; `config.data.allow_near_duplicates` turns that off), and the report
-says, per target, how many clusters and images were grouped (`LeakReport.grouping`, in its
+(`split_assignment.assign_splits`; `config.data.allow_near_duplicates` turns that off), and the
+report says, per target, how many clusters and images were grouped (`LeakReport.grouping`, in its
 summary and in leak_check.json).
 
 `check_leaks` is what the study calls at its start: `check_study(config)`, then leak_check.json;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -192,7 +193,7 @@ def external_sets(config: ml_collections.ConfigDict) -> dict[str, pipeline.Split
         key = json.dumps([data.to_dict(), config.model.in_channels], sort_keys=True, default=str)
         if key not in _EXTERNAL:
             _EXTERNAL[key] = hosts.first_then_others(
-                lambda: pipeline.load_all(data, in_channels=config.model.in_channels)
+                functools.partial(pipeline.load_all, data, in_channels=config.model.in_channels)
             )
             logging.info('external test set %s: %d images', name, len(_EXTERNAL[key]))
         out[name] = _EXTERNAL[key]

@@ -8,10 +8,10 @@ is 2-3x slower than the runs one after another (measured on the `:quick` U-Net: 
 run for a full step), so there the group shares compilation, evaluation and checkpoints, and
 its runs step one by one through the same single-run program.
 
-Evaluation and the best params work on whole parameter trees (trained and frozen leaves
-merged, low-rank adapters folded into their kernels, every leaf with the run axis), so their programs depend on the model and the image
-size, not on the freeze spec: one compilation serves every group of a study. The frozen
-params are broadcast to the runs of a lane once, when the lanes are made.
+Evaluation and the best params work on whole parameter trees (trained and frozen leaves merged,
+low-rank adapters folded into their kernels, every leaf with the run axis), so their programs
+depend on the model and the image size, not on the freeze spec: one compilation serves every group
+of a study. The frozen params are broadcast to the runs of a lane once, when the lanes are made.
 
 A lane whose runs have all stopped (early stopping, divergence) is no longer stepped; its
 state keeps the step it stopped at, and the group's step is that of the lanes still training.

@@ -1,9 +1,9 @@
 """A group's ledger: what training has learnt about each run so far, kept in its checkpoint.
 
-Per run: the best validation (lesion) Dice and its step, the validation curve, and why and
-when it stopped (`stop`: 'plateau' by the early-stopping rule, 'cap' at config.num_train_steps,
-'nan' when it diverged; '' while it trains); for the group: the measured step times and the time per section of the
-processes that worked on it before. It is saved as the metadata of the group's checkpoint
+Per run: the best validation (lesion) Dice and its step, the validation curve, and why and when it
+stopped (`stop`: 'plateau' by the early-stopping rule, 'cap' at config.num_train_steps, 'nan' when
+it diverged; '' while it trains); for the group: the measured step times and the time per section
+of the processes that worked on it before. It is saved as the metadata of the group's checkpoint
 (`to_json`) and read back on resume (`from_json`), so a resumed group continues it.
 """
 
