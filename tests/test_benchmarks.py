@@ -181,3 +181,21 @@ def test_sweep_summary_speed_up_and_dice_differences():
     ]
     (difference,) = sweep_throughput.dice_differences(rows)
     assert difference['runs'] == 2 and difference['diff'] == pytest.approx(0.1)
+
+
+def test_group_trace_counts_the_files_of_a_group_in_order_of_use():
+    """The layout measure: a group's life starts in train/trainer.py, passes through the
+    freeze plan, and its count of returns is that of the sequence it prints."""
+    import group_trace
+
+    assert group_trace.returns(['a', 'b', 'a', 'a', 'c', 'b']) == 2
+    assert group_trace.returns(['a', 'a', 'b']) == 0
+    result = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, 'group_trace.py')],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    counts, order = result.stdout.strip().splitlines()
+    files = order.removeprefix('files in order of first use: ').split()
+    assert files[0] == 'train/trainer.py'
+    assert {'train/groups.py', 'freeze/plan.py', 'train/outputs.py'} <= set(files)
+    assert counts.endswith('returns to a file already left') and f'in {len(files)} files' in counts
