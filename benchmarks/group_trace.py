@@ -31,8 +31,9 @@ def first_calls(repo: str) -> list[str]:
         from unet_jax.train import trainer
         from unet_jax.train.groups import Member
     except ImportError:  # the layout before the package split
-        from unet_jax import train as trainer
         from unet_jax.groups import Member
+
+        from unet_jax import train as trainer
 
     package = os.path.join(repo, 'unet_jax') + os.sep
     workdir = tempfile.mkdtemp()
