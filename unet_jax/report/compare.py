@@ -17,6 +17,7 @@ at each size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import itertools
 import math
@@ -226,11 +227,17 @@ def all_comparisons(
     secondary = [c for cell in by_cell.values() for c in cell]
     secondary += _interactions(study, by_cell, settings)
     secondary = [c for c in secondary if not any(_same(c, p) for p in primary)]
-    p = stats.holm([c.test.p if c.test else math.nan for c in secondary])
-    p_tost = stats.holm([c.test.p_tost if c.test else math.nan for c in secondary])
-    for c, adjusted, adjusted_tost in zip(secondary, p, p_tost):
-        c.p_adjusted, c.p_tost_adjusted = float(adjusted), float(adjusted_tost)
+    holm_adjust(secondary)
     return Comparisons(primary, plan, secondary, skipped)
+
+
+def holm_adjust(comparisons: Sequence[Comparison]) -> None:
+    """Sets every comparison's Holm-adjusted p (difference) and TOST p (equivalence), the
+    comparisons adjusted together; one without a test counts as untested (nan)."""
+    p = stats.holm([c.test.p if c.test else math.nan for c in comparisons])
+    p_tost = stats.holm([c.test.p_tost if c.test else math.nan for c in comparisons])
+    for c, adjusted, adjusted_tost in zip(comparisons, p, p_tost):
+        c.p_adjusted, c.p_tost_adjusted = float(adjusted), float(adjusted_tost)
 
 
 def _same(c: Comparison, p: Comparison) -> bool:

@@ -147,17 +147,9 @@ def compare_studies(
                             Comparison(target, num_train, 'source_change', names[j], names[i],
                                        change, parts=(tests[j], tests[i]), **runs, **where)
                         )  # fmt: skip
-    _holm(changes)
+    compare.holm_adjust(changes)
     between = target_interactions(studies[0], changes, settings)
     return SourcesComparison(list(names), gaps, changes, between)
-
-
-def _holm(comparisons: list[Comparison]) -> None:
-    """Sets every comparison's Holm-adjusted p (difference) and TOST p (equivalence)."""
-    p = stats.holm([c.test.p for c in comparisons])
-    p_tost = stats.holm([c.test.p_tost for c in comparisons])
-    for c, adjusted, adjusted_tost in zip(comparisons, p, p_tost):
-        c.p_adjusted, c.p_tost_adjusted = float(adjusted), float(adjusted_tost)
 
 
 def target_interactions(
