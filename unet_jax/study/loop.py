@@ -291,10 +291,12 @@ def run_study(
     if done:
         console.line(f'{len(done)} of {total} runs finished earlier; they are kept.')
     work = {p.run_name: run_work(config, p) for p in sweep.runs}
-    counted = set(done)  # runs whose work is in work_done
-    work_done = sum(work[name] for name in counted)
     progress = io_utils.Progress(
-        total, done=len(done), unit='runs', work_total=sum(work.values()), work_done=work_done
+        total,
+        done=len(done),
+        unit='runs',
+        work_total=sum(work.values()),
+        work_done=sum(work[name] for name in done),
     )
     width = len(str(len(sweep.groups)))
     for group in sweep.groups:
@@ -314,8 +316,9 @@ def run_study(
         trained += outcome['trained']
         done += outcome['trained']
         failed += outcome['failed']
-        work_done += sum(work[p.run_name] for p in group.runs if p.run_name not in counted)
-        counted.update(p.run_name for p in group.runs)
+        progress_line = progress.line(
+            len(done) + len(failed), sum(work[name] for name in done + failed)
+        )
         for name in outcome['failed']:
             path = os.path.join(run_dir(workdir, name), ERROR_FILE)
             logging.info('study: %s failed (see %s)', name, path)
@@ -325,7 +328,7 @@ def run_study(
             group.index + 1,
             len(sweep.groups),
             group.name,
-            progress.line(len(done) + len(failed), work_done),
+            progress_line,
             len(failed),
         )
         scored = [
@@ -338,7 +341,7 @@ def run_study(
             group.name,
             scored,
             seconds=time.time() - start,
-            progress=progress.line(len(done) + len(failed), work_done),
+            progress=progress_line,
             runs=len(group.runs),
             failed=len(outcome['failed']),
         )
