@@ -17,11 +17,11 @@ from configs import layerwise
 from tests import tiny
 from unet_jax import io_utils, layout
 from unet_jax.config import families
-from unet_jax.config import families as families_lib
 from unet_jax.study import loop, run_configs, runner
 from unet_jax.study.sweep_points import enumerate_sweep, registry_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_FAMILIES = '+'.join(families.DEFAULTS)  # scratch included
 
 
 def tiny_study_config(
@@ -33,7 +33,7 @@ def tiny_study_config(
     Every k and every default family, `scratch` included (`quick` itself sweeps fewer)."""
     config = layerwise.get_config(
         f'quick,seeds={seeds},orders={orders},granularities={granularities},targets={targets},'
-        f'ks=,families={"+".join(families_lib.DEFAULTS)}'
+        f'ks=,families={DEFAULT_FAMILIES}'
     )
     config.study.pretrain_seeds = pretrain_seeds
     config.model.depth = 2
